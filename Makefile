@@ -1,0 +1,26 @@
+# Developer entry points. CI runs `make test` (via .ci/run).
+CARGO ?= cargo
+
+.PHONY: run build test lint fmt deps
+
+run:
+	$(CARGO) run --release -- $(ARGS)
+
+build:
+	$(CARGO) build --release
+
+deps:
+	scripts/test-deps.sh
+
+# Real peers (MariaDB, aiosmtpd, Chromium, coturn, pebble) are installed by scripts/test-deps.sh.
+test: export APPLIANCE_TEST_PYTHON ?= /var/tmp/meeting-appliance-venv/bin/python
+test: deps
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, only what is missing. Idempotent; fast when all is present.
+#   apt:  mariadb-server mariadb-client chromium fonts-liberation coturn pebble iproute2 python3-venv
+#   venv: /var/tmp/meeting-appliance-venv with aiosmtpd (SMTP sink)
+#   npm:  playwright-core in /var/tmp/meeting-appliance-node (browser tests)
+set -euo pipefail
+
+VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
+NODE_PREFIX=${APPLIANCE_NODE_PREFIX:-/var/tmp/meeting-appliance-node}
+APT_PACKAGES=(mariadb-server mariadb-client chromium fonts-liberation coturn pebble iproute2 python3-venv)
+
+die() { echo "test-deps: FAILED: $*" >&2; exit 1; }
+step() { echo "test-deps: $*"; }
+# Runs a command with its output in a log; shows the log's tail only when it fails.
+quiet() {
+  local log rc=0
+  log=$(mktemp)
+  "$@" >"$log" 2>&1 || rc=$?
+  [ "$rc" -eq 0 ] || tail -n 40 "$log" >&2
+  rm -f "$log"
+  return "$rc"
+}
+
+# --- apt ---------------------------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" != "ii " ]; then
+    missing+=("$p")
+  fi
+done
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -eq 0 ]; then
+  step "apt packages present (${APT_PACKAGES[*]})"
+else
+  step "apt installing: ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Wait for another apt/dpkg run (up to 10 minutes) instead of failing on the lock.
+  APT_OPTS=(-o DPkg::Lock::Timeout=600)
+  quiet apt-get "${APT_OPTS[@]}" update || die "apt-get update"
+  quiet apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "${missing[@]}" \
+    || die "apt-get install ${missing[*]}"
+  step "apt installed: ${missing[*]}"
+fi
+
+# --- python venv with aiosmtpd -----------------------------------------------------------
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+  step "python venv with aiosmtpd present ($VENV)"
+else
+  step "creating python venv with aiosmtpd ($VENV)"
+  PY=python3
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then PY=/usr/bin/python3; fi
+  quiet "$PY" -m venv --clear "$VENV" || die "$PY -m venv $VENV"
+  quiet "$VENV/bin/python" -m pip install --disable-pip-version-check aiosmtpd \
+    || die "pip install aiosmtpd into $VENV"
+  "$VENV/bin/python" -c 'import aiosmtpd' || die "aiosmtpd not importable after install"
+  step "python venv ready ($("$VENV/bin/python" -c 'import aiosmtpd; print("aiosmtpd", aiosmtpd.__version__)'))"
+fi
+
+# --- npm playwright-core -----------------------------------------------------------------
+if [ -f "$NODE_PREFIX/node_modules/playwright-core/package.json" ]; then
+  step "playwright-core present ($NODE_PREFIX)"
+else
+  step "installing playwright-core into $NODE_PREFIX"
+  mkdir -p "$NODE_PREFIX"
+  # playwright-core downloads no browser; tests use Debian's /usr/bin/chromium.
+  quiet npm install --prefix "$NODE_PREFIX" --no-audit --no-fund playwright-core \
+    || die "npm install playwright-core"
+  [ -f "$NODE_PREFIX/node_modules/playwright-core/package.json" ] || die "playwright-core missing after npm install"
+  step "playwright-core ready"
+fi
+
+step "all test dependencies present"

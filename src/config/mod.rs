@@ -1,0 +1,574 @@
+//! One typed configuration tree for every role.
+//!
+//! Precedence, lowest first: the defaults written in this file < the config file (TOML) <
+//! environment variables `MEETING_<SECTION>__<KEY>` (e.g. `MEETING_AUTH__CODE_TTL=5m`) <
+//! command-line flags (the seed's camelCase flags, applied in `cli.rs`). Every struct denies
+//! unknown keys, so a typo is an error that names the key instead of a silently ignored line.
+//! `config/appliance.toml` is the commented sample; a test checks it equals the defaults.
+
+mod duration;
+
+pub use duration::Dur;
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The five roles of the seed. A process runs any subset; a single box runs all five.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Apiserver,
+    Sfuserver,
+    Turnserver,
+    Fsserver,
+    Allocateserver,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] =
+        [Role::Apiserver, Role::Sfuserver, Role::Turnserver, Role::Fsserver, Role::Allocateserver];
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Apiserver => "apiserver",
+            Role::Sfuserver => "sfuserver",
+            Role::Turnserver => "turnserver",
+            Role::Fsserver => "fsserver",
+            Role::Allocateserver => "allocateserver",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Roles this process runs. Default: all five (one box).
+    pub roles: Vec<Role>,
+    /// Deployment secret shared by all roles of one deployment. On a single box, when absent,
+    /// one is generated into `data_dir/secret` (mode 0600) and reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Every file the appliance keeps (SQLite database, secret, certificates, files) lives here.
+    pub data_dir: PathBuf,
+    /// Where the HTTP(S) listener binds.
+    pub listen: String,
+    /// The public `host:port` people reach this box at (the seed's `--domainaddress`).
+    /// Absent: the listen address (a development box).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_address: Option<String>,
+    /// PEM certificate chain and key; absent: see ARCHITECTURE.md section 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_key: Option<PathBuf>,
+    /// For roles on other hosts: the apiserver's `host:port` to register with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver: Option<String>,
+    pub log: Log,
+    pub database: Database,
+    pub mail: Mail,
+    pub auth: Auth,
+    pub meetings: Meetings,
+    pub allocator: Allocator,
+    pub sfu: Sfu,
+    pub turn: Turn,
+    pub fs: Fs,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            roles: Role::ALL.to_vec(),
+            secret: None,
+            data_dir: PathBuf::from("./meeting-data"),
+            listen: "127.0.0.1:8080".into(),
+            domain_address: None,
+            cert: None,
+            cert_key: None,
+            apiserver: None,
+            log: Log::default(),
+            database: Database::default(),
+            mail: Mail::default(),
+            auth: Auth::default(),
+            meetings: Meetings::default(),
+            allocator: Allocator::default(),
+            sfu: Sfu::default(),
+            turn: Turn::default(),
+            fs: Fs::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: "info", "debug", "meeting_appliance=debug,info".
+    pub level: String,
+    /// One JSON object per line instead of human-readable lines.
+    pub json: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into(), json: false }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// A full URL (`sqlite://…`, `mysql://…`, `postgres://…`). Wins over the mysql_* keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The seed's MySQL/MariaDB settings (`--mysqlAddress` etc.).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql_password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql_database: Option<String>,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// How long start-up keeps trying to reach the database before giving up.
+    pub connect_timeout: Dur,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: None,
+            mysql_address: None,
+            mysql_user: None,
+            mysql_password: None,
+            mysql_database: None,
+            max_connections: 10,
+            connect_timeout: Dur::secs(30),
+        }
+    }
+}
+
+impl Database {
+    /// The URL actually used: `url`, else MySQL from the seed's flags, else SQLite in the data dir.
+    pub fn effective_url(&self, data_dir: &Path) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        if let Some(addr) = &self.mysql_address {
+            let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let user = enc(self.mysql_user.as_deref().unwrap_or("root"));
+            let auth = match &self.mysql_password {
+                Some(p) => format!("{user}:{}", enc(p)),
+                None => user,
+            };
+            let db = self.mysql_database.as_deref().unwrap_or("Meeting");
+            return format!("mysql://{auth}@{addr}/{db}");
+        }
+        format!("sqlite://{}?mode=rwc", data_dir.join("meeting.db").display())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mail {
+    /// SMTP servers. None: mail is written to the log (a development box).
+    pub servers: Vec<MailServer>,
+    /// The display name on outgoing mail.
+    pub from_name: String,
+    /// First retry delay for an undeliverable mail; doubles up to `retry_max`. Never dropped.
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Mail {
+            servers: Vec::new(),
+            from_name: "Meetings".into(),
+            retry_initial: Dur::secs(30),
+            retry_max: Dur::secs(1800),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTls {
+    /// Port 465: implicit TLS; with a username: STARTTLS required; otherwise STARTTLS if offered.
+    Auto,
+    /// STARTTLS required.
+    Starttls,
+    /// Implicit TLS (SMTPS).
+    Tls,
+    /// Plain text (an internal relay on a trusted network).
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailServer {
+    pub host: String,
+    #[serde(default = "default_mail_port")]
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Sender address; default `meetings@<host>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Recipient domains this server serves (e.g. the company's own). Empty: the default server.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default = "default_mail_tls")]
+    pub tls: MailTls,
+}
+
+fn default_mail_port() -> u16 {
+    587
+}
+fn default_mail_tls() -> MailTls {
+    MailTls::Auto
+}
+
+impl MailServer {
+    pub fn new(host: impl Into<String>) -> Self {
+        MailServer {
+            host: host.into(),
+            port: default_mail_port(),
+            username: None,
+            password: None,
+            from: None,
+            domains: Vec::new(),
+            tls: MailTls::Auto,
+        }
+    }
+    pub fn from_address(&self) -> String {
+        self.from.clone().unwrap_or_else(|| format!("meetings@{}", self.host))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Email domains whose people may create meetings. Empty: everyone who signs in may.
+    pub allowed_domains: Vec<String>,
+    /// People who see the admin view.
+    pub admin_emails: Vec<String>,
+    /// A sign-in code is valid this long.
+    pub code_ttl: Dur,
+    /// Wrong tries allowed per code before it is void.
+    pub code_max_attempts: u32,
+    /// Codes sent to one address per hour.
+    pub codes_per_email_per_hour: u32,
+    /// Codes requested from one client IP per hour.
+    pub codes_per_ip_per_hour: u32,
+    /// A session stays valid this long.
+    pub session_ttl: Dur,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            allowed_domains: Vec::new(),
+            admin_emails: Vec::new(),
+            code_ttl: Dur::secs(600),
+            code_max_attempts: 5,
+            codes_per_email_per_hour: 5,
+            codes_per_ip_per_hour: 30,
+            session_ttl: Dur::secs(30 * 86400),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Meetings {
+    /// Whether people without an account may join by link (default for new meetings).
+    pub guests_allowed: bool,
+    pub max_invitees: usize,
+    pub max_duration: Dur,
+    /// Join tokens are short-lived: the client uses one right away to open signaling.
+    pub join_token_ttl: Dur,
+    /// TURN credentials handed out at join last this long.
+    pub turn_credential_ttl: Dur,
+}
+
+impl Default for Meetings {
+    fn default() -> Self {
+        Meetings {
+            guests_allowed: true,
+            max_invitees: 200,
+            max_duration: Dur::secs(24 * 3600),
+            join_token_ttl: Dur::secs(300),
+            turn_credential_ttl: Dur::secs(12 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Allocator {
+    /// An external allocator speaking the seed's protocol (`--allocateserver`). Absent: the
+    /// built-in allocator answers in-process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// How long the apiserver waits for the allocator.
+    pub timeout: Dur,
+    /// The `Retry-After` the client gets when no server is free.
+    pub retry_after: Dur,
+    /// Server pools of the built-in allocator. Empty: this box's own roles.
+    pub sfu: Vec<PoolEntry>,
+    pub turn: Vec<PoolEntry>,
+    pub fs: Vec<PoolEntry>,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Allocator {
+            url: None,
+            timeout: Dur::secs(5),
+            retry_after: Dur::secs(10),
+            sfu: Vec::new(),
+            turn: Vec::new(),
+            fs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEntry {
+    /// `host:port` as handed to clients.
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sfu {
+    /// The UDP port all media of this sfuserver uses.
+    pub udp_port: u16,
+    /// Addresses advertised to browsers as ICE candidates. Empty: the listen address's IP.
+    pub ip: Vec<IpAddr>,
+}
+
+impl Default for Sfu {
+    fn default() -> Self {
+        Sfu { udp_port: 10000, ip: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Turn {
+    /// TURN over UDP and TCP (the seed's `--port`).
+    pub port: u16,
+    /// Relay and advertised address (the seed's `--ip`). Absent: the listen address's IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+}
+
+impl Default for Turn {
+    fn default() -> Self {
+        Turn { port: 3478, ip: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fs {
+    /// Where note files are stored (the seed's `--directory`). Absent: `data_dir/files`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<PathBuf>,
+}
+
+/// Reads the file (if any) and the environment over the defaults. Flags come on top, in cli.rs.
+pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
+    let mut b = config::Config::builder();
+    if let Some(path) = file {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        b = b.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+    }
+    let env_map: config::Map<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("MEETING_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    b = b.add_source(
+        config::Environment::with_prefix("MEETING")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("roles")
+            .with_list_parse_key("auth.allowed_domains")
+            .with_list_parse_key("auth.admin_emails")
+            .with_list_parse_key("sfu.ip")
+            .try_parsing(true)
+            .source(Some(env_map)),
+    );
+    let raw = b.build().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let cfg: Config = raw.try_deserialize().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    Ok(cfg)
+}
+
+impl Config {
+    /// Checks what serde cannot: cross-field rules and values that must parse. Messages say
+    /// what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.roles.is_empty() {
+            bail!("`roles` is empty: list at least one of apiserver, sfuserver, turnserver, fsserver, allocateserver");
+        }
+        self.listen_addr()?;
+        if let Some(d) = &self.domain_address {
+            split_host_port(d).map_err(|e| anyhow::anyhow!("`domain_address` {d:?}: {e}"))?;
+        }
+        if self.cert.is_some() != self.cert_key.is_some() {
+            bail!("give both `cert` and `cert_key` (--cert and --certkey), or neither");
+        }
+        let remote_roles = !self.roles.contains(&Role::Apiserver);
+        if remote_roles && self.apiserver.is_none() {
+            bail!(
+                "roles {:?} run without the apiserver: set `apiserver` (--apiserver host:port) to the apiserver they register with",
+                self.roles.iter().map(|r| r.name()).collect::<Vec<_>>()
+            );
+        }
+        if remote_roles && self.secret.is_none() {
+            bail!("roles on their own host need the deployment secret (--secret) the apiserver uses");
+        }
+        for (i, m) in self.mail.servers.iter().enumerate() {
+            if m.host.trim().is_empty() {
+                bail!("mail server #{} has an empty host", i + 1);
+            }
+            let from = m.from_address();
+            if from.parse::<lettre::Address>().is_err() {
+                bail!("mail server {}: sender {from:?} is not an email address (--mailFrom)", m.host);
+            }
+        }
+        let defaults = self.mail.servers.iter().filter(|m| m.domains.is_empty()).count();
+        if !self.mail.servers.is_empty() && defaults == 0 {
+            tracing::warn!("every mail server lists `domains`; mail to other domains goes to the first server");
+        }
+        if let Some(url) = &self.allocator.url {
+            let u = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--allocateserver {url:?} is not a URL: {e}"))?;
+            if u.scheme() != "http" && u.scheme() != "https" {
+                bail!("--allocateserver {url:?} must be an http:// or https:// URL");
+            }
+        }
+        if self.auth.code_max_attempts == 0 {
+            bail!("`auth.code_max_attempts` must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("`listen` {:?} is not an address like 0.0.0.0:443: {e}", self.listen))
+    }
+
+    pub fn has_role(&self, r: Role) -> bool {
+        self.roles.contains(&r)
+    }
+
+    /// The effective config as TOML with every secret masked (`check-config`).
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        let mask = |s: &mut Option<String>| {
+            if s.is_some() {
+                *s = Some("********".into());
+            }
+        };
+        mask(&mut c.secret);
+        mask(&mut c.database.mysql_password);
+        if let Some(u) = &c.database.url
+            && let Ok(mut parsed) = url::Url::parse(u)
+            && parsed.password().is_some()
+        {
+            let _ = parsed.set_password(Some("********"));
+            c.database.url = Some(parsed.to_string());
+        }
+        for m in &mut c.mail.servers {
+            mask(&mut m.password);
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Splits `host:port` (IPv6 in brackets). The port is required.
+pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("expected host:port"))?;
+    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("bad port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        anyhow::bail!("empty host");
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/appliance.toml");
+        let text = std::fs::read_to_string(&path).expect("config/appliance.toml is in the repo");
+        let parsed: Config = toml::from_str(&text).expect("the sample parses");
+        assert_eq!(parsed, Config::default(), "config/appliance.toml drifted from the defaults");
+        // Every key the defaults have is written (and explained) in the sample, and no other.
+        fn keys(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let path = format!("{prefix}{k}");
+                    keys(v, &format!("{path}."), out);
+                    out.insert(path);
+                }
+            }
+        }
+        let (mut a, mut b) = (Default::default(), Default::default());
+        keys(&toml::from_str(&text).expect("toml"), "", &mut a);
+        keys(&toml::Value::try_from(Config::default()).expect("serializable"), "", &mut b);
+        assert_eq!(a, b, "the sample and the defaults have different keys");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("a.toml");
+        std::fs::write(&f, "[auth]\ncode_tl = \"5m\"\n").expect("write");
+        let err = load(Some(&f), &[]).expect_err("typo must fail").to_string();
+        assert!(err.contains("code_tl"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_env_key_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("a.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\n[auth]\ncode_ttl = \"5m\"\n").expect("write");
+        let env = vec![("MEETING_AUTH__CODE_TTL".to_string(), "2m".to_string())];
+        let c = load(Some(&f), &env).expect("loads");
+        assert_eq!(c.auth.code_ttl, Dur::secs(120));
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        let env = vec![("MEETING_AUTH__BOGUS".to_string(), "1".to_string())];
+        let err = load(Some(&f), &env).expect_err("unknown env key").to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn mysql_url_from_seed_flags_is_encoded() {
+        let d = Database {
+            mysql_address: Some("127.0.0.1:3306".into()),
+            mysql_user: Some("root".into()),
+            mysql_password: Some("p@ss/word".into()),
+            mysql_database: Some("Meeting".into()),
+            ..Database::default()
+        };
+        assert_eq!(d.effective_url(Path::new("/x")), "mysql://root:p%40ss%2Fword@127.0.0.1:3306/Meeting");
+    }
+}

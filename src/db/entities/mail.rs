@@ -1,0 +1,24 @@
+//! The persistent mail outbox: a message is stored fully formatted before any attempt, so nothing queued is lost.
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "mail_outbox")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub recipient: String,
+    pub sender: String,
+    pub subject: String,
+    /// The whole RFC 5322 message, as it will be sent.
+    pub message: String,
+    /// "pending", "sent" or "logged" (no mail server: written to the log).
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

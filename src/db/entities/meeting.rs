@@ -1,0 +1,33 @@
+//! Meetings: each user's one instant room (begin_at = 0) and scheduled meetings.
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "meetings")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[sea_orm(unique)]
+    pub code: String,
+    pub owner_id: i64,
+    pub title: String,
+    /// "instant" or "scheduled".
+    pub kind: String,
+    pub begin_at: i64,
+    pub end_at: i64,
+    /// iCalendar UID: stable across updates and the cancellation.
+    pub ical_uid: String,
+    /// iCalendar SEQUENCE: +1 on every change sent to invitees.
+    pub sequence: i32,
+    /// "active" or "cancelled".
+    pub status: String,
+    pub guests_allowed: bool,
+    /// Assigned servers (host:port), from the allocator.
+    pub sfu: Option<String>,
+    pub turn: Option<String>,
+    pub fs: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

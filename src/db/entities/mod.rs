@@ -1,0 +1,12 @@
+//! Database entities (sea-orm 2). Times are unix seconds in `i64`, the same on every backend.
+pub mod file;
+pub mod invitation;
+pub mod login_code;
+pub mod mail;
+pub mod meeting;
+pub mod node;
+pub mod note;
+pub mod note_version;
+pub mod participation;
+pub mod session;
+pub mod user;

@@ -1,0 +1,20 @@
+//! meeting-appliance: self-hosted video meetings in one binary.
+//!
+//! Layout (ARCHITECTURE.md section 7): `cli` and `config` turn flags, environment and file
+//! into one typed `Config`; `node` starts the actix System and the roles of this process and
+//! wires them (`node::wiring`, the single local-or-remote decision); `roles/*` are the five
+//! roles, which share nothing but the messages in `proto`; `db` is the database; `tokens`
+//! derives per-purpose keys from the deployment secret and makes and checks tokens.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod proto;
+pub mod roles;
+pub mod tokens;
+pub mod util;

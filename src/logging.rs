@@ -1,0 +1,20 @@
+//! Logs to stderr: human-readable lines, or one JSON object per line (`log.json`).
+//! `RUST_LOG`, when set, wins over `log.level`.
+
+use crate::config::Log;
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(cfg: &Log) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.json {
+        b.json().try_init()
+    } else {
+        b.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
+}

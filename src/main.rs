@@ -1,0 +1,33 @@
+//! Thin: command line → config → logging → node::run.
+
+use meeting_appliance::{cli, logging, node};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    match cli::parse(std::env::args_os(), &env) {
+        Err(e) => {
+            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
+                clap_err.exit();
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Ok(cli::Action::CheckConfig(cfg)) => {
+            print!("{}", cfg.to_masked_toml());
+            eprintln!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Ok(cli::Action::Run(cfg)) => {
+            logging::init(&cfg.log);
+            match node::run(*cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Starts the actix System and the enabled roles of this process, and stops them gracefully.
+//!
+//! Order: data dir and secret → listener bound (fail fast if the port is taken) → database
+//! (with migrations) → actors, wired by `wiring::wire` → HTTP server. SIGINT/SIGTERM stop
+//! accepting, let requests in flight finish (bounded by `SHUTDOWN`), then stop the actors.
+
+pub mod wiring;
+
+use actix::prelude::*;
+use actix_web::{App, HttpResponse, HttpServer, dev::Service, web};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, Role};
+use crate::metrics::Metrics;
+use crate::roles::apiserver::{self, ApiState, mail};
+use crate::tokens::Keys;
+
+/// How long a graceful stop may take before connections are dropped.
+const SHUTDOWN_SECS: u64 = 10;
+
+/// Runs until a stop signal. Returns an error that tells the operator what to fix.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    crate::util::install_ring_provider();
+    let sys = actix_rt::System::new();
+    sys.block_on(serve(cfg))
+}
+
+fn check_roles(cfg: &Config) -> anyhow::Result<()> {
+    let unbuilt = [Role::Sfuserver, Role::Turnserver, Role::Fsserver];
+    if !cfg.has_role(Role::Apiserver) {
+        let r = cfg.roles[0];
+        if unbuilt.contains(&r) || r == Role::Allocateserver {
+            anyhow::bail!(
+                "the {} role is not built yet in this version; run the apiserver (all-in-one) instead",
+                r.name()
+            );
+        }
+    }
+    for r in unbuilt {
+        if cfg.has_role(r) {
+            tracing::warn!(role = r.name(), "this role is not built yet: meetings can be created and joined, but no media flows");
+        }
+    }
+    Ok(())
+}
+
+/// The deployment secret: configured, or generated once into the data dir (mode 0600).
+fn ensure_secret(cfg: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &cfg.secret {
+        if s.len() < 8 {
+            anyhow::bail!("--secret is too short: use at least 8 characters (32 random ones are better)");
+        }
+        return Ok(s.clone());
+    }
+    let path = cfg.data_dir.join("secret");
+    if path.exists() {
+        let s = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        return Ok(s.trim().to_string());
+    }
+    let s = crate::ids::random_token(32);
+    write_private(&path, &s)?;
+    tracing::info!(path = %path.display(), "generated the deployment secret");
+    Ok(s)
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    check_roles(&cfg)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display()))?;
+    let secret = ensure_secret(&cfg)?;
+    let keys = Keys::derive(&secret);
+    let want = cfg.listen_addr()?;
+    let listener = std::net::TcpListener::bind(want).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {want}: {e}; is another server using the port? Change `listen` (--listen)")
+    })?;
+    let bound = listener.local_addr()?;
+    let here: IpAddr = if bound.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { bound.ip() };
+    let own_address = cfg.domain_address.clone().unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
+
+    let tls_config = match (&cfg.cert, &cfg.cert_key) {
+        (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+        _ => {
+            if cfg.domain_address.as_deref().is_some_and(|d| !is_local(d)) {
+                tracing::error!(
+                    "no --cert/--certkey given: automatic certificates are not built yet in this version; serving plain HTTP. Give --cert and --certkey for HTTPS"
+                );
+            }
+            None
+        }
+    };
+    let tls = tls_config.is_some();
+    let public_url = public_url(&own_address, tls);
+
+    let db_url = cfg.database.effective_url(&cfg.data_dir);
+    tracing::info!(db = %crate::db::redact(&db_url), "connecting to the database");
+    let db = crate::db::connect(&db_url, cfg.database.max_connections, cfg.database.connect_timeout.0).await?;
+
+    let metrics = Metrics::new();
+    let turn_ip = cfg.turn.ip.unwrap_or(here);
+    let own = wiring::OwnAddresses {
+        sfu: own_address.clone(),
+        turn: SocketAddr::new(turn_ip, cfg.turn.port).to_string(),
+        fs: own_address.clone(),
+    };
+    let peers = wiring::wire(&cfg, &own)?;
+    let mailer = mail::Mailer::new(&cfg.mail)?;
+    if cfg.mail.servers.is_empty() {
+        tracing::warn!("no mail server configured (--mailServer): sign-in codes and invitations are written to this log");
+    }
+    let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
+    apiserver::Janitor { db: db.clone() }.start();
+
+    let state = web::Data::new(ApiState {
+        db,
+        cfg: Arc::new(cfg.clone()),
+        keys,
+        allocator: peers.allocate,
+        fs_allocator: peers.allocate_fs,
+        mailer,
+        outbox,
+        metrics: metrics.clone(),
+        own_address: own_address.clone(),
+        public_url: public_url.clone(),
+        tls,
+    });
+    let m = metrics.clone();
+    let server = HttpServer::new(move || {
+        let m = m.clone();
+        let m2 = m.clone();
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(move |req, srv| {
+                let m = m.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let class = format!("{}xx", res.status().as_u16() / 100);
+                    m.http_requests.get_or_create(&Metrics::label("status", &class)).inc();
+                    Ok(res)
+                }
+            })
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let body = m2.render();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .body(body)
+                    }
+                }),
+            )
+            .configure(apiserver::routes)
+    })
+    .shutdown_timeout(SHUTDOWN_SECS);
+    let server = match tls_config {
+        Some(tc) => server.listen_rustls_0_23(listener, tc)?,
+        None => server.listen(listener)?,
+    }
+    .run();
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(public = %public_url, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
+    server.await?;
+    tracing::info!("stopped");
+    System::current().stop();
+    Ok(())
+}
+
+fn is_local(address: &str) -> bool {
+    let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `https://host` for port 443, `http://host` for 80, else with the port.
+fn public_url(address: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let default_port = if tls { ":443" } else { ":80" };
+    let a = address.strip_suffix(default_port).unwrap_or(address);
+    format!("{scheme}://{a}")
+}
+
+fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow::anyhow!("cannot read the certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("the certificate {} is not valid PEM: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("the certificate file {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("the key does not fit the certificate {}: {e}", cert.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls() {
+        assert_eq!(public_url("meet.example.com:443", true), "https://meet.example.com");
+        assert_eq!(public_url("127.0.0.1:8080", false), "http://127.0.0.1:8080");
+        assert!(is_local("localhost:80") && is_local("[::1]:8080") && !is_local("meet.example.com:443"));
+    }
+}

@@ -1,0 +1,245 @@
+//! Mail: a persistent outbox in the database and an actor that delivers it.
+//!
+//! `enqueue` formats the whole message and stores it before any delivery attempt, so a mail
+//! accepted by the API survives an SMTP outage and a restart. The `MailOutbox` actor delivers
+//! due rows, routes each recipient to the SMTP server that serves its domain (else the
+//! default server), and retries failures with doubling back-off, forever: nothing is dropped.
+//! With no SMTP server configured (a development box) the mail is written to the log instead.
+
+use actix::prelude::*;
+use lettre::message::{Mailbox, Message, MultiPart, SinglePart, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Mail as MailConfig, MailServer, MailTls};
+use crate::db::entities::mail;
+use crate::metrics::Metrics;
+use crate::util::now;
+
+/// A message ready to queue: who gets it, and its parts.
+pub struct Outgoing {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    /// A text/calendar part (`method`, body) for invitations.
+    pub calendar: Option<(&'static str, String)>,
+    /// An HTML alternative.
+    pub html: Option<String>,
+}
+
+/// How mail leaves this box: the configured servers, or the log.
+pub struct Mailer {
+    cfg: MailConfig,
+    transports: Vec<(MailServer, AsyncSmtpTransport<Tokio1Executor>)>,
+}
+
+impl Mailer {
+    pub fn new(cfg: &MailConfig) -> anyhow::Result<Arc<Mailer>> {
+        let mut transports = Vec::new();
+        for s in &cfg.servers {
+            transports.push((s.clone(), transport(s)?));
+        }
+        Ok(Arc::new(Mailer { cfg: cfg.clone(), transports }))
+    }
+
+    /// The sender address for a recipient (the routed server's `from`).
+    fn route(&self, recipient: &str) -> Option<&(MailServer, AsyncSmtpTransport<Tokio1Executor>)> {
+        let domain = recipient.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+        self.transports
+            .iter()
+            .find(|(s, _)| s.domains.iter().any(|d| *d == domain))
+            .or_else(|| self.transports.iter().find(|(s, _)| s.domains.is_empty()))
+            .or_else(|| self.transports.first())
+    }
+
+    fn sender_for(&self, recipient: &str) -> String {
+        self.route(recipient)
+            .map(|(s, _)| s.from_address())
+            .unwrap_or_else(|| "meetings@localhost".to_string())
+    }
+}
+
+fn transport(s: &MailServer) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let params = || {
+        TlsParameters::new(s.host.clone())
+            .map_err(|e| anyhow::anyhow!("mail server {}: TLS setup failed: {e}", s.host))
+    };
+    let tls = match s.tls {
+        MailTls::None => Tls::None,
+        MailTls::Tls => Tls::Wrapper(params()?),
+        MailTls::Starttls => Tls::Required(params()?),
+        MailTls::Auto if s.port == 465 => Tls::Wrapper(params()?),
+        MailTls::Auto if s.username.is_some() => Tls::Required(params()?),
+        MailTls::Auto => Tls::Opportunistic(params()?),
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+        .port(s.port)
+        .tls(tls)
+        .timeout(Some(Duration::from_secs(20)));
+    if let Some(u) = &s.username {
+        b = b.credentials(Credentials::new(u.clone(), s.password.clone().unwrap_or_default()));
+    }
+    Ok(b.build())
+}
+
+/// Formats and stores a mail. Returns once it is durable; delivery happens in the actor.
+pub async fn enqueue<C: ConnectionTrait>(db: &C, mailer: &Mailer, m: Outgoing) -> anyhow::Result<()> {
+    let sender = mailer.sender_for(&m.to);
+    let from = Mailbox::new(Some(mailer.cfg.from_name.clone()), sender.parse()?);
+    let to: Mailbox = m.to.parse()?;
+    let mut alt = MultiPart::alternative().singlepart(SinglePart::plain(m.text.clone()));
+    if let Some(html) = &m.html {
+        alt = alt.singlepart(SinglePart::html(html.clone()));
+    }
+    let body = if let Some((method, ics)) = &m.calendar {
+        let ct = ContentType::parse(&format!("text/calendar; charset=UTF-8; method={method}"))?;
+        alt = alt.singlepart(SinglePart::builder().header(ct).body(ics.clone()));
+        // The same calendar as an attachment too: some clients only look there.
+        MultiPart::mixed().multipart(alt).singlepart(
+            SinglePart::builder()
+                .header(ContentType::parse("application/ics; name=\"invite.ics\"")?)
+                .header(lettre::message::header::ContentDisposition::attachment("invite.ics"))
+                .body(ics.clone()),
+        )
+    } else {
+        alt
+    };
+    let msg = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(m.subject.clone())
+        .message_id(None)
+        .multipart(body)?;
+    let raw = String::from_utf8(msg.formatted())?;
+    let t = now();
+    let logged = mailer.transports.is_empty();
+    if logged {
+        tracing::warn!(
+            to = %m.to,
+            subject = %m.subject,
+            "NO MAIL SERVER CONFIGURED: this mail is written to the log instead of being sent:\n{}",
+            m.text
+        );
+    }
+    mail::ActiveModel {
+        recipient: Set(m.to.clone()),
+        sender: Set(sender),
+        subject: Set(m.subject.chars().take(255).collect()),
+        message: Set(raw),
+        status: Set(if logged { "logged" } else { "pending" }.into()),
+        attempts: Set(0),
+        next_attempt_at: Set(t),
+        last_error: Set(None),
+        created_at: Set(t),
+        sent_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Delivers due mail from the outbox. Started once per apiserver.
+pub struct MailOutbox {
+    db: DatabaseConnection,
+    mailer: Arc<Mailer>,
+    metrics: Metrics,
+    busy: bool,
+}
+
+impl MailOutbox {
+    pub fn new(db: DatabaseConnection, mailer: Arc<Mailer>, metrics: Metrics) -> Self {
+        MailOutbox { db, mailer, metrics, busy: false }
+    }
+}
+
+/// "There may be new mail": sent after `enqueue` so delivery does not wait for the next tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick;
+
+impl Actor for MailOutbox {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_secs(1), |_, ctx| ctx.notify(Kick));
+        ctx.notify(Kick);
+    }
+}
+
+impl Handler<Kick> for MailOutbox {
+    type Result = ();
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        if self.busy || self.mailer.transports.is_empty() {
+            return;
+        }
+        self.busy = true;
+        let (db, mailer, metrics) = (self.db.clone(), self.mailer.clone(), self.metrics.clone());
+        ctx.spawn(
+            async move {
+                if let Err(e) = deliver_due(&db, &mailer, &metrics).await {
+                    tracing::error!(error = %e, "mail outbox pass failed");
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, _| act.busy = false),
+        );
+    }
+}
+
+async fn deliver_due(db: &DatabaseConnection, mailer: &Mailer, metrics: &Metrics) -> anyhow::Result<()> {
+    let t = now();
+    let due = mail::Entity::find()
+        .filter(mail::Column::Status.eq("pending"))
+        .filter(mail::Column::NextAttemptAt.lte(t))
+        .order_by_asc(mail::Column::Id)
+        .limit(50)
+        .all(db)
+        .await?;
+    for row in due {
+        let Some((server, transport)) = mailer.route(&row.recipient) else { break };
+        let result = match (row.sender.parse(), row.recipient.parse()) {
+            (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
+                Ok(env) => transport.send_raw(&env, row.message.as_bytes()).await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            _ => Err("stored sender or recipient is not an address".to_string()),
+        };
+        let attempts = row.attempts + 1;
+        let mut upd: mail::ActiveModel = row.clone().into();
+        upd.attempts = Set(attempts);
+        match result {
+            Ok(()) => {
+                tracing::info!(id = row.id, to = %row.recipient, server = %server.host, "mail sent");
+                metrics.mail_sent.inc();
+                upd.status = Set("sent".into());
+                upd.sent_at = Set(Some(now()));
+                upd.last_error = Set(None);
+            }
+            Err(e) => {
+                let shift = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+                let delay = mailer
+                    .cfg
+                    .retry_initial
+                    .as_secs()
+                    .saturating_mul(1u64 << shift)
+                    .min(mailer.cfg.retry_max.as_secs())
+                    .max(1);
+                tracing::warn!(id = row.id, to = %row.recipient, server = %server.host, attempts, retry_in_s = delay, error = %e, "mail not delivered yet; will retry");
+                metrics.mail_failed.inc();
+                upd.next_attempt_at = Set(now() + i64::try_from(delay).unwrap_or(i64::MAX / 2));
+                upd.last_error = Set(Some(e.chars().take(1000).collect()));
+            }
+        }
+        upd.update(db).await?;
+    }
+    let pending = mail::Entity::find().filter(mail::Column::Status.eq("pending")).count(db).await?;
+    metrics.mail_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    Ok(())
+}

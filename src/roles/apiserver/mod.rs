@@ -1,0 +1,144 @@
+//! The apiserver role: accounts and sign-in, meetings and invitations, the mail outbox, and
+//! the HTTP API of ARCHITECTURE.md section 4. It asks the allocator (a `Recipient`, local or
+//! remote — it cannot tell) for servers, and never talks to other roles any other way.
+
+pub mod auth;
+pub mod ics;
+pub mod mail;
+pub mod meetings;
+
+use actix::prelude::*;
+use actix_web::{HttpResponse, web};
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::{ApiError, json_error, path_error, query_error};
+use crate::metrics::Metrics;
+use crate::proto::{AllocateFileServer, AllocateServers};
+use crate::tokens::Keys;
+
+/// Shared by every request handler of the apiserver (cheap to clone: handles and Arcs).
+pub struct ApiState {
+    pub db: DatabaseConnection,
+    pub cfg: Arc<Config>,
+    pub keys: Keys,
+    pub allocator: Recipient<AllocateServers>,
+    pub fs_allocator: Recipient<AllocateFileServer>,
+    pub mailer: Arc<mail::Mailer>,
+    pub outbox: Addr<mail::MailOutbox>,
+    pub metrics: Metrics,
+    /// `host:port` people reach this box at.
+    pub own_address: String,
+    /// Base URL of the web client, for links in mail (`http(s)://host[:port]`).
+    pub public_url: String,
+    /// Whether this box serves HTTPS (cookies get `Secure`, URLs `https`/`wss`).
+    pub tls: bool,
+}
+
+impl ApiState {
+    pub fn may_create(&self, email: &str) -> bool {
+        let allowed = &self.cfg.auth.allowed_domains;
+        allowed.is_empty()
+            || email
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| allowed.iter().any(|a| a.eq_ignore_ascii_case(d)))
+    }
+
+    pub fn join_url(&self, code: &str) -> String {
+        format!("{}/m/{code}", self.public_url)
+    }
+
+    /// The URL base for another server's `host:port`: this box's own scheme for itself;
+    /// plain for loopback and port 80; TLS for everything else.
+    pub fn base_url(&self, address: &str, websocket: bool) -> String {
+        let secure = if address == self.own_address {
+            self.tls
+        } else {
+            let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            !(loopback || address.ends_with(":80"))
+        };
+        let scheme = match (websocket, secure) {
+            (true, true) => "wss",
+            (true, false) => "ws",
+            (false, true) => "https",
+            (false, false) => "http",
+        };
+        format!("{scheme}://{address}")
+    }
+
+    pub fn kick_mail(&self) {
+        self.outbox.do_send(mail::Kick);
+    }
+}
+
+/// Routes of the apiserver, with JSON errors for bad bodies, paths and queries.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| json_error(e).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+        .app_data(web::PayloadConfig::default().limit(64 * 1024))
+        .service(
+            web::scope("/api/v1")
+                .route("/auth/code", web::post().to(auth::request_code))
+                .route("/auth/verify", web::post().to(auth::verify))
+                .route("/auth/logout", web::post().to(auth::logout))
+                .route("/me", web::get().to(auth::me))
+                .route("/meetings", web::post().to(meetings::create))
+                .route("/meetings", web::get().to(meetings::list))
+                .route("/meetings/{id}", web::get().to(meetings::get))
+                .route("/meetings/{id}", web::patch().to(meetings::patch))
+                .route("/meetings/{id}", web::delete().to(meetings::cancel))
+                .route("/join/{code}", web::post().to(meetings::join))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
+                })),
+        )
+        .route("/readyz", web::get().to(readyz))
+        .route("/", web::get().to(home))
+        .route("/m/{code}", web::get().to(home));
+}
+
+async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
+    match st.db.ping().await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"status": "not_ready", "reason": "database unreachable"}))
+        }
+    }
+}
+
+/// The browser client is not built yet (issue 6); say so instead of pretending.
+async fn home() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
+        "<!doctype html><meta charset=utf-8><title>Meetings</title>\
+         <h1>meeting-appliance</h1><p>The HTTP API is running at <code>/api/v1</code>. \
+         The browser client is not built yet.</p>",
+    )
+}
+
+/// Housekeeping the apiserver does on a timer: prune used sign-in codes and old sessions.
+pub struct Janitor {
+    pub db: DatabaseConnection,
+}
+
+impl Actor for Janitor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(std::time::Duration::from_secs(3600), |act, ctx| {
+            let db = act.db.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = auth::prune(&db).await {
+                        tracing::warn!(error = %e, "pruning old sign-in codes failed");
+                    }
+                }
+                .into_actor(act),
+            );
+        });
+    }
+}
