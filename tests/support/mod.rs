@@ -1368,3 +1368,5 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
         stderr: err_t.join().expect("stderr drain thread"),
     }
 }
+
+pub mod api;
