@@ -132,10 +132,14 @@ where
 {
     let matches = Cli::command().try_get_matches_from(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    let (flags, flag_matches, roles, check) = match &cli.command {
-        None => (&cli.flags, &matches, None, false),
+    // Flags may stand before the subcommand (`--config f check-config`) or after it; those
+    // after it win.
+    let sub = match &cli.command {
+        None => None,
         Some(cmd) => {
-            let (name, sub) = matches.subcommand().ok_or_else(|| anyhow::anyhow!("no subcommand"))?;
+            let (_, sub_matches) = matches
+                .subcommand()
+                .ok_or_else(|| anyhow::anyhow!("no subcommand"))?;
             let (flags, role) = match cmd {
                 Command::Apiserver(f) => (f, Some(Role::Apiserver)),
                 Command::Sfuserver(f) => (f, Some(Role::Sfuserver)),
@@ -144,17 +148,28 @@ where
                 Command::Allocateserver(f) => (f, Some(Role::Allocateserver)),
                 Command::CheckConfig(f) => (f, None),
             };
-            let _ = name;
-            (flags, sub, role.map(|r| vec![r]), matches!(cmd, Command::CheckConfig(_)))
+            Some((flags, sub_matches, role))
         }
     };
-    let mut cfg = config::load(flags.config.as_deref(), env)?;
-    if let Some(roles) = roles {
-        cfg.roles = roles;
+    let check = matches!(cli.command, Some(Command::CheckConfig(_)));
+    let file = sub
+        .as_ref()
+        .and_then(|(f, _, _)| f.config.clone())
+        .or_else(|| cli.flags.config.clone());
+    let mut cfg = config::load(file.as_deref(), env)?;
+    if let Some((_, _, Some(role))) = &sub {
+        cfg.roles = vec![*role];
     }
-    apply_flags(&mut cfg, flags, flag_matches)?;
+    apply_flags(&mut cfg, &cli.flags, &matches)?;
+    if let Some((flags, sub_matches, _)) = &sub {
+        apply_flags(&mut cfg, flags, sub_matches)?;
+    }
     cfg.validate()?;
-    Ok(if check { Action::CheckConfig(Box::new(cfg)) } else { Action::Run(Box::new(cfg)) })
+    Ok(if check {
+        Action::CheckConfig(Box::new(cfg))
+    } else {
+        Action::Run(Box::new(cfg))
+    })
 }
 
 fn apply_flags(cfg: &mut Config, f: &Flags, m: &ArgMatches) -> anyhow::Result<()> {
@@ -214,7 +229,10 @@ fn apply_flags(cfg: &mut Config, f: &Flags, m: &ArgMatches) -> anyhow::Result<()
 /// `--mailPort`/`--mailUsername`/… belongs to the nearest `--mailServer` before it.
 fn mail_sets(m: &ArgMatches) -> anyhow::Result<Vec<MailServer>> {
     let mut servers: Vec<(usize, MailServer)> = Vec::new();
-    if let (Some(idx), Some(vals)) = (m.indices_of("mail_server"), m.get_many::<String>("mail_server")) {
+    if let (Some(idx), Some(vals)) = (
+        m.indices_of("mail_server"),
+        m.get_many::<String>("mail_server"),
+    ) {
         for (i, host) in idx.zip(vals) {
             servers.push((i, MailServer::new(host.clone())));
         }
@@ -242,12 +260,19 @@ fn mail_sets(m: &ArgMatches) -> anyhow::Result<Vec<MailServer>> {
         };
     }
     attach!("mail_port", "mailPort", u16, |s, v| s.port = *v);
-    attach!("mail_username", "mailUsername", String, |s, v| s.username = Some(v.clone()));
-    attach!("mail_password", "mailPassword", String, |s, v| s.password = Some(v.clone()));
-    attach!("mail_from", "mailFrom", String, |s, v| s.from = Some(v.clone()));
-    attach!("mail_domains", "mailDomains", String, |s, v| s.domains.extend(
-        v.split(',').map(|d| d.trim().to_ascii_lowercase()).filter(|d| !d.is_empty())
-    ));
+    attach!("mail_username", "mailUsername", String, |s, v| s.username =
+        Some(v.clone()));
+    attach!("mail_password", "mailPassword", String, |s, v| s.password =
+        Some(v.clone()));
+    attach!("mail_from", "mailFrom", String, |s, v| s.from =
+        Some(v.clone()));
+    attach!("mail_domains", "mailDomains", String, |s, v| s
+        .domains
+        .extend(
+            v.split(',')
+                .map(|d| d.trim().to_ascii_lowercase())
+                .filter(|d| !d.is_empty())
+        ));
     if let (Some(idx), Some(vals)) = (m.indices_of("mail_tls"), m.get_many::<String>("mail_tls")) {
         for (at, v) in idx.zip(vals) {
             let tls = match v.as_str() {
@@ -268,7 +293,10 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> anyhow::Result<Config> {
-        match parse(std::iter::once("meeting-appliance").chain(args.iter().copied()), &[])? {
+        match parse(
+            std::iter::once("meeting-appliance").chain(args.iter().copied()),
+            &[],
+        )? {
             Action::Run(c) | Action::CheckConfig(c) => Ok(*c),
         }
     }
@@ -276,45 +304,114 @@ mod tests {
     #[test]
     fn seed_apiserver_command_parses_two_mail_servers() {
         let c = run(&[
-            "apiserver", "--secret", "xxx",
-            "--mysqlAddress", "127.0.0.1:3306", "--mysqlUser", "root", "--mysqlPassword", "111111",
-            "--mysqlDatabase", "Meeting",
-            "--domainaddress", "apiserver.com:443",
-            "--cert", "/path/to/cert.pem", "--certkey", "/path/to/certkey.pem",
-            "--mailServer", "a", "--mailPort", "25", "--mailUsername", "hello", "--mailFrom", "hi@hello.com",
-            "--mailServer", "b", "--mailPort", "587", "--mailFrom", "out@hello.com", "--mailDomains", "hello.com,x.org",
-            "--allocateserver", "http://192.168.1.2:80/path",
+            "apiserver",
+            "--secret",
+            "xxx",
+            "--mysqlAddress",
+            "127.0.0.1:3306",
+            "--mysqlUser",
+            "root",
+            "--mysqlPassword",
+            "111111",
+            "--mysqlDatabase",
+            "Meeting",
+            "--domainaddress",
+            "apiserver.com:443",
+            "--cert",
+            "/path/to/cert.pem",
+            "--certkey",
+            "/path/to/certkey.pem",
+            "--mailServer",
+            "a",
+            "--mailPort",
+            "25",
+            "--mailUsername",
+            "hello",
+            "--mailFrom",
+            "hi@hello.com",
+            "--mailServer",
+            "b",
+            "--mailPort",
+            "587",
+            "--mailFrom",
+            "out@hello.com",
+            "--mailDomains",
+            "hello.com,x.org",
+            "--allocateserver",
+            "http://192.168.1.2:80/path",
         ])
         .expect("the seed's command line parses");
         assert_eq!(c.roles, vec![Role::Apiserver]);
         assert_eq!(c.secret.as_deref(), Some("xxx"));
         assert_eq!(c.mail.servers.len(), 2);
         let (a, b) = (&c.mail.servers[0], &c.mail.servers[1]);
-        assert_eq!((a.host.as_str(), a.port, a.username.as_deref()), ("a", 25, Some("hello")));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.username.as_deref()),
+            ("a", 25, Some("hello"))
+        );
         assert_eq!(a.from.as_deref(), Some("hi@hello.com"));
-        assert_eq!((b.host.as_str(), b.port, b.username.as_deref()), ("b", 587, None));
+        assert_eq!(
+            (b.host.as_str(), b.port, b.username.as_deref()),
+            ("b", 587, None)
+        );
         assert_eq!(b.domains, vec!["hello.com", "x.org"]);
-        assert_eq!(c.database.effective_url(&c.data_dir), "mysql://root:111111@127.0.0.1:3306/Meeting");
+        assert_eq!(
+            c.database.effective_url(&c.data_dir),
+            "mysql://root:111111@127.0.0.1:3306/Meeting"
+        );
         assert_eq!(c.domain_address.as_deref(), Some("apiserver.com:443"));
-        assert_eq!(c.allocator.url.as_deref(), Some("http://192.168.1.2:80/path"));
+        assert_eq!(
+            c.allocator.url.as_deref(),
+            Some("http://192.168.1.2:80/path")
+        );
     }
 
     #[test]
     fn seed_role_commands_parse() {
-        let c = run(&["turnserver", "--secret", "xxx", "--port", "3478", "--ip", "1.2.3.4", "--apiserver", "apiserver.com:443"])
-            .expect("turnserver line");
+        let c = run(&[
+            "turnserver",
+            "--secret",
+            "xxx",
+            "--port",
+            "3478",
+            "--ip",
+            "1.2.3.4",
+            "--apiserver",
+            "apiserver.com:443",
+        ])
+        .expect("turnserver line");
         assert_eq!(c.roles, vec![Role::Turnserver]);
         assert_eq!(c.turn.port, 3478);
         assert_eq!(c.turn.ip, Some("1.2.3.4".parse().expect("ip")));
         let c = run(&[
-            "fsserver", "--secret", "xxx", "--domainaddress", "fsserver.com:443", "--cert", "/c.pem",
-            "--certkey", "/k.pem", "--directory", "/path/storage", "--apiserver", "apiserver.com:443",
+            "fsserver",
+            "--secret",
+            "xxx",
+            "--domainaddress",
+            "fsserver.com:443",
+            "--cert",
+            "/c.pem",
+            "--certkey",
+            "/k.pem",
+            "--directory",
+            "/path/storage",
+            "--apiserver",
+            "apiserver.com:443",
         ])
         .expect("fsserver line");
         assert_eq!(c.fs.directory, Some(PathBuf::from("/path/storage")));
         let c = run(&[
-            "sfuserver", "--secret", "xxx", "--domainaddress", "1.sfuserver.com:443", "--cert", "/c.pem",
-            "--certkey", "/k.pem", "--apiserver", "apiserver.com:443",
+            "sfuserver",
+            "--secret",
+            "xxx",
+            "--domainaddress",
+            "1.sfuserver.com:443",
+            "--cert",
+            "/c.pem",
+            "--certkey",
+            "/k.pem",
+            "--apiserver",
+            "apiserver.com:443",
         ])
         .expect("sfuserver line");
         assert_eq!(c.apiserver.as_deref(), Some("apiserver.com:443"));
@@ -322,19 +419,25 @@ mod tests {
 
     #[test]
     fn garbage_flag_is_named() {
-        let err = run(&["apiserver", "--garbage", "1"]).expect_err("unknown flag").to_string();
+        let err = run(&["apiserver", "--garbage", "1"])
+            .expect_err("unknown flag")
+            .to_string();
         assert!(err.contains("--garbage"), "{err}");
     }
 
     #[test]
     fn mail_flag_before_server_is_an_error() {
-        let err = run(&["--mailPort", "25", "--mailServer", "a"]).expect_err("orphan").to_string();
+        let err = run(&["--mailPort", "25", "--mailServer", "a"])
+            .expect_err("orphan")
+            .to_string();
         assert!(err.contains("--mailPort must follow"), "{err}");
     }
 
     #[test]
     fn role_without_apiserver_or_secret_is_refused() {
-        let err = run(&["sfuserver", "--secret", "x"]).expect_err("no apiserver").to_string();
+        let err = run(&["sfuserver", "--secret", "x"])
+            .expect_err("no apiserver")
+            .to_string();
         assert!(err.contains("--apiserver"), "{err}");
     }
 }

@@ -28,7 +28,13 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None, extra: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            extra: None,
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -85,8 +91,11 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        let mut body = serde_json::to_value(Body { error: self.code, message: &self.message })
-            .unwrap_or_default();
+        let mut body = serde_json::to_value(Body {
+            error: self.code,
+            message: &self.message,
+        })
+        .unwrap_or_default();
         if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(map)) =
             (&self.extra, &mut body)
         {

@@ -83,7 +83,11 @@ impl MeetingCode {
     pub fn is_well_formed(s: &str) -> bool {
         s.len() == 12
             && s.bytes().enumerate().all(|(i, b)| {
-                if i == 3 || i == 8 { b == b'-' } else { CODE_ALPHABET.contains(&b) }
+                if i == 3 || i == 8 {
+                    b == b'-'
+                } else {
+                    CODE_ALPHABET.contains(&b)
+                }
             })
     }
 }

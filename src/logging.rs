@@ -11,7 +11,9 @@ pub fn init(cfg: &Log) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&cfg.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if cfg.json {
         b.json().try_init()
     } else {

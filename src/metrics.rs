@@ -38,17 +38,52 @@ impl Metrics {
             mail_failed: Counter::default(),
             mail_pending: Gauge::default(),
         };
-        r.register("http_requests", "HTTP requests by status class", m.http_requests.clone());
-        r.register("login_codes_sent", "Sign-in codes issued", m.login_codes_sent.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests by status class",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "login_codes_sent",
+            "Sign-in codes issued",
+            m.login_codes_sent.clone(),
+        );
         r.register("sign_ins", "Successful sign-ins", m.sign_ins.clone());
-        r.register("sign_in_failures", "Rejected sign-in attempts by reason", m.sign_in_failures.clone());
-        r.register("meetings_created", "Meetings created by kind", m.meetings_created.clone());
+        r.register(
+            "sign_in_failures",
+            "Rejected sign-in attempts by reason",
+            m.sign_in_failures.clone(),
+        );
+        r.register(
+            "meetings_created",
+            "Meetings created by kind",
+            m.meetings_created.clone(),
+        );
         r.register("joins", "Join answers issued", m.joins.clone());
-        r.register("allocation_failures", "Allocator answers that were not a server", m.allocation_failures.clone());
-        r.register("mail_sent", "Mails delivered to an SMTP server", m.mail_sent.clone());
-        r.register("mail_failed", "Failed mail delivery attempts (retried)", m.mail_failed.clone());
-        r.register("mail_pending", "Mails waiting in the outbox", m.mail_pending.clone());
-        Metrics { registry: Arc::new(r), ..m }
+        r.register(
+            "allocation_failures",
+            "Allocator answers that were not a server",
+            m.allocation_failures.clone(),
+        );
+        r.register(
+            "mail_sent",
+            "Mails delivered to an SMTP server",
+            m.mail_sent.clone(),
+        );
+        r.register(
+            "mail_failed",
+            "Failed mail delivery attempts (retried)",
+            m.mail_failed.clone(),
+        );
+        r.register(
+            "mail_pending",
+            "Mails waiting in the outbox",
+            m.mail_pending.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
     }
 
     pub fn label(k: &str, v: &str) -> Vec<(String, String)> {

@@ -34,7 +34,8 @@ impl Keys {
         let key = |info: &[u8]| {
             let mut k = [0u8; 32];
             // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail.
-            hk.expand(info, &mut k).expect("32-byte HKDF output is always valid");
+            hk.expand(info, &mut k)
+                .expect("32-byte HKDF output is always valid");
             k
         };
         Keys {
@@ -77,14 +78,24 @@ impl Keys {
     }
 
     /// Checks signature, expiry and that the token is for `meeting`. Used by the sfuserver.
-    pub fn verify_join(&self, token: &str, meeting: MeetingId, now: i64) -> Result<JoinClaims, TokenError> {
+    pub fn verify_join(
+        &self,
+        token: &str,
+        meeting: MeetingId,
+        now: i64,
+    ) -> Result<JoinClaims, TokenError> {
         let (body, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| TokenError::Malformed)?;
         let mut m = mac(&self.join);
         m.update(body.as_bytes());
         m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
-        let claims: JoinClaims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Malformed)?;
+        let claims: JoinClaims =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         if claims.exp < now {
             return Err(TokenError::Expired);
         }
@@ -96,7 +107,11 @@ impl Keys {
 
     /// coturn's REST credentials: username `expiry:participant`, password
     /// base64(HMAC-SHA1(turn secret, username)).
-    pub fn turn_credentials(&self, participant: &ParticipantId, expires_at: i64) -> (String, String) {
+    pub fn turn_credentials(
+        &self,
+        participant: &ParticipantId,
+        expires_at: i64,
+    ) -> (String, String) {
         let username = format!("{expires_at}:{participant}");
         let password = turn_password(&self.turn_secret, &username);
         (username, password)
@@ -106,7 +121,8 @@ impl Keys {
 /// The coturn REST password for a username under a shared secret.
 pub fn turn_password(secret: &str, username: &str) -> String {
     // HMAC accepts keys of any length.
-    let mut m = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut m =
+        <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     m.update(username.as_bytes());
     STANDARD.encode(m.finalize().into_bytes())
 }
@@ -173,24 +189,45 @@ mod tests {
         let t = k.sign_join(&claims(1000));
         // Another deployment's secret.
         let other = Keys::derive("other").sign_join(&claims(1000));
-        assert_eq!(k.verify_join(&other, MeetingId(7), 999), Err(TokenError::BadSignature));
+        assert_eq!(
+            k.verify_join(&other, MeetingId(7), 999),
+            Err(TokenError::BadSignature)
+        );
         // Payload edited to claim host in another meeting, signature kept.
         let (_, sig) = t.split_once('.').expect("dot");
         let mut c = claims(1000);
         c.meeting = MeetingId(8);
         let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).expect("json"));
-        assert_eq!(k.verify_join(&format!("{forged_body}.{sig}"), MeetingId(8), 999), Err(TokenError::BadSignature));
-        assert_eq!(k.verify_join(&t, MeetingId(7), 1001), Err(TokenError::Expired));
-        assert_eq!(k.verify_join(&t, MeetingId(8), 999), Err(TokenError::WrongMeeting));
-        assert_eq!(k.verify_join("garbage", MeetingId(7), 0), Err(TokenError::Malformed));
-        assert_eq!(k.verify_join("a.b.c", MeetingId(7), 0), Err(TokenError::Malformed));
+        assert_eq!(
+            k.verify_join(&format!("{forged_body}.{sig}"), MeetingId(8), 999),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            k.verify_join(&t, MeetingId(7), 1001),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            k.verify_join(&t, MeetingId(8), 999),
+            Err(TokenError::WrongMeeting)
+        );
+        assert_eq!(
+            k.verify_join("garbage", MeetingId(7), 0),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            k.verify_join("a.b.c", MeetingId(7), 0),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]
     fn turn_password_matches_coturn_rest_scheme() {
         // Known answer: base64(HMAC-SHA1("secret", "1700000000:alice")), computed with
         // `printf %s 1700000000:alice | openssl dgst -sha1 -hmac secret -binary | base64`.
-        assert_eq!(turn_password("secret", "1700000000:alice"), "d8soP47RbdIKLDUOpnJPVQyq5Ts=");
+        assert_eq!(
+            turn_password("secret", "1700000000:alice"),
+            "d8soP47RbdIKLDUOpnJPVQyq5Ts="
+        );
     }
 
     #[test]

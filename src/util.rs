@@ -19,7 +19,11 @@ pub fn now() -> i64 {
 
 /// Equal-time comparison of two strings (hashes), so a mismatch position does not leak.
 pub fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Lower-cases and checks an email address; `None` if it is not one.
@@ -41,7 +45,10 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalize_email(" Ann@Example.COM "), Some("ann@example.com".into()));
+        assert_eq!(
+            normalize_email(" Ann@Example.COM "),
+            Some("ann@example.com".into())
+        );
         assert_eq!(normalize_email("nope"), None);
         assert_eq!(normalize_email("a b@example.com"), None);
         assert_eq!(normalize_email("a@nodot"), None);

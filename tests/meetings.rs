@@ -40,8 +40,15 @@ fn ics_of(mail: &Mail) -> Ics {
     let (ct, body) = mail.part("text/calendar").expect("a text/calendar part");
     let cal: icalendar::Calendar = body.parse().expect("the invitation parses as iCalendar");
     let method = cal.property_value("METHOD").expect("METHOD").to_string();
-    assert!(ct.to_ascii_lowercase().contains(&format!("method={}", method.to_ascii_lowercase())), "{ct}");
-    assert!(mail.mimetypes().iter().any(|m| m == "application/ics"), "an invite.ics attachment too");
+    assert!(
+        ct.to_ascii_lowercase()
+            .contains(&format!("method={}", method.to_ascii_lowercase())),
+        "{ct}"
+    );
+    assert!(
+        mail.mimetypes().iter().any(|m| m == "application/ics"),
+        "an invite.ics attachment too"
+    );
     let ev = match cal.components.first() {
         Some(CalendarComponent::Event(e)) => e.clone(),
         other => panic!("expected one VEVENT, got {other:?}"),
@@ -52,10 +59,17 @@ fn ics_of(mail: &Mail) -> Ics {
         sequence: ev.get_sequence().expect("SEQUENCE"),
         start: ts(ev.get_start()),
         end: ts(ev.get_end()),
-        organizer: ev.property_value("ORGANIZER").expect("ORGANIZER").to_string(),
+        organizer: ev
+            .property_value("ORGANIZER")
+            .expect("ORGANIZER")
+            .to_string(),
         summary: ev.get_summary().expect("SUMMARY").to_string(),
         status: ev.property_value("STATUS").expect("STATUS").to_string(),
-        attendees: ev.multi_properties().get("ATTENDEE").map(Vec::len).unwrap_or(0),
+        attendees: ev
+            .multi_properties()
+            .get("ATTENDEE")
+            .map(Vec::len)
+            .unwrap_or(0),
     }
 }
 
@@ -88,16 +102,26 @@ async fn schedule_reschedule_cancel_send_calendar_mail() {
     .await;
     assert_eq!(a.status, 201, "{:?}", a.body);
     assert_eq!(a.body["kind"], "scheduled");
-    assert_eq!(a.body["invitees"], json!(["bob@corp.test", "cy@other.test"]));
+    assert_eq!(
+        a.body["invitees"],
+        json!(["bob@corp.test", "cy@other.test"])
+    );
     let id = a.body["id"].as_i64().expect("id");
     let join_url = a.body["join_url"].as_str().expect("join_url").to_string();
-    assert!(join_url.starts_with(&app.base_url()) && join_url.contains("/m/"), "{join_url}");
+    assert!(
+        join_url.starts_with(&app.base_url()) && join_url.contains("/m/"),
+        "{join_url}"
+    );
 
     // Two invitations, one per invitee; the owner gets none.
     let bob1 = ics_of(&nth_mail_to(&sink, "bob@corp.test", 1));
     let cy1_mail = nth_mail_to(&sink, "cy@other.test", 1);
     let cy1 = ics_of(&cy1_mail);
-    assert_eq!(mails_to(&sink, "ann@corp.test").len(), 1, "ann got only her sign-in code");
+    assert_eq!(
+        mails_to(&sink, "ann@corp.test").len(),
+        1,
+        "ann got only her sign-in code"
+    );
     for i in [&bob1, &cy1] {
         assert_eq!(i.method, "REQUEST");
         assert_eq!((i.start, i.end), (begin, end));
@@ -108,14 +132,29 @@ async fn schedule_reschedule_cancel_send_calendar_mail() {
         assert_eq!(i.attendees, 2);
     }
     assert_eq!(bob1.uid, cy1.uid, "one UID per meeting");
-    assert!(cy1_mail.text_body().contains(&join_url), "the mail carries the join link");
+    assert!(
+        cy1_mail.text_body().contains(&join_url),
+        "the mail carries the join link"
+    );
 
     // An invitee sees it but cannot change it.
     let bob = sign_in(&app, &sink, "bob@corp.test").await;
     let list = call("GET", &app.url("/api/v1/meetings"), Some(&bob), None).await;
     assert_eq!(list.status, 200);
-    assert!(list.body.as_array().expect("array").iter().any(|m| m["id"] == id && m["is_owner"] == false));
-    let a = call("PATCH", &app.url(&format!("/api/v1/meetings/{id}")), Some(&bob), Some(json!({"title": "x"}))).await;
+    assert!(
+        list.body
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|m| m["id"] == id && m["is_owner"] == false)
+    );
+    let a = call(
+        "PATCH",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&bob),
+        Some(json!({"title": "x"})),
+    )
+    .await;
     assert_eq!((a.status, a.error_code()), (403, "not_owner"));
 
     // Reschedule: same UID, SEQUENCE 1, new times, to both invitees.
@@ -133,20 +172,38 @@ async fn schedule_reschedule_cancel_send_calendar_mail() {
     let bob2 = ics_of(&nth_mail_to(&sink, "bob@corp.test", 3));
     let cy2 = ics_of(&nth_mail_to(&sink, "cy@other.test", 2));
     for i in [&bob2, &cy2] {
-        assert_eq!((i.method.as_str(), i.sequence, i.start, i.end), ("REQUEST", 1, begin2, end2));
+        assert_eq!(
+            (i.method.as_str(), i.sequence, i.start, i.end),
+            ("REQUEST", 1, begin2, end2)
+        );
         assert_eq!(i.uid, bob1.uid);
     }
 
     // Cancel: METHOD:CANCEL, SEQUENCE 2, same UID.
-    let a = call("DELETE", &app.url(&format!("/api/v1/meetings/{id}")), Some(&ann), None).await;
+    let a = call(
+        "DELETE",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&ann),
+        None,
+    )
+    .await;
     assert_eq!(a.status, 204, "{:?}", a.body);
     let bob3 = ics_of(&nth_mail_to(&sink, "bob@corp.test", 4));
     let cy3 = ics_of(&nth_mail_to(&sink, "cy@other.test", 3));
     for i in [&bob3, &cy3] {
-        assert_eq!((i.method.as_str(), i.sequence, i.status.as_str()), ("CANCEL", 2, "CANCELLED"));
+        assert_eq!(
+            (i.method.as_str(), i.sequence, i.status.as_str()),
+            ("CANCEL", 2, "CANCELLED")
+        );
         assert_eq!(i.uid, bob1.uid);
     }
-    let m = call("GET", &app.url(&format!("/api/v1/meetings/{id}")), Some(&ann), None).await;
+    let m = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&ann),
+        None,
+    )
+    .await;
     assert_eq!(m.body["status"], "cancelled");
     let code = m.body["code"].as_str().expect("code");
     let a = post(&app, &format!("/api/v1/join/{code}"), Some(&ann), json!({})).await;
@@ -176,9 +233,17 @@ async fn invitee_changes_send_invites_and_cancellations() {
     .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let bob = ics_of(&nth_mail_to(&sink, "bob@corp.test", 2));
-    assert_eq!((bob.method.as_str(), bob.sequence), ("CANCEL", 1), "removed invitee is cancelled");
+    assert_eq!(
+        (bob.method.as_str(), bob.sequence),
+        ("CANCEL", 1),
+        "removed invitee is cancelled"
+    );
     let dan = ics_of(&nth_mail_to(&sink, "dan@corp.test", 1));
-    assert_eq!((dan.method.as_str(), dan.sequence), ("REQUEST", 1), "added invitee is invited");
+    assert_eq!(
+        (dan.method.as_str(), dan.sequence),
+        ("REQUEST", 1),
+        "added invitee is invited"
+    );
     assert_eq!(dan.uid, bob.uid);
 }
 
@@ -188,12 +253,24 @@ async fn instant_room_and_join_answer() {
     let ann = sign_in(&app, &sink, "ann@corp.test").await;
     let a = post(&app, "/api/v1/meetings", Some(&ann), json!({})).await;
     assert_eq!(a.status, 201, "{:?}", a.body);
-    assert_eq!((a.body["kind"].as_str(), a.body["begin_at"].as_i64()), (Some("instant"), Some(0)));
+    assert_eq!(
+        (a.body["kind"].as_str(), a.body["begin_at"].as_i64()),
+        (Some("instant"), Some(0))
+    );
     let id = a.body["id"].as_i64().expect("id");
     let code = a.body["code"].as_str().expect("code").to_string();
     // One personal room per user: asking again returns the same one.
-    let again = post(&app, "/api/v1/meetings", Some(&ann), json!({"title": "Ann's room"})).await;
-    assert_eq!((again.status, again.body["code"].as_str()), (200, Some(code.as_str())));
+    let again = post(
+        &app,
+        "/api/v1/meetings",
+        Some(&ann),
+        json!({"title": "Ann's room"}),
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body["code"].as_str()),
+        (200, Some(code.as_str()))
+    );
     assert_eq!(again.body["title"], "Ann's room");
 
     let j = post(&app, &format!("/api/v1/join/{code}"), Some(&ann), json!({})).await;
@@ -202,11 +279,19 @@ async fn instant_room_and_join_answer() {
     let secret = std::fs::read_to_string(app.data_dir().join("secret")).expect("generated secret");
     let keys = Keys::derive(secret.trim());
     let token = j.body["token"].as_str().expect("token");
-    let claims = keys.verify_join(token, MeetingId(id), now()).expect("the sfuserver's verifier accepts it");
-    assert_eq!(claims.participant.as_str(), j.body["participant_id"].as_str().expect("pid"));
+    let claims = keys
+        .verify_join(token, MeetingId(id), now())
+        .expect("the sfuserver's verifier accepts it");
+    assert_eq!(
+        claims.participant.as_str(),
+        j.body["participant_id"].as_str().expect("pid")
+    );
     assert_eq!(claims.sfu, app.addr().to_string());
     assert!(claims.exp > now() && claims.exp <= now() + 300);
-    assert_eq!(keys.verify_join(token, MeetingId(id + 1), now()), Err(TokenError::WrongMeeting));
+    assert_eq!(
+        keys.verify_join(token, MeetingId(id + 1), now()),
+        Err(TokenError::WrongMeeting)
+    );
     assert_eq!(
         j.body["sfu"]["signal_url"],
         format!("ws://{}/sfu/v1/signal/{id}", app.addr())
@@ -219,23 +304,71 @@ async fn instant_room_and_join_answer() {
     assert!(expiry.parse::<i64>().expect("expiry") > now() + 3600);
     assert_eq!(pid, claims.participant.as_str());
     assert_eq!(turn["credential"], turn_password(keys.turn_secret(), user));
-    let urls: Vec<&str> = turn["urls"].as_array().expect("urls").iter().filter_map(|u| u.as_str()).collect();
-    assert_eq!(urls, vec!["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]);
+    let urls: Vec<&str> = turn["urls"]
+        .as_array()
+        .expect("urls")
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        vec![
+            "turn:127.0.0.1:3478?transport=udp",
+            "turn:127.0.0.1:3478?transport=tcp"
+        ]
+    );
 
     // Guests: a name is required; then they join as non-hosts.
     let g = post(&app, &format!("/api/v1/join/{code}"), None, json!({})).await;
     assert_eq!((g.status, g.error_code()), (400, "display_name_required"));
-    let g = post(&app, &format!("/api/v1/join/{code}"), None, json!({"display_name": "Visitor"})).await;
-    assert_eq!((g.status, g.body["host"].as_bool(), g.body["display_name"].as_str()), (200, Some(false), Some("Visitor")));
+    let g = post(
+        &app,
+        &format!("/api/v1/join/{code}"),
+        None,
+        json!({"display_name": "Visitor"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            g.status,
+            g.body["host"].as_bool(),
+            g.body["display_name"].as_str()
+        ),
+        (200, Some(false), Some("Visitor"))
+    );
     // The owner closes the room to guests.
-    let a = call("PATCH", &app.url(&format!("/api/v1/meetings/{id}")), Some(&ann), Some(json!({"guests_allowed": false}))).await;
+    let a = call(
+        "PATCH",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&ann),
+        Some(json!({"guests_allowed": false})),
+    )
+    .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
-    let g = post(&app, &format!("/api/v1/join/{code}"), None, json!({"display_name": "Visitor"})).await;
+    let g = post(
+        &app,
+        &format!("/api/v1/join/{code}"),
+        None,
+        json!({"display_name": "Visitor"}),
+    )
+    .await;
     assert_eq!(g.status, 401);
     // Unknown codes.
-    let g = post(&app, "/api/v1/join/abc-defg-hjk", None, json!({"display_name": "V"})).await;
+    let g = post(
+        &app,
+        "/api/v1/join/abc-defg-hjk",
+        None,
+        json!({"display_name": "V"}),
+    )
+    .await;
     assert_eq!((g.status, g.error_code()), (404, "not_found"));
-    let g = post(&app, "/api/v1/join/..%2F..%2Fetc", None, json!({"display_name": "V"})).await;
+    let g = post(
+        &app,
+        "/api/v1/join/..%2F..%2Fetc",
+        None,
+        json!({"display_name": "V"}),
+    )
+    .await;
     assert_eq!(g.status, 404);
 }
 
@@ -245,19 +378,45 @@ async fn meeting_input_is_validated() {
     let ann = sign_in(&app, &sink, "ann@corp.test").await;
     let t = now();
     let cases = [
-        (json!({"title": "x", "begin_at": t + 3600, "end_at": t + 60}), "invalid_time"),
-        (json!({"title": "x", "begin_at": t - 7200, "end_at": t - 3600}), "invalid_time"),
-        (json!({"title": "x", "begin_at": t + 60, "end_at": t + 60 + 3 * 86400}), "invalid_time"),
-        (json!({"title": "y".repeat(201), "begin_at": t + 60, "end_at": t + 120}), "invalid_title"),
-        (json!({"title": " ", "begin_at": t + 60, "end_at": t + 120}), "invalid_title"),
-        (json!({"title": "x", "begin_at": t + 60, "end_at": t + 120, "invitees": ["nope"]}), "invalid_email"),
-        (json!({"title": "x", "begin_at": t + 60, "end_at": t + 120, "colour": "red"}), "invalid_json"),
+        (
+            json!({"title": "x", "begin_at": t + 3600, "end_at": t + 60}),
+            "invalid_time",
+        ),
+        (
+            json!({"title": "x", "begin_at": t - 7200, "end_at": t - 3600}),
+            "invalid_time",
+        ),
+        (
+            json!({"title": "x", "begin_at": t + 60, "end_at": t + 60 + 3 * 86400}),
+            "invalid_time",
+        ),
+        (
+            json!({"title": "y".repeat(201), "begin_at": t + 60, "end_at": t + 120}),
+            "invalid_title",
+        ),
+        (
+            json!({"title": " ", "begin_at": t + 60, "end_at": t + 120}),
+            "invalid_title",
+        ),
+        (
+            json!({"title": "x", "begin_at": t + 60, "end_at": t + 120, "invitees": ["nope"]}),
+            "invalid_email",
+        ),
+        (
+            json!({"title": "x", "begin_at": t + 60, "end_at": t + 120, "colour": "red"}),
+            "invalid_json",
+        ),
         (json!({"title": 5}), "invalid_json"),
         (json!({"end_at": t + 60}), "invalid_request"),
     ];
     for (body, code) in cases {
         let a = post(&app, "/api/v1/meetings", Some(&ann), body.clone()).await;
-        assert_eq!((a.status, a.error_code()), (400, code), "{body} → {:?}", a.body);
+        assert_eq!(
+            (a.status, a.error_code()),
+            (400, code),
+            "{body} → {:?}",
+            a.body
+        );
         assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     let a = post(&app, "/api/v1/meetings", None, json!({})).await;
@@ -271,9 +430,21 @@ async fn meeting_input_is_validated() {
     // Nobody sees a meeting they are not part of.
     let mine = post(&app, "/api/v1/meetings", Some(&ann), json!({})).await;
     let id = mine.body["id"].as_i64().expect("id");
-    let a = call("GET", &app.url(&format!("/api/v1/meetings/{id}")), Some(&out), None).await;
+    let a = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&out),
+        None,
+    )
+    .await;
     assert_eq!(a.status, 404);
-    let a = call("GET", &app.url("/api/v1/meetings/notanumber"), Some(&ann), None).await;
+    let a = call(
+        "GET",
+        &app.url("/api/v1/meetings/notanumber"),
+        Some(&ann),
+        None,
+    )
+    .await;
     assert_eq!(a.status, 404);
     assert_eq!(a.error_code(), "not_found");
 }

@@ -28,8 +28,10 @@ impl Serialize for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {s:?} ({e}); write e.g. \"90s\", \"10m\", \"2h\"")))
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "bad duration {s:?} ({e}); write e.g. \"90s\", \"10m\", \"2h\""
+            ))
+        })
     }
 }

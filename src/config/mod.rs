@@ -26,8 +26,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] =
-        [Role::Apiserver, Role::Sfuserver, Role::Turnserver, Role::Fsserver, Role::Allocateserver];
+    pub const ALL: [Role; 5] = [
+        Role::Apiserver,
+        Role::Sfuserver,
+        Role::Turnserver,
+        Role::Fsserver,
+        Role::Allocateserver,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Role::Apiserver => "apiserver",
@@ -110,7 +115,10 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { level: "info".into(), json: false }
+        Log {
+            level: "info".into(),
+            json: false,
+        }
     }
 }
 
@@ -156,7 +164,8 @@ impl Database {
             return url.clone();
         }
         if let Some(addr) = &self.mysql_address {
-            let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
             let user = enc(self.mysql_user.as_deref().unwrap_or("root"));
             let auth = match &self.mysql_password {
                 Some(p) => format!("{user}:{}", enc(p)),
@@ -165,7 +174,10 @@ impl Database {
             let db = self.mysql_database.as_deref().unwrap_or("Meeting");
             return format!("mysql://{auth}@{addr}/{db}");
         }
-        format!("sqlite://{}?mode=rwc", data_dir.join("meeting.db").display())
+        format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("meeting.db").display()
+        )
     }
 }
 
@@ -245,7 +257,9 @@ impl MailServer {
         }
     }
     pub fn from_address(&self) -> String {
-        self.from.clone().unwrap_or_else(|| format!("meetings@{}", self.host))
+        self.from
+            .clone()
+            .unwrap_or_else(|| format!("meetings@{}", self.host))
     }
 }
 
@@ -355,7 +369,10 @@ pub struct Sfu {
 
 impl Default for Sfu {
     fn default() -> Self {
-        Sfu { udp_port: 10000, ip: Vec::new() }
+        Sfu {
+            udp_port: 10000,
+            ip: Vec::new(),
+        }
     }
 }
 
@@ -371,7 +388,10 @@ pub struct Turn {
 
 impl Default for Turn {
     fn default() -> Self {
-        Turn { port: 3478, ip: None }
+        Turn {
+            port: 3478,
+            ip: None,
+        }
     }
 }
 
@@ -390,7 +410,11 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Con
         if !path.exists() {
             anyhow::bail!("config file {} does not exist", path.display());
         }
-        b = b.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        b = b.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
     }
     let env_map: config::Map<String, String> = env
         .iter()
@@ -409,8 +433,12 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Con
             .try_parsing(true)
             .source(Some(env_map)),
     );
-    let raw = b.build().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let cfg: Config = raw.try_deserialize().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let raw = b
+        .build()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let cfg: Config = raw
+        .try_deserialize()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     Ok(cfg)
 }
 
@@ -420,7 +448,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;
         if self.roles.is_empty() {
-            bail!("`roles` is empty: list at least one of apiserver, sfuserver, turnserver, fsserver, allocateserver");
+            bail!(
+                "`roles` is empty: list at least one of apiserver, sfuserver, turnserver, fsserver, allocateserver"
+            );
         }
         self.listen_addr()?;
         if let Some(d) = &self.domain_address {
@@ -437,7 +467,9 @@ impl Config {
             );
         }
         if remote_roles && self.secret.is_none() {
-            bail!("roles on their own host need the deployment secret (--secret) the apiserver uses");
+            bail!(
+                "roles on their own host need the deployment secret (--secret) the apiserver uses"
+            );
         }
         for (i, m) in self.mail.servers.iter().enumerate() {
             if m.host.trim().is_empty() {
@@ -445,15 +477,26 @@ impl Config {
             }
             let from = m.from_address();
             if from.parse::<lettre::Address>().is_err() {
-                bail!("mail server {}: sender {from:?} is not an email address (--mailFrom)", m.host);
+                bail!(
+                    "mail server {}: sender {from:?} is not an email address (--mailFrom)",
+                    m.host
+                );
             }
         }
-        let defaults = self.mail.servers.iter().filter(|m| m.domains.is_empty()).count();
+        let defaults = self
+            .mail
+            .servers
+            .iter()
+            .filter(|m| m.domains.is_empty())
+            .count();
         if !self.mail.servers.is_empty() && defaults == 0 {
-            tracing::warn!("every mail server lists `domains`; mail to other domains goes to the first server");
+            tracing::warn!(
+                "every mail server lists `domains`; mail to other domains goes to the first server"
+            );
         }
         if let Some(url) = &self.allocator.url {
-            let u = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--allocateserver {url:?} is not a URL: {e}"))?;
+            let u = url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("--allocateserver {url:?} is not a URL: {e}"))?;
             if u.scheme() != "http" && u.scheme() != "https" {
                 bail!("--allocateserver {url:?} must be an http:// or https:// URL");
             }
@@ -465,9 +508,12 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.listen
-            .parse()
-            .map_err(|e| anyhow::anyhow!("`listen` {:?} is not an address like 0.0.0.0:443: {e}", self.listen))
+        self.listen.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "`listen` {:?} is not an address like 0.0.0.0:443: {e}",
+                self.listen
+            )
+        })
     }
 
     pub fn has_role(&self, r: Role) -> bool {
@@ -503,7 +549,9 @@ pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
         .ok_or_else(|| anyhow::anyhow!("expected host:port"))?;
-    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("bad port {port:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad port {port:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         anyhow::bail!("empty host");
@@ -520,7 +568,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/appliance.toml");
         let text = std::fs::read_to_string(&path).expect("config/appliance.toml is in the repo");
         let parsed: Config = toml::from_str(&text).expect("the sample parses");
-        assert_eq!(parsed, Config::default(), "config/appliance.toml drifted from the defaults");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "config/appliance.toml drifted from the defaults"
+        );
         // Every key the defaults have is written (and explained) in the sample, and no other.
         fn keys(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
             if let toml::Value::Table(t) = v {
@@ -533,7 +585,11 @@ mod tests {
         }
         let (mut a, mut b) = (Default::default(), Default::default());
         keys(&toml::from_str(&text).expect("toml"), "", &mut a);
-        keys(&toml::Value::try_from(Config::default()).expect("serializable"), "", &mut b);
+        keys(
+            &toml::Value::try_from(Config::default()).expect("serializable"),
+            "",
+            &mut b,
+        );
         assert_eq!(a, b, "the sample and the defaults have different keys");
     }
 
@@ -550,13 +606,19 @@ mod tests {
     fn env_overrides_file_and_unknown_env_key_is_named() {
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("a.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\n[auth]\ncode_ttl = \"5m\"\n").expect("write");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\n[auth]\ncode_ttl = \"5m\"\n",
+        )
+        .expect("write");
         let env = vec![("MEETING_AUTH__CODE_TTL".to_string(), "2m".to_string())];
         let c = load(Some(&f), &env).expect("loads");
         assert_eq!(c.auth.code_ttl, Dur::secs(120));
         assert_eq!(c.listen, "127.0.0.1:9000");
         let env = vec![("MEETING_AUTH__BOGUS".to_string(), "1".to_string())];
-        let err = load(Some(&f), &env).expect_err("unknown env key").to_string();
+        let err = load(Some(&f), &env)
+            .expect_err("unknown env key")
+            .to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 
@@ -569,6 +631,9 @@ mod tests {
             mysql_database: Some("Meeting".into()),
             ..Database::default()
         };
-        assert_eq!(d.effective_url(Path::new("/x")), "mysql://root:p%40ss%2Fword@127.0.0.1:3306/Meeting");
+        assert_eq!(
+            d.effective_url(Path::new("/x")),
+            "mysql://root:p%40ss%2Fword@127.0.0.1:3306/Meeting"
+        );
     }
 }

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Connects (retrying until `timeout`, so a database that starts a little after us is fine)
 /// and applies pending migrations.
-pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
     let mut opt = ConnectOptions::new(url.to_owned());
     opt.max_connections(max_connections)
         .min_connections(1)

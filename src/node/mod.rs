@@ -40,7 +40,10 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
     }
     for r in unbuilt {
         if cfg.has_role(r) {
-            tracing::warn!(role = r.name(), "this role is not built yet: meetings can be created and joined, but no media flows");
+            tracing::warn!(
+                role = r.name(),
+                "this role is not built yet: meetings can be created and joined, but no media flows"
+            );
         }
     }
     Ok(())
@@ -50,7 +53,9 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
 fn ensure_secret(cfg: &Config) -> anyhow::Result<String> {
     if let Some(s) = &cfg.secret {
         if s.len() < 8 {
-            anyhow::bail!("--secret is too short: use at least 8 characters (32 random ones are better)");
+            anyhow::bail!(
+                "--secret is too short: use at least 8 characters (32 random ones are better)"
+            );
         }
         return Ok(s.clone());
     }
@@ -81,8 +86,9 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     check_roles(&cfg)?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display())
+    })?;
     let secret = ensure_secret(&cfg)?;
     let keys = Keys::derive(&secret);
     let want = cfg.listen_addr()?;
@@ -90,8 +96,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot listen on {want}: {e}; is another server using the port? Change `listen` (--listen)")
     })?;
     let bound = listener.local_addr()?;
-    let here: IpAddr = if bound.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { bound.ip() };
-    let own_address = cfg.domain_address.clone().unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
+    let here: IpAddr = if bound.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        bound.ip()
+    };
+    let own_address = cfg
+        .domain_address
+        .clone()
+        .unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
 
     let tls_config = match (&cfg.cert, &cfg.cert_key) {
         (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
@@ -109,7 +122,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let db_url = cfg.database.effective_url(&cfg.data_dir);
     tracing::info!(db = %crate::db::redact(&db_url), "connecting to the database");
-    let db = crate::db::connect(&db_url, cfg.database.max_connections, cfg.database.connect_timeout.0).await?;
+    let db = crate::db::connect(
+        &db_url,
+        cfg.database.max_connections,
+        cfg.database.connect_timeout.0,
+    )
+    .await?;
 
     let metrics = Metrics::new();
     let turn_ip = cfg.turn.ip.unwrap_or(here);
@@ -121,7 +139,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let peers = wiring::wire(&cfg, &own)?;
     let mailer = mail::Mailer::new(&cfg.mail)?;
     if cfg.mail.servers.is_empty() {
-        tracing::warn!("no mail server configured (--mailServer): sign-in codes and invitations are written to this log");
+        tracing::warn!(
+            "no mail server configured (--mailServer): sign-in codes and invitations are written to this log"
+        );
     }
     let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
     apiserver::Janitor { db: db.clone() }.start();
@@ -151,18 +171,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 async move {
                     let res = fut.await?;
                     let class = format!("{}xx", res.status().as_u16() / 100);
-                    m.http_requests.get_or_create(&Metrics::label("status", &class)).inc();
+                    m.http_requests
+                        .get_or_create(&Metrics::label("status", &class))
+                        .inc();
                     Ok(res)
                 }
             })
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/healthz",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+            )
             .route(
                 "/metrics",
                 web::get().to(move || {
                     let body = m2.render();
                     async move {
                         HttpResponse::Ok()
-                            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .content_type(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
                             .body(body)
                     }
                 }),
@@ -205,14 +233,22 @@ fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("the certificate {} is not valid PEM: {e}", cert.display()))?;
     if certs.is_empty() {
-        anyhow::bail!("the certificate file {} holds no certificate", cert.display());
+        anyhow::bail!(
+            "the certificate file {} holds no certificate",
+            cert.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("the key does not fit the certificate {}: {e}", cert.display()))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the key does not fit the certificate {}: {e}",
+                cert.display()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -221,8 +257,13 @@ mod tests {
 
     #[test]
     fn public_urls() {
-        assert_eq!(public_url("meet.example.com:443", true), "https://meet.example.com");
+        assert_eq!(
+            public_url("meet.example.com:443", true),
+            "https://meet.example.com"
+        );
         assert_eq!(public_url("127.0.0.1:8080", false), "http://127.0.0.1:8080");
-        assert!(is_local("localhost:80") && is_local("[::1]:8080") && !is_local("meet.example.com:443"));
+        assert!(
+            is_local("localhost:80") && is_local("[::1]:8080") && !is_local("meet.example.com:443")
+        );
     }
 }

@@ -28,10 +28,17 @@ pub fn wire(cfg: &Config, own: &OwnAddresses) -> anyhow::Result<Peers> {
     if let Some(url) = &cfg.allocator.url {
         let a = HttpAllocator::new(url, cfg.allocator.timeout.0)?.start();
         tracing::info!("allocation: external allocateserver (seed protocol)");
-        return Ok(Peers { allocate: a.clone().recipient(), allocate_fs: a.recipient() });
+        return Ok(Peers {
+            allocate: a.clone().recipient(),
+            allocate_fs: a.recipient(),
+        });
     }
     let pool = |entries: &[crate::config::PoolEntry], own: &str| -> Vec<String> {
-        if entries.is_empty() { vec![own.to_string()] } else { entries.iter().map(|e| e.address.clone()).collect() }
+        if entries.is_empty() {
+            vec![own.to_string()]
+        } else {
+            entries.iter().map(|e| e.address.clone()).collect()
+        }
     };
     let a = Allocator::new(
         pool(&cfg.allocator.sfu, &own.sfu),
@@ -40,5 +47,8 @@ pub fn wire(cfg: &Config, own: &OwnAddresses) -> anyhow::Result<Peers> {
     )
     .start();
     tracing::info!("allocation: built-in allocator, in-process");
-    Ok(Peers { allocate: a.clone().recipient(), allocate_fs: a.recipient() })
+    Ok(Peers {
+        allocate: a.clone().recipient(),
+        allocate_fs: a.recipient(),
+    })
 }

@@ -15,4 +15,6 @@
 
 pub mod allocate;
 
-pub use allocate::{AllocateFileServer, AllocateServers, AllocationError, FsAssignment, ServerAssignment};
+pub use allocate::{
+    AllocateFileServer, AllocateServers, AllocationError, FsAssignment, ServerAssignment,
+};

@@ -33,12 +33,19 @@ pub async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Val
     if let Some(b) = body {
         rb = rb.json(&b);
     }
-    let resp = rb.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let resp = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.expect("body");
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Raw body with a content type (for malformed-input tests).
@@ -53,26 +60,43 @@ pub async fn post_raw(url: &str, content_type: &str, body: Vec<u8>) -> Answer {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.expect("body");
-    Answer { status, headers, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
 }
 
 /// Mails the sink received for `email`.
 pub fn mails_to(sink: &SmtpSink, email: &str) -> Vec<Mail> {
-    sink.messages().into_iter().filter(|m| m.to().contains(email)).collect()
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.to().contains(email))
+        .collect()
 }
 
 /// Waits for the `n`-th mail to `email` and returns it.
 pub fn nth_mail_to(sink: &SmtpSink, email: &str, n: usize) -> Mail {
-    wait_until(Duration::from_secs(30), &format!("mail #{n} to {email}"), || {
-        let mut v = mails_to(sink, email);
-        if v.len() >= n { Some(v.swap_remove(n - 1)) } else { None }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        &format!("mail #{n} to {email}"),
+        || {
+            let mut v = mails_to(sink, email);
+            if v.len() >= n {
+                Some(v.swap_remove(n - 1))
+            } else {
+                None
+            }
+        },
+    )
 }
 
 /// The 6-digit code in a sign-in mail.
 pub fn code_in(mail: &Mail) -> String {
     let body = mail.text_body();
-    let at = body.find("Your sign-in code is ").expect("sign-in mail text");
+    let at = body
+        .find("Your sign-in code is ")
+        .expect("sign-in mail text");
     body[at + 21..at + 27].to_string()
 }
 
@@ -80,7 +104,13 @@ pub fn code_in(mail: &Mail) -> String {
 pub async fn sign_in(app: &Appliance, sink: &SmtpSink, email: &str) -> String {
     let lower = email.to_ascii_lowercase();
     let before = mails_to(sink, &lower).len();
-    let a = call("POST", &app.url("/api/v1/auth/code"), None, Some(serde_json::json!({"email": email}))).await;
+    let a = call(
+        "POST",
+        &app.url("/api/v1/auth/code"),
+        None,
+        Some(serde_json::json!({"email": email})),
+    )
+    .await;
     assert_eq!(a.status, 204, "code request: {:?}", a.body);
     let code = code_in(&nth_mail_to(sink, &lower, before + 1));
     let a = call(

@@ -119,7 +119,12 @@ impl MigrationTrait for Migration {
                 .to_owned(),
             Table::create()
                 .table("notes")
-                .col(ColumnDef::new("meeting_id").big_integer().not_null().primary_key())
+                .col(
+                    ColumnDef::new("meeting_id")
+                        .big_integer()
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(long_text("text", b))
                 .col(big("version"))
                 .col(big("updated_at"))
@@ -148,7 +153,12 @@ impl MigrationTrait for Migration {
                 .to_owned(),
             Table::create()
                 .table("nodes")
-                .col(ColumnDef::new("id").string_len(128).not_null().primary_key())
+                .col(
+                    ColumnDef::new("id")
+                        .string_len(128)
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(s("role", 32))
                 .col(s("address", 255))
                 .col(big("capacity"))
@@ -177,18 +187,58 @@ impl MigrationTrait for Migration {
         }
         let indexes = [
             ("ux_users_email", "users", vec!["email"], true),
-            ("ix_login_codes_email", "login_codes", vec!["email", "created_at"], false),
-            ("ix_login_codes_ip", "login_codes", vec!["ip", "created_at"], false),
+            (
+                "ix_login_codes_email",
+                "login_codes",
+                vec!["email", "created_at"],
+                false,
+            ),
+            (
+                "ix_login_codes_ip",
+                "login_codes",
+                vec!["ip", "created_at"],
+                false,
+            ),
             ("ux_sessions_token", "sessions", vec!["token_hash"], true),
             ("ux_meetings_code", "meetings", vec!["code"], true),
-            ("ix_meetings_owner", "meetings", vec!["owner_id", "kind"], false),
-            ("ux_invitations", "invitations", vec!["meeting_id", "email"], true),
+            (
+                "ix_meetings_owner",
+                "meetings",
+                vec!["owner_id", "kind"],
+                false,
+            ),
+            (
+                "ux_invitations",
+                "invitations",
+                vec!["meeting_id", "email"],
+                true,
+            ),
             ("ix_invitations_email", "invitations", vec!["email"], false),
-            ("ux_participations_pid", "participations", vec!["participant_id"], true),
-            ("ix_participations_meeting", "participations", vec!["meeting_id", "user_id"], false),
-            ("ux_note_versions", "note_versions", vec!["meeting_id", "version"], true),
+            (
+                "ux_participations_pid",
+                "participations",
+                vec!["participant_id"],
+                true,
+            ),
+            (
+                "ix_participations_meeting",
+                "participations",
+                vec!["meeting_id", "user_id"],
+                false,
+            ),
+            (
+                "ux_note_versions",
+                "note_versions",
+                vec!["meeting_id", "version"],
+                true,
+            ),
             ("ix_files_meeting", "files", vec!["meeting_id"], false),
-            ("ix_mail_due", "mail_outbox", vec!["status", "next_attempt_at"], false),
+            (
+                "ix_mail_due",
+                "mail_outbox",
+                vec!["status", "next_attempt_at"],
+                false,
+            ),
         ];
         for (name, table, cols, unique) in indexes {
             let mut idx = Index::create();

@@ -19,7 +19,8 @@ pub struct HttpAllocator {
 
 impl HttpAllocator {
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let url = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--allocateserver {url:?}: {e}"))?;
+        let url =
+            url::Url::parse(url).map_err(|e| anyhow::anyhow!("--allocateserver {url:?}: {e}"))?;
         crate::util::install_ring_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -57,14 +58,18 @@ impl HttpAllocator {
                 .map_err(|e| AllocationError::Failed(format!("GET {shown}: {e}")))?;
             let status = resp.status();
             if status != reqwest::StatusCode::OK {
-                return Err(AllocationError::NotReady(format!("GET {shown} answered {status}")));
+                return Err(AllocationError::NotReady(format!(
+                    "GET {shown} answered {status}"
+                )));
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| AllocationError::Failed(format!("GET {shown}: reading the answer: {e}")))?;
-            serde_json::from_slice(&body)
-                .map_err(|e| AllocationError::Failed(format!("GET {shown}: the answer is not the expected JSON: {e}")))
+            let body = resp.bytes().await.map_err(|e| {
+                AllocationError::Failed(format!("GET {shown}: reading the answer: {e}"))
+            })?;
+            serde_json::from_slice(&body).map_err(|e| {
+                AllocationError::Failed(format!(
+                    "GET {shown}: the answer is not the expected JSON: {e}"
+                ))
+            })
         }
     }
 }
@@ -75,9 +80,9 @@ fn redact_query(u: &url::Url) -> String {
 }
 
 fn check_address(what: &str, a: &str) -> Result<(), AllocationError> {
-    crate::config::split_host_port(a)
-        .map(|_| ())
-        .map_err(|e| AllocationError::Failed(format!("allocator gave {what} {a:?}, not host:port ({e})")))
+    crate::config::split_host_port(a).map(|_| ()).map_err(|e| {
+        AllocationError::Failed(format!("allocator gave {what} {a:?}, not host:port ({e})"))
+    })
 }
 
 impl Actor for HttpAllocator {
@@ -120,13 +125,17 @@ mod tests {
 
     #[test]
     fn parameters_follow_an_existing_query_in_seed_order() {
-        let c = HttpAllocator::new("http://10.0.0.2/path?token=x", Duration::from_secs(1)).expect("url");
+        let c = HttpAllocator::new("http://10.0.0.2/path?token=x", Duration::from_secs(1))
+            .expect("url");
         let u = c.request_url(&[
             ("Kind", "SFUTURN".into()),
             ("Email", "a@b.com".into()),
             ("BeginAt", "0".into()),
             ("EndAt", "0".into()),
         ]);
-        assert_eq!(u.as_str(), "http://10.0.0.2/path?token=x&Kind=SFUTURN&Email=a%40b.com&BeginAt=0&EndAt=0");
+        assert_eq!(
+            u.as_str(),
+            "http://10.0.0.2/path?token=x&Kind=SFUTURN&Email=a%40b.com&BeginAt=0&EndAt=0"
+        );
     }
 }

@@ -30,12 +30,19 @@ pub struct Allocator {
 
 impl Allocator {
     pub fn new(sfu: Vec<String>, turn: Vec<String>, fs: Vec<String>) -> Self {
-        Allocator { sfu, turn, fs, next: 0 }
+        Allocator {
+            sfu,
+            turn,
+            fs,
+            next: 0,
+        }
     }
 
     fn pick(pool: &[String], i: usize, what: &str) -> Result<String, AllocationError> {
         if pool.is_empty() {
-            return Err(AllocationError::NotReady(format!("no {what} is configured")));
+            return Err(AllocationError::NotReady(format!(
+                "no {what} is configured"
+            )));
         }
         Ok(pool[i % pool.len()].clone())
     }
@@ -50,14 +57,19 @@ impl Handler<AllocateServers> for Allocator {
     fn handle(&mut self, _: AllocateServers, _: &mut Context<Self>) -> Self::Result {
         let i = self.next;
         self.next = self.next.wrapping_add(1);
-        Ok(ServerAssignment { sfu: Self::pick(&self.sfu, i, "sfuserver")?, turn: Self::pick(&self.turn, i, "turnserver")? })
+        Ok(ServerAssignment {
+            sfu: Self::pick(&self.sfu, i, "sfuserver")?,
+            turn: Self::pick(&self.turn, i, "turnserver")?,
+        })
     }
 }
 
 impl Handler<AllocateFileServer> for Allocator {
     type Result = Result<FsAssignment, AllocationError>;
     fn handle(&mut self, _: AllocateFileServer, _: &mut Context<Self>) -> Self::Result {
-        Ok(FsAssignment { fs: Self::pick(&self.fs, self.next, "fsserver")? })
+        Ok(FsAssignment {
+            fs: Self::pick(&self.fs, self.next, "fsserver")?,
+        })
     }
 }
 
@@ -67,13 +79,30 @@ mod tests {
 
     #[actix_rt::test]
     async fn round_robin_over_pools_and_empty_pool_is_not_ready() {
-        let a = Allocator::new(vec!["s1:443".into(), "s2:443".into()], vec!["t:3478".into()], vec![]).start();
-        let q = || AllocateServers { email: "a@b.c".into(), begin_at: 0, end_at: 0 };
+        let a = Allocator::new(
+            vec!["s1:443".into(), "s2:443".into()],
+            vec!["t:3478".into()],
+            vec![],
+        )
+        .start();
+        let q = || AllocateServers {
+            email: "a@b.c".into(),
+            begin_at: 0,
+            end_at: 0,
+        };
         let first = a.send(q()).await.expect("mailbox").expect("a server");
         let second = a.send(q()).await.expect("mailbox").expect("a server");
-        assert_eq!((first.sfu.as_str(), second.sfu.as_str()), ("s1:443", "s2:443"));
+        assert_eq!(
+            (first.sfu.as_str(), second.sfu.as_str()),
+            ("s1:443", "s2:443")
+        );
         assert_eq!(first.turn, "t:3478");
-        let fs = a.send(AllocateFileServer { email: "a@b.c".into() }).await.expect("mailbox");
+        let fs = a
+            .send(AllocateFileServer {
+                email: "a@b.c".into(),
+            })
+            .await
+            .expect("mailbox");
         assert!(matches!(fs, Err(AllocationError::NotReady(_))));
     }
 }

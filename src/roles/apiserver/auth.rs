@@ -58,13 +58,20 @@ impl UserView {
             email: u.email.clone(),
             display_name: u.display_name.clone(),
             can_create: st.may_create(&u.email),
-            admin: st.cfg.auth.admin_emails.iter().any(|a| a.eq_ignore_ascii_case(&u.email)),
+            admin: st
+                .cfg
+                .auth
+                .admin_emails
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&u.email)),
         }
     }
 }
 
 fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `POST /api/v1/auth/code {email}` → 204, and a code is mailed.
@@ -73,16 +80,27 @@ pub async fn request_code(
     req: HttpRequest,
     body: web::Json<CodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| ApiError::bad_request("invalid_email", "That is not a valid email address."))?;
+    let email = normalize_email(&body.email).ok_or_else(|| {
+        ApiError::bad_request("invalid_email", "That is not a valid email address.")
+    })?;
     let ip = client_ip(&req);
     let t = now();
     let hour_ago = t - 3600;
     let db = &st.db;
     // Rate limits, counted from what is stored: they survive restarts.
     let limits = [
-        (login_code::Column::Email, email.clone(), st.cfg.auth.codes_per_email_per_hour, "this address"),
-        (login_code::Column::Ip, ip.clone(), st.cfg.auth.codes_per_ip_per_hour, "your network address"),
+        (
+            login_code::Column::Email,
+            email.clone(),
+            st.cfg.auth.codes_per_email_per_hour,
+            "this address",
+        ),
+        (
+            login_code::Column::Ip,
+            ip.clone(),
+            st.cfg.auth.codes_per_ip_per_hour,
+            "your network address",
+        ),
     ];
     for (col, value, limit, whom) in limits {
         let recent = login_code::Entity::find()
@@ -93,7 +111,10 @@ pub async fn request_code(
             .await?;
         if recent.len() >= limit as usize {
             let oldest = recent.first().map(|r| r.created_at).unwrap_or(t);
-            st.metrics.sign_in_failures.get_or_create(&Metrics::label("reason", "rate_limited")).inc();
+            st.metrics
+                .sign_in_failures
+                .get_or_create(&Metrics::label("reason", "rate_limited"))
+                .inc();
             return Err(ApiError::rate_limited(
                 u64::try_from(oldest + 3600 - t).unwrap_or(60),
                 format!("Too many sign-in codes were requested for {whom}; try again later."),
@@ -148,15 +169,27 @@ pub async fn verify(
     body: web::Json<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let fail = |reason: &'static str, e: ApiError| {
-        st.metrics.sign_in_failures.get_or_create(&Metrics::label("reason", reason)).inc();
+        st.metrics
+            .sign_in_failures
+            .get_or_create(&Metrics::label("reason", reason))
+            .inc();
         e
     };
-    let invalid = || ApiError::bad_request("invalid_code", "That code is not valid. Check it, or ask for a new one.");
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| ApiError::bad_request("invalid_email", "That is not a valid email address."))?;
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_code",
+            "That code is not valid. Check it, or ask for a new one.",
+        )
+    };
+    let email = normalize_email(&body.email).ok_or_else(|| {
+        ApiError::bad_request("invalid_email", "That is not a valid email address.")
+    })?;
     let code = body.code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(fail("malformed", ApiError::bad_request("invalid_code", "A sign-in code is 6 digits.")));
+        return Err(fail(
+            "malformed",
+            ApiError::bad_request("invalid_code", "A sign-in code is 6 digits."),
+        ));
     }
     let t = now();
     let db = &st.db;
@@ -189,7 +222,10 @@ pub async fn verify(
     if !ct_eq(&row.code_hash, &st.keys.hash_code(&email, code)) {
         let used = row.attempts + 1;
         login_code::Entity::update_many()
-            .col_expr(login_code::Column::Attempts, Expr::col(login_code::Column::Attempts).add(1))
+            .col_expr(
+                login_code::Column::Attempts,
+                Expr::col(login_code::Column::Attempts).add(1),
+            )
             .filter(login_code::Column::Id.eq(row.id))
             .exec(db)
             .await?;
@@ -197,7 +233,10 @@ pub async fn verify(
             consume(row.id).await?;
             return Err(fail(
                 "too_many_attempts",
-                ApiError::bad_request("too_many_attempts", "Too many wrong tries: this code is void. Ask for a new one."),
+                ApiError::bad_request(
+                    "too_many_attempts",
+                    "Too many wrong tries: this code is void. Ask for a new one.",
+                ),
             ));
         }
         return Err(fail(
@@ -212,7 +251,11 @@ pub async fn verify(
     if !consume(row.id).await? {
         return Err(fail("reused", invalid()));
     }
-    let user = match user::Entity::find().filter(user::Column::Email.eq(email.clone())).one(db).await? {
+    let user = match user::Entity::find()
+        .filter(user::Column::Email.eq(email.clone()))
+        .one(db)
+        .await?
+    {
         Some(u) => {
             let mut a: user::ActiveModel = u.into();
             a.last_login_at = Set(t);
@@ -263,7 +306,10 @@ pub async fn logout(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpRespons
         .filter(session::Column::Id.eq(me.session_id))
         .exec(&st.db)
         .await?;
-    let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").http_only(true).finish();
+    let mut gone = Cookie::build(SESSION_COOKIE, "")
+        .path("/")
+        .http_only(true)
+        .finish();
     gone.make_removal();
     Ok(HttpResponse::NoContent().cookie(gone).finish())
 }
@@ -292,7 +338,10 @@ enum Presented {
 fn presented(req: &HttpRequest) -> Presented {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let v = h.to_str().unwrap_or("");
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or("");
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or("");
         return Presented::Bearer(token.trim().to_string());
     }
     match req.cookie(SESSION_COOKIE) {
@@ -316,7 +365,10 @@ async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiError
         return Ok(None);
     }
     let user = user::Entity::find_by_id(s.user_id).one(&st.db).await?;
-    Ok(user.map(|user| AuthUser { user, session_id: s.id }))
+    Ok(user.map(|user| AuthUser {
+        user,
+        session_id: s.id,
+    }))
 }
 
 fn state(req: &HttpRequest) -> Result<web::Data<ApiState>, ApiError> {
@@ -355,7 +407,9 @@ impl FromRequest for MaybeUser {
                 Presented::Cookie(t) => Ok(MaybeUser(lookup(&st, &t).await?)),
                 Presented::Bearer(t) => match lookup(&st, &t).await? {
                     Some(u) => Ok(MaybeUser(Some(u))),
-                    None => Err(ApiError::unauthorized("Your session has ended; sign in again.")),
+                    None => Err(ApiError::unauthorized(
+                        "Your session has ended; sign in again.",
+                    )),
                 },
             }
         })

@@ -49,7 +49,12 @@ fn text(s: &str) -> String {
 
 /// A parameter value (CN=…): quoted, with the characters a quoted value cannot hold removed.
 fn param(s: &str) -> String {
-    format!("\"{}\"", s.chars().filter(|c| !matches!(c, '"' | '\r' | '\n')).collect::<String>())
+    format!(
+        "\"{}\"",
+        s.chars()
+            .filter(|c| !matches!(c, '"' | '\r' | '\n'))
+            .collect::<String>()
+    )
 }
 
 /// Writes one content line folded at 75 octets (never inside a UTF-8 sequence), CRLF-ended.
@@ -91,10 +96,20 @@ impl Invite<'_> {
         line(&mut o, &format!("SUMMARY:{}", text(self.title)));
         line(&mut o, &format!("LOCATION:{}", text(self.join_url)));
         line(&mut o, &format!("URL:{}", self.join_url));
-        line(&mut o, &format!("DESCRIPTION:{}", text(&format!("Join the meeting: {}", self.join_url))));
         line(
             &mut o,
-            &format!("ORGANIZER;CN={}:mailto:{}", param(self.organizer_name), self.organizer_email),
+            &format!(
+                "DESCRIPTION:{}",
+                text(&format!("Join the meeting: {}", self.join_url))
+            ),
+        );
+        line(
+            &mut o,
+            &format!(
+                "ORGANIZER;CN={}:mailto:{}",
+                param(self.organizer_name),
+                self.organizer_email
+            ),
         );
         for a in self.attendees {
             let mut l = String::new();
@@ -140,7 +155,10 @@ mod tests {
             now: 1_800_000_000,
         };
         let s = inv.render();
-        assert!(s.lines().all(|l| l.trim_end_matches('\r').len() <= 75), "{s}");
+        assert!(
+            s.lines().all(|l| l.trim_end_matches('\r').len() <= 75),
+            "{s}"
+        );
         assert!(s.contains("SUMMARY:Plan\\; budget\\, Q3"));
         assert!(s.contains("DTSTART:20300317T174640Z"));
         let unfolded = s.replace("\r\n ", "");

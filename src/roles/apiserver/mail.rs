@@ -12,8 +12,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,15 +46,21 @@ impl Mailer {
         for s in &cfg.servers {
             transports.push((s.clone(), transport(s)?));
         }
-        Ok(Arc::new(Mailer { cfg: cfg.clone(), transports }))
+        Ok(Arc::new(Mailer {
+            cfg: cfg.clone(),
+            transports,
+        }))
     }
 
     /// The sender address for a recipient (the routed server's `from`).
     fn route(&self, recipient: &str) -> Option<&(MailServer, AsyncSmtpTransport<Tokio1Executor>)> {
-        let domain = recipient.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+        let domain = recipient
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
         self.transports
             .iter()
-            .find(|(s, _)| s.domains.iter().any(|d| *d == domain))
+            .find(|(s, _)| s.domains.contains(&domain))
             .or_else(|| self.transports.iter().find(|(s, _)| s.domains.is_empty()))
             .or_else(|| self.transports.first())
     }
@@ -84,13 +90,20 @@ fn transport(s: &MailServer) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor
         .tls(tls)
         .timeout(Some(Duration::from_secs(20)));
     if let Some(u) = &s.username {
-        b = b.credentials(Credentials::new(u.clone(), s.password.clone().unwrap_or_default()));
+        b = b.credentials(Credentials::new(
+            u.clone(),
+            s.password.clone().unwrap_or_default(),
+        ));
     }
     Ok(b.build())
 }
 
 /// Formats and stores a mail. Returns once it is durable; delivery happens in the actor.
-pub async fn enqueue<C: ConnectionTrait>(db: &C, mailer: &Mailer, m: Outgoing) -> anyhow::Result<()> {
+pub async fn enqueue<C: ConnectionTrait>(
+    db: &C,
+    mailer: &Mailer,
+    m: Outgoing,
+) -> anyhow::Result<()> {
     let sender = mailer.sender_for(&m.to);
     let from = Mailbox::new(Some(mailer.cfg.from_name.clone()), sender.parse()?);
     let to: Mailbox = m.to.parse()?;
@@ -105,7 +118,9 @@ pub async fn enqueue<C: ConnectionTrait>(db: &C, mailer: &Mailer, m: Outgoing) -
         MultiPart::mixed().multipart(alt).singlepart(
             SinglePart::builder()
                 .header(ContentType::parse("application/ics; name=\"invite.ics\"")?)
-                .header(lettre::message::header::ContentDisposition::attachment("invite.ics"))
+                .header(lettre::message::header::ContentDisposition::attachment(
+                    "invite.ics",
+                ))
                 .body(ics.clone()),
         )
     } else {
@@ -156,7 +171,12 @@ pub struct MailOutbox {
 
 impl MailOutbox {
     pub fn new(db: DatabaseConnection, mailer: Arc<Mailer>, metrics: Metrics) -> Self {
-        MailOutbox { db, mailer, metrics, busy: false }
+        MailOutbox {
+            db,
+            mailer,
+            metrics,
+            busy: false,
+        }
     }
 }
 
@@ -193,7 +213,11 @@ impl Handler<Kick> for MailOutbox {
     }
 }
 
-async fn deliver_due(db: &DatabaseConnection, mailer: &Mailer, metrics: &Metrics) -> anyhow::Result<()> {
+async fn deliver_due(
+    db: &DatabaseConnection,
+    mailer: &Mailer,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     let t = now();
     let due = mail::Entity::find()
         .filter(mail::Column::Status.eq("pending"))
@@ -203,10 +227,16 @@ async fn deliver_due(db: &DatabaseConnection, mailer: &Mailer, metrics: &Metrics
         .all(db)
         .await?;
     for row in due {
-        let Some((server, transport)) = mailer.route(&row.recipient) else { break };
+        let Some((server, transport)) = mailer.route(&row.recipient) else {
+            break;
+        };
         let result = match (row.sender.parse(), row.recipient.parse()) {
             (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
-                Ok(env) => transport.send_raw(&env, row.message.as_bytes()).await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(env) => transport
+                    .send_raw(&env, row.message.as_bytes())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             _ => Err("stored sender or recipient is not an address".to_string()),
@@ -239,7 +269,12 @@ async fn deliver_due(db: &DatabaseConnection, mailer: &Mailer, metrics: &Metrics
         }
         upd.update(db).await?;
     }
-    let pending = mail::Entity::find().filter(mail::Column::Status.eq("pending")).count(db).await?;
-    metrics.mail_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    let pending = mail::Entity::find()
+        .filter(mail::Column::Status.eq("pending"))
+        .count(db)
+        .await?;
+    metrics
+        .mail_pending
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
     Ok(())
 }

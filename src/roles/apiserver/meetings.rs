@@ -4,7 +4,8 @@
 
 use actix_web::{HttpResponse, web};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, Set,
+    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -78,10 +79,16 @@ pub struct MeetingView {
 fn clean_title(t: &str) -> Result<String, ApiError> {
     let t = t.trim();
     if t.is_empty() || t.chars().count() > 200 {
-        return Err(ApiError::bad_request("invalid_title", "A title has 1 to 200 characters."));
+        return Err(ApiError::bad_request(
+            "invalid_title",
+            "A title has 1 to 200 characters.",
+        ));
     }
     if t.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_title", "A title cannot contain control characters."));
+        return Err(ApiError::bad_request(
+            "invalid_title",
+            "A title cannot contain control characters.",
+        ));
     }
     Ok(t.to_string())
 }
@@ -90,7 +97,10 @@ fn clean_invitees(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<Str
     let mut out = BTreeSet::new();
     for raw in list {
         let e = normalize_email(raw).ok_or_else(|| {
-            ApiError::bad_request("invalid_email", format!("Invitee {raw:?} is not a valid email address."))
+            ApiError::bad_request(
+                "invalid_email",
+                format!("Invitee {raw:?} is not a valid email address."),
+            )
         })?;
         if e != owner {
             out.insert(e);
@@ -99,7 +109,10 @@ fn clean_invitees(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<Str
     if out.len() > st.cfg.meetings.max_invitees {
         return Err(ApiError::bad_request(
             "too_many_invitees",
-            format!("At most {} invitees per meeting.", st.cfg.meetings.max_invitees),
+            format!(
+                "At most {} invitees per meeting.",
+                st.cfg.meetings.max_invitees
+            ),
         ));
     }
     Ok(out.into_iter().collect())
@@ -108,34 +121,58 @@ fn clean_invitees(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<Str
 fn check_times(st: &ApiState, begin: i64, end: i64) -> Result<(), ApiError> {
     let t = now();
     if begin <= 0 || end <= begin {
-        return Err(ApiError::bad_request("invalid_time", "The end must be after the beginning."));
+        return Err(ApiError::bad_request(
+            "invalid_time",
+            "The end must be after the beginning.",
+        ));
     }
     if begin < t - 300 {
-        return Err(ApiError::bad_request("invalid_time", "The meeting cannot begin in the past."));
+        return Err(ApiError::bad_request(
+            "invalid_time",
+            "The meeting cannot begin in the past.",
+        ));
     }
     if end - begin > st.cfg.meetings.max_duration.as_secs_i64() {
         return Err(ApiError::bad_request(
             "invalid_time",
-            format!("A meeting lasts at most {}.", humantime::format_duration(st.cfg.meetings.max_duration.0)),
+            format!(
+                "A meeting lasts at most {}.",
+                humantime::format_duration(st.cfg.meetings.max_duration.0)
+            ),
         ));
     }
     Ok(())
 }
 
 /// Asks the allocator; its "no" becomes 503 `servers_not_ready` with `Retry-After`.
-async fn allocate(st: &ApiState, email: &str, begin: i64, end: i64) -> Result<ServerAssignment, ApiError> {
-    let msg = AllocateServers { email: email.to_string(), begin_at: begin, end_at: end };
+async fn allocate(
+    st: &ApiState,
+    email: &str,
+    begin: i64,
+    end: i64,
+) -> Result<ServerAssignment, ApiError> {
+    let msg = AllocateServers {
+        email: email.to_string(),
+        begin_at: begin,
+        end_at: end,
+    };
     match st.allocator.send(msg).await {
         Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => {
             st.metrics.allocation_failures.inc();
             match &e {
-                AllocationError::NotReady(why) => tracing::info!(%why, "allocator has no server free"),
+                AllocationError::NotReady(why) => {
+                    tracing::info!(%why, "allocator has no server free")
+                }
                 AllocationError::Failed(why) => tracing::error!(%why, "allocator failed"),
             }
-            Err(ApiError::servers_not_ready(st.cfg.allocator.retry_after.as_secs()))
+            Err(ApiError::servers_not_ready(
+                st.cfg.allocator.retry_after.as_secs(),
+            ))
         }
-        Err(e) => Err(ApiError::internal(format_args!("allocator unreachable: {e}"))),
+        Err(e) => Err(ApiError::internal(format_args!(
+            "allocator unreachable: {e}"
+        ))),
     }
 }
 
@@ -158,7 +195,11 @@ async fn invitees_of<C: ConnectionTrait>(db: &C, id: i64) -> Result<Vec<String>,
     Ok(v)
 }
 
-async fn views(st: &ApiState, me: &user::Model, ms: Vec<meeting::Model>) -> Result<Vec<MeetingView>, ApiError> {
+async fn views(
+    st: &ApiState,
+    me: &user::Model,
+    ms: Vec<meeting::Model>,
+) -> Result<Vec<MeetingView>, ApiError> {
     let ids: Vec<i64> = ms.iter().map(|m| m.id).collect();
     let owner_ids: Vec<i64> = ms.iter().map(|m| m.owner_id).collect();
     let owners: HashMap<i64, user::Model> = user::Entity::find()
@@ -169,7 +210,11 @@ async fn views(st: &ApiState, me: &user::Model, ms: Vec<meeting::Model>) -> Resu
         .map(|u| (u.id, u))
         .collect();
     let mut invites: HashMap<i64, Vec<String>> = HashMap::new();
-    for i in invitation::Entity::find().filter(invitation::Column::MeetingId.is_in(ids)).all(&st.db).await? {
+    for i in invitation::Entity::find()
+        .filter(invitation::Column::MeetingId.is_in(ids))
+        .all(&st.db)
+        .await?
+    {
         invites.entry(i.meeting_id).or_default().push(i.email);
     }
     Ok(ms
@@ -207,6 +252,14 @@ async fn view(st: &ApiState, me: &user::Model, m: meeting::Model) -> Result<Meet
         .ok_or_else(|| ApiError::internal("view of one meeting is empty"))
 }
 
+/// What an invitation mail tells its recipient.
+#[derive(Clone, Copy)]
+enum Notice {
+    Invite,
+    Update,
+    Cancel,
+}
+
 /// Queues one invitation mail (REQUEST or CANCEL) per recipient, in the caller's transaction.
 async fn send_invites<C: ConnectionTrait>(
     db: &C,
@@ -215,8 +268,7 @@ async fn send_invites<C: ConnectionTrait>(
     owner: &user::Model,
     attendees: &[String],
     recipients: &[String],
-    method: Method,
-    updated: bool,
+    notice: Notice,
 ) -> Result<(), ApiError> {
     let url = st.join_url(&m.code);
     let when = chrono::DateTime::<chrono::Utc>::from_timestamp(m.begin_at, 0)
@@ -225,9 +277,9 @@ async fn send_invites<C: ConnectionTrait>(
     let minutes = (m.end_at - m.begin_at) / 60;
     for to in recipients {
         let inv = Invite {
-            method: match method {
-                Method::Request => Method::Request,
-                Method::Cancel => Method::Cancel,
+            method: match notice {
+                Notice::Invite | Notice::Update => Method::Request,
+                Notice::Cancel => Method::Cancel,
             },
             uid: &m.ical_uid,
             sequence: m.sequence,
@@ -240,24 +292,27 @@ async fn send_invites<C: ConnectionTrait>(
             join_url: &url,
             now: now(),
         };
-        let (subject, text) = match inv.method {
-            Method::Request if updated => (
+        let (subject, text) = match notice {
+            Notice::Update => (
                 format!("Updated invitation: {} @ {when}", m.title),
                 format!(
                     "{} changed the meeting \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n",
                     owner.display_name, m.title
                 ),
             ),
-            Method::Request => (
+            Notice::Invite => (
                 format!("Invitation: {} @ {when}", m.title),
                 format!(
                     "{} ({}) invites you to \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n",
                     owner.display_name, owner.email, m.title
                 ),
             ),
-            Method::Cancel => (
+            Notice::Cancel => (
                 format!("Cancelled: {} @ {when}", m.title),
-                format!("{} cancelled the meeting \"{}\" ({when}).\n", owner.display_name, m.title),
+                format!(
+                    "{} cancelled the meeting \"{}\" ({when}).\n",
+                    owner.display_name, m.title
+                ),
             ),
         };
         let ics = inv.render();
@@ -336,7 +391,9 @@ pub async fn create(
                     ical_uid: Set(format!("{}@meeting-appliance", uuid::Uuid::new_v4())),
                     sequence: Set(0),
                     status: Set(ACTIVE.into()),
-                    guests_allowed: Set(body.guests_allowed.unwrap_or(st.cfg.meetings.guests_allowed)),
+                    guests_allowed: Set(body
+                        .guests_allowed
+                        .unwrap_or(st.cfg.meetings.guests_allowed)),
                     sfu: Set(Some(servers.sfu)),
                     turn: Set(Some(servers.turn)),
                     fs: Set(None),
@@ -346,7 +403,10 @@ pub async fn create(
                 }
                 .insert(&st.db)
                 .await?;
-                st.metrics.meetings_created.get_or_create(&Metrics::label("kind", INSTANT)).inc();
+                st.metrics
+                    .meetings_created
+                    .get_or_create(&Metrics::label("kind", INSTANT))
+                    .inc();
                 (m, actix_web::http::StatusCode::CREATED)
             }
         };
@@ -369,7 +429,9 @@ pub async fn create(
         ical_uid: Set(format!("{}@meeting-appliance", uuid::Uuid::new_v4())),
         sequence: Set(0),
         status: Set(ACTIVE.into()),
-        guests_allowed: Set(body.guests_allowed.unwrap_or(st.cfg.meetings.guests_allowed)),
+        guests_allowed: Set(body
+            .guests_allowed
+            .unwrap_or(st.cfg.meetings.guests_allowed)),
         sfu: Set(Some(servers.sfu)),
         turn: Set(Some(servers.turn)),
         fs: Set(None),
@@ -389,10 +451,13 @@ pub async fn create(
         .insert(&txn)
         .await?;
     }
-    send_invites(&txn, &st, &m, &me, &invitees, &invitees, Method::Request, false).await?;
+    send_invites(&txn, &st, &m, &me, &invitees, &invitees, Notice::Invite).await?;
     txn.commit().await?;
     st.kick_mail();
-    st.metrics.meetings_created.get_or_create(&Metrics::label("kind", SCHEDULED)).inc();
+    st.metrics
+        .meetings_created
+        .get_or_create(&Metrics::label("kind", SCHEDULED))
+        .inc();
     Ok(HttpResponse::Created().json(view(&st, &me, m).await?))
 }
 
@@ -409,7 +474,11 @@ pub async fn list(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpResponse,
         .collect();
     let mut ms = meeting::Entity::find()
         .filter(meeting::Column::Status.eq(ACTIVE))
-        .filter(meeting::Column::OwnerId.eq(me.id).or(meeting::Column::Id.is_in(invited)))
+        .filter(
+            meeting::Column::OwnerId
+                .eq(me.id)
+                .or(meeting::Column::Id.is_in(invited)),
+        )
         .all(&st.db)
         .await?;
     let t = now();
@@ -440,13 +509,20 @@ async fn visible(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Mo
         .one(&st.db)
         .await?
         .is_some();
-    if invited { Ok(m) } else { Err(ApiError::not_found("No such meeting.")) }
+    if invited {
+        Ok(m)
+    } else {
+        Err(ApiError::not_found("No such meeting."))
+    }
 }
 
 async fn owned(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Model, ApiError> {
     let m = visible(st, me, id).await?;
     if m.owner_id != me.id {
-        return Err(ApiError::forbidden("not_owner", "Only the meeting's owner can change it."));
+        return Err(ApiError::forbidden(
+            "not_owner",
+            "Only the meeting's owner can change it.",
+        ));
     }
     if m.status == CANCELLED {
         return Err(ApiError::new(
@@ -459,7 +535,11 @@ async fn owned(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Mode
 }
 
 /// `GET /api/v1/meetings/{id}`
-pub async fn get(st: web::Data<ApiState>, me: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    st: web::Data<ApiState>,
+    me: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let m = visible(&st, &me.user, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(view(&st, &me.user, m).await?))
 }
@@ -486,7 +566,10 @@ pub async fn patch(
         Some(t) => clean_title(t)?,
         None => m.title.clone(),
     };
-    let (begin, end) = (body.begin_at.unwrap_or(m.begin_at), body.end_at.unwrap_or(m.end_at));
+    let (begin, end) = (
+        body.begin_at.unwrap_or(m.begin_at),
+        body.end_at.unwrap_or(m.end_at),
+    );
     let times_changed = begin != m.begin_at || end != m.end_at;
     if times_changed {
         check_times(&st, begin, end)?;
@@ -497,9 +580,21 @@ pub async fn patch(
         None => old_invitees.clone(),
     };
     let details_changed = times_changed || title != m.title;
-    let added: Vec<String> = new_invitees.iter().filter(|e| !old_invitees.contains(e)).cloned().collect();
-    let removed: Vec<String> = old_invitees.iter().filter(|e| !new_invitees.contains(e)).cloned().collect();
-    let servers = if times_changed { Some(allocate(&st, &me.email, begin, end).await?) } else { None };
+    let added: Vec<String> = new_invitees
+        .iter()
+        .filter(|e| !old_invitees.contains(e))
+        .cloned()
+        .collect();
+    let removed: Vec<String> = old_invitees
+        .iter()
+        .filter(|e| !new_invitees.contains(e))
+        .cloned()
+        .collect();
+    let servers = if times_changed {
+        Some(allocate(&st, &me.email, begin, end).await?)
+    } else {
+        None
+    };
     let t = now();
     let txn = st.db.begin().await?;
     let mut a: meeting::ActiveModel = m.clone().into();
@@ -536,9 +631,26 @@ pub async fn patch(
         .await?;
     }
     if scheduled {
-        let recipients: Vec<String> = if details_changed { new_invitees.clone() } else { added.clone() };
-        send_invites(&txn, &st, &m, &me, &new_invitees, &recipients, Method::Request, details_changed).await?;
-        send_invites(&txn, &st, &m, &me, &removed, &removed, Method::Cancel, false).await?;
+        let recipients: Vec<String> = if details_changed {
+            new_invitees.clone()
+        } else {
+            added.clone()
+        };
+        send_invites(
+            &txn,
+            &st,
+            &m,
+            &me,
+            &new_invitees,
+            &recipients,
+            if details_changed {
+                Notice::Update
+            } else {
+                Notice::Invite
+            },
+        )
+        .await?;
+        send_invites(&txn, &st, &m, &me, &removed, &removed, Notice::Cancel).await?;
     }
     txn.commit().await?;
     st.kick_mail();
@@ -546,7 +658,11 @@ pub async fn patch(
 }
 
 /// `DELETE /api/v1/meetings/{id}`: cancels a scheduled meeting; invitees get METHOD:CANCEL.
-pub async fn cancel(st: web::Data<ApiState>, me: AuthUser, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    st: web::Data<ApiState>,
+    me: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let me = me.user;
     let m = owned(&st, &me, id.into_inner()).await?;
     if m.kind == INSTANT {
@@ -562,7 +678,7 @@ pub async fn cancel(st: web::Data<ApiState>, me: AuthUser, id: web::Path<i64>) -
     a.sequence = Set(m.sequence + 1);
     a.updated_at = Set(now());
     let m = a.update(&txn).await?;
-    send_invites(&txn, &st, &m, &me, &invitees, &invitees, Method::Cancel, false).await?;
+    send_invites(&txn, &st, &m, &me, &invitees, &invitees, Notice::Cancel).await?;
     txn.commit().await?;
     st.kick_mail();
     Ok(HttpResponse::NoContent().finish())
@@ -587,7 +703,8 @@ pub async fn join(
     let req: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
         JoinRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON: {e}")))?
     };
     let code = code.into_inner();
     if !MeetingCode::is_well_formed(&code) {
@@ -599,12 +716,19 @@ pub async fn join(
         .await?
         .ok_or_else(|| ApiError::not_found("No meeting has that code."))?;
     if m.status == CANCELLED {
-        return Err(ApiError::new(actix_web::http::StatusCode::GONE, "meeting_cancelled", "This meeting was cancelled."));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::GONE,
+            "meeting_cancelled",
+            "This meeting was cancelled.",
+        ));
     }
     let name_given = match req.display_name.as_deref().map(str::trim) {
         Some(n) if !n.is_empty() => {
             if n.chars().count() > 64 || n.chars().any(char::is_control) {
-                return Err(ApiError::bad_request("invalid_display_name", "A name has 1 to 64 characters."));
+                return Err(ApiError::bad_request(
+                    "invalid_display_name",
+                    "A name has 1 to 64 characters.",
+                ));
             }
             Some(n.to_string())
         }
@@ -612,10 +736,15 @@ pub async fn join(
     };
     let user = who.0.map(|u| u.user);
     let (name, host) = match &user {
-        Some(u) => (name_given.unwrap_or_else(|| u.display_name.clone()), u.id == m.owner_id),
+        Some(u) => (
+            name_given.unwrap_or_else(|| u.display_name.clone()),
+            u.id == m.owner_id,
+        ),
         None => {
             if !m.guests_allowed {
-                return Err(ApiError::unauthorized("This meeting is for signed-in people only; sign in to join."));
+                return Err(ApiError::unauthorized(
+                    "This meeting is for signed-in people only; sign in to join.",
+                ));
             }
             let n = name_given.ok_or_else(|| {
                 ApiError::bad_request("display_name_required", "Guests need a name to join.")
@@ -639,7 +768,10 @@ pub async fn join(
     let fs = match &m.fs {
         Some(fs) => Some(fs.clone()),
         None => {
-            let email = user.as_ref().map(|u| u.email.clone()).unwrap_or_else(|| owner.email.clone());
+            let email = user
+                .as_ref()
+                .map(|u| u.email.clone())
+                .unwrap_or_else(|| owner.email.clone());
             match st.fs_allocator.send(AllocateFileServer { email }).await {
                 Ok(Ok(a)) => {
                     let mut am: meeting::ActiveModel = m.clone().into();
@@ -681,12 +813,21 @@ pub async fn join(
         exp: t + st.cfg.meetings.join_token_ttl.as_secs_i64(),
     };
     let token = st.keys.sign_join(&claims);
-    let (username, credential) =
-        st.keys.turn_credentials(&participant, t + st.cfg.meetings.turn_credential_ttl.as_secs_i64());
+    let (username, credential) = st.keys.turn_credentials(
+        &participant,
+        t + st.cfg.meetings.turn_credential_ttl.as_secs_i64(),
+    );
     let ice_servers = vec![
-        IceServer { urls: vec![format!("stun:{turn}")], username: None, credential: None },
         IceServer {
-            urls: vec![format!("turn:{turn}?transport=udp"), format!("turn:{turn}?transport=tcp")],
+            urls: vec![format!("stun:{turn}")],
+            username: None,
+            credential: None,
+        },
+        IceServer {
+            urls: vec![
+                format!("turn:{turn}?transport=udp"),
+                format!("turn:{turn}?transport=tcp"),
+            ],
             username: Some(username),
             credential: Some(credential),
         },

@@ -57,7 +57,10 @@ impl ApiState {
         } else {
             let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
             !(loopback || address.ends_with(":80"))
         };
         let scheme = match (websocket, secure) {
@@ -76,29 +79,33 @@ impl ApiState {
 
 /// Routes of the apiserver, with JSON errors for bad bodies, paths and queries.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| json_error(e).into()))
-        .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
-        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
-        .app_data(web::PayloadConfig::default().limit(64 * 1024))
-        .service(
-            web::scope("/api/v1")
-                .route("/auth/code", web::post().to(auth::request_code))
-                .route("/auth/verify", web::post().to(auth::verify))
-                .route("/auth/logout", web::post().to(auth::logout))
-                .route("/me", web::get().to(auth::me))
-                .route("/meetings", web::post().to(meetings::create))
-                .route("/meetings", web::get().to(meetings::list))
-                .route("/meetings/{id}", web::get().to(meetings::get))
-                .route("/meetings/{id}", web::patch().to(meetings::patch))
-                .route("/meetings/{id}", web::delete().to(meetings::cancel))
-                .route("/join/{code}", web::post().to(meetings::join))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
-                })),
-        )
-        .route("/readyz", web::get().to(readyz))
-        .route("/", web::get().to(home))
-        .route("/m/{code}", web::get().to(home));
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| json_error(e).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+    .app_data(web::PayloadConfig::default().limit(64 * 1024))
+    .service(
+        web::scope("/api/v1")
+            .route("/auth/code", web::post().to(auth::request_code))
+            .route("/auth/verify", web::post().to(auth::verify))
+            .route("/auth/logout", web::post().to(auth::logout))
+            .route("/me", web::get().to(auth::me))
+            .route("/meetings", web::post().to(meetings::create))
+            .route("/meetings", web::get().to(meetings::list))
+            .route("/meetings/{id}", web::get().to(meetings::get))
+            .route("/meetings/{id}", web::patch().to(meetings::patch))
+            .route("/meetings/{id}", web::delete().to(meetings::cancel))
+            .route("/join/{code}", web::post().to(meetings::join))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
+            })),
+    )
+    .route("/readyz", web::get().to(readyz))
+    .route("/", web::get().to(home))
+    .route("/m/{code}", web::get().to(home));
 }
 
 async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
@@ -114,11 +121,13 @@ async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
 
 /// The browser client is not built yet (issue 6); say so instead of pretending.
 async fn home() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
-        "<!doctype html><meta charset=utf-8><title>Meetings</title>\
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(
+            "<!doctype html><meta charset=utf-8><title>Meetings</title>\
          <h1>meeting-appliance</h1><p>The HTTP API is running at <code>/api/v1</code>. \
          The browser client is not built yet.</p>",
-    )
+        )
 }
 
 /// Housekeeping the apiserver does on a timer: prune used sign-in codes and old sessions.

@@ -1,0 +1,185 @@
+//! The command line and config as an operator meets them: the seed's commands, clear errors
+//! naming the bad flag or key, precedence of file < environment < flags, masked secrets,
+//! roles that are not built yet, a busy port, a database that is down, graceful stop.
+
+mod support;
+
+use std::time::Duration;
+use support::{Appliance, appliance_bin, run_cli, run_cli_env};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn garbage_flag_and_unknown_config_key_are_named() {
+    let o = run_cli(
+        appliance_bin!(),
+        &["apiserver", "--secret", "s3cret-s3cret", "--garbage", "1"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--garbage"), "{}", stderr(&o));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("a.toml");
+    std::fs::write(
+        &f,
+        "listen = \"127.0.0.1:0\"\n[mail]\nretry_intial = \"5s\"\n",
+    )
+    .expect("write");
+    let o = run_cli(
+        appliance_bin!(),
+        &["--config", f.to_str().expect("utf8"), "check-config"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("retry_intial"), "{}", stderr(&o));
+
+    let o = run_cli(
+        appliance_bin!(),
+        &["--config", "/nonexistent/appliance.toml"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/appliance.toml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn precedence_file_env_flags_and_masked_secrets() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("a.toml");
+    std::fs::write(
+        &f,
+        "listen = \"127.0.0.1:1111\"\nsecret = \"from-the-file\"\n[auth]\ncode_ttl = \"3m\"\n",
+    )
+    .expect("write");
+    let file = f.to_str().expect("utf8");
+    let o = run_cli_env(
+        appliance_bin!(),
+        &["check-config", "--config", file],
+        &[("MEETING_LISTEN", "127.0.0.1:2222")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("listen = \"127.0.0.1:2222\""),
+        "env beats file: {out}"
+    );
+    assert!(
+        out.contains("code_ttl = \"3m\""),
+        "file beats defaults: {out}"
+    );
+    assert!(
+        !out.contains("from-the-file") && out.contains("secret = \"********\""),
+        "{out}"
+    );
+    let o = run_cli_env(
+        appliance_bin!(),
+        &[
+            "check-config",
+            "--config",
+            file,
+            "--listen",
+            "127.0.0.1:3333",
+            "--mysqlAddress",
+            "db:3306",
+            "--mysqlPassword",
+            "hunter2",
+            "--mailServer",
+            "smtp.corp.test",
+            "--mailPassword",
+            "mailpw",
+            "--mailFrom",
+            "m@corp.test",
+        ],
+        &[("MEETING_LISTEN", "127.0.0.1:2222")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("listen = \"127.0.0.1:3333\""),
+        "flags beat env: {out}"
+    );
+    assert!(
+        !out.contains("hunter2") && !out.contains("mailpw"),
+        "secrets are masked: {out}"
+    );
+}
+
+#[test]
+fn roles_not_built_yet_say_so() {
+    for role in ["sfuserver", "turnserver", "fsserver"] {
+        let o = run_cli(
+            appliance_bin!(),
+            &[
+                role,
+                "--secret",
+                "s3cret-s3cret",
+                "--apiserver",
+                "127.0.0.1:9",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{role}");
+        assert!(
+            stderr(&o).contains("not built yet"),
+            "{role}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn busy_port_and_unreachable_database_fail_with_advice() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = holder.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().to_str().expect("utf8");
+    let o = run_cli(appliance_bin!(), &["--dataDir", d, "--listen", &busy]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("cannot listen on {busy}")),
+        "{}",
+        stderr(&o)
+    );
+
+    let closed = support::free_port();
+    let o = run_cli_env(
+        appliance_bin!(),
+        &[
+            "apiserver",
+            "--dataDir",
+            d,
+            "--listen",
+            "127.0.0.1:0",
+            "--mysqlAddress",
+            &format!("127.0.0.1:{closed}"),
+            "--mysqlUser",
+            "meet",
+            "--mysqlPassword",
+            "topsecretpw",
+            "--mysqlDatabase",
+            "m",
+        ],
+        &[("MEETING_DATABASE__CONNECT_TIMEOUT", "2s")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot reach the database"), "{err}");
+    assert!(
+        !err.contains("topsecretpw"),
+        "password leaked into the log: {err}"
+    );
+}
+
+#[test]
+fn sigterm_stops_gracefully() {
+    let app = Appliance::start(&[], &[]);
+    app.wait_log("listening on", Duration::from_secs(5));
+    let status = app.stop();
+    assert!(status.success(), "{status:?}");
+}
