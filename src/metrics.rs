@@ -5,11 +5,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    /// Locked only at start-up (registration) and per scrape, never on a request path.
+    registry: Arc<Mutex<Registry>>,
     pub http_requests: Family<Vec<(String, String)>, Counter>,
     pub login_codes_sent: Counter,
     pub sign_ins: Counter,
@@ -26,7 +27,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("meeting");
         let m = Metrics {
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Mutex::new(Registry::default())),
             http_requests: Family::default(),
             login_codes_sent: Counter::default(),
             sign_ins: Counter::default(),
@@ -81,7 +82,7 @@ impl Metrics {
             m.mail_pending.clone(),
         );
         Metrics {
-            registry: Arc::new(r),
+            registry: Arc::new(Mutex::new(r)),
             ..m
         }
     }
@@ -90,9 +91,20 @@ impl Metrics {
         vec![(k.to_string(), v.to_string())]
     }
 
+    /// Adds a role's own collector (read at scrape time).
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register_collector(c);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        let ok = match self.registry.lock() {
+            Ok(r) => encode(&mut out, &r).is_ok(),
+            Err(_) => false,
+        };
+        if !ok {
             out.push_str("# metrics encoding failed\n");
         }
         out

@@ -361,8 +361,12 @@ pub struct PoolEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sfu {
-    /// The UDP port all media of this sfuserver uses.
+    /// The UDP port of the first media worker; worker i uses `udp_port + i`. 0: any free port.
     pub udp_port: u16,
+    /// Media worker threads. 0: one per CPU core.
+    pub workers: usize,
+    /// A room stays open this long after the last participant left.
+    pub room_grace: Dur,
     /// Addresses advertised to browsers as ICE candidates. Empty: the listen address's IP.
     pub ip: Vec<IpAddr>,
 }
@@ -371,6 +375,8 @@ impl Default for Sfu {
     fn default() -> Self {
         Sfu {
             udp_port: 10000,
+            workers: 0,
+            room_grace: Dur::secs(60),
             ip: Vec::new(),
         }
     }

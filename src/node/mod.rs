@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::roles::apiserver::{self, ApiState, mail};
+use crate::roles::sfuserver;
 use crate::tokens::Keys;
 
 /// How long a graceful stop may take before connections are dropped.
@@ -28,10 +29,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn check_roles(cfg: &Config) -> anyhow::Result<()> {
-    let unbuilt = [Role::Sfuserver, Role::Turnserver, Role::Fsserver];
+    let unbuilt = [Role::Turnserver, Role::Fsserver];
     if !cfg.has_role(Role::Apiserver) {
         let r = cfg.roles[0];
-        if unbuilt.contains(&r) || r == Role::Allocateserver {
+        if unbuilt.contains(&r) || r == Role::Allocateserver || r == Role::Sfuserver {
             anyhow::bail!(
                 "the {} role is not built yet in this version; run the apiserver (all-in-one) instead",
                 r.name()
@@ -145,6 +146,37 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
     apiserver::Janitor { db: db.clone() }.start();
+    let recorder = apiserver::ParticipationRecorder { db: db.clone() }.start();
+
+    let sfu = if cfg.has_role(Role::Sfuserver) {
+        let advertised_ip = match cfg.sfu.ip.first() {
+            Some(ip) => *ip,
+            None if bound.ip().is_unspecified() => anyhow::bail!(
+                "the sfuserver listens on all addresses: give --ip, the address browsers reach for media"
+            ),
+            None => bound.ip(),
+        };
+        let workers = if cfg.sfu.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            cfg.sfu.workers
+        };
+        let settings = sfuserver::SfuSettings {
+            workers,
+            udp_port: cfg.sfu.udp_port,
+            advertised_ip,
+            own_address: own_address.clone(),
+            room_grace: cfg.sfu.room_grace.0,
+        };
+        let (addr, state, stats) =
+            sfuserver::start(&settings, keys.clone(), Some(recorder.clone().recipient()))?;
+        metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats)));
+        Some((addr, web::Data::new(state)))
+    } else {
+        None
+    };
 
     let state = web::Data::new(ApiState {
         db,
@@ -152,6 +184,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         keys,
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
+        room_control: sfu.as_ref().map(|(a, _)| a.clone().recipient()),
         mailer,
         outbox,
         metrics: metrics.clone(),
@@ -160,11 +193,21 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls,
     });
     let m = metrics.clone();
+    let sfu_state = sfu.map(|(_, st)| st);
     let server = HttpServer::new(move || {
         let m = m.clone();
         let m2 = m.clone();
+        let sfu_state = sfu_state.clone();
         App::new()
             .app_data(state.clone())
+            .configure(move |c| {
+                if let Some(st) = sfu_state {
+                    c.app_data(st).route(
+                        "/sfu/v1/signal/{meeting}",
+                        web::get().to(sfuserver::signal::signal),
+                    );
+                }
+            })
             .wrap_fn(move |req, srv| {
                 let m = m.clone();
                 let fut = srv.call(req);

@@ -2,3 +2,4 @@
 //! and `crate::node` wires them together.
 pub mod allocateserver;
 pub mod apiserver;
+pub mod sfuserver;

@@ -18,7 +18,9 @@ use crate::db::entities::{invitation, meeting, participation, user};
 use crate::error::ApiError;
 use crate::ids::{MeetingCode, MeetingId, ParticipantId};
 use crate::metrics::Metrics;
-use crate::proto::{AllocateFileServer, AllocateServers, AllocationError, ServerAssignment};
+use crate::proto::{
+    AllocateFileServer, AllocateServers, AllocationError, ControlRoom, RoomAction, ServerAssignment,
+};
 use crate::tokens::JoinClaims;
 use crate::util::{normalize_email, now};
 
@@ -845,4 +847,35 @@ pub async fn join(
         "ice_servers": ice_servers,
         "fs": fs.map(|f| serde_json::json!({ "address": f, "url": st.base_url(&f, false) })),
     })))
+}
+
+/// `POST /api/v1/meetings/{id}/control {"action": "mute"|"remove"|"lock"|"unlock"|"end",
+/// "participant_id"?}`: a host action, enforced by the meeting's sfuserver.
+pub async fn control(
+    st: web::Data<ApiState>,
+    me: AuthUser,
+    id: web::Path<i64>,
+    body: web::Json<RoomAction>,
+) -> Result<HttpResponse, ApiError> {
+    let m = owned(&st, &me.user, id.into_inner()).await?;
+    let Some(sfu) = &st.room_control else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "sfu_unreachable",
+            "The meeting's media server cannot be reached from here.",
+        ));
+    };
+    match sfu
+        .send(ControlRoom {
+            meeting: MeetingId(m.id),
+            action: body.into_inner(),
+        })
+        .await
+    {
+        Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
+        Ok(Err(why)) => Err(ApiError::conflict("not_in_meeting", why)),
+        Err(e) => Err(ApiError::internal(format_args!(
+            "sfuserver unreachable: {e}"
+        ))),
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::{ApiError, json_error, path_error, query_error};
 use crate::metrics::Metrics;
-use crate::proto::{AllocateFileServer, AllocateServers};
+use crate::proto::{AllocateFileServer, AllocateServers, ControlRoom, ParticipationChanged};
 use crate::tokens::Keys;
 
 /// Shared by every request handler of the apiserver (cheap to clone: handles and Arcs).
@@ -25,6 +25,8 @@ pub struct ApiState {
     pub keys: Keys,
     pub allocator: Recipient<AllocateServers>,
     pub fs_allocator: Recipient<AllocateFileServer>,
+    /// Host actions to the meeting's sfuserver (absent when no sfuserver is reachable).
+    pub room_control: Option<Recipient<ControlRoom>>,
     pub mailer: Arc<mail::Mailer>,
     pub outbox: Addr<mail::MailOutbox>,
     pub metrics: Metrics,
@@ -99,11 +101,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/meetings/{id}", web::patch().to(meetings::patch))
             .route("/meetings/{id}", web::delete().to(meetings::cancel))
             .route("/join/{code}", web::post().to(meetings::join))
+            .route("/meetings/{id}/control", web::post().to(meetings::control))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),
     )
     .route("/readyz", web::get().to(readyz))
+    .route("/static/rtc.js", web::get().to(rtc_js))
     .route("/", web::get().to(home))
     .route("/m/{code}", web::get().to(home));
 }
@@ -117,6 +121,14 @@ async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
                 .json(serde_json::json!({"status": "not_ready", "reason": "database unreachable"}))
         }
     }
+}
+
+/// The browser's meeting connection library (signaling + WebRTC), embedded in the binary.
+async fn rtc_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(include_str!("../../../web/static/rtc.js"))
 }
 
 /// The browser client is not built yet (issue 6); say so instead of pretending.
@@ -149,5 +161,43 @@ impl Actor for Janitor {
                 .into_actor(act),
             );
         });
+    }
+}
+
+/// Keeps the participation history: the sfuserver reports when people really entered and
+/// left a meeting's media session.
+pub struct ParticipationRecorder {
+    pub db: DatabaseConnection,
+}
+
+impl Actor for ParticipationRecorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<ParticipationChanged> for ParticipationRecorder {
+    type Result = ();
+    fn handle(&mut self, m: ParticipationChanged, ctx: &mut Context<Self>) {
+        use crate::db::entities::participation;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let db = self.db.clone();
+        ctx.spawn(
+            async move {
+                let col = if m.joined {
+                    participation::Column::JoinedAt
+                } else {
+                    participation::Column::LeftAt
+                };
+                let r = participation::Entity::update_many()
+                    .col_expr(col, Expr::value(m.at))
+                    .filter(participation::Column::ParticipantId.eq(m.participant.0.clone()))
+                    .filter(participation::Column::MeetingId.eq(m.meeting.0))
+                    .exec(&db)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "recording participation failed");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }

@@ -1,0 +1,87 @@
+//! The sfuserver's counters on `/metrics`, summed over its media workers at scrape time.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::WorkerStats;
+
+#[derive(Debug)]
+pub struct SfuCollector(pub Vec<Arc<WorkerStats>>);
+
+impl std::fmt::Debug for WorkerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerStats")
+    }
+}
+
+impl Collector for SfuCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sum = |f: fn(&WorkerStats) -> &AtomicU64| {
+            self.0
+                .iter()
+                .map(|w| f(w).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "sfu_packets_in",
+                "UDP packets received by the media workers",
+                sum(|w| &w.packets_in),
+            ),
+            ("sfu_bytes_in", "UDP bytes received", sum(|w| &w.bytes_in)),
+            (
+                "sfu_packets_out",
+                "UDP packets sent",
+                sum(|w| &w.packets_out),
+            ),
+            ("sfu_bytes_out", "UDP bytes sent", sum(|w| &w.bytes_out)),
+            (
+                "sfu_packets_dropped_out",
+                "Packets dropped because the socket was full",
+                sum(|w| &w.dropped_out),
+            ),
+            (
+                "sfu_packets_garbage",
+                "Received datagrams no participant accepted",
+                sum(|w| &w.garbage_in),
+            ),
+            (
+                "sfu_nacks_received",
+                "NACKs received from subscribers",
+                sum(|w| &w.nacks_received),
+            ),
+            (
+                "sfu_keyframe_requests",
+                "Keyframe requests (PLI) sent to publishers",
+                sum(|w| &w.keyframe_requests),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, u64); 4] = [
+            (
+                "sfu_participants",
+                "Participants connected to the media workers",
+                sum(|w| &w.participants),
+            ),
+            ("sfu_rooms", "Open rooms", sum(|w| &w.rooms)),
+            ("sfu_tracks", "Published tracks", sum(|w| &w.tracks)),
+            (
+                "sfu_egress_estimate_bps",
+                "Sum of bandwidth estimates towards participants",
+                sum(|w| &w.bwe_bps_sum),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

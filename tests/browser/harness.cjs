@@ -1,0 +1,153 @@
+// Drives real headless Chromium (Debian's, through playwright-core) against a running
+// appliance. Used by the Rust tests in tests/media_*.rs, always inside a private network
+// namespace where only loopback exists. Each scenario prints one JSON line `RESULT {...}`
+// with what it measured and exits 0, or prints `FAIL reason` and exits 1.
+'use strict';
+const path = require('path');
+const pw = require(process.env.PLAYWRIGHT_CORE || '/var/tmp/meeting-appliance-node/node_modules/playwright-core');
+
+const BASE = process.env.BASE;
+const CODE = process.env.CODE;
+const SCENARIO = process.env.SCENARIO;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+function log(...a) { console.error(new Date().toISOString(), ...a); }
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+async function waitFor(what, fn, timeoutMs = 60000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last && last.ok) return last;
+    await sleep(500);
+  }
+  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}`);
+}
+
+async function launch(extraArgs = []) {
+  return pw.chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-first-run', '--disable-quic', ...extraArgs,
+    ],
+  });
+}
+
+// Opens a page on the appliance's origin and joins CODE as a guest named `name`.
+async function join(browser, name, opts = {}) {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' || process.env.VERBOSE) log(`[${name}]`, m.text()); });
+  await page.goto(BASE + '/');
+  const info = await page.evaluate(async ({ code, name, opts }) => {
+    const { MeetingClient } = await import('/static/rtc.js');
+    const r = await fetch('/api/v1/join/' + code, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ display_name: name }),
+    });
+    const j = await r.json();
+    if (!r.ok) throw new Error('join failed: ' + JSON.stringify(j));
+    const video = opts.width ? { width: opts.width, height: opts.height, frameRate: 15 } : { width: 640, height: 480, frameRate: 15 };
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: opts.audio !== false, video });
+    window.events = [];
+    const c = new MeetingClient({ signalUrl: j.sfu.signal_url, token: j.token, iceServers: opts.noIce ? [] : j.ice_servers, iceTransportPolicy: opts.relay ? 'relay' : 'all', log: (...a) => console.log(...a) });
+    for (const t of ['participant_joined', 'participant_left', 'closed', 'chat', 'mute', 'active_speaker', 'error', 'locked']) {
+      c.addEventListener(t, (e) => window.events.push({ type: t, ...e.detail }));
+    }
+    window.client = c;
+    await c.connect();
+    const a = stream.getAudioTracks()[0];
+    const v = stream.getVideoTracks()[0];
+    if (a) await c.publish(a, 'microphone', { stream });
+    if (v) await c.publish(v, 'camera', { stream, simulcast: !!opts.simulcast });
+    return { participantId: c.participantId };
+  }, { code: CODE, name, opts });
+  log(`${name} joined as ${info.participantId}`);
+  return { name, page, ctx, id: info.participantId };
+}
+
+const stats = (p) => p.page.evaluate(() => window.client.inboundStats());
+const events = (p) => p.page.evaluate(() => window.events);
+
+// Waits until `viewer` decodes `from`'s camera (frames rising) and hears its microphone.
+async function waitMedia(viewer, from, minWidth = 1) {
+  let first = null;
+  return waitFor(`${viewer.name} to see and hear ${from.name}`, async () => {
+    const s = Object.values(await stats(viewer));
+    const v = s.find((x) => x.kind === 'video' && x.participantId === from.id);
+    const a = s.find((x) => x.kind === 'audio' && x.participantId === from.id);
+    if (!v || !a) return { ok: false, v, a };
+    if (!first && v.framesDecoded > 0) first = v.framesDecoded;
+    const ok = first !== null && v.framesDecoded >= first + 10 && v.frameWidth >= minWidth && a.packetsReceived > 25;
+    return { ok, framesDecoded: v.framesDecoded, frameWidth: v.frameWidth, frameHeight: v.frameHeight, audioPackets: a.packetsReceived, audioEnergy: a.totalAudioEnergy };
+  });
+}
+
+const scenarios = {
+  // Two browsers meet; a third joins late and receives both; the third leaves and the
+  // others are told.
+  async three_party(browser) {
+    const a = await join(browser, 'Alice');
+    const b = await join(browser, 'Bob');
+    const ab = await waitMedia(a, b);
+    const ba = await waitMedia(b, a);
+    const c = await join(browser, 'Carol');
+    const ca = await waitMedia(c, a);
+    const cb = await waitMedia(c, b);
+    const ac = await waitMedia(a, c);
+    await c.page.evaluate(() => window.client.leave());
+    for (const p of [a, b]) {
+      await waitFor(`${p.name} to learn that Carol left`, async () => {
+        const ev = await events(p);
+        return { ok: ev.some((e) => e.type === 'participant_left' && e.participant_id === c.id) };
+      }, 20000);
+    }
+    return { alice_sees_bob: ab, bob_sees_alice: ba, carol_sees_alice: ca, carol_sees_bob: cb, alice_sees_carol: ac };
+  },
+
+  // Two people join at the same instant, both publishing at once: offers cross (glare).
+  async glare(browser) {
+    const [a, b] = await Promise.all([join(browser, 'Ann'), join(browser, 'Ben')]);
+    return { ann_sees_ben: await waitMedia(a, b), ben_sees_ann: await waitMedia(b, a) };
+  },
+
+  // Simulcast: the subscriber asks for a small size, then a large one.
+  async simulcast(browser) {
+    const pub = await join(browser, 'Publisher', { simulcast: true, width: 1280, height: 720, audio: true });
+    const sub = await join(browser, 'Viewer', { audio: false, width: 320, height: 240 });
+    await waitMedia(sub, pub);
+    const setLayer = (w, h) => sub.page.evaluate(({ w, h, pid }) => {
+      for (const r of window.client.remote.values()) if (r.kind === 'video' && r.participantId === pid) window.client.setLayer(r.mid, w, h);
+    }, { w, h, pid: pub.id });
+    const widthNow = async () => {
+      const v = Object.values(await stats(sub)).find((x) => x.kind === 'video' && x.participantId === pub.id);
+      return v ? v.frameWidth : 0;
+    };
+    await setLayer(320, 180);
+    const small = await waitFor('the low layer', async () => { const w = await widthNow(); return { ok: w > 0 && w <= 400, width: w }; });
+    await setLayer(1280, 720);
+    // Up at least one layer (the top one needs the bandwidth estimate to allow it).
+    const large = await waitFor('a higher layer', async () => { const w = await widthNow(); return { ok: w >= 2 * small.width, width: w }; });
+    const out = await pub.page.evaluate(() => window.client.outboundStats());
+    return { small_width: small.width, large_width: large.width, publisher_layers: out.filter((o) => o.kind === 'video').map((o) => ({ rid: o.rid, width: o.frameWidth })) };
+  },
+};
+
+(async () => {
+  const fn = scenarios[SCENARIO];
+  if (!fn) { console.log(`FAIL unknown scenario ${SCENARIO}`); process.exit(1); }
+  const browser = await launch(SCENARIO === 'simulcast' ? ['--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/'] : []);
+  try {
+    const result = await fn(browser);
+    console.log('RESULT ' + JSON.stringify(result));
+    await browser.close();
+    process.exit(0);
+  } catch (e) {
+    console.log('FAIL ' + (e && e.stack || e));
+    await browser.close().catch(() => {});
+    process.exit(1);
+  }
+})();

@@ -1,0 +1,93 @@
+//! Real headless Chromium browsers (fake camera and microphone) meeting through our
+//! sfuserver, inside a private network namespace on loopback.
+
+mod support;
+
+use serde_json::json;
+use support::Appliance;
+use support::api::call;
+use support::media::{browser_scenario, enter_private_netns, metric, sign_in_from_log};
+
+async fn meeting(app: &Appliance) -> (String, String, i64) {
+    let token = sign_in_from_log(app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&token),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    (
+        token,
+        m.body["code"].as_str().expect("code").to_string(),
+        m.body["id"].as_i64().expect("id"),
+    )
+}
+
+fn frames(v: &serde_json::Value) -> i64 {
+    v["framesDecoded"].as_i64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_browsers_meet_late_joiner_and_leave() {
+    if !enter_private_netns("three_browsers_meet_late_joiner_and_leave") {
+        return;
+    }
+    let app = Appliance::start(&["--udpPort", "0"], &[]);
+    let (_, code, _) = meeting(&app).await;
+    let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "three_party"));
+    println!("three_party: {r}");
+    for k in [
+        "alice_sees_bob",
+        "bob_sees_alice",
+        "carol_sees_alice",
+        "carol_sees_bob",
+        "alice_sees_carol",
+    ] {
+        assert!(frames(&r[k]) >= 10, "{k}: {}", r[k]);
+        // Chrome adapts the size to CPU and bandwidth; the picture keeps the camera's 4:3.
+        let (w, h) = (
+            r[k]["frameWidth"].as_i64().unwrap_or(0),
+            r[k]["frameHeight"].as_i64().unwrap_or(0),
+        );
+        assert!(w >= 160 && w * 3 == h * 4, "{k}: {w}x{h}");
+        assert!(
+            r[k]["audioPackets"].as_i64().unwrap_or(0) > 25,
+            "{k}: audio flows"
+        );
+    }
+    // The media really went through our server: its counters saw it.
+    assert!(metric(&app, "meeting_sfu_packets_in_total").await > 500.0);
+    assert!(metric(&app, "meeting_sfu_packets_out_total").await > 500.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_joins_survive_glare() {
+    if !enter_private_netns("simultaneous_joins_survive_glare") {
+        return;
+    }
+    let app = Appliance::start(&["--udpPort", "0"], &[]);
+    let (_, code, _) = meeting(&app).await;
+    let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "glare"));
+    println!("glare: {r}");
+    assert!(
+        frames(&r["ann_sees_ben"]) >= 10 && frames(&r["ben_sees_ann"]) >= 10,
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_follows_the_requested_size() {
+    if !enter_private_netns("simulcast_layer_follows_the_requested_size") {
+        return;
+    }
+    let app = Appliance::start(&["--udpPort", "0"], &[]);
+    let (_, code, _) = meeting(&app).await;
+    let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "simulcast"));
+    println!("simulcast: {r}");
+    let small = r["small_width"].as_i64().expect("small");
+    let large = r["large_width"].as_i64().expect("large");
+    assert!(small <= 400, "the low layer for a small tile: {r}");
+    assert!(large >= 2 * small, "a higher layer for a large tile: {r}");
+}

@@ -1,0 +1,130 @@
+//! Media tests: a private network namespace (only loopback exists, so WebRTC can gather no
+//! other address and no packet can leave the machine), sign-in from the dev-mode log, and
+//! the Chromium harness in `tests/browser/harness.cjs`.
+
+use super::{Appliance, wait_until};
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+/// Runs the calling test in a fresh network namespace. Call first thing in the test:
+/// `if !enter_private_netns("name") { return; }`. Outside a namespace it re-runs this test
+/// binary, filtered to `test`, under `unshare -n` with loopback up, asserts that run passed,
+/// and returns false; inside, it returns true and the test body runs.
+pub fn enter_private_netns(test: &str) -> bool {
+    if std::env::var("APPLIANCE_IN_NETNS").as_deref() == Ok("1") {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new("unshare")
+        .args([
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+        ])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("APPLIANCE_IN_NETNS", "1")
+        .output()
+        .expect("unshare (util-linux) runs; tests run as root");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "test {test} failed inside its private network namespace:\n{text}"
+    );
+    assert!(
+        text.contains("1 passed"),
+        "test {test} did not run inside the namespace:\n{text}"
+    );
+    false
+}
+
+/// Signs in on a dev-mode appliance (no mail server: the code is in its log).
+pub async fn sign_in_from_log(app: &Appliance, email: &str) -> String {
+    let before = app.log_len();
+    let a = super::api::call(
+        "POST",
+        &app.url("/api/v1/auth/code"),
+        None,
+        Some(serde_json::json!({"email": email})),
+    )
+    .await;
+    assert_eq!(a.status, 204, "{:?}", a.body);
+    let line = app.wait_log_from(before, "Your sign-in code is ", Duration::from_secs(10));
+    let at = line.find("Your sign-in code is ").expect("code line");
+    let code = &line[at + 21..at + 27];
+    let v = super::api::call(
+        "POST",
+        &app.url("/api/v1/auth/verify"),
+        None,
+        Some(serde_json::json!({"email": email, "code": code})),
+    )
+    .await;
+    assert_eq!(v.status, 200, "{:?}", v.body);
+    v.body["token"].as_str().expect("token").to_string()
+}
+
+/// Runs a Chromium scenario of `tests/browser/harness.cjs`; returns its RESULT object.
+pub fn browser_scenario(app: &Appliance, code: &str, scenario: &str) -> Value {
+    let harness = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/harness.cjs");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "chromium missing: run scripts/test-deps.sh"
+    );
+    let out = Command::new("timeout")
+        .args(["300", "node", harness])
+        .env("BASE", app.base_url())
+        .env("CODE", code)
+        .env("SCENARIO", scenario)
+        .output()
+        .expect("node runs (scripts/test-deps.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT "));
+    match (out.status.success(), result) {
+        (true, Some(r)) => serde_json::from_str(r).expect("RESULT is JSON"),
+        _ => {
+            let log = app.log_lines();
+            let tail = log[log.len().saturating_sub(60)..].join("\n");
+            panic!(
+                "browser scenario {scenario} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}\nappliance log tail:\n{tail}",
+                out.status
+            )
+        }
+    }
+}
+
+/// Reads one metric value (first sample line starting with `name`) from `/metrics`.
+pub async fn metric(app: &Appliance, name: &str) -> f64 {
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
+}
+
+#[allow(dead_code)]
+pub fn wait_metric(
+    app: &Appliance,
+    rt: &tokio::runtime::Handle,
+    name: &str,
+    pred: impl Fn(f64) -> bool,
+) -> f64 {
+    wait_until(Duration::from_secs(20), name, || {
+        let v = rt.block_on(metric(app, name));
+        pred(v).then_some(v)
+    })
+}

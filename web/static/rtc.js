@@ -1,0 +1,205 @@
+// meeting-appliance browser client: signaling + one RTCPeerConnection to the sfuserver.
+// Protocol: see src/proto/mod.rs (module doc). This side is the IMPOLITE peer: it ignores a
+// server offer that arrives while its own offer waits for an answer (the server drops its
+// offer then and offers again later). All SDP work runs one step at a time.
+
+const LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+export class MeetingClient extends EventTarget {
+  constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {} }) {
+    super();
+    this.signalUrl = signalUrl;
+    this.token = token;
+    this.log = log;
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
+    this.remote = new Map();      // mid -> { participantId, kind, source, track }
+    this.trackInfo = new Map();   // mid -> info from the server's `tracks` message
+    this.participants = new Map();
+    this.published = new Map();   // source -> RTCRtpTransceiver
+    this.awaitingAnswer = false;
+    this.needsNegotiation = false;
+    this.chain = Promise.resolve();
+    this.closed = false;
+    this.pc.ontrack = (e) => this._onTrack(e);
+    this.pc.onconnectionstatechange = () => this._emit('connection', { state: this.pc.connectionState });
+  }
+
+  _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  _send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  // Runs SDP steps strictly one after another.
+  _serial(fn) {
+    this.chain = this.chain.then(fn).catch((e) => this.log('negotiation step failed', e));
+    return this.chain;
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.signalUrl);
+      this.ws = ws;
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: this.token }));
+      ws.onerror = () => reject(new Error('signaling connection failed'));
+      ws.onclose = (e) => {
+        if (!this.closed) {
+          this.closed = true;
+          this._emit('closed', { reason: this.closeReason || e.reason || 'disconnected', message: this.closeMessage || '' });
+        }
+      };
+      ws.onmessage = (e) => {
+        let m;
+        try { m = JSON.parse(e.data); } catch { return; }
+        if (m.type === 'joined') {
+          this.participantId = m.participant_id;
+          for (const p of m.participants) this.participants.set(p.participant_id, p);
+          this._emit('joined', m);
+          resolve(m);
+        } else if (m.type === 'closed') {
+          this.closeReason = m.reason;
+          this.closeMessage = m.message;
+          reject(new Error(`${m.reason}: ${m.message}`));
+        }
+        this._onMessage(m);
+      };
+      this.pingTimer = setInterval(() => this._send({ type: 'ping' }), 15000);
+    });
+  }
+
+  _onMessage(m) {
+    switch (m.type) {
+      case 'offer': this._serial(() => this._onOffer(m.sdp)); break;
+      case 'answer': this._serial(() => this._onAnswer(m.sdp)); break;
+      case 'tracks':
+        for (const t of m.tracks) this.trackInfo.set(t.mid, t);
+        for (const [mid, r] of this.remote) {
+          const t = this.trackInfo.get(mid);
+          if (t) Object.assign(r, { participantId: t.participant_id, source: t.source });
+        }
+        break;
+      case 'participant_joined': this.participants.set(m.participant.participant_id, m.participant); this._emit('participant_joined', m.participant); break;
+      case 'participant_left':
+        this.participants.delete(m.participant_id);
+        for (const [mid, r] of this.remote) if (r.participantId === m.participant_id) this.remote.delete(mid);
+        this._emit('participant_left', m);
+        break;
+      case 'closed': this.closed = true; this._emit('closed', m); this._teardown(); break;
+      default: this._emit(m.type, m);
+    }
+  }
+
+  async _onOffer(sdp) {
+    if (this.awaitingAnswer) { this.log('ignoring a crossing server offer (we are impolite)'); return; }
+    await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    this._send({ type: 'answer', sdp: this.pc.localDescription.sdp });
+    if (this.needsNegotiation) await this._offer();
+  }
+
+  async _onAnswer(sdp) {
+    if (!this.awaitingAnswer) return;
+    await this.pc.setRemoteDescription({ type: 'answer', sdp });
+    this.awaitingAnswer = false;
+    if (this.needsNegotiation) await this._offer();
+  }
+
+  async _offer() {
+    if (this.awaitingAnswer || this.pc.signalingState !== 'stable') { this.needsNegotiation = true; return; }
+    this.needsNegotiation = false;
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    const sources = {};
+    for (const [source, tr] of this.published) if (tr.mid !== null) sources[tr.mid] = source;
+    this.awaitingAnswer = true;
+    this._send({ type: 'offer', sdp: this.pc.localDescription.sdp, sources });
+  }
+
+  negotiate() { return this._serial(() => this._offer()); }
+
+  // Publishes a track as `source` (camera, microphone, screen, screen_audio).
+  publish(track, source, { simulcast = false, stream } = {}) {
+    const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
+    if (simulcast && track.kind === 'video') init.sendEncodings = LAYERS.map((l) => ({ ...l }));
+    const old = this.published.get(source);
+    if (old) { old.sender.replaceTrack(track); return Promise.resolve(); }
+    this.published.set(source, this.pc.addTransceiver(track, init));
+    return this.negotiate();
+  }
+
+  unpublish(source) {
+    const tr = this.published.get(source);
+    if (!tr) return Promise.resolve();
+    this.published.delete(source);
+    tr.sender.replaceTrack(null);
+    tr.direction = 'inactive';
+    return this.negotiate();
+  }
+
+  replaceTrack(source, track) {
+    const tr = this.published.get(source);
+    return tr ? tr.sender.replaceTrack(track) : Promise.resolve();
+  }
+
+  setLayer(mid, width, height) { this._send({ type: 'layer', mid, width, height }); }
+  chat(text) { this._send({ type: 'chat', text }); }
+  mute(kind, muted) {
+    const tr = this.published.get(kind === 'audio' ? 'microphone' : 'camera');
+    if (tr && tr.sender.track) tr.sender.track.enabled = !muted;
+    this._send({ type: 'mute', kind, muted });
+  }
+  raiseHand(raised) { this._send({ type: 'hand', raised }); }
+
+  _onTrack(e) {
+    const mid = e.transceiver.mid;
+    const t = this.trackInfo.get(mid) || {};
+    const r = { mid, participantId: t.participant_id, kind: e.track.kind, source: t.source, track: e.track };
+    this.remote.set(mid, r);
+    this._emit('track', r);
+  }
+
+  // Inbound statistics per remote mid: frames decoded, size, packets, audio energy.
+  async inboundStats() {
+    const out = {};
+    const stats = await this.pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        const r = this.remote.get(s.mid) || {};
+        out[s.mid] = {
+          kind: s.kind, participantId: r.participantId, source: r.source,
+          packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, bytesReceived: s.bytesReceived,
+          framesDecoded: s.framesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+          freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
+          nackCount: s.nackCount, totalAudioEnergy: s.totalAudioEnergy, concealedSamples: s.concealedSamples,
+        };
+      }
+    });
+    return out;
+  }
+
+  async outboundStats() {
+    const out = [];
+    const stats = await this.pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'outbound-rtp') out.push({ kind: s.kind, rid: s.rid, mid: s.mid, packetsSent: s.packetsSent, bytesSent: s.bytesSent, frameWidth: s.frameWidth, retransmittedPacketsSent: s.retransmittedPacketsSent });
+    });
+    return out;
+  }
+
+  _teardown() {
+    clearInterval(this.pingTimer);
+    try { this.pc.close(); } catch {}
+  }
+
+  leave() {
+    this._send({ type: 'leave' });
+    this.closed = true;
+    this._teardown();
+    try { this.ws.close(); } catch {}
+  }
+}
