@@ -104,6 +104,9 @@ pub struct Flags {
     /// The sfuserver's media UDP port.
     #[arg(long = "udpPort")]
     pub udp_port: Option<u16>,
+    /// Media worker threads of the sfuserver (0: one per core).
+    #[arg(long = "sfuWorkers")]
+    pub sfu_workers: Option<usize>,
     /// Storage folder of the fsserver.
     #[arg(long)]
     pub directory: Option<PathBuf>,
@@ -209,6 +212,9 @@ fn apply_flags(cfg: &mut Config, f: &Flags, m: &ArgMatches) -> anyhow::Result<()
     }
     if let Some(p) = f.udp_port {
         cfg.sfu.udp_port = p;
+    }
+    if let Some(w) = f.sfu_workers {
+        cfg.sfu.workers = w;
     }
     set_opt(&mut cfg.fs.directory, &f.directory);
     if !f.allowed_domains.is_empty() {

@@ -53,7 +53,8 @@ async function join(browser, name, opts = {}) {
     const video = opts.width ? { width: opts.width, height: opts.height, frameRate: 15 } : { width: 640, height: 480, frameRate: 15 };
     const stream = await navigator.mediaDevices.getUserMedia({ audio: opts.audio !== false, video });
     window.events = [];
-    const c = new MeetingClient({ signalUrl: j.sfu.signal_url, token: j.token, iceServers: opts.noIce ? [] : j.ice_servers, iceTransportPolicy: opts.relay ? 'relay' : 'all', log: (...a) => console.log(...a) });
+    const munge = opts.viaPort ? (sdp) => sdp.replace(/ 127\.0\.0\.1 (\d+) typ host/g, ` 127.0.0.1 ${opts.viaPort} typ host`) : (sdp) => sdp;
+    const c = new MeetingClient({ signalUrl: j.sfu.signal_url, token: j.token, iceServers: opts.noIce ? [] : j.ice_servers, iceTransportPolicy: opts.relay ? 'relay' : 'all', log: (...a) => console.log(...a), mungeRemoteSdp: munge, mungeLocalSdp: opts.viaPort ? (sdp) => sdp.replace(/a=candidate:[^\r\n]*\r\n/g, '') : (sdp) => sdp });
     for (const t of ['participant_joined', 'participant_left', 'closed', 'chat', 'mute', 'active_speaker', 'error', 'locked']) {
       c.addEventListener(t, (e) => window.events.push({ type: t, ...e.detail }));
     }
@@ -63,6 +64,7 @@ async function join(browser, name, opts = {}) {
     const v = stream.getVideoTracks()[0];
     if (a) await c.publish(a, 'microphone', { stream });
     if (v) await c.publish(v, 'camera', { stream, simulcast: !!opts.simulcast });
+    window.joinAnswer = j;
     return { participantId: c.participantId };
   }, { code: CODE, name, opts });
   log(`${name} joined as ${info.participantId}`);
@@ -86,7 +88,135 @@ async function waitMedia(viewer, from, minWidth = 1) {
   });
 }
 
+async function videoOf(viewer, from) {
+  return Object.values(await stats(viewer)).find((x) => x.kind === 'video' && x.participantId === from.id) || {};
+}
+
+// Reads one line from stdin (the Rust test's cue).
+function cue() {
+  return new Promise((resolve) => {
+    let buf = '';
+    const on = (d) => {
+      buf += d;
+      const i = buf.indexOf('\n');
+      if (i >= 0) { process.stdin.off('data', on); resolve(buf.slice(0, i)); }
+    };
+    process.stdin.on('data', on);
+  });
+}
+
 const scenarios = {
+  // A call runs while garbage hits signaling (from a third page) and, from the Rust test,
+  // the media port. The call must keep flowing.
+  async under_fire(browser) {
+    const a = await join(browser, 'Alice');
+    const b = await join(browser, 'Bob');
+    await waitMedia(a, b);
+    await waitMedia(b, a);
+    const before = { ab: (await videoOf(a, b)).framesDecoded, ba: (await videoOf(b, a)).framesDecoded };
+    console.log('READY');
+    const ctx = await browser.newContext();
+    const m = await ctx.newPage();
+    await m.goto(BASE + '/');
+    const signaling = await m.evaluate(async ({ code }) => {
+      const r = await fetch('/api/v1/join/' + code, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ display_name: 'Mallory' }) });
+      const j = await r.json();
+      const url = j.sfu.signal_url;
+      const session = (fn) => new Promise((resolve) => {
+        const ws = new WebSocket(url);
+        const got = [];
+        ws.onopen = () => fn(ws);
+        ws.onmessage = (e) => { try { got.push(JSON.parse(e.data)); } catch { got.push(e.data); } };
+        ws.onclose = (e) => resolve({ got, code: e.code, reason: e.reason });
+        setTimeout(() => { try { ws.close(); } catch {} }, 4000);
+      });
+      const join = JSON.stringify({ type: 'join', token: j.token });
+      const out = {};
+      out.no_join = await session((ws) => ws.send('{"type":"chat","text":"hi"}'));
+      out.not_json = await session((ws) => ws.send('{{{{'));
+      out.forged = await session((ws) => ws.send(JSON.stringify({ type: 'join', token: 'eyJmYWtlIjp0cnVlfQ.AAAA' })));
+      out.binary = await session((ws) => ws.send(new Uint8Array([1, 2, 3, 4])));
+      out.oversized = await session((ws) => { ws.send(join); setTimeout(() => ws.send('x'.repeat(200000)), 300); });
+      out.bad_messages = await session((ws) => {
+        ws.send(join);
+        setTimeout(() => {
+          ws.send(JSON.stringify({ type: 'offer', sdp: 'v=0 this is not SDP' }));
+          ws.send('not json at all');
+          ws.send(JSON.stringify({ type: 'answer', sdp: 'v=0' }));
+          ws.send(JSON.stringify({ type: 'layer', mid: 'nope', width: -1, height: 5 }));
+          ws.send(JSON.stringify({ type: 'chat', text: 'still here' }));
+        }, 300);
+      });
+      return out;
+    }, { code: CODE });
+    await cue(); // the Rust test is done with the media port
+    await sleep(3000);
+    const after = { ab: (await videoOf(a, b)).framesDecoded, ba: (await videoOf(b, a)).framesDecoded };
+    await sleep(3000);
+    const later = { ab: (await videoOf(a, b)).framesDecoded, ba: (await videoOf(b, a)).framesDecoded };
+    return { before, after, later, signaling };
+  },
+
+  // Bob receives through a relay the Rust test runs; it drops packets in a burst.
+  async lossy(browser) {
+    const a = await join(browser, 'Alice', { audio: false });
+    const b = await join(browser, 'Bob', { audio: false, viaPort: Number(process.env.VIA_PORT) });
+    await waitFor('Bob to decode Alice', async () => { const v = await videoOf(b, a); return { ok: v.framesDecoded > 10, v }; });
+    const before = await videoOf(b, a);
+    console.log('READY');
+    await cue(); // the burst is over
+    await sleep(4000);
+    const after = await videoOf(b, a);
+    return { before, after };
+  },
+
+  // The host (signed in, through the API) mutes, then removes the guest; locks; ends.
+  async host_controls(browser) {
+    const g = await join(browser, 'Guest');
+    const o = await join(browser, 'Other');
+    await waitMedia(o, g);
+    console.log('READY ' + JSON.stringify({ guest: g.id, other: o.id }));
+    const step = async () => { const line = await cue(); return line.trim(); };
+    const out = {};
+    // 1. mute
+    await step();
+    out.guest_muted = await waitFor('the guest to be told it was muted', async () => {
+      const ev = await events(g);
+      const m = ev.find((e) => e.type === 'mute' && e.participant_id === g.id && e.by_host);
+      return { ok: !!m, m };
+    }, 10000);
+    const audioBefore = Object.values(await stats(o)).find((x) => x.kind === 'audio' && x.participantId === g.id).packetsReceived;
+    await sleep(2000);
+    const audioAfter = Object.values(await stats(o)).find((x) => x.kind === 'audio' && x.participantId === g.id).packetsReceived;
+    out.audio_packets_while_muted = audioAfter - audioBefore;
+    console.log('STEP muted');
+    // 2. remove
+    await step();
+    out.guest_closed = await waitFor('the guest to be removed', async () => {
+      const ev = await events(g);
+      const c = ev.find((e) => e.type === 'closed');
+      return { ok: !!c, reason: c && c.reason, message: c && c.message };
+    }, 10000);
+    out.other_told = await waitFor('the other to see the guest leave', async () => {
+      const ev = await events(o);
+      const l = ev.find((e) => e.type === 'participant_left' && e.participant_id === g.id);
+      return { ok: !!l, reason: l && l.reason };
+    }, 10000);
+    console.log('STEP removed');
+    // 3. lock: a newcomer is refused
+    await step();
+    out.late = await join(browser, 'Late').then(() => ({ joined: true })).catch((e) => ({ joined: false, error: String(e) }));
+    console.log('STEP locked');
+    // 4. end for all
+    await step();
+    out.other_closed = await waitFor('the meeting to end', async () => {
+      const ev = await events(o);
+      const c = ev.find((e) => e.type === 'closed');
+      return { ok: !!c, reason: c && c.reason };
+    }, 10000);
+    return out;
+  },
+
   // Two browsers meet; a third joins late and receives both; the third leaves and the
   // others are told.
   async three_party(browser) {

@@ -128,3 +128,121 @@ pub fn wait_metric(
         pred(v).then_some(v)
     })
 }
+
+/// A Chromium scenario running in the background, cued through stdin and read line by line.
+pub struct BrowserRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl BrowserRun {
+    pub fn start(
+        app: &Appliance,
+        code: &str,
+        scenario: &str,
+        env: &[(&str, String)],
+    ) -> BrowserRun {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        let harness = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/harness.cjs");
+        let mut cmd = Command::new("timeout");
+        cmd.args(["300", "node", harness])
+            .env("BASE", app.base_url())
+            .env("CODE", code)
+            .env("SCENARIO", scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("node runs");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let keep = stderr.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            if let Ok(mut k) = keep.lock() {
+                k.push_str(&s);
+            }
+        });
+        BrowserRun {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &str, deadline: Duration) -> String {
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                    if let Some(f) = l.strip_prefix("FAIL") {
+                        self.fail(&format!("scenario failed: {f}"));
+                    }
+                }
+                Err(_) => self.fail(&format!("no {prefix:?} line within {deadline:?}")),
+            }
+        }
+    }
+
+    pub fn cue(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("cue the scenario");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for the RESULT line and the process to end.
+    pub fn finish(mut self) -> Value {
+        let r = self.wait_line("RESULT ", Duration::from_secs(120));
+        let _ = self.child.wait();
+        serde_json::from_str(&r).expect("RESULT is JSON")
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        panic!("{why}\nstdout:\n{}\nstderr:\n{err}", self.seen.join("\n"))
+    }
+}
+
+impl Drop for BrowserRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The media UDP address of worker 0, from the appliance's log.
+pub fn media_addr(app: &Appliance) -> std::net::SocketAddr {
+    let line = app.wait_log("sfuserver media worker", Duration::from_secs(10));
+    let at = line.find("media=").expect("media= in the log line");
+    line[at + 6..]
+        .split_whitespace()
+        .next()
+        .expect("address")
+        .parse()
+        .expect("socket address")
+}

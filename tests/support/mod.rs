@@ -1371,3 +1371,4 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 pub mod api;
 pub mod media;
+pub mod rtc_client;

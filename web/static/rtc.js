@@ -10,8 +10,12 @@ const LAYERS = [
 ];
 
 export class MeetingClient extends EventTarget {
-  constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {} }) {
+  // `mungeRemoteSdp`/`mungeLocalSdp` rewrite SDP on its way in/out (tests use them to route
+  // media through a lossy relay).
+  constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {}, mungeRemoteSdp = (s) => s, mungeLocalSdp = (s) => s }) {
     super();
+    this.munge = mungeRemoteSdp;
+    this.mungeLocal = mungeLocalSdp;
     this.signalUrl = signalUrl;
     this.token = token;
     this.log = log;
@@ -95,16 +99,16 @@ export class MeetingClient extends EventTarget {
 
   async _onOffer(sdp) {
     if (this.awaitingAnswer) { this.log('ignoring a crossing server offer (we are impolite)'); return; }
-    await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    await this.pc.setRemoteDescription({ type: 'offer', sdp: this.munge(sdp) });
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
-    this._send({ type: 'answer', sdp: this.pc.localDescription.sdp });
+    this._send({ type: 'answer', sdp: this.mungeLocal(this.pc.localDescription.sdp) });
     if (this.needsNegotiation) await this._offer();
   }
 
   async _onAnswer(sdp) {
     if (!this.awaitingAnswer) return;
-    await this.pc.setRemoteDescription({ type: 'answer', sdp });
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: this.munge(sdp) });
     this.awaitingAnswer = false;
     if (this.needsNegotiation) await this._offer();
   }
@@ -117,7 +121,7 @@ export class MeetingClient extends EventTarget {
     const sources = {};
     for (const [source, tr] of this.published) if (tr.mid !== null) sources[tr.mid] = source;
     this.awaitingAnswer = true;
-    this._send({ type: 'offer', sdp: this.pc.localDescription.sdp, sources });
+    this._send({ type: 'offer', sdp: this.mungeLocal(this.pc.localDescription.sdp), sources });
   }
 
   negotiate() { return this._serial(() => this._offer()); }
@@ -175,7 +179,7 @@ export class MeetingClient extends EventTarget {
           packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, bytesReceived: s.bytesReceived,
           framesDecoded: s.framesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
           freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
-          nackCount: s.nackCount, totalAudioEnergy: s.totalAudioEnergy, concealedSamples: s.concealedSamples,
+          nackCount: s.nackCount, retransmittedPacketsReceived: s.retransmittedPacketsReceived, totalAudioEnergy: s.totalAudioEnergy, concealedSamples: s.concealedSamples,
         };
       }
     });

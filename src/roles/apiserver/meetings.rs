@@ -879,3 +879,31 @@ pub async fn control(
         ))),
     }
 }
+
+/// `GET /api/v1/meetings/{id}/participants`: who joined and when (attendance), newest first.
+pub async fn participants(
+    st: web::Data<ApiState>,
+    me: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    use sea_orm::QueryOrder;
+    let m = visible(&st, &me.user, id.into_inner()).await?;
+    let rows = participation::Entity::find()
+        .filter(participation::Column::MeetingId.eq(m.id))
+        .order_by_desc(participation::Column::Id)
+        .all(&st.db)
+        .await?;
+    let list: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "participant_id": p.participant_id,
+                "display_name": p.display_name,
+                "user_id": p.user_id,
+                "joined_at": p.joined_at,
+                "left_at": p.left_at,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}

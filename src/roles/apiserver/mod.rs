@@ -102,6 +102,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/meetings/{id}", web::delete().to(meetings::cancel))
             .route("/join/{code}", web::post().to(meetings::join))
             .route("/meetings/{id}/control", web::post().to(meetings::control))
+            .route(
+                "/meetings/{id}/participants",
+                web::get().to(meetings::participants),
+            )
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),

@@ -26,7 +26,17 @@ impl Collector for SfuCollector {
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum::<u64>()
         };
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "sfu_rtp_packets_in",
+                "RTP packets received (media and retransmissions)",
+                sum(|w| &w.rtp_in),
+            ),
+            (
+                "sfu_rtp_packets_out",
+                "RTP packets sent (media, retransmissions, probes)",
+                sum(|w| &w.rtp_out),
+            ),
             (
                 "sfu_packets_in",
                 "UDP packets received by the media workers",

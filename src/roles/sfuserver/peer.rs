@@ -94,6 +94,8 @@ pub struct Peer {
     /// Latest egress bandwidth estimate towards this participant, bits per second.
     pub bwe_bps: Option<u64>,
     pub connected: bool,
+    /// Last reported NACK totals per outgoing stream (for deltas into the counters).
+    pub egress_nacks: Vec<((Mid, Option<Rid>), u64)>,
 }
 
 impl Peer {
@@ -126,6 +128,7 @@ impl Peer {
             loudness: 0.0,
             bwe_bps: None,
             connected: false,
+            egress_nacks: Vec::new(),
         }
     }
 

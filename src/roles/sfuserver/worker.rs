@@ -53,6 +53,9 @@ pub enum WorkerCmd {
 /// Counters shared with `/metrics`. The worker adds to them in batches, not per packet.
 #[derive(Default)]
 pub struct WorkerStats {
+    /// RTP packets (media and retransmissions, not RTCP/STUN/DTLS) in and out.
+    pub rtp_in: AtomicU64,
+    pub rtp_out: AtomicU64,
     pub packets_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub packets_out: AtomicU64,
@@ -70,6 +73,8 @@ pub struct WorkerStats {
 /// Per-packet counts kept in plain integers and flushed into `WorkerStats` periodically.
 #[derive(Default)]
 struct LocalCounts {
+    rtp_in: u64,
+    rtp_out: u64,
     packets_in: u64,
     bytes_in: u64,
     packets_out: u64,
@@ -91,6 +96,8 @@ struct Room {
     empty_since: Option<Instant>,
 }
 
+// `Media` is by far the most frequent variant; boxing it would allocate per packet.
+#[allow(clippy::large_enum_variant)]
 enum Propagated {
     TrackOpened {
         from: usize,
@@ -222,6 +229,7 @@ impl Worker {
 
     fn on_datagram(&mut self, data: &[u8], src: SocketAddr) {
         self.counts.packets_in += 1;
+        self.counts.rtp_in += u64::from(is_rtp(data));
         self.counts.bytes_in += data.len() as u64;
         let Ok(contents) = data.try_into() else {
             self.counts.garbage_in += 1;
@@ -343,6 +351,7 @@ impl Worker {
                 Output::Transmit(t) => match self.tx_socket.send_to(&t.contents, t.destination) {
                     Ok(n) => {
                         self.counts.packets_out += 1;
+                        self.counts.rtp_out += u64::from(is_rtp(&t.contents));
                         self.counts.bytes_out += n as u64;
                     }
                     Err(_) => self.counts.dropped_out += 1,
@@ -362,12 +371,10 @@ impl Worker {
                 p.connected = true;
                 tracing::info!(participant = %p.pid, "media connected");
             }
-            Event::IceConnectionStateChange(s) => {
-                // A brief Disconnected is survivable (the client may restart ICE); the
-                // signaling session decides when the participant is gone.
-                if s == IceConnectionState::Disconnected {
-                    tracing::info!(participant = %p.pid, "ICE disconnected; waiting for recovery");
-                }
+            // A brief Disconnected is survivable (the client may restart ICE); the
+            // signaling session decides when the participant is gone.
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::info!(participant = %p.pid, "ICE disconnected; waiting for recovery");
             }
             Event::MediaAdded(m) => {
                 if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
@@ -437,9 +444,18 @@ impl Worker {
                 p.bwe_bps = Some(estimate.as_u64());
             }
             Event::MediaEgressStats(s) => {
+                // The stats are running totals per stream: add what is new since the last report.
+                let key = (s.mid, s.rid);
+                let prev = match p.egress_nacks.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => std::mem::replace(v, s.nacks),
+                    None => {
+                        p.egress_nacks.push((key, s.nacks));
+                        0
+                    }
+                };
                 self.stats
                     .nacks_received
-                    .fetch_add(s.nacks, Ordering::Relaxed);
+                    .fetch_add(s.nacks.saturating_sub(prev), Ordering::Relaxed);
             }
             _ => {}
         }
@@ -1022,6 +1038,8 @@ impl Worker {
     fn flush_stats(&mut self) {
         let c = std::mem::take(&mut self.counts);
         let s = &self.stats;
+        s.rtp_in.fetch_add(c.rtp_in, Ordering::Relaxed);
+        s.rtp_out.fetch_add(c.rtp_out, Ordering::Relaxed);
         s.packets_in.fetch_add(c.packets_in, Ordering::Relaxed);
         s.bytes_in.fetch_add(c.bytes_in, Ordering::Relaxed);
         s.packets_out.fetch_add(c.packets_out, Ordering::Relaxed);
@@ -1040,6 +1058,12 @@ impl Worker {
         s.bwe_bps_sum.store(bwe, Ordering::Relaxed);
         s.rooms.store(self.rooms.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// RTP, not RTCP (RFC 5761: RTCP packet types 192–223 sit where RTP's marker+PT would), and
+/// not STUN/DTLS (their first byte is below 128). Headers are clear text under SRTP.
+fn is_rtp(b: &[u8]) -> bool {
+    b.len() >= 12 && b[0] & 0xC0 == 0x80 && !(192..=223).contains(&b[1])
 }
 
 /// Stops (renegotiates away) what `p` receives from the publisher in `from` (one track, or all).
