@@ -91,3 +91,21 @@ async fn simulcast_layer_follows_the_requested_size() {
     assert!(small <= 400, "the low layer for a small tile: {r}");
     assert!(large >= 2 * small, "a higher layer for a large tile: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_camera_screen_share_and_active_speaker() {
+    if !enter_private_netns("h264_camera_screen_share_and_active_speaker") {
+        return;
+    }
+    let app = Appliance::start(&["--udpPort", "0"], &[]);
+    let (_, code, _) = meeting(&app).await;
+    let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "codecs_screen_speaker"));
+    println!("codecs_screen_speaker: {r}");
+    assert_eq!(r["camera"]["codec"], "video/H264", "the camera was relayed as H.264: {r}");
+    assert!(frames(&r["camera"]) >= 10, "{r}");
+    // The screen is its own track, labelled as such, with its own 16:9 picture.
+    assert_eq!(r["screen"]["source"], "screen", "{r}");
+    let (w, h) = (r["screen"]["frameWidth"].as_i64().unwrap_or(0), r["screen"]["frameHeight"].as_i64().unwrap_or(0));
+    assert!(frames(&r["screen"]) >= 5 && w >= 320 && w * 9 == h * 16, "{r}");
+    assert_eq!(r["active_speaker"], r["speaker_id"], "the only one talking is the active speaker: {r}");
+}

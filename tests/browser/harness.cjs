@@ -63,7 +63,17 @@ async function join(browser, name, opts = {}) {
     const a = stream.getAudioTracks()[0];
     const v = stream.getVideoTracks()[0];
     if (a) await c.publish(a, 'microphone', { stream });
-    if (v) await c.publish(v, 'camera', { stream, simulcast: !!opts.simulcast });
+    if (v) await c.publish(v, 'camera', { stream, simulcast: !!opts.simulcast, codec: opts.codec });
+    if (opts.screen) {
+      // A moving canvas stands in for a shared screen.
+      const canvas = document.createElement('canvas');
+      canvas.width = 1280; canvas.height = 720;
+      const g = canvas.getContext('2d');
+      let n = 0;
+      setInterval(() => { g.fillStyle = `hsl(${(n++ * 7) % 360},80%,50%)`; g.fillRect(0, 0, 1280, 720); g.fillStyle = '#fff'; g.font = '96px sans-serif'; g.fillText('slide ' + n, 100, 300); }, 100);
+      const screen = canvas.captureStream(10).getVideoTracks()[0];
+      await c.publish(screen, 'screen', { stream: new MediaStream([screen]) });
+    }
     window.joinAnswer = j;
     return { participantId: c.participantId };
   }, { code: CODE, name, opts });
@@ -106,6 +116,27 @@ function cue() {
 }
 
 const scenarios = {
+  // H.264 camera, a screen share as its own track, and the active speaker.
+  async codecs_screen_speaker(browser) {
+    const a = await join(browser, 'Speaker', { codec: 'video/H264', screen: true });
+    const b = await join(browser, 'Listener', { audio: false });
+    await waitFor('Listener to receive camera and screen', async () => {
+      const s = Object.values(await stats(b));
+      const cam = s.find((x) => x.kind === 'video' && x.participantId === a.id && x.source === 'camera');
+      const scr = s.find((x) => x.kind === 'video' && x.participantId === a.id && x.source === 'screen');
+      return { ok: cam && scr && cam.framesDecoded > 10 && scr.framesDecoded > 5, cam, scr };
+    });
+    const s = Object.values(await stats(b));
+    const cam = s.find((x) => x.kind === 'video' && x.participantId === a.id && x.source === 'camera');
+    const scr = s.find((x) => x.kind === 'video' && x.participantId === a.id && x.source === 'screen');
+    const speaker = await waitFor('an active-speaker event', async () => {
+      const ev = await events(b);
+      const e = ev.find((x) => x.type === 'active_speaker' && x.participant_id);
+      return { ok: !!e, participant_id: e && e.participant_id };
+    }, 30000);
+    return { speaker_id: a.id, camera: cam, screen: scr, active_speaker: speaker.participant_id };
+  },
+
   // A call runs while garbage hits signaling (from a third page) and, from the Rust test,
   // the media port. The call must keep flowing.
   async under_fire(browser) {

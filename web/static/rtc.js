@@ -127,12 +127,20 @@ export class MeetingClient extends EventTarget {
   negotiate() { return this._serial(() => this._offer()); }
 
   // Publishes a track as `source` (camera, microphone, screen, screen_audio).
-  publish(track, source, { simulcast = false, stream } = {}) {
+  // `codec` (e.g. 'video/H264') restricts this track to that codec (plus its RTX).
+  publish(track, source, { simulcast = false, stream, codec } = {}) {
     const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
     if (simulcast && track.kind === 'video') init.sendEncodings = LAYERS.map((l) => ({ ...l }));
     const old = this.published.get(source);
     if (old) { old.sender.replaceTrack(track); return Promise.resolve(); }
-    this.published.set(source, this.pc.addTransceiver(track, init));
+    const tr = this.pc.addTransceiver(track, init);
+    if (codec && tr.setCodecPreferences) {
+      const all = RTCRtpSender.getCapabilities(track.kind).codecs;
+      const first = all.filter((c) => c.mimeType.toLowerCase() === codec.toLowerCase());
+      const rtx = all.filter((c) => c.mimeType.toLowerCase().endsWith('/rtx'));
+      if (first.length) tr.setCodecPreferences([...first, ...rtx]);
+    }
+    this.published.set(source, tr);
     return this.negotiate();
   }
 
@@ -174,8 +182,9 @@ export class MeetingClient extends EventTarget {
     stats.forEach((s) => {
       if (s.type === 'inbound-rtp') {
         const r = this.remote.get(s.mid) || {};
+        const codec = s.codecId && stats.get(s.codecId);
         out[s.mid] = {
-          kind: s.kind, participantId: r.participantId, source: r.source,
+          kind: s.kind, participantId: r.participantId, source: r.source, codec: codec && codec.mimeType,
           packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, bytesReceived: s.bytesReceived,
           framesDecoded: s.framesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
           freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
