@@ -90,6 +90,19 @@ async fn simulcast_layer_follows_the_requested_size() {
     let large = r["large_width"].as_i64().expect("large");
     assert!(small <= 400, "the low layer for a small tile: {r}");
     assert!(large >= 2 * small, "a higher layer for a large tile: {r}");
+    // Dynacast: while only the small tile was watched, the publisher sent only "q"; for the
+    // large tile it sends a larger layer and has stopped "q".
+    assert_eq!(r["small_layers"], serde_json::json!(["q"]), "{r}");
+    let large_layers: Vec<&str> = r["large_layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(
+        !large_layers.contains(&"q") && !large_layers.is_empty(),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,11 +114,46 @@ async fn h264_camera_screen_share_and_active_speaker() {
     let (_, code, _) = meeting(&app).await;
     let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "codecs_screen_speaker"));
     println!("codecs_screen_speaker: {r}");
-    assert_eq!(r["camera"]["codec"], "video/H264", "the camera was relayed as H.264: {r}");
+    assert_eq!(
+        r["camera"]["codec"], "video/H264",
+        "the camera was relayed as H.264: {r}"
+    );
     assert!(frames(&r["camera"]) >= 10, "{r}");
     // The screen is its own track, labelled as such, with its own 16:9 picture.
     assert_eq!(r["screen"]["source"], "screen", "{r}");
-    let (w, h) = (r["screen"]["frameWidth"].as_i64().unwrap_or(0), r["screen"]["frameHeight"].as_i64().unwrap_or(0));
-    assert!(frames(&r["screen"]) >= 5 && w >= 320 && w * 9 == h * 16, "{r}");
-    assert_eq!(r["active_speaker"], r["speaker_id"], "the only one talking is the active speaker: {r}");
+    let (w, h) = (
+        r["screen"]["frameWidth"].as_i64().unwrap_or(0),
+        r["screen"]["frameHeight"].as_i64().unwrap_or(0),
+    );
+    assert!(
+        frames(&r["screen"]) >= 5 && w >= 320 && w * 9 == h * 16,
+        "{r}"
+    );
+    assert_eq!(
+        r["active_speaker"], r["speaker_id"],
+        "the only one talking is the active speaker: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_frees_m_lines_for_the_next_person() {
+    if !enter_private_netns("a_leaver_frees_m_lines_for_the_next_person") {
+        return;
+    }
+    let app = Appliance::start(&["--udpPort", "0"], &[]);
+    let (_, code, _) = meeting(&app).await;
+    let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "leave_and_return"));
+    println!("leave_and_return: {r}");
+    assert_eq!(
+        r["errors"],
+        serde_json::json!([]),
+        "no negotiation step was refused: {r}"
+    );
+    assert!(frames(&r["stayer_sees_newcomer"]) >= 10, "{r}");
+    // Stayer's own two m-lines plus two received ones, reused for the newcomer: not six.
+    assert_eq!(r["transceivers"], 4, "{r}");
+    assert!(
+        !app.log_lines().iter().any(|l| l.contains("answer refused")),
+        "the server refused an answer"
+    );
 }

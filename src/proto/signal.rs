@@ -131,6 +131,12 @@ pub enum ServerMsg {
         participant_id: String,
         raised: bool,
     },
+    /// Dynacast: send only these simulcast layers (rids) of your track `mid`; nobody
+    /// watches the others. Empty: nobody watches this track at all.
+    Layers {
+        mid: String,
+        active: Vec<String>,
+    },
     /// The room is locked: nobody new may join until the host unlocks it.
     Locked {
         locked: bool,

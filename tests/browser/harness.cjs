@@ -269,6 +269,22 @@ const scenarios = {
     return { alice_sees_bob: ab, bob_sees_alice: ba, carol_sees_alice: ca, carol_sees_bob: cb, alice_sees_carol: ac };
   },
 
+  // One of two leaves (every m-line towards the other goes inactive), then someone new comes:
+  // the freed m-lines carry the newcomer, and no negotiation step fails on the way.
+  async leave_and_return(browser) {
+    const a = await join(browser, 'Stayer');
+    const b = await join(browser, 'Leaver');
+    await waitMedia(a, b);
+    await b.page.evaluate(() => window.client.leave());
+    await waitFor('Stayer to see Leaver go', async () => ({ ok: (await events(a)).some((e) => e.type === 'participant_left' && e.participant_id === b.id) }), 20000);
+    await sleep(1500); // let the deactivating renegotiation finish
+    const c = await join(browser, 'Newcomer');
+    const seen = await waitMedia(a, c);
+    const mids = await a.page.evaluate(() => window.client.pc.getTransceivers().length);
+    const errors = (await events(a)).filter((e) => e.type === 'error');
+    return { stayer_sees_newcomer: seen, transceivers: mids, errors };
+  },
+
   // Two people join at the same instant, both publishing at once: offers cross (glare).
   async glare(browser) {
     const [a, b] = await Promise.all([join(browser, 'Ann'), join(browser, 'Ben')]);
@@ -287,13 +303,17 @@ const scenarios = {
       const v = Object.values(await stats(sub)).find((x) => x.kind === 'video' && x.participantId === pub.id);
       return v ? v.frameWidth : 0;
     };
+    const activeLayers = () => pub.page.evaluate(() => window.client.published.get('camera').sender.getParameters().encodings.filter((e) => e.active).map((e) => e.rid));
     await setLayer(320, 180);
     const small = await waitFor('the low layer', async () => { const w = await widthNow(); return { ok: w > 0 && w <= 400, width: w }; });
+    // Dynacast: the publisher is told to stop the layers nobody watches.
+    const smallLayers = await waitFor('the publisher to send only the low layer', async () => { const l = await activeLayers(); return { ok: l.length === 1 && l[0] === 'q', layers: l }; }, 20000);
     await setLayer(1280, 720);
     // Up at least one layer (the top one needs the bandwidth estimate to allow it).
     const large = await waitFor('a higher layer', async () => { const w = await widthNow(); return { ok: w >= 2 * small.width, width: w }; });
+    const largeLayers = await activeLayers();
     const out = await pub.page.evaluate(() => window.client.outboundStats());
-    return { small_width: small.width, large_width: large.width, publisher_layers: out.filter((o) => o.kind === 'video').map((o) => ({ rid: o.rid, width: o.frameWidth })) };
+    return { small_width: small.width, large_width: large.width, small_layers: smallLayers.layers, large_layers: largeLayers, publisher_layers: out.filter((o) => o.kind === 'video').map((o) => ({ rid: o.rid, width: o.frameWidth })) };
   },
 };
 

@@ -93,6 +93,7 @@ export class MeetingClient extends EventTarget {
         this._emit('participant_left', m);
         break;
       case 'closed': this.closed = true; this._emit('closed', m); this._teardown(); break;
+      case 'layers': this._setActiveLayers(m.mid, m.active); this._emit('layers', m); break;
       default: this._emit(m.type, m);
     }
   }
@@ -156,6 +157,23 @@ export class MeetingClient extends EventTarget {
   replaceTrack(source, track) {
     const tr = this.published.get(source);
     return tr ? tr.sender.replaceTrack(track) : Promise.resolve();
+  }
+
+  // Dynacast: the server says which simulcast layers of our track anyone watches.
+  async _setActiveLayers(mid, active) {
+    for (const tr of this.published.values()) {
+      if (tr.mid !== mid) continue;
+      const p = tr.sender.getParameters();
+      if (!p.encodings || p.encodings.length < 2) return;
+      // Keep the smallest layer on while nobody watches, so a new viewer starts at once.
+      const want = active.length ? active : [p.encodings[0].rid];
+      let changed = false;
+      for (const e of p.encodings) {
+        const on = want.includes(e.rid);
+        if (e.active !== on) { e.active = on; changed = true; }
+      }
+      if (changed) await tr.sender.setParameters(p).catch((e) => this.log('setParameters failed', e));
+    }
   }
 
   setLayer(mid, width, height) { this._send({ type: 'layer', mid, width, height }); }

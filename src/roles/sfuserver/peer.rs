@@ -27,6 +27,10 @@ pub struct TrackIn {
     pub kind: MediaKind,
     pub source: Source,
     pub active: bool,
+    /// Whether the publisher offered simulcast layers for this track.
+    pub simulcast: bool,
+    /// The layers we last asked the publisher to send (dynacast), by rid.
+    pub layers_requested: Option<Vec<&'static str>>,
     /// Layers seen recently (simulcast), with when.
     pub layers_seen: Vec<(Rid, Instant)>,
     last_keyframe_request: Vec<(Option<Rid>, Instant)>,
@@ -56,6 +60,8 @@ pub struct TrackOut {
     /// The size the client shows this video at (from `layer`); None = not told yet.
     pub wanted_height: Option<u32>,
     pub paused: bool,
+    /// The mid being negotiated was taken from `Peer::free_mids`.
+    pub reused: bool,
 }
 
 impl TrackOut {
@@ -80,6 +86,8 @@ pub struct Peer {
     pub pending: Option<SdpPendingOffer>,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
+    /// Inactive m-lines (after a track went away) ready to carry a new track of their kind.
+    pub free_mids: Vec<(Mid, MediaKind)>,
     /// Sources the client declared for its send m-lines, by mid.
     pub sources: HashMap<String, Source>,
     pub audio_muted: bool,
@@ -118,6 +126,7 @@ impl Peer {
             pending: None,
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
+            free_mids: Vec::new(),
             sources: HashMap::new(),
             audio_muted: false,
             video_muted: false,
@@ -149,6 +158,24 @@ impl Peer {
         let _ = self.tx.send(m);
     }
 
+    /// Our offer is void (the client's crossing offer replaced it, or the answer was refused):
+    /// what it was changing must be offered again. Reused mids go back to the free list.
+    fn revert_negotiation(&mut self) {
+        for t in &mut self.tracks_out {
+            t.state = match t.state {
+                OutState::Negotiating(m) => {
+                    if t.reused {
+                        self.free_mids.push((m, t.kind));
+                        t.reused = false;
+                    }
+                    OutState::ToOpen
+                }
+                OutState::NegotiatingStop(m) => OutState::ToStop(m),
+                s => s,
+            };
+        }
+    }
+
     /// A client offer. The server is polite: a pending server offer is dropped (str0m's
     /// `accept_offer` discards it) and its changes are offered again afterwards.
     pub fn accept_offer(&mut self, sdp: &str) -> Result<(), String> {
@@ -160,13 +187,7 @@ impl Peer {
             .accept_offer(offer)
             .map_err(|e| format!("offer refused: {e}"))?;
         if self.pending.take().is_some() {
-            for t in &mut self.tracks_out {
-                t.state = match t.state {
-                    OutState::Negotiating(_) => OutState::ToOpen,
-                    OutState::NegotiatingStop(m) => OutState::ToStop(m),
-                    s => s,
-                };
-            }
+            self.revert_negotiation();
         }
         tracing::debug!(participant = %self.pid, "answered a client offer");
         self.send(ServerMsg::Answer {
@@ -185,24 +206,29 @@ impl Peer {
             SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("unreadable SDP answer: {e}"))?;
         if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
             // Never give up on a participant for one bad round: offer everything again.
-            for t in &mut self.tracks_out {
-                t.state = match t.state {
-                    OutState::Negotiating(_) => OutState::ToOpen,
-                    OutState::NegotiatingStop(m) => OutState::ToStop(m),
-                    s => s,
-                };
-            }
+            self.revert_negotiation();
             return Err(format!("answer refused: {e}"));
         }
         let mut opened = Vec::new();
         for t in &mut self.tracks_out {
             if let OutState::Negotiating(m) = t.state {
                 t.state = OutState::Open(m);
-                opened.push((t.from, t.src_mid, t.target));
+                t.reused = false;
+                // A new video subscriber needs a keyframe to start decoding; audio does not.
+                if t.kind == MediaKind::Video {
+                    opened.push((t.from, t.src_mid, t.target));
+                }
             }
         }
-        self.tracks_out
-            .retain(|t| !matches!(t.state, OutState::NegotiatingStop(_)));
+        // Deactivated m-lines stay in the session (inactive, still BUNDLEd) for reuse.
+        let free = &mut self.free_mids;
+        self.tracks_out.retain(|t| match t.state {
+            OutState::NegotiatingStop(m) => {
+                free.push((m, t.kind));
+                false
+            }
+            _ => true,
+        });
         Ok(opened)
     }
 
@@ -216,21 +242,36 @@ impl Peer {
         for t in &mut self.tracks_out {
             match t.state {
                 OutState::ToOpen => {
-                    let kind = match t.kind {
-                        MediaKind::Audio => StrKind::Audio,
-                        MediaKind::Video => StrKind::Video,
+                    // Reuse an inactive m-line of the same kind: the SDP does not grow as
+                    // people come and go.
+                    let mid = match self.free_mids.iter().position(|(_, k)| *k == t.kind) {
+                        Some(i) => {
+                            let (mid, _) = self.free_mids.swap_remove(i);
+                            change.set_direction(mid, Direction::SendOnly);
+                            t.reused = true;
+                            mid
+                        }
+                        None => {
+                            let kind = match t.kind {
+                                MediaKind::Audio => StrKind::Audio,
+                                MediaKind::Video => StrKind::Video,
+                            };
+                            change.add_media(
+                                kind,
+                                Direction::SendOnly,
+                                Some(t.from_pid.0.clone()),
+                                None,
+                                None,
+                            )
+                        }
                     };
-                    let mid = change.add_media(
-                        kind,
-                        Direction::SendOnly,
-                        Some(t.from_pid.0.clone()),
-                        None,
-                        None,
-                    );
                     t.state = OutState::Negotiating(mid);
                 }
                 OutState::ToStop(mid) => {
-                    change.stop_media(mid);
+                    // Inactive rather than stopped: a stopped (port 0) m-line leaves the
+                    // BUNDLE group, and an answer rejecting every m-line then has no group,
+                    // which str0m refuses.
+                    change.set_direction(mid, Direction::Inactive);
                     t.state = OutState::NegotiatingStop(mid);
                 }
                 _ => {}
@@ -294,7 +335,7 @@ impl Peer {
         }
     }
 
-    pub fn add_track_in(&mut self, mid: Mid, kind: MediaKind) -> &TrackIn {
+    pub fn add_track_in(&mut self, mid: Mid, kind: MediaKind, simulcast: bool) -> &TrackIn {
         let source = self
             .sources
             .get(&mid.to_string())
@@ -308,6 +349,8 @@ impl Peer {
             kind,
             source,
             active: true,
+            simulcast,
+            layers_requested: None,
             layers_seen: Vec::new(),
             last_keyframe_request: Vec::new(),
         });
@@ -322,19 +365,7 @@ pub fn choose_layer(height: Option<u32>, bwe_bps: Option<u64>, available: &[Rid]
     if available.is_empty() {
         return None;
     }
-    let by_size = match height {
-        Some(h) if h <= 240 => 0,
-        Some(h) if h <= 480 => 1,
-        Some(_) => 2,
-        None => 1,
-    };
-    // Rough needs of each layer; a viewer whose estimate is below gets a smaller one.
-    let by_bw = match bwe_bps {
-        Some(b) if b < 350_000 => 0,
-        Some(b) if b < 1_000_000 => 1,
-        _ => 2,
-    };
-    let want = by_size.min(by_bw);
+    let want = wanted_rank(height, bwe_bps);
     // The best available layer not above what we want; else the smallest available.
     let mut best: Option<(usize, Rid)> = None;
     for r in available {
@@ -353,6 +384,24 @@ pub fn choose_layer(height: Option<u32>, bwe_bps: Option<u64>, available: &[Rid]
             .map(|(_, r)| r)
             .or_else(|| available.first().copied())
     })
+}
+
+/// The layer (index into `LAYERS`) a viewer should get for a tile `height` pixels high, given
+/// the bandwidth estimate towards it — whether or not the publisher sends that layer now.
+pub fn wanted_rank(height: Option<u32>, bwe_bps: Option<u64>) -> usize {
+    let by_size = match height {
+        Some(h) if h <= 240 => 0,
+        Some(h) if h <= 480 => 1,
+        Some(_) => 2,
+        None => 1,
+    };
+    // Rough needs of each layer; a viewer whose estimate is below gets a smaller one.
+    let by_bw = match bwe_bps {
+        Some(b) if b < 350_000 => 0,
+        Some(b) if b < 1_000_000 => 1,
+        _ => 2,
+    };
+    by_size.min(by_bw)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
-use super::peer::{OutState, Peer, TrackOut, choose_layer};
+use super::peer::{LAYERS, OutState, Peer, TrackOut, choose_layer, wanted_rank};
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::signal::{ClientMsg, MediaKind, ServerMsg};
 use crate::proto::{ParticipationChanged, RoomAction};
@@ -383,7 +383,7 @@ impl Worker {
                     } else {
                         MediaKind::Video
                     };
-                    p.add_track_in(m.mid, kind);
+                    p.add_track_in(m.mid, kind, m.simulcast.is_some());
                     self.queue.push_back(Propagated::TrackOpened {
                         from: slot,
                         mid: m.mid,
@@ -500,6 +500,7 @@ impl Worker {
                         target: None,
                         wanted_height: None,
                         paused: false,
+                        reused: false,
                     });
                     self.mark(s);
                 }
@@ -538,18 +539,20 @@ impl Worker {
             return;
         }
         let meeting = src.meeting;
-        let layers: Vec<Rid> = src
-            .tracks_in
-            .iter()
-            .find(|t| t.mid == data.mid)
-            .map(|t| {
-                t.layers_seen
-                    .iter()
-                    .filter(|(_, at)| now.duration_since(*at) < Duration::from_secs(1))
-                    .map(|(r, _)| *r)
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Layers heard from in the last second, on the stack: this runs for every frame.
+        let mut layers = [Rid::from("q"); 4];
+        let mut n_layers = 0;
+        if data.rid.is_some()
+            && let Some(t) = src.tracks_in.iter().find(|t| t.mid == data.mid)
+        {
+            for (r, at) in &t.layers_seen {
+                if n_layers < layers.len() && now.duration_since(*at) < Duration::from_secs(1) {
+                    layers[n_layers] = *r;
+                    n_layers += 1;
+                }
+            }
+        }
+        let layers = &layers[..n_layers];
         let Some(room) = self.rooms.get(&meeting) else {
             return;
         };
@@ -576,7 +579,7 @@ impl Worker {
                 }
                 if data.rid.is_some() {
                     // Simulcast: forward one layer; switch only at a keyframe of the new one.
-                    let target = choose_layer(t.wanted_height, bwe, &layers).or(data.rid);
+                    let target = choose_layer(t.wanted_height, bwe, layers).or(data.rid);
                     if target != t.target {
                         t.target = target;
                         keyframes.push(target);
@@ -992,7 +995,59 @@ impl Worker {
         tracing::info!(worker = self.index, %meeting, participant = %p.pid, reason, "participant left");
     }
 
+    /// Dynacast: asks each simulcast publisher to send only the layers someone watches.
+    fn update_publisher_layers(&mut self) {
+        let mut wanted: Vec<(usize, Mid, Vec<&'static str>)> = Vec::new();
+        for (slot, p) in self.peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            for t in p.tracks_in.iter().filter(|t| t.simulcast && t.active) {
+                let mut ranks = [false; 3];
+                for &s in self
+                    .rooms
+                    .get(&p.meeting)
+                    .map(|r| r.peers.as_slice())
+                    .unwrap_or(&[])
+                {
+                    let Some(sub) = self.peers[s].as_ref() else {
+                        continue;
+                    };
+                    for o in &sub.tracks_out {
+                        if o.from == slot
+                            && o.src_mid == t.mid
+                            && matches!(o.state, OutState::Open(_))
+                            && !o.paused
+                        {
+                            ranks[wanted_rank(o.wanted_height, sub.bwe_bps)] = true;
+                        }
+                    }
+                }
+                let layers: Vec<&'static str> = LAYERS
+                    .iter()
+                    .zip(ranks)
+                    .filter(|(_, on)| *on)
+                    .map(|(l, _)| *l)
+                    .collect();
+                if t.layers_requested.as_ref() != Some(&layers) {
+                    wanted.push((slot, t.mid, layers));
+                }
+            }
+        }
+        for (slot, mid, layers) in wanted {
+            let Some(p) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            if let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == mid) {
+                t.layers_requested = Some(layers.clone());
+            }
+            p.send(ServerMsg::Layers {
+                mid: mid.to_string(),
+                active: layers.iter().map(|l| l.to_string()).collect(),
+            });
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
+        self.update_publisher_layers();
         // Active speaker per room: the loudest participant above a floor.
         let mut changes = Vec::new();
         for (meeting, room) in &mut self.rooms {
