@@ -7,8 +7,10 @@
 //! `config/appliance.toml` is the commented sample; a test checks it equals the defaults.
 
 mod duration;
+pub mod ipnet;
 
 pub use duration::Dur;
+pub use ipnet::IpNet;
 
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -385,11 +387,27 @@ impl Default for Sfu {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Turn {
-    /// TURN over UDP and TCP (the seed's `--port`).
+    /// TURN over UDP and TCP (the seed's `--port`). 0: any free port (tests).
     pub port: u16,
     /// Relay and advertised address (the seed's `--ip`). Absent: the listen address's IP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
+    /// The realm of TURN's long-term credentials; clients learn it from the server.
+    pub realm: String,
+    /// Relay sockets (one per allocation) take UDP ports from this range.
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    /// Peers in loopback, private, link-local or multicast ranges that may be relayed to
+    /// anyway. This deployment's own sfuservers are always allowed.
+    pub allowed_peers: Vec<IpNet>,
+    /// Allocations one username (one participant's credentials) may hold at once.
+    pub max_allocations_per_user: u32,
+    /// Relayed kbit/s per allocation and direction. 0: unlimited.
+    pub max_bandwidth_kbps: u32,
+    /// The longest lifetime an allocation gets per refresh (at most 1h).
+    pub max_lifetime: Dur,
+    /// Requests without valid credentials answered per second and source address.
+    pub unauthenticated_per_second: u32,
 }
 
 impl Default for Turn {
@@ -397,6 +415,14 @@ impl Default for Turn {
         Turn {
             port: 3478,
             ip: None,
+            realm: "meeting-appliance".into(),
+            relay_port_min: 49152,
+            relay_port_max: 65535,
+            allowed_peers: Vec::new(),
+            max_allocations_per_user: 32,
+            max_bandwidth_kbps: 20_000,
+            max_lifetime: Dur::secs(3600),
+            unauthenticated_per_second: 20,
         }
     }
 }
@@ -436,6 +462,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Con
             .with_list_parse_key("auth.allowed_domains")
             .with_list_parse_key("auth.admin_emails")
             .with_list_parse_key("sfu.ip")
+            .with_list_parse_key("turn.allowed_peers")
             .try_parsing(true)
             .source(Some(env_map)),
     );
@@ -509,6 +536,20 @@ impl Config {
         }
         if self.auth.code_max_attempts == 0 {
             bail!("`auth.code_max_attempts` must be at least 1");
+        }
+        let t = &self.turn;
+        if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
+            bail!(
+                "`turn.relay_port_min`..`turn.relay_port_max` ({}..{}) is not a port range: use e.g. 49152 and 65535",
+                t.relay_port_min,
+                t.relay_port_max
+            );
+        }
+        if t.realm.trim().is_empty() {
+            bail!("`turn.realm` is empty: give any name, e.g. your domain");
+        }
+        if t.max_allocations_per_user == 0 {
+            bail!("`turn.max_allocations_per_user` must be at least 1");
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::roles::apiserver::{self, ApiState, mail};
 use crate::roles::sfuserver;
+use crate::roles::turnserver;
 use crate::tokens::Keys;
 
 /// How long a graceful stop may take before connections are dropped.
@@ -29,10 +30,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn check_roles(cfg: &Config) -> anyhow::Result<()> {
-    let unbuilt = [Role::Turnserver, Role::Fsserver];
+    let unbuilt = [Role::Fsserver];
     if !cfg.has_role(Role::Apiserver) {
         let r = cfg.roles[0];
-        if unbuilt.contains(&r) || r == Role::Allocateserver || r == Role::Sfuserver {
+        // Roles on their own host need the remote bridge (not built yet).
+        if unbuilt.contains(&r)
+            || r == Role::Allocateserver
+            || r == Role::Sfuserver
+            || r == Role::Turnserver
+        {
             anyhow::bail!(
                 "the {} role is not built yet in this version; run the apiserver (all-in-one) instead",
                 r.name()
@@ -132,9 +138,21 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     let turn_ip = cfg.turn.ip.unwrap_or(here);
+    // Bound now: a taken port fails start-up, and a port 0 is known before join answers name it.
+    let turn_bound = if cfg.has_role(Role::Turnserver) {
+        if cfg.turn.ip.is_none() && bound.ip().is_unspecified() {
+            anyhow::bail!(
+                "the turnserver listens on all addresses: give --ip, the address clients reach for TURN"
+            );
+        }
+        Some(turnserver::bind(turn_ip, cfg.turn.port)?)
+    } else {
+        None
+    };
+    let turn_port = turn_bound.as_ref().map_or(cfg.turn.port, |b| b.port());
     let own = wiring::OwnAddresses {
         sfu: own_address.clone(),
-        turn: SocketAddr::new(turn_ip, cfg.turn.port).to_string(),
+        turn: SocketAddr::new(turn_ip, turn_port).to_string(),
         fs: own_address.clone(),
     };
     let peers = wiring::wire(&cfg, &own)?;
@@ -177,6 +195,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+
+    if let Some(turn) = turn_bound {
+        let sfu_peers = own_sfu_peers(&cfg, bound.ip());
+        let settings = turnserver::TurnSettings::new(&cfg.turn, turn_ip, sfu_peers);
+        let stats = turnserver::start(turn, settings, keys.turn_secret())?;
+        metrics.register_collector(Box::new(turnserver::TurnCollector(stats)));
+    }
 
     let state = web::Data::new(ApiState {
         db,
@@ -252,6 +277,34 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
+}
+
+/// This box's sfuserver media addresses, which its turnserver always relays to (even on
+/// loopback or a private address): the advertised IPs, on the workers' ports (any port when
+/// the system picks them).
+fn own_sfu_peers(cfg: &Config, listen_ip: IpAddr) -> Vec<turnserver::TrustedPeer> {
+    if !cfg.has_role(Role::Sfuserver) {
+        return Vec::new();
+    }
+    let ips = if cfg.sfu.ip.is_empty() {
+        vec![listen_ip]
+    } else {
+        cfg.sfu.ip.clone()
+    };
+    let workers = match cfg.sfu.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let ports = match cfg.sfu.udp_port {
+        0 => 1..=u16::MAX,
+        p => p..=p.saturating_add(u16::try_from(workers.saturating_sub(1)).unwrap_or(u16::MAX)),
+    };
+    ips.into_iter()
+        .map(|ip| turnserver::TrustedPeer {
+            ip,
+            ports: ports.clone(),
+        })
+        .collect()
 }
 
 fn is_local(address: &str) -> bool {

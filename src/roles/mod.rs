@@ -3,3 +3,4 @@
 pub mod allocateserver;
 pub mod apiserver;
 pub mod sfuserver;
+pub mod turnserver;

@@ -1,0 +1,931 @@
+//! The guard: a packet connection between the network and the `turn` crate that reads every
+//! STUN request before the crate does, and adds what the crate lacks (TURN-NOTES.md):
+//!
+//! - **Credentials, checked first.** Requests without MESSAGE-INTEGRITY get a 401 from the
+//!   guard itself, with a *stateless* nonce (a timestamp and an HMAC of it and the client's
+//!   address). Authenticated requests must carry such a nonce, a REST username that has not
+//!   expired, our realm, and a MESSAGE-INTEGRITY made with the right password; otherwise 401
+//!   (or 438 for an old nonce). Only then does the crate see the request, with the nonce
+//!   swapped for one the crate issued to the guard and the integrity recomputed with the same
+//!   key. So the crate's nonce table (which grows by one entry per unauthenticated request and
+//!   is never pruned) holds a handful of entries, and nothing unauthenticated reaches it.
+//! - **Rate limits** on everything without valid credentials, per source address.
+//! - **403 Forbidden** for CreatePermission/ChannelBind to refused peers (the crate would say
+//!   yes; the relay socket would then drop the packets silently).
+//! - **486 Allocation Quota Reached** per username, counting allocations from the crate's
+//!   answers and close notifications.
+//! - **Lifetime cap**, and **DONT-FRAGMENT accepted** (the crate answers 420 to it): both by
+//!   rewriting the request before re-signing it.
+//! - **437 Allocation Mismatch** for requests and data from clients without an allocation,
+//!   instead of the crate's error log line per packet.
+//! - **TCP**: when a TURN-over-TCP connection ends, its allocation is deleted at once (an
+//!   injected, signed Refresh with lifetime 0), not after its lifetime.
+//!
+//! The crate runs each listener's requests one at a time in one task (`Server::read_loop`):
+//! `recv_from`, handle, `recv_from`... The guard relies on that to fetch the crate's nonce: it
+//! returns a synthetic unauthenticated Refresh from [`SYNTH`], and the crate's 401 answer,
+//! sent to [`SYNTH`] before the next `recv_from`, is caught in `send_to`.
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use stun::agent::TransactionId;
+use stun::attributes::*;
+use stun::error_code::*;
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use tokio::sync::mpsc;
+use webrtc_util::Conn;
+
+use super::auth::{AuthReject, RestAuth};
+use super::limits::SourceLimiter;
+use super::policy::PeerPolicy;
+use super::stats::{Rejected, TurnStats};
+
+/// The made-up source of the guard's own requests to the crate.
+pub const SYNTH: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+/// A nonce the guard issued is good this long (clients then get 438 and take a new one).
+const NONCE_TTL: u64 = 3600;
+/// The crate refuses its own nonces after an hour; the guard fetches a new one before that.
+const CRATE_NONCE_REFRESH: Duration = Duration::from_secs(50 * 60);
+const CRATE_NONCE_MAX_AGE: Duration = Duration::from_secs(55 * 60);
+/// The crate's allocation lifetime when a request names none (RFC 8656: 10 minutes).
+const DEFAULT_LIFETIME: u32 = 600;
+/// The crate turns any LIFETIME of an hour or more into the default; stay below.
+pub const MAX_LIFETIME: u32 = 3599;
+/// Allocate requests the crate has not answered within this time are forgotten.
+const PENDING_TTL: Duration = Duration::from_secs(30);
+const MAX_DEFERRED: usize = 1024;
+
+/// What the UDP and the TCP guard share.
+pub struct GuardShared {
+    pub auth: RestAuth,
+    pub policy: Arc<PeerPolicy>,
+    pub stats: Arc<TurnStats>,
+    pub limiter: Mutex<SourceLimiter>,
+    /// Allocations per username, including those the crate is still creating.
+    pub users: Mutex<HashMap<String, u32>>,
+    pub max_per_user: u32,
+    /// Seconds, at most [`MAX_LIFETIME`].
+    pub max_lifetime: u32,
+    /// Signs the guard's nonces; random per process (a restart makes clients re-challenge).
+    pub nonce_key: [u8; 32],
+}
+
+impl GuardShared {
+    fn release(&self, username: &str) {
+        let mut users = lock(&self.users);
+        if let Some(n) = users.get_mut(username) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                users.remove(username);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks would be a bug; the data stays usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A validated request waiting to be handed to the crate: rewritten, re-signed with `key`.
+struct Job {
+    msg: Message,
+    key: Vec<u8>,
+    strip_dont_fragment: bool,
+    lifetime: Option<u32>,
+    src: SocketAddr,
+}
+
+impl Job {
+    /// The request as the crate gets it: the crate's nonce instead of ours, DONT-FRAGMENT
+    /// removed, LIFETIME capped, and MESSAGE-INTEGRITY (and FINGERPRINT if there was one)
+    /// recomputed.
+    fn finish(&self, crate_nonce: &str) -> Result<Vec<u8>, stun::Error> {
+        let m = &self.msg;
+        let mut out = Message::new();
+        out.typ = m.typ;
+        out.transaction_id = m.transaction_id;
+        out.write_header();
+        let mut lifetime_written = false;
+        for a in &m.attributes.0 {
+            match a.typ {
+                ATTR_MESSAGE_INTEGRITY => break,
+                ATTR_FINGERPRINT => {}
+                ATTR_DONT_FRAGMENT if self.strip_dont_fragment => {}
+                ATTR_NONCE => out.add(ATTR_NONCE, crate_nonce.as_bytes()),
+                ATTR_LIFETIME if self.lifetime.is_some() => {
+                    if let Some(l) = self.lifetime {
+                        out.add(ATTR_LIFETIME, &l.to_be_bytes());
+                        lifetime_written = true;
+                    }
+                }
+                _ => out.add(a.typ, &a.value),
+            }
+        }
+        if let (Some(l), false) = (self.lifetime, lifetime_written) {
+            out.add(ATTR_LIFETIME, &l.to_be_bytes());
+        }
+        MessageIntegrity(self.key.clone()).add_to(&mut out)?;
+        if m.contains(ATTR_FINGERPRINT) {
+            FINGERPRINT.add_to(&mut out)?;
+        }
+        Ok(out.raw)
+    }
+}
+
+/// Credentials a TCP client last used, to delete its allocation when it disconnects.
+struct Creds {
+    username: String,
+    realm: String,
+    key: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    crate_nonce: Option<(String, Instant)>,
+    /// A synthetic request went to the crate and its answer has not been seen yet.
+    fetching: bool,
+    fetch_failed: Option<Instant>,
+    deferred: VecDeque<Job>,
+    /// Allocate transaction id → (username, when).
+    pending: HashMap<[u8; 12], (String, Instant)>,
+    /// Clients with an allocation on this listener.
+    allocated: HashSet<SocketAddr>,
+    tcp_clients: HashMap<SocketAddr, Creds>,
+}
+
+enum Verdict {
+    Pass(usize),
+    Drop,
+    Reply(Vec<u8>),
+    Deferred,
+}
+
+enum Next {
+    Packet(usize, SocketAddr),
+    Closed(SocketAddr),
+}
+
+pub struct Guard {
+    inner: Arc<dyn Conn + Send + Sync>,
+    shared: Arc<GuardShared>,
+    state: Mutex<State>,
+    /// TCP only: addresses of connections that ended.
+    closed: Option<tokio::sync::Mutex<mpsc::UnboundedReceiver<SocketAddr>>>,
+}
+
+impl Guard {
+    pub fn new(
+        inner: Arc<dyn Conn + Send + Sync>,
+        shared: Arc<GuardShared>,
+        closed: Option<mpsc::UnboundedReceiver<SocketAddr>>,
+    ) -> Guard {
+        Guard {
+            inner,
+            shared,
+            state: Mutex::new(State::default()),
+            closed: closed.map(tokio::sync::Mutex::new),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// The crate closed an allocation (lifetime over, Refresh 0, shutdown).
+    pub fn allocation_closed(&self, client: SocketAddr, username: &str) {
+        self.state().allocated.remove(&client);
+        self.shared.release(username);
+        self.shared
+            .stats
+            .allocations
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Work that comes before reading the network: fetching the crate's nonce, handing over
+    /// a request that waited for it.
+    fn prelude(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let now = Instant::now();
+        let mut st = self.state();
+        if st.fetching {
+            // The crate did not answer the synthetic request (that would be a bug).
+            st.fetching = false;
+            if !usable(&st.crate_nonce, now) {
+                tracing::error!(
+                    "the TURN engine gave no nonce; authenticated requests are dropped for 5 s"
+                );
+                st.fetch_failed = Some(now);
+                for _ in st.deferred.drain(..) {
+                    self.shared.stats.reject(Rejected::Malformed);
+                }
+            }
+        }
+        let need = st
+            .crate_nonce
+            .as_ref()
+            .is_none_or(|(_, t)| now.saturating_duration_since(*t) > CRATE_NONCE_REFRESH);
+        let may = st
+            .fetch_failed
+            .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(5));
+        if need && may {
+            let mut m = Message::new();
+            let built = m.build(&[
+                Box::new(TransactionId::new()),
+                Box::new(MessageType::new(METHOD_REFRESH, CLASS_REQUEST)),
+            ]);
+            if built.is_ok() && m.raw.len() <= buf.len() {
+                buf[..m.raw.len()].copy_from_slice(&m.raw);
+                st.fetching = true;
+                return Some((m.raw.len(), SYNTH));
+            }
+        }
+        while let Some(job) = st.deferred.pop_front() {
+            let Some(nonce) = st
+                .crate_nonce
+                .as_ref()
+                .filter(|(_, t)| now.saturating_duration_since(*t) < CRATE_NONCE_MAX_AGE)
+                .map(|(n, _)| n.clone())
+            else {
+                st.deferred.push_front(job);
+                break;
+            };
+            match job.finish(&nonce) {
+                Ok(raw) if raw.len() <= buf.len() => {
+                    buf[..raw.len()].copy_from_slice(&raw);
+                    return Some((raw.len(), job.src));
+                }
+                _ => self.shared.stats.reject(Rejected::Malformed),
+            }
+        }
+        None
+    }
+
+    async fn next_packet(&self, buf: &mut [u8]) -> webrtc_util::Result<Next> {
+        loop {
+            let r = match &self.closed {
+                Some(closed) => {
+                    // Only the crate's read loop gets here, one call at a time.
+                    let mut closed = closed.lock().await;
+                    tokio::select! {
+                        biased;
+                        Some(addr) = closed.recv() => return Ok(Next::Closed(addr)),
+                        r = self.inner.recv_from(buf) => r,
+                    }
+                }
+                None => self.inner.recv_from(buf).await,
+            };
+            match r {
+                Ok((n, src)) => return Ok(Next::Packet(n, src)),
+                // An ICMP error for an earlier datagram: the listener itself is fine.
+                Err(webrtc_util::Error::Io(e)) if transient(&e.0) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A TCP client went away: delete its allocation now rather than at its expiry.
+    fn tcp_closed(&self, addr: SocketAddr) {
+        let mut st = self.state();
+        let Some(c) = st.tcp_clients.remove(&addr) else {
+            return;
+        };
+        if !st.allocated.contains(&addr) {
+            return;
+        }
+        let mut msg = Message::new();
+        let built = msg.build(&[
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_REFRESH, CLASS_REQUEST)),
+            Box::new(TextAttribute::new(ATTR_USERNAME, c.username)),
+            Box::new(TextAttribute::new(ATTR_REALM, c.realm)),
+            Box::new(TextAttribute::new(ATTR_NONCE, String::new())),
+            Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO)),
+        ]);
+        if built.is_ok() && st.deferred.len() < MAX_DEFERRED {
+            st.deferred.push_back(Job {
+                msg,
+                key: c.key,
+                strip_dont_fragment: false,
+                lifetime: None,
+                src: addr,
+            });
+        }
+    }
+
+    fn limit(&self, src: SocketAddr, now: Instant) -> bool {
+        let ok = lock(&self.shared.limiter).allow(src.ip(), now);
+        if !ok {
+            self.shared.stats.reject(Rejected::RateLimited);
+        }
+        ok
+    }
+
+    fn inspect(&self, buf: &mut [u8], n: usize, src: SocketAddr) -> Verdict {
+        let stats = &self.shared.stats;
+        let Some(data) = buf.get(..n) else {
+            return Verdict::Drop;
+        };
+        if n >= 4 && data[0] >> 6 == 1 {
+            // ChannelData: the hot path; one set lookup.
+            return if self.state().allocated.contains(&src) {
+                Verdict::Pass(n)
+            } else {
+                stats.reject(Rejected::Malformed);
+                Verdict::Drop
+            };
+        }
+        if !is_message(data) {
+            stats.reject(Rejected::Malformed);
+            return Verdict::Drop;
+        }
+        let mut m = Message::new();
+        m.raw.clear();
+        m.raw.extend_from_slice(data);
+        if m.decode().is_err() {
+            stats.reject(Rejected::Malformed);
+            return Verdict::Drop;
+        }
+        let now = Instant::now();
+        match (m.typ.class, m.typ.method) {
+            (CLASS_INDICATION, METHOD_SEND) if self.state().allocated.contains(&src) => {
+                Verdict::Pass(n)
+            }
+            (CLASS_REQUEST, METHOD_BINDING) => {
+                if self.limit(src, now) {
+                    Verdict::Pass(n)
+                } else {
+                    Verdict::Drop
+                }
+            }
+            (
+                CLASS_REQUEST,
+                METHOD_ALLOCATE | METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND,
+            ) => self.request(m, src, buf, now),
+            _ => {
+                stats.reject(Rejected::Malformed);
+                Verdict::Drop
+            }
+        }
+    }
+
+    fn request(&self, m: Message, src: SocketAddr, buf: &mut [u8], now: Instant) -> Verdict {
+        let stats = &self.shared.stats;
+        let unix = u64::try_from(crate::util::now()).unwrap_or(0);
+        // Anything refused before the credentials are known is rate limited.
+        let refuse = |why: Option<Rejected>, answer: Vec<u8>| {
+            if !self.limit(src, now) {
+                return Verdict::Drop;
+            }
+            if let Some(why) = why {
+                stats.reject(why);
+            }
+            Verdict::Reply(answer)
+        };
+        if !m.contains(ATTR_MESSAGE_INTEGRITY) {
+            return refuse(None, self.challenge(&m, CODE_UNAUTHORIZED, src, unix));
+        }
+        let text = |t| TextAttribute::get_from_as(&m, t).map(|a| a.text);
+        let (Ok(nonce), Ok(username), Ok(realm)) =
+            (text(ATTR_NONCE), text(ATTR_USERNAME), text(ATTR_REALM))
+        else {
+            return refuse(
+                Some(Rejected::Malformed),
+                answer(&m, CODE_BAD_REQUEST, None),
+            );
+        };
+        if !self.nonce_valid(&nonce, src.ip(), unix) {
+            return refuse(
+                Some(Rejected::StaleNonce),
+                self.challenge(&m, CODE_STALE_NONCE, src, unix),
+            );
+        }
+        let key =
+            match self
+                .shared
+                .auth
+                .key(&username, &realm, i64::try_from(unix).unwrap_or(i64::MAX))
+            {
+                Ok(k) => k,
+                Err(why) => {
+                    let why = match why {
+                        AuthReject::Expired => Rejected::ExpiredCredentials,
+                        AuthReject::WrongRealm => Rejected::WrongRealm,
+                        AuthReject::Malformed => Rejected::BadCredentials,
+                    };
+                    return refuse(Some(why), self.challenge(&m, CODE_UNAUTHORIZED, src, unix));
+                }
+            };
+        if MessageIntegrity(key.clone()).check(&mut m.clone()).is_err() {
+            return refuse(
+                Some(Rejected::BadCredentials),
+                self.challenge(&m, CODE_UNAUTHORIZED, src, unix),
+            );
+        }
+
+        // Authenticated. From here on, answers are signed with the client's key.
+        let mut st = self.state();
+        if self.closed.is_some() {
+            st.tcp_clients.insert(
+                src,
+                Creds {
+                    username: username.clone(),
+                    realm,
+                    key: key.clone(),
+                },
+            );
+        }
+        let has_allocation = st.allocated.contains(&src);
+        let method = m.typ.method;
+        let mut job = Job {
+            msg: m,
+            key,
+            strip_dont_fragment: false,
+            lifetime: None,
+            src,
+        };
+        let m = &job.msg;
+        match method {
+            METHOD_ALLOCATE => {
+                self.forget_stale_pending(&mut st, now);
+                {
+                    let mut users = lock(&self.shared.users);
+                    let n = users.entry(username.clone()).or_insert(0);
+                    if *n >= self.shared.max_per_user {
+                        stats.reject(Rejected::Quota);
+                        return Verdict::Reply(answer(m, CODE_ALLOC_QUOTA_REACHED, Some(&job.key)));
+                    }
+                    *n += 1;
+                }
+                st.pending.insert(m.transaction_id.0, (username, now));
+                job.strip_dont_fragment = m.contains(ATTR_DONT_FRAGMENT);
+                job.lifetime = self.capped_lifetime(m);
+            }
+            METHOD_REFRESH => {
+                if !has_allocation {
+                    return Verdict::Reply(answer(m, CODE_ALLOC_MISMATCH, Some(&job.key)));
+                }
+                job.lifetime = self.capped_lifetime(m);
+            }
+            _ => {
+                if !has_allocation {
+                    return Verdict::Reply(answer(m, CODE_ALLOC_MISMATCH, Some(&job.key)));
+                }
+                if xor_peer_addresses(m)
+                    .iter()
+                    .any(|p| !self.shared.policy.allows(*p))
+                {
+                    stats.reject(Rejected::ForbiddenPeer);
+                    return Verdict::Reply(answer(m, CODE_FORBIDDEN, Some(&job.key)));
+                }
+            }
+        }
+        let nonce = st
+            .crate_nonce
+            .as_ref()
+            .filter(|(_, t)| now.saturating_duration_since(*t) < CRATE_NONCE_MAX_AGE)
+            .map(|(n, _)| n.clone());
+        match nonce {
+            Some(nonce) => match job.finish(&nonce) {
+                Ok(raw) if raw.len() <= buf.len() => {
+                    buf[..raw.len()].copy_from_slice(&raw);
+                    Verdict::Pass(raw.len())
+                }
+                _ => {
+                    stats.reject(Rejected::Malformed);
+                    Verdict::Drop
+                }
+            },
+            None if st.deferred.len() < MAX_DEFERRED => {
+                st.deferred.push_back(job);
+                Verdict::Deferred
+            }
+            None => Verdict::Drop,
+        }
+    }
+
+    fn forget_stale_pending(&self, st: &mut State, now: Instant) {
+        let stale: Vec<[u8; 12]> = st
+            .pending
+            .iter()
+            .filter(|(_, (_, t))| now.saturating_duration_since(*t) > PENDING_TTL)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some((user, _)) = st.pending.remove(&k) {
+                self.shared.release(&user);
+            }
+        }
+    }
+
+    /// The LIFETIME to write instead of the requested one, if it is above the cap.
+    fn capped_lifetime(&self, m: &Message) -> Option<u32> {
+        let requested = m
+            .get(ATTR_LIFETIME)
+            .ok()
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(DEFAULT_LIFETIME);
+        (requested > self.shared.max_lifetime).then_some(self.shared.max_lifetime)
+    }
+
+    fn new_nonce(&self, ip: IpAddr, unix: u64) -> String {
+        let ts = u32::try_from(unix).unwrap_or(u32::MAX).to_be_bytes();
+        format!("{}{}", hex::encode(ts), hex::encode(self.nonce_mac(ts, ip)))
+    }
+
+    fn nonce_mac(&self, ts: [u8; 4], ip: IpAddr) -> [u8; 12] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.shared.nonce_key)
+            .expect("HMAC takes any key length");
+        mac.update(&ts);
+        match crate::config::ipnet::canonical(ip) {
+            IpAddr::V4(v4) => mac.update(&v4.octets()),
+            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        }
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 12];
+        out.copy_from_slice(&full[..12]);
+        out
+    }
+
+    fn nonce_valid(&self, nonce: &str, ip: IpAddr, unix: u64) -> bool {
+        let Ok(raw) = hex::decode(nonce) else {
+            return false;
+        };
+        let (Some(ts), Some(mac)) = (raw.get(..4), raw.get(4..)) else {
+            return false;
+        };
+        let Ok(ts) = <[u8; 4]>::try_from(ts) else {
+            return false;
+        };
+        let issued = u64::from(u32::from_be_bytes(ts));
+        let fresh = issued <= unix + 5 && unix.saturating_sub(issued) <= NONCE_TTL;
+        let expected = self.nonce_mac(ts, ip);
+        fresh && ct_eq(mac, &expected)
+    }
+
+    /// 401 or 438 with our realm and a fresh nonce for this client.
+    fn challenge(&self, m: &Message, code: ErrorCode, src: SocketAddr, unix: u64) -> Vec<u8> {
+        let mut out = Message::new();
+        let built = out.build(&[
+            Box::new(TransactionIdSetter(m.transaction_id)),
+            Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
+            Box::new(ErrorCodeAttribute {
+                code,
+                reason: reason(code).as_bytes().to_vec(),
+            }),
+            Box::new(TextAttribute::new(
+                ATTR_REALM,
+                self.shared.auth.realm().to_string(),
+            )),
+            Box::new(TextAttribute::new(
+                ATTR_NONCE,
+                self.new_nonce(src.ip(), unix),
+            )),
+        ]);
+        if built.is_ok() && m.contains(ATTR_FINGERPRINT) {
+            let _ = FINGERPRINT.add_to(&mut out);
+        }
+        out.raw
+    }
+}
+
+/// An error answer; signed when the request was authenticated (`key`).
+fn answer(m: &Message, code: ErrorCode, key: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Message::new();
+    let mut ok = out
+        .build(&[
+            Box::new(TransactionIdSetter(m.transaction_id)),
+            Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
+            Box::new(ErrorCodeAttribute {
+                code,
+                reason: reason(code).as_bytes().to_vec(),
+            }),
+        ])
+        .is_ok();
+    if let (Some(key), true) = (key, ok) {
+        ok = MessageIntegrity(key.to_vec()).add_to(&mut out).is_ok();
+    }
+    if ok && m.contains(ATTR_FINGERPRINT) {
+        let _ = FINGERPRINT.add_to(&mut out);
+    }
+    out.raw
+}
+
+fn reason(code: ErrorCode) -> &'static str {
+    match code.0 {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        486 => "Allocation Quota Reached",
+        _ => "Error",
+    }
+}
+
+/// Sets a given transaction id (stun's `TransactionId` setter makes the message keep it, but
+/// `Message::build` resets first, so the id must come through a setter).
+struct TransactionIdSetter(TransactionId);
+
+impl Setter for TransactionIdSetter {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.transaction_id = self.0;
+        m.write_transaction_id();
+        Ok(())
+    }
+}
+
+/// Equal-time comparison (a mismatch position must not leak through timing).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn usable(nonce: &Option<(String, Instant)>, now: Instant) -> bool {
+    nonce
+        .as_ref()
+        .is_some_and(|(_, t)| now.saturating_duration_since(*t) < CRATE_NONCE_MAX_AGE)
+}
+
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | Interrupted
+            | WouldBlock
+            | HostUnreachable
+            | NetworkUnreachable
+    )
+}
+
+/// Every XOR-PEER-ADDRESS of a message (CreatePermission may carry several).
+pub fn xor_peer_addresses(m: &Message) -> Vec<SocketAddr> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    m.attributes
+        .0
+        .iter()
+        .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
+        .filter_map(|a| {
+            let v = &a.value;
+            let port = u16::from_be_bytes([*v.get(2)?, *v.get(3)?]) ^ 0x2112;
+            let ip = match v.get(1)? {
+                1 => {
+                    let b = v.get(4..8)?;
+                    IpAddr::from([
+                        b[0] ^ cookie[0],
+                        b[1] ^ cookie[1],
+                        b[2] ^ cookie[2],
+                        b[3] ^ cookie[3],
+                    ])
+                }
+                2 => {
+                    let b = v.get(4..20)?;
+                    let mut key = [0u8; 16];
+                    key[..4].copy_from_slice(&cookie);
+                    key[4..].copy_from_slice(&m.transaction_id.0);
+                    let mut o = [0u8; 16];
+                    for i in 0..16 {
+                        o[i] = b[i] ^ key[i];
+                    }
+                    IpAddr::from(o)
+                }
+                _ => return None,
+            };
+            Some(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Conn for Guard {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(webrtc_util::Error::Other("connect is not supported".into()))
+    }
+    async fn recv(&self, _buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("recv is not supported".into()))
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        loop {
+            if let Some(out) = self.prelude(buf) {
+                return Ok(out);
+            }
+            let (n, src) = match self.next_packet(buf).await? {
+                Next::Packet(n, src) => (n, src),
+                Next::Closed(addr) => {
+                    self.tcp_closed(addr);
+                    continue;
+                }
+            };
+            match self.inspect(buf, n, src) {
+                Verdict::Pass(len) => return Ok((len, src)),
+                Verdict::Drop | Verdict::Deferred => {}
+                Verdict::Reply(answer) => {
+                    let _ = self.inner.send_to(&answer, src).await;
+                }
+            }
+        }
+    }
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("send is not supported".into()))
+    }
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if target == SYNTH {
+            // The crate's answer to the guard's own request: keep its nonce.
+            let mut m = Message::new();
+            m.raw.clear();
+            m.raw.extend_from_slice(buf);
+            let nonce = m
+                .decode()
+                .ok()
+                .and_then(|_| TextAttribute::get_from_as(&m, ATTR_NONCE).ok());
+            let mut st = self.state();
+            st.fetching = false;
+            if let Some(n) = nonce {
+                st.crate_nonce = Some((n.text, Instant::now()));
+                st.fetch_failed = None;
+            }
+            return Ok(buf.len());
+        }
+        // Allocate success (0x0103) or error (0x0113): settle the pending request.
+        if buf.len() >= 20 && buf[0] == 0x01 && (buf[1] == 0x03 || buf[1] == 0x13) {
+            let mut tid = [0u8; 12];
+            tid.copy_from_slice(&buf[8..20]);
+            let mut st = self.state();
+            if let Some((user, _)) = st.pending.remove(&tid) {
+                if buf[1] == 0x03 {
+                    st.allocated.insert(target);
+                    let s = &self.shared.stats;
+                    s.allocations.fetch_add(1, Ordering::Relaxed);
+                    s.allocations_created.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    drop(st);
+                    self.shared.release(&user);
+                }
+            }
+        }
+        self.inner.send_to(buf, target).await
+    }
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+    /// Never closes the listener: the crate calls this whenever an allocation closes.
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> Guard {
+        struct Nothing;
+        #[async_trait]
+        impl Conn for Nothing {
+            async fn connect(&self, _: SocketAddr) -> webrtc_util::Result<()> {
+                Ok(())
+            }
+            async fn recv(&self, _: &mut [u8]) -> webrtc_util::Result<usize> {
+                std::future::pending().await
+            }
+            async fn recv_from(&self, _: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+                std::future::pending().await
+            }
+            async fn send(&self, b: &[u8]) -> webrtc_util::Result<usize> {
+                Ok(b.len())
+            }
+            async fn send_to(&self, b: &[u8], _: SocketAddr) -> webrtc_util::Result<usize> {
+                Ok(b.len())
+            }
+            fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+                Ok(SYNTH)
+            }
+            fn remote_addr(&self) -> Option<SocketAddr> {
+                None
+            }
+            async fn close(&self) -> webrtc_util::Result<()> {
+                Ok(())
+            }
+            fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+                self
+            }
+        }
+        Guard::new(
+            Arc::new(Nothing),
+            Arc::new(GuardShared {
+                auth: RestAuth::new("s", "r"),
+                policy: Arc::new(PeerPolicy::default()),
+                stats: Arc::new(TurnStats::default()),
+                limiter: Mutex::new(SourceLimiter::new(10)),
+                users: Mutex::new(HashMap::new()),
+                max_per_user: 2,
+                max_lifetime: 600,
+                nonce_key: [7; 32],
+            }),
+            None,
+        )
+    }
+
+    #[test]
+    fn nonces_are_bound_to_address_and_time() {
+        let g = guard();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let n = g.new_nonce(a, 1_000_000);
+        assert!(g.nonce_valid(&n, a, 1_000_000 + 10));
+        assert!(!g.nonce_valid(&n, b, 1_000_000 + 10));
+        assert!(!g.nonce_valid(&n, a, 1_000_000 + NONCE_TTL + 1));
+        assert!(!g.nonce_valid("zz", a, 1_000_000));
+        let mut forged = n.clone().into_bytes();
+        forged[10] = if forged[10] == b'a' { b'b' } else { b'a' };
+        assert!(!g.nonce_valid(&String::from_utf8(forged).expect("ascii"), a, 1_000_000));
+    }
+
+    #[test]
+    fn rewritten_request_is_signed_and_stripped() {
+        let key = turn::auth::generate_auth_key("9999999999:u", "r", "pw");
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+            Box::new(turn::proto::reqtrans::RequestedTransport {
+                protocol: turn::proto::PROTO_UDP,
+            }),
+            Box::new(turn::proto::dontfrag::DontFragmentAttr),
+            Box::new(turn::proto::lifetime::Lifetime(Duration::from_secs(90000))),
+            Box::new(TextAttribute::new(ATTR_USERNAME, "9999999999:u".into())),
+            Box::new(TextAttribute::new(ATTR_REALM, "r".into())),
+            Box::new(TextAttribute::new(ATTR_NONCE, "ours".into())),
+            Box::new(MessageIntegrity(key.clone())),
+            Box::new(FINGERPRINT),
+        ])
+        .expect("build");
+        let job = Job {
+            msg: m.clone(),
+            key: key.clone(),
+            strip_dont_fragment: true,
+            lifetime: Some(600),
+            src: SYNTH,
+        };
+        let raw = job.finish("theirs").expect("finish");
+        let mut out = Message::new();
+        out.raw = raw;
+        out.decode().expect("decodes");
+        assert_eq!(out.transaction_id, m.transaction_id);
+        assert!(!out.contains(ATTR_DONT_FRAGMENT));
+        assert_eq!(
+            TextAttribute::get_from_as(&out, ATTR_NONCE)
+                .expect("nonce")
+                .text,
+            "theirs"
+        );
+        assert_eq!(
+            out.get(ATTR_LIFETIME).expect("lifetime"),
+            600u32.to_be_bytes()
+        );
+        MessageIntegrity(key)
+            .check(&mut out.clone())
+            .expect("re-signed");
+        stun::fingerprint::FINGERPRINT
+            .check(&out)
+            .expect("fingerprint kept");
+        // And the peer addresses of a CreatePermission are all read.
+        let mut cp = Message::new();
+        cp.build(&[
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(METHOD_CREATE_PERMISSION, CLASS_REQUEST)),
+            Box::new(turn::proto::peeraddr::PeerAddress {
+                ip: "10.0.0.1".parse().expect("ip"),
+                port: 5,
+            }),
+            Box::new(turn::proto::peeraddr::PeerAddress {
+                ip: "fe80::1".parse().expect("ip"),
+                port: 6,
+            }),
+        ])
+        .expect("build");
+        assert_eq!(
+            xor_peer_addresses(&cp),
+            vec![
+                "10.0.0.1:5".parse::<SocketAddr>().expect("addr"),
+                "[fe80::1]:6".parse().expect("addr")
+            ]
+        );
+    }
+}

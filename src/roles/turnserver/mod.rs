@@ -1,0 +1,269 @@
+//! The turnserver role: TURN (RFC 8656) over UDP and TCP, so that people whose networks
+//! block the sfuserver's UDP ports still get media through.
+//!
+//! Built on the webrtc-rs `turn` crate (ARCHITECTURE.md section 2), with what it lacks in
+//! layers around it rather than inside it (TURN-NOTES.md):
+//!
+//! ```text
+//!  UDP socket ─┐                               ┌─ RelaySocket (relay.rs): peer policy,
+//!              ├─ Guard (guard.rs) ─ turn crate ┤  bandwidth cap, byte counters; one per
+//!  TCP (tcp.rs)┘  credentials, nonces, limits,  └─ allocation, from the relay port range
+//!                 403/486, lifetime, TCP close
+//! ```
+//!
+//! - `tcp.rs` presents all TURN-over-TCP connections as one packet connection for the crate.
+//! - `auth.rs` is coturn's REST scheme with the deployment's TURN key, so coturn and this
+//!   server accept the same credentials (the apiserver hands them out in join answers).
+//! - `policy.rs` decides which peers may be relayed to (no loopback/private/link-local/
+//!   multicast except the allowlist, our sfuservers and our own relay ports).
+//! - `stats.rs` counts allocations, bytes, refusals by reason, for `/metrics`.
+//! - `client.rs` and `check.rs` are the client side: `meeting-appliance turn-check`.
+//!
+//! The relay runs on its own thread with its own tokio runtime: relayed packets never wait
+//! behind HTTP requests, and the other way round. Listeners are bound first ([`bind`]) so that
+//! a taken port fails start-up and a port chosen by the system (0) is known before join
+//! answers name it; [`start`] then serves them.
+
+pub mod auth;
+pub mod check;
+pub mod client;
+mod guard;
+pub mod limits;
+pub mod policy;
+mod relay;
+pub mod stats;
+pub mod tcp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{self, IpNet};
+use guard::{Guard, GuardShared};
+pub use policy::TrustedPeer;
+use relay::{RelayGen, RelayShared};
+pub use stats::{TurnCollector, TurnStats};
+
+/// What the turnserver needs to run.
+pub struct TurnSettings {
+    /// The relay and advertised address (`--ip`).
+    pub relay_ip: IpAddr,
+    pub realm: String,
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    pub allowed_peers: Vec<IpNet>,
+    /// This deployment's sfuservers: always allowed as peers.
+    pub sfu_peers: Vec<TrustedPeer>,
+    pub max_allocations_per_user: u32,
+    pub max_bandwidth_kbps: u32,
+    pub max_lifetime: Duration,
+    pub unauthenticated_per_second: u32,
+}
+
+impl TurnSettings {
+    pub fn new(t: &config::Turn, relay_ip: IpAddr, sfu_peers: Vec<TrustedPeer>) -> Self {
+        TurnSettings {
+            relay_ip,
+            realm: t.realm.clone(),
+            relay_port_min: t.relay_port_min,
+            relay_port_max: t.relay_port_max,
+            allowed_peers: t.allowed_peers.clone(),
+            sfu_peers,
+            max_allocations_per_user: t.max_allocations_per_user,
+            max_bandwidth_kbps: t.max_bandwidth_kbps,
+            max_lifetime: t.max_lifetime.0,
+            unauthenticated_per_second: t.unauthenticated_per_second,
+        }
+    }
+}
+
+/// The UDP socket and TCP listener of one port, bound but not yet served.
+pub struct Bound {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    bind_ip: IpAddr,
+}
+
+impl Bound {
+    pub fn port(&self) -> u16 {
+        self.udp.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    if ip.is_ipv4() {
+        IpAddr::from([0u8; 4])
+    } else {
+        IpAddr::from([0u16; 8])
+    }
+}
+
+fn tcp_listener(ip: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(ip, port);
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server must not wait for the old connections' TIME_WAIT.
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Binds UDP and TCP `ip:port` (port 0: one the system picks, the same for both). When `ip`
+/// is not an address of this host (a cloud VM behind 1:1 NAT advertises its public IP),
+/// binds all addresses instead.
+pub fn bind(ip: IpAddr, port: u16) -> anyhow::Result<Bound> {
+    let bind_ip = match relay::udp_socket(ip, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => unspecified(ip),
+        _ => ip,
+    };
+    let taken = |e: std::io::Error, proto: &str, p: u16| {
+        anyhow::anyhow!(
+            "cannot listen for TURN on {proto} {}: {e}; is another TURN server (coturn?) running? Change `turn.port` (--port)",
+            SocketAddr::new(bind_ip, p)
+        )
+    };
+    // With port 0, the port the system gives UDP may be taken for TCP: try a few.
+    for _ in 0..20 {
+        let udp = relay::udp_socket(bind_ip, port).map_err(|e| taken(e, "UDP", port))?;
+        let p = udp.local_addr()?.port();
+        match tcp_listener(bind_ip, p) {
+            Ok(tcp) => return Ok(Bound { udp, tcp, bind_ip }),
+            Err(_) if port == 0 => continue,
+            Err(e) => return Err(taken(e, "TCP", p)),
+        }
+    }
+    anyhow::bail!("cannot find a port free for both UDP and TCP for TURN")
+}
+
+/// Serves `bound` on a thread of its own. Returns the counters (for `/metrics`) once the
+/// relay is running.
+pub fn start(bound: Bound, s: TurnSettings, turn_secret: &str) -> anyhow::Result<Arc<TurnStats>> {
+    let stats = Arc::new(TurnStats::default());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let secret = turn_secret.to_string();
+    let st = stats.clone();
+    std::thread::Builder::new()
+        .name("turn".into())
+        .spawn(move || {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("turn-relay")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start the TURN runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match serve(bound, s, &secret, st).await {
+                    Ok(servers) => {
+                        let _ = ready_tx.send(Ok(()));
+                        // Runs until the process ends; the servers live as long.
+                        std::future::pending::<()>().await;
+                        drop(servers);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                    }
+                }
+            });
+        })?;
+    match ready_rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(())) => Ok(stats),
+        Ok(Err(e)) => anyhow::bail!("the turnserver did not start: {e}"),
+        Err(_) => anyhow::bail!("the turnserver did not start within 20 s"),
+    }
+}
+
+async fn serve(
+    bound: Bound,
+    s: TurnSettings,
+    secret: &str,
+    stats: Arc<TurnStats>,
+) -> anyhow::Result<Vec<turn::server::Server>> {
+    let udp = tokio::net::UdpSocket::from_std(bound.udp)?;
+    let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
+    let local = udp.local_addr()?;
+    let mut trusted = s.sfu_peers.clone();
+    // Participants meet through two allocations on this server (both behind firewalls).
+    for ip in [s.relay_ip, bound.bind_ip] {
+        if !ip.is_unspecified() {
+            trusted.push(TrustedPeer {
+                ip,
+                ports: s.relay_port_min..=s.relay_port_max,
+            });
+        }
+    }
+    let policy = Arc::new(policy::PeerPolicy {
+        allowed: s.allowed_peers.clone(),
+        trusted,
+    });
+    let relay_shared = Arc::new(RelayShared {
+        bind_ip: bound.bind_ip,
+        relay_ip: s.relay_ip,
+        port_min: s.relay_port_min,
+        port_max: s.relay_port_max,
+        policy: policy.clone(),
+        stats: stats.clone(),
+        bytes_per_sec: u64::from(s.max_bandwidth_kbps) * 1000 / 8,
+    });
+    let auth = auth::RestAuth::new(secret, &s.realm);
+    let guard_shared = Arc::new(GuardShared {
+        auth: auth.clone(),
+        policy,
+        stats: stats.clone(),
+        limiter: Mutex::new(limits::SourceLimiter::new(s.unauthenticated_per_second)),
+        users: Mutex::new(Default::default()),
+        max_per_user: s.max_allocations_per_user,
+        max_lifetime: u32::try_from(s.max_lifetime.as_secs())
+            .unwrap_or(u32::MAX)
+            .clamp(1, guard::MAX_LIFETIME),
+        nonce_key: rand::random(),
+    });
+    let (tcp_conn, closed) = tcp::TcpPacketConn::serve(tcp, stats.clone())?;
+    let guards = [
+        Arc::new(Guard::new(Arc::new(udp), guard_shared.clone(), None)),
+        Arc::new(Guard::new(tcp_conn, guard_shared, Some(closed))),
+    ];
+    // One crate server per listener: each gets its own allocation-closed notifications, so
+    // each guard knows which of its clients still have an allocation.
+    let mut servers = Vec::new();
+    for g in guards {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let conn: Arc<dyn webrtc_util::Conn + Send + Sync> = g.clone();
+        let server = turn::server::Server::new(turn::server::config::ServerConfig {
+            conn_configs: vec![turn::server::config::ConnConfig {
+                conn,
+                relay_addr_generator: Box::new(RelayGen(relay_shared.clone())),
+            }],
+            realm: s.realm.clone(),
+            auth_handler: Arc::new(auth.clone()),
+            channel_bind_timeout: Duration::ZERO,
+            alloc_close_notify: Some(tx),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the TURN engine: {e}"))?;
+        tokio::spawn(async move {
+            while let Some(info) = rx.recv().await {
+                g.allocation_closed(info.five_tuple.src_addr, &info.username);
+            }
+        });
+        servers.push(server);
+    }
+    tracing::info!(
+        udp = %local,
+        tcp = %local,
+        relay = %s.relay_ip,
+        ports = %format!("{}-{}", s.relay_port_min, s.relay_port_max),
+        "turnserver listening"
+    );
+    Ok(servers)
+}
