@@ -35,6 +35,22 @@ pub enum Command {
     Allocateserver(Flags),
     /// Validate the configuration and print it, secrets masked.
     CheckConfig(Flags),
+    /// Test a TURN server (ours or coturn): allocate over UDP and TCP, relay to itself, and
+    /// print what works.
+    TurnCheck(TurnCheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TurnCheckArgs {
+    /// The TURN server, host:port (e.g. turn.example.com:3478).
+    #[arg(long)]
+    pub server: String,
+    /// The deployment secret. Default: the one generated into the data dir.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// The data dir holding the generated secret.
+    #[arg(long = "dataDir")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Flags shared by every command. Names are the seed's (camelCase) or in its style.
@@ -125,6 +141,7 @@ pub struct Flags {
 pub enum Action {
     Run(Box<Config>),
     CheckConfig(Box<Config>),
+    TurnCheck(TurnCheckArgs),
 }
 
 /// Parses arguments, then loads file + environment and applies the flags on top.
@@ -135,6 +152,9 @@ where
 {
     let matches = Cli::command().try_get_matches_from(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
+    if let Some(Command::TurnCheck(a)) = &cli.command {
+        return Ok(Action::TurnCheck(a.clone()));
+    }
     // Flags may stand before the subcommand (`--config f check-config`) or after it; those
     // after it win.
     let sub = match &cli.command {
@@ -150,6 +170,7 @@ where
                 Command::Fsserver(f) => (f, Some(Role::Fsserver)),
                 Command::Allocateserver(f) => (f, Some(Role::Allocateserver)),
                 Command::CheckConfig(f) => (f, None),
+                Command::TurnCheck(_) => anyhow::bail!("turn-check takes no role flags"),
             };
             Some((flags, sub_matches, role))
         }
@@ -304,6 +325,7 @@ mod tests {
             &[],
         )? {
             Action::Run(c) | Action::CheckConfig(c) => Ok(*c),
+            Action::TurnCheck(_) => anyhow::bail!("turn-check is not a configuration"),
         }
     }
 

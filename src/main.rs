@@ -1,5 +1,6 @@
 //! Thin: command line → config → logging → node::run.
 
+use meeting_appliance::roles::turnserver;
 use meeting_appliance::{cli, logging, node};
 use std::process::ExitCode;
 
@@ -17,6 +18,9 @@ fn main() -> ExitCode {
             print!("{}", cfg.to_masked_toml());
             eprintln!("configuration is valid");
             ExitCode::SUCCESS
+        }
+        Ok(cli::Action::TurnCheck(a)) => {
+            turnserver::check::main(&a.server, a.secret.as_deref(), a.data_dir.as_ref())
         }
         Ok(cli::Action::Run(cfg)) => {
             logging::init(&cfg.log);
