@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod roles;
+pub mod tls;
 pub mod tokens;
 pub mod util;

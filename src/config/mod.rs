@@ -80,6 +80,7 @@ pub struct Config {
     pub sfu: Sfu,
     pub turn: Turn,
     pub fs: Fs,
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -102,6 +103,7 @@ impl Default for Config {
             sfu: Sfu::default(),
             turn: Turn::default(),
             fs: Fs::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -433,6 +435,35 @@ pub struct Fs {
     /// Where note files are stored (the seed's `--directory`). Absent: `data_dir/files`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// ACME directory for automatic certificates (a DNS name and no --cert).
+    pub acme_directory: String,
+    /// Contact address given to the ACME CA (expiry warnings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_email: Option<String>,
+    /// PEM root that a private ACME server's own HTTPS chains to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme_ca_file: Option<PathBuf>,
+    /// Port of the plain-HTTP listener for ACME challenges and redirects to HTTPS.
+    pub http_port: u16,
+    /// Renew an ACME certificate this long before it expires.
+    pub renew_before: Dur,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            acme_email: None,
+            acme_ca_file: None,
+            http_port: 80,
+            renew_before: Dur::secs(30 * 86400),
+        }
+    }
 }
 
 /// Reads the file (if any) and the environment over the defaults. Flags come on top, in cli.rs.

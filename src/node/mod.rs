@@ -26,7 +26,13 @@ const SHUTDOWN_SECS: u64 = 10;
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     crate::util::install_ring_provider();
     let sys = actix_rt::System::new();
-    sys.block_on(serve(cfg))
+    let result = sys.block_on(serve(cfg));
+    if result.is_err() {
+        // Start-up failed with actors already running; the process exits right after this,
+        // and dropping them outside their runtime would only add a panic to the error.
+        std::mem::forget(sys);
+    }
+    result
 }
 
 fn check_roles(cfg: &Config) -> anyhow::Result<()> {
@@ -113,17 +119,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
 
-    let tls_config = match (&cfg.cert, &cfg.cert_key) {
-        (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
-        _ => {
-            if cfg.domain_address.as_deref().is_some_and(|d| !is_local(d)) {
-                tracing::error!(
-                    "no --cert/--certkey given: automatic certificates are not built yet in this version; serving plain HTTP. Give --cert and --certkey for HTTPS"
-                );
-            }
-            None
-        }
-    };
+    let tls_config = crate::tls::setup(&cfg, &own_address, bound.ip(), bound.port())?.map(|store| store.server_config());
     let tls = tls_config.is_some();
     let public_url = public_url(&own_address, tls);
 
@@ -223,7 +219,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let m = m.clone();
         let m2 = m.clone();
         let sfu_state = sfu_state.clone();
+        let mut security = actix_web::middleware::DefaultHeaders::new();
+        for h in crate::tls::headers::security_headers(tls) {
+            security = security.add(h);
+        }
         App::new()
+            .wrap(security)
             .app_data(state.clone())
             .configure(move |c| {
                 if let Some(st) = sfu_state {
@@ -307,11 +308,6 @@ fn own_sfu_peers(cfg: &Config, listen_ip: IpAddr) -> Vec<turnserver::TrustedPeer
         .collect()
 }
 
-fn is_local(address: &str) -> bool {
-    let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
 
 /// `https://host` for port 443, `http://host` for 80, else with the port.
 fn public_url(address: &str, tls: bool) -> String {
@@ -319,32 +315,6 @@ fn public_url(address: &str, tls: bool) -> String {
     let default_port = if tls { ":443" } else { ":80" };
     let a = address.strip_suffix(default_port).unwrap_or(address);
     format!("{scheme}://{a}")
-}
-
-fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| anyhow::anyhow!("cannot read the certificate {}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("the certificate {} is not valid PEM: {e}", cert.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!(
-            "the certificate file {} holds no certificate",
-            cert.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
-    rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the key does not fit the certificate {}: {e}",
-                cert.display()
-            )
-        })
 }
 
 #[cfg(test)]
@@ -358,8 +328,5 @@ mod tests {
             "https://meet.example.com"
         );
         assert_eq!(public_url("127.0.0.1:8080", false), "http://127.0.0.1:8080");
-        assert!(
-            is_local("localhost:80") && is_local("[::1]:8080") && !is_local("meet.example.com:443")
-        );
     }
 }

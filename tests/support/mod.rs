@@ -1094,6 +1094,9 @@ impl Appliance {
         if !has("--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        // Media and TURN ports default to fixed numbers; tests run many appliances at once,
+        // so each takes free ports unless the test sets them (flags win over these).
+        cmd.env("MEETING_SFU__UDP_PORT", "0").env("MEETING_TURN__PORT", "0");
         cmd.env("NO_COLOR", "1")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -1164,7 +1167,7 @@ impl Appliance {
             }
             if started.elapsed() > Duration::from_secs(60) {
                 panic!(
-                    "appliance not listening after 60s (no `listening on http://` line); last log lines:\n{}",
+                    "appliance not listening after 60s (no `listening on http(s)://` line); last log lines:\n{}",
                     tail(&lock(&log), 40)
                 );
             }
@@ -1284,9 +1287,13 @@ impl Drop for Appliance {
     }
 }
 
-/// Parses `listening on http://HOST:PORT` anywhere in a line.
+/// Parses `listening on http://HOST:PORT` (or `https://`) anywhere in a line.
 fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on http://")? + "listening on http://".len()..];
+    let (at, skip) = match line.find("listening on http://") {
+        Some(i) => (i, "listening on http://".len()),
+        None => (line.find("listening on https://")?, "listening on https://".len()),
+    };
+    let rest = &line[at + skip..];
     let end = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
         .unwrap_or(rest.len());
@@ -1372,3 +1379,4 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 pub mod api;
 pub mod media;
 pub mod rtc_client;
+pub mod tls;
