@@ -3,27 +3,9 @@
 
 mod support;
 
-use serde_json::json;
 use support::Appliance;
-use support::api::call;
-use support::media::{browser_scenario, enter_private_netns, metric, sign_in_from_log};
+use support::media::{browser_scenario, enter_private_netns, instant_meeting, metric};
 
-async fn meeting(app: &Appliance) -> (String, String, i64) {
-    let token = sign_in_from_log(app, "host@corp.test").await;
-    let m = call(
-        "POST",
-        &app.url("/api/v1/meetings"),
-        Some(&token),
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(m.status, 201, "{:?}", m.body);
-    (
-        token,
-        m.body["code"].as_str().expect("code").to_string(),
-        m.body["id"].as_i64().expect("id"),
-    )
-}
 
 fn frames(v: &serde_json::Value) -> i64 {
     v["framesDecoded"].as_i64().unwrap_or(0)
@@ -35,7 +17,7 @@ async fn three_browsers_meet_late_joiner_and_leave() {
         return;
     }
     let app = Appliance::start(&["--udpPort", "0"], &[]);
-    let (_, code, _) = meeting(&app).await;
+    let (_, code, _) = instant_meeting(&app).await;
     let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "three_party"));
     println!("three_party: {r}");
     for k in [
@@ -68,7 +50,7 @@ async fn simultaneous_joins_survive_glare() {
         return;
     }
     let app = Appliance::start(&["--udpPort", "0"], &[]);
-    let (_, code, _) = meeting(&app).await;
+    let (_, code, _) = instant_meeting(&app).await;
     let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "glare"));
     println!("glare: {r}");
     assert!(
@@ -83,7 +65,7 @@ async fn simulcast_layer_follows_the_requested_size() {
         return;
     }
     let app = Appliance::start(&["--udpPort", "0"], &[]);
-    let (_, code, _) = meeting(&app).await;
+    let (_, code, _) = instant_meeting(&app).await;
     let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "simulcast"));
     println!("simulcast: {r}");
     let small = r["small_width"].as_i64().expect("small");
@@ -111,7 +93,7 @@ async fn h264_camera_screen_share_and_active_speaker() {
         return;
     }
     let app = Appliance::start(&["--udpPort", "0"], &[]);
-    let (_, code, _) = meeting(&app).await;
+    let (_, code, _) = instant_meeting(&app).await;
     let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "codecs_screen_speaker"));
     println!("codecs_screen_speaker: {r}");
     assert_eq!(
@@ -141,7 +123,7 @@ async fn a_leaver_frees_m_lines_for_the_next_person() {
         return;
     }
     let app = Appliance::start(&["--udpPort", "0"], &[]);
-    let (_, code, _) = meeting(&app).await;
+    let (_, code, _) = instant_meeting(&app).await;
     let r = tokio::task::block_in_place(|| browser_scenario(&app, &code, "leave_and_return"));
     println!("leave_and_return: {r}");
     assert_eq!(

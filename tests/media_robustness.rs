@@ -12,24 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use support::Appliance;
 use support::api::call;
-use support::media::{BrowserRun, enter_private_netns, media_addr, metric, sign_in_from_log};
+use support::media::{BrowserRun, enter_private_netns, instant_meeting, media_addr, metric};
 
-async fn instant_meeting(app: &Appliance) -> (String, String, i64) {
-    let token = sign_in_from_log(app, "host@corp.test").await;
-    let m = call(
-        "POST",
-        &app.url("/api/v1/meetings"),
-        Some(&token),
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(m.status, 201, "{:?}", m.body);
-    (
-        token,
-        m.body["code"].as_str().expect("code").to_string(),
-        m.body["id"].as_i64().expect("id"),
-    )
-}
 
 /// Datagrams that look like every protocol on the port, and like none.
 fn garbage(rng: &mut impl Rng) -> Vec<u8> {

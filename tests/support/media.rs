@@ -246,3 +246,21 @@ pub fn media_addr(app: &Appliance) -> std::net::SocketAddr {
         .parse()
         .expect("socket address")
 }
+
+/// Signs in a host from the log and creates its instant meeting: (token, code, id).
+pub async fn instant_meeting(app: &Appliance) -> (String, String, i64) {
+    let token = sign_in_from_log(app, "host@corp.test").await;
+    let m = super::api::call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&token),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    (
+        token,
+        m.body["code"].as_str().expect("code").to_string(),
+        m.body["id"].as_i64().expect("id"),
+    )
+}
