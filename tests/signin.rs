@@ -228,3 +228,19 @@ async fn code_requests_are_rate_limited_per_email_and_per_ip() {
     sink.wait_for(4, Duration::from_secs(20));
     assert_eq!(sink.messages().len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_on_postgresql_by_url() {
+    let pg = support::postgres::Postgres::start();
+    let url = pg.database("meeting");
+    let sink = SmtpSink::start();
+    let mut args = mail_args(sink.port());
+    args.extend(["--databaseUrl".to_string(), url]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[]);
+    scenario(&app, &sink).await;
+    assert!(
+        !app.data_dir().join("meeting.db").exists(),
+        "no SQLite file when PostgreSQL is configured"
+    );
+}

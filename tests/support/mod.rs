@@ -1096,7 +1096,8 @@ impl Appliance {
         }
         // Media and TURN ports default to fixed numbers; tests run many appliances at once,
         // so each takes free ports unless the test sets them (flags win over these).
-        cmd.env("MEETING_SFU__UDP_PORT", "0").env("MEETING_TURN__PORT", "0");
+        cmd.env("MEETING_SFU__UDP_PORT", "0")
+            .env("MEETING_TURN__PORT", "0");
         cmd.env("NO_COLOR", "1")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -1291,7 +1292,10 @@ impl Drop for Appliance {
 fn parse_listening(line: &str) -> Option<SocketAddr> {
     let (at, skip) = match line.find("listening on http://") {
         Some(i) => (i, "listening on http://".len()),
-        None => (line.find("listening on https://")?, "listening on https://".len()),
+        None => (
+            line.find("listening on https://")?,
+            "listening on https://".len(),
+        ),
     };
     let rest = &line[at + skip..];
     let end = rest
@@ -1378,5 +1382,6 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 pub mod api;
 pub mod media;
+pub mod postgres;
 pub mod rtc_client;
 pub mod tls;
