@@ -315,6 +315,27 @@ const scenarios = {
     const out = await pub.page.evaluate(() => window.client.outboundStats());
     return { small_width: small.width, large_width: large.width, small_layers: smallLayers.layers, large_layers: largeLayers, publisher_layers: out.filter((o) => o.kind === 'video').map((o) => ({ rid: o.rid, width: o.frameWidth })) };
   },
+
+  // Both browsers may use only TURN relay candidates (iceTransportPolicy 'relay'), as behind
+  // a firewall that blocks the sfuserver's UDP: media goes browser -> turnserver -> sfuserver.
+  async relay_only(browser) {
+    const a = await join(browser, 'Alice', { relay: true });
+    const b = await join(browser, 'Bob', { relay: true });
+    const ab = await waitMedia(a, b);
+    const ba = await waitMedia(b, a);
+    // The local candidate of the pair in use: must be a relay candidate.
+    const selected = (p) => p.page.evaluate(async () => {
+      const byId = {};
+      (await window.client.pc.getStats()).forEach((r) => { byId[r.id] = r; });
+      const all = Object.values(byId);
+      const t = all.find((r) => r.type === 'transport' && r.selectedCandidatePairId);
+      const pair = t ? byId[t.selectedCandidatePairId] : all.find((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded');
+      const local = pair && byId[pair.localCandidateId];
+      const remote = pair && byId[pair.remoteCandidateId];
+      return local ? { type: local.candidateType, relayProtocol: local.relayProtocol, url: local.url, remote: remote && `${remote.address}:${remote.port}` } : null;
+    });
+    return { alice_sees_bob: ab, bob_sees_alice: ba, alice_pair: await selected(a), bob_pair: await selected(b) };
+  },
 };
 
 (async () => {
