@@ -1,13 +1,17 @@
 # Developer entry points. CI runs `make test` (via .ci/run).
 CARGO ?= cargo
 
-.PHONY: run build test lint fmt deps
+.PHONY: run build test lint fmt deps web
 
-run:
+run: web
 	$(CARGO) run --release -- $(ARGS)
 
-build:
+build: web
 	$(CARGO) build --release
+
+# The browser client (web/, TypeScript + Vite) into web/dist, which the binary embeds.
+web:
+	scripts/build-web.sh
 
 deps:
 	scripts/test-deps.sh

@@ -3,6 +3,7 @@
 #   apt:  mariadb-server mariadb-client postgresql chromium fonts-liberation coturn pebble iproute2 python3-venv
 #   venv: /var/tmp/meeting-appliance-venv with aiosmtpd (SMTP sink)
 #   npm:  playwright-core in /var/tmp/meeting-appliance-node (browser tests)
+#   web:  the browser client built into web/dist (scripts/build-web.sh)
 set -euo pipefail
 
 VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
@@ -69,5 +70,9 @@ else
   [ -f "$NODE_PREFIX/node_modules/playwright-core/package.json" ] || die "playwright-core missing after npm install"
   step "playwright-core ready"
 fi
+
+# --- the web client (web/dist, embedded by build.rs; the web_client tests drive it) ------
+quiet "$(dirname "$0")/build-web.sh" || die "building the web client (scripts/build-web.sh)"
+step "web client built (web/dist)"
 
 step "all test dependencies present"

@@ -6,6 +6,9 @@ pub mod auth;
 pub mod ics;
 pub mod mail;
 pub mod meetings;
+/// The browser client (`web.rs`; named so it does not clash with `actix_web::web`).
+#[path = "web.rs"]
+pub mod webclient;
 
 use actix::prelude::*;
 use actix_web::{HttpResponse, web};
@@ -112,8 +115,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/readyz", web::get().to(readyz))
     .route("/static/rtc.js", web::get().to(rtc_js))
-    .route("/", web::get().to(home))
-    .route("/m/{code}", web::get().to(home));
+    .configure(webclient::routes);
 }
 
 async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
@@ -133,17 +135,6 @@ async fn rtc_js() -> HttpResponse {
         .content_type("text/javascript; charset=utf-8")
         .insert_header(("Cache-Control", "no-cache"))
         .body(include_str!("../../../web/static/rtc.js"))
-}
-
-/// The browser client is not built yet (issue 6); say so instead of pretending.
-async fn home() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(
-            "<!doctype html><meta charset=utf-8><title>Meetings</title>\
-         <h1>meeting-appliance</h1><p>The HTTP API is running at <code>/api/v1</code>. \
-         The browser client is not built yet.</p>",
-        )
 }
 
 /// Housekeeping the apiserver does on a timer: prune used sign-in codes and old sessions.

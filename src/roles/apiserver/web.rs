@@ -1,0 +1,89 @@
+//! The browser client (`web/`, built by `make web` into `web/dist` and embedded by `build.rs`):
+//! `/` and `/m/{code}` answer with its page, `/assets/*` with its hashed, immutable files.
+//! A binary built without the client answers `/` with a page that says how to build it.
+
+use actix_web::{HttpResponse, web};
+
+include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/m/{code}", web::get().to(index))
+        .route("/assets/{file:.+}", web::get().to(asset));
+}
+
+/// Development: `APPLIANCE_WEB_DIR=web/dist` serves the client from that directory (read on
+/// every request) instead of the copy built into the binary, so `npm run build` needs no
+/// rebuild of the binary.
+fn find(path: &str) -> Option<(&'static str, Body)> {
+    let (ct, embedded) = WEB_ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, ct, body)| (*ct, Some(*body)))
+        .unwrap_or((content_type(path), None));
+    if let Some(dir) = std::env::var_os("APPLIANCE_WEB_DIR") {
+        if path.contains("..") {
+            return None;
+        }
+        let file = std::path::Path::new(&dir).join(path.trim_start_matches('/'));
+        return std::fs::read(file).ok().map(|b| (ct, Body::Owned(b)));
+    }
+    embedded.map(|b| (ct, Body::Static(b)))
+}
+
+enum Body {
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body {
+    fn bytes(self) -> actix_web::web::Bytes {
+        match self {
+            Body::Static(b) => actix_web::web::Bytes::from_static(b),
+            Body::Owned(v) => actix_web::web::Bytes::from(v),
+        }
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, e)| e) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The single page of the client; never cached, so a new build is picked up at once.
+async fn index() -> HttpResponse {
+    match find("/index.html") {
+        Some((ct, body)) => HttpResponse::Ok()
+            .content_type(ct)
+            .insert_header(("Cache-Control", "no-cache"))
+            .body(body.bytes()),
+        None => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("Cache-Control", "no-cache"))
+            .body(FALLBACK),
+    }
+}
+
+const FALLBACK: &str = "<!doctype html><meta charset=utf-8><title>Meetings</title>\
+<h1>meeting-appliance</h1><p>The HTTP API is running at <code>/api/v1</code>, but this binary \
+was built without the web client. Run <code>make web</code> (needs Node.js and npm), then build \
+the binary again (<code>cargo build --release</code>).</p>";
+
+/// Built files carry a content hash in their names: cache them for good.
+async fn asset(file: web::Path<String>) -> HttpResponse {
+    match find(&format!("/assets/{}", file.into_inner())) {
+        Some((ct, body)) => HttpResponse::Ok()
+            .content_type(ct)
+            .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+            .body(body.bytes()),
+        None => HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("Not found"),
+    }
+}

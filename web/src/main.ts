@@ -1,0 +1,260 @@
+// The meeting-appliance web client: sign-in, home, pre-join and the meeting room.
+// Plain TypeScript and the DOM: no framework (the whole client is a few screens).
+import { api, ApiError, me, type Meeting, type User } from './api';
+import { h, mount, toast } from './dom';
+import { t, toggleLang } from './i18n';
+import { Room, type RoomEnd } from './room';
+
+const app = document.getElementById('app') as HTMLElement;
+let rerender: () => void = () => {};
+let user: User | null = null;
+
+function header(): HTMLElement {
+  return h('header', { class: 'top' },
+    h('a', { href: '/', class: 'brand', onclick: (e: Event) => { e.preventDefault(); go('/'); } }, t('app')),
+    h('span', { class: 'grow' }),
+    user ? h('span', { class: 'who' }, t('signed_in_as', { email: user.email })) : null,
+    user ? h('button', { type: 'button', class: 'link', onclick: signOut }, t('sign_out')) : null,
+    langButton(),
+  );
+}
+
+export function langButton(): HTMLElement {
+  return h('button', {
+    type: 'button', class: 'lang', 'aria-label': t('lang_switch_label'), id: 'lang',
+    onclick: () => { toggleLang(); rerender(); },
+  }, t('lang_switch'));
+}
+
+function go(path: string): void {
+  history.pushState(null, '', path);
+  route();
+}
+window.addEventListener('popstate', () => route());
+
+async function signOut(): Promise<void> {
+  await api('POST', '/auth/logout').catch(() => {});
+  user = null;
+  go('/');
+}
+
+function fail(e: unknown): void {
+  toast(t('error', { msg: e instanceof Error ? e.message : String(e) }));
+}
+
+// ---- sign-in -----------------------------------------------------------------------------
+
+function signIn(then: () => void): void {
+  let email = '';
+  const askEmail = () => {
+    const input = h('input', { type: 'email', id: 'email', name: 'email', required: true, autocomplete: 'email', value: email });
+    const form = h('form', { class: 'card', 'aria-labelledby': 'signin-h' },
+      h('h1', { id: 'signin-h' }, t('app')),
+      h('label', { for: 'email' }, t('email')), input,
+      h('button', { type: 'submit', id: 'send-code' }, t('send_code')));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      email = input.value.trim();
+      try { await api('POST', '/auth/code', { email }); askCode(); } catch (err) { fail(err); }
+    });
+    rerender = askEmail;
+    mount(app, header(), h('main', { class: 'center' }, form));
+    input.focus();
+  };
+  const askCode = () => {
+    const input = h('input', { id: 'code', name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', pattern: '[0-9]{6}', maxlength: 6, required: true });
+    const form = h('form', { class: 'card' },
+      h('p', {}, t('code_sent', { email })),
+      h('label', { for: 'code' }, t('code')), input,
+      h('button', { type: 'submit', id: 'verify' }, t('sign_in')),
+      h('button', { type: 'button', class: 'link', onclick: askEmail }, t('other_email')));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        const r = await api<{ user: User }>('POST', '/auth/verify', { email, code: input.value.trim() });
+        user = r.user;
+        then();
+      } catch (err) { fail(err); input.select(); }
+    });
+    rerender = askCode;
+    mount(app, header(), h('main', { class: 'center' }, form));
+    input.focus();
+  };
+  askEmail();
+}
+
+// ---- home --------------------------------------------------------------------------------
+
+function fmtTime(s: number): string {
+  return new Date(s * 1000).toLocaleString(document.documentElement.lang, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+async function copyLink(url: string): Promise<void> {
+  try { await navigator.clipboard.writeText(url); toast(t('copied')); } catch { toast(t('copy_failed', { url })); }
+}
+
+function localInputValue(d: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+async function home(): Promise<void> {
+  let meetings: Meeting[] = [];
+  try { meetings = await api<Meeting[]>('GET', '/meetings'); } catch (e) { fail(e); }
+  const draw = () => {
+    const start = new Date(Date.now() + 3600_000);
+    start.setMinutes(0, 0, 0);
+    const title = h('input', { id: 'm-title', name: 'title', required: true, maxlength: 200 });
+    const begins = h('input', { id: 'm-begin', name: 'begin', type: 'datetime-local', required: true, value: localInputValue(start) });
+    const dur = h('input', { id: 'm-duration', name: 'duration', type: 'number', min: 5, max: 1440, step: 5, value: '30', required: true });
+    const inv = h('input', { id: 'm-invitees', name: 'invitees', type: 'text', autocomplete: 'off' });
+    const form = h('form', { class: 'card', id: 'schedule', 'aria-labelledby': 'schedule-h' },
+      h('h2', { id: 'schedule-h' }, t('schedule')),
+      h('label', { for: 'm-title' }, t('title')), title,
+      h('label', { for: 'm-begin' }, t('begins')), begins,
+      h('label', { for: 'm-duration' }, t('duration_min')), dur,
+      h('label', { for: 'm-invitees' }, t('invitees')), inv,
+      h('button', { type: 'submit', id: 'm-create' }, t('create')));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const begin = Math.floor(new Date(begins.value).getTime() / 1000);
+      const invitees = inv.value.split(/[,;\s]+/).map((s) => s.trim()).filter(Boolean);
+      try {
+        await api('POST', '/meetings', { title: title.value.trim(), begin_at: begin, end_at: begin + Number(dur.value) * 60, invitees });
+        toast(t('scheduled_ok'));
+        home();
+      } catch (err) { fail(err); }
+    });
+    const list = h('ul', { class: 'meetings', id: 'meetings' },
+      ...meetings.map((m) => h('li', { class: 'meeting', 'data-code': m.code },
+        h('div', { class: 'm-main' },
+          h('strong', {}, m.kind === 'instant' ? t('instant_room') : m.title),
+          h('span', { class: 'muted' }, m.kind === 'instant' ? m.code : `${fmtTime(m.begin_at)} · ${m.code}`)),
+        h('button', { type: 'button', class: 'secondary', 'aria-label': `${t('copy_link')}: ${m.title}`, onclick: () => copyLink(m.join_url) }, t('copy_link')),
+        h('button', { type: 'button', 'aria-label': `${t('join')}: ${m.title}`, onclick: () => go('/m/' + m.code) }, t('join')))));
+    const codeInput = h('input', { id: 'join-code', name: 'code', autocomplete: 'off' });
+    const joinForm = h('form', { class: 'row' }, h('label', { for: 'join-code', class: 'sr-only' }, t('meeting_code')), codeInput,
+      h('button', { type: 'submit', class: 'secondary' }, t('join_code')));
+    joinForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const c = codeInput.value.trim().replace(/^.*\/m\//, '');
+      if (c) go('/m/' + encodeURIComponent(c));
+    });
+    const canCreate = user?.can_create !== false;
+    rerender = draw;
+    mount(app, header(), h('main', { class: 'home' },
+      h('section', { class: 'card' },
+        canCreate ? h('button', { type: 'button', id: 'instant', class: 'big', onclick: startInstant }, t('start_instant')) : null,
+        joinForm),
+      canCreate ? form : null,
+      h('section', { class: 'card', 'aria-labelledby': 'list-h' },
+        h('h2', { id: 'list-h' }, t('upcoming')),
+        meetings.length ? list : h('p', { class: 'muted' }, t('none_yet')))));
+  };
+  draw();
+}
+
+async function startInstant(): Promise<void> {
+  try {
+    const m = await api<Meeting>('POST', '/meetings', {});
+    go('/m/' + m.code);
+  } catch (e) { fail(e); }
+}
+
+// ---- pre-join ----------------------------------------------------------------------------
+
+interface JoinChoice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean }
+
+async function getMedia(audioId?: string, videoId?: string): Promise<MediaStream | null> {
+  const video: MediaTrackConstraints = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 } };
+  if (videoId) video.deviceId = { exact: videoId };
+  const audio: MediaTrackConstraints | boolean = audioId ? { deviceId: { exact: audioId } } : true;
+  try { return await navigator.mediaDevices.getUserMedia({ audio, video }); } catch {
+    try { return await navigator.mediaDevices.getUserMedia({ audio }); } catch { return null; }
+  }
+}
+
+async function prejoin(code: string): Promise<void> {
+  const params = new URLSearchParams(location.search);
+  const nameParam = params.get('name') || '';
+  let stream = await getMedia();
+  if (params.get('autojoin') === '1') {
+    await enterRoom(code, { name: nameParam || user?.display_name || 'Guest', stream, audioMuted: params.get('muted') === '1', videoOff: false });
+    return;
+  }
+  const draw = async () => {
+    const video = h('video', { class: 'preview mirror', autoplay: true, muted: true, playsInline: true, 'aria-label': t('camera') });
+    if (stream) video.srcObject = stream;
+    const devices = stream ? await navigator.mediaDevices.enumerateDevices() : [];
+    const select = (kind: MediaDeviceKind, id: string, label: string) => {
+      const cur = stream?.getTracks().find((x) => (x.kind + 'input') === kind)?.getSettings().deviceId;
+      const s = h('select', { id },
+        ...devices.filter((d) => d.kind === kind).map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === cur }, d.label || `${label} ${i + 1}`)));
+      s.addEventListener('change', async () => {
+        const a = (document.getElementById('dev-audio') as HTMLSelectElement | null)?.value;
+        const v = (document.getElementById('dev-video') as HTMLSelectElement | null)?.value;
+        stream?.getTracks().forEach((x) => x.stop());
+        stream = await getMedia(a, v);
+        draw();
+      });
+      return [h('label', { for: id }, label), s];
+    };
+    const name = h('input', { id: 'name', name: 'name', required: true, maxlength: 64, value: nameParam || user?.display_name || '' });
+    const muted = h('input', { type: 'checkbox', id: 'join-muted' });
+    const camOff = h('input', { type: 'checkbox', id: 'join-camoff' });
+    const form = h('form', { class: 'card prejoin' },
+      h('h1', {}, t('prejoin_title')),
+      video,
+      stream ? null : h('p', { class: 'muted' }, t('no_media')),
+      ...(stream ? [...select('videoinput', 'dev-video', t('camera')), ...select('audioinput', 'dev-audio', t('microphone'))] : []),
+      h('label', { for: 'name' }, t('your_name')), name,
+      h('div', { class: 'check' }, muted, h('label', { for: 'join-muted' }, t('join_muted'))),
+      h('div', { class: 'check' }, camOff, h('label', { for: 'join-camoff' }, t('join_no_camera'))),
+      h('button', { type: 'submit', id: 'join-now', class: 'big' }, t('join_now')));
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      enterRoom(code, { name: name.value.trim(), stream, audioMuted: muted.checked, videoOff: camOff.checked });
+    });
+    rerender = () => { draw(); };
+    mount(app, header(), h('main', { class: 'center' }, form));
+    name.focus();
+  };
+  await draw();
+}
+
+async function enterRoom(code: string, choice: JoinChoice): Promise<void> {
+  const room = new Room(app, code, choice, langButton, (end: RoomEnd) => ended(code, choice, end));
+  rerender = () => room.render();
+  (window as any).room = room;
+  await room.start();
+}
+
+function ended(code: string, choice: JoinChoice, end: RoomEnd): void {
+  choice.stream?.getTracks().forEach((x) => x.stop());
+  const why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced') } as Record<string, string>)[end.reason] || end.message || end.reason);
+  const draw = () => mount(app, header(), h('main', { class: 'center' },
+    h('section', { class: 'card', id: 'ended', 'data-reason': end.reason },
+      h('h1', {}, end.reason === 'left' ? t('left_title') : t('closed_title')),
+      why ? h('p', { id: 'ended-why', role: 'alert' }, why) : null,
+      end.reason === 'left' ? h('button', { type: 'button', onclick: () => route() }, t('rejoin')) : null,
+      h('button', { type: 'button', class: 'secondary', onclick: () => go('/') }, t('home')))));
+  rerender = draw;
+  draw();
+}
+
+// ---- routing -----------------------------------------------------------------------------
+
+async function route(): Promise<void> {
+  const path = location.pathname;
+  const m = path.match(/^\/m\/([^/]+)\/?$/);
+  try { user = await me(); } catch (e) { fail(e); }
+  if (m) {
+    await prejoin(decodeURIComponent(m[1]));
+  } else if (user) {
+    await home();
+  } else {
+    signIn(() => home());
+  }
+}
+
+route();

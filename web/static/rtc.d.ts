@@ -1,0 +1,42 @@
+// Types for web/static/rtc.js (the plain-JS meeting library, also served at /static/rtc.js).
+export interface RemoteTrack {
+  mid: string;
+  participantId?: string;
+  kind: 'audio' | 'video';
+  source?: 'camera' | 'microphone' | 'screen' | 'screen_audio';
+  track: MediaStreamTrack;
+}
+export interface Participant {
+  participant_id: string;
+  name: string;
+  host: boolean;
+  audio_muted: boolean;
+  video_muted: boolean;
+  hand_raised: boolean;
+}
+export class MeetingClient extends EventTarget {
+  constructor(opts: {
+    signalUrl: string;
+    token: string;
+    iceServers?: RTCIceServer[];
+    iceTransportPolicy?: RTCIceTransportPolicy;
+    log?: (...a: unknown[]) => void;
+  });
+  pc: RTCPeerConnection;
+  participantId?: string;
+  remote: Map<string, RemoteTrack>;
+  participants: Map<string, Participant>;
+  published: Map<string, RTCRtpTransceiver>;
+  closed: boolean;
+  connect(): Promise<any>;
+  publish(track: MediaStreamTrack, source: string, opts?: { simulcast?: boolean; stream?: MediaStream; codec?: string }): Promise<void>;
+  unpublish(source: string): Promise<void>;
+  replaceTrack(source: string, track: MediaStreamTrack | null): Promise<void>;
+  setLayer(mid: string, width: number, height: number): void;
+  chat(text: string): void;
+  mute(kind: 'audio' | 'video', muted: boolean): void;
+  raiseHand(raised: boolean): void;
+  inboundStats(): Promise<Record<string, any>>;
+  outboundStats(): Promise<any[]>;
+  leave(): void;
+}
