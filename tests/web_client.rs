@@ -119,7 +119,8 @@ impl Drop for Web {
 
 /// Sign-in by the mailed code, scheduling (the invitee's mail has the join link), host and a
 /// guest by the deep link seeing each other, chat both ways, the guest's screen shown large,
-/// the host muting and removing the guest, the language switch; writes the screenshots.
+/// switching microphones mid-call, the host muting and removing the guest, the language
+/// switch; writes the screenshots.
 #[test]
 fn web_client_meeting() {
     if !enter_private_netns("web_client_meeting") {
@@ -160,6 +161,12 @@ fn web_client_meeting() {
             > 0
     );
     assert_eq!(result["chat"], true);
+    let switch = &result["device_switch"];
+    assert!(
+        switch["microphones"].as_u64().unwrap_or(0) > 1
+            && switch["audio_packets_after"].as_u64().unwrap_or(0) > 25,
+        "microphone switched mid-call and audio kept flowing: {switch}"
+    );
     let stage = &result["screen"]["stage"];
     assert_eq!(
         stage["pid"], result["host_sees_guest"]["pid"],

@@ -187,6 +187,27 @@ const scenarios = {
     await host.page.click('#ctl-chat'); // close the panel for the picture
     await sleep(1500);
     out.shot_meeting = await shot(host.page, 'meeting.png');
+    // Device switching mid-call: another microphone replaces the first on the same sender,
+    // and the host keeps receiving the guest's audio.
+    await guest.page.click('#ctl-devices');
+    await guest.page.waitForSelector('#room-dev-audio option', { state: 'attached' });
+    const mics = await guest.page.$$eval('#room-dev-audio option', (o) => o.map((x) => x.value));
+    const curMic = await guest.page.$eval('#room-dev-audio', (x) => x.value);
+    const otherMic = mics.find((v) => v !== curMic);
+    const senderTrack = () => guest.page.evaluate(() => { const t = window.room.client.published.get('microphone').sender.track; return { id: t.id, device: t.getSettings().deviceId }; });
+    const micBefore = await senderTrack();
+    out.device_switch = { microphones: mics.length };
+    if (otherMic) {
+      await guest.page.selectOption('#room-dev-audio', otherMic);
+      out.device_switch.after = (await waitFor('the new microphone on the sender', async () => {
+        const t = await senderTrack();
+        return { ok: t.id !== micBefore.id && t.device === otherMic, t };
+      }, 15000)).t;
+      const audioFrom = async () => ((await roomState(host.page)).stats.find((x) => x.kind === 'audio' && x.participantId === out.host_sees_guest.pid) || {}).packetsReceived || 0;
+      const a0 = await audioFrom();
+      out.device_switch.audio_packets_after = (await waitFor('audio after switching', async () => { const n = await audioFrom(); return { ok: n > a0 + 25, n: n - a0 }; }, 15000)).n;
+    }
+    await guest.page.click('#ctl-devices');
     // Screen share from the guest: the host shows it large.
     await guest.page.click('#ctl-share');
     out.screen = await waitFor('the host to show the guest screen large', async () => {

@@ -25,7 +25,7 @@ export class Room {
   activeSpeaker: string | null = null;
   chats: Chat[] = [];
   unread = 0;
-  panel: 'chat' | 'people' | null = null;
+  panel: 'chat' | 'people' | 'devices' | null = null;
   screen: MediaStreamTrack | null = null;
   reconnectAttempt = 0;
   page = 0;
@@ -206,7 +206,27 @@ export class Room {
     }
   }
 
-  togglePanel(p: 'chat' | 'people'): void {
+  /** Switches camera or microphone mid-call: the new track replaces the old on the same sender. */
+  async switchDevice(kind: 'audio' | 'video', deviceId: string): Promise<void> {
+    const stream = this.choice.stream;
+    if (!stream) return;
+    try {
+      const got = await navigator.mediaDevices.getUserMedia(kind === 'audio'
+        ? { audio: { deviceId: { exact: deviceId } } }
+        : { video: { deviceId: { exact: deviceId }, width: { ideal: 1280 }, height: { ideal: 720 } } });
+      const track = got.getTracks()[0];
+      const old = kind === 'audio' ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
+      if (old) { stream.removeTrack(old); old.stop(); }
+      stream.addTrack(track);
+      if (kind === 'audio') track.enabled = !this.audioMuted;
+      await this.client?.replaceTrack(kind === 'audio' ? 'microphone' : 'camera', track);
+      this.updateTiles();
+    } catch (e) {
+      toast(t('error', { msg: (e as Error).message }));
+    }
+  }
+
+  togglePanel(p: 'chat' | 'people' | 'devices'): void {
     this.panel = this.panel === p ? null : p;
     if (this.panel === 'chat') this.unread = 0;
     this.update();
@@ -393,6 +413,7 @@ export class Room {
       this.button('ctl-hand', this.hand ? t('lower') : t('raise'), 'hand', () => this.toggleHand(), this.hand),
       this.button('ctl-chat', this.unread ? `${t('chat')} (${this.unread})` : t('chat'), 'chat', () => this.togglePanel('chat'), this.panel === 'chat'),
       this.button('ctl-people', `${t('people')} (${this.people().length})`, 'people', () => this.togglePanel('people'), this.panel === 'people'),
+      this.choice.stream ? this.button('ctl-devices', t('devices'), 'gear', () => this.togglePanel('devices'), this.panel === 'devices') : '',
       this.button('ctl-leave', t('leave'), 'leave', () => this.leave(), undefined, 'danger'),
     );
     if (focused) document.getElementById(focused)?.focus();
@@ -405,6 +426,19 @@ export class Room {
     if (this.panel === 'chat') {
       if (!side.querySelector('#chat-log')) side.replaceChildren(h('h2', {}, t('chat')), h('ol', { id: 'chat-log', class: 'chat-log', 'aria-live': 'polite' }), this.els.chatForm);
       this.drawChat();
+    } else if (this.panel === 'devices') {
+      const box = h('div', { id: 'devices' });
+      side.replaceChildren(h('h2', {}, t('devices')), box);
+      navigator.mediaDevices.enumerateDevices().then((list) => {
+        const cur = (k: string) => this.choice.stream?.getTracks().find((x) => x.kind === k)?.getSettings().deviceId;
+        const sel = (kind: 'audio' | 'video', id: string, label: string) => {
+          const s = h('select', { id }, ...list.filter((d) => d.kind === `${kind}input`)
+            .map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === cur(kind) }, d.label || `${label} ${i + 1}`)));
+          s.addEventListener('change', () => this.switchDevice(kind, s.value));
+          return [h('label', { for: id }, label), s];
+        };
+        box.replaceChildren(...sel('video', 'room-dev-video', t('camera')), ...sel('audio', 'room-dev-audio', t('microphone')));
+      });
     } else if (this.panel === 'people') {
       const host = !!this.answer?.host;
       side.replaceChildren(
