@@ -51,6 +51,12 @@ pub struct TurnCheckArgs {
     /// The data dir holding the generated secret.
     #[arg(long = "dataDir")]
     pub data_dir: Option<PathBuf>,
+    /// The server's TURN-over-TLS port (checked when something listens there).
+    #[arg(long = "tlsPort", default_value_t = 5349)]
+    pub tls_port: u16,
+    /// PEM file of a private CA that signed the server's certificate (default: public roots).
+    #[arg(long = "tlsCa")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Flags shared by every command. Names are the seed's (camelCase) or in its style.

@@ -19,9 +19,13 @@ fn main() -> ExitCode {
             eprintln!("configuration is valid");
             ExitCode::SUCCESS
         }
-        Ok(cli::Action::TurnCheck(a)) => {
-            turnserver::check::main(&a.server, a.secret.as_deref(), a.data_dir.as_ref())
-        }
+        Ok(cli::Action::TurnCheck(a)) => turnserver::check::main(
+            &a.server,
+            a.secret.as_deref(),
+            a.data_dir.as_ref(),
+            a.tls_port,
+            a.tls_ca.as_ref(),
+        ),
         Ok(cli::Action::Run(cfg)) => {
             logging::init(&cfg.log);
             match node::run(*cfg) {

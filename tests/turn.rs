@@ -809,3 +809,163 @@ async fn chromium_with_relay_only_meets_through_our_turnserver() {
         assert!(v > 100_000.0, "{m} = {v}");
     }
 }
+
+/// One JSON request over HTTPS checked against `ca_pem` (the appliance serves TLS here).
+fn https_json(
+    addr: SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut c = support::tls::TlsConn::connect(addr, "127.0.0.1", ca_pem).expect("TLS");
+    let body = body.to_string();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        c.stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    c.stream.flush().expect("flush");
+    let mut raw = Vec::new();
+    let _ = c.stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// With a certificate (the same one HTTPS serves), the turnserver also speaks TURN over TLS:
+/// the join answer lists `turns:`, coturn's client relays through it without loss, and
+/// turn-check verifies the certificate and relays through it.
+#[test]
+fn turns_with_this_box_certificate() {
+    if !enter_private_netns("turns_with_this_box_certificate") {
+        return;
+    }
+    let ca = support::tls::TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], 86400);
+    let paths = ["cert.pem", "key.pem", "ca.pem"].map(|f| dir.path().join(f));
+    for (p, content) in paths.iter().zip([&cert, &key, &ca.pem]) {
+        std::fs::write(p, content).expect("write");
+    }
+    let [cert, key, ca_file] = paths.map(|p| p.to_str().expect("utf8").to_string());
+    let listen = "127.0.0.1:8443";
+    let app = appliance(
+        &[
+            ("MEETING_TURN__ALLOWED_PEERS", "127.0.0.1/32"),
+            ("MEETING_TURN__MAX_ALLOCATIONS_PER_USER", "100"),
+        ],
+        &[
+            "--listen",
+            listen,
+            "--domainaddress",
+            listen,
+            "--cert",
+            &cert,
+            "--certkey",
+            &key,
+        ],
+    );
+    let addr: SocketAddr = listen.parse().expect("addr");
+    let (s, _) = https_json(
+        addr,
+        &ca.pem,
+        "POST",
+        "/api/v1/auth/code",
+        None,
+        json!({"email": "host@corp.test"}),
+    );
+    assert_eq!(s, 204);
+    let line = app.wait_log("Your sign-in code is ", Duration::from_secs(10));
+    let at = line.find("Your sign-in code is ").expect("code") + 21;
+    let (s, v) = https_json(
+        addr,
+        &ca.pem,
+        "POST",
+        "/api/v1/auth/verify",
+        None,
+        json!({"email": "host@corp.test", "code": &line[at..at + 6]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().expect("token").to_string();
+    let (s, m) = https_json(
+        addr,
+        &ca.pem,
+        "POST",
+        "/api/v1/meetings",
+        Some(&token),
+        json!({}),
+    );
+    assert_eq!(s, 201, "{m}");
+    let code = m["code"].as_str().expect("code");
+    let (s, j) = https_json(
+        addr,
+        &ca.pem,
+        "POST",
+        &format!("/api/v1/join/{code}"),
+        None,
+        json!({"display_name": "Guest"}),
+    );
+    assert_eq!(s, 200, "{j}");
+    let turn = &j["ice_servers"][1];
+    let urls = turn["urls"].to_string();
+    assert!(
+        urls.contains("\"turns:127.0.0.1:5349?transport=tcp\""),
+        "join answer: {j}"
+    );
+    let (user, pw) = (
+        turn["username"].as_str().expect("username"),
+        turn["credential"].as_str().expect("credential"),
+    );
+    let _peer = uclient_peer(3480);
+    let creds = ["-u", user, "-w", pw];
+    let mut args = load_args("5349", "3480", &creds, true);
+    args.insert(0, "-S");
+    Uclient::run(&args).assert_lossless("TLS");
+
+    let server = j["ice_servers"][0]["urls"][0]
+        .as_str()
+        .and_then(|u| u.strip_prefix("stun:"))
+        .expect("stun:host:port")
+        .to_string();
+    let o = run_cli(
+        appliance_bin!(),
+        &[
+            "turn-check",
+            "--server",
+            &server,
+            "--secret",
+            SECRET,
+            "--tlsCa",
+            &ca_file,
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    for line in [
+        "ok    allocate over TLS (port 5349)",
+        "ok    relay TLS -> UDP (ChannelData)",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Without the private CA the certificate is not trusted, and the report says so.
+    let o = run_cli(
+        appliance_bin!(),
+        &["turn-check", "--server", &server, "--secret", SECRET],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("needs --tlsCa"), "{out}");
+}

@@ -394,6 +394,8 @@ pub struct Turn {
     /// Relay and advertised address (the seed's `--ip`). Absent: the listen address's IP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
+    /// TURN over TLS (`turns:`), served when this process has a certificate. 0: any free port.
+    pub tls_port: u16,
     /// The realm of TURN's long-term credentials; clients learn it from the server.
     pub realm: String,
     /// Relay sockets (one per allocation) take UDP ports from this range.
@@ -417,6 +419,7 @@ impl Default for Turn {
         Turn {
             port: 3478,
             ip: None,
+            tls_port: 5349,
             realm: "meeting-appliance".into(),
             relay_port_min: 49152,
             relay_port_max: 65535,

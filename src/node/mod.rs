@@ -141,11 +141,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 "the turnserver listens on all addresses: give --ip, the address clients reach for TURN"
             );
         }
-        Some(turnserver::bind(turn_ip, cfg.turn.port)?)
+        // TURN over TLS when this process has a certificate.
+        let tls_port = tls_config.as_ref().map(|_| cfg.turn.tls_port);
+        Some(turnserver::bind(turn_ip, cfg.turn.port, tls_port)?)
     } else {
         None
     };
     let turn_port = turn_bound.as_ref().map_or(cfg.turn.port, |b| b.port());
+    let turn_tls_port = turn_bound.as_ref().and_then(turnserver::Bound::tls_port);
     let own = wiring::OwnAddresses {
         sfu: own_address.clone(),
         turn: SocketAddr::new(turn_ip, turn_port).to_string(),
@@ -195,13 +198,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(turn) = turn_bound {
         let sfu_peers = own_sfu_peers(&cfg, bound.ip());
         let settings = turnserver::TurnSettings::new(&cfg.turn, turn_ip, sfu_peers);
-        let stats = turnserver::start(turn, settings, keys.turn_secret())?;
+        let stats = turnserver::start(turn, settings, keys.turn_secret(), tls_config.clone())?;
         metrics.register_collector(Box::new(turnserver::TurnCollector(stats)));
     }
 
+    // Join answers name the TURN ports really bound (0 in the config: any free port).
+    let mut api_cfg = cfg.clone();
+    api_cfg.turn.port = turn_port;
+    if let Some(p) = turn_tls_port {
+        api_cfg.turn.tls_port = p;
+    }
     let state = web::Data::new(ApiState {
         db,
-        cfg: Arc::new(cfg.clone()),
+        cfg: Arc::new(api_cfg),
         keys,
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
@@ -307,7 +316,6 @@ fn own_sfu_peers(cfg: &Config, listen_ip: IpAddr) -> Vec<turnserver::TrustedPeer
         })
         .collect()
 }
-
 
 /// `https://host` for port 443, `http://host` for 80, else with the port.
 fn public_url(address: &str, tls: bool) -> String {

@@ -826,10 +826,14 @@ pub async fn join(
             credential: None,
         },
         IceServer {
-            urls: vec![
-                format!("turn:{turn}?transport=udp"),
-                format!("turn:{turn}?transport=tcp"),
-            ],
+            urls: [
+                Some(format!("turn:{turn}?transport=udp")),
+                Some(format!("turn:{turn}?transport=tcp")),
+                turns_url(&st),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             username: Some(username),
             credential: Some(credential),
         },
@@ -847,6 +851,25 @@ pub async fn join(
         "ice_servers": ice_servers,
         "fs": fs.map(|f| serde_json::json!({ "address": f, "url": st.base_url(&f, false) })),
     })))
+}
+
+/// `turns:` (TURN over TLS) when the meeting's turnserver is this box's own and this box has
+/// a certificate: the host is this box's public name, which the certificate is for. With an
+/// allocator or a pool, a turnserver is known only as `host:port` (the seed's protocol), so
+/// those meetings get `turn:` alone.
+fn turns_url(st: &ApiState) -> Option<String> {
+    let c = &st.cfg;
+    let own_turnserver = c.has_role(crate::config::Role::Turnserver)
+        && c.allocator.url.is_none()
+        && c.allocator.turn.is_empty();
+    if !own_turnserver || !st.tls {
+        return None;
+    }
+    let host = st
+        .own_address
+        .rsplit_once(':')
+        .map_or(st.own_address.as_str(), |(h, _)| h);
+    Some(format!("turns:{host}:{}?transport=tcp", c.turn.tls_port))
 }
 
 /// `POST /api/v1/meetings/{id}/control {"action": "mute"|"remove"|"lock"|"unlock"|"end",

@@ -2,9 +2,10 @@
 //! diagnosing "people behind the corporate firewall see no video".
 //!
 //! It does what a browser does, step by step, and says which step fails and what that usually
-//! means: a STUN binding (is UDP reachable at all?), an allocation over UDP and one over TCP
-//! (are the credentials right, is the port open?), then relays between its own two
-//! allocations in both directions (is the relay port range open, does the server relay?).
+//! means: a STUN binding (is UDP reachable at all?), an allocation over UDP, over TCP and over
+//! TLS (are the credentials right, is the port open, is the certificate trusted?), then relays
+//! between its own allocations in both directions (is the relay port range open, does the
+//! server relay?).
 //! It needs nothing but the server's address and the deployment secret, and works against
 //! coturn configured with the same secret too.
 
@@ -102,6 +103,22 @@ async fn allocate(
     Ok((c, a))
 }
 
+/// What to check TURN over TLS with.
+pub struct TlsCheck {
+    pub port: u16,
+    /// PEM of a private CA that signed the server's certificate; else the public web roots.
+    pub ca_pem: Option<String>,
+}
+
+fn tls_hint(e: &TurnError) -> String {
+    match e {
+        TurnError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => format!(
+            "the TLS handshake failed: {io} (a private or self-signed certificate needs --tlsCa)"
+        ),
+        other => hint(other, "TCP"),
+    }
+}
+
 /// Sends one message from `a` to `b`'s relay address through the server; returns the time
 /// it took. `via_channel` uses ChannelData (what browsers send), else a Send indication.
 async fn relay_once(
@@ -152,7 +169,13 @@ async fn relay_once(
 }
 
 /// Runs every check against `server` and writes the report; true when all passed.
-pub async fn run<W: Write>(server: &str, username: &str, password: &str, out: &mut W) -> bool {
+pub async fn run<W: Write>(
+    server: &str,
+    username: &str,
+    password: &str,
+    tls: &TlsCheck,
+    out: &mut W,
+) -> bool {
     let _ = writeln!(out, "TURN check of {server} (username {username})");
     let mut r = Report {
         out,
@@ -220,7 +243,7 @@ pub async fn run<W: Write>(server: &str, username: &str, password: &str, out: &m
     let other = tcp.as_mut().or(second_udp.as_mut());
     match (udp.as_mut(), other) {
         (Some((a, aa)), Some((b, ba))) => {
-            let kind = if b.is_tcp() { "TCP" } else { "UDP" };
+            let kind = b.transport().name();
             let forward = format!("relay UDP -> {kind} (Send indication)");
             match relay_once(a, aa.relayed, b, ba.relayed, false).await {
                 Ok(t) => r.line(Some(true), &forward, &format!("{} ms", t.as_millis())),
@@ -238,9 +261,46 @@ pub async fn run<W: Write>(server: &str, username: &str, password: &str, out: &m
             "not tried: needs two allocations, and allocating failed",
         ),
     }
-    r.line(None, "TURN over TLS (turns:)", "not built in this version");
+    // TURN over TLS, on the TLS port of the same host, checked for the name in --server.
+    let host = server
+        .rsplit_once(':')
+        .map_or(server, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let tls_addr = SocketAddr::new(addr.ip(), tls.port);
+    let what = format!("allocate over TLS (port {})", tls.port);
+    let mut over_tls = None;
+    match TurnClient::connect_tls(tls_addr, host, tls.ca_pem.as_deref(), username, password).await {
+        Err(TurnError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => r.line(
+            None,
+            &what,
+            "nothing listens there (TURN over TLS is on when the server has a certificate)",
+        ),
+        Err(e) => r.line(Some(false), &what, &tls_hint(&e)),
+        Ok(mut c) => match c.allocate(None, false).await {
+            Ok(a) => {
+                r.line(
+                    Some(true),
+                    &what,
+                    &format!("relay address {} (lifetime {} s)", a.relayed, a.lifetime),
+                );
+                over_tls = Some((c, a));
+            }
+            Err(e) => r.line(Some(false), &what, &tls_hint(&e)),
+        },
+    }
+    if let (Some((a, aa)), Some((b, ba))) = (udp.as_mut(), over_tls.as_mut()) {
+        match relay_once(b, ba.relayed, a, aa.relayed, true).await {
+            Ok(t) => r.line(
+                Some(true),
+                "relay TLS -> UDP (ChannelData)",
+                &format!("{} ms", t.as_millis()),
+            ),
+            Err(e) => r.line(Some(false), "relay TLS -> UDP (ChannelData)", &e),
+        }
+    }
     // Give the relay ports back now rather than at the end of their lifetime.
-    for (mut c, _) in [udp, tcp, second_udp].into_iter().flatten() {
+    for (mut c, _) in [udp, tcp, second_udp, over_tls].into_iter().flatten() {
         let _ = c.refresh(0).await;
     }
     let summary = if r.failed == 0 {
@@ -258,6 +318,8 @@ pub fn main(
     server: &str,
     secret: Option<&str>,
     data_dir: Option<&PathBuf>,
+    tls_port: u16,
+    tls_ca: Option<&PathBuf>,
 ) -> std::process::ExitCode {
     let secret = match find_secret(secret, data_dir) {
         Ok(s) => s,
@@ -265,6 +327,17 @@ pub fn main(
             eprintln!("error: {e:#}");
             return std::process::ExitCode::from(2);
         }
+    };
+    let ca_pem = match tls_ca.map(std::fs::read_to_string).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot read --tlsCa: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let tls = TlsCheck {
+        port: tls_port,
+        ca_pem,
     };
     let (user, password) = credentials(&secret);
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -278,7 +351,7 @@ pub fn main(
         }
     };
     let mut stdout = std::io::stdout();
-    if rt.block_on(run(server, &user, &password, &mut stdout)) {
+    if rt.block_on(run(server, &user, &password, &tls, &mut stdout)) {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)

@@ -28,6 +28,18 @@ use turn::proto::reqtrans::RequestedTransport;
 pub enum Transport {
     Udp,
     Tcp,
+    /// TURN over TLS: connect with [`TurnClient::connect_tls`].
+    Tls,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -99,6 +111,7 @@ pub struct Received {
 enum Io {
     Udp(UdpSocket),
     Tcp(BufReader<TcpStream>),
+    Tls(Box<BufReader<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
 
 pub struct TurnClient {
@@ -131,15 +144,58 @@ impl TurnClient {
                 };
                 Io::Udp(UdpSocket::bind(any).await?)
             }
-            Transport::Tcp => {
-                let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(server))
-                    .await
-                    .map_err(|_| TurnError::Timeout)??;
-                let _ = s.set_nodelay(true);
-                Io::Tcp(BufReader::new(s))
+            Transport::Tcp => Io::Tcp(BufReader::new(tcp_connect(server).await?)),
+            Transport::Tls => {
+                return Err(TurnError::Protocol(
+                    "TLS needs a server name: use connect_tls".into(),
+                ));
             }
         };
-        Ok(TurnClient {
+        Ok(TurnClient::with_io(io, server, username, password))
+    }
+
+    /// TURN over TLS to `server`, checking its certificate for `name` against `ca_pem` (a
+    /// private CA) or else the public web roots.
+    pub async fn connect_tls(
+        server: SocketAddr,
+        name: &str,
+        ca_pem: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<TurnClient, TurnError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_pem {
+            Some(pem) => {
+                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    let c = c.map_err(|e| TurnError::Protocol(format!("the CA file: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| TurnError::Protocol(format!("the CA file: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TurnError::Protocol(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|e| TurnError::Protocol(format!("{name:?}: {e}")))?;
+        let tcp = tcp_connect(server).await?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+            .await
+            .map_err(|_| TurnError::Timeout)??;
+        let io = Io::Tls(Box::new(BufReader::new(tls)));
+        Ok(TurnClient::with_io(io, server, username, password))
+    }
+
+    fn with_io(io: Io, server: SocketAddr, username: &str, password: &str) -> TurnClient {
+        TurnClient {
             io,
             server,
             username: username.to_string(),
@@ -149,17 +205,22 @@ impl TurnClient {
             key: None,
             inbox: VecDeque::new(),
             timeout: Duration::from_secs(5),
-        })
+        }
     }
 
-    pub fn is_tcp(&self) -> bool {
-        matches!(self.io, Io::Tcp(_))
+    pub fn transport(&self) -> Transport {
+        match self.io {
+            Io::Udp(_) => Transport::Udp,
+            Io::Tcp(_) => Transport::Tcp,
+            Io::Tls(_) => Transport::Tls,
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match &self.io {
             Io::Udp(s) => s.local_addr(),
             Io::Tcp(s) => s.get_ref().local_addr(),
+            Io::Tls(s) => s.get_ref().get_ref().0.local_addr(),
         }
     }
 
@@ -167,6 +228,11 @@ impl TurnClient {
         match &mut self.io {
             Io::Udp(s) => s.send_to(raw, self.server).await.map(|_| ()),
             Io::Tcp(s) => s.get_mut().write_all(raw).await,
+            Io::Tls(s) => {
+                let s = s.get_mut();
+                s.write_all(raw).await?;
+                s.flush().await
+            }
         }
     }
 
@@ -185,17 +251,8 @@ impl TurnClient {
                     buf.truncate(n);
                     return Ok(buf);
                 }
-                Io::Tcp(s) => {
-                    return match tokio::time::timeout(left, super::tcp::read_frame(s)).await {
-                        Err(_) => Err(TurnError::Timeout),
-                        Ok(Ok(Some(f))) => Ok(f),
-                        Ok(Ok(None)) => Err(TurnError::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the server closed the connection",
-                        ))),
-                        Ok(Err(e)) => Err(e.into()),
-                    };
-                }
+                Io::Tcp(s) => return read_stream_frame(s, left).await,
+                Io::Tls(s) => return read_stream_frame(s.as_mut(), left).await,
             }
         }
     }
@@ -454,5 +511,28 @@ impl TurnClient {
                 });
             }
         }
+    }
+}
+
+async fn tcp_connect(server: SocketAddr) -> Result<TcpStream, TurnError> {
+    let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(server))
+        .await
+        .map_err(|_| TurnError::Timeout)??;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+async fn read_stream_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    left: Duration,
+) -> Result<Vec<u8>, TurnError> {
+    match tokio::time::timeout(left, super::tcp::read_frame(r)).await {
+        Err(_) => Err(TurnError::Timeout),
+        Ok(Ok(Some(f))) => Ok(f),
+        Ok(Ok(None)) => Err(TurnError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ))),
+        Ok(Err(e)) => Err(e.into()),
     }
 }

@@ -1,5 +1,6 @@
-//! The turnserver role: TURN (RFC 8656) over UDP and TCP, so that people whose networks
-//! block the sfuserver's UDP ports still get media through.
+//! The turnserver role: TURN (RFC 8656) over UDP, TCP and TLS, so that people whose networks
+//! block the sfuserver's UDP ports (or everything but HTTPS-looking TLS) still get media
+//! through.
 //!
 //! Built on the webrtc-rs `turn` crate (ARCHITECTURE.md section 2), with what it lacks in
 //! layers around it rather than inside it (TURN-NOTES.md):
@@ -11,7 +12,8 @@
 //!                 403/486, lifetime, TCP close
 //! ```
 //!
-//! - `tcp.rs` presents all TURN-over-TCP connections as one packet connection for the crate.
+//! - `tcp.rs` presents all TURN-over-TCP connections as one packet connection for the crate;
+//!   the same, after a TLS handshake with this process's certificate, serves `turns:`.
 //! - `auth.rs` is coturn's REST scheme with the deployment's TURN key, so coturn and this
 //!   server accept the same credentials (the apiserver hands them out in join answers).
 //! - `policy.rs` decides which peers may be relayed to (no loopback/private/link-local/
@@ -77,16 +79,25 @@ impl TurnSettings {
     }
 }
 
-/// The UDP socket and TCP listener of one port, bound but not yet served.
+/// The UDP socket and TCP listener of one port (and the TLS listener, if any), bound but
+/// not yet served.
 pub struct Bound {
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
+    tls: Option<std::net::TcpListener>,
     bind_ip: IpAddr,
 }
 
 impl Bound {
     pub fn port(&self) -> u16 {
         self.udp.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+    /// The TURN-over-TLS port, when TLS is on.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 }
 
@@ -110,10 +121,10 @@ fn tcp_listener(ip: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener>
     Ok(s.into())
 }
 
-/// Binds UDP and TCP `ip:port` (port 0: one the system picks, the same for both). When `ip`
-/// is not an address of this host (a cloud VM behind 1:1 NAT advertises its public IP),
-/// binds all addresses instead.
-pub fn bind(ip: IpAddr, port: u16) -> anyhow::Result<Bound> {
+/// Binds UDP and TCP `ip:port` (port 0: one the system picks, the same for both), and TCP
+/// `ip:tls_port` for TURN over TLS when given. When `ip` is not an address of this host (a
+/// cloud VM behind 1:1 NAT advertises its public IP), binds all addresses instead.
+pub fn bind(ip: IpAddr, port: u16, tls_port: Option<u16>) -> anyhow::Result<Bound> {
     let bind_ip = match relay::udp_socket(ip, 0) {
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => unspecified(ip),
         _ => ip,
@@ -124,12 +135,28 @@ pub fn bind(ip: IpAddr, port: u16) -> anyhow::Result<Bound> {
             SocketAddr::new(bind_ip, p)
         )
     };
+    let tls = match tls_port {
+        Some(p) => Some(tcp_listener(bind_ip, p).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for TURN over TLS on {}: {e}; change `turn.tls_port`",
+                SocketAddr::new(bind_ip, p)
+            )
+        })?),
+        None => None,
+    };
     // With port 0, the port the system gives UDP may be taken for TCP: try a few.
     for _ in 0..20 {
         let udp = relay::udp_socket(bind_ip, port).map_err(|e| taken(e, "UDP", port))?;
         let p = udp.local_addr()?.port();
         match tcp_listener(bind_ip, p) {
-            Ok(tcp) => return Ok(Bound { udp, tcp, bind_ip }),
+            Ok(tcp) => {
+                return Ok(Bound {
+                    udp,
+                    tcp,
+                    tls,
+                    bind_ip,
+                });
+            }
             Err(_) if port == 0 => continue,
             Err(e) => return Err(taken(e, "TCP", p)),
         }
@@ -137,9 +164,15 @@ pub fn bind(ip: IpAddr, port: u16) -> anyhow::Result<Bound> {
     anyhow::bail!("cannot find a port free for both UDP and TCP for TURN")
 }
 
-/// Serves `bound` on a thread of its own. Returns the counters (for `/metrics`) once the
-/// relay is running.
-pub fn start(bound: Bound, s: TurnSettings, turn_secret: &str) -> anyhow::Result<Arc<TurnStats>> {
+/// Serves `bound` on a thread of its own, its TLS listener (if bound) with `tls` (the
+/// certificate the rest of this process serves). Returns the counters (for `/metrics`) once
+/// the relay is running.
+pub fn start(
+    bound: Bound,
+    s: TurnSettings,
+    turn_secret: &str,
+    tls: Option<rustls::ServerConfig>,
+) -> anyhow::Result<Arc<TurnStats>> {
     let stats = Arc::new(TurnStats::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let secret = turn_secret.to_string();
@@ -163,7 +196,7 @@ pub fn start(bound: Bound, s: TurnSettings, turn_secret: &str) -> anyhow::Result
                 }
             };
             rt.block_on(async move {
-                match serve(bound, s, &secret, st).await {
+                match serve(bound, s, &secret, st, tls).await {
                     Ok(servers) => {
                         let _ = ready_tx.send(Ok(()));
                         // Runs until the process ends; the servers live as long.
@@ -188,23 +221,26 @@ async fn serve(
     s: TurnSettings,
     secret: &str,
     stats: Arc<TurnStats>,
+    tls: Option<rustls::ServerConfig>,
 ) -> anyhow::Result<Vec<turn::server::Server>> {
     let udp = tokio::net::UdpSocket::from_std(bound.udp)?;
     let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
     let local = udp.local_addr()?;
-    let mut trusted = s.sfu_peers.clone();
-    // Participants meet through two allocations on this server (both behind firewalls).
-    for ip in [s.relay_ip, bound.bind_ip] {
-        if !ip.is_unspecified() {
-            trusted.push(TrustedPeer {
-                ip,
-                ports: s.relay_port_min..=s.relay_port_max,
-            });
-        }
-    }
+    let tls = match (bound.tls, tls) {
+        (Some(l), Some(config)) => Some((
+            tokio::net::TcpListener::from_std(l)?,
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        )),
+        _ => None,
+    };
+    let tls_local = match &tls {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
     let policy = Arc::new(policy::PeerPolicy {
         allowed: s.allowed_peers.clone(),
-        trusted,
+        trusted: s.sfu_peers.clone(),
+        relays: Default::default(),
     });
     let relay_shared = Arc::new(RelayShared {
         bind_ip: bound.bind_ip,
@@ -228,11 +264,18 @@ async fn serve(
             .clamp(1, guard::MAX_LIFETIME),
         nonce_key: rand::random(),
     });
-    let (tcp_conn, closed) = tcp::TcpPacketConn::serve(tcp, stats.clone())?;
-    let guards = [
+    let (tcp_conn, closed) = tcp::TcpPacketConn::serve(tcp, stats.clone(), None)?;
+    let mut guards = vec![
         Arc::new(Guard::new(Arc::new(udp), guard_shared.clone(), None)),
-        Arc::new(Guard::new(tcp_conn, guard_shared, Some(closed))),
+        Arc::new(Guard::new(tcp_conn, guard_shared.clone(), Some(closed))),
     ];
+    // TLS clients get their own listener connection: a client may use the same source port
+    // for TCP and TLS, and each listener keys its clients by address.
+    if let Some((listener, acceptor)) = tls {
+        let (tls_conn, closed) =
+            tcp::TcpPacketConn::serve(listener, stats.clone(), Some(acceptor))?;
+        guards.push(Arc::new(Guard::new(tls_conn, guard_shared, Some(closed))));
+    }
     // One crate server per listener: each gets its own allocation-closed notifications, so
     // each guard knows which of its clients still have an allocation.
     let mut servers = Vec::new();
@@ -261,6 +304,7 @@ async fn serve(
     tracing::info!(
         udp = %local,
         tcp = %local,
+        tls = %tls_local.map_or("off (no certificate)".to_string(), |a| a.to_string()),
         relay = %s.relay_ip,
         ports = %format!("{}-{}", s.relay_port_min, s.relay_port_max),
         "turnserver listening"

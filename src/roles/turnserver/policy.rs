@@ -8,17 +8,18 @@
 //! - ranges the operator lists in `turn.allowed_peers`;
 //! - this deployment's own sfuservers (a single box relays to its own SFU, often on loopback
 //!   or a private address, and that must work with no extra setting);
-//! - this server's own relay ports (two participants both behind strict firewalls meet
-//!   through two allocations on this server).
+//! - this server's own live relay addresses (two participants both behind strict firewalls
+//!   meet through two allocations on this server).
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::{Arc, RwLock};
 
 use crate::config::IpNet;
 use crate::config::ipnet::canonical;
 
-/// A peer that is always allowed: an address and a port range (an sfuserver's media ports,
-/// or this server's relay ports).
+/// A peer that is always allowed: an address and a port range (an sfuserver's media ports).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustedPeer {
     pub ip: IpAddr,
@@ -35,14 +36,21 @@ impl TrustedPeer {
 pub struct PeerPolicy {
     pub allowed: Vec<IpNet>,
     pub trusted: Vec<TrustedPeer>,
+    /// The relayed addresses of this server's live allocations (kept by `relay.rs`).
+    pub relays: Arc<RwLock<HashSet<SocketAddr>>>,
 }
 
 impl PeerPolicy {
     pub fn allows(&self, peer: SocketAddr) -> bool {
         let ip = canonical(peer.ip());
+        // Checked per packet: the common case (a public peer) decides on the first test.
         !is_restricted(ip)
             || self.trusted.iter().any(|t| t.matches(peer))
             || self.allowed.iter().any(|n| n.contains(ip))
+            || self
+                .relays
+                .read()
+                .is_ok_and(|r| r.contains(&SocketAddr::new(ip, peer.port())))
     }
 }
 
@@ -141,9 +149,16 @@ mod tests {
                 ip: "127.0.0.1".parse().expect("ip"),
                 ports: 10000..=10001,
             }],
+            relays: Default::default(),
         };
         assert!(p.allows(sa("127.0.0.1:10001")));
         assert!(!p.allows(sa("127.0.0.1:10002")));
+        p.relays
+            .write()
+            .expect("lock")
+            .insert(sa("127.0.0.1:50000"));
+        assert!(p.allows(sa("127.0.0.1:50000")));
+        assert!(!p.allows(sa("127.0.0.1:50001")));
         assert!(p.allows(sa("10.0.0.9:1")));
         assert!(!p.allows(sa("10.0.1.9:1")));
     }

@@ -101,21 +101,36 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
             let rate = s.bytes_per_sec as f64;
             Mutex::new(TokenBucket::new(rate, (rate / 4.0).max(16_384.0), now))
         };
+        let relayed = SocketAddr::new(s.relay_ip, port);
+        // Other allocations on this server may relay to this one (see policy.rs).
+        if let Ok(mut r) = s.policy.relays.write() {
+            r.insert(relayed);
+        }
         let conn = RelaySocket {
             sock,
+            relayed,
             shared: s.clone(),
             out: bucket(),
             inbound: bucket(),
         };
-        Ok((Arc::new(conn), SocketAddr::new(s.relay_ip, port)))
+        Ok((Arc::new(conn), relayed))
     }
 }
 
 struct RelaySocket {
     sock: UdpSocket,
+    relayed: SocketAddr,
     shared: Arc<RelayShared>,
     out: Mutex<TokenBucket>,
     inbound: Mutex<TokenBucket>,
+}
+
+impl Drop for RelaySocket {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.policy.relays.write() {
+            r.remove(&self.relayed);
+        }
+    }
 }
 
 impl RelaySocket {

@@ -4,6 +4,7 @@
 //! adaptor accepts TCP connections and presents all of them as one such connection: each
 //! STUN message or ChannelData frame read from any connection comes out of `recv_from` with
 //! that connection's address; `send_to(addr)` writes to the connection with that address.
+//! The same serves TURN over TLS (`turns:`), with a TLS handshake first.
 //! Framing is STUN's own (RFC 8656 section 12): a STUN message is 20 bytes plus the length in
 //! its header; ChannelData is 4 bytes plus its length, padded to a multiple of 4 over TCP.
 //!
@@ -72,11 +73,12 @@ pub struct TcpPacketConn {
 }
 
 impl TcpPacketConn {
-    /// Starts accepting on `listener`. Returns the connection and the channel on which the
-    /// addresses of ended connections arrive.
+    /// Starts accepting on `listener` (TURN over TLS when `tls` is given). Returns the
+    /// connection and the channel on which the addresses of ended connections arrive.
     pub fn serve(
         listener: tokio::net::TcpListener,
         stats: Arc<TurnStats>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<(Arc<TcpPacketConn>, mpsc::UnboundedReceiver<SocketAddr>)> {
         let local = listener.local_addr()?;
         let (frames_tx, frames_rx) = mpsc::channel(1024);
@@ -106,8 +108,26 @@ impl TcpPacketConn {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let (rd, wr) = stream.into_split();
-                conn.spawn_connection(rd, wr, peer, frames_tx.clone(), closed_tx.clone());
+                let (frames, closed) = (frames_tx.clone(), closed_tx.clone());
+                match &tls {
+                    None => {
+                        let (rd, wr) = stream.into_split();
+                        conn.spawn_connection(rd, wr, peer, frames, closed);
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs on its own task: a slow client must not hold up
+                        // the accept loop.
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            if let Ok(Ok(s)) =
+                                tokio::time::timeout(FIRST_FRAME, acceptor.accept(stream)).await
+                            {
+                                let (rd, wr) = tokio::io::split(s);
+                                conn.spawn_connection(rd, wr, peer, frames, closed);
+                            }
+                        });
+                    }
+                }
             }
         });
         Ok((conn, closed_rx))
@@ -120,7 +140,7 @@ impl TcpPacketConn {
         self.writers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Serves one connection (any byte stream: plain TCP, or TLS later) until it ends.
+    /// Serves one connection (any byte stream: plain TCP or TLS) until it ends.
     pub fn spawn_connection<R, W>(
         self: &Arc<Self>,
         rd: R,
