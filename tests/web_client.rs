@@ -119,8 +119,8 @@ impl Drop for Web {
 
 /// Sign-in by the mailed code, scheduling (the invitee's mail has the join link), host and a
 /// guest by the deep link seeing each other, chat both ways, the guest's screen shown large,
-/// switching microphones mid-call, the host muting and removing the guest, the language
-/// switch; writes the screenshots.
+/// switching microphones mid-call, the host muting and removing the guest, locking (a
+/// latecomer is refused) and ending, the language switch; writes the screenshots.
 #[test]
 fn web_client_meeting() {
     if !enter_private_netns("web_client_meeting") {
@@ -183,6 +183,11 @@ fn web_client_meeting() {
         "The host removed you from the meeting."
     );
     assert_eq!(result["host_alone"]["ok"], true);
+    assert_eq!(
+        result["late"]["reason"], "locked",
+        "a latecomer is refused while locked"
+    );
+    assert_eq!(result["host_ended"], "ended");
     assert_eq!(result["zh_button"], "开始我的即时会议");
     for f in ["home.png", "meeting.png", "screen-share.png"] {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -238,9 +238,17 @@ const scenarios = {
       const s = await roomState(host.page);
       return { ok: s.tiles.length === 1, tiles: s.tiles.length };
     }, 15000);
+    // Lock: a latecomer is refused and told why; then the host ends the meeting for all.
+    await host.page.click('#host-lock');
+    await host.page.waitForSelector('#host-lock:has-text("Unlock meeting")');
+    const late = await newPage(browser, 'late');
+    await late.goto(`${BASE}/m/${code}?name=Late&autojoin=1`);
+    await late.waitForSelector('#ended', { timeout: 20000 });
+    out.late = { reason: await late.getAttribute('#ended', 'data-reason'), text: await late.textContent('#ended-why') };
+    await host.page.click('#host-end');
+    await host.page.waitForSelector('#ended', { timeout: 15000 });
+    out.host_ended = await host.page.getAttribute('#ended', 'data-reason');
     // The home page with the scheduled meeting, and the Chinese switch.
-    await host.page.click('#ctl-leave');
-    await host.page.waitForSelector('#ended');
     await host.page.goto(BASE + '/');
     await host.page.waitForSelector('#instant');
     out.shot_home = await shot(host.page, 'home.png');
