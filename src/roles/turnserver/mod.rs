@@ -147,6 +147,14 @@ pub fn bind(ip: IpAddr, port: u16, tls_port: Option<u16>) -> anyhow::Result<Boun
     // With port 0, the port the system gives UDP may be taken for TCP: try a few.
     for _ in 0..20 {
         let udp = relay::udp_socket(bind_ip, port).map_err(|e| taken(e, "UDP", port))?;
+        if socket2::SockRef::from(&udp)
+            .recv_buffer_size()
+            .is_ok_and(|n| n < relay::SOCKET_BUFFER)
+        {
+            tracing::warn!(
+                "UDP receive buffers are capped below 4 MiB: relayed media may be lost under load. Raise net.core.rmem_max (sysctl -w net.core.rmem_max=8388608)"
+            );
+        }
         let p = udp.local_addr()?.port();
         match tcp_listener(bind_ip, p) {
             Ok(tcp) => {
