@@ -432,12 +432,42 @@ impl Default for Turn {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Fs {
     /// Where note files are stored (the seed's `--directory`). Absent: `data_dir/files`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<PathBuf>,
+    /// The largest single file, in bytes; enforced while the upload streams.
+    pub max_file_size: u64,
+    /// Bytes all files of one meeting may take together on one fsserver.
+    pub meeting_quota: u64,
+    /// Media types shown inline (in the page) when the bytes really are of that type;
+    /// everything else is served as an attachment. Never add types that can run scripts
+    /// (text/html, image/svg+xml).
+    pub inline_types: Vec<String>,
+    /// An upload URL from `POST /api/v1/meetings/{id}/files` works this long.
+    pub upload_url_ttl: Dur,
+    /// A download URL handed to the web client works this long.
+    pub download_url_ttl: Dur,
+    /// The file links in mailed notes work this long.
+    pub mail_link_ttl: Dur,
+}
+
+impl Default for Fs {
+    fn default() -> Self {
+        Fs {
+            directory: None,
+            max_file_size: 256 * 1024 * 1024,
+            meeting_quota: 1024 * 1024 * 1024,
+            inline_types: ["image/png", "image/jpeg", "image/gif", "image/webp"]
+                .map(String::from)
+                .to_vec(),
+            upload_url_ttl: Dur::secs(15 * 60),
+            download_url_ttl: Dur::secs(3600),
+            mail_link_ttl: Dur::secs(30 * 86400),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -497,6 +527,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Con
             .with_list_parse_key("auth.admin_emails")
             .with_list_parse_key("sfu.ip")
             .with_list_parse_key("turn.allowed_peers")
+            .with_list_parse_key("fs.inline_types")
             .try_parsing(true)
             .source(Some(env_map)),
     );
@@ -584,6 +615,11 @@ impl Config {
         }
         if t.max_allocations_per_user == 0 {
             bail!("`turn.max_allocations_per_user` must be at least 1");
+        }
+        if self.fs.max_file_size == 0 || self.fs.meeting_quota == 0 {
+            bail!(
+                "`fs.max_file_size` and `fs.meeting_quota` must be above 0 (bytes, e.g. 268435456 for 256 MiB)"
+            );
         }
         Ok(())
     }

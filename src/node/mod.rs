@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::roles::apiserver::{self, ApiState, mail};
+use crate::roles::fsserver;
 use crate::roles::sfuserver;
 use crate::roles::turnserver;
 use crate::tokens::Keys;
@@ -36,8 +37,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn check_roles(cfg: &Config) -> anyhow::Result<()> {
-    let unbuilt = [Role::Fsserver];
+    let unbuilt: [Role; 0] = [];
     if !cfg.has_role(Role::Apiserver) {
+        // An fsserver on its own host needs only the secret: `serve_fsserver_alone`.
+        if cfg.roles == [Role::Fsserver] {
+            return Ok(());
+        }
+        if cfg.has_role(Role::Fsserver) {
+            anyhow::bail!(
+                "an fsserver without the apiserver runs alone: `meeting-appliance fsserver --secret … --directory … --apiserver …`"
+            );
+        }
         let r = cfg.roles[0];
         // Roles on their own host need the remote bridge (not built yet).
         if unbuilt.contains(&r)
@@ -122,6 +132,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let tls_config = crate::tls::setup(&cfg, &own_address, bound.ip(), bound.port())?.map(|store| store.server_config());
     let tls = tls_config.is_some();
     let public_url = public_url(&own_address, tls);
+
+    // ---- fsserver on its own host (issue 5): files only; no database, no mail ----
+    if !cfg.has_role(Role::Apiserver) && cfg.has_role(Role::Fsserver) {
+        return serve_fsserver_alone(&cfg, keys, listener, tls_config, &own_address).await;
+    }
+    // ---- end fsserver on its own host ----
 
     let db_url = cfg.database.effective_url(&cfg.data_dir);
     tracing::info!(db = %crate::db::redact(&db_url), "connecting to the database");
@@ -208,6 +224,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(p) = turn_tls_port {
         api_cfg.turn.tls_port = p;
     }
+    // ---- fsserver on this box (issue 5): mounted on the shared HTTP server below ----
+    let fs_state = if cfg.has_role(Role::Fsserver) {
+        let settings = fsserver::FsSettings::from_config(&cfg, &own_address);
+        Some(web::Data::new(fsserver::start(settings, keys.clone())?))
+    } else {
+        None
+    };
+
     let state = web::Data::new(ApiState {
         db,
         cfg: Arc::new(api_cfg),
@@ -221,6 +245,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         own_address: own_address.clone(),
         public_url: public_url.clone(),
         tls,
+        notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
     });
     let m = metrics.clone();
     let sfu_state = sfu.map(|(_, st)| st);
@@ -228,6 +253,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let m = m.clone();
         let m2 = m.clone();
         let sfu_state = sfu_state.clone();
+        let fs_state = fs_state.clone();
         let mut security = actix_web::middleware::DefaultHeaders::new();
         for h in crate::tls::headers::security_headers(tls) {
             security = security.add(h);
@@ -241,6 +267,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                         "/sfu/v1/signal/{meeting}",
                         web::get().to(sfuserver::signal::signal),
                     );
+                }
+            })
+            .configure(move |c| {
+                if let Some(st) = fs_state {
+                    fsserver::routes(c, st);
                 }
             })
             .wrap_fn(move |req, srv| {
@@ -288,6 +319,67 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     System::current().stop();
     Ok(())
 }
+
+// ---- fsserver on its own host (issue 5) ----
+
+/// An fsserver alone (`meeting-appliance fsserver --secret … --directory … --apiserver …`):
+/// it checks every request's signed URL with the secret alone, so it needs no database, no
+/// mail and no connection to the apiserver (`--apiserver` is kept for the node registry of
+/// the remote bridge, which is not built yet).
+async fn serve_fsserver_alone(
+    cfg: &Config,
+    keys: Keys,
+    listener: std::net::TcpListener,
+    tls_config: Option<rustls::ServerConfig>,
+    own_address: &str,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    let settings = fsserver::FsSettings::from_config(cfg, own_address);
+    let st = web::Data::new(fsserver::start(settings, keys)?);
+    let metrics = Metrics::new();
+    let server = HttpServer::new(move || {
+        let (st, m) = (st.clone(), metrics.clone());
+        App::new()
+            .configure(move |c| fsserver::routes(c, st))
+            .route(
+                "/healthz",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+            )
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let body = m.render();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
+                            .body(body)
+                    }
+                }),
+            )
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound()
+                    .json(serde_json::json!({"error": "not_found", "message": "No such resource."}))
+            }))
+    })
+    .shutdown_timeout(SHUTDOWN_SECS);
+    let tls = tls_config.is_some();
+    let server = match tls_config {
+        Some(tc) => server.listen_rustls_0_23(listener, tc)?,
+        None => server.listen(listener)?,
+    }
+    .run();
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(address = %own_address, apiserver = ?cfg.apiserver, roles = ?["fsserver"], "listening on {scheme}://{bound}");
+    server.await?;
+    tracing::info!("stopped");
+    System::current().stop();
+    Ok(())
+}
+
+// ---- end fsserver on its own host ----
 
 /// This box's sfuserver media addresses, which its turnserver always relays to (even on
 /// loopback or a private address): the advertised IPs, on the workers' ports (any port when

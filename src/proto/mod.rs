@@ -39,6 +39,7 @@
 //! travel the other way as [`ControlRoom`].
 
 pub mod allocate;
+pub mod files;
 pub mod room;
 pub mod signal;
 

@@ -2,5 +2,6 @@
 //! and `crate::node` wires them together.
 pub mod allocateserver;
 pub mod apiserver;
+pub mod fsserver;
 pub mod sfuserver;
 pub mod turnserver;

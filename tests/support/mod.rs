@@ -1381,6 +1381,7 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 pub mod api;
+pub mod files;
 pub mod media;
 pub mod postgres;
 pub mod rtc_client;

@@ -3,9 +3,11 @@
 //! remote — it cannot tell) for servers, and never talks to other roles any other way.
 
 pub mod auth;
+pub mod files;
 pub mod ics;
 pub mod mail;
 pub mod meetings;
+pub mod notes;
 /// The browser client (`web.rs`; named so it does not clash with `actix_web::web`).
 #[path = "web.rs"]
 pub mod webclient;
@@ -39,6 +41,8 @@ pub struct ApiState {
     pub public_url: String,
     /// Whether this box serves HTTPS (cookies get `Secure`, URLs `https`/`wss`).
     pub tls: bool,
+    /// Live notes: accepted changes fanned out to each meeting's followers.
+    pub notes_hub: Arc<notes::NotesHub>,
 }
 
 impl ApiState {
@@ -109,6 +113,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/meetings/{id}/participants",
                 web::get().to(meetings::participants),
             )
+            .configure(notes::routes)
+            .configure(files::routes)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),

@@ -1,0 +1,187 @@
+//! The fsserver role: the bytes of the images and files in meeting notes.
+//!
+//! It has no database and never calls the apiserver. Every request carries a grant signed
+//! with the deployment's file key (`proto::files`): the apiserver decides who may upload,
+//! read or delete what, and the fsserver checks the signature, the expiry, that the grant is
+//! for this path, this operation and this server, and then does exactly that. So the same
+//! code serves a single box (mounted on the shared HTTP server) and a host of its own
+//! (`meeting-appliance fsserver --secret … --directory …`) with only the secret.
+//!
+//! - `PUT  /fs/v1/files/{meeting}/{file}?t=` streams the body to a temp file (sha256 on the
+//!   way, size limit and the meeting's quota checked per chunk), then publishes it
+//!   atomically (`store`) and answers with a signed receipt for the apiserver.
+//! - `GET|HEAD` serves it with ranges, ETag (the sha256), caching headers; only allowlisted
+//!   image types whose bytes match are inline, everything else is an attachment; always
+//!   `X-Content-Type-Options: nosniff` and a sandboxing CSP.
+//! - `DELETE` removes it.
+//!
+//! Uploads come from browsers on the apiserver's origin, so answers allow any origin (CORS):
+//! the grant in the URL is the only credential, never a cookie.
+
+mod download;
+pub mod http;
+pub mod store;
+mod upload;
+
+use actix_web::{HttpRequest, HttpResponse, middleware::DefaultHeaders, web};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::ApiError;
+use crate::ids::{FileId, MeetingId};
+use crate::proto::files::{FILES_PATH, FileGrant, FileOp, is_file_id};
+use crate::tokens::{Keys, TokenError};
+
+/// What the fsserver needs to start.
+pub struct FsSettings {
+    /// `--directory`.
+    pub directory: PathBuf,
+    /// The `host:port` grants name this server by (its `--domainaddress`).
+    pub own_address: String,
+    pub max_file_size: u64,
+    pub meeting_quota: u64,
+    pub inline_types: Vec<String>,
+}
+
+impl FsSettings {
+    pub fn from_config(cfg: &crate::config::Config, own_address: &str) -> FsSettings {
+        FsSettings {
+            directory: cfg
+                .fs
+                .directory
+                .clone()
+                .unwrap_or_else(|| cfg.data_dir.join("files")),
+            own_address: own_address.to_string(),
+            max_file_size: cfg.fs.max_file_size,
+            meeting_quota: cfg.fs.meeting_quota,
+            inline_types: cfg.fs.inline_types.clone(),
+        }
+    }
+}
+
+/// Shared by the fsserver's request handlers.
+pub struct FsState {
+    keys: Keys,
+    settings: FsSettings,
+    store: Arc<store::Store>,
+}
+
+/// Opens the store (creating folders, removing unfinished uploads of an earlier run).
+pub fn start(settings: FsSettings, keys: Keys) -> anyhow::Result<FsState> {
+    let store = store::Store::open(&settings.directory, settings.meeting_quota)?;
+    tracing::info!(
+        directory = %settings.directory.display(),
+        address = %settings.own_address,
+        max_file_size = settings.max_file_size,
+        meeting_quota = settings.meeting_quota,
+        "fsserver: file store ready"
+    );
+    Ok(FsState {
+        keys,
+        settings,
+        store,
+    })
+}
+
+/// Mounts the file routes (on the shared server of a single box, or on a server of its own).
+pub fn routes(cfg: &mut web::ServiceConfig, st: web::Data<FsState>) {
+    cfg.service(
+        web::resource(format!("{FILES_PATH}/{{meeting}}/{{file}}"))
+            .app_data(st)
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("Access-Control-Allow-Origin", "*"))
+                    .add((
+                        "Access-Control-Expose-Headers",
+                        "ETag, Content-Range, Content-Length, Content-Disposition",
+                    ))
+                    .add(("X-Content-Type-Options", "nosniff")),
+            )
+            .route(web::put().to(upload::put))
+            .route(web::get().to(download::get))
+            .route(web::head().to(download::get))
+            .route(web::delete().to(download::delete))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::new(
+                    actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "Files take PUT, GET, HEAD and DELETE.",
+                ))
+            })),
+    );
+}
+
+/// CORS preflight: the browser asks before a cross-origin PUT or DELETE.
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Access-Control-Allow-Methods", "GET, HEAD, PUT, DELETE"))
+        .insert_header((
+            "Access-Control-Allow-Headers",
+            "Content-Type, Range, If-None-Match",
+        ))
+        .insert_header(("Access-Control-Max-Age", "600"))
+        .finish()
+}
+
+fn no_such_file() -> ApiError {
+    ApiError::not_found("No such file.")
+}
+
+/// Checks the request's grant for `op` on the path's file; returns the ids and the grant.
+/// Ids are checked before anything else, so no client text ever reaches a path.
+fn authorize(
+    st: &FsState,
+    req: &HttpRequest,
+    path: &(String, String),
+    op: FileOp,
+) -> Result<(MeetingId, FileId, FileGrant), ApiError> {
+    let meeting = match path.0.parse::<i64>() {
+        Ok(m) if m > 0 && path.0.bytes().all(|b| b.is_ascii_digit()) => MeetingId(m),
+        _ => return Err(no_such_file()),
+    };
+    if !is_file_id(&path.1) {
+        return Err(no_such_file());
+    }
+    let file = FileId(path.1.clone());
+    let token = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "t")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| {
+            ApiError::forbidden(
+                "invalid_url",
+                "This file link is not valid: it carries no grant.",
+            )
+        })?;
+    let grant = FileGrant::verify(
+        st.keys.files_key(),
+        &token,
+        op,
+        meeting,
+        &file,
+        crate::util::now(),
+    )
+    .map_err(|e| {
+        tracing::info!(%meeting, file = %file, ?op, error = %e, "file grant refused");
+        match e {
+            TokenError::Expired => ApiError::forbidden(
+                "url_expired",
+                "This file link has expired; ask the meeting for a new one.",
+            ),
+            TokenError::WrongMeeting => ApiError::forbidden(
+                "invalid_url",
+                "This file link is for another file or another operation.",
+            ),
+            TokenError::Malformed | TokenError::BadSignature => {
+                ApiError::forbidden("invalid_url", "This file link is not valid.")
+            }
+        }
+    })?;
+    if grant.fs != st.settings.own_address {
+        return Err(ApiError::forbidden(
+            "wrong_server",
+            "This file link is for another file server.",
+        ));
+    }
+    Ok((meeting, file, grant))
+}
