@@ -498,3 +498,84 @@ async fn notes_mail_reaches_the_invitees_rendered_with_working_file_links() {
     .await;
     assert_eq!((a.status, a.error_code()), (400, "not_scheduled"));
 }
+
+/// Eight writers on the same version: exactly one is accepted, the others get 409 with the
+/// winner's text. Run on each database backend: the first version is guarded by the primary
+/// key (a unique violation), later ones by a conditional UPDATE.
+async fn race(app: &Appliance, id: i64, token: &str, base: i64) -> String {
+    let texts: Vec<String> = (0..8).map(|i| format!("writer {i} on v{base}")).collect();
+    let answers =
+        futures_util::future::join_all(texts.iter().map(|t| put_notes(app, id, token, t, base)))
+            .await;
+    let won: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one writer wins: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    let winner = won[0].body["text"].as_str().expect("text").to_string();
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(
+            (a.status, a.error_code()),
+            (409, "version_conflict"),
+            "{:?}",
+            a.body
+        );
+        assert_eq!(
+            (a.body["text"].as_str(), a.body["version"].as_i64()),
+            (Some(winner.as_str()), Some(base + 1))
+        );
+    }
+    winner
+}
+
+async fn racing_scenario(app: &Appliance) {
+    let ann = sign_in_from_log(app, "ann@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&ann),
+        Some(json!({})),
+    )
+    .await;
+    let id = m.body["id"].as_i64().expect("id");
+    let first = race(app, id, &ann, 0).await;
+    let second = race(app, id, &ann, 1).await;
+    let h = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/notes/versions/1")),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(h.body["text"], first.as_str());
+    let cur = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/notes")),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (cur.body["text"].as_str(), cur.body["version"].as_i64()),
+        (Some(second.as_str()), Some(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_on_sqlite_mariadb_and_postgresql() {
+    let app = start(&[]);
+    racing_scenario(&app).await;
+    drop(app);
+
+    let db = support::shared_mariadb();
+    let name = db.unique_database("notes");
+    let app = start(&["--databaseUrl".to_string(), db.url_for(&name)]);
+    racing_scenario(&app).await;
+    drop(app);
+
+    let pg = support::postgres::Postgres::start();
+    let app = start(&["--databaseUrl".to_string(), pg.database("notes")]);
+    racing_scenario(&app).await;
+}
