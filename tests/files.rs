@@ -306,6 +306,46 @@ async fn round_trip_ranges_caching_and_flat_memory_for_200_mib() {
     )
     .await;
     assert_eq!(a.status, 404);
+    // A guest in the meeting reads too, through download URLs that expire within minutes.
+    let code = call(
+        "GET",
+        &format!("{base}/api/v1/meetings/{id}"),
+        Some(&ann),
+        None,
+    )
+    .await
+    .body["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    let g = call(
+        "POST",
+        &format!("{base}/api/v1/join/{code}"),
+        None,
+        Some(json!({"display_name": "Gus"})),
+    )
+    .await;
+    let gtok = g.body["token"].as_str().expect("join token").to_string();
+    let r = support::api::client()
+        .get(format!("{base}/api/v1/meetings/{id}/files"))
+        .header("X-Join-Token", &gtok)
+        .send()
+        .await
+        .expect("guest list");
+    assert_eq!(r.status().as_u16(), 200);
+    let list: Value = r.json().await.expect("json");
+    let url = list[0]["download_url"].as_str().expect("download_url");
+    let token = url.split("?t=").nth(1).expect("grant");
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').next().expect("body"),
+        )
+        .expect("base64"),
+    )
+    .expect("claims");
+    let left = claims["exp"].as_i64().expect("exp") - now();
+    assert!((0..=300).contains(&left), "a guest's URL lives {left}s");
     // A stranger sees nothing.
     let eve = sign_in_from_log(&app, "eve@corp.test").await;
     let a = call(

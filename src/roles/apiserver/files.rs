@@ -69,11 +69,26 @@ pub struct FileView {
     pub uploaded_by: Option<i64>,
     /// The stable path for notes (redirects to the bytes).
     pub url: String,
-    /// The bytes, directly; works for `fs.download_url_ttl`.
+    /// The bytes, directly; works for `fs.download_url_ttl` (a guest's: at most
+    /// [`GUEST_URL_TTL`]).
     pub download_url: String,
 }
 
-fn view(st: &ApiState, f: &file::Model) -> FileView {
+/// A guest's download URLs work this long at most: guests read only while in the meeting,
+/// and a URL outlives the check that issued it.
+pub const GUEST_URL_TTL: i64 = 300;
+
+/// How long download URLs for this member work.
+fn download_ttl(st: &ApiState, m: &Member) -> i64 {
+    let ttl = st.cfg.fs.download_url_ttl.as_secs_i64();
+    if m.user_id().is_some() {
+        ttl
+    } else {
+        ttl.min(GUEST_URL_TTL)
+    }
+}
+
+fn view(st: &ApiState, m: &Member, f: &file::Model) -> FileView {
     FileView {
         id: f.id.clone(),
         name: f.name.clone(),
@@ -83,7 +98,7 @@ fn view(st: &ApiState, f: &file::Model) -> FileView {
         created_at: f.created_at,
         uploaded_by: f.uploaded_by,
         url: file_path(f.meeting_id, &f.id),
-        download_url: signed_url(st, f, FileOp::Get, st.cfg.fs.download_url_ttl.as_secs_i64()),
+        download_url: signed_url(st, f, FileOp::Get, download_ttl(st, m)),
     }
 }
 
@@ -279,7 +294,7 @@ pub async fn commit(
         ));
     }
     if let Some(f) = file::Entity::find_by_id(path.1.clone()).one(&st.db).await? {
-        return Ok(HttpResponse::Ok().json(view(&st, &f)));
+        return Ok(HttpResponse::Ok().json(view(&st, &m, &f)));
     }
     let uploaded_by = r
         .uploader
@@ -311,7 +326,7 @@ pub async fn commit(
         .await?
         .ok_or_else(|| ApiError::internal("a committed file row is missing"))?;
     tracing::info!(meeting = m.meeting.id, file = %f.id, size = f.size, "file recorded");
-    Ok(HttpResponse::Created().json(view(&st, &f)))
+    Ok(HttpResponse::Created().json(view(&st, &m, &f)))
 }
 
 /// `GET /api/v1/meetings/{id}/files`
@@ -322,7 +337,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let m = member(&st, &creds, id.into_inner()).await?;
     let files = files_of(&st, m.meeting.id).await?;
-    Ok(HttpResponse::Ok().json(files.iter().map(|f| view(&st, f)).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(files.iter().map(|f| view(&st, &m, f)).collect::<Vec<_>>()))
 }
 
 async fn one(st: &ApiState, m: &Member, id: &str) -> Result<file::Model, ApiError> {
@@ -343,12 +358,7 @@ pub async fn content(
     bad_file_id(&path)?;
     let m = member(&st, &creds, path.0).await?;
     let f = one(&st, &m, &path.1).await?;
-    let url = signed_url(
-        &st,
-        &f,
-        FileOp::Get,
-        st.cfg.fs.download_url_ttl.as_secs_i64(),
-    );
+    let url = signed_url(&st, &f, FileOp::Get, download_ttl(&st, &m));
     Ok(HttpResponse::Found()
         .insert_header(("Location", url))
         .insert_header(("Cache-Control", "no-store"))
