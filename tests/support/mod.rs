@@ -1097,7 +1097,8 @@ impl Appliance {
         // Media and TURN ports default to fixed numbers; tests run many appliances at once,
         // so each takes free ports unless the test sets them (flags win over these).
         cmd.env("MEETING_SFU__UDP_PORT", "0")
-            .env("MEETING_TURN__PORT", "0");
+            .env("MEETING_TURN__PORT", "0")
+            .env("MEETING_TURN__TLS_PORT", "0");
         cmd.env("NO_COLOR", "1")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
