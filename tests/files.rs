@@ -662,6 +662,26 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     .await;
     assert_eq!(last["size"], 400 * 1024);
 
+    // Every refusal is counted on /metrics.
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = |needle: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in {metrics}"))
+    };
+    for reason in ["grant", "too_large", "quota", "exists"] {
+        let n = count(&format!("fs_refused_requests_total{{reason=\"{reason}\"}}"));
+        assert!(n >= 1.0, "{reason}: {n}");
+    }
+    assert!(count("fs_files_stored_total") >= 5.0);
     // What is on disk is exactly what the apiserver lists; the temp area is empty.
     let listed: Value = call(
         "GET",

@@ -227,7 +227,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // ---- fsserver on this box (issue 5): mounted on the shared HTTP server below ----
     let fs_state = if cfg.has_role(Role::Fsserver) {
         let settings = fsserver::FsSettings::from_config(&cfg, &own_address);
-        Some(web::Data::new(fsserver::start(settings, keys.clone())?))
+        let st = fsserver::start(settings, keys.clone())?;
+        metrics.register_collector(Box::new(fsserver::stats::FsCollector(st.stats())));
+        Some(web::Data::new(st))
     } else {
         None
     };
@@ -335,8 +337,10 @@ async fn serve_fsserver_alone(
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let settings = fsserver::FsSettings::from_config(cfg, own_address);
-    let st = web::Data::new(fsserver::start(settings, keys)?);
+    let st = fsserver::start(settings, keys)?;
     let metrics = Metrics::new();
+    metrics.register_collector(Box::new(fsserver::stats::FsCollector(st.stats())));
+    let st = web::Data::new(st);
     let server = HttpServer::new(move || {
         let (st, m) = (st.clone(), metrics.clone());
         App::new()

@@ -87,6 +87,7 @@ pub async fn get(
         let nothing = futures_util::stream::empty::<Result<Bytes, std::io::Error>>();
         return Ok(resp.body(SizedStream::new(count, nothing)));
     }
+    st.stats.download();
     let mut f = tokio::fs::File::from_std(data);
     if start > 0 {
         f.seek(std::io::SeekFrom::Start(start))
@@ -135,6 +136,7 @@ pub async fn delete(
     };
     match freed {
         Some(size) => {
+            st.stats.deleted();
             tracing::info!(%meeting, %file, size, "file deleted");
             Ok(HttpResponse::NoContent().finish())
         }

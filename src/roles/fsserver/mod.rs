@@ -20,6 +20,7 @@
 
 mod download;
 pub mod http;
+pub mod stats;
 pub mod store;
 mod upload;
 
@@ -31,6 +32,7 @@ use crate::error::ApiError;
 use crate::ids::{FileId, MeetingId};
 use crate::proto::files::{FILES_PATH, FileGrant, FileOp, is_file_id};
 use crate::tokens::{Keys, TokenError};
+use stats::{FsStats, Refused};
 
 /// What the fsserver needs to start.
 pub struct FsSettings {
@@ -64,6 +66,14 @@ pub struct FsState {
     keys: Keys,
     settings: FsSettings,
     store: Arc<store::Store>,
+    stats: Arc<FsStats>,
+}
+
+impl FsState {
+    /// The counters, for `/metrics` ([`stats::FsCollector`]).
+    pub fn stats(&self) -> Arc<FsStats> {
+        self.stats.clone()
+    }
 }
 
 /// Opens the store (creating folders, removing unfinished uploads of an earlier run).
@@ -80,6 +90,7 @@ pub fn start(settings: FsSettings, keys: Keys) -> anyhow::Result<FsState> {
         keys,
         settings,
         store,
+        stats: Arc::default(),
     })
 }
 
@@ -136,22 +147,26 @@ fn authorize(
     path: &(String, String),
     op: FileOp,
 ) -> Result<(MeetingId, FileId, FileGrant), ApiError> {
+    let refuse = |e: ApiError| {
+        st.stats.refused(Refused::Grant);
+        e
+    };
     let meeting = match path.0.parse::<i64>() {
         Ok(m) if m > 0 && path.0.bytes().all(|b| b.is_ascii_digit()) => MeetingId(m),
-        _ => return Err(no_such_file()),
+        _ => return Err(refuse(no_such_file())),
     };
     if !is_file_id(&path.1) {
-        return Err(no_such_file());
+        return Err(refuse(no_such_file()));
     }
     let file = FileId(path.1.clone());
     let token = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "t")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| {
-            ApiError::forbidden(
+            refuse(ApiError::forbidden(
                 "invalid_url",
                 "This file link is not valid: it carries no grant.",
-            )
+            ))
         })?;
     let grant = FileGrant::verify(
         st.keys.files_key(),
@@ -163,6 +178,7 @@ fn authorize(
     )
     .map_err(|e| {
         tracing::info!(%meeting, file = %file, ?op, error = %e, "file grant refused");
+        st.stats.refused(Refused::Grant);
         match e {
             TokenError::Expired => ApiError::forbidden(
                 "url_expired",
@@ -178,6 +194,7 @@ fn authorize(
         }
     })?;
     if grant.fs != st.settings.own_address {
+        st.stats.refused(Refused::Grant);
         return Err(ApiError::forbidden(
             "wrong_server",
             "This file link is for another file server.",

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::stats::Refused;
 use super::store::{self, Meta, PublishError, TempFile};
 use super::{FsState, authorize};
 use crate::error::ApiError;
@@ -60,9 +61,11 @@ pub async fn put(
         None => None,
     };
     if declared.is_some_and(|n| n > limit) {
+        st.stats.refused(Refused::TooLarge);
         return Err(too_large(limit));
     }
     if st.store.data_path(meeting, &file).exists() {
+        st.stats.refused(Refused::Exists);
         return Err(ApiError::conflict(
             "file_exists",
             "This upload link was used already; ask for a new one.",
@@ -71,7 +74,10 @@ pub async fn put(
     let mut reservation = st
         .store
         .reserve(meeting, declared.unwrap_or(0))
-        .map_err(|q| over_quota(q.quota))?;
+        .map_err(|q| {
+            st.stats.refused(Refused::Quota);
+            over_quota(q.quota)
+        })?;
 
     let temp = TempFile {
         path: st.store.temp_path(&file, ".part"),
@@ -88,15 +94,18 @@ pub async fn put(
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             tracing::info!(%meeting, %file, received = total, error = %e, "upload ended early");
+            st.stats.refused(Refused::Incomplete);
             ApiError::bad_request("upload_incomplete", format!("The upload ended early: {e}."))
         })?;
         total += chunk.len() as u64;
         if total > limit {
             tracing::info!(%meeting, %file, limit, "upload refused: too large");
+            st.stats.refused(Refused::TooLarge);
             return Err(too_large(limit));
         }
         reservation.grow_to(total).map_err(|q| {
             tracing::info!(%meeting, %file, quota = q.quota, "upload refused: meeting quota");
+            st.stats.refused(Refused::Quota);
             over_quota(q.quota)
         })?;
         if head.len() < 16 {
@@ -148,6 +157,7 @@ pub async fn put(
     match published {
         Ok(()) => {}
         Err(PublishError::Exists) => {
+            st.stats.refused(Refused::Exists);
             return Err(ApiError::conflict(
                 "file_exists",
                 "This upload link was used already; ask for a new one.",
@@ -159,6 +169,7 @@ pub async fn put(
             )));
         }
     }
+    st.stats.stored(total);
     tracing::info!(%meeting, %file, size = total, sha256 = %meta.sha256, "file stored");
     let receipt = FileReceipt {
         meeting,
