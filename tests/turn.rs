@@ -866,6 +866,8 @@ fn turns_with_this_box_certificate() {
         &[
             ("MEETING_TURN__ALLOWED_PEERS", "127.0.0.1/32"),
             ("MEETING_TURN__MAX_ALLOCATIONS_PER_USER", "100"),
+            // This test owns its namespace: the default TLS port is free here.
+            ("MEETING_TURN__TLS_PORT", "5349"),
         ],
         &[
             "--listen",
