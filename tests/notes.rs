@@ -365,7 +365,7 @@ async fn notes_mail_reaches_the_invitees_rendered_with_working_file_links() {
     let bob = sign_in(&app, &sink, "bob@corp.test").await;
     // A meeting that began a few minutes ago and ends in a few seconds.
     let begin = now() - 240;
-    let end = now() + 4;
+    let end = now() + 10;
     let m = call(
         "POST",
         &app.url("/api/v1/meetings"),
