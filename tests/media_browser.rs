@@ -6,7 +6,6 @@ mod support;
 use support::Appliance;
 use support::media::{browser_scenario, enter_private_netns, instant_meeting, metric};
 
-
 fn frames(v: &serde_json::Value) -> i64 {
     v["framesDecoded"].as_i64().unwrap_or(0)
 }

@@ -14,7 +14,6 @@ use support::Appliance;
 use support::api::call;
 use support::media::{BrowserRun, enter_private_netns, instant_meeting, media_addr, metric};
 
-
 /// Datagrams that look like every protocol on the port, and like none.
 fn garbage(rng: &mut impl Rng) -> Vec<u8> {
     let len = rng.random_range(0..1400);

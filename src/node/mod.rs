@@ -129,7 +129,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
 
-    let tls_config = crate::tls::setup(&cfg, &own_address, bound.ip(), bound.port())?.map(|store| store.server_config());
+    let tls_config = crate::tls::setup(&cfg, &own_address, bound.ip(), bound.port())?
+        .map(|store| store.server_config());
     let tls = tls_config.is_some();
     let public_url = public_url(&own_address, tls);
 

@@ -9,8 +9,8 @@
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 use rand::Rng;
 use std::collections::HashMap;
@@ -57,20 +57,41 @@ pub fn challenge_server(
 async fn answer(d: web::Data<(Challenges, u16)>, token: web::Path<String>) -> HttpResponse {
     let found = d.0.read().ok().and_then(|m| m.get(token.as_str()).cloned());
     match found {
-        Some(k) => HttpResponse::Ok().content_type("application/octet-stream").body(k),
+        Some(k) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(k),
         None => HttpResponse::NotFound().finish(),
     }
 }
 
 async fn redirect(req: HttpRequest, d: web::Data<(Challenges, u16)>) -> HttpResponse {
-    let host = req.connection_info().host().rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| req.connection_info().host().to_string());
-    let port = if d.1 == 443 { String::new() } else { format!(":{}", d.1) };
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    HttpResponse::MovedPermanently().insert_header(("Location", format!("https://{host}{port}{path}"))).finish()
+    let host = req
+        .connection_info()
+        .host()
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_else(|| req.connection_info().host().to_string());
+    let port = if d.1 == 443 {
+        String::new()
+    } else {
+        format!(":{}", d.1)
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    HttpResponse::MovedPermanently()
+        .insert_header(("Location", format!("https://{host}{port}{path}")))
+        .finish()
 }
 
 fn paths(s: &AcmeSettings) -> (PathBuf, PathBuf, PathBuf) {
-    (s.dir.join("account.json"), s.dir.join("cert.pem"), s.dir.join("key.pem"))
+    (
+        s.dir.join("account.json"),
+        s.dir.join("cert.pem"),
+        s.dir.join("key.pem"),
+    )
 }
 
 /// The stored certificate, if there is one that loads and covers the domain.
@@ -89,7 +110,10 @@ pub fn stored(s: &AcmeSettings) -> Option<(rustls::sign::CertifiedKey, CertInfo)
 }
 
 fn due(info: &CertInfo, renew_before: Duration) -> bool {
-    info.not_after.duration_since(SystemTime::now()).map(|left| left <= renew_before).unwrap_or(true)
+    info.not_after
+        .duration_since(SystemTime::now())
+        .map(|left| left <= renew_before)
+        .unwrap_or(true)
 }
 
 async fn account(s: &AcmeSettings) -> anyhow::Result<Account> {
@@ -103,14 +127,20 @@ async fn account(s: &AcmeSettings) -> anyhow::Result<Account> {
     {
         match builder()?.from_credentials(creds).await {
             Ok(a) => return Ok(a),
-            Err(e) => tracing::warn!(error = %e, "stored ACME account not usable; creating a new one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored ACME account not usable; creating a new one")
+            }
         }
     }
     let contact = s.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let (acct, creds) = builder()?
         .create(
-            &NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false },
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
             s.directory.clone(),
             None,
         )
@@ -122,7 +152,10 @@ async fn account(s: &AcmeSettings) -> anyhow::Result<Account> {
 
 /// One complete order: account, HTTP-01 challenge, finalize, download. Saves and returns
 /// the new certificate.
-pub async fn obtain(s: &AcmeSettings, challenges: &Challenges) -> anyhow::Result<(rustls::sign::CertifiedKey, CertInfo)> {
+pub async fn obtain(
+    s: &AcmeSettings,
+    challenges: &Challenges,
+) -> anyhow::Result<(rustls::sign::CertifiedKey, CertInfo)> {
     std::fs::create_dir_all(&s.dir)?;
     let acct = account(s).await?;
     tracing::info!(domain = %s.domain, "ordering a certificate");
@@ -150,7 +183,9 @@ pub async fn obtain(s: &AcmeSettings, challenges: &Challenges) -> anyhow::Result
             ch.set_ready().await?;
         }
     }
-    let retry = RetryPolicy::new().initial_delay(Duration::from_millis(250)).timeout(Duration::from_secs(120));
+    let retry = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .timeout(Duration::from_secs(120));
     let status = order.poll_ready(&retry).await;
     if let Ok(mut m) = challenges.write() {
         for t in &tokens {
@@ -159,7 +194,10 @@ pub async fn obtain(s: &AcmeSettings, challenges: &Challenges) -> anyhow::Result
     }
     let status = status?;
     if status != OrderStatus::Ready {
-        anyhow::bail!("the order ended {status:?}: the CA could not reach http://{}/.well-known/acme-challenge/ on port 80 (check DNS and the firewall)", s.domain);
+        anyhow::bail!(
+            "the order ended {status:?}: the CA could not reach http://{}/.well-known/acme-challenge/ on port 80 (check DNS and the firewall)",
+            s.domain
+        );
     }
     let key_pem = order.finalize().await?;
     let chain_pem = order.poll_certificate(&retry).await?;
@@ -173,7 +211,12 @@ pub async fn obtain(s: &AcmeSettings, challenges: &Challenges) -> anyhow::Result
 
 /// Keeps the certificate in `store` valid: obtains one now if none is stored (or it is due),
 /// then checks twice a day.
-pub fn spawn_manager(s: AcmeSettings, store: Arc<CertStore>, challenges: Challenges, mut have: Option<CertInfo>) {
+pub fn spawn_manager(
+    s: AcmeSettings,
+    store: Arc<CertStore>,
+    challenges: Challenges,
+    mut have: Option<CertInfo>,
+) {
     actix_rt::spawn(async move {
         let mut backoff = Duration::from_secs(30);
         loop {
@@ -187,8 +230,14 @@ pub fn spawn_manager(s: AcmeSettings, store: Arc<CertStore>, challenges: Challen
                     }
                     Err(e) => {
                         let text = format!("{e:#}");
-                        let floor = if text.contains("rateLimited") { Duration::from_secs(3600) } else { Duration::ZERO };
-                        let jitter = Duration::from_millis(rand::rng().random_range(0..=backoff.as_millis() as u64 / 2));
+                        let floor = if text.contains("rateLimited") {
+                            Duration::from_secs(3600)
+                        } else {
+                            Duration::ZERO
+                        };
+                        let jitter = Duration::from_millis(
+                            rand::rng().random_range(0..=backoff.as_millis() as u64 / 2),
+                        );
                         let wait = (backoff + jitter).max(floor);
                         tracing::error!(error = %text, retry_in_s = wait.as_secs(), "could not obtain a certificate");
                         tokio::time::sleep(wait).await;

@@ -16,7 +16,10 @@ pub fn security_headers(tls: bool) -> Vec<(HeaderName, HeaderValue)> {
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "strict-origin-when-cross-origin"),
-        ("permissions-policy", "camera=(self), microphone=(self), display-capture=(self), geolocation=()"),
+        (
+            "permissions-policy",
+            "camera=(self), microphone=(self), display-capture=(self), geolocation=()",
+        ),
     ];
     if tls {
         v.push(("strict-transport-security", "max-age=31536000"));

@@ -25,9 +25,20 @@ use std::time::{Duration, SystemTime};
 /// Sets up TLS for the main listener of a process whose public address is `own_address`.
 /// Returns the certificate store (None: plain HTTP). Starts the reload watcher or the ACME
 /// manager (with its challenge listener) as needed.
-pub fn setup(cfg: &crate::config::Config, own_address: &str, bind_ip: IpAddr, https_port: u16) -> anyhow::Result<Option<Arc<CertStore>>> {
-    let host = own_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(own_address);
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+pub fn setup(
+    cfg: &crate::config::Config,
+    own_address: &str,
+    bind_ip: IpAddr,
+    https_port: u16,
+) -> anyhow::Result<Option<Arc<CertStore>>> {
+    let host = own_address
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(own_address);
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     match Mode::choose(cfg.cert.as_deref(), cfg.cert_key.as_deref(), &host) {
         Mode::Plain => {
             tracing::info!(host = %host, "plain HTTP: {host} is this machine (browsers treat it as secure); use a DNS name or --cert for HTTPS");
@@ -61,8 +72,15 @@ pub fn setup(cfg: &crate::config::Config, own_address: &str, bind_ip: IpAddr, ht
                 None => {
                     // Until the CA answers, a throwaway self-signed certificate keeps TLS up.
                     let key = rcgen::KeyPair::generate()?;
-                    let cert = rcgen::CertificateParams::new(vec![domain.clone()])?.self_signed(&key)?;
-                    let (ck, _) = certified_key_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), "temporary", "temporary", None)?;
+                    let cert =
+                        rcgen::CertificateParams::new(vec![domain.clone()])?.self_signed(&key)?;
+                    let (ck, _) = certified_key_from_pem(
+                        cert.pem().as_bytes(),
+                        key.serialize_pem().as_bytes(),
+                        "temporary",
+                        "temporary",
+                        None,
+                    )?;
                     (ck, None)
                 }
             };
@@ -95,14 +113,19 @@ impl Mode {
     /// Decides from the configured files and the public host.
     pub fn choose(cert: Option<&Path>, key: Option<&Path>, host: &str) -> Mode {
         if let (Some(c), Some(k)) = (cert, key) {
-            return Mode::Files { cert: c.to_path_buf(), key: k.to_path_buf() };
+            return Mode::Files {
+                cert: c.to_path_buf(),
+                key: k.to_path_buf(),
+            };
         }
         let h = host.trim_start_matches('[').trim_end_matches(']');
         match h.parse::<IpAddr>() {
             Ok(ip) if ip.is_loopback() => Mode::Plain,
             Ok(ip) => Mode::SelfSigned { ip },
             Err(_) if h == "localhost" || h.ends_with(".localhost") => Mode::Plain,
-            Err(_) => Mode::Acme { domain: h.to_string() },
+            Err(_) => Mode::Acme {
+                domain: h.to_string(),
+            },
         }
     }
 }
@@ -115,7 +138,9 @@ pub struct CertStore {
 
 impl CertStore {
     pub fn new(first: CertifiedKey) -> Arc<CertStore> {
-        Arc::new(CertStore { current: RwLock::new(Arc::new(first)) })
+        Arc::new(CertStore {
+            current: RwLock::new(Arc::new(first)),
+        })
     }
 
     /// Serves `next` to new connections from now on.
@@ -132,7 +157,9 @@ impl CertStore {
     /// A rustls server config presenting this store's certificate (HTTP/1.1 and h2 by ALPN
     /// left to the caller).
     pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone())
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone())
     }
 }
 
@@ -153,7 +180,8 @@ pub struct CertInfo {
 pub fn inspect(der: &CertificateDer<'_>) -> anyhow::Result<CertInfo> {
     use sha2::Digest;
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
     let secs = cert.validity().not_after.timestamp();
     let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     let mut names = Vec::new();
@@ -162,8 +190,11 @@ pub fn inspect(der: &CertificateDer<'_>) -> anyhow::Result<CertInfo> {
             match n {
                 GeneralName::DNSName(d) => names.push(d.to_string()),
                 GeneralName::IPAddress(b) => match b.len() {
-                    4 => names.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or([0; 4])).to_string()),
-                    16 => names.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or([0; 16])).to_string()),
+                    4 => names
+                        .push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or([0; 4])).to_string()),
+                    16 => names.push(
+                        IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or([0; 16])).to_string(),
+                    ),
                     _ => {}
                 },
                 _ => {}
@@ -171,8 +202,16 @@ pub fn inspect(der: &CertificateDer<'_>) -> anyhow::Result<CertInfo> {
         }
     }
     let digest = sha2::Sha256::digest(der.as_ref());
-    let sha256 = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
-    Ok(CertInfo { not_after, names, sha256 })
+    let sha256 = digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(CertInfo {
+        not_after,
+        names,
+        sha256,
+    })
 }
 
 /// Whether `name` is covered by a certificate name (exact, or a one-label `*.` wildcard).
@@ -200,34 +239,55 @@ pub fn certified_key_from_pem(
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("{cert_name}: not valid PEM: {e}"))?;
     let Some(leaf) = chain.first() else {
-        anyhow::bail!("{cert_name}: holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)");
+        anyhow::bail!(
+            "{cert_name}: holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)"
+        );
     };
     let info = inspect(leaf).map_err(|e| anyhow::anyhow!("{cert_name}: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| anyhow::anyhow!("{key_name}: no usable private key (PKCS#8, RSA or EC PEM): {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        anyhow::anyhow!("{key_name}: no usable private key (PKCS#8, RSA or EC PEM): {e}")
+    })?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(key)
         .map_err(|e| anyhow::anyhow!("{key_name}: unsupported private key: {e}"))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match()
-        .map_err(|e| anyhow::anyhow!("{key_name} does not match the certificate {cert_name} ({e})"))?;
+    ck.keys_match().map_err(|e| {
+        anyhow::anyhow!("{key_name} does not match the certificate {cert_name} ({e})")
+    })?;
     if info.not_after <= SystemTime::now() {
-        anyhow::bail!("{cert_name}: the certificate has expired; renew it or remove --cert/--certkey for automatic certificates");
+        anyhow::bail!(
+            "{cert_name}: the certificate has expired; renew it or remove --cert/--certkey for automatic certificates"
+        );
     }
     if let Some(h) = host
         && !info.names.iter().any(|n| covers(n, h))
     {
-        anyhow::bail!("{cert_name}: the certificate is for {:?}, not for {h}", info.names);
+        anyhow::bail!(
+            "{cert_name}: the certificate is for {:?}, not for {h}",
+            info.names
+        );
     }
     Ok((ck, info))
 }
 
-pub fn load_files(cert: &Path, key: &Path, host: Option<&str>) -> anyhow::Result<(CertifiedKey, CertInfo)> {
-    let c = std::fs::read(cert).map_err(|e| anyhow::anyhow!("cannot read the certificate {}: {e}", cert.display()))?;
-    let k = std::fs::read(key).map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
-    certified_key_from_pem(&c, &k, &cert.display().to_string(), &key.display().to_string(), host)
+pub fn load_files(
+    cert: &Path,
+    key: &Path,
+    host: Option<&str>,
+) -> anyhow::Result<(CertifiedKey, CertInfo)> {
+    let c = std::fs::read(cert)
+        .map_err(|e| anyhow::anyhow!("cannot read the certificate {}: {e}", cert.display()))?;
+    let k = std::fs::read(key)
+        .map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
+    certified_key_from_pem(
+        &c,
+        &k,
+        &cert.display().to_string(),
+        &key.display().to_string(),
+        host,
+    )
 }
 
 /// A self-signed certificate for an IP address, made once and kept in `dir`.
@@ -237,7 +297,9 @@ pub fn self_signed(ip: IpAddr, dir: &Path) -> anyhow::Result<(CertifiedKey, Cert
     if !(cert_path.exists() && key_path.exists()) {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip)];
-        params.distinguished_name.push(rcgen::DnType::CommonName, ip.to_string());
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, ip.to_string());
         let now = SystemTime::now();
         params.not_before = (now - Duration::from_secs(3600)).into();
         params.not_after = (now + Duration::from_secs(5 * 365 * 86400)).into();
@@ -259,7 +321,12 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -309,9 +376,20 @@ mod tests {
         assert_eq!(Mode::choose(None, None, "127.0.0.1"), Mode::Plain);
         assert_eq!(Mode::choose(None, None, "localhost"), Mode::Plain);
         assert_eq!(Mode::choose(None, None, "::1"), Mode::Plain);
-        assert!(matches!(Mode::choose(None, None, "10.1.2.3"), Mode::SelfSigned { .. }));
-        assert_eq!(Mode::choose(None, None, "meet.example.com"), Mode::Acme { domain: "meet.example.com".into() });
-        assert!(matches!(Mode::choose(Some(Path::new("c")), Some(Path::new("k")), "x"), Mode::Files { .. }));
+        assert!(matches!(
+            Mode::choose(None, None, "10.1.2.3"),
+            Mode::SelfSigned { .. }
+        ));
+        assert_eq!(
+            Mode::choose(None, None, "meet.example.com"),
+            Mode::Acme {
+                domain: "meet.example.com".into()
+            }
+        );
+        assert!(matches!(
+            Mode::choose(Some(Path::new("c")), Some(Path::new("k")), "x"),
+            Mode::Files { .. }
+        ));
     }
 
     #[test]
