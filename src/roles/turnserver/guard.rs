@@ -21,14 +21,14 @@
 //! - **TCP**: when a TURN-over-TCP connection ends, its allocation is deleted at once (an
 //!   injected, signed Refresh with lifetime 0), not after its lifetime.
 //!
+//! The nonces are in `nonce.rs`, the messages the guard rewrites and writes in `messages.rs`.
+//!
 //! The crate runs each listener's requests one at a time in one task (`Server::read_loop`):
 //! `recv_from`, handle, `recv_from`... The guard relies on that to fetch the crate's nonce: it
 //! returns a synthetic unauthenticated Refresh from [`SYNTH`], and the crate's 401 answer,
 //! sent to [`SYNTH`] before the next `recv_from`, is caught in `send_to`.
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::*;
-use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
@@ -46,13 +45,13 @@ use webrtc_util::Conn;
 
 use super::auth::{AuthReject, RestAuth};
 use super::limits::SourceLimiter;
+use super::messages::{Rewrite, answer, challenge, xor_peer_addresses};
+use super::nonce::NonceSigner;
 use super::policy::PeerPolicy;
 use super::stats::{Rejected, TurnStats};
 
 /// The made-up source of the guard's own requests to the crate.
 pub const SYNTH: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-/// A nonce the guard issued is good this long (clients then get 438 and take a new one).
-const NONCE_TTL: u64 = 3600;
 /// The crate refuses its own nonces after an hour; the guard fetches a new one before that.
 const CRATE_NONCE_REFRESH: Duration = Duration::from_secs(50 * 60);
 const CRATE_NONCE_MAX_AGE: Duration = Duration::from_secs(55 * 60);
@@ -76,7 +75,7 @@ pub struct GuardShared {
     /// Seconds, at most [`MAX_LIFETIME`].
     pub max_lifetime: u32,
     /// Signs the guard's nonces; random per process (a restart makes clients re-challenge).
-    pub nonce_key: [u8; 32],
+    pub nonces: NonceSigner,
 }
 
 impl GuardShared {
@@ -96,52 +95,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A validated request waiting to be handed to the crate: rewritten, re-signed with `key`.
-struct Job {
-    msg: Message,
-    key: Vec<u8>,
-    strip_dont_fragment: bool,
-    lifetime: Option<u32>,
-    src: SocketAddr,
-}
-
-impl Job {
-    /// The request as the crate gets it: the crate's nonce instead of ours, DONT-FRAGMENT
-    /// removed, LIFETIME capped, and MESSAGE-INTEGRITY (and FINGERPRINT if there was one)
-    /// recomputed.
-    fn finish(&self, crate_nonce: &str) -> Result<Vec<u8>, stun::Error> {
-        let m = &self.msg;
-        let mut out = Message::new();
-        out.typ = m.typ;
-        out.transaction_id = m.transaction_id;
-        out.write_header();
-        let mut lifetime_written = false;
-        for a in &m.attributes.0 {
-            match a.typ {
-                ATTR_MESSAGE_INTEGRITY => break,
-                ATTR_FINGERPRINT => {}
-                ATTR_DONT_FRAGMENT if self.strip_dont_fragment => {}
-                ATTR_NONCE => out.add(ATTR_NONCE, crate_nonce.as_bytes()),
-                ATTR_LIFETIME if self.lifetime.is_some() => {
-                    if let Some(l) = self.lifetime {
-                        out.add(ATTR_LIFETIME, &l.to_be_bytes());
-                        lifetime_written = true;
-                    }
-                }
-                _ => out.add(a.typ, &a.value),
-            }
-        }
-        if let (Some(l), false) = (self.lifetime, lifetime_written) {
-            out.add(ATTR_LIFETIME, &l.to_be_bytes());
-        }
-        MessageIntegrity(self.key.clone()).add_to(&mut out)?;
-        if m.contains(ATTR_FINGERPRINT) {
-            FINGERPRINT.add_to(&mut out)?;
-        }
-        Ok(out.raw)
-    }
-}
-
 /// Credentials a TCP client last used, to delete its allocation when it disconnects.
 struct Creds {
     username: String,
@@ -155,7 +108,7 @@ struct State {
     /// A synthetic request went to the crate and its answer has not been seen yet.
     fetching: bool,
     fetch_failed: Option<Instant>,
-    deferred: VecDeque<Job>,
+    deferred: VecDeque<Rewrite>,
     /// Allocate transaction id → (username, when).
     pending: HashMap<[u8; 12], (String, Instant)>,
     /// Clients with an allocation on this listener.
@@ -311,7 +264,7 @@ impl Guard {
             Box::new(turn::proto::lifetime::Lifetime(Duration::ZERO)),
         ]);
         if built.is_ok() && st.deferred.len() < MAX_DEFERRED {
-            st.deferred.push_back(Job {
+            st.deferred.push_back(Rewrite {
                 msg,
                 key: c.key,
                 strip_dont_fragment: false,
@@ -402,7 +355,7 @@ impl Guard {
                 answer(&m, CODE_BAD_REQUEST, None),
             );
         };
-        if !self.nonce_valid(&nonce, src.ip(), unix) {
+        if !self.shared.nonces.valid(&nonce, src.ip(), unix) {
             return refuse(
                 Some(Rejected::StaleNonce),
                 self.challenge(&m, CODE_STALE_NONCE, src, unix),
@@ -445,7 +398,7 @@ impl Guard {
         }
         let has_allocation = st.allocated.contains(&src);
         let method = m.typ.method;
-        let mut job = Job {
+        let mut job = Rewrite {
             msg: m,
             key,
             strip_dont_fragment: false,
@@ -537,116 +490,11 @@ impl Guard {
         (requested > self.shared.max_lifetime).then_some(self.shared.max_lifetime)
     }
 
-    fn new_nonce(&self, ip: IpAddr, unix: u64) -> String {
-        let ts = u32::try_from(unix).unwrap_or(u32::MAX).to_be_bytes();
-        format!("{}{}", hex::encode(ts), hex::encode(self.nonce_mac(ts, ip)))
-    }
-
-    fn nonce_mac(&self, ts: [u8; 4], ip: IpAddr) -> [u8; 12] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.shared.nonce_key)
-            .expect("HMAC takes any key length");
-        mac.update(&ts);
-        match crate::config::ipnet::canonical(ip) {
-            IpAddr::V4(v4) => mac.update(&v4.octets()),
-            IpAddr::V6(v6) => mac.update(&v6.octets()),
-        }
-        let full = mac.finalize().into_bytes();
-        let mut out = [0u8; 12];
-        out.copy_from_slice(&full[..12]);
-        out
-    }
-
-    fn nonce_valid(&self, nonce: &str, ip: IpAddr, unix: u64) -> bool {
-        let Ok(raw) = hex::decode(nonce) else {
-            return false;
-        };
-        let (Some(ts), Some(mac)) = (raw.get(..4), raw.get(4..)) else {
-            return false;
-        };
-        let Ok(ts) = <[u8; 4]>::try_from(ts) else {
-            return false;
-        };
-        let issued = u64::from(u32::from_be_bytes(ts));
-        let fresh = issued <= unix + 5 && unix.saturating_sub(issued) <= NONCE_TTL;
-        let expected = self.nonce_mac(ts, ip);
-        fresh && ct_eq(mac, &expected)
-    }
-
     /// 401 or 438 with our realm and a fresh nonce for this client.
     fn challenge(&self, m: &Message, code: ErrorCode, src: SocketAddr, unix: u64) -> Vec<u8> {
-        let mut out = Message::new();
-        let built = out.build(&[
-            Box::new(TransactionIdSetter(m.transaction_id)),
-            Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
-            Box::new(ErrorCodeAttribute {
-                code,
-                reason: reason(code).as_bytes().to_vec(),
-            }),
-            Box::new(TextAttribute::new(
-                ATTR_REALM,
-                self.shared.auth.realm().to_string(),
-            )),
-            Box::new(TextAttribute::new(
-                ATTR_NONCE,
-                self.new_nonce(src.ip(), unix),
-            )),
-        ]);
-        if built.is_ok() && m.contains(ATTR_FINGERPRINT) {
-            let _ = FINGERPRINT.add_to(&mut out);
-        }
-        out.raw
+        let nonce = self.shared.nonces.issue(src.ip(), unix);
+        challenge(m, code, self.shared.auth.realm(), nonce)
     }
-}
-
-/// An error answer; signed when the request was authenticated (`key`).
-fn answer(m: &Message, code: ErrorCode, key: Option<&[u8]>) -> Vec<u8> {
-    let mut out = Message::new();
-    let mut ok = out
-        .build(&[
-            Box::new(TransactionIdSetter(m.transaction_id)),
-            Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
-            Box::new(ErrorCodeAttribute {
-                code,
-                reason: reason(code).as_bytes().to_vec(),
-            }),
-        ])
-        .is_ok();
-    if let (Some(key), true) = (key, ok) {
-        ok = MessageIntegrity(key.to_vec()).add_to(&mut out).is_ok();
-    }
-    if ok && m.contains(ATTR_FINGERPRINT) {
-        let _ = FINGERPRINT.add_to(&mut out);
-    }
-    out.raw
-}
-
-fn reason(code: ErrorCode) -> &'static str {
-    match code.0 {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        486 => "Allocation Quota Reached",
-        _ => "Error",
-    }
-}
-
-/// Sets a given transaction id (stun's `TransactionId` setter makes the message keep it, but
-/// `Message::build` resets first, so the id must come through a setter).
-struct TransactionIdSetter(TransactionId);
-
-impl Setter for TransactionIdSetter {
-    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
-        m.transaction_id = self.0;
-        m.write_transaction_id();
-        Ok(())
-    }
-}
-
-/// Equal-time comparison (a mismatch position must not leak through timing).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn usable(nonce: &Option<(String, Instant)>, now: Instant) -> bool {
@@ -666,44 +514,6 @@ fn transient(e: &std::io::Error) -> bool {
             | HostUnreachable
             | NetworkUnreachable
     )
-}
-
-/// Every XOR-PEER-ADDRESS of a message (CreatePermission may carry several).
-pub fn xor_peer_addresses(m: &Message) -> Vec<SocketAddr> {
-    let cookie = MAGIC_COOKIE.to_be_bytes();
-    m.attributes
-        .0
-        .iter()
-        .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
-        .filter_map(|a| {
-            let v = &a.value;
-            let port = u16::from_be_bytes([*v.get(2)?, *v.get(3)?]) ^ 0x2112;
-            let ip = match v.get(1)? {
-                1 => {
-                    let b = v.get(4..8)?;
-                    IpAddr::from([
-                        b[0] ^ cookie[0],
-                        b[1] ^ cookie[1],
-                        b[2] ^ cookie[2],
-                        b[3] ^ cookie[3],
-                    ])
-                }
-                2 => {
-                    let b = v.get(4..20)?;
-                    let mut key = [0u8; 16];
-                    key[..4].copy_from_slice(&cookie);
-                    key[4..].copy_from_slice(&m.transaction_id.0);
-                    let mut o = [0u8; 16];
-                    for i in 0..16 {
-                        o[i] = b[i] ^ key[i];
-                    }
-                    IpAddr::from(o)
-                }
-                _ => return None,
-            };
-            Some(SocketAddr::new(ip, port))
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -787,145 +597,5 @@ impl Conn for Guard {
     }
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn guard() -> Guard {
-        struct Nothing;
-        #[async_trait]
-        impl Conn for Nothing {
-            async fn connect(&self, _: SocketAddr) -> webrtc_util::Result<()> {
-                Ok(())
-            }
-            async fn recv(&self, _: &mut [u8]) -> webrtc_util::Result<usize> {
-                std::future::pending().await
-            }
-            async fn recv_from(&self, _: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-                std::future::pending().await
-            }
-            async fn send(&self, b: &[u8]) -> webrtc_util::Result<usize> {
-                Ok(b.len())
-            }
-            async fn send_to(&self, b: &[u8], _: SocketAddr) -> webrtc_util::Result<usize> {
-                Ok(b.len())
-            }
-            fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-                Ok(SYNTH)
-            }
-            fn remote_addr(&self) -> Option<SocketAddr> {
-                None
-            }
-            async fn close(&self) -> webrtc_util::Result<()> {
-                Ok(())
-            }
-            fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
-                self
-            }
-        }
-        Guard::new(
-            Arc::new(Nothing),
-            Arc::new(GuardShared {
-                auth: RestAuth::new("s", "r"),
-                policy: Arc::new(PeerPolicy::default()),
-                stats: Arc::new(TurnStats::default()),
-                limiter: Mutex::new(SourceLimiter::new(10)),
-                users: Mutex::new(HashMap::new()),
-                max_per_user: 2,
-                max_lifetime: 600,
-                nonce_key: [7; 32],
-            }),
-            None,
-        )
-    }
-
-    #[test]
-    fn nonces_are_bound_to_address_and_time() {
-        let g = guard();
-        let a: IpAddr = "192.0.2.1".parse().expect("ip");
-        let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        let n = g.new_nonce(a, 1_000_000);
-        assert!(g.nonce_valid(&n, a, 1_000_000 + 10));
-        assert!(!g.nonce_valid(&n, b, 1_000_000 + 10));
-        assert!(!g.nonce_valid(&n, a, 1_000_000 + NONCE_TTL + 1));
-        assert!(!g.nonce_valid("zz", a, 1_000_000));
-        let mut forged = n.clone().into_bytes();
-        forged[10] = if forged[10] == b'a' { b'b' } else { b'a' };
-        assert!(!g.nonce_valid(&String::from_utf8(forged).expect("ascii"), a, 1_000_000));
-    }
-
-    #[test]
-    fn rewritten_request_is_signed_and_stripped() {
-        let key = turn::auth::generate_auth_key("9999999999:u", "r", "pw");
-        let mut m = Message::new();
-        m.build(&[
-            Box::new(TransactionId::new()),
-            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
-            Box::new(turn::proto::reqtrans::RequestedTransport {
-                protocol: turn::proto::PROTO_UDP,
-            }),
-            Box::new(turn::proto::dontfrag::DontFragmentAttr),
-            Box::new(turn::proto::lifetime::Lifetime(Duration::from_secs(90000))),
-            Box::new(TextAttribute::new(ATTR_USERNAME, "9999999999:u".into())),
-            Box::new(TextAttribute::new(ATTR_REALM, "r".into())),
-            Box::new(TextAttribute::new(ATTR_NONCE, "ours".into())),
-            Box::new(MessageIntegrity(key.clone())),
-            Box::new(FINGERPRINT),
-        ])
-        .expect("build");
-        let job = Job {
-            msg: m.clone(),
-            key: key.clone(),
-            strip_dont_fragment: true,
-            lifetime: Some(600),
-            src: SYNTH,
-        };
-        let raw = job.finish("theirs").expect("finish");
-        let mut out = Message::new();
-        out.raw = raw;
-        out.decode().expect("decodes");
-        assert_eq!(out.transaction_id, m.transaction_id);
-        assert!(!out.contains(ATTR_DONT_FRAGMENT));
-        assert_eq!(
-            TextAttribute::get_from_as(&out, ATTR_NONCE)
-                .expect("nonce")
-                .text,
-            "theirs"
-        );
-        assert_eq!(
-            out.get(ATTR_LIFETIME).expect("lifetime"),
-            600u32.to_be_bytes()
-        );
-        MessageIntegrity(key)
-            .check(&mut out.clone())
-            .expect("re-signed");
-        stun::fingerprint::FINGERPRINT
-            .check(&out)
-            .expect("fingerprint kept");
-        // And the peer addresses of a CreatePermission are all read.
-        let mut cp = Message::new();
-        cp.build(&[
-            Box::new(TransactionId::new()),
-            Box::new(MessageType::new(METHOD_CREATE_PERMISSION, CLASS_REQUEST)),
-            Box::new(turn::proto::peeraddr::PeerAddress {
-                ip: "10.0.0.1".parse().expect("ip"),
-                port: 5,
-            }),
-            Box::new(turn::proto::peeraddr::PeerAddress {
-                ip: "fe80::1".parse().expect("ip"),
-                port: 6,
-            }),
-        ])
-        .expect("build");
-        assert_eq!(
-            xor_peer_addresses(&cp),
-            vec![
-                "10.0.0.1:5".parse::<SocketAddr>().expect("addr"),
-                "[fe80::1]:6".parse().expect("addr")
-            ]
-        );
     }
 }

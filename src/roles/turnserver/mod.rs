@@ -12,6 +12,7 @@
 //!                 403/486, lifetime, TCP close
 //! ```
 //!
+//! - `guard.rs` (with `nonce.rs`, `messages.rs`) checks every request before the crate does.
 //! - `tcp.rs` presents all TURN-over-TCP connections as one packet connection for the crate;
 //!   the same, after a TLS handshake with this process's certificate, serves `turns:`.
 //! - `auth.rs` is coturn's REST scheme with the deployment's TURN key, so coturn and this
@@ -31,6 +32,8 @@ pub mod check;
 pub mod client;
 mod guard;
 pub mod limits;
+mod messages;
+mod nonce;
 pub mod policy;
 mod relay;
 pub mod stats;
@@ -270,7 +273,7 @@ async fn serve(
         max_lifetime: u32::try_from(s.max_lifetime.as_secs())
             .unwrap_or(u32::MAX)
             .clamp(1, guard::MAX_LIFETIME),
-        nonce_key: rand::random(),
+        nonces: nonce::NonceSigner::new(rand::random()),
     });
     let (tcp_conn, closed) = tcp::TcpPacketConn::serve(tcp, stats.clone(), None)?;
     let mut guards = vec![
