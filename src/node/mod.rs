@@ -289,24 +289,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     Ok(res)
                 }
             })
-            .route(
-                "/healthz",
-                web::get()
-                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-            )
-            .route(
-                "/metrics",
-                web::get().to(move || {
-                    let body = m2.render();
-                    async move {
-                        HttpResponse::Ok()
-                            .content_type(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )
-                            .body(body)
-                    }
-                }),
-            )
+            .configure(move |c| ops_routes(c, m2))
             .configure(apiserver::routes)
     })
     .shutdown_timeout(SHUTDOWN_SECS);
@@ -321,6 +304,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
+}
+
+/// `/healthz` and `/metrics`, served by every role's HTTP listener.
+fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics) {
+    c.route(
+        "/healthz",
+        web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+    )
+    .route(
+        "/metrics",
+        web::get().to(move || {
+            let body = metrics.render();
+            async move {
+                HttpResponse::Ok()
+                    .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    .body(body)
+            }
+        }),
+    );
 }
 
 // ---- fsserver on its own host (issue 5) ----
@@ -346,24 +348,7 @@ async fn serve_fsserver_alone(
         let (st, m) = (st.clone(), metrics.clone());
         App::new()
             .configure(move |c| fsserver::routes(c, st))
-            .route(
-                "/healthz",
-                web::get()
-                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-            )
-            .route(
-                "/metrics",
-                web::get().to(move || {
-                    let body = m.render();
-                    async move {
-                        HttpResponse::Ok()
-                            .content_type(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )
-                            .body(body)
-                    }
-                }),
-            )
+            .configure(move |c| ops_routes(c, m))
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()
                     .json(serde_json::json!({"error": "not_found", "message": "No such resource."}))
