@@ -26,9 +26,9 @@ fn main() {
     for (url, path) in &files {
         let _ = writeln!(
             out,
-            "    ({url:?}, {:?}, include_bytes!({:?})),",
+            "    ({url:?}, {:?}, include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {:?}))),",
             content_type(url),
-            path.display().to_string()
+            format!("/{}", path.strip_prefix(&root).unwrap_or(path).display())
         );
     }
     out.push_str("];\n");

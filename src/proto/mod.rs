@@ -40,9 +40,11 @@
 
 pub mod allocate;
 pub mod files;
+pub mod nodes;
 pub mod room;
 pub mod signal;
 
+pub use nodes::{NodeInfo, NodeLoad, NodeRole, NodesChanged};
 pub use room::{ControlRoom, ParticipationChanged, RoomAction};
 
 pub use allocate::{
