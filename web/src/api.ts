@@ -1,28 +1,31 @@
-// The appliance's HTTP API (ARCHITECTURE.md section 4). The session is an HttpOnly cookie.
+// The appliance's HTTP API (ARCHITECTURE.md section 4). The session is an HttpOnly cookie;
+// a guest in a meeting adds its join token (header X-Join-Token) for notes and files.
 
 export class ApiError extends Error {
-  constructor(public status: number, public code: string, message: string, public retryAfter = 0) {
+  constructor(public status: number, public code: string, message: string, public retryAfter = 0,
+    /** The whole JSON body of the error (a 409 on notes carries the current text). */
+    public body: any = null) {
     super(message);
   }
 }
 
-export async function api<T = any>(method: string, path: string, body?: unknown): Promise<T> {
+export async function api<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
   const r = await fetch('/api/v1' + path, {
     method,
     credentials: 'same-origin',
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (r.status === 204) return undefined as T;
   let j: any = null;
   try { j = await r.json(); } catch { /* not JSON */ }
   if (!r.ok) {
-    throw new ApiError(r.status, j?.error || 'http_' + r.status, j?.message || r.statusText, Number(r.headers.get('retry-after') || 0));
+    throw new ApiError(r.status, j?.error || 'http_' + r.status, j?.message || r.statusText, Number(r.headers.get('retry-after') || 0), j);
   }
   return j as T;
 }
 
-export interface User { id: number; email: string; display_name: string; can_create: boolean }
+export interface User { id: number; email: string; display_name: string; can_create: boolean; admin?: boolean }
 export interface Meeting {
   id: number; code: string; join_url: string; kind: 'instant' | 'scheduled'; title: string;
   begin_at: number; end_at: number; is_owner: boolean; invitees: string[];

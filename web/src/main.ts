@@ -4,15 +4,20 @@ import { api, ApiError, me, type Meeting, type User } from './api';
 import { h, mount, toast } from './dom';
 import { t, toggleLang } from './i18n';
 import { Room, type RoomEnd } from './room';
+import { NotesPanel } from './notes';
+import { adminPage } from './admin';
 
 const app = document.getElementById('app') as HTMLElement;
 let rerender: () => void = () => {};
 let user: User | null = null;
+/** Undoes what the current screen keeps running (the notes page's live connection). */
+let leaveScreen: () => void = () => {};
 
 function header(): HTMLElement {
   return h('header', { class: 'top' },
     h('a', { href: '/', class: 'brand', onclick: (e: Event) => { e.preventDefault(); go('/'); } }, t('app')),
     h('span', { class: 'grow' }),
+    user?.admin ? h('a', { href: '/#admin', id: 'admin-link', onclick: (e: Event) => { e.preventDefault(); go('/#admin'); } }, t('admin')) : null,
     user ? h('span', { class: 'who' }, t('signed_in_as', { email: user.email })) : null,
     user ? h('button', { type: 'button', class: 'link', onclick: signOut }, t('sign_out')) : null,
     langButton(),
@@ -31,6 +36,7 @@ function go(path: string): void {
   route();
 }
 window.addEventListener('popstate', () => route());
+window.addEventListener('hashchange', () => route());
 
 async function signOut(): Promise<void> {
   await api('POST', '/auth/logout').catch(() => {});
@@ -131,6 +137,7 @@ async function home(): Promise<void> {
           h('strong', {}, m.kind === 'instant' ? t('instant_room') : m.title),
           h('span', { class: 'muted' }, m.kind === 'instant' ? m.code : `${fmtTime(m.begin_at)} · ${m.code}`)),
         h('button', { type: 'button', class: 'secondary', 'aria-label': `${t('copy_link')}: ${m.title}`, onclick: () => copyLink(m.join_url) }, t('copy_link')),
+        h('button', { type: 'button', class: 'secondary notes-open', 'aria-label': `${t('notes_open')}: ${m.title}`, onclick: () => go(`/#notes/${m.id}`) }, t('notes_open')),
         h('button', { type: 'button', 'aria-label': `${t('join')}: ${m.title}`, onclick: () => go('/m/' + m.code) }, t('join')))));
     const codeInput = h('input', { id: 'join-code', name: 'code', autocomplete: 'off' });
     const joinForm = h('form', { class: 'row' }, h('label', { for: 'join-code', class: 'sr-only' }, t('meeting_code')), codeInput,
@@ -163,7 +170,7 @@ async function startInstant(): Promise<void> {
 
 // ---- pre-join ----------------------------------------------------------------------------
 
-interface JoinChoice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean }
+interface JoinChoice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean; signedIn?: boolean }
 
 async function getMedia(audioId?: string, videoId?: string): Promise<MediaStream | null> {
   const video: MediaTrackConstraints = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 } };
@@ -179,7 +186,7 @@ async function prejoin(code: string): Promise<void> {
   const nameParam = params.get('name') || '';
   let stream = await getMedia();
   if (params.get('autojoin') === '1') {
-    await enterRoom(code, { name: nameParam || user?.display_name || 'Guest', stream, audioMuted: params.get('muted') === '1', videoOff: false });
+    await enterRoom(code, { name: nameParam || user?.display_name || 'Guest', stream, audioMuted: params.get('muted') === '1', videoOff: false, signedIn: !!user });
     return;
   }
   const draw = async () => {
@@ -213,7 +220,7 @@ async function prejoin(code: string): Promise<void> {
       h('button', { type: 'submit', id: 'join-now', class: 'big' }, t('join_now')));
     form.addEventListener('submit', (e) => {
       e.preventDefault();
-      enterRoom(code, { name: name.value.trim(), stream, audioMuted: muted.checked, videoOff: camOff.checked });
+      enterRoom(code, { name: name.value.trim(), stream, audioMuted: muted.checked, videoOff: camOff.checked, signedIn: !!user });
     });
     rerender = () => { draw(); };
     mount(app, header(), h('main', { class: 'center' }, form));
@@ -242,18 +249,51 @@ function ended(code: string, choice: JoinChoice, end: RoomEnd): void {
   draw();
 }
 
+// ---- a meeting's notes, outside the meeting ----------------------------------------------
+
+async function notesPage(id: number): Promise<void> {
+  let meeting: Meeting | null = null;
+  try { meeting = await api<Meeting>('GET', `/meetings/${id}`); } catch { /* a participant, not invited: notes only */ }
+  const panel = new NotesPanel({ meetingId: id, wide: true, canMail: !!meeting?.is_owner && meeting.kind === 'scheduled' });
+  const onHide = () => panel.flushOnExit();
+  window.addEventListener('pagehide', onHide);
+  leaveScreen = () => { window.removeEventListener('pagehide', onHide); panel.close(); };
+  const title = () => meeting ? (meeting.kind === 'instant' ? t('instant_room') : meeting.title) : `#${id}`;
+  const draw = () => {
+    document.title = t('notes_page_title', { title: title() });
+    mount(app, header(), h('main', { class: 'notes-page' },
+      h('div', { class: 'row' },
+        h('button', { type: 'button', class: 'link', id: 'notes-back', onclick: () => go('/') }, `← ${t('notes_back')}`),
+        h('h1', { class: 'grow' }, t('notes_page_title', { title: title() })),
+        meeting ? h('button', { type: 'button', onclick: () => go('/m/' + meeting!.code) }, t('join')) : null),
+      panel.el));
+  };
+  rerender = () => { panel.build(); draw(); };
+  draw();
+  await panel.start();
+}
+
 // ---- routing -----------------------------------------------------------------------------
 
 async function route(): Promise<void> {
+  leaveScreen();
+  leaveScreen = () => {};
+  document.title = t('app');
   const path = location.pathname;
   const m = path.match(/^\/m\/([^/]+)\/?$/);
+  const notes = location.hash.match(/^#notes\/(\d+)$/);
   try { user = await me(); } catch (e) { fail(e); }
   if (m) {
     await prejoin(decodeURIComponent(m[1]));
-  } else if (user) {
-    await home();
+  } else if (!user) {
+    signIn(() => route());
+  } else if (notes) {
+    await notesPage(Number(notes[1]));
+  } else if (location.hash === '#admin') {
+    rerender = () => adminPage(app, header(), go);
+    await adminPage(app, header(), go);
   } else {
-    signIn(() => home());
+    await home();
   }
 }
 

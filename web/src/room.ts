@@ -5,9 +5,10 @@ import { api, ApiError, type JoinAnswer } from './api';
 import { h, mount, toast } from './dom';
 import { t } from './i18n';
 import { icon, type IconName } from './icons';
+import { NotesPanel } from './notes';
 
 export interface RoomEnd { reason: string; message: string }
-interface Choice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean }
+interface Choice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean; signedIn?: boolean }
 interface Chat { name: string; text: string; at: number; mine: boolean }
 interface Tile { el: HTMLElement; video: HTMLVideoElement; label: HTMLElement; trackId: string; mid: string }
 
@@ -25,7 +26,10 @@ export class Room {
   activeSpeaker: string | null = null;
   chats: Chat[] = [];
   unread = 0;
-  panel: 'chat' | 'people' | 'devices' | null = null;
+  panel: 'chat' | 'people' | 'devices' | 'notes' | null = null;
+  /** The meeting's notes, followed live from the first join on (also while the panel is closed). */
+  notes: NotesPanel | null = null;
+  notesUnread = false;
   screen: MediaStreamTrack | null = null;
   reconnectAttempt = 0;
   page = 0;
@@ -80,6 +84,7 @@ export class Room {
   private async connectOnce(): Promise<void> {
     const answer = await api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), { display_name: this.choice.name });
     this.answer = answer;
+    this.followNotes(answer);
     const c = new MeetingClient({ signalUrl: answer.sfu.signal_url, token: answer.token, iceServers: answer.ice_servers });
     this.client = c;
     await c.connect();
@@ -150,6 +155,7 @@ export class Room {
     this.client = null;
     this.screen?.stop();
     this.audios.forEach((a) => { a.srcObject = null; a.remove(); });
+    this.notes?.close();
     this.onEnd(e);
   }
 
@@ -226,11 +232,25 @@ export class Room {
     }
   }
 
-  togglePanel(p: 'chat' | 'people' | 'devices'): void {
+  togglePanel(p: 'chat' | 'people' | 'devices' | 'notes'): void {
     this.panel = this.panel === p ? null : p;
     if (this.panel === 'chat') this.unread = 0;
+    if (this.panel === 'notes') this.notesUnread = false;
     this.update();
     if (this.panel === 'chat') (document.getElementById('chat-input') as HTMLInputElement | null)?.focus();
+    if (this.panel === 'notes') (document.getElementById('notes-text') as HTMLTextAreaElement | null)?.focus();
+  }
+
+  /** Notes: a guest reads and writes them with its join token, renewed on every rejoin. */
+  private followNotes(answer: JoinAnswer): void {
+    const token = this.choice.signedIn ? null : answer.token;
+    if (this.notes) { this.notes.setJoinToken(token); return; }
+    this.notes = new NotesPanel({
+      meetingId: answer.meeting.id, joinToken: token,
+      onRemoteChange: () => { if (this.panel !== 'notes' && !this.notesUnread) { this.notesUnread = true; this.drawControls(); } },
+    });
+    this.notes.start();
+    window.addEventListener('pagehide', () => this.notes?.flushOnExit());
   }
 
   // ---- rendering ----------------------------------------------------------------------
@@ -271,6 +291,7 @@ export class Room {
       this.els.controls,
       this.els.audio));
     this.els.chatForm = chatForm;
+    this.notes?.build();
     for (const a of this.audios.values()) this.els.audio.append(a);
     this.update();
   }
@@ -412,6 +433,7 @@ export class Room {
         ? this.button('ctl-share', this.screen ? t('stop_share') : t('share'), 'screen', () => this.toggleShare(), !!this.screen) : '',
       this.button('ctl-hand', this.hand ? t('lower') : t('raise'), 'hand', () => this.toggleHand(), this.hand),
       this.button('ctl-chat', this.unread ? `${t('chat')} (${this.unread})` : t('chat'), 'chat', () => this.togglePanel('chat'), this.panel === 'chat'),
+      this.notes ? this.button('ctl-notes', this.notesUnread ? `${t('notes')} •` : t('notes'), 'notes', () => this.togglePanel('notes'), this.panel === 'notes') : '',
       this.button('ctl-people', `${t('people')} (${this.people().length})`, 'people', () => this.togglePanel('people'), this.panel === 'people'),
       this.choice.stream ? this.button('ctl-devices', t('devices'), 'gear', () => this.togglePanel('devices'), this.panel === 'devices') : '',
       this.button('ctl-leave', t('leave'), 'leave', () => this.leave(), undefined, 'danger'),
@@ -423,7 +445,10 @@ export class Room {
     const side = this.els.side;
     if (!side) return;
     side.hidden = !this.panel;
-    if (this.panel === 'chat') {
+    side.classList.toggle('wide', this.panel === 'notes');
+    if (this.panel === 'notes' && this.notes) {
+      if (!side.contains(this.notes.el)) side.replaceChildren(this.notes.el);
+    } else if (this.panel === 'chat') {
       if (!side.querySelector('#chat-log')) side.replaceChildren(h('h2', {}, t('chat')), h('ol', { id: 'chat-log', class: 'chat-log', 'aria-live': 'polite' }), this.els.chatForm);
       this.drawChat();
     } else if (this.panel === 'devices') {
