@@ -32,12 +32,23 @@ pub enum Command {
     /// Storage for the images and files of meeting notes.
     Fsserver(Flags),
     /// Assigns sfu, turn and fs servers to meetings (the seed's allocateserver protocol).
-    Allocateserver(Flags),
+    /// Its `--config` file is an allocate.toml (see config/allocate.toml).
+    Allocateserver(AllocateArgs),
     /// Validate the configuration and print it, secrets masked.
     CheckConfig(Flags),
     /// Test a TURN server (ours or coturn): allocate over UDP and TCP, relay to itself, and
     /// print what works.
     TurnCheck(TurnCheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AllocateArgs {
+    /// Print the report (reservations, running and pending servers, server-hours per day)
+    /// from the saved state, and exit.
+    #[arg(long)]
+    pub report: bool,
+    #[command(flatten)]
+    pub flags: Flags,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -148,6 +159,8 @@ pub enum Action {
     Run(Box<Config>),
     CheckConfig(Box<Config>),
     TurnCheck(TurnCheckArgs),
+    /// `allocateserver --report`: print the allocator's report.
+    AllocateReport(Box<Config>),
 }
 
 /// Parses arguments, then loads file + environment and applies the flags on top.
@@ -174,7 +187,8 @@ where
                 Command::Sfuserver(f) => (f, Some(Role::Sfuserver)),
                 Command::Turnserver(f) => (f, Some(Role::Turnserver)),
                 Command::Fsserver(f) => (f, Some(Role::Fsserver)),
-                Command::Allocateserver(f) => (f, Some(Role::Allocateserver)),
+                Command::Allocateserver(a) if a.report => (&a.flags, None),
+                Command::Allocateserver(a) => (&a.flags, Some(Role::Allocateserver)),
                 Command::CheckConfig(f) => (f, None),
                 Command::TurnCheck(_) => anyhow::bail!("turn-check takes no role flags"),
             };
@@ -186,7 +200,11 @@ where
         .as_ref()
         .and_then(|(f, _, _)| f.config.clone())
         .or_else(|| cli.flags.config.clone());
-    let mut cfg = config::load(file.as_deref(), env)?;
+    let allocate = matches!(cli.command, Some(Command::Allocateserver(_)));
+    let mut cfg = match file.as_deref() {
+        Some(f) if allocate => config::load_allocate(f, env)?,
+        f => config::load(f, env)?,
+    };
     if let Some((_, _, Some(role))) = &sub {
         cfg.roles = vec![*role];
     }
@@ -195,10 +213,11 @@ where
         apply_flags(&mut cfg, flags, sub_matches)?;
     }
     cfg.validate()?;
-    Ok(if check {
-        Action::CheckConfig(Box::new(cfg))
-    } else {
-        Action::Run(Box::new(cfg))
+    let cfg = Box::new(cfg);
+    Ok(match cli.command {
+        _ if check => Action::CheckConfig(cfg),
+        Some(Command::Allocateserver(a)) if a.report => Action::AllocateReport(cfg),
+        _ => Action::Run(cfg),
     })
 }
 
@@ -330,7 +349,7 @@ mod tests {
             std::iter::once("meeting-appliance").chain(args.iter().copied()),
             &[],
         )? {
-            Action::Run(c) | Action::CheckConfig(c) => Ok(*c),
+            Action::Run(c) | Action::CheckConfig(c) | Action::AllocateReport(c) => Ok(*c),
             Action::TurnCheck(_) => anyhow::bail!("turn-check is not a configuration"),
         }
     }

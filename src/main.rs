@@ -26,6 +26,18 @@ fn main() -> ExitCode {
             a.tls_port,
             a.tls_ca.as_ref(),
         ),
+        Ok(cli::Action::AllocateReport(cfg)) => {
+            match meeting_appliance::roles::allocateserver::server::print_report(&cfg) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Ok(cli::Action::Run(cfg)) => {
             logging::init(&cfg.log);
             match node::run(*cfg) {

@@ -325,6 +325,9 @@ impl Default for Meetings {
     }
 }
 
+/// The allocator: the apiserver's side (`url`, `timeout`, `retry_after`) and the built-in
+/// allocator's strategies and pools (in-process on a single box, or the standalone
+/// `allocateserver` role, whose `allocate.toml` holds these same keys at its top level).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Allocator {
@@ -336,10 +339,24 @@ pub struct Allocator {
     pub timeout: Dur,
     /// The `Retry-After` the client gets when no server is free.
     pub retry_after: Dur,
-    /// Server pools of the built-in allocator. Empty: this box's own roles.
+    /// Standalone allocateserver: the one endpoint's path. It is the secret that keeps others
+    /// out, so it must be long and random (at least 16 characters).
+    pub path: String,
+    /// Standalone allocateserver: client addresses allowed to ask (`"10.0.0.0/24"`). Empty: any.
+    pub allow: Vec<IpNet>,
+    /// How often provisioning is driven and starting servers are checked.
+    pub check_every: Dur,
+    /// What one sfuserver costs per hour, for the report's comparison with an always-on pool
+    /// (the seed quotes about $1/hour for a 16-vCPU server).
+    pub cost_per_server_hour: f64,
+    pub scheduled: AllocScheduled,
+    pub instant: AllocInstant,
+    /// Server pools of the built-in allocator. Empty: this box's own roles, plus the nodes
+    /// that registered with the node registry (which are always added to a pool).
     pub sfu: Vec<PoolEntry>,
     pub turn: Vec<PoolEntry>,
     pub fs: Vec<PoolEntry>,
+    pub provision: Provision,
 }
 
 impl Default for Allocator {
@@ -348,11 +365,161 @@ impl Default for Allocator {
             url: None,
             timeout: Dur::secs(5),
             retry_after: Dur::secs(10),
+            path: String::new(),
+            allow: Vec::new(),
+            check_every: Dur::secs(5),
+            cost_per_server_hour: 1.0,
+            scheduled: AllocScheduled::default(),
+            instant: AllocInstant::default(),
             sfu: Vec::new(),
             turn: Vec::new(),
             fs: Vec::new(),
+            provision: Provision::default(),
         }
     }
+}
+
+/// How scheduled meetings get their sfuserver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduledStrategy {
+    /// Share the pool with other meetings, least loaded first (a single box).
+    Shared,
+    /// One pool sfuserver per meeting, reserved for [begin - lead, end + lag].
+    Dedicated,
+    /// A server created by `provision.create` at begin - lead, deleted at end + lag.
+    OnDemand,
+}
+
+/// How instant meetings get their sfuserver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstantStrategy {
+    /// Owners share pool sfuservers, up to `max_owners_per_sfu` each, least loaded first.
+    Shared,
+    /// One server per owner, created when asked and deleted after `idle`.
+    OnDemand,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocScheduled {
+    pub strategy: ScheduledStrategy,
+    /// Reserved (dedicated) or created (on_demand) this long before the meeting begins...
+    pub lead: Dur,
+    /// ... and kept this long after it ends.
+    pub lag: Dur,
+}
+
+impl Default for AllocScheduled {
+    fn default() -> Self {
+        AllocScheduled {
+            strategy: ScheduledStrategy::Shared,
+            lead: Dur::secs(2 * 3600),
+            lag: Dur::secs(2 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocInstant {
+    pub strategy: InstantStrategy,
+    /// shared: owners per sfuserver. 0: no limit (a single box serves everyone).
+    pub max_owners_per_sfu: u32,
+    /// on_demand: a server nobody used for this long is deleted; shared: an owner's seat on a
+    /// pool server is given up after this long.
+    pub idle: Dur,
+}
+
+impl Default for AllocInstant {
+    fn default() -> Self {
+        AllocInstant {
+            strategy: InstantStrategy::Shared,
+            max_owners_per_sfu: 0,
+            idle: Dur::secs(3 * 3600),
+        }
+    }
+}
+
+impl Allocator {
+    /// The built-in allocator's settings; `standalone` adds the allocateserver role's own.
+    fn validate(&self, standalone: bool) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if standalone {
+            let p = &self.path;
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                bail!(
+                    "allocateserver `path` {p:?} must be a URL path starting with / (no ? or #), e.g. \"/{}\"",
+                    crate::ids::random_token(24)
+                );
+            }
+            if p.len() < 16 {
+                bail!(
+                    "allocateserver `path` {p:?} is too short to be unguessable: use at least 16 characters, e.g. \"/{}\"",
+                    crate::ids::random_token(24)
+                );
+            }
+        }
+        for (what, pool) in [("sfu", &self.sfu), ("turn", &self.turn), ("fs", &self.fs)] {
+            for e in pool {
+                split_host_port(&e.address).map_err(|err| {
+                    anyhow::anyhow!("[[{what}]] address {:?}: {err}; write host:port", e.address)
+                })?;
+            }
+        }
+        let pv = &self.provision;
+        let on_demand = self.scheduled.strategy == ScheduledStrategy::OnDemand
+            || self.instant.strategy == InstantStrategy::OnDemand;
+        if on_demand && (pv.create.trim().is_empty() || pv.delete.trim().is_empty()) {
+            bail!(
+                "an on_demand strategy needs `provision.create` and `provision.delete`, the commands that create and delete server {{name}}"
+            );
+        }
+        if self.scheduled.strategy == ScheduledStrategy::OnDemand && pv.address.trim().is_empty() {
+            bail!(
+                "scheduled strategy on_demand needs `provision.address` (e.g. \"{{name}}.sfu.example.com:443\"): the apiserver learns a scheduled meeting's server when the meeting is made, before the server exists"
+            );
+        }
+        if !pv.address.is_empty() {
+            split_host_port(&pv.address.replace("{name}", "x")).map_err(|e| {
+                anyhow::anyhow!("`provision.address` {:?}: {e}; write host:port", pv.address)
+            })?;
+        }
+        let prefix_ok = !pv.name_prefix.is_empty()
+            && pv.name_prefix.len() <= 30
+            && pv.name_prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && pv
+                .name_prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !prefix_ok {
+            bail!(
+                "`provision.name_prefix` {:?}: use 1 to 30 lowercase letters, digits and dashes, starting with a letter",
+                pv.name_prefix
+            );
+        }
+        if pv.retry_initial.0.is_zero() || pv.retry_initial > pv.retry_max {
+            bail!("`provision.retry_initial` must be above 0 and at most `provision.retry_max`");
+        }
+        if self.check_every.0 < std::time::Duration::from_millis(100) {
+            bail!("`check_every` must be at least 100ms, e.g. \"5s\"");
+        }
+        if !self.cost_per_server_hour.is_finite() || self.cost_per_server_hour < 0.0 {
+            bail!("`cost_per_server_hour` must be a price like 1.0");
+        }
+        Ok(())
+    }
+}
+
+/// Which meetings a pool sfuserver takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Serves {
+    #[default]
+    All,
+    Scheduled,
+    Instant,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -360,6 +527,63 @@ impl Default for Allocator {
 pub struct PoolEntry {
     /// `host:port` as handed to clients.
     pub address: String,
+    /// The most sessions (participants / allocations) it should carry; 0: no limit stated.
+    /// The node registry's figure wins when the node reports one.
+    #[serde(default)]
+    pub capacity: u32,
+    /// sfuserver: which meetings it takes (`all`, `scheduled`, `instant`).
+    #[serde(default)]
+    pub serves: Serves,
+}
+
+impl PoolEntry {
+    pub fn new(address: impl Into<String>) -> Self {
+        PoolEntry {
+            address: address.into(),
+            capacity: 0,
+            serves: Serves::All,
+        }
+    }
+}
+
+/// On-demand servers: the commands that create and delete them. `{name}` is replaced by a
+/// stable server name (letters, digits and dashes), so re-running a command is harmless.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Provision {
+    /// Creates server `{name}` (run with `sh -c`); prints its `host:port` on the last line
+    /// of stdout unless `address` is set.
+    pub create: String,
+    /// Deletes server `{name}`; must succeed when it is already gone.
+    pub delete: String,
+    /// The address a server will have, e.g. `"{name}.sfu.example.com:443"`. Needed by
+    /// scheduled on_demand: the apiserver learns the address when the meeting is scheduled,
+    /// long before the server exists.
+    pub address: String,
+    /// Print (log) the commands instead of running them; servers count as created.
+    pub dry_run: bool,
+    /// A command still running after this long is killed and retried.
+    pub timeout: Dur,
+    /// A failed command is retried after `retry_initial`, doubling up to `retry_max`.
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+    /// Server names start with this.
+    pub name_prefix: String,
+}
+
+impl Default for Provision {
+    fn default() -> Self {
+        Provision {
+            create: String::new(),
+            delete: String::new(),
+            address: String::new(),
+            dry_run: false,
+            timeout: Dur::secs(15 * 60),
+            retry_initial: Dur::secs(30),
+            retry_max: Dur::secs(30 * 60),
+            name_prefix: "meeting-sfu".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -501,16 +725,73 @@ impl Default for Tls {
 
 /// Reads the file (if any) and the environment over the defaults. Flags come on top, in cli.rs.
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
-    let mut b = config::Config::builder();
-    if let Some(path) = file {
-        if !path.exists() {
-            anyhow::bail!("config file {} does not exist", path.display());
+    let source = match file {
+        Some(path) => {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            Some(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
         }
-        b = b.add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+        None => None,
+    };
+    load_from(source, env)
+}
+
+/// The keys of `[allocator]` that an `allocate.toml` (the standalone allocateserver's file)
+/// writes at its top level. `url` and `timeout` are the apiserver's side only.
+const ALLOCATE_FILE_KEYS: [&str; 11] = [
+    "path",
+    "retry_after",
+    "allow",
+    "check_every",
+    "cost_per_server_hour",
+    "scheduled",
+    "instant",
+    "sfu",
+    "turn",
+    "fs",
+    "provision",
+];
+
+/// Reads the standalone allocateserver's file (`allocate.toml`): the `[allocator]` keys at its
+/// top level (`path`, `[scheduled]`, `[[sfu]]`, …) beside the process keys (`listen`, `cert`,
+/// `cert_key`, `data_dir`, `[log]`, `[tls]`). A file with an `[allocator]` table is read as
+/// an appliance config instead. Unknown keys are still named.
+pub fn load_allocate(file: &Path, env: &[(String, String)]) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", file.display()))?;
+    let mut top: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", file.display()))?;
+    if top.contains_key("allocator") {
+        return load(Some(file), env);
+    }
+    let mut alloc = toml::Table::new();
+    for k in ALLOCATE_FILE_KEYS {
+        if let Some(v) = top.remove(k) {
+            alloc.insert(k.to_string(), v);
+        }
+    }
+    top.insert("allocator".into(), toml::Value::Table(alloc));
+    let rewritten = toml::to_string(&top)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", file.display()))?;
+    load_from(
+        Some(config::File::from_str(&rewritten, config::FileFormat::Toml)),
+        env,
+    )
+    .map_err(|e| anyhow::anyhow!("{} ({}): {e}", file.display(), "allocate.toml format"))
+}
+
+fn load_from<S>(file: Option<S>, env: &[(String, String)]) -> anyhow::Result<Config>
+where
+    S: config::Source + Send + Sync + 'static,
+{
+    let mut b = config::Config::builder();
+    if let Some(source) = file {
+        b = b.add_source(source);
     }
     let env_map: config::Map<String, String> = env
         .iter()
@@ -528,6 +809,7 @@ pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Con
             .with_list_parse_key("sfu.ip")
             .with_list_parse_key("turn.allowed_peers")
             .with_list_parse_key("fs.inline_types")
+            .with_list_parse_key("allocator.allow")
             .try_parsing(true)
             .source(Some(env_map)),
     );
@@ -557,7 +839,9 @@ impl Config {
         if self.cert.is_some() != self.cert_key.is_some() {
             bail!("give both `cert` and `cert_key` (--cert and --certkey), or neither");
         }
-        let remote_roles = !self.roles.contains(&Role::Apiserver);
+        // The standalone allocateserver is asked by the apiserver; it registers nowhere.
+        let alone_allocator = self.roles == [Role::Allocateserver];
+        let remote_roles = !self.roles.contains(&Role::Apiserver) && !alone_allocator;
         if remote_roles && self.apiserver.is_none() {
             bail!(
                 "roles {:?} run without the apiserver: set `apiserver` (--apiserver host:port) to the apiserver they register with",
@@ -599,6 +883,7 @@ impl Config {
                 bail!("--allocateserver {url:?} must be an http:// or https:// URL");
             }
         }
+        self.allocator.validate(alone_allocator)?;
         if self.auth.code_max_attempts == 0 {
             bail!("`auth.code_max_attempts` must be at least 1");
         }
@@ -708,6 +993,44 @@ mod tests {
             &mut b,
         );
         assert_eq!(a, b, "the sample and the defaults have different keys");
+    }
+
+    #[test]
+    fn sample_allocate_file_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/allocate.toml");
+        let mut c = load_allocate(&path, &[]).expect("config/allocate.toml loads");
+        c.roles = vec![Role::Allocateserver];
+        c.validate().expect("and is valid");
+        assert_eq!(c.allocator.scheduled.strategy, ScheduledStrategy::Dedicated);
+        assert_eq!(c.allocator.sfu.len(), 3);
+        assert_eq!(c.allocator.sfu[2].capacity, 200);
+        assert_eq!(c.allocator.fs[0].address, "fs.example.com:443");
+        assert_eq!(c.listen, "10.0.0.2:8090");
+        assert!(c.allocator.allow[0].contains("10.0.0.7".parse().expect("ip")));
+    }
+
+    #[test]
+    fn allocate_file_mistakes_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("allocate.toml");
+        let check = |text: &str| -> String {
+            std::fs::write(&f, text).expect("write");
+            let r = load_allocate(&f, &[]).and_then(|mut c| {
+                c.roles = vec![Role::Allocateserver];
+                c.validate().map(|()| c)
+            });
+            r.expect_err("a mistake").to_string()
+        };
+        let e = check("path = \"/0123456789abcdef\"\n[instant]\nmax_owner = 3\n");
+        assert!(e.contains("max_owner"), "{e}");
+        let e = check("path = \"/short\"\n");
+        assert!(e.contains("too short"), "{e}");
+        let e = check("path = \"/0123456789abcdef\"\n[scheduled]\nstrategy = \"on_demand\"\n");
+        assert!(e.contains("provision.create"), "{e}");
+        let e = check("path = \"/0123456789abcdef\"\n[[sfu]]\naddress = \"no-port\"\n");
+        assert!(e.contains("no-port"), "{e}");
+        let e = check("path = \"/0123456789abcdef\"\nallow = [\"10.0.0.0/40\"]\n");
+        assert!(e.contains("prefix"), "{e}");
     }
 
     #[test]

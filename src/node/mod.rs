@@ -51,7 +51,6 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
         let r = cfg.roles[0];
         // Roles on their own host need the remote bridge (not built yet).
         if unbuilt.contains(&r)
-            || r == Role::Allocateserver
             || r == Role::Sfuserver
             || r == Role::Turnserver
         {
@@ -109,6 +108,9 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     check_roles(&cfg)?;
+    if cfg.roles == [Role::Allocateserver] {
+        return crate::roles::allocateserver::server::serve_alone(&cfg).await;
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display())
     })?;
@@ -171,7 +173,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         turn: SocketAddr::new(turn_ip, turn_port).to_string(),
         fs: own_address.clone(),
     };
-    let peers = wiring::wire(&cfg, &own)?;
+    let peers = wiring::wire(&cfg, &own, &db)?;
     let mailer = mail::Mailer::new(&cfg.mail)?;
     if cfg.mail.servers.is_empty() {
         tracing::warn!(

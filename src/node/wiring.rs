@@ -24,7 +24,11 @@ pub struct OwnAddresses {
     pub fs: String,
 }
 
-pub fn wire(cfg: &Config, own: &OwnAddresses) -> anyhow::Result<Peers> {
+pub fn wire(
+    cfg: &Config,
+    own: &OwnAddresses,
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<Peers> {
     if let Some(url) = &cfg.allocator.url {
         let a = HttpAllocator::new(url, cfg.allocator.timeout.0)?.start();
         tracing::info!("allocation: external allocateserver (seed protocol)");
@@ -33,19 +37,7 @@ pub fn wire(cfg: &Config, own: &OwnAddresses) -> anyhow::Result<Peers> {
             allocate_fs: a.recipient(),
         });
     }
-    let pool = |entries: &[crate::config::PoolEntry], own: &str| -> Vec<String> {
-        if entries.is_empty() {
-            vec![own.to_string()]
-        } else {
-            entries.iter().map(|e| e.address.clone()).collect()
-        }
-    };
-    let a = Allocator::new(
-        pool(&cfg.allocator.sfu, &own.sfu),
-        pool(&cfg.allocator.turn, &own.turn),
-        pool(&cfg.allocator.fs, &own.fs),
-    )
-    .start();
+    let a = Allocator::start_in_process(cfg, &own.sfu, &own.turn, &own.fs, db.clone())?;
     tracing::info!("allocation: built-in allocator, in-process");
     Ok(Peers {
         allocate: a.clone().recipient(),
