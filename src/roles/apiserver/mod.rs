@@ -2,6 +2,7 @@
 //! the HTTP API of ARCHITECTURE.md section 4. It asks the allocator (a `Recipient`, local or
 //! remote — it cannot tell) for servers, and never talks to other roles any other way.
 
+pub mod admin;
 pub mod auth;
 pub mod files;
 pub mod ics;
@@ -115,6 +116,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .configure(notes::routes)
             .configure(files::routes)
+            .configure(admin::routes)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),
