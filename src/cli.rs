@@ -39,6 +39,15 @@ pub enum Command {
     /// Test a TURN server (ours or coturn): allocate over UDP and TCP, relay to itself, and
     /// print what works.
     TurnCheck(TurnCheckArgs),
+    /// Check this host for what the configured roles need (open files, UDP buffers, free
+    /// ports, database and mail servers reachable, the domain resolving here) and print what
+    /// to fix. Exit status 1 when something needs fixing.
+    Preflight(Flags),
+    /// Copy a consistent snapshot of a (running) single box into a new folder: the SQLite
+    /// database, note files, secret and certificates.
+    Backup(BackupArgs),
+    /// Restore a backup into a new, empty data dir (--dataDir NEW).
+    Restore(RestoreArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -47,6 +56,24 @@ pub struct AllocateArgs {
     /// from the saved state, and exit.
     #[arg(long)]
     pub report: bool,
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// The new folder to write the backup into (must not exist or be empty).
+    #[arg(long)]
+    pub to: PathBuf,
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// A folder written by `meeting-appliance backup`.
+    #[arg(long)]
+    pub from: PathBuf,
     #[command(flatten)]
     pub flags: Flags,
 }
@@ -159,8 +186,19 @@ pub enum Action {
     Run(Box<Config>),
     CheckConfig(Box<Config>),
     TurnCheck(TurnCheckArgs),
+    Preflight(Box<Config>),
     /// `allocateserver --report`: print the allocator's report.
     AllocateReport(Box<Config>),
+    Backup {
+        cfg: Box<Config>,
+        to: PathBuf,
+        /// The config file in use, copied into the backup.
+        config_file: Option<PathBuf>,
+    },
+    Restore {
+        cfg: Box<Config>,
+        from: PathBuf,
+    },
 }
 
 /// Parses arguments, then loads file + environment and applies the flags on top.
@@ -189,7 +227,9 @@ where
                 Command::Fsserver(f) => (f, Some(Role::Fsserver)),
                 Command::Allocateserver(a) if a.report => (&a.flags, None),
                 Command::Allocateserver(a) => (&a.flags, Some(Role::Allocateserver)),
-                Command::CheckConfig(f) => (f, None),
+                Command::CheckConfig(f) | Command::Preflight(f) => (f, None),
+                Command::Backup(a) => (&a.flags, None),
+                Command::Restore(a) => (&a.flags, None),
                 Command::TurnCheck(_) => anyhow::bail!("turn-check takes no role flags"),
             };
             Some((flags, sub_matches, role))
@@ -216,7 +256,14 @@ where
     let cfg = Box::new(cfg);
     Ok(match cli.command {
         _ if check => Action::CheckConfig(cfg),
+        Some(Command::Preflight(_)) => Action::Preflight(cfg),
         Some(Command::Allocateserver(a)) if a.report => Action::AllocateReport(cfg),
+        Some(Command::Backup(a)) => Action::Backup {
+            cfg,
+            to: a.to,
+            config_file: file,
+        },
+        Some(Command::Restore(a)) => Action::Restore { cfg, from: a.from },
         _ => Action::Run(cfg),
     })
 }
@@ -349,7 +396,11 @@ mod tests {
             std::iter::once("meeting-appliance").chain(args.iter().copied()),
             &[],
         )? {
-            Action::Run(c) | Action::CheckConfig(c) | Action::AllocateReport(c) => Ok(*c),
+            Action::Run(c)
+            | Action::CheckConfig(c)
+            | Action::Preflight(c)
+            | Action::AllocateReport(c) => Ok(*c),
+            Action::Backup { cfg, .. } | Action::Restore { cfg, .. } => Ok(*cfg),
             Action::TurnCheck(_) => anyhow::bail!("turn-check is not a configuration"),
         }
     }

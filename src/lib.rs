@@ -7,13 +7,16 @@
 //! derives per-purpose keys from the deployment secret and makes and checks tokens.
 
 pub mod cli;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod preflight;
 pub mod proto;
 pub mod roles;
 pub mod tls;

@@ -1,7 +1,7 @@
 //! Thin: command line → config → logging → node::run.
 
 use meeting_appliance::roles::turnserver;
-use meeting_appliance::{cli, logging, node};
+use meeting_appliance::{backup, cli, logging, node, preflight};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             a.tls_port,
             a.tls_ca.as_ref(),
         ),
+        Ok(cli::Action::Preflight(cfg)) => preflight::main(&cfg),
         Ok(cli::Action::AllocateReport(cfg)) => {
             match meeting_appliance::roles::allocateserver::server::print_report(&cfg) {
                 Ok(text) => {
@@ -38,6 +39,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(cli::Action::Backup {
+            cfg,
+            to,
+            config_file,
+        }) => backup::backup_main(&cfg, &to, config_file.as_deref()),
+        Ok(cli::Action::Restore { cfg, from }) => backup::restore_main(&cfg, &from),
         Ok(cli::Action::Run(cfg)) => {
             logging::init(&cfg.log);
             match node::run(*cfg) {

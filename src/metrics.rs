@@ -1,10 +1,23 @@
 //! Prometheus metrics, one registry per process, served on `/metrics`.
+//!
+//! What an operator finds there, by role (all names carry the `meeting_` prefix):
+//! - every listener: `http_requests` by status class;
+//! - apiserver: sign-ins, `meetings_created`, `joins`, the mail outbox (`mail_pending`,
+//!   `mail_sent`, `mail_failed`) and the database pool (`db_pool_*`, [`DbPoolCollector`]);
+//! - sfuserver: `sfu_rooms` (live meetings), `sfu_participants`, forwarded packets and bytes
+//!   (`sfu_rtp_packets_out`, `sfu_packets_out`, `sfu_bytes_out`, …);
+//! - turnserver: `turn_allocations`, relayed packets and bytes, refusals by reason;
+//! - fsserver: files stored and served, refusals by reason.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sea_orm::{DatabaseConnection, DbBackend};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
@@ -114,5 +127,74 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The database connection pool at scrape time: open connections, idle ones, the maximum.
+/// A pool that stays at its maximum with no idle connection means requests queue for the
+/// database (raise `database.max_connections`, or look for slow queries).
+#[derive(Debug)]
+pub struct DbPoolCollector {
+    db: DatabaseConnection,
+    max: u32,
+}
+
+impl DbPoolCollector {
+    /// Boxed for `Metrics::register_collector`.
+    pub fn boxed(db: &DatabaseConnection, cfg: &crate::config::Database) -> Box<Self> {
+        Box::new(DbPoolCollector {
+            db: db.clone(),
+            max: cfg.max_connections,
+        })
+    }
+
+    /// (open, idle) connections; each pool getter is called only for its own backend.
+    fn sizes(&self) -> Option<(u32, usize)> {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => {
+                let p = self.db.get_sqlite_connection_pool();
+                Some((p.size(), p.num_idle()))
+            }
+            DbBackend::MySql => {
+                let p = self.db.get_mysql_connection_pool();
+                Some((p.size(), p.num_idle()))
+            }
+            DbBackend::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                Some((p.size(), p.num_idle()))
+            }
+            #[allow(unreachable_patterns)] // sea-orm may add backends
+            _ => None,
+        }
+    }
+}
+
+impl Collector for DbPoolCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((open, idle)) = self.sizes() else {
+            return Ok(());
+        };
+        let gauges: [(&str, &str, i64); 3] = [
+            (
+                "db_pool_connections",
+                "Open database connections",
+                i64::from(open),
+            ),
+            (
+                "db_pool_idle",
+                "Open database connections not in use",
+                i64::try_from(idle).unwrap_or(i64::MAX),
+            ),
+            (
+                "db_pool_max",
+                "Largest pool size (database.max_connections)",
+                i64::from(self.max),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }

@@ -108,6 +108,7 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     check_roles(&cfg)?;
+    crate::preflight::log_warnings(&cfg).await;
     if cfg.roles == [Role::Allocateserver] {
         return crate::roles::allocateserver::server::serve_alone(&cfg).await;
     }
@@ -152,6 +153,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await?;
 
     let metrics = Metrics::new();
+    metrics.register_collector(crate::metrics::DbPoolCollector::boxed(&db, &cfg.database));
     let turn_ip = cfg.turn.ip.unwrap_or(here);
     // Bound now: a taken port fails start-up, and a port 0 is known before join answers name it.
     let turn_bound = if cfg.has_role(Role::Turnserver) {
@@ -314,6 +316,7 @@ fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics) {
         "/healthz",
         web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
     )
+    .route("/readyz", web::get().to(crate::health::readyz))
     .route(
         "/metrics",
         web::get().to(move || {
