@@ -4,6 +4,8 @@
 //! (with migrations) → actors, wired by `wiring::wire` → HTTP server. SIGINT/SIGTERM stop
 //! accepting, let requests in flight finish (bounded by `SHUTDOWN`), then stop the actors.
 
+pub mod load;
+pub mod roles;
 pub mod wiring;
 
 use actix::prelude::*;
@@ -17,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::roles::apiserver::{self, ApiState, mail};
 use crate::roles::fsserver;
 use crate::roles::sfuserver;
-use crate::roles::turnserver;
 use crate::tokens::Keys;
 
 /// How long a graceful stop may take before connections are dropped.
@@ -37,36 +38,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn check_roles(cfg: &Config) -> anyhow::Result<()> {
-    let unbuilt: [Role; 0] = [];
-    if !cfg.has_role(Role::Apiserver) {
-        // An fsserver on its own host needs only the secret: `serve_fsserver_alone`.
-        if cfg.roles == [Role::Fsserver] {
-            return Ok(());
-        }
-        if cfg.has_role(Role::Fsserver) {
-            anyhow::bail!(
-                "an fsserver without the apiserver runs alone: `meeting-appliance fsserver --secret … --directory … --apiserver …`"
-            );
-        }
-        let r = cfg.roles[0];
-        // Roles on their own host need the remote bridge (not built yet).
-        if unbuilt.contains(&r)
-            || r == Role::Sfuserver
-            || r == Role::Turnserver
-        {
-            anyhow::bail!(
-                "the {} role is not built yet in this version; run the apiserver (all-in-one) instead",
-                r.name()
-            );
-        }
-    }
-    for r in unbuilt {
-        if cfg.has_role(r) {
-            tracing::warn!(
-                role = r.name(),
-                "this role is not built yet: meetings can be created and joined, but no media flows"
-            );
-        }
+    if !cfg.has_role(Role::Apiserver)
+        && cfg.has_role(Role::Allocateserver)
+        && cfg.roles != [Role::Allocateserver]
+    {
+        // Roles on other hosts register with the apiserver over the bridge (`serve_node`);
+        // the allocateserver answers the apiserver's HTTP questions instead.
+        anyhow::bail!(
+            "the allocateserver runs alone (`meeting-appliance allocateserver --config allocate.toml`) or in-process with the apiserver"
+        );
     }
     Ok(())
 }
@@ -108,16 +88,16 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     check_roles(&cfg)?;
-    crate::preflight::log_warnings(&cfg).await;
     if cfg.roles == [Role::Allocateserver] {
         return crate::roles::allocateserver::server::serve_alone(&cfg).await;
     }
+    crate::preflight::log_warnings(&cfg).await;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display())
     })?;
     let secret = ensure_secret(&cfg)?;
     let keys = Keys::derive(&secret);
-    let want = cfg.listen_addr()?;
+    let want = effective_listen(&cfg)?;
     let listener = std::net::TcpListener::bind(want).map_err(|e| {
         anyhow::anyhow!("cannot listen on {want}: {e}; is another server using the port? Change `listen` (--listen)")
     })?;
@@ -137,11 +117,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let tls = tls_config.is_some();
     let public_url = public_url(&own_address, tls);
 
-    // ---- fsserver on its own host (issue 5): files only; no database, no mail ----
-    if !cfg.has_role(Role::Apiserver) && cfg.has_role(Role::Fsserver) {
-        return serve_fsserver_alone(&cfg, keys, listener, tls_config, &own_address).await;
+    // ---- roles on their own host: they register with the apiserver over the bridge ----
+    if !cfg.has_role(Role::Apiserver) {
+        return serve_node(&cfg, keys, listener, tls_config, &own_address).await;
     }
-    // ---- end fsserver on its own host ----
 
     let db_url = cfg.database.effective_url(&cfg.data_dir);
     tracing::info!(db = %crate::db::redact(&db_url), "connecting to the database");
@@ -154,25 +133,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     metrics.register_collector(crate::metrics::DbPoolCollector::boxed(&db, &cfg.database));
-    let turn_ip = cfg.turn.ip.unwrap_or(here);
-    // Bound now: a taken port fails start-up, and a port 0 is known before join answers name it.
-    let turn_bound = if cfg.has_role(Role::Turnserver) {
-        if cfg.turn.ip.is_none() && bound.ip().is_unspecified() {
-            anyhow::bail!(
-                "the turnserver listens on all addresses: give --ip, the address clients reach for TURN"
-            );
-        }
-        // TURN over TLS when this process has a certificate.
-        let tls_port = tls_config.as_ref().map(|_| cfg.turn.tls_port);
-        Some(turnserver::bind(turn_ip, cfg.turn.port, tls_port)?)
-    } else {
-        None
-    };
-    let turn_port = turn_bound.as_ref().map_or(cfg.turn.port, |b| b.port());
-    let turn_tls_port = turn_bound.as_ref().and_then(turnserver::Bound::tls_port);
+    let turn_bound = roles::bind_turn(&cfg, here, bound.ip(), tls_config.is_some())?;
+    let turn_port = turn_bound.as_ref().map_or(cfg.turn.port, |b| b.bound.port());
+    let turn_tls_port = turn_bound.as_ref().and_then(|b| b.bound.tls_port());
     let own = wiring::OwnAddresses {
         sfu: own_address.clone(),
-        turn: SocketAddr::new(turn_ip, turn_port).to_string(),
+        turn: turn_bound.as_ref().map_or_else(
+            || SocketAddr::new(cfg.turn.ip.unwrap_or(here), turn_port).to_string(),
+            roles::TurnBound::address,
+        ),
         fs: own_address.clone(),
     };
     let peers = wiring::wire(&cfg, &own, &db)?;
@@ -185,43 +154,25 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
     apiserver::Janitor { db: db.clone() }.start();
     let recorder = apiserver::ParticipationRecorder { db: db.clone() }.start();
-
-    let sfu = if cfg.has_role(Role::Sfuserver) {
-        let advertised_ip = match cfg.sfu.ip.first() {
-            Some(ip) => *ip,
-            None if bound.ip().is_unspecified() => anyhow::bail!(
-                "the sfuserver listens on all addresses: give --ip, the address browsers reach for media"
-            ),
-            None => bound.ip(),
-        };
-        let workers = if cfg.sfu.workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            cfg.sfu.workers
-        };
-        let settings = sfuserver::SfuSettings {
-            workers,
-            udp_port: cfg.sfu.udp_port,
-            advertised_ip,
-            own_address: own_address.clone(),
-            room_grace: cfg.sfu.room_grace.0,
-        };
-        let (addr, state, stats) =
-            sfuserver::start(&settings, keys.clone(), Some(recorder.clone().recipient()))?;
-        metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats)));
-        Some((addr, web::Data::new(state)))
-    } else {
-        None
-    };
-
-    if let Some(turn) = turn_bound {
-        let sfu_peers = own_sfu_peers(&cfg, bound.ip());
-        let settings = turnserver::TurnSettings::new(&cfg.turn, turn_ip, sfu_peers);
-        let stats = turnserver::start(turn, settings, keys.turn_secret(), tls_config.clone())?;
-        metrics.register_collector(Box::new(turnserver::TurnCollector(stats)));
+    let registry =
+        apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient()).start();
+    if let Some(n) = &peers.nodes {
+        registry.do_send(apiserver::registry::Subscribe(n.clone()));
     }
+
+    // The node roles of this box register with the registry in-process (same messages as over
+    // the bridge).
+    let started = roles::start(
+        &cfg,
+        &keys,
+        &metrics,
+        bound.ip(),
+        &own_address,
+        tls_config.as_ref(),
+        turn_bound,
+        recorder.clone().recipient(),
+    )?;
+    wiring::register_local(&registry, started.nodes).await;
 
     // Join answers name the TURN ports really bound (0 in the config: any free port).
     let mut api_cfg = cfg.clone();
@@ -229,15 +180,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(p) = turn_tls_port {
         api_cfg.turn.tls_port = p;
     }
-    // ---- fsserver on this box (issue 5): mounted on the shared HTTP server below ----
-    let fs_state = if cfg.has_role(Role::Fsserver) {
-        let settings = fsserver::FsSettings::from_config(&cfg, &own_address);
-        let st = fsserver::start(settings, keys.clone())?;
-        metrics.register_collector(Box::new(fsserver::stats::FsCollector(st.stats())));
-        Some(web::Data::new(st))
-    } else {
-        None
-    };
+    let fs_state = started.fs;
 
     let state = web::Data::new(ApiState {
         db,
@@ -245,7 +188,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         keys,
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
-        room_control: sfu.as_ref().map(|(a, _)| a.clone().recipient()),
+        registry,
         mailer,
         outbox,
         metrics: metrics.clone(),
@@ -255,7 +198,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
     });
     let m = metrics.clone();
-    let sfu_state = sfu.map(|(_, st)| st);
+    let sfu_state = started.sfu;
     let server = HttpServer::new(move || {
         let m = m.clone();
         let m2 = m.clone();
@@ -296,6 +239,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .configure(move |c| ops_routes(c, m2))
             .configure(apiserver::routes)
     })
+    .on_connect(crate::bridge::on_connect)
     .shutdown_timeout(SHUTDOWN_SECS);
     let server = match tls_config {
         Some(tc) => server.listen_rustls_0_23(listener, tc)?,
@@ -330,13 +274,11 @@ fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics) {
     );
 }
 
-// ---- fsserver on its own host (issue 5) ----
-
-/// An fsserver alone (`meeting-appliance fsserver --secret … --directory … --apiserver …`):
-/// it checks every request's signed URL with the secret alone, so it needs no database, no
-/// mail and no connection to the apiserver (`--apiserver` is kept for the node registry of
-/// the remote bridge, which is not built yet).
-async fn serve_fsserver_alone(
+/// Node roles on their own host (`meeting-appliance sfuserver|turnserver|fsserver … --apiserver
+/// host:port`, or `roles = [...]` plus `apiserver = "…"` in a file): no database, no mail. Each
+/// role registers with the apiserver over the bridge and then carries the same messages as on a
+/// single box. Tokens and signed URLs are checked with the secret alone.
+async fn serve_node(
     cfg: &Config,
     keys: Keys,
     listener: std::net::TcpListener,
@@ -344,15 +286,47 @@ async fn serve_fsserver_alone(
     own_address: &str,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
-    let settings = fsserver::FsSettings::from_config(cfg, own_address);
-    let st = fsserver::start(settings, keys)?;
+    let here = if bound.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        bound.ip()
+    };
+    let Some(apiserver) = cfg.apiserver.as_deref() else {
+        anyhow::bail!("roles without the apiserver need --apiserver host:port to register with");
+    };
+    let target = crate::bridge::client::Target::parse(apiserver)?;
     let metrics = Metrics::new();
-    metrics.register_collector(Box::new(fsserver::stats::FsCollector(st.stats())));
-    let st = web::Data::new(st);
+    let turn_bound = roles::bind_turn(cfg, here, bound.ip(), tls_config.is_some())?;
+    // The sfuserver's participation events go up the bridge: its link exists before it does.
+    let (sfu_link, sfu_outbox) = crate::bridge::client::link();
+    let started = roles::start(
+        cfg,
+        &keys,
+        &metrics,
+        bound.ip(),
+        own_address,
+        tls_config.as_ref(),
+        turn_bound,
+        sfu_link.clone().recipient(),
+    )?;
+    let links = wiring::connect_remote(&target, &keys, started.nodes, (sfu_link, sfu_outbox));
+    let (sfu_state, fs_state) = (started.sfu, started.fs);
     let server = HttpServer::new(move || {
-        let (st, m) = (st.clone(), metrics.clone());
+        let (m, sfu_state, fs_state) = (metrics.clone(), sfu_state.clone(), fs_state.clone());
         App::new()
-            .configure(move |c| fsserver::routes(c, st))
+            .configure(move |c| {
+                if let Some(st) = sfu_state {
+                    c.app_data(st).route(
+                        "/sfu/v1/signal/{meeting}",
+                        web::get().to(sfuserver::signal::signal),
+                    );
+                }
+            })
+            .configure(move |c| {
+                if let Some(st) = fs_state {
+                    fsserver::routes(c, st);
+                }
+            })
             .configure(move |c| ops_routes(c, m))
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()
@@ -367,41 +341,38 @@ async fn serve_fsserver_alone(
     }
     .run();
     let scheme = if tls { "https" } else { "http" };
-    tracing::info!(address = %own_address, apiserver = ?cfg.apiserver, roles = ?["fsserver"], "listening on {scheme}://{bound}");
+    tracing::info!(address = %own_address, apiserver = %apiserver, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
     server.await?;
+    // Stopping: the apiserver marks these nodes down at once instead of after missed beats.
+    for l in links {
+        let _ = l.send(crate::bridge::client::SayBye).await;
+    }
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
 }
 
-// ---- end fsserver on its own host ----
-
-/// This box's sfuserver media addresses, which its turnserver always relays to (even on
-/// loopback or a private address): the advertised IPs, on the workers' ports (any port when
-/// the system picks them).
-fn own_sfu_peers(cfg: &Config, listen_ip: IpAddr) -> Vec<turnserver::TrustedPeer> {
-    if !cfg.has_role(Role::Sfuserver) {
-        return Vec::new();
+/// The HTTP listener's address: `listen`, or, when it is left at its default and
+/// `--domainaddress` is given, the domain address's port (on its IP when that is an IP
+/// literal, else on all addresses), so the seed's command lines need nothing more.
+fn effective_listen(cfg: &Config) -> anyhow::Result<SocketAddr> {
+    let configured = cfg.listen_addr()?;
+    let default = Config::default().listen;
+    let Some(domain) = cfg.domain_address.as_deref() else {
+        return Ok(configured);
+    };
+    if cfg.listen != default {
+        return Ok(configured);
     }
-    let ips = if cfg.sfu.ip.is_empty() {
-        vec![listen_ip]
+    let (host, port) = crate::config::split_host_port(domain)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = if host == "localhost" {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
-        cfg.sfu.ip.clone()
+        host.parse::<IpAddr>()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     };
-    let workers = match cfg.sfu.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let ports = match cfg.sfu.udp_port {
-        0 => 1..=u16::MAX,
-        p => p..=p.saturating_add(u16::try_from(workers.saturating_sub(1)).unwrap_or(u16::MAX)),
-    };
-    ips.into_iter()
-        .map(|ip| turnserver::TrustedPeer {
-            ip,
-            ports: ports.clone(),
-        })
-        .collect()
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// `https://host` for port 443, `http://host` for 80, else with the port.

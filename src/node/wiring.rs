@@ -1,20 +1,30 @@
 //! THE one place that decides, per peer role, whether a role talks to a local actor or to a
 //! proxy for another host. Callers only ever get `Recipient`s.
 //!
-//! Today: the allocator is either the built-in actor (single box, or an apiserver without
-//! `--allocateserver`) or the HTTP client of the seed's protocol (`--allocateserver URL`).
-//! The remote-actor bridge for sfuserver/turnserver/fsserver on other hosts plugs in here.
+//! - The allocator is the built-in actor (single box, or an apiserver without
+//!   `--allocateserver`) or the HTTP client of the seed's protocol (`--allocateserver URL`).
+//! - Node roles (sfuserver, turnserver, fsserver) register with the apiserver's node registry:
+//!   in-process when the apiserver runs here ([`register_local`]), else over the remote bridge
+//!   ([`connect_remote`]). Either way the registry reaches them through the same messages
+//!   (`ControlRoom`, `NodesChanged`) and hears the same ones back (`ParticipationChanged`,
+//!   heartbeats with load).
 
 use actix::prelude::*;
 
+use super::roles::LocalNode;
+use crate::bridge::client::{self as bridge_client, BridgeLink, Handlers, Outbox, Target};
 use crate::config::Config;
-use crate::proto::{AllocateFileServer, AllocateServers};
+use crate::proto::{AllocateFileServer, AllocateServers, NodesChanged};
+use crate::roles::apiserver::registry::{self, Registry};
+use crate::tokens::Keys;
 use crate::roles::allocateserver::{Allocator, HttpAllocator};
 
 /// What the apiserver needs from other roles.
 pub struct Peers {
     pub allocate: Recipient<AllocateServers>,
     pub allocate_fs: Recipient<AllocateFileServer>,
+    /// Where the node registry's snapshots go (the built-in allocator's live view of nodes).
+    pub nodes: Option<Recipient<NodesChanged>>,
 }
 
 /// This box's own addresses, as the built-in allocator hands them out on a single box.
@@ -35,12 +45,86 @@ pub fn wire(
         return Ok(Peers {
             allocate: a.clone().recipient(),
             allocate_fs: a.recipient(),
+            nodes: None,
         });
     }
     let a = Allocator::start_in_process(cfg, &own.sfu, &own.turn, &own.fs, db.clone())?;
     tracing::info!("allocation: built-in allocator, in-process");
     Ok(Peers {
         allocate: a.clone().recipient(),
-        allocate_fs: a.recipient(),
+        allocate_fs: a.clone().recipient(),
+        nodes: Some(a.recipient()),
     })
+}
+
+/// This process's node roles join the registry in-process and heartbeat to it.
+pub async fn register_local(registry: &Addr<Registry>, nodes: Vec<LocalNode>) {
+    for n in nodes {
+        let reg = registry::Registration {
+            role: n.spec.role,
+            address: n.spec.address.clone(),
+            capacity: n.spec.capacity,
+            version: crate::bridge::version().to_string(),
+            media: n.spec.media.clone(),
+            instance: crate::ids::random_token(16),
+        };
+        let link = registry::Link::Local {
+            control: n.control,
+            nodes: n.nodes,
+        };
+        let Ok((session, node)) = registry.send(registry::Connect { reg, link }).await else {
+            tracing::error!("the node registry is not running");
+            return;
+        };
+        let (registry, load) = (registry.clone(), n.load);
+        actix_rt::spawn(async move {
+            let mut beat = tokio::time::interval(crate::bridge::HEARTBEAT);
+            loop {
+                beat.tick().await;
+                let b = registry::Beat {
+                    session,
+                    node: node.clone(),
+                    load: load(),
+                };
+                if registry.send(b).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// This process's node roles dial the apiserver over the bridge, one link per role. The
+/// sfuserver's link was made before it started (it reports participation through it).
+pub fn connect_remote(
+    target: &Target,
+    keys: &Keys,
+    nodes: Vec<LocalNode>,
+    sfu_link: (Addr<BridgeLink>, Outbox),
+) -> Vec<Addr<BridgeLink>> {
+    let mut sfu_link = Some(sfu_link);
+    let mut links = Vec::new();
+    for n in nodes {
+        let (addr, outbox) = match n.spec.role {
+            crate::proto::NodeRole::Sfuserver => match sfu_link.take() {
+                Some(l) => l,
+                None => bridge_client::link(),
+            },
+            _ => bridge_client::link(),
+        };
+        tracing::info!(role = n.spec.role.name(), address = %n.spec.address, "registering with the apiserver over the bridge");
+        bridge_client::start(
+            outbox,
+            target.clone(),
+            *keys.bridge_key(),
+            n.spec,
+            Handlers {
+                control: n.control,
+                nodes: n.nodes,
+                load: n.load,
+            },
+        );
+        links.push(addr);
+    }
+    links
 }

@@ -892,7 +892,12 @@ pub struct FakeAllocator {
 impl FakeAllocator {
     /// Starts on a free port, answering `200 {}` until told otherwise.
     pub fn start() -> FakeAllocator {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake allocator");
+        FakeAllocator::start_on("127.0.0.1".parse().expect("ip"))
+    }
+
+    /// Starts on a free port of `ip` (an address of a namespace the test made).
+    pub fn start_on(ip: std::net::IpAddr) -> FakeAllocator {
+        let listener = TcpListener::bind((ip, 0)).expect("bind fake allocator");
         let addr = listener.local_addr().expect("fake allocator address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let response = Arc::new(Mutex::new((200u16, "{}".to_string())));
@@ -1055,6 +1060,8 @@ pub(crate) use appliance_bin;
 pub struct Appliance {
     child: TiedChild,
     addr: SocketAddr,
+    /// It said `listening on https://`.
+    https: bool,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
@@ -1099,8 +1106,25 @@ impl Appliance {
         cmd.env("MEETING_SFU__UDP_PORT", "0")
             .env("MEETING_TURN__PORT", "0")
             .env("MEETING_TURN__TLS_PORT", "0");
+        cmd.envs(envs.iter().copied());
+        Appliance::spawn(cmd, data_dir)
+    }
+
+    /// Runs this package's binary with exactly `args` (nothing added: the seed's command
+    /// lines) in the working directory `cwd`, whose `meeting-data` is then the data dir.
+    pub fn start_exact(args: &[&str], cwd: &Path) -> Appliance {
+        fs::create_dir_all(cwd).expect("create the working dir");
+        let mut cmd = Command::new(appliance_bin!());
+        cmd.args(args).current_dir(cwd);
+        let data_dir = cwd.join("meeting-data");
+        fs::create_dir_all(&data_dir).expect("create appliance data dir");
+        Appliance::spawn(cmd, &data_dir)
+    }
+
+    /// Starts `cmd`, keeps its log, and waits (60 s) for its `listening on http(s)://` line.
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Appliance {
+        let bin = format!("{:?}", cmd.get_program());
         cmd.env("NO_COLOR", "1")
-            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -1175,9 +1199,13 @@ impl Appliance {
             }
             thread::sleep(POLL);
         };
+        let https = lock(&log)
+            .iter()
+            .any(|l| l.contains("listening on https://"));
         Appliance {
             child,
             addr,
+            https,
             data_dir: data_dir.to_path_buf(),
             log,
             readers,
@@ -1185,14 +1213,15 @@ impl Appliance {
         }
     }
 
-    /// "http://127.0.0.1:PORT"
+    /// "http://127.0.0.1:PORT" ("https://…" when it serves TLS)
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// base_url() + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}{path}", self.base_url())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -1386,4 +1415,5 @@ pub mod files;
 pub mod media;
 pub mod postgres;
 pub mod rtc_client;
+pub mod split;
 pub mod tls;

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -38,6 +37,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ------------------------------------------------------------------------------------------
 // WebSocket (RFC 6455), client side: masked frames out, unmasked frames in.
 // ------------------------------------------------------------------------------------------
+
+/// Either side of a plain or TLS connection.
+type Rd = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Wr = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const OP_CONT: u8 = 0x0;
@@ -80,16 +83,21 @@ impl WsSender {
     }
 }
 
-/// Opens `ws://host:port/path`: the HTTP/1.1 upgrade with a random `Sec-WebSocket-Key`, the
+/// Opens `ws://host:port/path` or `wss://…` (any certificate accepted: a test client that
+/// plays a browser told to trust the deployment's self-signed certificates): the HTTP/1.1 upgrade with a random `Sec-WebSocket-Key`, the
 /// `Sec-WebSocket-Accept` checked. Returns the sender and the stream of received messages.
 pub async fn ws_connect(url: &str) -> io::Result<(WsSender, mpsc::UnboundedReceiver<WsMsg>)> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let u = url::Url::parse(url).map_err(|e| bad(format!("{url}: {e}")))?;
-    if u.scheme() != "ws" {
-        return Err(bad(format!("{url}: only ws:// is supported")));
-    }
+    let tls = match u.scheme() {
+        "ws" => false,
+        "wss" => true,
+        _ => return Err(bad(format!("{url}: only ws:// and wss:// are supported"))),
+    };
     let host = u.host_str().ok_or_else(|| bad(format!("{url}: no host")))?;
-    let port = u.port_or_known_default().unwrap_or(80);
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     let mut path = u.path().to_string();
     if let Some(q) = u.query() {
         path.push('?');
@@ -97,7 +105,24 @@ pub async fn ws_connect(url: &str) -> io::Result<(WsSender, mpsc::UnboundedRecei
     }
     let stream = TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr): (Rd, Wr) = if tls {
+        meeting_appliance::util::install_ring_provider();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(
+            meeting_appliance::bridge::client::client_tls_config(),
+        ));
+        let name = rustls::pki_types::ServerName::try_from(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| bad(format!("{url}: {e}")))?;
+        let s = connector.connect(name, stream).await?;
+        let (r, w) = tokio::io::split(s);
+        (Box::new(r), Box::new(w))
+    } else {
+        let (r, w) = stream.into_split();
+        (Box::new(r), Box::new(w))
+    };
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -151,7 +176,7 @@ pub async fn ws_connect(url: &str) -> io::Result<(WsSender, mpsc::UnboundedRecei
     Ok((WsSender { tx: out_tx }, in_rx))
 }
 
-async fn ws_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<(u8, Vec<u8>)>) {
+async fn ws_writer(mut wr: Wr, mut rx: mpsc::UnboundedReceiver<(u8, Vec<u8>)>) {
     while let Some((op, payload)) = rx.recv().await {
         let mut f = Vec::with_capacity(payload.len() + 14);
         f.push(0x80 | op); // FIN, no extensions
@@ -179,7 +204,7 @@ async fn ws_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<(u8, 
 }
 
 /// One frame: (fin, opcode, payload).
-async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> Result<(bool, u8, Vec<u8>), String> {
+async fn read_frame(rd: &mut BufReader<Rd>) -> Result<(bool, u8, Vec<u8>), String> {
     let mut h = [0u8; 2];
     rd.read_exact(&mut h)
         .await
@@ -221,11 +246,7 @@ async fn read_frame(rd: &mut BufReader<OwnedReadHalf>) -> Result<(bool, u8, Vec<
     Ok((fin, op, payload))
 }
 
-async fn ws_reader(
-    mut rd: BufReader<OwnedReadHalf>,
-    tx: mpsc::UnboundedSender<WsMsg>,
-    out: WsSender,
-) {
+async fn ws_reader(mut rd: BufReader<Rd>, tx: mpsc::UnboundedSender<WsMsg>, out: WsSender) {
     // A fragmented data message being assembled: (opcode, bytes so far).
     let mut partial: Option<(u8, Vec<u8>)> = None;
     loop {

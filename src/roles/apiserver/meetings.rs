@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::ids::{MeetingCode, MeetingId, ParticipantId};
 use crate::metrics::Metrics;
 use crate::proto::{
-    AllocateFileServer, AllocateServers, AllocationError, ControlRoom, RoomAction, ServerAssignment,
+    AllocateFileServer, AllocateServers, AllocationError, NodeRole, ControlRoom, RoomAction, ServerAssignment,
 };
 use crate::tokens::JoinClaims;
 use crate::util::{normalize_email, now};
@@ -756,9 +756,29 @@ pub async fn join(
     };
     let owner = owner_of(&st, &m).await?;
     // The assignment may be missing (e.g. the allocator was asked again and forgot it).
-    let (sfu, turn) = match (&m.sfu, &m.turn) {
-        (Some(s), Some(t)) => (s.clone(), t.clone()),
-        _ => {
+    let assigned = match (&m.sfu, &m.turn) {
+        (Some(s), Some(t)) => {
+            // A server that went down since: ask the allocator again (it skips down nodes).
+            let down = |role, address: &String| {
+                st.registry.send(super::registry::IsDown {
+                    role,
+                    address: address.clone(),
+                })
+            };
+            let sfu_down = down(NodeRole::Sfuserver, s).await.unwrap_or(false);
+            let turn_down = down(NodeRole::Turnserver, t).await.unwrap_or(false);
+            if sfu_down || turn_down {
+                tracing::warn!(meeting = m.id, sfu = %s, sfu_down, turn = %t, turn_down, "the meeting's servers are down: allocating again");
+                None
+            } else {
+                Some((s.clone(), t.clone()))
+            }
+        }
+        _ => None,
+    };
+    let (sfu, turn) = match assigned {
+        Some(x) => x,
+        None => {
             let a = allocate(&st, &owner.email, m.begin_at, m.end_at).await?;
             let mut am: meeting::ActiveModel = m.clone().into();
             am.sfu = Set(Some(a.sfu.clone()));
@@ -881,25 +901,31 @@ pub async fn control(
     body: web::Json<RoomAction>,
 ) -> Result<HttpResponse, ApiError> {
     let m = owned(&st, &me.user, id.into_inner()).await?;
-    let Some(sfu) = &st.room_control else {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "sfu_unreachable",
-            "The meeting's media server cannot be reached from here.",
+    let Some(sfu) = m.sfu.clone() else {
+        return Err(ApiError::conflict(
+            "not_in_meeting",
+            "Nobody has joined this meeting yet.",
         ));
     };
-    match sfu
-        .send(ControlRoom {
-            meeting: MeetingId(m.id),
-            action: body.into_inner(),
+    match st
+        .registry
+        .send(super::registry::Control {
+            sfu,
+            control: ControlRoom {
+                meeting: MeetingId(m.id),
+                action: body.into_inner(),
+            },
         })
         .await
     {
         Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
-        Ok(Err(why)) => Err(ApiError::conflict("not_in_meeting", why)),
-        Err(e) => Err(ApiError::internal(format_args!(
-            "sfuserver unreachable: {e}"
-        ))),
+        Ok(Err(why)) if why.contains("nobody") => Err(ApiError::conflict("not_in_meeting", why)),
+        Ok(Err(why)) => Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "sfu_unreachable",
+            format!("The meeting's media server cannot be reached: {why}"),
+        )),
+        Err(e) => Err(ApiError::internal(format_args!("node registry unreachable: {e}"))),
     }
 }
 

@@ -4,11 +4,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod files;
 pub mod ics;
 pub mod mail;
 pub mod meetings;
 pub mod notes;
+pub mod registry;
 /// The browser client (`web.rs`; named so it does not clash with `actix_web::web`).
 #[path = "web.rs"]
 pub mod webclient;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::{ApiError, json_error, path_error, query_error};
 use crate::metrics::Metrics;
-use crate::proto::{AllocateFileServer, AllocateServers, ControlRoom, ParticipationChanged};
+use crate::proto::{AllocateFileServer, AllocateServers, ParticipationChanged};
 use crate::tokens::Keys;
 
 /// Shared by every request handler of the apiserver (cheap to clone: handles and Arcs).
@@ -31,8 +33,9 @@ pub struct ApiState {
     pub keys: Keys,
     pub allocator: Recipient<AllocateServers>,
     pub fs_allocator: Recipient<AllocateFileServer>,
-    /// Host actions to the meeting's sfuserver (absent when no sfuserver is reachable).
-    pub room_control: Option<Recipient<ControlRoom>>,
+    /// The node registry: which sfuservers, turnservers and fsservers are up; host actions
+    /// go through it to the meeting's sfuserver, local or remote.
+    pub registry: Addr<registry::Registry>,
     pub mailer: Arc<mail::Mailer>,
     pub outbox: Addr<mail::MailOutbox>,
     pub metrics: Metrics,
@@ -121,6 +124,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),
     )
+    .route(crate::bridge::PATH, web::get().to(bridge::bridge))
     .route("/readyz", web::get().to(readyz))
     .route("/static/rtc.js", web::get().to(rtc_js))
     .configure(webclient::routes);

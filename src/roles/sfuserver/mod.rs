@@ -129,6 +129,8 @@ pub struct SfuState {
     pub keys: Keys,
     pub own_address: String,
     pub sfu: Addr<SfuServer>,
+    /// The UDP addresses media arrives on (one per worker), as advertised to browsers.
+    pub media: Vec<SocketAddr>,
 }
 
 /// A media socket: bound to the advertised address when it is ours, else to all addresses
@@ -194,9 +196,11 @@ pub fn start(
     }
     .start();
     let mut all_stats = Vec::with_capacity(n);
+    let mut media = Vec::with_capacity(n);
     for (i, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {
         let port = sock.local_addr()?.port();
         let advertised = SocketAddr::new(s.advertised_ip, port);
+        media.push(advertised);
         let stats = Arc::new(WorkerStats::default());
         all_stats.push(stats.clone());
         let reporter = Box::new(ActorReporter {
@@ -229,6 +233,7 @@ pub fn start(
         keys,
         own_address: s.own_address.clone(),
         sfu: sfu.clone(),
+        media,
     };
     Ok((sfu, state, all_stats))
 }

@@ -45,7 +45,36 @@ use std::time::Duration;
 
 use crate::config::{self, IpNet};
 use guard::{Guard, GuardShared};
-pub use policy::TrustedPeer;
+pub use policy::{TrustedPeer, TrustedPeers};
+
+/// Keeps the turnserver's learned peers equal to the sfuservers' media addresses in the node
+/// registry's snapshots, so a turnserver on its own host relays to them (private addresses
+/// included) and to nothing else of the private network.
+pub struct PeerUpdater(pub TrustedPeers);
+
+impl actix::Actor for PeerUpdater {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<crate::proto::NodesChanged> for PeerUpdater {
+    type Result = ();
+    fn handle(&mut self, m: crate::proto::NodesChanged, _: &mut actix::Context<Self>) {
+        let peers: Vec<TrustedPeer> = m
+            .nodes
+            .iter()
+            .filter(|n| n.role == crate::proto::NodeRole::Sfuserver)
+            .flat_map(|n| n.media.iter())
+            .map(|a| TrustedPeer {
+                ip: a.ip(),
+                ports: a.port()..=a.port(),
+            })
+            .collect();
+        tracing::info!(sfu_media = ?peers.iter().map(|p| (p.ip, *p.ports.start())).collect::<Vec<_>>(), "turnserver: sfuservers it may relay to");
+        if let Ok(mut l) = self.0.write() {
+            *l = peers;
+        }
+    }
+}
 use relay::{RelayGen, RelayShared};
 pub use stats::{TurnCollector, TurnStats};
 
@@ -59,6 +88,8 @@ pub struct TurnSettings {
     pub allowed_peers: Vec<IpNet>,
     /// This deployment's sfuservers: always allowed as peers.
     pub sfu_peers: Vec<TrustedPeer>,
+    /// The sfuservers learned from the node registry (updated by [`PeerUpdater`]).
+    pub learned_peers: TrustedPeers,
     pub max_allocations_per_user: u32,
     pub max_bandwidth_kbps: u32,
     pub max_lifetime: Duration,
@@ -74,6 +105,7 @@ impl TurnSettings {
             relay_port_max: t.relay_port_max,
             allowed_peers: t.allowed_peers.clone(),
             sfu_peers,
+            learned_peers: TrustedPeers::default(),
             max_allocations_per_user: t.max_allocations_per_user,
             max_bandwidth_kbps: t.max_bandwidth_kbps,
             max_lifetime: t.max_lifetime.0,
@@ -251,6 +283,7 @@ async fn serve(
     let policy = Arc::new(policy::PeerPolicy {
         allowed: s.allowed_peers.clone(),
         trusted: s.sfu_peers.clone(),
+        learned: s.learned_peers.clone(),
         relays: Default::default(),
     });
     let relay_shared = Arc::new(RelayShared {

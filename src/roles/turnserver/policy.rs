@@ -32,10 +32,16 @@ impl TrustedPeer {
     }
 }
 
+/// Peers learned at run time (the sfuservers the node registry reports), shared with the
+/// relays.
+pub type TrustedPeers = Arc<RwLock<Vec<TrustedPeer>>>;
+
 #[derive(Clone, Debug, Default)]
 pub struct PeerPolicy {
     pub allowed: Vec<IpNet>,
     pub trusted: Vec<TrustedPeer>,
+    /// The deployment's sfuservers as the node registry reports them (split deployment).
+    pub learned: TrustedPeers,
     /// The relayed addresses of this server's live allocations (kept by `relay.rs`).
     pub relays: Arc<RwLock<HashSet<SocketAddr>>>,
 }
@@ -46,6 +52,10 @@ impl PeerPolicy {
         // Checked per packet: the common case (a public peer) decides on the first test.
         !is_restricted(ip)
             || self.trusted.iter().any(|t| t.matches(peer))
+            || self
+                .learned
+                .read()
+                .is_ok_and(|l| l.iter().any(|t| t.matches(peer)))
             || self.allowed.iter().any(|n| n.contains(ip))
             || self
                 .relays
@@ -149,8 +159,16 @@ mod tests {
                 ip: "127.0.0.1".parse().expect("ip"),
                 ports: 10000..=10001,
             }],
+            learned: Default::default(),
             relays: Default::default(),
         };
+        assert!(!p.allows(sa("10.9.0.3:20000")));
+        p.learned.write().expect("lock").push(TrustedPeer {
+            ip: "10.9.0.3".parse().expect("ip"),
+            ports: 20000..=20000,
+        });
+        assert!(p.allows(sa("10.9.0.3:20000")));
+        assert!(!p.allows(sa("10.9.0.3:20001")));
         assert!(p.allows(sa("127.0.0.1:10001")));
         assert!(!p.allows(sa("127.0.0.1:10002")));
         p.relays

@@ -1,0 +1,318 @@
+//! The remote bridge: how a role on another host (sfuserver, turnserver, fsserver started with
+//! `--apiserver host:port`) reaches the apiserver, and carries the same `proto` messages the
+//! roles exchange in-process on a single box.
+//!
+//! # Transport
+//! A WebSocket at [`PATH`] on the apiserver's own listener: `wss://` unless the apiserver's
+//! host is loopback (a loopback apiserver serves plain HTTP, as the appliance does everywhere);
+//! `ws://`/`wss://`/`http://`/`https://` in `--apiserver` force the choice. One connection per
+//! role. Frames are JSON text, one message each ([`ToApi`], [`ToNode`]).
+//!
+//! # Handshake (the secret never crosses the wire)
+//! 1. apiserver → node: `challenge {proto, version, nonce}` (fresh random nonce).
+//! 2. node → apiserver: `hello {proto, version, role, address, capacity, media, instance,
+//!    challenge, nonce, proof}`: `proof` = HMAC(bridge key, "node" | challenge | nonce |
+//!    binding | role | address | instance), where the bridge key is derived from `--secret`
+//!    (HKDF, `Keys::bridge_key`) and `binding` is 32 bytes exported from this very TLS session
+//!    (RFC 5705 exporter; empty on a plain loopback link).
+//! 3. apiserver → node: `welcome {proof, node_id}` with `proof` = HMAC(bridge key, "apiserver" |
+//!    nonce | challenge | binding): the apiserver proves the secret too, so a node never talks
+//!    to an impostor. Or `refused {reason, message}`, and the link closes.
+//!
+//! A handshake recorded on one connection fails on any other: the challenge and the TLS
+//! binding differ. Because the proofs are bound to the TLS session, a man in the middle (who
+//! must run two TLS sessions) cannot relay them; that is why the node accepts the apiserver's
+//! certificate without a CA (self-signed certificates on private addresses are normal here).
+//! A different `proto` is refused before anything else is read, naming the side to upgrade.
+//!
+//! # After the handshake
+//! - node → apiserver: `heartbeat {load}` every [`HEARTBEAT`]; `event {id, event}` (e.g.
+//!   participation) with a per-instance increasing id, kept until the apiserver's `ack {id}` and
+//!   sent again after a reconnect (the apiserver drops ids it has seen); `reply {id, result}`.
+//! - apiserver → node: `command {id, command}` (e.g. `ControlRoom`), with a unique id; sent
+//!   again after a reconnect until replied, and a node answers a repeated id from its memory
+//!   without doing it twice; `nodes {…}` (the registry's snapshot, for turnservers).
+//! - A node missing [`DOWN_AFTER`] of heartbeats, or whose link closed, is marked down.
+
+pub mod client;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
+
+/// The bridge protocol version. Bump on any incompatible change of the frames below.
+pub const PROTO: u32 = 1;
+/// Where the apiserver accepts bridge links.
+pub const PATH: &str = "/bridge/v1";
+/// How often a node reports.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Silence after which a node is marked down (3 missed heartbeats).
+pub const DOWN_AFTER: Duration = Duration::from_secs(6);
+/// The longest a handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The RFC 5705 exporter label that binds the proofs to the TLS session.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-meeting-appliance-bridge";
+
+/// The TLS exporter of an accepted connection, kept in the connection's data by
+/// [`on_connect`] (absent on plain HTTP).
+#[derive(Clone, Copy)]
+pub struct TlsBinding(pub [u8; 32]);
+
+/// `HttpServer::on_connect` hook: remembers each TLS connection's exporter for the bridge.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_rt::net::TcpStream>;
+    if let Some(tls) = conn.downcast_ref::<Tls>()
+        && let Ok(b) = (**tls)
+            .get_ref()
+            .1
+            .export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+    {
+        ext.insert(TlsBinding(b));
+    }
+}
+
+/// This build's version, sent in the handshake and shown in the node registry.
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Frames from a node to the apiserver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToApi {
+    Hello(Hello),
+    Heartbeat { load: NodeLoad },
+    Event { id: u64, event: NodeEvent },
+    Reply { id: String, result: Result<(), String> },
+    /// A graceful stop: mark me down now rather than after missed heartbeats.
+    Bye,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub proto: u32,
+    pub version: String,
+    pub role: NodeRole,
+    /// The `host:port` the allocator names this node by.
+    pub address: String,
+    pub capacity: u32,
+    #[serde(default)]
+    pub media: Vec<SocketAddr>,
+    /// Random per process start: events are numbered per instance.
+    pub instance: String,
+    /// The challenge this hello answers (must be this connection's).
+    pub challenge: String,
+    pub nonce: String,
+    pub proof: String,
+}
+
+/// Frames from the apiserver to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToNode {
+    Challenge {
+        proto: u32,
+        version: String,
+        nonce: String,
+    },
+    Welcome {
+        proof: String,
+        node_id: String,
+    },
+    Refused {
+        reason: Refusal,
+        message: String,
+    },
+    Command {
+        id: String,
+        command: NodeCommand,
+    },
+    Ack {
+        id: u64,
+    },
+    Nodes(NodesChanged),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The proof does not match: the node's secret differs from the apiserver's.
+    WrongSecret,
+    /// The hello answers another connection's challenge.
+    Replayed,
+    /// Bridge protocol versions differ.
+    Version,
+    /// Not a hello, or not valid.
+    Malformed,
+}
+
+/// What the apiserver asks a node to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeCommand {
+    ControlRoom(ControlRoom),
+}
+
+/// What a node reports besides load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeEvent {
+    Participation(ParticipationChanged),
+}
+
+/// The sentence both sides log when protocol versions differ: which side to upgrade.
+pub fn version_mismatch(api_proto: u32, api_version: &str, node: NodeRole, node_proto: u32, node_version: &str) -> String {
+    let (older, newer) = if api_proto < node_proto {
+        ("apiserver", node.name())
+    } else {
+        (node.name(), "apiserver")
+    };
+    format!(
+        "bridge protocol mismatch: the apiserver ({api_version}) speaks version {api_proto}, the {} ({node_version}) speaks version {node_proto}; upgrade the {older} to the {newer}'s release",
+        node.name()
+    )
+}
+
+/// A fresh random nonce (hex of 32 bytes).
+pub fn nonce() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn mac(key: &[u8; 32], parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(&(p.len() as u64).to_be_bytes());
+        m.update(p);
+    }
+    m
+}
+
+/// The node's proof (see the module doc). Parts are length-prefixed, so no two different
+/// inputs hash alike.
+pub fn node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> String {
+    hex::encode(
+        mac(
+            key,
+            &[
+                b"node",
+                h.challenge.as_bytes(),
+                h.nonce.as_bytes(),
+                binding,
+                h.role.name().as_bytes(),
+                h.address.as_bytes(),
+                h.instance.as_bytes(),
+            ],
+        )
+        .finalize()
+        .into_bytes(),
+    )
+}
+
+/// Checks a node's proof in constant time.
+pub fn check_node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> bool {
+    let Ok(given) = hex::decode(&h.proof) else {
+        return false;
+    };
+    mac(
+        key,
+        &[
+            b"node",
+            h.challenge.as_bytes(),
+            h.nonce.as_bytes(),
+            binding,
+            h.role.name().as_bytes(),
+            h.address.as_bytes(),
+            h.instance.as_bytes(),
+        ],
+    )
+    .verify_slice(&given)
+    .is_ok()
+}
+
+fn api_mac(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8]) -> Hmac<Sha256> {
+    mac(
+        key,
+        &[b"apiserver", nonce.as_bytes(), challenge.as_bytes(), binding],
+    )
+}
+
+/// The apiserver's proof for a node's nonce.
+pub fn api_proof(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8]) -> String {
+    hex::encode(api_mac(key, nonce, challenge, binding).finalize().into_bytes())
+}
+
+pub fn check_api_proof(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8], proof: &str) -> bool {
+    let Ok(given) = hex::decode(proof) else {
+        return false;
+    };
+    api_mac(key, nonce, challenge, binding)
+        .verify_slice(&given)
+        .is_ok()
+}
+
+/// The `proto` of any frame, read before the rest so a newer peer's frame that would not
+/// parse still gets the version answer.
+pub fn frame_proto(text: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.get("proto")?.as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::Keys;
+
+    fn hello(challenge: &str) -> Hello {
+        Hello {
+            proto: PROTO,
+            version: version().into(),
+            role: NodeRole::Sfuserver,
+            address: "10.0.0.3:443".into(),
+            capacity: 0,
+            media: vec![],
+            instance: "i1".into(),
+            challenge: challenge.into(),
+            nonce: nonce(),
+            proof: String::new(),
+        }
+    }
+
+    #[test]
+    fn proofs_bind_secret_challenge_and_session() {
+        let k = Keys::derive("the right secret");
+        let mut h = hello("c1");
+        h.proof = node_proof(k.bridge_key(), &h, b"tls-a");
+        assert!(check_node_proof(k.bridge_key(), &h, b"tls-a"));
+        // Another TLS session, another secret, another address: all fail.
+        assert!(!check_node_proof(k.bridge_key(), &h, b"tls-b"));
+        assert!(!check_node_proof(Keys::derive("a wrong secret").bridge_key(), &h, b"tls-a"));
+        let mut moved = h.clone();
+        moved.address = "10.0.0.9:443".into();
+        assert!(!check_node_proof(k.bridge_key(), &moved, b"tls-a"));
+        let p = api_proof(k.bridge_key(), &h.nonce, "c1", b"tls-a");
+        assert!(check_api_proof(k.bridge_key(), &h.nonce, "c1", b"tls-a", &p));
+        assert!(!check_api_proof(k.bridge_key(), &h.nonce, "c2", b"tls-a", &p));
+        assert!(!check_api_proof(k.bridge_key(), &h.nonce, "c1", b"tls-a", "zz"));
+    }
+
+    #[test]
+    fn frames_round_trip_and_version_is_read_first() {
+        let f = ToApi::Hello(hello("c"));
+        let s = serde_json::to_string(&f).expect("json");
+        assert_eq!(frame_proto(&s), Some(PROTO));
+        assert_eq!(serde_json::from_str::<ToApi>(&s).expect("parse"), f);
+        // A future hello with fields we do not know still tells its version.
+        assert_eq!(
+            frame_proto(r#"{"type":"hello","proto":7,"something":"new"}"#),
+            Some(7)
+        );
+        let m = version_mismatch(1, "0.1.0", NodeRole::Sfuserver, 2, "0.2.0");
+        assert!(m.contains("upgrade the apiserver"), "{m}");
+        let m = version_mismatch(2, "0.2.0", NodeRole::Turnserver, 1, "0.1.0");
+        assert!(m.contains("upgrade the turnserver"), "{m}");
+    }
+}

@@ -1,0 +1,549 @@
+//! The node registry: every sfuserver, turnserver and fsserver of the deployment, whether it is
+//! up, and its load. Nodes on this box register in-process ([`Link::Local`]); nodes on other
+//! hosts over the bridge ([`Link::Remote`], see `bridge.rs` here and `crate::bridge`). Same
+//! messages, same bookkeeping.
+//!
+//! - The truth is kept in the `nodes` table, so an apiserver restart starts from what it knew;
+//!   known nodes get one down-interval of grace to re-register before they are marked down.
+//! - A node is down when its link closes, when it says bye, or after `bridge::DOWN_AFTER`
+//!   without a heartbeat. The allocator (a subscriber) gets a full `NodesChanged` snapshot on
+//!   every change and never hands out a down node; turnservers get it when the set of nodes
+//!   changes, to learn the sfuservers they may relay to.
+//! - Host actions go to the sfuserver that owns a meeting ([`Control`]). To a remote node a
+//!   command carries a unique id and is sent again after a reconnect until answered; the node
+//!   answers a repeated id without acting twice. Events from nodes carry per-instance ids and
+//!   are passed on once.
+
+use actix::prelude::*;
+use sea_orm::{DatabaseConnection, EntityTrait, sea_query::OnConflict};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bridge::{self, NodeCommand, NodeEvent, ToNode};
+use crate::db::entities::node;
+use crate::proto::{
+    ControlRoom, NodeInfo, NodeLoad, NodeRole, NodesChanged, ParticipationChanged,
+};
+
+/// How long a command to a remote node may wait for its answer (across reconnects).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a node is reached.
+#[derive(Clone)]
+pub enum Link {
+    /// A role of this process.
+    Local {
+        control: Option<Recipient<ControlRoom>>,
+        nodes: Option<Recipient<NodesChanged>>,
+    },
+    /// A bridge session; frames to send.
+    Remote(mpsc::UnboundedSender<ToNode>),
+}
+
+/// Who registers.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub role: NodeRole,
+    pub address: String,
+    pub capacity: u32,
+    pub version: String,
+    pub media: Vec<SocketAddr>,
+    pub instance: String,
+}
+
+struct Entry {
+    info: NodeInfo,
+    link: Option<Link>,
+    session: u64,
+    instance: String,
+    last_beat: Instant,
+    persisted: Instant,
+}
+
+struct Pending {
+    node: String,
+    command: NodeCommand,
+    reply: oneshot::Sender<Result<(), String>>,
+    deadline: Instant,
+}
+
+pub struct Registry {
+    db: DatabaseConnection,
+    recorder: Recipient<ParticipationChanged>,
+    nodes: HashMap<String, Entry>,
+    next_session: u64,
+    pending: HashMap<String, Pending>,
+    subscribers: Vec<Recipient<NodesChanged>>,
+    /// Highest event id passed on, per node instance.
+    seen_events: HashMap<String, u64>,
+    /// What turnservers were last told (role, address, up, media), to tell them only changes.
+    told_shape: Vec<(NodeRole, String, bool, Vec<SocketAddr>)>,
+}
+
+pub fn node_id(role: NodeRole, address: &str) -> String {
+    format!("{}@{}", role.name(), address)
+}
+
+fn now_secs() -> i64 {
+    crate::util::now()
+}
+
+impl Registry {
+    pub fn new(db: DatabaseConnection, recorder: Recipient<ParticipationChanged>) -> Self {
+        Registry {
+            db,
+            recorder,
+            nodes: HashMap::new(),
+            next_session: 1,
+            pending: HashMap::new(),
+            subscribers: Vec::new(),
+            seen_events: HashMap::new(),
+            told_shape: Vec::new(),
+        }
+    }
+
+    fn snapshot(&self) -> NodesChanged {
+        let mut nodes: Vec<NodeInfo> = self.nodes.values().map(|e| e.info.clone()).collect();
+        nodes.sort_by(|a, b| (a.role.name(), &a.address).cmp(&(b.role.name(), &b.address)));
+        NodesChanged { nodes }
+    }
+
+    /// Tells the subscribers; turnservers only when the set of nodes changed (or `force`).
+    fn publish(&mut self, force_turn: bool) {
+        let snap = self.snapshot();
+        for s in &self.subscribers {
+            s.do_send(snap.clone());
+        }
+        let shape: Vec<_> = snap
+            .nodes
+            .iter()
+            .map(|n| (n.role, n.address.clone(), n.up, n.media.clone()))
+            .collect();
+        if shape == self.told_shape && !force_turn {
+            return;
+        }
+        self.told_shape = shape;
+        for e in self.nodes.values() {
+            if e.info.role != NodeRole::Turnserver || !e.info.up {
+                continue;
+            }
+            match &e.link {
+                Some(Link::Local {
+                    nodes: Some(r), ..
+                }) => r.do_send(snap.clone()),
+                Some(Link::Remote(tx)) => {
+                    let _ = tx.send(ToNode::Nodes(snap.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn persist(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let Some(e) = self.nodes.get_mut(id) else {
+            return;
+        };
+        e.persisted = Instant::now();
+        let i = &e.info;
+        let row = node::ActiveModel {
+            id: sea_orm::Set(id.to_string()),
+            role: sea_orm::Set(i.role.name().to_string()),
+            address: sea_orm::Set(i.address.clone()),
+            capacity: sea_orm::Set(i64::from(i.capacity)),
+            version: sea_orm::Set(i.version.clone()),
+            state: sea_orm::Set(if i.up { "up" } else { "down" }.to_string()),
+            load: sea_orm::Set(i64::from(i.load.sessions)),
+            last_seen: sea_orm::Set(i.last_seen),
+        };
+        let db = self.db.clone();
+        ctx.spawn(
+            async move {
+                let r = node::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::column(node::Column::Id)
+                            .update_columns([
+                                node::Column::Role,
+                                node::Column::Address,
+                                node::Column::Capacity,
+                                node::Column::Version,
+                                node::Column::State,
+                                node::Column::Load,
+                                node::Column::LastSeen,
+                            ])
+                            .to_owned(),
+                    )
+                    .exec_without_returning(&db)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot record a node in the registry table");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn mark_down(&mut self, id: &str, why: &str, ctx: &mut Context<Self>) {
+        let Some(e) = self.nodes.get_mut(id) else {
+            return;
+        };
+        e.link = None;
+        if !e.info.up {
+            return;
+        }
+        e.info.up = false;
+        tracing::warn!(node = id, "node down: {why}");
+        self.persist(id, ctx);
+        self.publish(false);
+    }
+
+    fn send_command(&mut self, cmd_id: &str) {
+        let Some(p) = self.pending.get(cmd_id) else {
+            return;
+        };
+        if let Some(Entry {
+            link: Some(Link::Remote(tx)),
+            ..
+        }) = self.nodes.get(&p.node)
+        {
+            let _ = tx.send(ToNode::Command {
+                id: cmd_id.to_string(),
+                command: p.command.clone(),
+            });
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let silent: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, e)| e.info.up && now.duration_since(e.last_beat) > bridge::DOWN_AFTER)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in silent {
+            self.mark_down(&id, "no heartbeat", ctx);
+        }
+        let expired: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                let _ = p.reply.send(Err(format!(
+                    "the sfuserver {} did not answer in time",
+                    p.node
+                )));
+            }
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // What the last run knew; nodes get a down-interval to re-register.
+        let db = self.db.clone();
+        ctx.wait(
+            async move { node::Entity::find().all(&db).await }
+                .into_actor(self)
+                .map(|rows, act, _| match rows {
+                    Ok(rows) => {
+                        for r in rows {
+                            let Some(role) = NodeRole::parse(&r.role) else {
+                                continue;
+                            };
+                            let info = NodeInfo {
+                                role,
+                                address: r.address.clone(),
+                                up: r.state == "up",
+                                capacity: u32::try_from(r.capacity).unwrap_or(0),
+                                load: NodeLoad {
+                                    sessions: u32::try_from(r.load).unwrap_or(0),
+                                    ..Default::default()
+                                },
+                                media: Vec::new(),
+                                version: r.version.clone(),
+                                last_seen: r.last_seen,
+                            };
+                            act.nodes.insert(
+                                r.id.clone(),
+                                Entry {
+                                    info,
+                                    link: None,
+                                    session: 0,
+                                    instance: String::new(),
+                                    last_beat: Instant::now(),
+                                    persisted: Instant::now(),
+                                },
+                            );
+                        }
+                        if !act.nodes.is_empty() {
+                            tracing::info!(
+                                nodes = act.nodes.len(),
+                                "node registry loaded; waiting for nodes to re-register"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the node registry table"),
+                }),
+        );
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
+    }
+}
+
+/// A node (re)registers. Answers its session number and node id.
+#[derive(Message)]
+#[rtype(result = "(u64, String)")]
+pub struct Connect {
+    pub reg: Registration,
+    pub link: Link,
+}
+
+impl Handler<Connect> for Registry {
+    type Result = MessageResult<Connect>;
+    fn handle(&mut self, m: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let id = node_id(m.reg.role, &m.reg.address);
+        let session = self.next_session;
+        self.next_session += 1;
+        let now = now_secs();
+        let info = NodeInfo {
+            role: m.reg.role,
+            address: m.reg.address.clone(),
+            up: true,
+            capacity: m.reg.capacity,
+            load: NodeLoad::default(),
+            media: m.reg.media.clone(),
+            version: m.reg.version.clone(),
+            last_seen: now,
+        };
+        let remote = matches!(m.link, Link::Remote(_));
+        if let Some(old) = self.nodes.get(&id)
+            && old.link.is_some()
+            && old.instance != m.reg.instance
+        {
+            tracing::warn!(node = %id, "a second process registered with the same role and address; the newer one replaces the older");
+        }
+        self.nodes.insert(
+            id.clone(),
+            Entry {
+                info,
+                link: Some(m.link),
+                session,
+                instance: m.reg.instance.clone(),
+                last_beat: Instant::now(),
+                persisted: Instant::now(),
+            },
+        );
+        tracing::info!(node = %id, version = %m.reg.version, remote, media = ?m.reg.media, "node registered");
+        self.persist(&id, ctx);
+        // Commands that waited for this node (a flap, or an apiserver restart) go again.
+        let waiting: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.node == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for c in waiting {
+            self.send_command(&c);
+        }
+        self.publish(m.reg.role == NodeRole::Turnserver);
+        MessageResult((session, id))
+    }
+}
+
+/// A heartbeat with load.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Beat {
+    pub session: u64,
+    pub node: String,
+    pub load: NodeLoad,
+}
+
+impl Handler<Beat> for Registry {
+    type Result = ();
+    fn handle(&mut self, m: Beat, ctx: &mut Context<Self>) {
+        let Some(e) = self.nodes.get_mut(&m.node) else {
+            return;
+        };
+        if e.session != m.session {
+            return; // a replaced session
+        }
+        e.last_beat = Instant::now();
+        e.info.last_seen = now_secs();
+        e.info.load = m.load;
+        let revived = !e.info.up;
+        e.info.up = true;
+        if revived {
+            tracing::info!(node = %m.node, "node up again");
+        }
+        if revived || e.persisted.elapsed() >= Duration::from_secs(10) {
+            self.persist(&m.node, ctx);
+        }
+        self.publish(false);
+    }
+}
+
+/// A session ended (link closed, or the node said bye).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: u64,
+    pub node: String,
+    pub why: String,
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+    fn handle(&mut self, m: Disconnect, ctx: &mut Context<Self>) {
+        if self.nodes.get(&m.node).is_some_and(|e| e.session == m.session) {
+            self.mark_down(&m.node, &m.why, ctx);
+        }
+    }
+}
+
+/// An event from a node; passed on once per (instance, id).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Event {
+    pub instance: String,
+    pub id: u64,
+    pub event: NodeEvent,
+}
+
+impl Handler<Event> for Registry {
+    type Result = ();
+    fn handle(&mut self, m: Event, _: &mut Context<Self>) {
+        let seen = self.seen_events.entry(m.instance).or_insert(0);
+        if m.id <= *seen {
+            return;
+        }
+        *seen = m.id;
+        match m.event {
+            NodeEvent::Participation(p) => self.recorder.do_send(p),
+        }
+    }
+}
+
+/// A node's answer to a command.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replied {
+    pub id: String,
+    pub result: Result<(), String>,
+}
+
+impl Handler<Replied> for Registry {
+    type Result = ();
+    fn handle(&mut self, m: Replied, _: &mut Context<Self>) {
+        if let Some(p) = self.pending.remove(&m.id) {
+            let _ = p.reply.send(m.result);
+        }
+    }
+}
+
+/// A host action for the sfuserver at `sfu` (the meeting's assignment).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Control {
+    pub sfu: String,
+    pub control: ControlRoom,
+}
+
+impl Handler<Control> for Registry {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, m: Control, _: &mut Context<Self>) -> Self::Result {
+        let id = node_id(NodeRole::Sfuserver, &m.sfu);
+        let Some(e) = self.nodes.get(&id) else {
+            return Box::pin(async move {
+                Err(format!("the sfuserver {} has not registered", m.sfu))
+            });
+        };
+        if !e.info.up {
+            return Box::pin(async move { Err(format!("the sfuserver {} is down", m.sfu)) });
+        }
+        match &e.link {
+            Some(Link::Local {
+                control: Some(c), ..
+            }) => {
+                let c = c.clone();
+                Box::pin(async move {
+                    c.send(m.control)
+                        .await
+                        .map_err(|e| format!("the sfuserver did not answer: {e}"))?
+                })
+            }
+            Some(Link::Local { control: None, .. }) => {
+                Box::pin(async { Err("that node takes no room commands".to_string()) })
+            }
+            // Remote, or known but not yet re-registered after an apiserver restart: the
+            // command waits for the link (bounded by COMMAND_TIMEOUT).
+            _ => {
+                let cmd_id = uuid::Uuid::new_v4().to_string();
+                let (tx, rx) = oneshot::channel();
+                self.pending.insert(
+                    cmd_id.clone(),
+                    Pending {
+                        node: id,
+                        command: NodeCommand::ControlRoom(m.control),
+                        reply: tx,
+                        deadline: Instant::now() + COMMAND_TIMEOUT,
+                    },
+                );
+                self.send_command(&cmd_id);
+                Box::pin(async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err("the registry stopped".to_string()))
+                })
+            }
+        }
+    }
+}
+
+/// Subscribe to snapshots (the allocator). Gets one at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<NodesChanged>);
+
+impl Handler<Subscribe> for Registry {
+    type Result = ();
+    fn handle(&mut self, m: Subscribe, _: &mut Context<Self>) {
+        m.0.do_send(self.snapshot());
+        self.subscribers.push(m.0);
+    }
+}
+
+/// Is the node known and down? (Unknown nodes are not "down": an external allocator may name
+/// servers that never register.)
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsDown {
+    pub role: NodeRole,
+    pub address: String,
+}
+
+impl Handler<IsDown> for Registry {
+    type Result = bool;
+    fn handle(&mut self, m: IsDown, _: &mut Context<Self>) -> bool {
+        self.nodes
+            .get(&node_id(m.role, &m.address))
+            .is_some_and(|e| !e.info.up)
+    }
+}
+
+/// The registry's current view.
+#[derive(Message)]
+#[rtype(result = "NodesChanged")]
+pub struct GetNodes;
+
+impl Handler<GetNodes> for Registry {
+    type Result = MessageResult<GetNodes>;
+    fn handle(&mut self, _: GetNodes, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.snapshot())
+    }
+}

@@ -1,0 +1,286 @@
+//! Split deployments in tests: hosts as network namespaces joined by veth links to one
+//! bridge (separate machines, as far as the processes can tell), and two media clients that
+//! keep audio flowing and count it.
+//!
+//! Everything here runs inside the test's own private namespace (`enter_private_netns`), so
+//! the bridge, the veth pairs and the host namespaces are the test's and nobody else's.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use webrtc::api::APIBuilder;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::media::Sample;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::track::track_local::TrackLocal;
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+
+use super::api::call;
+use super::rtc_client::{RtcClient, loopback_peer_connection};
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hosts on one LAN: the test's namespace holds the switch (a bridge at `10.231.0.1/24`) and
+/// each host is a named namespace with one veth link to it.
+pub struct Hosts {
+    names: Vec<(String, String, IpAddr)>,
+}
+
+pub const SWITCH_IP: &str = "10.231.0.1";
+
+impl Hosts {
+    /// `hosts[i]` gets `10.231.0.(i+2)`.
+    pub fn new(hosts: &[&str]) -> Hosts {
+        assert_eq!(
+            std::env::var("APPLIANCE_IN_NETNS").as_deref(),
+            Ok("1"),
+            "hosts are built only inside the test's private namespace"
+        );
+        sh(&["ip", "link", "add", "sw0", "type", "bridge"]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SWITCH_IP}/24"),
+            "dev",
+            "sw0",
+        ]);
+        sh(&["ip", "link", "set", "sw0", "up"]);
+        let pid = std::process::id();
+        let mut names = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let ns = format!("ma-{pid}-{h}");
+            let ip: IpAddr = format!("10.231.0.{}", i + 2).parse().expect("ip");
+            let veth = format!("v{i}");
+            sh(&["ip", "netns", "add", &ns]);
+            names.push((h.to_string(), ns.clone(), ip));
+            sh(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ]);
+            sh(&["ip", "link", "set", &veth, "master", "sw0", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        }
+        Hosts { names }
+    }
+
+    pub fn ip(&self, host: &str) -> IpAddr {
+        self.names
+            .iter()
+            .find(|(h, _, _)| h == host)
+            .unwrap_or_else(|| panic!("no host {host}"))
+            .2
+    }
+
+    /// `program` run on `host` (`ip netns exec`, which execs it: the pid is the program's).
+    pub fn command(&self, host: &str, program: &str) -> Command {
+        let ns = &self
+            .names
+            .iter()
+            .find(|(h, _, _)| h == host)
+            .unwrap_or_else(|| panic!("no host {host}"))
+            .1;
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for (_, ns, _) in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A peer connection that may use any interface of the test's namespace (its loopback and
+/// the switch), for clients on the LAN of [`Hosts`].
+pub async fn lan_peer_connection() -> Arc<RTCPeerConnection> {
+    let mut m = MediaEngine::default();
+    m.register_default_codecs().expect("register codecs");
+    let registry =
+        register_default_interceptors(Registry::new(), &mut m).expect("register interceptors");
+    let mut s = SettingEngine::default();
+    s.set_network_types(vec![NetworkType::Udp4]);
+    s.set_ice_multicast_dns_mode(webrtc::ice::mdns::MulticastDnsMode::Disabled);
+    let api = APIBuilder::new()
+        .with_media_engine(m)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(s)
+        .build();
+    Arc::new(
+        api.new_peer_connection(RTCConfiguration::default())
+            .await
+            .expect("new peer connection"),
+    )
+}
+
+/// `POST /api/v1/join/{code}`: as the signed-in `token`, or as a guest named `name`.
+pub async fn join(api: &str, code: &str, token: Option<&str>, name: &str) -> Value {
+    let a = call(
+        "POST",
+        &format!("{api}/api/v1/join/{code}"),
+        token,
+        Some(json!({"display_name": name})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "join {code} as {name}: {:?}", a.body);
+    a.body
+}
+
+fn signal(j: &Value) -> String {
+    j["sfu"]["signal_url"]
+        .as_str()
+        .expect("signal_url")
+        .to_string()
+}
+
+fn token(j: &Value) -> String {
+    j["token"].as_str().expect("token").to_string()
+}
+
+async fn pc(lan: bool) -> Arc<RTCPeerConnection> {
+    if lan {
+        lan_peer_connection().await
+    } else {
+        loopback_peer_connection().await
+    }
+}
+
+/// A client sending Opus-framed audio, 50 packets a second, until dropped.
+pub struct Talker {
+    pub client: RtcClient,
+    stop: Arc<AtomicBool>,
+}
+
+impl Talker {
+    pub async fn join(j: &Value, name: &str, lan: bool) -> Talker {
+        let pc = pc(lan).await;
+        let audio = Arc::new(TrackLocalStaticSample::new(
+            RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                ..Default::default()
+            },
+            "audio".to_owned(),
+            name.to_owned(),
+        ));
+        pc.add_transceiver_from_track(
+            audio.clone() as Arc<dyn TrackLocal + Send + Sync>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .expect("add audio");
+        let client = RtcClient::join(name, &signal(j), &token(j), pc).await;
+        client.negotiate();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut n: u32 = 0;
+            // Stops when told, or when the Talker is dropped (this task holds the last Arc).
+            while !s.load(Ordering::Relaxed) && Arc::strong_count(&s) > 1 {
+                tick.tick().await;
+                let mut data = vec![0xfcu8];
+                data.extend_from_slice(&n.to_be_bytes());
+                data.resize(80, 0x55);
+                n = n.wrapping_add(1);
+                let _ = audio
+                    .write_sample(&Sample {
+                        data: data.into(),
+                        duration: Duration::from_millis(20),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        });
+        Talker { client, stop }
+    }
+
+    pub async fn leave(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.client.leave().await;
+    }
+}
+
+/// A client that receives whatever the meeting sends and counts RTP packets.
+pub struct Listener {
+    pub client: RtcClient,
+    pub packets: Arc<AtomicU64>,
+}
+
+impl Listener {
+    pub async fn join(j: &Value, name: &str, lan: bool, packets: Arc<AtomicU64>) -> Listener {
+        let pc = pc(lan).await;
+        let counter = packets.clone();
+        pc.on_track(Box::new(move |track, _, _| {
+            let counter = counter.clone();
+            Box::pin(async move {
+                tokio::spawn(async move {
+                    while track.read_rtp().await.is_ok() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            })
+        }));
+        let client = RtcClient::join(name, &signal(j), &token(j), pc).await;
+        Listener { client, packets }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `more` packets arrived after now.
+    pub async fn wait_more(&self, more: u64, deadline: Duration, what: &str) -> u64 {
+        let start = self.count();
+        let t0 = std::time::Instant::now();
+        while self.count() < start + more {
+            if t0.elapsed() > deadline {
+                panic!(
+                    "{what}: only {} packets in {deadline:?} (wanted {more})",
+                    self.count() - start
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.count() - start
+    }
+}
