@@ -259,6 +259,15 @@ impl Engine {
 
     /// The node registry's full snapshot.
     pub fn nodes_changed(&mut self, snapshot: &NodesChanged, now: i64) {
+        let busy = |n: &crate::proto::NodeInfo| n.load.sessions > 0 || n.load.meetings > 0;
+        // Nodes busy in the previous snapshot: their last participant left since.
+        let was_busy: BTreeSet<String> = self
+            .state
+            .servers
+            .values()
+            .filter_map(|s| s.address.clone())
+            .filter(|a| self.pools.live_node(a).is_some_and(busy))
+            .collect();
         self.pools.set_live(snapshot);
         for s in self.state.servers.values_mut() {
             let Some(addr) = &s.address else { continue };
@@ -280,7 +289,7 @@ impl Engine {
                 _ => {}
             }
             if node.up
-                && (node.load.sessions > 0 || node.load.meetings > 0)
+                && (busy(node) || was_busy.contains(addr))
                 && matches!(s.purpose, Purpose::Instant { .. })
             {
                 // In use counts as use: idle is measured from the last participant.

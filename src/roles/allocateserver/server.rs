@@ -73,18 +73,45 @@ fn bad_request(message: String) -> HttpResponse {
     )
 }
 
-fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Result<&'a str, HttpResponse> {
+fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Result<&'a str, String> {
     q.get(k)
         .map(String::as_str)
         .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| bad_request(format!("the query parameter {k} is missing")))
+        .ok_or_else(|| format!("the query parameter {k} is missing"))
 }
 
-fn timestamp(q: &HashMap<String, String>, k: &str) -> Result<i64, HttpResponse> {
+fn timestamp(q: &HashMap<String, String>, k: &str) -> Result<i64, String> {
     param(q, k)?
         .trim()
         .parse()
-        .map_err(|_| bad_request(format!("{k} must be a unix timestamp in seconds")))
+        .map_err(|_| format!("{k} must be a unix timestamp in seconds"))
+}
+
+/// The two questions of the seed's protocol.
+enum Question {
+    Servers(AllocateServers),
+    Fs(AllocateFileServer),
+}
+
+fn parse(q: &HashMap<String, String>) -> Result<Question, String> {
+    let email = param(q, "Email")?.to_string();
+    match param(q, "Kind")? {
+        "SFUTURN" => {
+            let (begin_at, end_at) = (timestamp(q, "BeginAt")?, timestamp(q, "EndAt")?);
+            if end_at < begin_at || (begin_at == 0) != (end_at == 0) {
+                return Err(
+                    "EndAt must not be before BeginAt; both are 0 for an instant meeting".into(),
+                );
+            }
+            Ok(Question::Servers(AllocateServers {
+                email,
+                begin_at,
+                end_at,
+            }))
+        }
+        "FS" => Ok(Question::Fs(AllocateFileServer { email })),
+        other => Err(format!("Kind {other:?} is not one of SFUTURN, FS")),
+    }
 }
 
 /// The one endpoint of the seed's protocol.
@@ -96,50 +123,30 @@ async fn answer(
     if let Some(r) = ep.refused(&req) {
         return r;
     }
-    match ask(&q, &ep).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn ask(q: &HashMap<String, String>, ep: &Endpoint) -> Result<HttpResponse, HttpResponse> {
-    let email = param(q, "Email")?.to_string();
-    let kind = param(q, "Kind")?;
-    let result = match kind {
-        "SFUTURN" => {
-            let (begin_at, end_at) = (timestamp(q, "BeginAt")?, timestamp(q, "EndAt")?);
-            if end_at < begin_at || (begin_at == 0) != (end_at == 0) {
-                return Err(bad_request(
-                    "EndAt must not be before BeginAt; both are 0 for an instant meeting".into(),
-                ));
-            }
-            ep.allocator
-                .send(AllocateServers {
-                    email,
-                    begin_at,
-                    end_at,
-                })
-                .await
-                .map(|r| r.map(|a| HttpResponse::Ok().json(a)))
-        }
-        "FS" => ep
+    let question = match parse(&q) {
+        Ok(x) => x,
+        Err(m) => return bad_request(m),
+    };
+    let result = match question {
+        Question::Servers(m) => ep
             .allocator
-            .send(AllocateFileServer { email })
+            .send(m)
             .await
             .map(|r| r.map(|a| HttpResponse::Ok().json(a))),
-        other => {
-            return Err(bad_request(format!(
-                "Kind {other:?} is not one of SFUTURN, FS"
-            )));
-        }
+        Question::Fs(m) => ep
+            .allocator
+            .send(m)
+            .await
+            .map(|r| r.map(|a| HttpResponse::Ok().json(a))),
     };
     match result {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(ep.not_ready(&e)),
-        Err(e) => Err(error(
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => ep.not_ready(&e),
+        Err(e) => error(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             &format!("the allocator is not running: {e}"),
-        )),
+        ),
     }
 }
 
