@@ -427,3 +427,70 @@ async fn the_apiserver_behaves_the_same_with_our_allocateserver_and_a_python_one
         ]
     );
 }
+
+#[test]
+fn standalone_allocateserver_over_https_with_dry_run_provisioning() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = support::tls::TestCa::new();
+    let (cert, key) = ca.leaf(&["127.0.0.1"], 86400);
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert).expect("cert");
+    std::fs::write(&key_path, key).expect("key");
+    let cfg = dir.path().join("allocate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"path = "{PATH}"
+cert = "{}"
+cert_key = "{}"
+check_every = "200ms"
+[instant]
+strategy = "on_demand"
+[[turn]]
+address = "turn1.corp.test:3478"
+[provision]
+create = "/nonexistent/make-sfu {{name}}"
+delete = "/nonexistent/drop-sfu {{name}}"
+dry_run = true
+"#,
+            cert_path.display(),
+            key_path.display()
+        ),
+    )
+    .expect("write allocate.toml");
+    let args = ["allocateserver", "--config", cfg.to_str().expect("utf-8")];
+    let app = Appliance::start_bin(
+        support::appliance_bin!(),
+        &dir.path().join("data"),
+        &args,
+        &[],
+    );
+    app.wait_log("listening on https://", Duration::from_secs(5));
+    let ask = || {
+        let mut c = support::tls::TlsConn::connect(app.addr(), "127.0.0.1", &ca.pem)
+            .expect("TLS with the configured certificate");
+        c.get(
+            "127.0.0.1",
+            &format!("{PATH}?Kind=SFUTURN&Email=dee%40corp.test&BeginAt=0&EndAt=0"),
+        )
+    };
+    let first = ask();
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    // Dry run: the command is printed, not run, and the server counts as created.
+    let line = app.wait_log(
+        "dry-run: would run (create meeting-sfu-i1",
+        Duration::from_secs(10),
+    );
+    assert!(
+        line.contains("/nonexistent/make-sfu meeting-sfu-i1"),
+        "{line}"
+    );
+    let ok = support::wait_until(Duration::from_secs(10), "the dry-run server", || {
+        let a = ask();
+        a.starts_with("HTTP/1.1 200").then_some(a)
+    });
+    assert!(
+        ok.contains(r#""sfu":"meeting-sfu-i1.dry-run.invalid:443""#),
+        "{ok}"
+    );
+}
