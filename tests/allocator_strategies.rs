@@ -110,6 +110,18 @@ fn a_week_of_overlapping_scheduled_meetings_never_double_books_a_dedicated_sfuse
     }
     assert!(ok > 40 && refused > 20, "{ok} granted, {refused} refused");
     println!("a week of 160 meetings on 4 dedicated sfuservers: {ok} granted, {refused} refused");
+    // The report's figure: hours the pool was reserved vs. keeping it on all week.
+    let r = meeting_appliance::roles::allocateserver::report::build(&e, week + 7 * 86400 - 1);
+    let reserved: f64 = r.days.iter().map(|d| d.reserved_hours).sum();
+    let always: f64 = r.days.iter().rev().take(7).map(|d| d.always_on_hours).sum();
+    assert!(
+        reserved > 0.0 && reserved <= always,
+        "{reserved} of {always}"
+    );
+    println!(
+        "reserved {reserved:.1} server-hours of {always:.0} always-on ({:.0}%)",
+        100.0 * reserved / always
+    );
     // The reservations survive a restart: the restored allocator refuses the same overlap.
     let saved = e.state.clone();
     let pools = Pools::new(cfg.sfu.clone(), cfg.turn.clone(), vec![], no_own());

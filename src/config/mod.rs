@@ -759,14 +759,22 @@ const ALLOCATE_FILE_KEYS: [&str; 11] = [
 
 /// Reads the standalone allocateserver's file (`allocate.toml`): the `[allocator]` keys at its
 /// top level (`path`, `[scheduled]`, `[[sfu]]`, …) beside the process keys (`listen`, `cert`,
-/// `cert_key`, `data_dir`, `[log]`, `[tls]`). A file with an `[allocator]` table is read as
-/// an appliance config instead. Unknown keys are still named.
+/// `cert_key`, `data_dir`, `[log]`, `[tls]`). A file that is clearly an appliance config (an
+/// `[allocator]`, `[database]`, `[sfu]` table…) is read as one instead. Unknown keys are still
+/// named.
 pub fn load_allocate(file: &Path, env: &[(String, String)]) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", file.display()))?;
     let mut top: toml::Table = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", file.display()))?;
-    if top.contains_key("allocator") {
+    // An appliance config (e.g. for `allocateserver --report` on a single box) is read as one.
+    let appliance = ["allocator", "roles", "database", "mail", "auth", "meetings"]
+        .iter()
+        .any(|k| top.contains_key(*k))
+        || ["sfu", "turn", "fs"]
+            .iter()
+            .any(|k| top.get(*k).is_some_and(toml::Value::is_table));
+    if appliance {
         return load(Some(file), env);
     }
     let mut alloc = toml::Table::new();
@@ -1007,6 +1015,9 @@ mod tests {
         assert_eq!(c.allocator.fs[0].address, "fs.example.com:443");
         assert_eq!(c.listen, "10.0.0.2:8090");
         assert!(c.allocator.allow[0].contains("10.0.0.7".parse().expect("ip")));
+        // The appliance sample is recognised as such (`allocateserver --report` on one box).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/appliance.toml");
+        assert_eq!(load_allocate(&path, &[]).expect("loads"), Config::default());
     }
 
     #[test]
