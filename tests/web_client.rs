@@ -24,6 +24,11 @@ struct Web {
 
 impl Web {
     fn start(base: &str, scenario: &str) -> Web {
+        Web::start_with(base, scenario, &[])
+    }
+
+    /// Like `start`, with more environment for the scenario.
+    fn start_with(base: &str, scenario: &str, envs: &[(&str, &str)]) -> Web {
         assert!(
             std::path::Path::new("/usr/bin/chromium").exists(),
             "chromium missing: run scripts/test-deps.sh"
@@ -35,6 +40,7 @@ impl Web {
             .env("BASE", base)
             .env("SCENARIO", scenario)
             .env("SHOTS", shots)
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -241,4 +247,224 @@ fn web_client_reconnects_after_restart() {
     assert_eq!(result["after"]["host"]["ok"], true);
     assert_eq!(result["after"]["guest"]["ok"], true);
     assert_eq!(result["new_ids"], true, "they rejoined as new participants");
+}
+
+/// Runs a scenario that signs people in (codes from the sink) until its RESULT.
+fn run_signing_in(web: &mut Web, sink: &SmtpSink, app: &Appliance) -> Value {
+    loop {
+        match web.next(&["NEED_CODE ", "RESULT "], app) {
+            ("NEED_CODE ", email) => {
+                let n = mails_to(sink, &email).len();
+                let code = code_in(&nth_mail_to(sink, &email, n.max(1)));
+                web.cue(&code);
+            }
+            (_, r) => break serde_json::from_str::<Value>(&r).expect("RESULT is JSON"),
+        }
+    }
+}
+
+/// Meeting notes in the room between a signed-in host and a guest: what one types appears
+/// for the other without a reload; an image pasted (a synthesised paste event with a PNG) is
+/// uploaded through the fsserver and shown to the other, pixel for pixel; a file attached by
+/// one is downloaded by the other with identical bytes; edits made on a stale version (the
+/// guest's live feed held back) are merged, and where both changed the same words both
+/// versions stay, marked, so nothing is lost; the notes page is reachable from home.
+#[test]
+fn web_client_notes() {
+    if !enter_private_netns("web_client_notes") {
+        return;
+    }
+    let sink = SmtpSink::start();
+    let args = mail_args(sink.port());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 300 kB that no text or image codec would leave alone.
+    let mut bytes = Vec::with_capacity(300_000);
+    let mut x: u32 = 0x1234_5678;
+    while bytes.len() < 300_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    let attach = dir.path().join("agenda.bin");
+    std::fs::write(&attach, &bytes).expect("write the attachment");
+    let download = dir.path().join("downloaded.bin");
+    let (attach_s, download_s) = (attach.display().to_string(), download.display().to_string());
+    let mut web = Web::start_with(
+        &app.base_url(),
+        "notes",
+        &[("ATTACH_FILE", &attach_s), ("DOWNLOAD_TO", &download_s)],
+    );
+    let r = run_signing_in(&mut web, &sink, &app);
+    eprintln!("{r:#}");
+
+    // Typing shows up live, in the text and rendered.
+    assert!(
+        r["guest_sees_text"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Host line one")
+    );
+    assert_eq!(r["guest_sees_text"]["heading"], "Design review");
+    // The pasted image: referenced by its file path, decoded by the guest at its real size,
+    // with the colours it has (the last pixel: rgb(6·30, 4·40, 200)).
+    assert_eq!(r["paste_default_prevented"], true);
+    let img = &r["guest_image"];
+    assert_eq!(
+        (img["w"].as_u64(), img["h"].as_u64()),
+        (Some(7), Some(5)),
+        "{img}"
+    );
+    assert_eq!(img["pixel"], serde_json::json!([180, 160, 200]), "{img}");
+    assert!(
+        img["src"].as_str().unwrap_or("").contains("join_token="),
+        "the guest reads files with its join token: {img}"
+    );
+    assert_eq!(r["guest_image_text"], true);
+    // The attachment: the guest's download is byte for byte what was attached.
+    let got = std::fs::read(&download).expect("the guest's download");
+    assert_eq!(got.len(), bytes.len(), "downloaded size");
+    assert!(got == bytes, "the download has the attached bytes");
+    assert_eq!(r["download"]["suggested"], "agenda.bin");
+    assert!(
+        r["guest_files"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|n| n == "agenda.bin"))
+    );
+    // Stale edits: the guest's save was refused (409) and merged, nobody's words lost.
+    let stale = &r["stale"]["guest"];
+    assert!(stale["merges"].as_u64().unwrap_or(0) >= 1, "{stale}");
+    assert!(
+        r["held"].as_u64().unwrap_or(0) >= 1,
+        "the guest's feed was held back"
+    );
+    let text = r["server"]["text"].as_str().expect("server text");
+    for part in [
+        "# Design review",
+        "Host line one",
+        r["image_ref"].as_str().expect("image ref"),
+        "\n[agenda.bin](/api/v1/meetings/",
+        "Shared line (host wording)",
+        "Shared line (guest wording)",
+        "Alpha from the host",
+        "Bravo from the guest",
+    ] {
+        assert!(text.contains(part), "{part:?} kept in the notes:\n{text}");
+    }
+    // Both changed the same line: both versions stay, between markers, and the guest is told.
+    assert!(
+        text.contains("<<<<<<< ") && text.contains("\n=======\n") && text.contains(">>>>>>> "),
+        "{text}"
+    );
+    assert_eq!(stale["conflictShown"], true, "{stale}");
+    // Everyone ends with the server's text.
+    assert_eq!(r["host_final"]["text"], text);
+    assert_eq!(r["guest_final"]["text"], text);
+    assert_eq!(r["same_document"], "yes", "no reload on the guest's side");
+    assert_eq!(r["zh"]["heading"], "会议纪要");
+    assert_eq!(r["zh"]["kept"], true);
+    // From home: the notes page, with the image.
+    assert!(
+        r["page_url"].as_str().unwrap_or("").contains("#notes/"),
+        "{}",
+        r["page_url"]
+    );
+    assert_eq!(r["page"]["text"], text);
+}
+
+/// The admin page for an administrator lists the registered servers and the meetings in
+/// progress; a non-administrator has no link to it and is refused.
+#[test]
+fn web_client_admin_page() {
+    if !enter_private_netns("web_client_admin_page") {
+        return;
+    }
+    let sink = SmtpSink::start();
+    let args = mail_args(sink.port());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[("MEETING_AUTH__ADMIN_EMAILS", "admin@corp.test")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // A meeting someone is in, and a registered server.
+    let code = rt.block_on(async {
+        let owner = support::api::sign_in(&app, &sink, "owner@corp.test").await;
+        let m = support::api::call(
+            "POST",
+            &app.url("/api/v1/meetings"),
+            Some(&owner),
+            Some(serde_json::json!({})),
+        )
+        .await;
+        assert_eq!(m.status, 201, "{:?}", m.body);
+        let code = m.body["code"].as_str().expect("code").to_string();
+        let j = support::api::call(
+            "POST",
+            &app.url(&format!("/api/v1/join/{code}")),
+            Some(&owner),
+            Some(serde_json::json!({})),
+        )
+        .await;
+        assert_eq!(j.status, 200, "{:?}", j.body);
+        use meeting_appliance::db::entities::node;
+        use sea_orm::{ActiveValue::Set, Database, EntityTrait};
+        let url = format!(
+            "sqlite://{}?mode=rw",
+            app.data_dir().join("meeting.db").display()
+        );
+        let db = Database::connect(&url).await.expect("open SQLite");
+        node::Entity::insert(node::ActiveModel {
+            id: Set("turnserver@10.1.2.3:3478".into()),
+            role: Set("turnserver".into()),
+            address: Set("10.1.2.3:3478".into()),
+            capacity: Set(500),
+            version: Set("1.2.3".into()),
+            state: Set("up".into()),
+            load: Set(42),
+            last_seen: Set(meeting_appliance::util::now()),
+        })
+        .exec_without_returning(&db)
+        .await
+        .expect("insert a node");
+        db.close().await.expect("close");
+        code
+    });
+    let mut web = Web::start(&app.base_url(), "admin");
+    let r = run_signing_in(&mut web, &sink, &app);
+    eprintln!("{r:#}");
+    let node = r["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|row| row[0] == "turnserver@10.1.2.3:3478")
+        .cloned()
+        .unwrap_or_else(|| panic!("the node is shown: {}", r["nodes"]));
+    assert_eq!(node[1], "turnserver");
+    assert_eq!(node[2], "10.1.2.3:3478");
+    assert_eq!(node[3], "up");
+    assert_eq!(
+        (&node[4], &node[5], &node[6]),
+        (
+            &Value::from("42"),
+            &Value::from("500"),
+            &Value::from("1.2.3")
+        )
+    );
+    let meeting = r["meetings"]
+        .as_array()
+        .expect("meetings")
+        .iter()
+        .find(|row| row[0].as_str().is_some_and(|c| c.ends_with(&code)))
+        .cloned()
+        .unwrap_or_else(|| panic!("the live meeting is shown: {}", r["meetings"]));
+    assert_eq!(meeting[1], "owner@corp.test");
+    assert_eq!(meeting[2], "1");
+    assert_eq!(r["other_has_link"], false);
+    assert_eq!(
+        r["other_error"],
+        "This page is for the appliance administrators."
+    );
 }

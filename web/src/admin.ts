@@ -48,7 +48,7 @@ export async function adminPage(app: HTMLElement, top: HTMLElement, go: (path: s
       String(n.load), String(n.capacity), n.version, when(n.last_seen)]),
     t('admin_no_nodes'));
   const meetings = table('admin-meetings', t('admin_live'),
-    ['admin_col_meeting', 'admin_col_owner', 'admin_col_people', 'admin_col_since', 'admin_col_address'],
+    ['admin_col_meeting', 'admin_col_owner', 'admin_col_people', 'admin_col_since', 'admin_col_sfu'],
     o.meetings.map((m) => [h('span', { 'data-code': m.code }, `${m.kind === 'instant' ? t('instant_room') : m.title} · ${m.code}`), m.owner_email,
       h('span', { class: 'people-count' }, String(m.participants)), when(m.since), m.sfu || '—']),
     t('admin_no_live'));

@@ -4,6 +4,7 @@
 // boxes, quotes, code, rules, emphasis, links, images, and the conflict blocks that
 // merge.ts leaves when two edits of the same passage could not be combined.
 import { h, type Child } from './dom';
+import { icon } from './icons';
 
 export interface RenderOpts {
   /** Rewrites a link or image target (e.g. a meeting file path for a guest); null drops it. */
@@ -38,7 +39,8 @@ function inline(text: string, o: RenderOpts): Child[] {
       const href = safeHref(m[6]) ? o.url(m[6]) : null;
       if (!href) { out.push(...inline(m[5], o)); continue; }
       const file = o.isFile(m[6]);
-      out.push(h('a', { href, rel: 'noopener noreferrer', target: file || href.startsWith('/') ? undefined : '_blank', download: file ? m[5].replace(/^📎\s*/, '') : undefined }, ...inline(m[5], o)));
+      out.push(h('a', { href, rel: 'noopener noreferrer', class: file ? 'file' : undefined, target: file || href.startsWith('/') ? undefined : '_blank', download: file ? m[5] : undefined },
+        file ? icon('clip') : null, ...inline(m[5], o)));
     } else if (m[7] !== undefined || m[8] !== undefined) out.push(h('strong', {}, ...inline(m[7] ?? m[8], o)));
     else if (m[9] !== undefined || m[10] !== undefined) out.push(h('em', {}, ...inline(m[9] ?? m[10], o)));
     else if (m[11] !== undefined) out.push(h('del', {}, ...inline(m[11], o)));

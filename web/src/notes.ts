@@ -143,7 +143,7 @@ export class NotesPanel {
     this.els = { text, preview, status, conflict, files, history, fileInput };
     this.el.replaceChildren(
       h('div', { class: 'notes-bar' },
-        h('h2', { id: 'notes-h' }, t('notes')),
+        h('h2', { id: 'notes-h', class: this.o.wide ? 'sr-only' : undefined }, t('notes')),
         h('span', { class: 'grow' }),
         h('button', { type: 'button', class: 'secondary small', id: 'notes-attach', onclick: () => fileInput.click() }, t('notes_attach')),
         h('button', { type: 'button', class: 'secondary small', id: 'notes-history-btn', 'aria-expanded': String(this.historyOpen), 'aria-controls': 'notes-history', onclick: () => this.toggleHistory() }, t('notes_history')),
@@ -283,8 +283,10 @@ export class NotesPanel {
     if (mine === this.base.text) {
       this.setText(theirs.text);
     } else {
+      // A live change names its author; a 409 does not (it is the version saved meanwhile).
       const who = theirs.by || t('notes_someone');
-      const m = mergeText(this.base.text, mine, theirs.text, { mine: t('notes_mine'), theirs: t('notes_theirs', { name: who }) });
+      const label = theirs.by ? t('notes_theirs', { name: theirs.by }) : t('notes_saved_version');
+      const m = mergeText(this.base.text, mine, theirs.text, { mine: t('notes_mine'), theirs: label });
       this.merges++;
       this.setText(m.text);
       if (m.conflicts) {
@@ -399,7 +401,7 @@ export class NotesPanel {
         const stored = await upload(this.o.meetingId, f, name, this.headers, (x) => this.setStatus('uploading', `${name} ${Math.round(x * 100)}%`));
         const label = stored.name.replace(/[[\]\\]/g, '');
         const image = stored.content_type.startsWith('image/') && stored.content_type !== 'image/svg+xml';
-        this.insertAtCaret(image ? `![${label}](${stored.url})` : `[📎 ${label}](${stored.url})`);
+        this.insertAtCaret(image ? `![${label}](${stored.url})` : `[${label}](${stored.url})`);
         this.files = [...this.files.filter((x) => x.id !== stored.id), stored];
         this.drawFiles();
       } catch (err) {
