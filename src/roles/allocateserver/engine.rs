@@ -718,6 +718,45 @@ mod tests {
     }
 
     #[test]
+    fn a_provisioned_server_that_registers_does_not_join_the_shared_pool() {
+        let mut e = engine(|a| {
+            a.turn = pool(&["t:3478"]);
+        });
+        // A server made for someone (e.g. before a switch to shared), registered and up.
+        e.state.servers.insert(
+            "meeting-sfu-i1".into(),
+            super::super::state::Server {
+                name: "meeting-sfu-i1".into(),
+                purpose: Purpose::Instant {
+                    email: "a@x".into(),
+                },
+                phase: Phase::Up,
+                address: Some("mine:443".into()),
+                create_at: 0,
+                delete_at: None,
+                last_used: 0,
+                created_at: Some(0),
+                up_at: Some(0),
+                deleted_at: None,
+                attempts: 0,
+                next_try: 0,
+                last_error: None,
+            },
+        );
+        e.nodes_changed(
+            &NodesChanged {
+                nodes: vec![
+                    node(NodeRole::Sfuserver, "mine:443", true, 0, 100),
+                    node(NodeRole::Sfuserver, "pool:443", true, 50, 100),
+                ],
+            },
+            0,
+        );
+        let a = e.allocate_servers("b@x", 0, 0, 0).expect("a pool server");
+        assert_eq!(a.sfu, "pool:443");
+    }
+
+    #[test]
     fn hours_split_at_midnight() {
         let mut d = BTreeMap::new();
         add_hours(&mut d, 86400 - 1800, 86400 + 3600, |x, h| x.on_demand += h);

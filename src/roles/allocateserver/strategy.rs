@@ -40,12 +40,18 @@ fn next_id(state: &mut State) -> u64 {
     state.seq
 }
 
-/// Pool sfuservers for this kind of meeting.
-fn sfu_candidates(pools: &Pools, kind: Serves) -> Vec<Candidate> {
+/// Pool sfuservers for this kind of meeting. A server we provisioned for one meeting or owner
+/// registers like any other node; it is theirs, never part of a pool.
+fn sfu_candidates(pools: &Pools, state: &State, kind: Serves) -> Vec<Candidate> {
     pools
         .candidates(NodeRole::Sfuserver)
         .into_iter()
         .filter(|c| c.serves == Serves::All || c.serves == kind)
+        .filter(|c| {
+            !state.servers.values().any(|s| {
+                s.phase != Phase::Deleted && s.address.as_deref() == Some(c.address.as_str())
+            })
+        })
         .collect()
 }
 
@@ -82,7 +88,7 @@ impl SfuStrategy for Dedicated {
     }
     fn allocate(&self, w: &mut World<'_>, ask: &Ask<'_>) -> Result<String, AllocationError> {
         let (from, until) = (ask.begin_at - self.lead, ask.end_at + self.lag);
-        let cands = sfu_candidates(w.pools, Serves::Scheduled);
+        let cands = sfu_candidates(w.pools, w.state, Serves::Scheduled);
         if cands.is_empty() {
             return Err(not_ready(
                 "no sfuserver is up in the pool for scheduled meetings",
@@ -202,7 +208,7 @@ impl SfuStrategy for Shared {
         if ask.begin_at != 0 {
             // A scheduled meeting on shared servers: least loaded, then fewest overlapping.
             let (from, until) = (ask.begin_at - self.lead, ask.end_at + self.lag);
-            let cands = sfu_candidates(w.pools, Serves::Scheduled);
+            let cands = sfu_candidates(w.pools, w.state, Serves::Scheduled);
             let overlapping = |a: &str| {
                 w.state
                     .reservations
@@ -233,7 +239,7 @@ impl SfuStrategy for Shared {
             });
             return Ok(sfu);
         }
-        let cands: Vec<Candidate> = sfu_candidates(w.pools, Serves::Instant)
+        let cands: Vec<Candidate> = sfu_candidates(w.pools, w.state, Serves::Instant)
             .into_iter()
             .filter(|c| !held_now(w.state, &c.address, now))
             .collect();
