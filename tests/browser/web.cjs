@@ -424,6 +424,7 @@ const scenarios = {
     out.host_final = await waitNotes('host', host.page, 'the merged text', (s) => s.text === server.text);
     out.guest_final = await notesState(guest.page);
     out.same_document = await guest.page.evaluate(() => window.__sameDocument);
+    out.shot_room_notes = await shot(guest.page, 'meeting-notes.png');
 
     // The language switch rebuilds the panel, keeping the text.
     await guest.page.click('#lang');

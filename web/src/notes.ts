@@ -72,9 +72,13 @@ export class NotesPanel {
 
   /** A guest rejoined (new participant, new token): use it from now on. */
   setJoinToken(token: string | null): void {
-    if (token === this.o.joinToken) return;
+    if (token === this.o.joinToken || this.closed) return;
     this.o.joinToken = token;
-    if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; this.connect(); }
+    // The old token stops working as the old participation closes: follow with the new one.
+    clearTimeout(this.wsTimer);
+    if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
+    this.wsAttempt = 0;
+    this.connect();
   }
 
   async start(): Promise<void> {
@@ -352,6 +356,8 @@ export class NotesPanel {
     ws.onopen = () => {
       this.wsAttempt = 0;
       this.el.dataset.live = '1';
+      const st = this.els.status.dataset.state;
+      if (this.loaded && (st === 'error' || st === 'offline')) this.setStatus(this.els.text.value === this.base.text ? 'saved' : 'unsaved');
       clearInterval(this.pingTimer);
       this.pingTimer = window.setInterval(() => { if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}'); }, 25_000);
     };
@@ -359,7 +365,12 @@ export class NotesPanel {
       let m: any;
       try { m = JSON.parse(e.data); } catch { return; }
       if (m.type === 'notes') this.onRemote({ text: m.text, version: m.version, by: m.by });
-      else if (m.type === 'closed') { fatal = m.reason === 'not_allowed' || m.reason === 'bad_auth'; this.setStatus('error', m.message); }
+      else if (m.type === 'closed') {
+        // Not allowed (any more): retrying with the same credentials cannot help; a guest
+        // who rejoins comes back through setJoinToken.
+        fatal = ['not_allowed', 'bad_auth', 'left_meeting'].includes(m.reason);
+        this.setStatus('error', m.message);
+      }
     };
     ws.onclose = () => {
       if (this.ws !== ws) return;
