@@ -112,26 +112,51 @@ fn precedence_file_env_flags_and_masked_secrets() {
 }
 
 #[test]
-fn roles_not_built_yet_say_so() {
-    // The fsserver runs alone (tests/files.rs); the others need the remote bridge.
-    for role in ["sfuserver", "turnserver"] {
-        let o = run_cli(
-            appliance_bin!(),
-            &[
-                role,
-                "--secret",
-                "s3cret-s3cret",
-                "--apiserver",
-                "127.0.0.1:9",
-            ],
-        );
-        assert_eq!(o.status.code(), Some(1), "{role}");
+fn node_roles_need_the_apiserver_and_the_secret() {
+    // A node role on its own host registers with the apiserver over the bridge: it needs
+    // where (--apiserver host:port) and the shared secret, and says so.
+    for role in ["sfuserver", "turnserver", "fsserver"] {
+        let o = run_cli(appliance_bin!(), &[role, "--secret", "s3cret-s3cret"]);
+        assert!(!o.status.success(), "{role}");
         assert!(
-            stderr(&o).contains("not built yet"),
+            stderr(&o).contains("--apiserver host:port"),
+            "{role}: {}",
+            stderr(&o)
+        );
+        let o = run_cli(appliance_bin!(), &[role, "--apiserver", "127.0.0.1:9"]);
+        assert!(!o.status.success(), "{role}");
+        assert!(
+            stderr(&o).contains("deployment secret (--secret)"),
             "{role}: {}",
             stderr(&o)
         );
     }
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = run_cli(
+        appliance_bin!(),
+        &[
+            "turnserver",
+            "--secret",
+            "s3cret-s3cret",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--dataDir",
+            dir.path().to_str().expect("utf8"),
+            "--apiserver",
+            "api.example.com",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--apiserver \"api.example.com\"")
+            && stderr(&o).contains("expected host:port"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -177,7 +177,11 @@ async fn scenario(api: &str, host: &str, lan: bool) -> Meeting {
 
 fn wait_registered(api: &Appliance, from: usize, ids: &[&str]) {
     for id in ids {
-        api.wait_log_from(from, &format!("node registered node={id}"), Duration::from_secs(30));
+        api.wait_log_from(
+            from,
+            &format!("node registered node={id}"),
+            Duration::from_secs(30),
+        );
     }
 }
 
@@ -346,30 +350,27 @@ async fn split_roles_on_loopback_run_the_one_box_scenario() {
         Duration::from_secs(5),
     );
     let table = nodes_table(&d.db_name);
-    assert!(!table.contains("127.0.0.9"), "a node with a wrong secret was registered:\n{table}");
+    assert!(
+        !table.contains("127.0.0.9"),
+        "a node with a wrong secret was registered:\n{table}"
+    );
     let _ = (&d.sfu, &d.fs, &d.alloc, &d.api_args, &m.code, &m.host);
 }
 
 /// A raw bridge client speaking the protocol by hand.
-async fn bridge_conn(
-    url: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+async fn bridge_conn(url: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let u = url::Url::parse(url).expect("url");
-    let tcp = tokio::net::TcpStream::connect((
-        u.host_str().expect("host"),
-        u.port().expect("port"),
-    ))
-    .await
-    .expect("connect");
+    let tcp =
+        tokio::net::TcpStream::connect((u.host_str().expect("host"), u.port().expect("port")))
+            .await
+            .expect("connect");
     tokio_tungstenite::client_async(url, tcp)
         .await
         .expect("upgrade")
         .0
 }
 
-async fn next_frame(
-    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-) -> ToNode {
+async fn next_frame(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> ToNode {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -409,7 +410,10 @@ fn hello_for(challenge: &str, secret: &str, address: &str) -> Hello {
     h
 }
 
-async fn send(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, v: &impl serde::Serialize) {
+async fn send(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    v: &impl serde::Serialize,
+) {
     ws.send(Message::text(serde_json::to_string(v).expect("json")))
         .await
         .expect("send");
@@ -444,16 +448,29 @@ async fn bridge_refuses_replays_wrong_secrets_and_other_versions() {
         ToNode::Welcome { proof, node_id } => {
             assert_eq!(node_id, "sfuserver@127.0.0.77:443");
             let key = Keys::derive(SECRET);
-            assert!(bridge::check_api_proof(key.bridge_key(), &recorded.nonce, &c1, b"", &proof));
+            assert!(bridge::check_api_proof(
+                key.bridge_key(),
+                &recorded.nonce,
+                &c1,
+                b"",
+                &proof
+            ));
         }
         other => panic!("a good hello was refused: {other:?}"),
     }
-    app.wait_log("node registered node=sfuserver@127.0.0.77:443", Duration::from_secs(5));
+    app.wait_log(
+        "node registered node=sfuserver@127.0.0.77:443",
+        Duration::from_secs(5),
+    );
 
     // A wrong secret.
     let mut three = bridge_conn(&url).await;
     let c3 = challenge(&mut three).await;
-    send(&mut three, &ToApi::Hello(hello_for(&c3, "some other secret", "127.0.0.78:443"))).await;
+    send(
+        &mut three,
+        &ToApi::Hello(hello_for(&c3, "some other secret", "127.0.0.78:443")),
+    )
+    .await;
     match next_frame(&mut three).await {
         ToNode::Refused { reason, message } => {
             assert_eq!(reason, bridge::Refusal::WrongSecret);
@@ -463,10 +480,14 @@ async fn bridge_refuses_replays_wrong_secrets_and_other_versions() {
     }
 
     // Other protocol versions, newer and older: refused, naming the side to upgrade.
-    for (proto, upgrade) in [(bridge::PROTO + 1, "upgrade the apiserver"), (0, "upgrade the sfuserver")] {
+    for (proto, upgrade) in [
+        (bridge::PROTO + 1, "upgrade the apiserver"),
+        (0, "upgrade the sfuserver"),
+    ] {
         let mut ws = bridge_conn(&url).await;
         let c = challenge(&mut ws).await;
-        let mut v = serde_json::to_value(ToApi::Hello(hello_for(&c, SECRET, "127.0.0.79:443"))).expect("json");
+        let mut v = serde_json::to_value(ToApi::Hello(hello_for(&c, SECRET, "127.0.0.79:443")))
+            .expect("json");
         v["proto"] = json!(proto);
         v["a_field_from_the_future"] = json!(true);
         send(&mut ws, &v).await;
@@ -493,9 +514,15 @@ async fn bridge_refuses_replays_wrong_secrets_and_other_versions() {
         .into_iter()
         .map(|n| n.id)
         .collect();
-    assert!(ids.contains(&"sfuserver@127.0.0.77:443".to_string()), "{ids:?}");
+    assert!(
+        ids.contains(&"sfuserver@127.0.0.77:443".to_string()),
+        "{ids:?}"
+    );
     for bad in ["127.0.0.78", "127.0.0.79"] {
-        assert!(!ids.iter().any(|i| i.contains(bad)), "{bad} registered: {ids:?}");
+        assert!(
+            !ids.iter().any(|i| i.contains(bad)),
+            "{bad} registered: {ids:?}"
+        );
     }
 }
 
@@ -532,7 +559,12 @@ async fn split_survives_apiserver_restart_and_sfuserver_loss() {
     let id = m.body["id"].as_i64().expect("id");
     let code = m.body["code"].as_str().expect("code").to_string();
     let tj = join(api, &code, Some(&host), "Host").await;
-    assert!(tj["sfu"]["signal_url"].as_str().is_some_and(|u| u.contains("127.0.0.2:443")), "{tj}");
+    assert!(
+        tj["sfu"]["signal_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("127.0.0.2:443")),
+        "{tj}"
+    );
     let lj = join(api, &code, None, "Guest").await;
     let talker = Talker::join(&tj, "talker", false).await;
     let counter = Arc::new(AtomicU64::new(0));
@@ -548,7 +580,10 @@ async fn split_survives_apiserver_restart_and_sfuserver_loss() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = listener.count() - before;
     println!("packets received while the apiserver was down for 10 s: {during}");
-    assert!(during >= 300, "media stopped while the apiserver was down: {during} packets in 10 s");
+    assert!(
+        during >= 300,
+        "media stopped while the apiserver was down: {during} packets in 10 s"
+    );
     // It comes back on the same database; the nodes re-register by themselves.
     let api_dir = d.dir.path().join("api");
     d.api = Appliance::start_exact(&s(&d.api_args), &api_dir);
@@ -563,7 +598,10 @@ async fn split_survives_apiserver_restart_and_sfuserver_loss() {
             "fsserver@127.0.0.4:443",
         ],
     );
-    println!("all four nodes re-registered {:?} after the apiserver restarted", restarted.elapsed());
+    println!(
+        "all four nodes re-registered {:?} after the apiserver restarted",
+        restarted.elapsed()
+    );
     // Host actions reach the meeting's sfuserver again (a new link).
     let c = call(
         "POST",
@@ -584,21 +622,28 @@ async fn split_survives_apiserver_restart_and_sfuserver_loss() {
     let mark = d.api.log_len();
     d.sfu.signal(libc::SIGKILL);
     let _ = d.sfu.try_wait();
-    d.api.wait_log_from(mark, "node down", Duration::from_secs(10));
+    d.api
+        .wait_log_from(mark, "node down", Duration::from_secs(10));
     drop(talker);
     let _ = listener.client.pc.close().await;
     let tj = join(api, &code, Some(&host), "Host").await;
     let lj = join(api, &code, None, "Guest").await;
     for j in [&tj, &lj] {
         assert!(
-            j["sfu"]["signal_url"].as_str().is_some_and(|u| u.contains("127.0.0.5:443")),
+            j["sfu"]["signal_url"]
+                .as_str()
+                .is_some_and(|u| u.contains("127.0.0.5:443")),
             "a rejoin still names the lost sfuserver: {j}"
         );
     }
     let talker = Talker::join(&tj, "talker-again", false).await;
     let listener = Listener::join(&lj, "listener-again", false, Arc::new(AtomicU64::new(0))).await;
     listener
-        .wait_more(100, Duration::from_secs(25), "audio on the second sfuserver")
+        .wait_more(
+            100,
+            Duration::from_secs(25),
+            "audio on the second sfuserver",
+        )
         .await;
     talker.leave().await;
     let _ = (&sfu2, &d.turn, &d.fs);
@@ -613,8 +658,12 @@ async fn split_roles_on_separate_hosts_run_the_one_box_scenario() {
     }
     support::api::TRUST_ANY_CERTIFICATE.store(true, std::sync::atomic::Ordering::Relaxed);
     let hosts = Hosts::new(&["api", "sfu", "turn", "fs"]);
-    let (api_ip, sfu_ip, turn_ip, fs_ip) =
-        (hosts.ip("api"), hosts.ip("sfu"), hosts.ip("turn"), hosts.ip("fs"));
+    let (api_ip, sfu_ip, turn_ip, fs_ip) = (
+        hosts.ip("api"),
+        hosts.ip("sfu"),
+        hosts.ip("turn"),
+        hosts.ip("fs"),
+    );
     let alloc = FakeAllocator::start_on(support::split::SWITCH_IP.parse().expect("ip"));
     alloc.set_response(
         200,
@@ -646,15 +695,33 @@ async fn split_roles_on_separate_hosts_run_the_one_box_scenario() {
     let files = dir.path().join("files");
     let _sfu = start(
         "sfu",
-        ["sfuserver", "--secret", SECRET, "--domainaddress", &format!("{sfu_ip}:443"), "--apiserver", &apiserver]
-            .map(String::from)
-            .to_vec(),
+        [
+            "sfuserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            &format!("{sfu_ip}:443"),
+            "--apiserver",
+            &apiserver,
+        ]
+        .map(String::from)
+        .to_vec(),
     );
     let turn = start(
         "turn",
-        ["turnserver", "--secret", SECRET, "--port", "3478", "--ip", &turn_ip.to_string(), "--apiserver", &apiserver]
-            .map(String::from)
-            .to_vec(),
+        [
+            "turnserver",
+            "--secret",
+            SECRET,
+            "--port",
+            "3478",
+            "--ip",
+            &turn_ip.to_string(),
+            "--apiserver",
+            &apiserver,
+        ]
+        .map(String::from)
+        .to_vec(),
     );
     let _fs = start(
         "fs",
@@ -682,9 +749,247 @@ async fn split_roles_on_separate_hosts_run_the_one_box_scenario() {
         ],
     );
     // The links are TLS to the apiserver's self-signed certificate, bound to the session.
-    turn.wait_log(&format!("apiserver=wss://{api_ip}:443/bridge/v1"), Duration::from_secs(5));
+    turn.wait_log(
+        &format!("apiserver=wss://{api_ip}:443/bridge/v1"),
+        Duration::from_secs(5),
+    );
     let url = format!("https://{api_ip}:443");
     let host = sign_in_from_log(&api, "host@corp.test").await;
     let m = scenario(&url, &host, true).await;
     println!("scenario passed across four hosts (meeting {})", m.id);
+}
+
+/// The split from a config file: `roles = [...]` and `apiserver = "…"`, two roles in one
+/// process, each registering on its own link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_split_registers_each_role() {
+    let api = Appliance::start(&["apiserver", "--secret", SECRET], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "roles = [\"sfuserver\", \"turnserver\"]\napiserver = \"{}\"\nsecret = \"{SECRET}\"\n\
+             domain_address = \"127.0.0.1:1\"\n[sfu]\nip = [\"127.0.0.1\"]\n[turn]\nip = \"127.0.0.1\"\n",
+            api.addr()
+        ),
+    )
+    .expect("write config");
+    let node = Appliance::start_bin(
+        env!("CARGO_BIN_EXE_meeting-appliance"),
+        &dir.path().join("data"),
+        &["--config", file.to_str().expect("utf-8")],
+        &[],
+    );
+    let sfu_line = api.wait_log("node registered node=sfuserver@", Duration::from_secs(20));
+    let turn_line = api.wait_log(
+        "node registered node=turnserver@127.0.0.1:",
+        Duration::from_secs(20),
+    );
+    assert!(sfu_line.contains("remote=true") && turn_line.contains("remote=true"));
+    // Stopping the node says goodbye: both are marked down at once, not after missed beats.
+    let mark = api.log_len();
+    node.stop();
+    let down = api.wait_log_from(mark, "node down", Duration::from_secs(3));
+    assert!(down.contains("bye"), "{down}");
+}
+
+/// The bridge to an apiserver whose certificate comes from ACME (Pebble), dialed by its DNS
+/// name: the node resolves the name (a hosts file in its own mount namespace) and the proofs
+/// bind to that TLS session as they do to a self-signed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_reaches_an_acme_apiserver_by_name() {
+    use support::tls::Pebble;
+    let pebble = Pebble::start();
+    pebble.add_a("api.meet.test");
+    let port = support::free_port();
+    let dir = tempfile::tempdir().expect("data");
+    let public = format!("api.meet.test:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let http_port = pebble.http_port.to_string();
+    let ca_file = pebble.api_cert.to_str().expect("utf8").to_string();
+    let env = [
+        ("MEETING_TLS__ACME_DIRECTORY", pebble.directory_url.as_str()),
+        ("MEETING_TLS__ACME_CA_FILE", ca_file.as_str()),
+        ("MEETING_TLS__HTTP_PORT", http_port.as_str()),
+    ];
+    let api = Appliance::start_bin(
+        env!("CARGO_BIN_EXE_meeting-appliance"),
+        &dir.path().join("api"),
+        &[
+            "apiserver",
+            "--secret",
+            SECRET,
+            "--listen",
+            &listen,
+            "--domainaddress",
+            &public,
+        ],
+        &env,
+    );
+    api.wait_log("certificate obtained", Duration::from_secs(60));
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.1 api.meet.test\n").expect("hosts");
+    let fs_dir = dir.path().join("files");
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "-m",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ])
+    .arg(&hosts)
+    .arg(env!("CARGO_BIN_EXE_meeting-appliance"))
+    .args([
+        "fsserver",
+        "--secret",
+        SECRET,
+        "--domainaddress",
+        "127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--directory",
+        fs_dir.to_str().expect("utf-8"),
+        "--apiserver",
+        &public,
+        "--dataDir",
+        dir.path().join("fs").to_str().expect("utf-8"),
+    ]);
+    std::fs::create_dir_all(dir.path().join("fs")).expect("dir");
+    let node = Appliance::spawn(cmd, &dir.path().join("fs"));
+    node.wait_log(
+        &format!(
+            "registered with the apiserver role=\"fsserver\" apiserver=wss://{public}/bridge/v1"
+        ),
+        Duration::from_secs(20),
+    );
+    api.wait_log(
+        "node registered node=fsserver@127.0.0.1:1",
+        Duration::from_secs(5),
+    );
+}
+
+/// The built-in allocator takes its pool from the node registry: with two sfuservers
+/// registered and no pool configured, a meeting whose sfuserver is lost moves to the other,
+/// and a down node is never handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
+    if !enter_private_netns("builtin_allocator_moves_meetings_off_a_lost_sfuserver") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Appliance::start_exact(
+        &[
+            "apiserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            "127.0.0.1:443",
+        ],
+        &dir.path().join("api"),
+    );
+    let sfu = |ip: &str| {
+        Appliance::start_exact(
+            &[
+                "sfuserver",
+                "--secret",
+                SECRET,
+                "--domainaddress",
+                &format!("{ip}:443"),
+                "--apiserver",
+                "127.0.0.1:443",
+            ],
+            &dir.path().join(ip),
+        )
+    };
+    let mut a = sfu("127.0.0.2");
+    let mut b = sfu("127.0.0.5");
+    let _turn = Appliance::start_exact(
+        &[
+            "turnserver",
+            "--secret",
+            SECRET,
+            "--port",
+            "3478",
+            "--ip",
+            "127.0.0.3",
+            "--apiserver",
+            "127.0.0.1:443",
+        ],
+        &dir.path().join("turn"),
+    );
+    wait_registered(
+        &api,
+        0,
+        &[
+            "sfuserver@127.0.0.2:443",
+            "sfuserver@127.0.0.5:443",
+            "turnserver@127.0.0.3:3478",
+        ],
+    );
+    let base = "http://127.0.0.1:443";
+    let host = sign_in_from_log(&api, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &format!("{base}/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    let code = m.body["code"].as_str().expect("code").to_string();
+    let j = join(base, &code, Some(&host), "Host").await;
+    let first = j["sfu"]["address"]
+        .as_str()
+        .expect("sfu address")
+        .to_string();
+    assert!(
+        j["ice_servers"].to_string().contains("127.0.0.3:3478"),
+        "{j}"
+    );
+    let (lost, other) = if first == "127.0.0.2:443" {
+        (&mut a, "127.0.0.5:443")
+    } else {
+        assert_eq!(first, "127.0.0.5:443", "{j}");
+        (&mut b, "127.0.0.2:443")
+    };
+    let mark = api.log_len();
+    lost.signal(libc::SIGKILL);
+    let _ = lost.try_wait();
+    let down = api.wait_log_from(mark, "node down:", Duration::from_secs(10));
+    assert!(down.contains(&format!("sfuserver@{first}")), "{down}");
+    // Every join from now on lands on the sfuserver that is up, and media flows there.
+    let tj = join(base, &code, Some(&host), "Host").await;
+    let lj = join(base, &code, None, "Guest").await;
+    for j in [&tj, &lj] {
+        assert_eq!(j["sfu"]["address"], other, "{j}");
+    }
+    let talker = Talker::join(&tj, "talker", false).await;
+    let listener = Listener::join(&lj, "listener", false, Arc::new(AtomicU64::new(0))).await;
+    listener
+        .wait_more(
+            100,
+            Duration::from_secs(25),
+            "audio on the sfuserver that is up",
+        )
+        .await;
+    talker.leave().await;
+    // A new meeting is never given the down node either.
+    let m2 = call(
+        "POST",
+        &format!("{base}/api/v1/meetings"),
+        Some(&host),
+        Some(json!({"title": "Later", "begin_at": 4102444800i64, "end_at": 4102448400i64})),
+    )
+    .await;
+    assert_eq!(m2.status, 201, "{:?}", m2.body);
+    let j2 = join(
+        base,
+        m2.body["code"].as_str().expect("code"),
+        Some(&host),
+        "Host",
+    )
+    .await;
+    assert_eq!(j2["sfu"]["address"], other, "{j2}");
 }

@@ -63,7 +63,10 @@ impl Target {
         let (host, port) = crate::config::split_host_port(rest).map_err(|e| {
             anyhow::anyhow!("--apiserver {s:?}: {e} (expected host:port, e.g. api.example.com:443)")
         })?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let loopback = bare == "localhost"
             || bare
                 .parse::<std::net::IpAddr>()
@@ -117,7 +120,9 @@ impl Handler<SayBye> for BridgeLink {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: SayBye, _: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(Outbound::Bye(tx));
+        if self.tx.send(Outbound::Bye(tx)).is_err() {
+            tracing::debug!("the bridge link's task is gone");
+        }
         Box::pin(async move {
             let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
         })
@@ -219,19 +224,22 @@ impl State {
             Ok(n) => n,
             Err(e) => return End::Lost(format!("bad apiserver host {:?}: {e}", self.target.host)),
         };
-        let tls = match tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp)).await {
+        let tls = match tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return End::Lost(format!("TLS with {addr} failed: {e}")),
             Err(_) => return End::Lost(format!("TLS with {addr} timed out")),
         };
-        let binding = match tls
-            .get_ref()
-            .1
-            .export_keying_material([0u8; 32], super::EXPORTER_LABEL, None)
-        {
-            Ok(b) => b.to_vec(),
-            Err(e) => return End::Lost(format!("no TLS exporter: {e}")),
-        };
+        let binding =
+            match tls
+                .get_ref()
+                .1
+                .export_keying_material([0u8; 32], super::EXPORTER_LABEL, None)
+            {
+                Ok(b) => b.to_vec(),
+                Err(e) => return End::Lost(format!("no TLS exporter: {e}")),
+            };
         self.session(tls, binding).await
     }
 
@@ -262,7 +270,13 @@ impl State {
                     tracing::error!(
                         role,
                         "{}",
-                        super::version_mismatch(proto, &version, self.spec.role, PROTO, super::version())
+                        super::version_mismatch(
+                            proto,
+                            &version,
+                            self.spec.role,
+                            PROTO,
+                            super::version()
+                        )
                     );
                 }
                 nonce
@@ -308,7 +322,9 @@ impl State {
                         apiserver = %url,
                         "the apiserver refused this node: wrong secret; give this node the same --secret as the apiserver ({message})"
                     ),
-                    _ => tracing::error!(role, apiserver = %url, ?reason, "the apiserver refused this node: {message}"),
+                    _ => {
+                        tracing::error!(role, apiserver = %url, ?reason, "the apiserver refused this node: {message}")
+                    }
                 }
                 return End::Refused;
             }
@@ -383,12 +399,17 @@ impl State {
                         }
                     }
                     Some(Outbound::Bye(done)) => {
-                        let _ = send(&mut ws, &ToApi::Bye).await;
-                        let _ = ws.close(None).await;
+                        tracing::debug!(role, "saying bye to the apiserver");
+                        say_bye(&mut ws).await;
                         let _ = done.send(());
                         return End::Bye;
                     }
-                    None => return End::Bye,
+                    // The local side is gone (the process stops): say bye all the same.
+                    None => {
+                        tracing::debug!(role, "bridge link dropped locally; saying bye");
+                        say_bye(&mut ws).await;
+                        return End::Bye;
+                    }
                 },
                 _ = beat.tick() => {
                     if last_heard.elapsed() > super::DOWN_AFTER {
@@ -447,6 +468,20 @@ impl State {
     }
 }
 
+/// Bye, then the closing handshake, reading until the apiserver closes too: a socket closed
+/// with unread data in it is reset, and a reset can cost the peer the bye itself.
+async fn say_bye<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = send(ws, &ToApi::Bye).await;
+    let _ = ws.close(None).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
 async fn send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, f: &ToApi) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -468,9 +503,12 @@ where
             .map_err(|_| "the apiserver did not answer the handshake in time".to_string())?;
         match msg {
             Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).map_err(|e| format!("unreadable frame {t:?}: {e}"));
+                return serde_json::from_str(&t)
+                    .map_err(|e| format!("unreadable frame {t:?}: {e}"));
             }
-            Some(Ok(Message::Close(c))) => return Err(format!("closed during the handshake: {c:?}")),
+            Some(Ok(Message::Close(c))) => {
+                return Err(format!("closed during the handshake: {c:?}"));
+            }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(format!("read: {e}")),
             None => return Err("closed during the handshake".into()),

@@ -85,9 +85,17 @@ pub fn version() -> &'static str {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToApi {
     Hello(Hello),
-    Heartbeat { load: NodeLoad },
-    Event { id: u64, event: NodeEvent },
-    Reply { id: String, result: Result<(), String> },
+    Heartbeat {
+        load: NodeLoad,
+    },
+    Event {
+        id: u64,
+        event: NodeEvent,
+    },
+    Reply {
+        id: String,
+        result: Result<(), String>,
+    },
     /// A graceful stop: mark me down now rather than after missed heartbeats.
     Bye,
 }
@@ -165,7 +173,13 @@ pub enum NodeEvent {
 }
 
 /// The sentence both sides log when protocol versions differ: which side to upgrade.
-pub fn version_mismatch(api_proto: u32, api_version: &str, node: NodeRole, node_proto: u32, node_version: &str) -> String {
+pub fn version_mismatch(
+    api_proto: u32,
+    api_version: &str,
+    node: NodeRole,
+    node_proto: u32,
+    node_version: &str,
+) -> String {
     let (older, newer) = if api_proto < node_proto {
         ("apiserver", node.name())
     } else {
@@ -236,16 +250,31 @@ pub fn check_node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> bool {
 fn api_mac(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8]) -> Hmac<Sha256> {
     mac(
         key,
-        &[b"apiserver", nonce.as_bytes(), challenge.as_bytes(), binding],
+        &[
+            b"apiserver",
+            nonce.as_bytes(),
+            challenge.as_bytes(),
+            binding,
+        ],
     )
 }
 
 /// The apiserver's proof for a node's nonce.
 pub fn api_proof(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8]) -> String {
-    hex::encode(api_mac(key, nonce, challenge, binding).finalize().into_bytes())
+    hex::encode(
+        api_mac(key, nonce, challenge, binding)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
-pub fn check_api_proof(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8], proof: &str) -> bool {
+pub fn check_api_proof(
+    key: &[u8; 32],
+    nonce: &str,
+    challenge: &str,
+    binding: &[u8],
+    proof: &str,
+) -> bool {
     let Ok(given) = hex::decode(proof) else {
         return false;
     };
@@ -289,14 +318,36 @@ mod tests {
         assert!(check_node_proof(k.bridge_key(), &h, b"tls-a"));
         // Another TLS session, another secret, another address: all fail.
         assert!(!check_node_proof(k.bridge_key(), &h, b"tls-b"));
-        assert!(!check_node_proof(Keys::derive("a wrong secret").bridge_key(), &h, b"tls-a"));
+        assert!(!check_node_proof(
+            Keys::derive("a wrong secret").bridge_key(),
+            &h,
+            b"tls-a"
+        ));
         let mut moved = h.clone();
         moved.address = "10.0.0.9:443".into();
         assert!(!check_node_proof(k.bridge_key(), &moved, b"tls-a"));
         let p = api_proof(k.bridge_key(), &h.nonce, "c1", b"tls-a");
-        assert!(check_api_proof(k.bridge_key(), &h.nonce, "c1", b"tls-a", &p));
-        assert!(!check_api_proof(k.bridge_key(), &h.nonce, "c2", b"tls-a", &p));
-        assert!(!check_api_proof(k.bridge_key(), &h.nonce, "c1", b"tls-a", "zz"));
+        assert!(check_api_proof(
+            k.bridge_key(),
+            &h.nonce,
+            "c1",
+            b"tls-a",
+            &p
+        ));
+        assert!(!check_api_proof(
+            k.bridge_key(),
+            &h.nonce,
+            "c2",
+            b"tls-a",
+            &p
+        ));
+        assert!(!check_api_proof(
+            k.bridge_key(),
+            &h.nonce,
+            "c1",
+            b"tls-a",
+            "zz"
+        ));
     }
 
     #[test]

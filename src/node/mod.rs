@@ -134,7 +134,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     metrics.register_collector(crate::metrics::DbPoolCollector::boxed(&db, &cfg.database));
     let turn_bound = roles::bind_turn(&cfg, here, bound.ip(), tls_config.is_some())?;
-    let turn_port = turn_bound.as_ref().map_or(cfg.turn.port, |b| b.bound.port());
+    let turn_port = turn_bound
+        .as_ref()
+        .map_or(cfg.turn.port, |b| b.bound.port());
     let turn_tls_port = turn_bound.as_ref().and_then(|b| b.bound.tls_port());
     let own = wiring::OwnAddresses {
         sfu: own_address.clone(),
@@ -345,7 +347,9 @@ async fn serve_node(
     server.await?;
     // Stopping: the apiserver marks these nodes down at once instead of after missed beats.
     for l in links {
-        let _ = l.send(crate::bridge::client::SayBye).await;
+        if let Err(e) = l.send(crate::bridge::client::SayBye).await {
+            tracing::debug!(error = %e, "bridge link already gone at stop");
+        }
     }
     tracing::info!("stopped");
     System::current().stop();

@@ -43,7 +43,12 @@ impl TurnBound {
     }
 }
 
-pub fn bind_turn(cfg: &Config, here: IpAddr, listen_ip: IpAddr, tls: bool) -> anyhow::Result<Option<TurnBound>> {
+pub fn bind_turn(
+    cfg: &Config,
+    here: IpAddr,
+    listen_ip: IpAddr,
+    tls: bool,
+) -> anyhow::Result<Option<TurnBound>> {
     if !cfg.has_role(Role::Turnserver) {
         return Ok(None);
     }

@@ -15,9 +15,9 @@ use super::roles::LocalNode;
 use crate::bridge::client::{self as bridge_client, BridgeLink, Handlers, Outbox, Target};
 use crate::config::Config;
 use crate::proto::{AllocateFileServer, AllocateServers, NodesChanged};
+use crate::roles::allocateserver::{Allocator, HttpAllocator};
 use crate::roles::apiserver::registry::{self, Registry};
 use crate::tokens::Keys;
-use crate::roles::allocateserver::{Allocator, HttpAllocator};
 
 /// What the apiserver needs from other roles.
 pub struct Peers {

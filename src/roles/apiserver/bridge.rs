@@ -110,7 +110,12 @@ async fn run(
         Ok(ToApi::Hello(h)) => h,
         Ok(_) | Err(_) => {
             tracing::warn!(%peer, "refused a node: its first frame is not a valid hello");
-            refuse(session, Refusal::Malformed, "the first frame must be a valid hello".into()).await;
+            refuse(
+                session,
+                Refusal::Malformed,
+                "the first frame must be a valid hello".into(),
+            )
+            .await;
             return;
         }
     };

@@ -19,7 +19,8 @@ use crate::error::ApiError;
 use crate::ids::{MeetingCode, MeetingId, ParticipantId};
 use crate::metrics::Metrics;
 use crate::proto::{
-    AllocateFileServer, AllocateServers, AllocationError, NodeRole, ControlRoom, RoomAction, ServerAssignment,
+    AllocateFileServer, AllocateServers, AllocationError, ControlRoom, NodeRole, RoomAction,
+    ServerAssignment,
 };
 use crate::tokens::JoinClaims;
 use crate::util::{normalize_email, now};
@@ -925,7 +926,9 @@ pub async fn control(
             "sfu_unreachable",
             format!("The meeting's media server cannot be reached: {why}"),
         )),
-        Err(e) => Err(ApiError::internal(format_args!("node registry unreachable: {e}"))),
+        Err(e) => Err(ApiError::internal(format_args!(
+            "node registry unreachable: {e}"
+        ))),
     }
 }
 

@@ -23,9 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bridge::{self, NodeCommand, NodeEvent, ToNode};
 use crate::db::entities::node;
-use crate::proto::{
-    ControlRoom, NodeInfo, NodeLoad, NodeRole, NodesChanged, ParticipationChanged,
-};
+use crate::proto::{ControlRoom, NodeInfo, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
 
 /// How long a command to a remote node may wait for its answer (across reconnects).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -130,9 +128,7 @@ impl Registry {
                 continue;
             }
             match &e.link {
-                Some(Link::Local {
-                    nodes: Some(r), ..
-                }) => r.do_send(snap.clone()),
+                Some(Link::Local { nodes: Some(r), .. }) => r.do_send(snap.clone()),
                 Some(Link::Remote(tx)) => {
                     let _ = tx.send(ToNode::Nodes(snap.clone()));
                 }
@@ -401,7 +397,11 @@ pub struct Disconnect {
 impl Handler<Disconnect> for Registry {
     type Result = ();
     fn handle(&mut self, m: Disconnect, ctx: &mut Context<Self>) {
-        if self.nodes.get(&m.node).is_some_and(|e| e.session == m.session) {
+        if self
+            .nodes
+            .get(&m.node)
+            .is_some_and(|e| e.session == m.session)
+        {
             self.mark_down(&m.node, &m.why, ctx);
         }
     }
@@ -460,9 +460,9 @@ impl Handler<Control> for Registry {
     fn handle(&mut self, m: Control, _: &mut Context<Self>) -> Self::Result {
         let id = node_id(NodeRole::Sfuserver, &m.sfu);
         let Some(e) = self.nodes.get(&id) else {
-            return Box::pin(async move {
-                Err(format!("the sfuserver {} has not registered", m.sfu))
-            });
+            return Box::pin(
+                async move { Err(format!("the sfuserver {} has not registered", m.sfu)) },
+            );
         };
         if !e.info.up {
             return Box::pin(async move { Err(format!("the sfuserver {} is down", m.sfu)) });
