@@ -993,3 +993,135 @@ async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
     .await;
     assert_eq!(j2["sfu"]["address"], other, "{j2}");
 }
+
+/// An sfuserver that is stopped (SIGTERM: a restart, an upgrade) tells its clients, says bye
+/// to the apiserver first, and stops at once; the clients' fresh joins go to the other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sfuserver_restart_tells_clients_who_rejoin_elsewhere() {
+    if !enter_private_netns("sfuserver_restart_tells_clients_who_rejoin_elsewhere") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Appliance::start_exact(
+        &[
+            "apiserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            "127.0.0.1:443",
+        ],
+        &dir.path().join("api"),
+    );
+    let sfu = |ip: &str| {
+        Appliance::start_exact(
+            &[
+                "sfuserver",
+                "--secret",
+                SECRET,
+                "--domainaddress",
+                &format!("{ip}:443"),
+                "--apiserver",
+                "127.0.0.1:443",
+            ],
+            &dir.path().join(ip),
+        )
+    };
+    let mut sfus = vec![
+        ("127.0.0.2:443", sfu("127.0.0.2")),
+        ("127.0.0.5:443", sfu("127.0.0.5")),
+    ];
+    let _turn = Appliance::start_exact(
+        &[
+            "turnserver",
+            "--secret",
+            SECRET,
+            "--port",
+            "3478",
+            "--ip",
+            "127.0.0.3",
+            "--apiserver",
+            "127.0.0.1:443",
+        ],
+        &dir.path().join("turn"),
+    );
+    wait_registered(
+        &api,
+        0,
+        &[
+            "sfuserver@127.0.0.2:443",
+            "sfuserver@127.0.0.5:443",
+            "turnserver@127.0.0.3:3478",
+        ],
+    );
+    let base = "http://127.0.0.1:443";
+    let host = sign_in_from_log(&api, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &format!("{base}/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let code = m.body["code"].as_str().expect("code").to_string();
+    let tj = join(base, &code, Some(&host), "Host").await;
+    let lj = join(base, &code, None, "Guest").await;
+    let first = tj["sfu"]["address"].as_str().expect("address").to_string();
+    let talker = Talker::join(&tj, "talker", false).await;
+    let listener = Listener::join(&lj, "listener", false, Arc::new(AtomicU64::new(0))).await;
+    listener
+        .wait_more(50, Duration::from_secs(25), "audio before the restart")
+        .await;
+
+    let i = sfus
+        .iter()
+        .position(|(a, _)| *a == first)
+        .expect("the meeting's sfuserver");
+    let (_, mut stopping) = sfus.remove(i);
+    let other = sfus[0].0;
+    let mark = api.log_len();
+    let t0 = Instant::now();
+    stopping.signal(libc::SIGTERM);
+    for c in [&talker.client, &listener.client] {
+        c.wait(Duration::from_secs(5), "closed: server_shutdown", |c| {
+            c.messages_of("closed")
+                .iter()
+                .any(|m| m["reason"] == "server_shutdown")
+        })
+        .await;
+    }
+    let down = api.wait_log_from(mark, "node down:", Duration::from_secs(5));
+    assert!(down.contains("bye") && down.contains(&first), "{down}");
+    let status = support::wait_until(Duration::from_secs(5), "the sfuserver to exit", || {
+        stopping.try_wait()
+    });
+    assert!(status.success(), "{status}");
+    println!("the sfuserver stopped {:?} after SIGTERM", t0.elapsed());
+    // The leaves arrived before the bye: the history says both left.
+    let p = call(
+        "GET",
+        &format!("{base}/api/v1/meetings/{}/participants", m.body["id"]),
+        Some(&host),
+        None,
+    )
+    .await;
+    let left = p
+        .body
+        .as_array()
+        .map_or(0, |l| l.iter().filter(|x| x["left_at"].is_i64()).count());
+    assert_eq!(left, 2, "{:?}", p.body);
+    drop(talker);
+    let tj = join(base, &code, Some(&host), "Host").await;
+    let lj = join(base, &code, None, "Guest").await;
+    assert_eq!(tj["sfu"]["address"], other, "{tj}");
+    assert_eq!(lj["sfu"]["address"], other, "{lj}");
+    let talker = Talker::join(&tj, "talker-again", false).await;
+    let listener = Listener::join(&lj, "listener-again", false, Arc::new(AtomicU64::new(0))).await;
+    listener
+        .wait_more(
+            100,
+            Duration::from_secs(25),
+            "audio after rejoining elsewhere",
+        )
+        .await;
+    talker.leave().await;
+}

@@ -313,6 +313,7 @@ async fn serve_node(
     )?;
     let links = wiring::connect_remote(&target, &keys, started.nodes, (sfu_link, sfu_outbox));
     let (sfu_state, fs_state) = (started.sfu, started.fs);
+    let sfu_actor = sfu_state.as_ref().map(|s| s.sfu.clone());
     let server = HttpServer::new(move || {
         let (m, sfu_state, fs_state) = (metrics.clone(), sfu_state.clone(), fs_state.clone());
         App::new()
@@ -335,6 +336,7 @@ async fn serve_node(
                     .json(serde_json::json!({"error": "not_found", "message": "No such resource."}))
             }))
     })
+    .disable_signals()
     .shutdown_timeout(SHUTDOWN_SECS);
     let tls = tls_config.is_some();
     let server = match tls_config {
@@ -344,16 +346,44 @@ async fn serve_node(
     .run();
     let scheme = if tls { "https" } else { "http" };
     tracing::info!(address = %own_address, apiserver = %apiserver, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
-    server.await?;
-    // Stopping: the apiserver marks these nodes down at once instead of after missed beats.
-    for l in links {
-        if let Err(e) = l.send(crate::bridge::client::SayBye).await {
-            tracing::debug!(error = %e, "bridge link already gone at stop");
+    // Stopping (SIGTERM/SIGINT): the sessions are told first (their clients rejoin through
+    // the apiserver), then the apiserver hears bye and marks these nodes down at once — in
+    // that order on the link, so the participants' leaves arrive before the bye.
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        stop_signal().await;
+        tracing::info!("stopping: telling the clients and the apiserver");
+        if let Some(sfu) = sfu_actor {
+            let _ = sfu.send(sfuserver::ShutdownRooms).await;
         }
-    }
+        for l in &links {
+            if let Err(e) = l.send(crate::bridge::client::SayBye).await {
+                tracing::debug!(error = %e, "bridge link already gone at stop");
+            }
+        }
+        handle.stop(true).await;
+    });
+    server.await?;
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
 }
 
 /// The HTTP listener's address: `listen`, or, when it is left at its default and

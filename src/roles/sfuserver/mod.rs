@@ -108,6 +108,30 @@ impl Handler<ControlRoom> for SfuServer {
     }
 }
 
+/// The server stops: tell every session on every worker (see `WorkerCmd::Shutdown`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownRooms;
+
+impl Handler<ShutdownRooms> for SfuServer {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: ShutdownRooms, _: &mut Context<Self>) -> Self::Result {
+        let waits: Vec<_> = self
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let (reply, rx) = oneshot::channel();
+                w.tx.send(WorkerCmd::Shutdown { reply }).ok().map(|_| rx)
+            })
+            .collect();
+        Box::pin(async move {
+            for w in waits {
+                let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+            }
+        })
+    }
+}
+
 struct ActorReporter {
     sfu: Addr<SfuServer>,
     participation: Option<Recipient<ParticipationChanged>>,

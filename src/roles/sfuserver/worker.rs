@@ -48,6 +48,9 @@ pub enum WorkerCmd {
         action: RoomAction,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// The server stops: every session is told (`closed`, reason `server_shutdown`, so clients
+    /// rejoin through the apiserver, which sends them to an sfuserver that is up) and ended.
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
 /// Counters shared with `/metrics`. The worker adds to them in batches, not per packet.
@@ -662,6 +665,21 @@ impl Worker {
                 reply,
             } => {
                 let _ = reply.send(self.control(meeting, action));
+            }
+            WorkerCmd::Shutdown { reply } => {
+                let slots: Vec<usize> = (0..self.peers.len())
+                    .filter(|&s| self.peers[s].is_some())
+                    .collect();
+                for s in slots {
+                    if let Some(p) = self.peers[s].as_ref() {
+                        p.send(ServerMsg::Closed {
+                            reason: "server_shutdown".into(),
+                            message: "This media server is restarting; reconnecting.".into(),
+                        });
+                    }
+                    self.remove_peer(s, "server_shutdown");
+                }
+                let _ = reply.send(());
             }
         }
     }
