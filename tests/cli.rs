@@ -209,3 +209,44 @@ fn sigterm_stops_gracefully() {
     let status = app.stop();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn split_layout_samples_are_valid() {
+    // config/two-host and config/five-host: every appliance file passes check-config, and the
+    // node roles in them name the apiserver they register with.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for layout in ["two-host", "five-host"] {
+        for e in std::fs::read_dir(root.join(layout)).expect("layout dir") {
+            let p = e.expect("entry").path();
+            if p.file_name().is_some_and(|n| n == "allocate.toml") {
+                continue; // the allocateserver's own format (tests/allocator_protocol.rs)
+            }
+            let o = run_cli(
+                appliance_bin!(),
+                &["check-config", "--config", p.to_str().expect("utf8")],
+            );
+            assert!(o.status.success(), "{}: {}", p.display(), stderr(&o));
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(
+                !out.contains("CHANGE-ME-to-32"),
+                "{}: the secret is printed",
+                p.display()
+            );
+            let text = std::fs::read_to_string(&p).expect("read");
+            let roles = text
+                .lines()
+                .find(|l| l.starts_with("roles ="))
+                .expect("a roles line");
+            if !roles.contains("\"apiserver\"") {
+                assert!(
+                    text.contains("apiserver = \"meet.example.com:443\""),
+                    "{}: a node role without the apiserver it registers with",
+                    p.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6);
+}
