@@ -48,6 +48,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into a new, empty data dir (--dataDir NEW).
     Restore(RestoreArgs),
+    /// Load an appliance with real WebRTC participants (str0m) and report forwarded
+    /// packets, loss, latency and the server's CPU and memory, stepping the load up.
+    Loadtest(crate::loadtest::LoadtestArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -199,6 +202,7 @@ pub enum Action {
         cfg: Box<Config>,
         from: PathBuf,
     },
+    Loadtest(crate::loadtest::LoadtestArgs),
 }
 
 /// Parses arguments, then loads file + environment and applies the flags on top.
@@ -211,6 +215,9 @@ where
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::TurnCheck(a)) = &cli.command {
         return Ok(Action::TurnCheck(a.clone()));
+    }
+    if let Some(Command::Loadtest(a)) = &cli.command {
+        return Ok(Action::Loadtest(a.clone()));
     }
     // Flags may stand before the subcommand (`--config f check-config`) or after it; those
     // after it win.
@@ -231,6 +238,7 @@ where
                 Command::Backup(a) => (&a.flags, None),
                 Command::Restore(a) => (&a.flags, None),
                 Command::TurnCheck(_) => anyhow::bail!("turn-check takes no role flags"),
+                Command::Loadtest(_) => anyhow::bail!("loadtest takes no role flags"),
             };
             Some((flags, sub_matches, role))
         }
@@ -402,6 +410,7 @@ mod tests {
             | Action::AllocateReport(c) => Ok(*c),
             Action::Backup { cfg, .. } | Action::Restore { cfg, .. } => Ok(*cfg),
             Action::TurnCheck(_) => anyhow::bail!("turn-check is not a configuration"),
+            Action::Loadtest(_) => anyhow::bail!("loadtest is not a configuration"),
         }
     }
 

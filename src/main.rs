@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             a.tls_port,
             a.tls_ca.as_ref(),
         ),
+        Ok(cli::Action::Loadtest(a)) => meeting_appliance::loadtest::main(&a),
         Ok(cli::Action::Preflight(cfg)) => preflight::main(&cfg),
         Ok(cli::Action::AllocateReport(cfg)) => {
             match meeting_appliance::roles::allocateserver::server::print_report(&cfg) {

@@ -1,0 +1,553 @@
+//! `meeting-appliance loadtest`: real WebRTC participants (str0m: ICE, DTLS, SRTP) against
+//! a running appliance, stepping the load up until it no longer holds, with a report of what
+//! the server forwarded, how late and how lossy, and what it cost the server (CPU, memory).
+//!
+//! The generator is separate from the roles: it only talks to the public API
+//! (`POST /api/v1/meetings`, `POST /api/v1/join/{code}`) and the signaling WebSocket, like
+//! any client. See `peer` for what each simulated participant does.
+//!
+//! Scenarios (each step is a fresh set of participants; a fresh meeting when `--token` is
+//! given): `meeting` (N people, everyone publishes audio+video and receives everyone),
+//! `fanout` (one publisher, M subscribers), `audio` (`--publishers` audio-only publishers, M
+//! listeners). A step *holds* when every participant got media from everyone it should,
+//! nobody failed, loss after retransmission ≤ `--max-loss` % and p99 added latency ≤
+//! `--max-p99-ms`. Stepping stops at the first step that does not hold.
+
+pub mod peer;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use stats::{Latency, Shared, Window, cpu_times, per_core_busy, proc_sample};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// N×N: every participant publishes audio and video and receives everyone else.
+    Meeting,
+    /// 1→M: one publisher (audio+video), M subscribers.
+    Fanout,
+    /// `--publishers` audio-only publishers, M listeners.
+    Audio,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadtestArgs {
+    /// The appliance (apiserver) base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Join this meeting (guests must be allowed). Without it, `--token` creates one per step.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// A session token (from signing in) used to create a fresh instant meeting per step.
+    #[arg(long, env = "MEETING_LOADTEST_TOKEN")]
+    pub token: Option<String>,
+    #[arg(long, value_enum, default_value = "meeting")]
+    pub scenario: Scenario,
+    /// The loads to step through, comma-separated: participants (meeting) or subscribers
+    /// (fanout, audio). Default: meeting 5,10,25; fanout 10,25,50,100,200; audio 10,50,100,200.
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// Audio publishers in the `audio` scenario.
+    #[arg(long, default_value_t = 10)]
+    pub publishers: usize,
+    /// Measurement time per step (after everyone is up and the warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Video bitrate per publisher (the top layer with --simulcast), kbit/s.
+    #[arg(long = "video-kbps", default_value_t = 1000)]
+    pub video_kbps: u32,
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Bytes per audio packet (one every 20 ms).
+    #[arg(long = "audio-bytes", default_value_t = 100)]
+    pub audio_bytes: usize,
+    #[arg(long = "keyframe-interval", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub keyframe_interval: Duration,
+    /// Publish video as three simulcast layers (q, h, f at 1/16, 1/4, 1 of the bitrate).
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Subscribers per step that decrypt and check everything (latency, loss after
+    /// retransmission); the others count SRTP packets from the clear header only.
+    #[arg(long = "full-check", default_value_t = 8)]
+    pub full_check: usize,
+    /// The server's process id: its CPU and memory go into the report.
+    #[arg(long = "server-pid")]
+    pub server_pid: Option<u32>,
+    /// Local address the participants' UDP sockets bind to.
+    #[arg(long = "local-ip", default_value = "127.0.0.1")]
+    pub local_ip: std::net::IpAddr,
+    /// A step fails above this loss (percent of frames, after retransmission).
+    #[arg(long = "max-loss", default_value_t = 1.0)]
+    pub max_loss: f64,
+    /// A step fails above this p99 added latency (ms).
+    #[arg(long = "max-p99-ms", default_value_t = 5.0)]
+    pub max_p99_ms: f64,
+    /// Generator threads (tokio workers). One keeps the generator on one core.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Run every step even after one did not hold.
+    #[arg(long = "keep-going")]
+    pub keep_going: bool,
+    /// Also write the report as JSON to this file ("-" = stdout, the text report then goes
+    /// to stderr).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct ServerUse {
+    /// CPU seconds per second during the window (1.0 = one core busy).
+    pub cpu_cores: f64,
+    /// Forwarded RTP packets per server CPU-second.
+    pub pps_per_core: f64,
+    pub rss_mib: f64,
+    /// (RSS during the step − RSS before it) / participants.
+    pub rss_per_participant_kib: f64,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct StepReport {
+    pub load: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub participants: usize,
+    /// Seconds from the first join request until everyone had media from everyone.
+    pub join_s: f64,
+    pub joins_per_s: f64,
+    pub all_ready: bool,
+    pub ready: usize,
+    pub failures: Vec<String>,
+    pub window_s: f64,
+    pub forwarded_pps: f64,
+    pub forwarded_mbps: f64,
+    pub rtp_packets: u64,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub frames_lost: u64,
+    /// Percent of frames lost after retransmission (fully checking subscribers).
+    pub loss_pct: f64,
+    /// Percent of RTP packets missing at count-only subscribers (no retransmission asked).
+    pub light_raw_loss_pct: f64,
+    pub keyframes_sent: u64,
+    pub keyframe_requests: u64,
+    pub latency: Latency,
+    pub server: Option<ServerUse>,
+    /// Busy percent of every CPU of the host during the window.
+    pub host_cpu_busy: Vec<(String, f64)>,
+    pub generator_cpu_cores: f64,
+    pub held: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub url: String,
+    pub video_kbps: u32,
+    pub simulcast: bool,
+    pub steps: Vec<StepReport>,
+    /// The highest load that held (None: not even the first).
+    pub highest_held: Option<usize>,
+    pub highest_held_pps: Option<f64>,
+}
+
+pub fn main(args: &LoadtestArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: tokio runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(report) => {
+            let to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+            let text = render(&report);
+            if to_stdout {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
+            }
+            if let Some(path) = &args.json {
+                let j = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if to_stdout {
+                    println!("{j}");
+                } else if let Err(e) = std::fs::write(path, j) {
+                    eprintln!("error: write {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+        let mut rb = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            anyhow::bail!("POST {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn meeting_code(&self, args: &LoadtestArgs) -> anyhow::Result<String> {
+        if let Some(c) = &args.code {
+            return Ok(c.clone());
+        }
+        let Some(token) = &args.token else {
+            anyhow::bail!("give --code (a meeting that admits guests) or --token (to create one)");
+        };
+        let m = self
+            .post(
+                "/api/v1/meetings",
+                Some(token),
+                json!({"title": "loadtest", "guests_allowed": true}),
+            )
+            .await?;
+        m["code"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("meeting created without a code: {m}"))
+    }
+
+    /// (join token, signal URL) for a guest.
+    async fn join(&self, code: &str, name: &str) -> anyhow::Result<(String, String)> {
+        let j = self
+            .post(
+                &format!("/api/v1/join/{code}"),
+                None,
+                json!({ "display_name": name }),
+            )
+            .await?;
+        match (j["token"].as_str(), j["sfu"]["signal_url"].as_str()) {
+            (Some(t), Some(u)) => Ok((t.to_string(), u.to_string())),
+            _ => anyhow::bail!("join answer without token or signal_url: {j}"),
+        }
+    }
+}
+
+fn default_steps(s: Scenario) -> Vec<usize> {
+    match s {
+        Scenario::Meeting => vec![5, 10, 25],
+        Scenario::Fanout => vec![10, 25, 50, 100, 200],
+        Scenario::Audio => vec![10, 50, 100, 200],
+    }
+}
+
+/// The participants of one step: (audio, video, expected incoming streams), publishers first.
+fn plan(args: &LoadtestArgs, load: usize) -> Vec<(bool, bool, usize)> {
+    match args.scenario {
+        Scenario::Meeting => vec![(true, true, 2 * load.saturating_sub(1)); load],
+        Scenario::Fanout => {
+            let mut v = vec![(true, true, 0)];
+            v.extend(std::iter::repeat_n((false, false, 2), load));
+            v
+        }
+        Scenario::Audio => {
+            let p = args.publishers.max(1);
+            let mut v = vec![(true, false, p - 1); p];
+            v.extend(std::iter::repeat_n((false, false, p), load));
+            v
+        }
+    }
+}
+
+async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
+    crate::util::install_ring_provider();
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let api = Api {
+        http,
+        base: args.url.trim_end_matches('/').to_string(),
+    };
+    let steps = if args.steps.is_empty() {
+        default_steps(args.scenario)
+    } else {
+        args.steps.clone()
+    };
+    let mut report = Report {
+        scenario: args.scenario,
+        url: args.url.clone(),
+        video_kbps: args.video_kbps,
+        simulcast: args.simulcast,
+        steps: Vec::new(),
+        highest_held: None,
+        highest_held_pps: None,
+    };
+    for load in steps {
+        eprintln!("loadtest: {:?} step {load}", args.scenario);
+        let step = run_step(args, &api, load).await?;
+        eprint!("{}", render_step(&step));
+        let held = step.held;
+        if held {
+            report.highest_held = Some(load);
+            report.highest_held_pps = Some(step.forwarded_pps);
+        }
+        report.steps.push(step);
+        if !held && !args.keep_going {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result<StepReport> {
+    let code = api.meeting_code(args).await?;
+    let people = plan(args, load);
+    let publishers = people.iter().filter(|(a, v, _)| *a || *v).count();
+    let subscribers = people.iter().filter(|(_, _, e)| *e > 0).count();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let before = args.server_pid.and_then(proc_sample);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut full_left = args.full_check;
+    for (i, (audio, video, expect)) in people.iter().copied().enumerate() {
+        let (token, signal_url) = api.join(&code, &format!("lt-{i}")).await?;
+        // Publishers are always fully checked (they are few); then the first subscribers.
+        let full = if (audio || video) && args.scenario != Scenario::Meeting {
+            true
+        } else if full_left > 0 {
+            full_left -= 1;
+            true
+        } else {
+            false
+        };
+        let spec = peer::PeerSpec {
+            index: i as u32,
+            signal_url,
+            token,
+            local_ip: args.local_ip,
+            audio,
+            video,
+            simulcast: args.simulcast,
+            video_kbps: args.video_kbps,
+            fps: args.fps,
+            audio_bytes: args.audio_bytes,
+            keyframe_every: args.keyframe_interval,
+            full,
+            expect_streams: expect,
+        };
+        tasks.push(tokio::spawn(peer::run(
+            spec,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let total = people.len();
+    // Everyone up, and getting media from everyone they should.
+    let limit = Duration::from_secs(20) + Duration::from_millis(200) * total as u32;
+    let ready_at = loop {
+        let (ready, failed) = {
+            let s = lock(&shared);
+            (s.ready, s.failures.len())
+        };
+        if ready + failed >= total {
+            break started.elapsed();
+        }
+        if started.elapsed() > limit {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(args.warmup).await;
+
+    // The measurement window.
+    let cpu0 = cpu_times();
+    let gen0 = proc_sample(std::process::id());
+    let srv0 = args.server_pid.and_then(proc_sample);
+    let t0 = Instant::now();
+    lock(&shared).window = Window::default();
+    tokio::time::sleep(args.duration).await;
+    let w = std::mem::take(&mut lock(&shared).window);
+    let window_s = t0.elapsed().as_secs_f64();
+    let srv1 = args.server_pid.and_then(proc_sample);
+    let gen1 = proc_sample(std::process::id());
+    let cpu1 = cpu_times();
+
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    // Let the server see everyone leave before the next step.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (ready, failures) = {
+        let s = lock(&shared);
+        (s.ready, s.failures.clone())
+    };
+    let forwarded_pps = w.rtp_packets as f64 / window_s;
+    let server = match (srv0, srv1) {
+        (Some(a), Some(b)) => {
+            let cores = (b.cpu_s - a.cpu_s) / b.at.duration_since(a.at).as_secs_f64();
+            let base = before.map(|s| s.rss).unwrap_or(0);
+            Some(ServerUse {
+                cpu_cores: cores,
+                pps_per_core: if cores > 0.0 {
+                    forwarded_pps / cores
+                } else {
+                    0.0
+                },
+                rss_mib: b.rss as f64 / 1048576.0,
+                rss_per_participant_kib: b.rss.saturating_sub(base) as f64
+                    / 1024.0
+                    / total.max(1) as f64,
+            })
+        }
+        _ => None,
+    };
+    let generator_cpu_cores = match (gen0, gen1) {
+        (Some(a), Some(b)) => (b.cpu_s - a.cpu_s) / b.at.duration_since(a.at).as_secs_f64(),
+        _ => 0.0,
+    };
+    let checked = w.frames_received + w.frames_lost;
+    let loss_pct = if checked > 0 {
+        100.0 * w.frames_lost as f64 / checked as f64
+    } else {
+        0.0
+    };
+    let light = w.light_packets + w.light_gaps;
+    let latency = Latency::from(&w.latency);
+    let join_s = ready_at.as_secs_f64();
+    let all_ready = ready == total && failures.is_empty();
+    let held = all_ready
+        && loss_pct <= args.max_loss
+        && (latency.p99_us as f64) <= args.max_p99_ms * 1000.0
+        && w.rtp_packets > 0;
+    Ok(StepReport {
+        load,
+        publishers,
+        subscribers,
+        participants: total,
+        join_s,
+        joins_per_s: if join_s > 0.0 {
+            total as f64 / join_s
+        } else {
+            0.0
+        },
+        all_ready,
+        ready,
+        failures,
+        window_s,
+        forwarded_pps,
+        forwarded_mbps: w.rtp_bytes as f64 * 8.0 / window_s / 1e6,
+        rtp_packets: w.rtp_packets,
+        frames_sent: w.frames_sent,
+        frames_received: w.frames_received,
+        frames_lost: w.frames_lost,
+        loss_pct,
+        light_raw_loss_pct: if light > 0 {
+            100.0 * w.light_gaps as f64 / light as f64
+        } else {
+            0.0
+        },
+        keyframes_sent: w.keyframes_sent,
+        keyframe_requests: w.keyframe_requests,
+        latency,
+        server,
+        host_cpu_busy: per_core_busy(&cpu0, &cpu1),
+        generator_cpu_cores,
+        held,
+    })
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn render_step(s: &StepReport) -> String {
+    let mut o = format!(
+        "  load {:>4}: {} publishers, {} subscribers; joined {}/{} in {:.2} s ({:.1} joins/s)\n",
+        s.load, s.publishers, s.subscribers, s.ready, s.participants, s.join_s, s.joins_per_s
+    );
+    o += &format!(
+        "    forwarded {:.0} pkt/s, {:.1} Mbit/s; frames {} received, {} lost ({:.3} %), raw loss at count-only subscribers {:.3} %\n",
+        s.forwarded_pps,
+        s.forwarded_mbps,
+        s.frames_received,
+        s.frames_lost,
+        s.loss_pct,
+        s.light_raw_loss_pct
+    );
+    o += &format!(
+        "    latency p50 {} µs, p99 {} µs, p999 {} µs, max {} µs ({} samples); keyframes sent {}, PLI/FIR answered {}\n",
+        s.latency.p50_us,
+        s.latency.p99_us,
+        s.latency.p999_us,
+        s.latency.max_us,
+        s.latency.samples,
+        s.keyframes_sent,
+        s.keyframe_requests
+    );
+    if let Some(sv) = &s.server {
+        o += &format!(
+            "    server: {:.2} cores, {:.0} pkt/s per core, RSS {:.1} MiB ({:.0} KiB per participant)\n",
+            sv.cpu_cores, sv.pps_per_core, sv.rss_mib, sv.rss_per_participant_kib
+        );
+    }
+    let cores: Vec<String> = s
+        .host_cpu_busy
+        .iter()
+        .map(|(c, b)| format!("{c} {b:.0}%"))
+        .collect();
+    o += &format!(
+        "    generator {:.2} cores; host {}; {}\n",
+        s.generator_cpu_cores,
+        cores.join(", "),
+        if s.held { "HELD" } else { "did not hold" }
+    );
+    for f in s.failures.iter().take(5) {
+        o += &format!("    failure: {f}\n");
+    }
+    o
+}
+
+fn render(r: &Report) -> String {
+    let mut o = format!(
+        "loadtest {:?} against {} (video {} kbit/s{})\n",
+        r.scenario,
+        r.url,
+        r.video_kbps,
+        if r.simulcast { ", simulcast" } else { "" }
+    );
+    for s in &r.steps {
+        o += &render_step(s);
+    }
+    match (r.highest_held, r.highest_held_pps) {
+        (Some(l), Some(p)) => {
+            o += &format!("highest load that held: {l} ({p:.0} forwarded pkt/s)\n")
+        }
+        _ => o += "no step held\n",
+    }
+    o
+}
