@@ -1,7 +1,7 @@
 # Developer entry points. CI runs `make test` (via .ci/run).
 CARGO ?= cargo
 
-.PHONY: run build test lint fmt deps web
+.PHONY: run build test lint fmt deps web package
 
 run: web
 	$(CARGO) run --release -- $(ARGS)
@@ -28,3 +28,7 @@ lint:
 
 fmt:
 	$(CARGO) fmt
+
+# .deb and .rpm of the release binary (web client embedded), linted: target/debian/, target/generate-rpm/.
+package:
+	scripts/package.sh
