@@ -1,0 +1,160 @@
+//! `meeting-appliance loadtest` against a real appliance, inside a private network namespace
+//! (loopback only): a small `meeting` (3×3) and a small `fanout` (1→4, two subscribers
+//! checked fully and two counting only). The report must be real: every participant got media
+//! from everyone, packet and frame counts match what the publishers sent, nothing was lost at
+//! this tiny load, latency samples exist for every checked frame, and the server's CPU and
+//! memory were read. No timing assertions: the box is shared.
+
+mod support;
+
+use serde_json::Value;
+use std::process::Command;
+
+use support::Appliance;
+use support::media::{enter_private_netns, sign_in_from_log};
+
+const SECS: f64 = 3.0;
+
+fn loadtest(app: &Appliance, token: &str, extra: &[&str]) -> Value {
+    let pid = app.pid().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_meeting-appliance"))
+        .args(["loadtest", "--url", &app.base_url(), "--token", token])
+        .args(["--server-pid", &pid, "--duration", "3s", "--warmup", "1s"])
+        // `held` then means: everyone up, no failure, loss within 1 %; latency is not judged.
+        .args(["--json", "-", "--keep-going", "--max-p99-ms", "1000000"])
+        .args(extra)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest failed: {stderr}\n{stdout}");
+    eprintln!("{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is JSON ({e}):\n{stdout}"))
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k} missing in {v:#}"))
+}
+
+/// What every step report must show at a load this small.
+fn check_step(s: &Value) {
+    assert_eq!(s["all_ready"], true, "everyone got media: {s:#}");
+    assert_eq!(s["failures"].as_array().map(Vec::len), Some(0), "{s:#}");
+    assert_eq!(num(s, "frames_lost"), 0.0, "no loss at tiny load: {s:#}");
+    assert_eq!(num(s, "light_raw_loss_pct"), 0.0, "{s:#}");
+    assert_eq!(
+        num(&s["latency"], "samples"),
+        num(s, "frames_received"),
+        "one latency sample per checked frame: {s:#}"
+    );
+    assert!(num(&s["latency"], "p50_us") > 0.0, "{s:#}");
+    let server = &s["server"];
+    assert!(num(server, "cpu_cores") > 0.0, "server CPU read: {s:#}");
+    assert!(num(server, "rss_mib") > 1.0, "server RSS read: {s:#}");
+    assert!(num(s, "forwarded_mbps") > 0.0, "{s:#}");
+    assert_eq!(s["held"], true, "{s:#}");
+}
+
+/// `got` is within [lo, hi] × `expected`.
+fn about(what: &str, got: f64, expected: f64, lo: f64, hi: f64, s: &Value) {
+    assert!(
+        got >= expected * lo && got <= expected * hi,
+        "{what}: {got} not within {lo}..{hi} × the expected {expected}: {s:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_reports_real_media_for_meeting_and_fanout() {
+    if !enter_private_netns("loadtest_reports_real_media_for_meeting_and_fanout") {
+        return;
+    }
+    let app = Appliance::start(&["--udpPort", "0"], &[]);
+    let token = sign_in_from_log(&app, "host@corp.test").await;
+
+    // 3×3 at 300 kbit/s video (30 fps) and 50 audio packets/s: every participant is checked
+    // fully and receives 2 × (50 + 30) frames per second.
+    let r = loadtest(
+        &app,
+        &token,
+        &[
+            "--scenario",
+            "meeting",
+            "--steps",
+            "3",
+            "--video-kbps",
+            "300",
+        ],
+    );
+    assert_eq!(r["scenario"], "meeting");
+    let s = &r["steps"][0];
+    check_step(s);
+    assert_eq!(num(s, "participants"), 3.0);
+    let window = num(s, "window_s");
+    assert!(window >= SECS, "{s:#}");
+    about(
+        "meeting frames received",
+        num(s, "frames_received"),
+        3.0 * 2.0 * 80.0 * window,
+        0.8,
+        1.1,
+        s,
+    );
+    // Every frame sent in the window reaches the two others (edges aside).
+    about(
+        "meeting frames received vs sent",
+        num(s, "frames_received"),
+        2.0 * num(s, "frames_sent"),
+        0.9,
+        1.1,
+        s,
+    );
+    // 300 kbit/s at 30 fps is 1 250-byte frames, two RTP packets each; audio one each.
+    about(
+        "meeting RTP packets",
+        num(s, "rtp_packets"),
+        3.0 * 2.0 * (50.0 + 2.0 * 30.0) * window,
+        0.8,
+        1.2,
+        s,
+    );
+    assert_eq!(r["highest_held"], 3);
+
+    // 1 → 4, two subscribers fully checked, two counting packets without decrypting.
+    let r = loadtest(
+        &app,
+        &token,
+        &[
+            "--scenario",
+            "fanout",
+            "--steps",
+            "4",
+            "--video-kbps",
+            "300",
+            "--full-check",
+            "2",
+        ],
+    );
+    let s = &r["steps"][0];
+    check_step(s);
+    assert_eq!(num(s, "publishers"), 1.0);
+    assert_eq!(num(s, "subscribers"), 4.0);
+    let window = num(s, "window_s");
+    about(
+        "fanout frames received (two checked subscribers)",
+        num(s, "frames_received"),
+        2.0 * 80.0 * window,
+        0.8,
+        1.1,
+        s,
+    );
+    about(
+        "fanout RTP packets (all four subscribers)",
+        num(s, "rtp_packets"),
+        4.0 * (50.0 + 2.0 * 30.0) * window,
+        0.8,
+        1.2,
+        s,
+    );
+    assert_eq!(r["highest_held"], 4);
+}
