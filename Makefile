@@ -1,7 +1,7 @@
 # Developer entry points. CI runs `make test` (via .ci/run).
 CARGO ?= cargo
 
-.PHONY: run build test lint fmt deps web package
+.PHONY: run build test lint fmt deps web package bench
 
 run: web
 	$(CARGO) run --release -- $(ARGS)
@@ -28,6 +28,15 @@ lint:
 
 fmt:
 	$(CARGO) fmt
+
+# Benchmarks (figures in BENCHMARKS.md): criterion micro-benchmarks of the hot path, then the
+# SFU against the raw forwarder and the stepping loadtests, then TURN against coturn. Server
+# pinned to CPU 1, generator to CPU 0, inside a private network namespace.
+bench:
+	$(CARGO) bench --bench hot_path
+	$(CARGO) build --release --bin meeting-appliance --example raw_forwarder
+	scripts/bench-sfu.sh
+	scripts/bench-turn.sh
 
 # .deb and .rpm of the release binary (web client embedded), linted: target/debian/, target/generate-rpm/.
 package:

@@ -14,6 +14,7 @@
 //! `--max-p99-ms`. Stepping stops at the first step that does not hold.
 
 pub mod peer;
+pub mod srtp;
 pub mod stats;
 
 use std::path::PathBuf;

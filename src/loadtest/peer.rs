@@ -390,11 +390,11 @@ impl Peer {
                     .map_err(|e| format!("accept answer: {e}"))?;
                 self.find_pts();
             }
-            ServerMsg::Layers { mid, active } => {
-                if self.video_mid.is_some_and(|m| m.to_string() == mid) {
-                    self.active_layers = active.iter().map(|r| Rid::from(r.as_str())).collect();
-                    self.force_key = true;
-                }
+            ServerMsg::Layers { mid, active }
+                if self.video_mid.is_some_and(|m| m.to_string() == mid) =>
+            {
+                self.active_layers = active.iter().map(|r| Rid::from(r.as_str())).collect();
+                self.force_key = true;
             }
             ServerMsg::Error { code, message } => {
                 return Err(format!("server error {code}: {message}"));

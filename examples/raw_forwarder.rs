@@ -1,0 +1,198 @@
+//! The physical ceiling for an SFU on this machine: the work no SFU can avoid, and nothing else.
+//! One thread on the "server" CPU receives SRTP (AEAD_AES_128_GCM, ~1 200-byte packets) on one
+//! UDP socket, decrypts it, and for each of M subscribers rewrites the RTP header, encrypts it
+//! with that subscriber's key and sends it to that subscriber's socket. A sender and a counting
+//! receiver run on the other CPU. The sender pre-encrypts its packets and sends as fast as it
+//! can (or at `--rate`), so the forwarder's core saturates and its forwarded packets per
+//! CPU-second is the ceiling that `meeting-appliance loadtest` figures are compared with.
+//! Same crypto provider (str0m's aws-lc-rs) as the sfuserver. Loopback only.
+//!
+//!   cargo run --release --example raw_forwarder -- --subscribers 50 --seconds 5
+//!
+//! Prints one line: `RAW subscribers=M seconds=S in_pps=… out_pps=… out_mbps=… cpu_cores=…
+//! out_pps_per_core=…`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use meeting_appliance::loadtest::srtp::{Rewrite, SrtpContext, provider, rtp_packet};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pin(cpu: u64) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity(0 = this thread)
+    // only read and write that set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn main() -> std::io::Result<()> {
+    let subs = arg("--subscribers", 10) as usize;
+    let seconds = arg("--seconds", 5);
+    let rate = arg("--rate", 0);
+    let len = arg("--len", 1200) as usize;
+    let server_cpu = arg("--server-cpu", 1);
+    let gen_cpu = arg("--gen-cpu", 0);
+
+    let fwd_sock = UdpSocket::bind("127.0.0.1:0")?;
+    fwd_sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let fwd_addr = fwd_sock.local_addr()?;
+    let sub_socks: Vec<UdpSocket> = (0..subs)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let sub_addrs: Vec<SocketAddr> = sub_socks
+        .iter()
+        .map(UdpSocket::local_addr)
+        .collect::<Result<_, _>>()?;
+    for s in &sub_socks {
+        s.set_nonblocking(true)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let received_bytes = Arc::new(AtomicU64::new(0));
+
+    // The forwarder.
+    let fwd = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin(server_cpu);
+            let p = provider();
+            let mut rx = SrtpContext::new(&p, [1; 16], [2; 12], false);
+            let mut outs: Vec<(SrtpContext, Rewrite, SocketAddr)> = sub_addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let k = (i as u8).wrapping_add(10);
+                    (
+                        SrtpContext::new(&p, [k; 16], [k; 12], true),
+                        Rewrite {
+                            ssrc: 0x5000 + i as u32,
+                            seq_offset: i as u16 * 7,
+                            ts_offset: i as u32 * 3,
+                            pt: 96,
+                        },
+                        *a,
+                    )
+                })
+                .collect();
+            let mut buf = vec![0u8; 2048];
+            let mut plain = vec![0u8; 2048];
+            let mut work = vec![0u8; 2048];
+            let mut out = vec![0u8; 2048];
+            let (mut pin_, mut pout) = (0u64, 0u64);
+            let mut started: Option<(Instant, f64)> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, _)) = fwd_sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if started.is_none() {
+                    started = Some((Instant::now(), thread_cpu_s()));
+                }
+                pin_ += 1;
+                let Some(m) = rx.unprotect(&buf[..n], &mut plain) else {
+                    continue;
+                };
+                for (ctx, rw, addr) in &mut outs {
+                    work[..m].copy_from_slice(&plain[..m]);
+                    rw.apply(&mut work[..m]);
+                    if let Some(k) = ctx.protect(&work[..m], &mut out)
+                        && fwd_sock.send_to(&out[..k], *addr).is_ok()
+                    {
+                        pout += 1;
+                    }
+                }
+            }
+            let (t0, c0) = started.unwrap_or((Instant::now(), thread_cpu_s()));
+            (pin_, pout, t0.elapsed().as_secs_f64(), thread_cpu_s() - c0)
+        })
+    };
+
+    // The counting receiver (generator CPU).
+    let rcv = {
+        let (stop, received, received_bytes) =
+            (stop.clone(), received.clone(), received_bytes.clone());
+        std::thread::spawn(move || {
+            pin(gen_cpu);
+            let mut buf = vec![0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                let mut got = false;
+                for s in &sub_socks {
+                    while let Ok(n) = s.recv(&mut buf) {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        got = true;
+                    }
+                }
+                if !got {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        })
+    };
+
+    // The sender (generator CPU): pre-encrypted packets, as fast as possible or at --rate.
+    pin(gen_cpu);
+    let p = provider();
+    let mut tx = SrtpContext::new(&p, [1; 16], [2; 12], true);
+    let ring: Vec<Vec<u8>> = (0..4096u32)
+        .map(|i| {
+            let pkt = rtp_packet(i as u16, i * 3000, 0x1111, len);
+            let mut s = vec![0u8; len + 32];
+            let n = tx.protect(&pkt, &mut s).unwrap_or(0);
+            s.truncate(n);
+            s
+        })
+        .collect();
+    let send_sock = UdpSocket::bind("127.0.0.1:0")?;
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let mut i = 0usize;
+    let r0 = received.load(Ordering::Relaxed);
+    while Instant::now() < end {
+        let _ = send_sock.send_to(&ring[i % ring.len()], fwd_addr);
+        i += 1;
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let (pin_, pout, secs, cpu) = fwd.join().unwrap_or((0, 0, 1.0, 0.0));
+    let _ = rcv.join();
+    let got = received.load(Ordering::Relaxed) - r0;
+    let bytes = received_bytes.load(Ordering::Relaxed);
+    let out_pps = got as f64 / secs;
+    println!(
+        "RAW subscribers={subs} seconds={secs:.2} sent={i} in_pps={:.0} forwarded={pout} out_pps={out_pps:.0} out_mbps={:.1} cpu_cores={:.2} out_pps_per_core={:.0}",
+        pin_ as f64 / secs,
+        bytes as f64 * 8.0 / secs / 1e6,
+        cpu / secs,
+        if cpu > 0.0 { got as f64 / cpu } else { 0.0 },
+    );
+    Ok(())
+}
