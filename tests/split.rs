@@ -1125,3 +1125,114 @@ async fn sfuserver_restart_tells_clients_who_rejoin_elsewhere() {
         .await;
     talker.leave().await;
 }
+
+/// A flapping bridge link loses no command and doubles none: a host action sent while the
+/// sfuserver's link is down waits for it to come back and is done exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_survive_a_flapping_bridge_link_exactly_once() {
+    if !enter_private_netns("commands_survive_a_flapping_bridge_link_exactly_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = Appliance::start_exact(
+        &[
+            "apiserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            "127.0.0.1:443",
+        ],
+        &dir.path().join("api"),
+    );
+    let relay = support::split::Flappy::start("127.0.0.1:443".parse().expect("addr")).await;
+    let via = relay.addr.to_string();
+    let sfu = Appliance::start_exact(
+        &[
+            "sfuserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            "127.0.0.2:443",
+            "--apiserver",
+            &via,
+        ],
+        &dir.path().join("sfu"),
+    );
+    let _turn = Appliance::start_exact(
+        &[
+            "turnserver",
+            "--secret",
+            SECRET,
+            "--port",
+            "3478",
+            "--ip",
+            "127.0.0.3",
+            "--apiserver",
+            "127.0.0.1:443",
+        ],
+        &dir.path().join("turn"),
+    );
+    wait_registered(
+        &api,
+        0,
+        &["sfuserver@127.0.0.2:443", "turnserver@127.0.0.3:3478"],
+    );
+    let base = "http://127.0.0.1:443";
+    let host = sign_in_from_log(&api, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &format!("{base}/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let id = m.body["id"].as_i64().expect("id");
+    let code = m.body["code"].as_str().expect("code").to_string();
+    let lj = join(base, &code, None, "Guest").await;
+    assert_eq!(lj["sfu"]["address"], "127.0.0.2:443", "{lj}");
+    let listener = Listener::join(&lj, "listener", false, Arc::new(AtomicU64::new(0))).await;
+    let guest = listener.client.participant_id().to_string();
+
+    // Cut the link; the apiserver sees it drop, the node dials again through the relay.
+    let mark = api.log_len();
+    relay.cut();
+    api.wait_log_from(mark, "node down:", Duration::from_secs(10));
+    let control_url = format!("{base}/api/v1/meetings/{id}/control");
+    let mute = call(
+        "POST",
+        &control_url,
+        Some(&host),
+        Some(json!({"action": "mute", "participant_id": guest})),
+    );
+    let (answer, _) = tokio::join!(mute, async {
+        // Cut again while the command waits, so it rides a later link.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        relay.cut();
+    });
+    assert_eq!(answer.status, 204, "{:?}", answer.body);
+    sfu.wait_log("registered with the apiserver", Duration::from_secs(1));
+    listener
+        .client
+        .wait(Duration::from_secs(5), "the mute", |c| {
+            !c.messages_of("mute").is_empty()
+        })
+        .await;
+    // More flaps after it was done: it is not done again.
+    for _ in 0..2 {
+        let mark = api.log_len();
+        relay.cut();
+        api.wait_log_from(
+            mark,
+            "node registered node=sfuserver@127.0.0.2:443",
+            Duration::from_secs(10),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mutes = listener.client.messages_of("mute");
+    assert_eq!(
+        mutes.len(),
+        1,
+        "the mute arrived {} times: {mutes:?}",
+        mutes.len()
+    );
+}

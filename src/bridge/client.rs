@@ -582,6 +582,69 @@ impl rustls::client::danger::ServerCertVerifier for ProofVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct CountingSfu(Arc<AtomicU32>);
+    impl Actor for CountingSfu {
+        type Context = Context<Self>;
+    }
+    impl Handler<ControlRoom> for CountingSfu {
+        type Result = Result<(), String>;
+        fn handle(&mut self, _: ControlRoom, _: &mut Context<Self>) -> Self::Result {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// A command sent again (its reply was lost in a flap) is answered from memory, not done
+    /// twice; so is one repeated while it still runs.
+    #[actix_rt::test]
+    async fn a_repeated_command_id_is_done_once() {
+        let done = Arc::new(AtomicU32::new(0));
+        let sfu = CountingSfu(done.clone()).start();
+        let (_link, outbox) = link();
+        let mut st = State {
+            target: Target::parse("127.0.0.1:9").expect("target"),
+            key: [0; 32],
+            spec: NodeSpec {
+                role: NodeRole::Sfuserver,
+                address: "127.0.0.1:1".into(),
+                capacity: 0,
+                media: vec![],
+            },
+            handlers: Handlers {
+                control: Some(sfu.recipient()),
+                nodes: None,
+                load: Arc::new(NodeLoad::default),
+            },
+            instance: "t".into(),
+            next_event: 1,
+            unacked: VecDeque::new(),
+            done: HashMap::new(),
+            done_order: VecDeque::new(),
+            running: HashSet::new(),
+            rx: outbox.0,
+        };
+        let cmd = || {
+            NodeCommand::ControlRoom(ControlRoom {
+                meeting: crate::ids::MeetingId(1),
+                action: crate::proto::RoomAction::Lock,
+            })
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        st.command("c1".into(), cmd(), &tx);
+        st.command("c1".into(), cmd(), &tx); // while running: no second run, no second reply
+        let (id, r) = rx.recv().await.expect("reply");
+        assert_eq!((id.as_str(), r.clone()), ("c1", Ok(())));
+        st.running.remove(&id);
+        st.remember(id, r);
+        st.command("c1".into(), cmd(), &tx); // after a flap: the remembered answer
+        assert_eq!(rx.recv().await.expect("reply"), ("c1".to_string(), Ok(())));
+        st.command("c2".into(), cmd(), &tx);
+        assert_eq!(rx.recv().await.expect("reply").0, "c2");
+        assert_eq!(done.load(Ordering::SeqCst), 2, "c1 once, c2 once");
+        assert!(rx.try_recv().is_err(), "no extra replies");
+    }
 
     #[test]
     fn targets() {

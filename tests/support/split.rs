@@ -284,3 +284,58 @@ impl Listener {
         self.count() - start
     }
 }
+
+/// A TCP relay on loopback whose links can be cut at will: a bridge link that flaps.
+pub struct Flappy {
+    pub addr: std::net::SocketAddr,
+    generation: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flappy {
+    pub async fn start(target: std::net::SocketAddr) -> Flappy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("addr");
+        let generation = Arc::new(AtomicU64::new(0));
+        let g = generation.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let born = g.load(Ordering::SeqCst);
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        while g.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Flappy {
+            addr,
+            generation,
+            task,
+        }
+    }
+
+    /// Drops every link open now (new ones are relayed again).
+    pub fn cut(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Flappy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -14,6 +14,7 @@ use super::ApiState;
 use super::auth::{AuthUser, MaybeUser};
 use super::ics::{Invite, Method};
 use super::mail::{Outgoing, enqueue};
+use super::registry::ControlError;
 use crate::db::entities::{invitation, meeting, participation, user};
 use crate::error::ApiError;
 use crate::ids::{MeetingCode, MeetingId, ParticipantId};
@@ -920,8 +921,8 @@ pub async fn control(
         .await
     {
         Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
-        Ok(Err(why)) if why.contains("nobody") => Err(ApiError::conflict("not_in_meeting", why)),
-        Ok(Err(why)) => Err(ApiError::new(
+        Ok(Err(ControlError::Refused(why))) => Err(ApiError::conflict("not_in_meeting", why)),
+        Ok(Err(ControlError::Unreachable(why))) => Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "sfu_unreachable",
             format!("The meeting's media server cannot be reached: {why}"),

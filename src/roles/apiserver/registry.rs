@@ -27,6 +27,9 @@ use crate::proto::{ControlRoom, NodeInfo, NodeLoad, NodeRole, NodesChanged, Part
 
 /// How long a command to a remote node may wait for its answer (across reconnects).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// A node down for less than this is taken to be flapping: commands for it wait for its
+/// return (up to `COMMAND_TIMEOUT`) instead of failing at once.
+const FLAP_GRACE: Duration = Duration::from_secs(10);
 
 /// How a node is reached.
 #[derive(Clone)]
@@ -58,12 +61,14 @@ struct Entry {
     instance: String,
     last_beat: Instant,
     persisted: Instant,
+    /// When it went down (None while up).
+    down_since: Option<Instant>,
 }
 
 struct Pending {
     node: String,
     command: NodeCommand,
-    reply: oneshot::Sender<Result<(), String>>,
+    reply: oneshot::Sender<Result<(), ControlError>>,
     deadline: Instant,
 }
 
@@ -189,6 +194,7 @@ impl Registry {
             return;
         }
         e.info.up = false;
+        e.down_since = Some(Instant::now());
         tracing::warn!(node = id, "node down: {why}");
         self.persist(id, ctx);
         self.publish(false);
@@ -229,10 +235,10 @@ impl Registry {
             .collect();
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(format!(
+                let _ = p.reply.send(Err(ControlError::Unreachable(format!(
                     "the sfuserver {} did not answer in time",
                     p.node
-                )));
+                ))));
             }
         }
     }
@@ -275,6 +281,12 @@ impl Actor for Registry {
                                     instance: String::new(),
                                     last_beat: Instant::now(),
                                     persisted: Instant::now(),
+                                    // Down before the restart: not a flap.
+                                    down_since: (r.state != "up").then(|| {
+                                        Instant::now()
+                                            .checked_sub(FLAP_GRACE * 2)
+                                            .unwrap_or_else(Instant::now)
+                                    }),
                                 },
                             );
                         }
@@ -333,6 +345,7 @@ impl Handler<Connect> for Registry {
                 instance: m.reg.instance.clone(),
                 last_beat: Instant::now(),
                 persisted: Instant::now(),
+                down_since: None,
             },
         );
         tracing::info!(node = %id, version = %m.reg.version, remote, media = ?m.reg.media, "node registered");
@@ -375,6 +388,7 @@ impl Handler<Beat> for Registry {
         e.info.load = m.load;
         let revived = !e.info.up;
         e.info.up = true;
+        e.down_since = None;
         if revived {
             tracing::info!(node = %m.node, "node up again");
         }
@@ -442,30 +456,45 @@ impl Handler<Replied> for Registry {
     type Result = ();
     fn handle(&mut self, m: Replied, _: &mut Context<Self>) {
         if let Some(p) = self.pending.remove(&m.id) {
-            let _ = p.reply.send(m.result);
+            let _ = p.reply.send(m.result.map_err(ControlError::Refused));
         }
     }
 }
 
+/// Why a host action was not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// The sfuserver answered no (e.g. nobody of that id is in the meeting).
+    Refused(String),
+    /// The sfuserver could not be reached (down, not registered, no answer in time).
+    Unreachable(String),
+}
+
 /// A host action for the sfuserver at `sfu` (the meeting's assignment).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ControlError>")]
 pub struct Control {
     pub sfu: String,
     pub control: ControlRoom,
 }
 
 impl Handler<Control> for Registry {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ControlError>>;
     fn handle(&mut self, m: Control, _: &mut Context<Self>) -> Self::Result {
+        use ControlError::{Refused, Unreachable};
         let id = node_id(NodeRole::Sfuserver, &m.sfu);
         let Some(e) = self.nodes.get(&id) else {
-            return Box::pin(
-                async move { Err(format!("the sfuserver {} has not registered", m.sfu)) },
-            );
+            return Box::pin(async move {
+                Err(Unreachable(format!(
+                    "the sfuserver {} has not registered",
+                    m.sfu
+                )))
+            });
         };
-        if !e.info.up {
-            return Box::pin(async move { Err(format!("the sfuserver {} is down", m.sfu)) });
+        if e.down_since.is_some_and(|t| t.elapsed() > FLAP_GRACE) {
+            return Box::pin(async move {
+                Err(Unreachable(format!("the sfuserver {} is down", m.sfu)))
+            });
         }
         match &e.link {
             Some(Link::Local {
@@ -473,16 +502,18 @@ impl Handler<Control> for Registry {
             }) => {
                 let c = c.clone();
                 Box::pin(async move {
-                    c.send(m.control)
-                        .await
-                        .map_err(|e| format!("the sfuserver did not answer: {e}"))?
+                    match c.send(m.control).await {
+                        Ok(r) => r.map_err(Refused),
+                        Err(e) => Err(Unreachable(format!("the sfuserver did not answer: {e}"))),
+                    }
                 })
             }
             Some(Link::Local { control: None, .. }) => {
-                Box::pin(async { Err("that node takes no room commands".to_string()) })
+                Box::pin(async { Err(Unreachable("that node takes no room commands".to_string())) })
             }
-            // Remote, or known but not yet re-registered after an apiserver restart: the
-            // command waits for the link (bounded by COMMAND_TIMEOUT).
+            // Remote; or known but not yet re-registered after an apiserver restart, or its
+            // link just dropped (a flap): the command waits for the link (bounded by
+            // COMMAND_TIMEOUT) and goes with the same id after a reconnect.
             _ => {
                 let cmd_id = uuid::Uuid::new_v4().to_string();
                 let (tx, rx) = oneshot::channel();
@@ -498,7 +529,7 @@ impl Handler<Control> for Registry {
                 self.send_command(&cmd_id);
                 Box::pin(async move {
                     rx.await
-                        .unwrap_or_else(|_| Err("the registry stopped".to_string()))
+                        .unwrap_or_else(|_| Err(Unreachable("the registry stopped".to_string())))
                 })
             }
         }
@@ -545,5 +576,115 @@ impl Handler<GetNodes> for Registry {
     type Result = MessageResult<GetNodes>;
     fn handle(&mut self, _: GetNodes, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MeetingId, ParticipantId};
+    use crate::proto::RoomAction;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Recorder(Arc<AtomicU32>);
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+    impl Handler<ParticipationChanged> for Recorder {
+        type Result = ();
+        fn handle(&mut self, _: ParticipationChanged, _: &mut Context<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn reg(instance: &str) -> Registration {
+        Registration {
+            role: NodeRole::Sfuserver,
+            address: "10.0.0.3:443".into(),
+            capacity: 0,
+            version: "t".into(),
+            media: vec![],
+            instance: instance.into(),
+        }
+    }
+
+    /// Events are passed on once per (instance, id) however often they come; a command whose
+    /// link dropped goes again, with the same id, on the node's next link, and is answered once.
+    #[actix_rt::test]
+    async fn events_once_and_commands_again_after_a_flap() {
+        let db = crate::db::connect("sqlite::memory:", 1, Duration::from_secs(5))
+            .await
+            .expect("db");
+        let seen = Arc::new(AtomicU32::new(0));
+        let registry = Registry::new(db, Recorder(seen.clone()).start().recipient()).start();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (s1, node) = registry
+            .send(Connect {
+                reg: reg("i1"),
+                link: Link::Remote(tx1),
+            })
+            .await
+            .expect("connect");
+        assert_eq!(node, "sfuserver@10.0.0.3:443");
+        let ev = |id| Event {
+            instance: "i1".into(),
+            id,
+            event: NodeEvent::Participation(ParticipationChanged {
+                meeting: MeetingId(1),
+                participant: ParticipantId("p".into()),
+                joined: true,
+                at: 1,
+            }),
+        };
+        for id in [1, 1, 2, 1, 2] {
+            registry.send(ev(id)).await.expect("event");
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+
+        let control = registry.send(Control {
+            sfu: "10.0.0.3:443".into(),
+            control: ControlRoom {
+                meeting: MeetingId(1),
+                action: RoomAction::Lock,
+            },
+        });
+        let waiter = actix_rt::spawn(control);
+        let first = loop {
+            match rx1.recv().await.expect("a frame") {
+                ToNode::Command { id, .. } => break id,
+                _ => continue,
+            }
+        };
+        // The link drops before the answer; the node comes back on a new link.
+        registry.do_send(Disconnect {
+            session: s1,
+            node: node.clone(),
+            why: "flap".into(),
+        });
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        registry
+            .send(Connect {
+                reg: reg("i1"),
+                link: Link::Remote(tx2),
+            })
+            .await
+            .expect("reconnect");
+        let again = loop {
+            match rx2.recv().await.expect("a frame") {
+                ToNode::Command { id, .. } => break id,
+                _ => continue,
+            }
+        };
+        assert_eq!(first, again, "the same command id on the new link");
+        registry.do_send(Replied {
+            id: again.clone(),
+            result: Ok(()),
+        });
+        registry.do_send(Replied {
+            id: again,
+            result: Err("a late duplicate answer is ignored".into()),
+        });
+        assert_eq!(waiter.await.expect("join").expect("mailbox"), Ok(()));
     }
 }

@@ -14,7 +14,9 @@ use super::{PickWorker, SfuState, WorkerCmd};
 use crate::ids::MeetingId;
 use crate::proto::signal::{ClientMsg, ServerMsg};
 
-const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest signaling message: an SDP for a 25-person meeting (two m-lines per person,
+/// simulcast and RTX) is well over 64 KiB.
+const MAX_MESSAGE: usize = 1024 * 1024;
 
 pub async fn signal(
     req: HttpRequest,
