@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use support::api::call;
 use support::media::instant_meeting;
-use support::{Appliance, appliance_bin};
+use support::Appliance;
 
 async fn get_text(url: &str) -> (u16, String) {
     let r = support::api::client()
