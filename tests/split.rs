@@ -870,14 +870,23 @@ async fn bridge_reaches_an_acme_apiserver_by_name() {
     );
 }
 
-/// The built-in allocator takes its pool from the node registry: with two sfuservers
-/// registered and no pool configured, a meeting whose sfuserver is lost moves to the other,
-/// and a down node is never handed out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
-    if !enter_private_netns("builtin_allocator_moves_meetings_off_a_lost_sfuserver") {
-        return;
-    }
+/// A small split deployment on loopback (inside the test's namespace): the apiserver on
+/// 127.0.0.1:443 (built-in allocator, SQLite, codes in its log), an sfuserver on each of
+/// `sfu_ips` registering through `sfu_apiserver`, a turnserver on 127.0.0.3; all registered,
+/// the host signed in and its instant meeting created.
+struct Small {
+    api: Appliance,
+    sfus: Vec<(String, Appliance)>,
+    _turn: Appliance,
+    host: String,
+    id: i64,
+    code: String,
+    _dir: tempfile::TempDir,
+}
+
+const BASE: &str = "http://127.0.0.1:443";
+
+async fn small_deployment(sfu_ips: &[&str], sfu_apiserver: &str) -> Small {
     let dir = tempfile::tempdir().expect("tempdir");
     let api = Appliance::start_exact(
         &[
@@ -889,23 +898,26 @@ async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
         ],
         &dir.path().join("api"),
     );
-    let sfu = |ip: &str| {
-        Appliance::start_exact(
-            &[
-                "sfuserver",
-                "--secret",
-                SECRET,
-                "--domainaddress",
-                &format!("{ip}:443"),
-                "--apiserver",
-                "127.0.0.1:443",
-            ],
-            &dir.path().join(ip),
-        )
-    };
-    let mut a = sfu("127.0.0.2");
-    let mut b = sfu("127.0.0.5");
-    let _turn = Appliance::start_exact(
+    let sfus: Vec<(String, Appliance)> = sfu_ips
+        .iter()
+        .map(|ip| {
+            let address = format!("{ip}:443");
+            let app = Appliance::start_exact(
+                &[
+                    "sfuserver",
+                    "--secret",
+                    SECRET,
+                    "--domainaddress",
+                    &address,
+                    "--apiserver",
+                    sfu_apiserver,
+                ],
+                &dir.path().join(ip),
+            );
+            (address, app)
+        })
+        .collect();
+    let turn = Appliance::start_exact(
         &[
             "turnserver",
             "--secret",
@@ -919,26 +931,39 @@ async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
         ],
         &dir.path().join("turn"),
     );
-    wait_registered(
-        &api,
-        0,
-        &[
-            "sfuserver@127.0.0.2:443",
-            "sfuserver@127.0.0.5:443",
-            "turnserver@127.0.0.3:3478",
-        ],
-    );
-    let base = "http://127.0.0.1:443";
+    let mut ids: Vec<String> = sfus.iter().map(|(a, _)| format!("sfuserver@{a}")).collect();
+    ids.push("turnserver@127.0.0.3:3478".into());
+    wait_registered(&api, 0, &ids.iter().map(String::as_str).collect::<Vec<_>>());
     let host = sign_in_from_log(&api, "host@corp.test").await;
     let m = call(
         "POST",
-        &format!("{base}/api/v1/meetings"),
+        &format!("{BASE}/api/v1/meetings"),
         Some(&host),
         Some(json!({})),
     )
     .await;
     assert_eq!(m.status, 201, "{:?}", m.body);
-    let code = m.body["code"].as_str().expect("code").to_string();
+    Small {
+        api,
+        sfus,
+        _turn: turn,
+        host,
+        id: m.body["id"].as_i64().expect("id"),
+        code: m.body["code"].as_str().expect("code").to_string(),
+        _dir: dir,
+    }
+}
+
+/// The built-in allocator takes its pool from the node registry: with two sfuservers
+/// registered and no pool configured, a meeting whose sfuserver is lost moves to the other,
+/// and a down node is never handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
+    if !enter_private_netns("builtin_allocator_moves_meetings_off_a_lost_sfuserver") {
+        return;
+    }
+    let mut d = small_deployment(&["127.0.0.2", "127.0.0.5"], "127.0.0.1:443").await;
+    let (base, host, code, api) = (BASE, d.host.clone(), d.code.clone(), &d.api);
     let j = join(base, &code, Some(&host), "Host").await;
     let first = j["sfu"]["address"]
         .as_str()
@@ -948,12 +973,13 @@ async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
         j["ice_servers"].to_string().contains("127.0.0.3:3478"),
         "{j}"
     );
-    let (lost, other) = if first == "127.0.0.2:443" {
-        (&mut a, "127.0.0.5:443")
-    } else {
-        assert_eq!(first, "127.0.0.5:443", "{j}");
-        (&mut b, "127.0.0.2:443")
-    };
+    let i = d
+        .sfus
+        .iter()
+        .position(|(a, _)| *a == first)
+        .expect("the meeting's sfuserver");
+    let other = d.sfus[1 - i].0.clone();
+    let lost = &mut d.sfus[i].1;
     let mark = api.log_len();
     lost.signal(libc::SIGKILL);
     let _ = lost.try_wait();
@@ -1001,68 +1027,9 @@ async fn sfuserver_restart_tells_clients_who_rejoin_elsewhere() {
     if !enter_private_netns("sfuserver_restart_tells_clients_who_rejoin_elsewhere") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Appliance::start_exact(
-        &[
-            "apiserver",
-            "--secret",
-            SECRET,
-            "--domainaddress",
-            "127.0.0.1:443",
-        ],
-        &dir.path().join("api"),
-    );
-    let sfu = |ip: &str| {
-        Appliance::start_exact(
-            &[
-                "sfuserver",
-                "--secret",
-                SECRET,
-                "--domainaddress",
-                &format!("{ip}:443"),
-                "--apiserver",
-                "127.0.0.1:443",
-            ],
-            &dir.path().join(ip),
-        )
-    };
-    let mut sfus = vec![
-        ("127.0.0.2:443", sfu("127.0.0.2")),
-        ("127.0.0.5:443", sfu("127.0.0.5")),
-    ];
-    let _turn = Appliance::start_exact(
-        &[
-            "turnserver",
-            "--secret",
-            SECRET,
-            "--port",
-            "3478",
-            "--ip",
-            "127.0.0.3",
-            "--apiserver",
-            "127.0.0.1:443",
-        ],
-        &dir.path().join("turn"),
-    );
-    wait_registered(
-        &api,
-        0,
-        &[
-            "sfuserver@127.0.0.2:443",
-            "sfuserver@127.0.0.5:443",
-            "turnserver@127.0.0.3:3478",
-        ],
-    );
-    let base = "http://127.0.0.1:443";
-    let host = sign_in_from_log(&api, "host@corp.test").await;
-    let m = call(
-        "POST",
-        &format!("{base}/api/v1/meetings"),
-        Some(&host),
-        Some(json!({})),
-    )
-    .await;
-    let code = m.body["code"].as_str().expect("code").to_string();
+    let d = small_deployment(&["127.0.0.2", "127.0.0.5"], "127.0.0.1:443").await;
+    let (base, host, code, api) = (BASE, d.host.clone(), d.code.clone(), &d.api);
+    let mut sfus = d.sfus;
     let tj = join(base, &code, Some(&host), "Host").await;
     let lj = join(base, &code, None, "Guest").await;
     let first = tj["sfu"]["address"].as_str().expect("address").to_string();
@@ -1077,7 +1044,7 @@ async fn sfuserver_restart_tells_clients_who_rejoin_elsewhere() {
         .position(|(a, _)| *a == first)
         .expect("the meeting's sfuserver");
     let (_, mut stopping) = sfus.remove(i);
-    let other = sfus[0].0;
+    let other = sfus[0].0.clone();
     let mark = api.log_len();
     let t0 = Instant::now();
     stopping.signal(libc::SIGTERM);
@@ -1099,7 +1066,7 @@ async fn sfuserver_restart_tells_clients_who_rejoin_elsewhere() {
     // The leaves arrived before the bye: the history says both left.
     let p = call(
         "GET",
-        &format!("{base}/api/v1/meetings/{}/participants", m.body["id"]),
+        &format!("{base}/api/v1/meetings/{}/participants", d.id),
         Some(&host),
         None,
     )
@@ -1133,61 +1100,10 @@ async fn commands_survive_a_flapping_bridge_link_exactly_once() {
     if !enter_private_netns("commands_survive_a_flapping_bridge_link_exactly_once") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let api = Appliance::start_exact(
-        &[
-            "apiserver",
-            "--secret",
-            SECRET,
-            "--domainaddress",
-            "127.0.0.1:443",
-        ],
-        &dir.path().join("api"),
-    );
     let relay = support::split::Flappy::start("127.0.0.1:443".parse().expect("addr")).await;
-    let via = relay.addr.to_string();
-    let sfu = Appliance::start_exact(
-        &[
-            "sfuserver",
-            "--secret",
-            SECRET,
-            "--domainaddress",
-            "127.0.0.2:443",
-            "--apiserver",
-            &via,
-        ],
-        &dir.path().join("sfu"),
-    );
-    let _turn = Appliance::start_exact(
-        &[
-            "turnserver",
-            "--secret",
-            SECRET,
-            "--port",
-            "3478",
-            "--ip",
-            "127.0.0.3",
-            "--apiserver",
-            "127.0.0.1:443",
-        ],
-        &dir.path().join("turn"),
-    );
-    wait_registered(
-        &api,
-        0,
-        &["sfuserver@127.0.0.2:443", "turnserver@127.0.0.3:3478"],
-    );
-    let base = "http://127.0.0.1:443";
-    let host = sign_in_from_log(&api, "host@corp.test").await;
-    let m = call(
-        "POST",
-        &format!("{base}/api/v1/meetings"),
-        Some(&host),
-        Some(json!({})),
-    )
-    .await;
-    let id = m.body["id"].as_i64().expect("id");
-    let code = m.body["code"].as_str().expect("code").to_string();
+    let d = small_deployment(&["127.0.0.2"], &relay.addr.to_string()).await;
+    let (base, host, code, api, id) = (BASE, d.host.clone(), d.code.clone(), &d.api, d.id);
+    let sfu = &d.sfus[0].1;
     let lj = join(base, &code, None, "Guest").await;
     assert_eq!(lj["sfu"]["address"], "127.0.0.2:443", "{lj}");
     let listener = Listener::join(&lj, "listener", false, Arc::new(AtomicU64::new(0))).await;

@@ -205,32 +205,9 @@ fn mac(key: &[u8; 32], parts: &[&[u8]]) -> Hmac<Sha256> {
     m
 }
 
-/// The node's proof (see the module doc). Parts are length-prefixed, so no two different
-/// inputs hash alike.
-pub fn node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> String {
-    hex::encode(
-        mac(
-            key,
-            &[
-                b"node",
-                h.challenge.as_bytes(),
-                h.nonce.as_bytes(),
-                binding,
-                h.role.name().as_bytes(),
-                h.address.as_bytes(),
-                h.instance.as_bytes(),
-            ],
-        )
-        .finalize()
-        .into_bytes(),
-    )
-}
-
-/// Checks a node's proof in constant time.
-pub fn check_node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> bool {
-    let Ok(given) = hex::decode(&h.proof) else {
-        return false;
-    };
+/// The MAC behind a node's proof. Parts are length-prefixed, so no two different inputs hash
+/// alike.
+fn node_mac(key: &[u8; 32], h: &Hello, binding: &[u8]) -> Hmac<Sha256> {
     mac(
         key,
         &[
@@ -243,8 +220,16 @@ pub fn check_node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> bool {
             h.instance.as_bytes(),
         ],
     )
-    .verify_slice(&given)
-    .is_ok()
+}
+
+/// The node's proof (see the module doc).
+pub fn node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> String {
+    hex::encode(node_mac(key, h, binding).finalize().into_bytes())
+}
+
+/// Checks a node's proof in constant time.
+pub fn check_node_proof(key: &[u8; 32], h: &Hello, binding: &[u8]) -> bool {
+    hex::decode(&h.proof).is_ok_and(|given| node_mac(key, h, binding).verify_slice(&given).is_ok())
 }
 
 fn api_mac(key: &[u8; 32], nonce: &str, challenge: &str, binding: &[u8]) -> Hmac<Sha256> {

@@ -213,19 +213,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         App::new()
             .wrap(security)
             .app_data(state.clone())
-            .configure(move |c| {
-                if let Some(st) = sfu_state {
-                    c.app_data(st).route(
-                        "/sfu/v1/signal/{meeting}",
-                        web::get().to(sfuserver::signal::signal),
-                    );
-                }
-            })
-            .configure(move |c| {
-                if let Some(st) = fs_state {
-                    fsserver::routes(c, st);
-                }
-            })
+            .configure(move |c| node_routes(c, sfu_state, fs_state))
             .wrap_fn(move |req, srv| {
                 let m = m.clone();
                 let fut = srv.call(req);
@@ -254,6 +242,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
+}
+
+/// The node roles' routes on this process's listener: the sfuserver's signaling and the
+/// fsserver's files, when those roles run here.
+fn node_routes(
+    c: &mut web::ServiceConfig,
+    sfu: Option<web::Data<sfuserver::SfuState>>,
+    fs: Option<web::Data<fsserver::FsState>>,
+) {
+    if let Some(st) = sfu {
+        c.app_data(st).route(
+            "/sfu/v1/signal/{meeting}",
+            web::get().to(sfuserver::signal::signal),
+        );
+    }
+    if let Some(st) = fs {
+        fsserver::routes(c, st);
+    }
 }
 
 /// `/healthz` and `/metrics`, served by every role's HTTP listener.
@@ -317,19 +323,7 @@ async fn serve_node(
     let server = HttpServer::new(move || {
         let (m, sfu_state, fs_state) = (metrics.clone(), sfu_state.clone(), fs_state.clone());
         App::new()
-            .configure(move |c| {
-                if let Some(st) = sfu_state {
-                    c.app_data(st).route(
-                        "/sfu/v1/signal/{meeting}",
-                        web::get().to(sfuserver::signal::signal),
-                    );
-                }
-            })
-            .configure(move |c| {
-                if let Some(st) = fs_state {
-                    fsserver::routes(c, st);
-                }
-            })
+            .configure(move |c| node_routes(c, sfu_state, fs_state))
             .configure(move |c| ops_routes(c, m))
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()

@@ -167,7 +167,7 @@ const scenarios = {
       out.not_json = await session((ws) => ws.send('{{{{'));
       out.forged = await session((ws) => ws.send(JSON.stringify({ type: 'join', token: 'eyJmYWtlIjp0cnVlfQ.AAAA' })));
       out.binary = await session((ws) => ws.send(new Uint8Array([1, 2, 3, 4])));
-      out.oversized = await session((ws) => { ws.send(join); setTimeout(() => ws.send('x'.repeat(200000)), 300); });
+      out.oversized = await session((ws) => { ws.send(join); setTimeout(() => ws.send('x'.repeat(1200000)), 300); });
       out.bad_messages = await session((ws) => {
         ws.send(join);
         setTimeout(() => {

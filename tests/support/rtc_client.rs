@@ -336,12 +336,18 @@ async fn ws_reader(mut rd: BufReader<Rd>, tx: mpsc::UnboundedSender<WsMsg>, out:
 /// (webrtc-rs skips them by default), IPv4 UDP only, no mDNS, default codecs (Opus 111,
 /// VP8 96 …) and the default interceptors (NACK, RTCP reports, TWCC).
 pub async fn loopback_peer_connection() -> Arc<RTCPeerConnection> {
+    peer_connection(true).await
+}
+
+/// A peer connection over UDP/IPv4 without mDNS; with loopback candidates when asked (clients
+/// in a namespace with only `lo`), else on the namespace's other interfaces.
+pub async fn peer_connection(include_loopback: bool) -> Arc<RTCPeerConnection> {
     let mut m = MediaEngine::default();
     m.register_default_codecs().expect("register codecs");
     let registry =
         register_default_interceptors(Registry::new(), &mut m).expect("register interceptors");
     let mut s = SettingEngine::default();
-    s.set_include_loopback_candidate(true);
+    s.set_include_loopback_candidate(include_loopback);
     s.set_network_types(vec![NetworkType::Udp4]);
     s.set_ice_multicast_dns_mode(webrtc::ice::mdns::MulticastDnsMode::Disabled);
     let api = APIBuilder::new()

@@ -14,15 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use webrtc::api::APIBuilder;
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MIME_TYPE_OPUS, MediaEngine};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::ice::network_type::NetworkType;
-use webrtc::interceptor::registry::Registry;
+use webrtc::api::media_engine::MIME_TYPE_OPUS;
 use webrtc::media::Sample;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
@@ -30,7 +24,7 @@ use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 
 use super::api::call;
-use super::rtc_client::{RtcClient, loopback_peer_connection};
+use super::rtc_client::{RtcClient, loopback_peer_connection, peer_connection};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -131,23 +125,7 @@ impl Drop for Hosts {
 /// A peer connection that may use any interface of the test's namespace (its loopback and
 /// the switch), for clients on the LAN of [`Hosts`].
 pub async fn lan_peer_connection() -> Arc<RTCPeerConnection> {
-    let mut m = MediaEngine::default();
-    m.register_default_codecs().expect("register codecs");
-    let registry =
-        register_default_interceptors(Registry::new(), &mut m).expect("register interceptors");
-    let mut s = SettingEngine::default();
-    s.set_network_types(vec![NetworkType::Udp4]);
-    s.set_ice_multicast_dns_mode(webrtc::ice::mdns::MulticastDnsMode::Disabled);
-    let api = APIBuilder::new()
-        .with_media_engine(m)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(s)
-        .build();
-    Arc::new(
-        api.new_peer_connection(RTCConfiguration::default())
-            .await
-            .expect("new peer connection"),
-    )
+    peer_connection(false).await
 }
 
 /// `POST /api/v1/join/{code}`: as the signed-in `token`, or as a guest named `name`.
