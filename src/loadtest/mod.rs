@@ -141,6 +141,8 @@ pub struct StepReport {
     pub keyframes_sent: u64,
     pub keyframe_requests: u64,
     pub latency: Latency,
+    pub latency_audio: Latency,
+    pub latency_video: Latency,
     pub server: Option<ServerUse>,
     /// Busy percent of every CPU of the host during the window.
     pub host_cpu_busy: Vec<(String, f64)>,
@@ -475,6 +477,8 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
         keyframes_sent: w.keyframes_sent,
         keyframe_requests: w.keyframe_requests,
         latency,
+        latency_audio: Latency::from(&w.latency_audio),
+        latency_video: Latency::from(&w.latency_video),
         server,
         host_cpu_busy: per_core_busy(&cpu0, &cpu1),
         generator_cpu_cores,
@@ -509,6 +513,15 @@ fn render_step(s: &StepReport) -> String {
         s.latency.samples,
         s.keyframes_sent,
         s.keyframe_requests
+    );
+    o += &format!(
+        "      audio p50/p99 {}/{} µs ({} samples), video p50/p99 {}/{} µs ({} samples)\n",
+        s.latency_audio.p50_us,
+        s.latency_audio.p99_us,
+        s.latency_audio.samples,
+        s.latency_video.p50_us,
+        s.latency_video.p99_us,
+        s.latency_video.samples
     );
     if let Some(sv) = &s.server {
         o += &format!(

@@ -129,7 +129,8 @@ struct Peer {
     rtp_bytes: u64,
     light_packets: u64,
     light_gaps: u64,
-    lat: Vec<u64>,
+    /// (µs, is video) per received frame.
+    lat: Vec<(u64, bool)>,
     frames_rx: u64,
     frames_lost: u64,
     frames_sent: u64,
@@ -552,7 +553,8 @@ impl Peer {
         t.copy_from_slice(&m[8..16]);
         let sent = u64::from_be_bytes(t);
         let kind = m[16];
-        self.lat.push(clock_ns().saturating_sub(sent) / 1000);
+        self.lat
+            .push((clock_ns().saturating_sub(sent) / 1000, kind != 0));
         self.frames_rx += 1;
         let key = (publisher, kind);
         match self.last_seen.insert(key, seq) {
@@ -586,8 +588,13 @@ impl Peer {
         w.frames_sent += std::mem::take(&mut self.frames_sent);
         w.keyframes_sent += std::mem::take(&mut self.keyframes_sent);
         w.keyframe_requests += std::mem::take(&mut self.keyframe_requests);
-        for us in self.lat.drain(..) {
+        for (us, video) in self.lat.drain(..) {
             w.latency.record_us(us);
+            if video {
+                w.latency_video.record_us(us);
+            } else {
+                w.latency_audio.record_us(us);
+            }
         }
     }
 

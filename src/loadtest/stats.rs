@@ -12,11 +12,13 @@ pub fn clock_ns() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Latency histogram: 1 µs buckets up to 4 ms, then 100 µs buckets up to 1 s, then overflow.
+/// Latency histogram: 1 µs buckets up to 4 ms, 100 µs buckets up to 1 s, 10 ms buckets up to
+/// 60 s, then overflow.
 #[derive(Clone)]
 pub struct Histogram {
     fine: Vec<u64>,
     coarse: Vec<u64>,
+    slow: Vec<u64>,
     over: u64,
     count: u64,
     max_us: u64,
@@ -25,12 +27,15 @@ pub struct Histogram {
 const FINE_US: u64 = 4_000;
 const COARSE_STEP: u64 = 100;
 const COARSE_US: u64 = 1_000_000;
+const SLOW_STEP: u64 = 10_000;
+const SLOW_US: u64 = 60_000_000;
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             fine: vec![0; FINE_US as usize],
             coarse: vec![0; ((COARSE_US - FINE_US) / COARSE_STEP) as usize],
+            slow: vec![0; ((SLOW_US - COARSE_US) / SLOW_STEP) as usize],
             over: 0,
             count: 0,
             max_us: 0,
@@ -46,6 +51,8 @@ impl Histogram {
             self.fine[us as usize] += 1;
         } else if us < COARSE_US {
             self.coarse[((us - FINE_US) / COARSE_STEP) as usize] += 1;
+        } else if us < SLOW_US {
+            self.slow[((us - COARSE_US) / SLOW_STEP) as usize] += 1;
         } else {
             self.over += 1;
         }
@@ -74,6 +81,12 @@ impl Histogram {
                 return FINE_US + (i as u64 + 1) * COARSE_STEP;
             }
         }
+        for (i, n) in self.slow.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return COARSE_US + (i as u64 + 1) * SLOW_STEP;
+            }
+        }
         self.max_us
     }
 }
@@ -94,7 +107,12 @@ pub struct Window {
     pub frames_sent: u64,
     pub keyframes_sent: u64,
     pub keyframe_requests: u64,
+    /// Every frame (audio and video).
     pub latency: Histogram,
+    /// Audio frames only (str0m sends audio unpaced) and video frames only (paced when the
+    /// sender runs BWE): a tail in one and not the other points at pacing, not at the CPU.
+    pub latency_audio: Histogram,
+    pub latency_video: Histogram,
 }
 
 /// State shared by the controller and every participant task.
@@ -220,6 +238,8 @@ mod tests {
         assert_eq!(h.quantile_us(0.99), 991);
         h.record_us(50_000);
         assert_eq!(h.quantile_us(1.0), 50_100);
+        h.record_us(1_234_567);
+        assert_eq!(h.quantile_us(1.0), 1_240_000);
         assert_eq!(Latency::from(&h).max_us, 50_000);
     }
 }

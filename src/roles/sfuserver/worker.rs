@@ -824,6 +824,21 @@ impl Worker {
             }
             ClientMsg::Answer { sdp } => match p.accept_answer(&sdp) {
                 Ok(opened) => {
+                    // Forwarded video goes out as it arrives, like audio (str0m's default for
+                    // audio). With BWE on, str0m paces video at 1.1 × the estimate, which starts
+                    // at 800 kbit/s and, as nothing asks for a desired bitrate, grows only by
+                    // slow AIMD steps (no probes), while a subscriber in an N-person meeting is
+                    // sent (N−1) × the publishers' rate, which the publishers chose and already
+                    // paced. The pacer then held frames until its 2 s queue limit forced them
+                    // out: p99 1.4–1.6 s in 5×5 and 10×10 loadtests, audio unaffected
+                    // (BENCHMARKS.md). The estimate still drives simulcast layer choice.
+                    for t in &p.tracks_out {
+                        if let (OutState::Open(mid), MediaKind::Video) = (t.state, t.kind)
+                            && let Some(s) = p.rtc.direct_api().stream_tx_by_mid(mid, None)
+                        {
+                            s.set_unpaced(true);
+                        }
+                    }
                     for (from, mid, rid) in opened {
                         self.queue.push_back(Propagated::Keyframe {
                             to: from,
