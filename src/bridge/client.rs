@@ -1,5 +1,6 @@
 //! The node side of the bridge: dial the apiserver, prove the secret, register, heartbeat,
-//! carry events up and commands down; reconnect with backoff, forever.
+//! carry events up and commands down; reconnect with backoff (250 ms doubling to 4 s; 30 s
+//! after a refusal), forever.
 //!
 //! [`start`] returns a [`BridgeLink`] actor: the local roles send it the same messages they
 //! send the apiserver's actors on a single box (`ParticipationChanged`), and it delivers the
@@ -199,7 +200,11 @@ impl State {
             }
             let jitter = Duration::from_millis(rand::random::<u64>() % 250);
             tokio::time::sleep(backoff + jitter).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            // A lost link is retried at least every 4 s (an apiserver restart is short and
+            // the node should be back soon after); a refusal waits 30 s (someone must act).
+            if backoff < Duration::from_secs(30) {
+                backoff = (backoff * 2).min(Duration::from_secs(4));
+            }
         }
     }
 
