@@ -6,9 +6,9 @@
 //! roles, which share nothing but the messages in `proto`; `db` is the database; `tokens`
 //! derives per-purpose keys from the deployment secret and makes and checks tokens.
 
+pub mod backup;
 pub mod bridge;
 pub mod cli;
-pub mod backup;
 pub mod config;
 pub mod db;
 pub mod error;

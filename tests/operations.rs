@@ -5,9 +5,9 @@
 mod support;
 
 use serde_json::Value;
+use support::Appliance;
 use support::api::call;
 use support::media::instant_meeting;
-use support::Appliance;
 
 async fn get_text(url: &str) -> (u16, String) {
     let r = support::api::client()
