@@ -175,6 +175,29 @@ async fn scenario(api: &str, host: &str, lan: bool) -> Meeting {
     }
 }
 
+/// Host and guest join the meeting again: both are sent to the sfuserver at `sfu` (its
+/// address and signaling URL), and audio flows between them there.
+async fn rejoin_and_talk(base: &str, code: &str, host: &str, sfu: &str, what: &str) {
+    let tj = join(base, code, Some(host), "Host").await;
+    let lj = join(base, code, None, "Guest").await;
+    for j in [&tj, &lj] {
+        assert_eq!(
+            j["sfu"]["address"], sfu,
+            "a rejoin names another sfuserver: {j}"
+        );
+        assert!(
+            j["sfu"]["signal_url"]
+                .as_str()
+                .is_some_and(|u| u.contains(sfu)),
+            "a rejoin still names the lost sfuserver: {j}"
+        );
+    }
+    let talker = Talker::join(&tj, "talker-again", false).await;
+    let listener = Listener::join(&lj, "listener-again", false, Arc::new(AtomicU64::new(0))).await;
+    listener.wait_more(100, Duration::from_secs(25), what).await;
+    talker.leave().await;
+}
+
 fn wait_registered(api: &Appliance, from: usize, ids: &[&str]) {
     for id in ids {
         api.wait_log_from(
@@ -626,26 +649,14 @@ async fn split_survives_apiserver_restart_and_sfuserver_loss() {
         .wait_log_from(mark, "node down", Duration::from_secs(10));
     drop(talker);
     let _ = listener.client.pc.close().await;
-    let tj = join(api, &code, Some(&host), "Host").await;
-    let lj = join(api, &code, None, "Guest").await;
-    for j in [&tj, &lj] {
-        assert!(
-            j["sfu"]["signal_url"]
-                .as_str()
-                .is_some_and(|u| u.contains("127.0.0.5:443")),
-            "a rejoin still names the lost sfuserver: {j}"
-        );
-    }
-    let talker = Talker::join(&tj, "talker-again", false).await;
-    let listener = Listener::join(&lj, "listener-again", false, Arc::new(AtomicU64::new(0))).await;
-    listener
-        .wait_more(
-            100,
-            Duration::from_secs(25),
-            "audio on the second sfuserver",
-        )
-        .await;
-    talker.leave().await;
+    rejoin_and_talk(
+        api,
+        &code,
+        &host,
+        "127.0.0.5:443",
+        "audio on the second sfuserver",
+    )
+    .await;
     let _ = (&sfu2, &d.turn, &d.fs);
 }
 
@@ -986,21 +997,14 @@ async fn builtin_allocator_moves_meetings_off_a_lost_sfuserver() {
     let down = api.wait_log_from(mark, "node down:", Duration::from_secs(10));
     assert!(down.contains(&format!("sfuserver@{first}")), "{down}");
     // Every join from now on lands on the sfuserver that is up, and media flows there.
-    let tj = join(base, &code, Some(&host), "Host").await;
-    let lj = join(base, &code, None, "Guest").await;
-    for j in [&tj, &lj] {
-        assert_eq!(j["sfu"]["address"], other, "{j}");
-    }
-    let talker = Talker::join(&tj, "talker", false).await;
-    let listener = Listener::join(&lj, "listener", false, Arc::new(AtomicU64::new(0))).await;
-    listener
-        .wait_more(
-            100,
-            Duration::from_secs(25),
-            "audio on the sfuserver that is up",
-        )
-        .await;
-    talker.leave().await;
+    rejoin_and_talk(
+        base,
+        &code,
+        &host,
+        &other,
+        "audio on the sfuserver that is up",
+    )
+    .await;
     // A new meeting is never given the down node either.
     let m2 = call(
         "POST",
@@ -1077,20 +1081,14 @@ async fn sfuserver_restart_tells_clients_who_rejoin_elsewhere() {
         .map_or(0, |l| l.iter().filter(|x| x["left_at"].is_i64()).count());
     assert_eq!(left, 2, "{:?}", p.body);
     drop(talker);
-    let tj = join(base, &code, Some(&host), "Host").await;
-    let lj = join(base, &code, None, "Guest").await;
-    assert_eq!(tj["sfu"]["address"], other, "{tj}");
-    assert_eq!(lj["sfu"]["address"], other, "{lj}");
-    let talker = Talker::join(&tj, "talker-again", false).await;
-    let listener = Listener::join(&lj, "listener-again", false, Arc::new(AtomicU64::new(0))).await;
-    listener
-        .wait_more(
-            100,
-            Duration::from_secs(25),
-            "audio after rejoining elsewhere",
-        )
-        .await;
-    talker.leave().await;
+    rejoin_and_talk(
+        base,
+        &code,
+        &host,
+        &other,
+        "audio after rejoining elsewhere",
+    )
+    .await;
 }
 
 /// A flapping bridge link loses no command and doubles none: a host action sent while the
