@@ -18,7 +18,8 @@ use str0m::config::CryptoProvider;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind as StrKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
-use tokio::net::UdpSocket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
@@ -124,10 +125,8 @@ enum Propagated {
 
 pub struct Worker {
     index: usize,
-    /// Receives through tokio (readiness-driven); sends through `tx_socket`.
-    socket: Arc<UdpSocket>,
-    /// The same socket (a dup of the fd) for sends: a plain non-blocking `sendto`, without
-    /// tokio's readiness bookkeeping, which would refuse sends it has not seen become ready.
+    /// The media socket (non-blocking). Sends are a plain `sendto`; receives wait for
+    /// readability on a dup of it registered in the worker's own runtime (see `run`).
     tx_socket: std::net::UdpSocket,
     /// The one address we advertise and that peers send to.
     advertised: SocketAddr,
@@ -149,6 +148,20 @@ pub struct Worker {
 
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
+/// One datagram from a socket watched for readability (cancel-safe: nothing is read until
+/// the socket is ready and `recv_from` succeeds).
+async fn recv_from(
+    socket: &AsyncFd<std::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        let mut ready = socket.readable().await?;
+        if let Ok(r) = ready.try_io(|s| s.get_ref().recv_from(buf)) {
+            return r;
+        }
+    }
+}
+
 impl Worker {
     pub fn new(
         index: usize,
@@ -160,11 +173,9 @@ impl Worker {
         room_grace: Duration,
     ) -> std::io::Result<Worker> {
         socket.set_nonblocking(true)?;
-        let tx_socket = socket.try_clone()?;
         Ok(Worker {
             index,
-            tx_socket,
-            socket: Arc::new(UdpSocket::from_std(socket)?),
+            tx_socket: socket,
             advertised,
             crypto,
             peers: Vec::new(),
@@ -186,7 +197,24 @@ impl Worker {
     pub async fn run(mut self, mut rx: UnboundedReceiver<WorkerCmd>) {
         // One datagram buffer for the life of the worker: no allocation per packet here.
         let mut buf = vec![0u8; 2048];
-        let socket = self.socket.clone();
+        // Registered here, in this thread's runtime, and for readability only. A socket
+        // registered by the thread that built the worker would put every packet through that
+        // thread's epoll and a cross-thread wake-up; write interest would add a wake-up per
+        // send (loopback frees the buffer space at once).
+        let watched = self.tx_socket.try_clone().and_then(|dup| {
+            // SAFETY: the AsyncFd owns `dup` (its own fd, a dup of the media socket), so the
+            // fd stays open for as long as it is registered and is closed only after the
+            // AsyncFd deregisters it on drop.
+            unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+                .map_err(std::io::Error::from)
+        });
+        let socket = match watched {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(worker = self.index, error = %e, "cannot watch the media socket");
+                return;
+            }
+        };
         tracing::info!(worker = self.index, addr = %self.advertised, "media worker started");
         loop {
             self.drive();
@@ -198,7 +226,7 @@ impl Worker {
             }
             let ev = tokio::select! {
                 biased;
-                r = socket.recv_from(&mut buf) => Ev::Udp(r),
+                r = recv_from(&socket, &mut buf) => Ev::Udp(r),
                 c = rx.recv() => Ev::Cmd(c),
                 _ = tokio::time::sleep_until(deadline.into()) => Ev::Timer,
             };
