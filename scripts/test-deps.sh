@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only what is missing. Idempotent; fast when all is present.
-#   apt:  mariadb-server mariadb-client postgresql chromium fonts-liberation coturn pebble iproute2 python3-venv
+#   apt:  mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
 #         lintian rpm rpmlint mmdebstrap (the package test; it installs cargo-deb and
 #         cargo-generate-rpm itself, cached: scripts/package-tools.sh)
 #   venv: /var/tmp/meeting-appliance-venv with aiosmtpd (SMTP sink)
@@ -10,7 +10,7 @@ set -euo pipefail
 
 VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
 NODE_PREFIX=${APPLIANCE_NODE_PREFIX:-/var/tmp/meeting-appliance-node}
-APT_PACKAGES=(mariadb-server mariadb-client postgresql chromium fonts-liberation coturn pebble iproute2 python3-venv
+APT_PACKAGES=(mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
   lintian rpm rpmlint mmdebstrap)
 
 die() { echo "test-deps: FAILED: $*" >&2; exit 1; }

@@ -158,3 +158,114 @@ async fn loadtest_reports_real_media_for_meeting_and_fanout() {
     );
     assert_eq!(r["highest_held"], 4);
 }
+
+/// The same generator driving Janus' videoroom through its HTTP API (the reference SFU of
+/// BENCHMARKS.md): 1 → 3 and a 3-person meeting, with the counts the appliance gets above.
+/// Janus cannot use `lo` for media, so it gets a veth pair inside this test's own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_drives_janus_videoroom_with_the_same_participants() {
+    if !enter_private_netns("loadtest_drives_janus_videoroom_with_the_same_participants") {
+        return;
+    }
+    let sh = |cmd: &str| {
+        let ok = Command::new("sh").args(["-c", cmd]).status().expect("sh");
+        assert!(ok.success(), "{cmd}");
+    };
+    sh(
+        "ip link add jv0 type veth peer name jv1 && ip addr add 10.99.0.1/24 dev jv0 \
+        && ip link set jv0 up && ip link set jv1 up",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().to_str().expect("utf-8 path");
+    sh(&format!(
+        "{}/scripts/janus-conf.sh {conf} 10.99.0.1 jv0 1",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let log = std::fs::File::create(dir.path().join("janus.log")).expect("log");
+    let mut janus = Command::new("janus")
+        .args(["-C", &format!("{conf}/janus.jcfg"), "-F", conf])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("janus runs (scripts/test-deps.sh installs it)");
+    let api = "http://10.99.0.1:8088/janus";
+    meeting_appliance::util::install_ring_provider();
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{api}/info"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let janus_log = || std::fs::read_to_string(dir.path().join("janus.log")).unwrap_or_default();
+    assert!(up, "Janus answers on {api}: {}", janus_log());
+
+    let run = |extra: &[&str]| {
+        let pid = janus.id().to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_meeting-appliance"))
+            .args(["loadtest", "--janus", api, "--local-ip", "10.99.0.1"])
+            .args(["--server-pid", &pid, "--duration", "3s", "--warmup", "1s"])
+            .args(["--json", "-", "--keep-going", "--max-p99-ms", "1000000"])
+            .args(["--video-kbps", "300"])
+            .args(extra)
+            .output()
+            .expect("run loadtest");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "loadtest against Janus failed: {stderr}\n{stdout}\n{}",
+            janus_log()
+        );
+        eprintln!("{stderr}");
+        serde_json::from_str::<Value>(&stdout)
+            .unwrap_or_else(|e| panic!("report is JSON ({e}):\n{stdout}"))
+    };
+
+    let r = run(&["--scenario", "fanout", "--steps", "3", "--full-check", "1"]);
+    assert_eq!(r["target"], "janus", "{r:#}");
+    let s = &r["steps"][0];
+    check_step(s);
+    let window = num(s, "window_s");
+    about(
+        "Janus fanout frames received (one checked subscriber)",
+        num(s, "frames_received"),
+        80.0 * window,
+        0.8,
+        1.1,
+        s,
+    );
+    about(
+        "Janus fanout RTP packets (all three subscribers)",
+        num(s, "rtp_packets"),
+        3.0 * (50.0 + 2.0 * 30.0) * window,
+        0.8,
+        1.2,
+        s,
+    );
+
+    // A meeting: in Janus every participant is a publishing and a subscribing connection.
+    let r = run(&["--scenario", "meeting", "--steps", "3"]);
+    let s = &r["steps"][0];
+    check_step(s);
+    assert_eq!(num(s, "participants"), 3.0);
+    assert_eq!(num(s, "connections"), 6.0, "{s:#}");
+    let window = num(s, "window_s");
+    about(
+        "Janus meeting frames received",
+        num(s, "frames_received"),
+        3.0 * 2.0 * 80.0 * window,
+        0.8,
+        1.1,
+        s,
+    );
+    let _ = janus.kill();
+    let _ = janus.wait();
+}

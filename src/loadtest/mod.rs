@@ -13,6 +13,7 @@
 //! nobody failed, loss after retransmission ≤ `--max-loss` % and p99 added latency ≤
 //! `--max-p99-ms`. Stepping stops at the first step that does not hold.
 
+pub mod janus;
 pub mod peer;
 pub mod srtp;
 pub mod stats;
@@ -98,6 +99,12 @@ pub struct LoadtestArgs {
     /// Run every step even after one did not hold.
     #[arg(long = "keep-going")]
     pub keep_going: bool,
+    /// Drive a Janus videoroom through its HTTP API at this URL (e.g.
+    /// `http://10.99.0.1:8088/janus`) instead of the appliance: the same participants and
+    /// figures, for a side-by-side run. Janus carries one direction per connection, so a
+    /// `meeting` participant is a publishing and a subscribing connection there.
+    #[arg(long)]
+    pub janus: Option<String>,
     /// Also write the report as JSON to this file ("-" = stdout, the text report then goes
     /// to stderr).
     #[arg(long)]
@@ -121,6 +128,9 @@ pub struct StepReport {
     pub publishers: usize,
     pub subscribers: usize,
     pub participants: usize,
+    /// Media connections: one per participant with the appliance; in Janus a participant who
+    /// publishes and subscribes has two.
+    pub connections: usize,
     /// Seconds from the first join request until everyone had media from everyone.
     pub join_s: f64,
     pub joins_per_s: f64,
@@ -153,6 +163,8 @@ pub struct StepReport {
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
     pub scenario: Scenario,
+    /// "appliance" or "janus".
+    pub target: &'static str,
     pub url: String,
     pub video_kbps: u32,
     pub simulcast: bool,
@@ -300,7 +312,12 @@ async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
     };
     let mut report = Report {
         scenario: args.scenario,
-        url: args.url.clone(),
+        target: if args.janus.is_some() {
+            "janus"
+        } else {
+            "appliance"
+        },
+        url: args.janus.clone().unwrap_or_else(|| args.url.clone()),
         video_kbps: args.video_kbps,
         simulcast: args.simulcast,
         steps: Vec::new(),
@@ -324,21 +341,82 @@ async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// One media connection of a step: (audio, video, expected streams, Janus role).
+type Conn = (bool, bool, usize, Option<janus::JanusRole>);
+
+/// Janus: a room for the step, and each participant split into a publishing and a
+/// subscribing connection (feed id = participant index + 1). Returns (audio, video, expected
+/// streams, role) per connection.
+async fn janus_plan(
+    janus_url: &str,
+    people: &[(bool, bool, usize)],
+) -> anyhow::Result<Vec<(bool, bool, usize, janus::JanusRole)>> {
+    let j = janus::Janus::new(janus_url).map_err(anyhow::Error::msg)?;
+    let feeds: Vec<u64> = people
+        .iter()
+        .enumerate()
+        .filter(|(_, (a, v, _))| *a || *v)
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    let room = j
+        .create_room(feeds.len() + 1)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut out = Vec::new();
+    for (i, &(audio, video, expect)) in people.iter().enumerate() {
+        let own = i as u64 + 1;
+        if audio || video {
+            let role = janus::JanusRole {
+                room,
+                feed: Some(own),
+                subscribe: Vec::new(),
+            };
+            out.push((audio, video, 0, role));
+        }
+        if expect > 0 {
+            let role = janus::JanusRole {
+                room,
+                feed: None,
+                subscribe: feeds.iter().copied().filter(|f| *f != own).collect(),
+            };
+            out.push((false, false, expect, role));
+        }
+    }
+    Ok(out)
+}
+
 async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result<StepReport> {
-    let code = api.meeting_code(args).await?;
     let people = plan(args, load);
     let publishers = people.iter().filter(|(a, v, _)| *a || *v).count();
     let subscribers = people.iter().filter(|(_, _, e)| *e > 0).count();
+    // Who connects: (audio, video, expected streams, Janus role when driving Janus).
+    let (code, conns): (String, Vec<Conn>) = match &args.janus {
+        Some(url) => (
+            String::new(),
+            janus_plan(url, &people)
+                .await?
+                .into_iter()
+                .map(|(a, v, e, r)| (a, v, e, Some(r)))
+                .collect(),
+        ),
+        None => (
+            api.meeting_code(args).await?,
+            people.iter().map(|&(a, v, e)| (a, v, e, None)).collect(),
+        ),
+    };
     let shared = Arc::new(Mutex::new(Shared::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let before = args.server_pid.and_then(proc_sample);
     let started = Instant::now();
     let mut tasks = Vec::new();
     let mut full_left = args.full_check;
-    for (i, (audio, video, expect)) in people.iter().copied().enumerate() {
-        let (token, signal_url) = api.join(&code, &format!("lt-{i}")).await?;
+    for (i, (audio, video, expect, role)) in conns.into_iter().enumerate() {
+        let (token, signal_url) = match (&role, &args.janus) {
+            (Some(_), Some(url)) => (String::new(), url.clone()),
+            _ => api.join(&code, &format!("lt-{i}")).await?,
+        };
         // Publishers are always fully checked (they are few); then the first subscribers.
-        let full = if (audio || video) && args.scenario != Scenario::Meeting {
+        let full = if (audio || video) && (args.scenario != Scenario::Meeting || role.is_some()) {
             true
         } else if full_left > 0 {
             full_left -= 1;
@@ -360,6 +438,7 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
             keyframe_every: args.keyframe_interval,
             full,
             expect_streams: expect,
+            janus: role,
         };
         tasks.push(tokio::spawn(peer::run(
             spec,
@@ -367,7 +446,7 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
             stop_rx.clone(),
         )));
     }
-    let total = people.len();
+    let total = tasks.len();
     // Everyone up, and getting media from everyone they should.
     let limit = Duration::from_secs(20) + Duration::from_millis(200) * total as u32;
     let ready_at = loop {
@@ -424,7 +503,7 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
                 rss_mib: b.rss as f64 / 1048576.0,
                 rss_per_participant_kib: b.rss.saturating_sub(base) as f64
                     / 1024.0
-                    / total.max(1) as f64,
+                    / people.len().max(1) as f64,
             })
         }
         _ => None,
@@ -451,10 +530,11 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
         load,
         publishers,
         subscribers,
-        participants: total,
+        participants: people.len(),
+        connections: total,
         join_s,
         joins_per_s: if join_s > 0.0 {
-            total as f64 / join_s
+            people.len() as f64 / join_s
         } else {
             0.0
         },
@@ -492,8 +572,8 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 fn render_step(s: &StepReport) -> String {
     let mut o = format!(
-        "  load {:>4}: {} publishers, {} subscribers; joined {}/{} in {:.2} s ({:.1} joins/s)\n",
-        s.load, s.publishers, s.subscribers, s.ready, s.participants, s.join_s, s.joins_per_s
+        "  load {:>4}: {} publishers, {} subscribers; {}/{} connections up in {:.2} s ({:.1} joins/s)\n",
+        s.load, s.publishers, s.subscribers, s.ready, s.connections, s.join_s, s.joins_per_s
     );
     o += &format!(
         "    forwarded {:.0} pkt/s, {:.1} Mbit/s; frames {} received, {} lost ({:.3} %), raw loss at count-only subscribers {:.3} %\n",
@@ -548,8 +628,9 @@ fn render_step(s: &StepReport) -> String {
 
 fn render(r: &Report) -> String {
     let mut o = format!(
-        "loadtest {:?} against {} (video {} kbit/s{})\n",
+        "loadtest {:?} against {} {} (video {} kbit/s{})\n",
         r.scenario,
+        r.target,
         r.url,
         r.video_kbps,
         if r.simulcast { ", simulcast" } else { "" }

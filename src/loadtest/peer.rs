@@ -31,6 +31,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::janus::{JanusLink, JanusRole};
 use super::stats::{Shared, clock_ns};
 use crate::proto::signal::{ClientMsg, ServerMsg, Source};
 
@@ -57,12 +58,78 @@ pub struct PeerSpec {
     pub full: bool,
     /// Distinct incoming streams to see before this participant counts as ready.
     pub expect_streams: usize,
+    /// Drive a Janus videoroom at `signal_url` (its HTTP API) instead of our signaling.
+    pub janus: Option<JanusRole>,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// The participant's signaling: ours (the WebSocket of `proto::signal`) or a Janus session
+/// translated to the same messages.
+enum Link {
+    Ours(Box<Ws>),
+    Janus(Box<JanusLink>),
+}
+
+impl Link {
+    /// Connects and joins: `joined` from our sfuserver, or the videoroom join in Janus.
+    async fn connect(spec: &PeerSpec) -> Result<Link, String> {
+        if let Some(role) = &spec.janus {
+            let name = format!("lt-{}", spec.index);
+            return Ok(Link::Janus(Box::new(
+                JanusLink::connect(&spec.signal_url, role, &name).await?,
+            )));
+        }
+        let mut ws = ws_connect(&spec.signal_url).await?;
+        send(
+            &mut ws,
+            &ClientMsg::Join {
+                token: spec.token.clone(),
+            },
+        )
+        .await?;
+        let deadline = tokio::time::sleep(Duration::from_secs(15));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                m = ws.next() => match parse(m)? {
+                    Some(ServerMsg::Joined { .. }) => return Ok(Link::Ours(Box::new(ws))),
+                    Some(ServerMsg::Closed { reason, message }) => return Err(format!("join refused: {reason}: {message}")),
+                    _ => {}
+                },
+                _ = &mut deadline => return Err("no `joined` within 15 s".into()),
+            }
+        }
+    }
+
+    async fn send(&mut self, m: &ClientMsg) -> Result<(), String> {
+        match self {
+            Link::Ours(ws) => send(ws, m).await,
+            Link::Janus(j) => j.send(m).await,
+        }
+    }
+
+    /// The next signaling message (cancel-safe).
+    async fn next(&mut self) -> Result<Option<ServerMsg>, String> {
+        match self {
+            Link::Ours(ws) => parse(ws.next().await),
+            Link::Janus(j) => j.next().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Link::Ours(ws) => {
+                let _ = send(ws, &ClientMsg::Leave).await;
+                let _ = tokio_tungstenite::WebSocketStream::close(&mut **ws, None).await;
+            }
+            Link::Janus(j) => j.close().await,
+        }
+    }
+}
 
 async fn ws_connect(url: &str) -> Result<Ws, String> {
     let u = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
@@ -103,7 +170,7 @@ struct Peer {
     rtc: Rtc,
     sock: UdpSocket,
     local: SocketAddr,
-    ws: Ws,
+    link: Link,
     shared: Arc<Mutex<Shared>>,
     pending: Option<SdpPendingOffer>,
     audio_mid: Option<Mid>,
@@ -166,33 +233,13 @@ async fn run_inner(
     let cand = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
     rtc.add_local_candidate(cand);
 
-    let mut ws = ws_connect(&spec.signal_url).await?;
-    send(
-        &mut ws,
-        &ClientMsg::Join {
-            token: spec.token.clone(),
-        },
-    )
-    .await?;
-    // Wait for `joined`.
-    let deadline = tokio::time::sleep(Duration::from_secs(15));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            m = ws.next() => match parse(m)? {
-                Some(ServerMsg::Joined { .. }) => break,
-                Some(ServerMsg::Closed { reason, message }) => return Err(format!("join refused: {reason}: {message}")),
-                _ => {}
-            },
-            _ = &mut deadline => return Err("no `joined` within 15 s".into()),
-        }
-    }
+    let link = Link::connect(&spec).await?;
     let mut p = Peer {
         spec,
         rtc,
         sock,
         local,
-        ws,
+        link,
         shared,
         pending: None,
         audio_mid: None,
@@ -244,9 +291,9 @@ async fn run_inner(
                 let (n, from) = r.map_err(|e| format!("UDP receive: {e}"))?;
                 p.on_datagram(&buf[..n], from)?;
             }
-            m = p.ws.next() => {
-                let m = parse(m)?;
-                if let Some(m) = m { p.on_signal(m).await?; }
+            m = p.link.next() => {
+                if let Some(m) = m? { p.on_signal(m).await?; }
+                p.add_trickled();
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -270,8 +317,7 @@ async fn run_inner(
             }
             _ = stop.changed() => {
                 p.flush();
-                let _ = send(&mut p.ws, &ClientMsg::Leave).await;
-                let _ = p.ws.close(None).await;
+                p.link.close().await;
                 return Ok(());
             }
         }
@@ -311,6 +357,19 @@ fn is_rtp(d: &[u8]) -> bool {
 }
 
 impl Peer {
+    /// Remote candidates Janus trickled (ours puts them in the SDP).
+    fn add_trickled(&mut self) {
+        if let Link::Janus(j) = &mut self.link {
+            for c in j.candidates.drain(..) {
+                let line = c.trim_start_matches("a=");
+                match Candidate::from_sdp_string(line) {
+                    Ok(c) => self.rtc.add_remote_candidate(c),
+                    Err(e) => tracing::debug!("Janus candidate {line}: {e}"),
+                }
+            }
+        }
+    }
+
     async fn offer(&mut self) -> Result<(), String> {
         let mut change = self.rtc.sdp_api();
         let mut sources = HashMap::new();
@@ -348,14 +407,12 @@ impl Peer {
             return Ok(());
         };
         self.pending = Some(pending);
-        send(
-            &mut self.ws,
-            &ClientMsg::Offer {
+        self.link
+            .send(&ClientMsg::Offer {
                 sdp: offer.to_sdp_string(),
                 sources,
-            },
-        )
-        .await
+            })
+            .await
     }
 
     async fn on_signal(&mut self, m: ServerMsg) -> Result<(), String> {
@@ -371,13 +428,11 @@ impl Peer {
                     .sdp_api()
                     .accept_offer(offer)
                     .map_err(|e| format!("accept offer: {e}"))?;
-                send(
-                    &mut self.ws,
-                    &ClientMsg::Answer {
+                self.link
+                    .send(&ClientMsg::Answer {
                         sdp: answer.to_sdp_string(),
-                    },
-                )
-                .await?;
+                    })
+                    .await?;
             }
             ServerMsg::Answer { sdp } => {
                 let Some(pending) = self.pending.take() else {
