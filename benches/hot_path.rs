@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-packet hot path, so regressions show up in review:
-//! SRTP protect/unprotect (AEAD_AES_128_GCM with str0m's aws-lc-rs provider, as the sfuserver
+//! SRTP protect/unprotect (AEAD_AES_256_GCM with str0m's aws-lc-rs provider, as the sfuserver
 //! uses), the RTP header rewrite done per subscriber, and the fan-out of one received packet
 //! to M subscribers (decrypt once; rewrite and encrypt per subscriber).
 //!
@@ -12,11 +12,11 @@ use meeting_appliance::loadtest::srtp::{Rewrite, SrtpContext, provider, rtp_pack
 
 fn srtp(c: &mut Criterion) {
     let p = provider();
-    let mut g = c.benchmark_group("srtp_aead_aes_128_gcm");
+    let mut g = c.benchmark_group("srtp_aead_aes_256_gcm");
     for len in [100usize, 1200] {
         let pkt = rtp_packet(1, 90_000, 0x1234, len);
-        let mut tx = SrtpContext::new(&p, [7; 16], [3; 12], true);
-        let mut rx = SrtpContext::new(&p, [7; 16], [3; 12], false);
+        let mut tx = SrtpContext::new(&p, [7; 32], [3; 12], true);
+        let mut rx = SrtpContext::new(&p, [7; 32], [3; 12], false);
         let mut out = vec![0u8; 2048];
         let mut back = vec![0u8; 2048];
         let n = tx.protect(&pkt, &mut out).unwrap_or(0);
@@ -48,18 +48,18 @@ fn rewrite(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let p = provider();
     let pkt = rtp_packet(1, 90_000, 0x1234, 1200);
-    let mut tx = SrtpContext::new(&p, [1; 16], [2; 12], true);
+    let mut tx = SrtpContext::new(&p, [1; 32], [2; 12], true);
     let mut buf = vec![0u8; 2048];
     let n = tx.protect(&pkt, &mut buf).unwrap_or(0);
     let incoming = buf[..n].to_vec();
     let mut g = c.benchmark_group("fanout_1200B");
     for m in [1usize, 10, 50] {
-        let mut rx = SrtpContext::new(&p, [1; 16], [2; 12], false);
+        let mut rx = SrtpContext::new(&p, [1; 32], [2; 12], false);
         let mut subs: Vec<(SrtpContext, Rewrite)> = (0..m)
             .map(|i| {
                 let k = i as u8 + 10;
                 (
-                    SrtpContext::new(&p, [k; 16], [k; 12], true),
+                    SrtpContext::new(&p, [k; 32], [k; 12], true),
                     Rewrite {
                         ssrc: i as u32,
                         seq_offset: i as u16,

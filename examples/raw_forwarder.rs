@@ -1,5 +1,5 @@
 //! The physical ceiling for an SFU on this machine: the work no SFU can avoid, and nothing else.
-//! One thread on the "server" CPU receives SRTP (AEAD_AES_128_GCM, ~1 200-byte packets) on one
+//! One thread on the "server" CPU receives SRTP (AEAD_AES_256_GCM, ~1 200-byte packets) on one
 //! UDP socket, decrypts it, and for each of M subscribers rewrites the RTP header, encrypts it
 //! with that subscriber's key and sends it to that subscriber's socket. A sender and a counting
 //! receiver run on the other CPU. The sender pre-encrypts its packets and sends as fast as it
@@ -79,14 +79,14 @@ fn main() -> std::io::Result<()> {
         std::thread::spawn(move || {
             pin(server_cpu);
             let p = provider();
-            let mut rx = SrtpContext::new(&p, [1; 16], [2; 12], false);
+            let mut rx = SrtpContext::new(&p, [1; 32], [2; 12], false);
             let mut outs: Vec<(SrtpContext, Rewrite, SocketAddr)> = sub_addrs
                 .iter()
                 .enumerate()
                 .map(|(i, a)| {
                     let k = (i as u8).wrapping_add(10);
                     (
-                        SrtpContext::new(&p, [k; 16], [k; 12], true),
+                        SrtpContext::new(&p, [k; 32], [k; 12], true),
                         Rewrite {
                             ssrc: 0x5000 + i as u32,
                             seq_offset: i as u16 * 7,
@@ -155,7 +155,7 @@ fn main() -> std::io::Result<()> {
     // The sender (generator CPU): pre-encrypted packets, as fast as possible or at --rate.
     pin(gen_cpu);
     let p = provider();
-    let mut tx = SrtpContext::new(&p, [1; 16], [2; 12], true);
+    let mut tx = SrtpContext::new(&p, [1; 32], [2; 12], true);
     let ring: Vec<Vec<u8>> = (0..4096u32)
         .map(|i| {
             let pkt = rtp_packet(i as u16, i * 3000, 0x1111, len);

@@ -78,7 +78,8 @@ pub struct LoadtestArgs {
     #[arg(long)]
     pub simulcast: bool,
     /// Subscribers per step that decrypt and check everything (latency, loss after
-    /// retransmission); the others count SRTP packets from the clear header only.
+    /// retransmission), spread evenly over the join order; the others count SRTP packets
+    /// from the clear header only.
     #[arg(long = "full-check", default_value_t = 8)]
     pub full_check: usize,
     /// The server's process id: its CPU and memory go into the report.
@@ -409,20 +410,25 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     let before = args.server_pid.and_then(proc_sample);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    let mut full_left = args.full_check;
-    for (i, (audio, video, expect, role)) in conns.into_iter().enumerate() {
+    // Publishers are always fully checked (they are few). Of the others, `--full-check` are,
+    // spread evenly over the join order: a server serves its subscribers in some order, and
+    // checking only the first to join would see only the front of every fan-out.
+    let always_full =
+        |c: &Conn| (c.0 || c.1) && (args.scenario != Scenario::Meeting || c.3.is_some());
+    let others = conns.iter().filter(|c| !always_full(c)).count().max(1);
+    let wanted = args.full_check.min(others);
+    let mut ordinal = 0usize;
+    for (i, conn) in conns.into_iter().enumerate() {
+        let full = if always_full(&conn) {
+            true
+        } else {
+            ordinal += 1;
+            (ordinal * wanted / others) > ((ordinal - 1) * wanted / others)
+        };
+        let (audio, video, expect, role) = conn;
         let (token, signal_url) = match (&role, &args.janus) {
             (Some(_), Some(url)) => (String::new(), url.clone()),
             _ => api.join(&code, &format!("lt-{i}")).await?,
-        };
-        // Publishers are always fully checked (they are few); then the first subscribers.
-        let full = if (audio || video) && (args.scenario != Scenario::Meeting || role.is_some()) {
-            true
-        } else if full_left > 0 {
-            full_left -= 1;
-            true
-        } else {
-            false
         };
         let spec = peer::PeerSpec {
             index: i as u32,

@@ -1,8 +1,8 @@
 //! The minimal per-packet work of an SFU, for the raw-forwarder ceiling
 //! (`examples/raw_forwarder.rs`) and the micro-benchmarks (`benches/hot_path.rs`): SRTP
-//! AEAD_AES_128_GCM (RFC 7714, the profile str0m negotiates first) with the same crypto
-//! provider as the sfuserver (str0m's aws-lc-rs), and the RTP header rewrite a forwarder
-//! does per subscriber (SSRC, sequence number, timestamp).
+//! AEAD_AES_256_GCM (RFC 7714; str0m prefers it, so the sfuserver and the load generator
+//! negotiate it) with the same crypto provider as the sfuserver (str0m's aws-lc-rs), and the
+//! RTP header rewrite a forwarder does per subscriber (SSRC, sequence number, timestamp).
 
 use str0m::config::CryptoProvider;
 
@@ -11,7 +11,7 @@ pub const HEADER_LEN: usize = 12;
 
 /// One direction of one SRTP stream: a cipher with its salt.
 pub struct SrtpContext {
-    cipher: Box<dyn str0m::crypto::AeadAes128GcmCipher>,
+    cipher: Box<dyn str0m::crypto::AeadAes256GcmCipher>,
     salt: [u8; 12],
     encrypt: bool,
 }
@@ -21,11 +21,11 @@ pub fn provider() -> CryptoProvider {
 }
 
 impl SrtpContext {
-    pub fn new(p: &CryptoProvider, key: [u8; 16], salt: [u8; 12], encrypt: bool) -> SrtpContext {
+    pub fn new(p: &CryptoProvider, key: [u8; 32], salt: [u8; 12], encrypt: bool) -> SrtpContext {
         SrtpContext {
             cipher: p
                 .srtp_provider
-                .aead_aes_128_gcm()
+                .aead_aes_256_gcm()
                 .create_cipher(key, encrypt),
             salt,
             encrypt,
@@ -128,8 +128,8 @@ mod tests {
     #[test]
     fn protect_unprotect_round_trip_and_tamper() {
         let p = provider();
-        let mut tx = SrtpContext::new(&p, [7; 16], [3; 12], true);
-        let mut rx = SrtpContext::new(&p, [7; 16], [3; 12], false);
+        let mut tx = SrtpContext::new(&p, [7; 32], [3; 12], true);
+        let mut rx = SrtpContext::new(&p, [7; 32], [3; 12], false);
         let pkt = rtp_packet(1000, 90_000, 0x1234, 1200);
         let mut s = vec![0; 1300];
         let n = tx.protect(&pkt, &mut s).expect("protect");
