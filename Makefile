@@ -30,7 +30,7 @@ fmt:
 	$(CARGO) fmt
 
 # Benchmarks (figures in BENCHMARKS.md): criterion micro-benchmarks of the hot path, then the
-# SFU against the raw forwarder and the stepping loadtests, then TURN against coturn. Server
+# SFU against Janus and the raw forwarder and the stepping loadtests, then TURN against coturn. Server
 # pinned to CPU 1, generator to CPU 0, inside a private network namespace.
 bench:
 	$(CARGO) bench --bench hot_path
