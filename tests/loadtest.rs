@@ -182,12 +182,22 @@ async fn loadtest_drives_janus_videoroom_with_the_same_participants() {
         env!("CARGO_MANIFEST_DIR")
     ));
     let log = std::fs::File::create(dir.path().join("janus.log")).expect("log");
-    let mut janus = Command::new("janus")
-        .args(["-C", &format!("{conf}/janus.jcfg"), "-F", conf])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("janus runs (scripts/test-deps.sh installs it)");
+    /// Janus stops with the test, also when an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let janus = Reap(
+        Command::new("janus")
+            .args(["-C", &format!("{conf}/janus.jcfg"), "-F", conf])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("janus runs (scripts/test-deps.sh installs it)"),
+    );
     let api = "http://10.99.0.1:8088/janus";
     meeting_appliance::util::install_ring_provider();
     let http = reqwest::Client::new();
@@ -208,7 +218,7 @@ async fn loadtest_drives_janus_videoroom_with_the_same_participants() {
     assert!(up, "Janus answers on {api}: {}", janus_log());
 
     let run = |extra: &[&str]| {
-        let pid = janus.id().to_string();
+        let pid = janus.0.id().to_string();
         let out = Command::new(env!("CARGO_BIN_EXE_meeting-appliance"))
             .args(["loadtest", "--janus", api, "--local-ip", "10.99.0.1"])
             .args(["--server-pid", &pid, "--duration", "3s", "--warmup", "1s"])
@@ -266,6 +276,5 @@ async fn loadtest_drives_janus_videoroom_with_the_same_participants() {
         1.1,
         s,
     );
-    let _ = janus.kill();
-    let _ = janus.wait();
+    drop(janus);
 }
