@@ -142,19 +142,7 @@ pub fn link() -> (Addr<BridgeLink>, Outbox) {
 
 /// Starts dialing in the background (on the current actix System), forever.
 pub fn start(outbox: Outbox, target: Target, key: [u8; 32], spec: NodeSpec, handlers: Handlers) {
-    let mut state = State {
-        target,
-        key,
-        spec,
-        handlers,
-        instance: crate::ids::random_token(16),
-        next_event: 1,
-        unacked: VecDeque::new(),
-        done: HashMap::new(),
-        done_order: VecDeque::new(),
-        running: HashSet::new(),
-        rx: outbox.0,
-    };
+    let mut state = State::new(outbox, target, key, spec, handlers);
     actix_rt::spawn(async move { state.run().await });
 }
 
@@ -170,6 +158,31 @@ struct State {
     done_order: VecDeque<String>,
     running: HashSet<String>,
     rx: mpsc::UnboundedReceiver<Outbound>,
+}
+
+impl State {
+    /// A fresh node instance: nothing sent, nothing remembered.
+    fn new(
+        outbox: Outbox,
+        target: Target,
+        key: [u8; 32],
+        spec: NodeSpec,
+        handlers: Handlers,
+    ) -> State {
+        State {
+            target,
+            key,
+            spec,
+            handlers,
+            instance: crate::ids::random_token(16),
+            next_event: 1,
+            unacked: VecDeque::new(),
+            done: HashMap::new(),
+            done_order: VecDeque::new(),
+            running: HashSet::new(),
+            rx: outbox.0,
+        }
+    }
 }
 
 /// Why a session ended.
@@ -608,28 +621,22 @@ mod tests {
         let done = Arc::new(AtomicU32::new(0));
         let sfu = CountingSfu(done.clone()).start();
         let (_link, outbox) = link();
-        let mut st = State {
-            target: Target::parse("127.0.0.1:9").expect("target"),
-            key: [0; 32],
-            spec: NodeSpec {
+        let mut st = State::new(
+            outbox,
+            Target::parse("127.0.0.1:9").expect("target"),
+            [0; 32],
+            NodeSpec {
                 role: NodeRole::Sfuserver,
                 address: "127.0.0.1:1".into(),
                 capacity: 0,
                 media: vec![],
             },
-            handlers: Handlers {
+            Handlers {
                 control: Some(sfu.recipient()),
                 nodes: None,
                 load: Arc::new(NodeLoad::default),
             },
-            instance: "t".into(),
-            next_event: 1,
-            unacked: VecDeque::new(),
-            done: HashMap::new(),
-            done_order: VecDeque::new(),
-            running: HashSet::new(),
-            rx: outbox.0,
-        };
+        );
         let cmd = || {
             NodeCommand::ControlRoom(ControlRoom {
                 meeting: crate::ids::MeetingId(1),

@@ -183,7 +183,7 @@ impl JanusLink {
                 None,
             )
             .await?;
-            link.until(|d, _| d["videoroom"] == "joined").await?;
+            link.until(|d| d["videoroom"] == "joined").await?;
         } else {
             let streams: Vec<Value> = role.subscribe.iter().map(|f| json!({"feed": f})).collect();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -194,7 +194,7 @@ impl JanusLink {
                     None,
                 )
                 .await?;
-                match link.until(|d, _| d["videoroom"] == "attached").await {
+                match link.until(|d| d["videoroom"] == "attached").await {
                     Ok(Some(sdp)) => {
                         link.queued.push_back(ServerMsg::Offer { sdp });
                         break;
@@ -222,10 +222,7 @@ impl JanusLink {
 
     /// Waits for the videoroom event `want` accepts (returns its JSEP SDP, if any); a
     /// videoroom error is an error. Other events are handled as usual.
-    async fn until(
-        &mut self,
-        want: impl Fn(&Value, &Value) -> bool,
-    ) -> Result<Option<String>, String> {
+    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Result<Option<String>, String> {
         let deadline = tokio::time::sleep(Duration::from_secs(15));
         tokio::pin!(deadline);
         loop {
@@ -240,7 +237,7 @@ impl JanusLink {
                     data["error_code"]
                 ));
             }
-            if want(data, &e) {
+            if want(data) {
                 return Ok(e["jsep"]["sdp"].as_str().map(str::to_string));
             }
             if let Some(m) = self.translate(e)? {

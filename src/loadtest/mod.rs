@@ -346,12 +346,8 @@ async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
 type Conn = (bool, bool, usize, Option<janus::JanusRole>);
 
 /// Janus: a room for the step, and each participant split into a publishing and a
-/// subscribing connection (feed id = participant index + 1). Returns (audio, video, expected
-/// streams, role) per connection.
-async fn janus_plan(
-    janus_url: &str,
-    people: &[(bool, bool, usize)],
-) -> anyhow::Result<Vec<(bool, bool, usize, janus::JanusRole)>> {
+/// subscribing connection (feed id = participant index + 1).
+async fn janus_plan(janus_url: &str, people: &[(bool, bool, usize)]) -> anyhow::Result<Vec<Conn>> {
     let j = janus::Janus::new(janus_url).map_err(anyhow::Error::msg)?;
     let feeds: Vec<u64> = people
         .iter()
@@ -372,7 +368,7 @@ async fn janus_plan(
                 feed: Some(own),
                 subscribe: Vec::new(),
             };
-            out.push((audio, video, 0, role));
+            out.push((audio, video, 0, Some(role)));
         }
         if expect > 0 {
             let role = janus::JanusRole {
@@ -380,7 +376,7 @@ async fn janus_plan(
                 feed: None,
                 subscribe: feeds.iter().copied().filter(|f| *f != own).collect(),
             };
-            out.push((false, false, expect, role));
+            out.push((false, false, expect, Some(role)));
         }
     }
     Ok(out)
@@ -392,14 +388,7 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     let subscribers = people.iter().filter(|(_, _, e)| *e > 0).count();
     // Who connects: (audio, video, expected streams, Janus role when driving Janus).
     let (code, conns): (String, Vec<Conn>) = match &args.janus {
-        Some(url) => (
-            String::new(),
-            janus_plan(url, &people)
-                .await?
-                .into_iter()
-                .map(|(a, v, e, r)| (a, v, e, Some(r)))
-                .collect(),
-        ),
+        Some(url) => (String::new(), janus_plan(url, &people).await?),
         None => (
             api.meeting_code(args).await?,
             people.iter().map(|&(a, v, e)| (a, v, e, None)).collect(),
@@ -415,20 +404,17 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     // checking only the first to join would see only the front of every fan-out.
     let always_full =
         |c: &Conn| (c.0 || c.1) && (args.scenario != Scenario::Meeting || c.3.is_some());
-    let others = conns.iter().filter(|c| !always_full(c)).count().max(1);
-    let wanted = args.full_check.min(others);
+    let others = conns.iter().filter(|c| !always_full(c)).count();
     let mut ordinal = 0usize;
     for (i, conn) in conns.into_iter().enumerate() {
-        let full = if always_full(&conn) {
-            true
-        } else {
+        let full = always_full(&conn) || {
             ordinal += 1;
-            (ordinal * wanted / others) > ((ordinal - 1) * wanted / others)
+            spread_pick(ordinal, args.full_check, others)
         };
         let (audio, video, expect, role) = conn;
-        let (token, signal_url) = match (&role, &args.janus) {
-            (Some(_), Some(url)) => (String::new(), url.clone()),
-            _ => api.join(&code, &format!("lt-{i}")).await?,
+        let (token, signal_url) = match &args.janus {
+            Some(url) => (String::new(), url.clone()),
+            None => api.join(&code, &format!("lt-{i}")).await?,
         };
         let spec = peer::PeerSpec {
             index: i as u32,
@@ -572,6 +558,13 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     })
 }
 
+/// Whether the `ordinal`-th (from 1) of `of` is among `wanted` picked evenly across them
+/// (all of them when `wanted >= of`).
+fn spread_pick(ordinal: usize, wanted: usize, of: usize) -> bool {
+    let wanted = wanted.min(of);
+    ordinal >= 1 && ordinal <= of && ordinal * wanted / of > (ordinal - 1) * wanted / of
+}
+
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -651,4 +644,23 @@ fn render(r: &Report) -> String {
         _ => o += "no step held\n",
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_pick;
+
+    fn picked(wanted: usize, of: usize) -> Vec<usize> {
+        (1..=of).filter(|&o| spread_pick(o, wanted, of)).collect()
+    }
+
+    #[test]
+    fn fully_checked_subscribers_are_spread_over_the_join_order() {
+        assert_eq!(picked(4, 100), vec![25, 50, 75, 100]);
+        assert_eq!(picked(8, 8), (1..=8).collect::<Vec<_>>());
+        assert_eq!(picked(8, 3), vec![1, 2, 3]);
+        assert_eq!(picked(2, 5), vec![3, 5]);
+        assert!(picked(0, 10).is_empty());
+        assert!(picked(3, 0).is_empty());
+    }
 }

@@ -127,7 +127,7 @@ pub struct Worker {
     index: usize,
     /// The media socket (non-blocking). Sends are a plain `sendto`; receives wait for
     /// readability on a dup of it registered in the worker's own runtime (see `run`).
-    tx_socket: std::net::UdpSocket,
+    socket: std::net::UdpSocket,
     /// The one address we advertise and that peers send to.
     advertised: SocketAddr,
     crypto: Arc<CryptoProvider>,
@@ -175,7 +175,7 @@ impl Worker {
         socket.set_nonblocking(true)?;
         Ok(Worker {
             index,
-            tx_socket: socket,
+            socket,
             advertised,
             crypto,
             peers: Vec::new(),
@@ -201,14 +201,14 @@ impl Worker {
         // registered by the thread that built the worker would put every packet through that
         // thread's epoll and a cross-thread wake-up; write interest would add a wake-up per
         // send (loopback frees the buffer space at once).
-        let watched = self.tx_socket.try_clone().and_then(|dup| {
+        let watched = self.socket.try_clone().and_then(|dup| {
             // SAFETY: the AsyncFd owns `dup` (its own fd, a dup of the media socket), so the
             // fd stays open for as long as it is registered and is closed only after the
             // AsyncFd deregisters it on drop.
             unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
                 .map_err(std::io::Error::from)
         });
-        let socket = match watched {
+        let rx_socket = match watched {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(worker = self.index, error = %e, "cannot watch the media socket");
@@ -226,7 +226,7 @@ impl Worker {
             }
             let ev = tokio::select! {
                 biased;
-                r = recv_from(&socket, &mut buf) => Ev::Udp(r),
+                r = recv_from(&rx_socket, &mut buf) => Ev::Udp(r),
                 c = rx.recv() => Ev::Cmd(c),
                 _ = tokio::time::sleep_until(deadline.into()) => Ev::Timer,
             };
@@ -379,7 +379,7 @@ impl Worker {
                     p.next_timeout = t;
                     return;
                 }
-                Output::Transmit(t) => match self.tx_socket.send_to(&t.contents, t.destination) {
+                Output::Transmit(t) => match self.socket.send_to(&t.contents, t.destination) {
                     Ok(n) => {
                         self.counts.packets_out += 1;
                         self.counts.rtp_out += u64::from(is_rtp(&t.contents));
