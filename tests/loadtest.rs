@@ -157,6 +157,66 @@ async fn loadtest_reports_real_media_for_meeting_and_fanout() {
         s,
     );
     assert_eq!(r["highest_held"], 4);
+
+    // Audio: 2 audio-only publishers, 2 listeners; everyone is checked. Publishers hear
+    // each other, listeners hear both: (2 × 1 + 2 × 2) × 50 frames (= RTP packets) per second.
+    let r = loadtest(
+        &app,
+        &token,
+        &["--scenario", "audio", "--publishers", "2", "--steps", "2"],
+    );
+    let s = &r["steps"][0];
+    check_step(s);
+    assert_eq!(
+        (num(s, "publishers"), num(s, "subscribers")),
+        (2.0, 4.0),
+        "{s:#}"
+    );
+    let window = num(s, "window_s");
+    about(
+        "audio frames received",
+        num(s, "frames_received"),
+        300.0 * window,
+        0.8,
+        1.1,
+        s,
+    );
+    about(
+        "audio RTP packets",
+        num(s, "rtp_packets"),
+        300.0 * window,
+        0.8,
+        1.2,
+        s,
+    );
+    assert_eq!(
+        num(&s["latency_video"], "samples"),
+        0.0,
+        "no video in `audio`: {s:#}"
+    );
+
+    // Stepping stops at the first step that does not hold (no loss can be ≤ -1 %).
+    let pid = app.pid().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_meeting-appliance"))
+        .args(["loadtest", "--url", &app.base_url(), "--token", &token])
+        .args(["--server-pid", &pid, "--duration", "1s", "--warmup", "0s"])
+        .args(["--json", "-", "--scenario", "fanout", "--steps", "1,2"])
+        .args(["--max-loss=-1"])
+        .output()
+        .expect("run loadtest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("report is JSON");
+    assert_eq!(
+        r["steps"].as_array().map(Vec::len),
+        Some(1),
+        "stopped after step 1: {r:#}"
+    );
+    assert_eq!(r["steps"][0]["held"], false, "{r:#}");
+    assert_eq!(r["highest_held"], Value::Null, "{r:#}");
 }
 
 /// The same generator driving Janus' videoroom through its HTTP API (the reference SFU of
