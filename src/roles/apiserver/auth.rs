@@ -219,25 +219,39 @@ pub async fn verify(
         ));
     }
     let max = i32::try_from(st.cfg.auth.code_max_attempts).unwrap_or(i32::MAX);
+    // Claim this attempt before comparing, in one statement: of any number of guesses that
+    // arrive together, at most `max` find a row to count themselves against; the rest never
+    // reach the comparison.
+    let claimed = login_code::Entity::update_many()
+        .col_expr(
+            login_code::Column::Attempts,
+            Expr::col(login_code::Column::Attempts).add(1),
+        )
+        .filter(login_code::Column::Id.eq(row.id))
+        .filter(login_code::Column::ConsumedAt.is_null())
+        .filter(login_code::Column::Attempts.lt(max))
+        .exec(db)
+        .await?
+        .rows_affected
+        == 1;
+    let too_many = || {
+        ApiError::bad_request(
+            "too_many_attempts",
+            "Too many wrong tries: this code is void. Ask for a new one.",
+        )
+    };
+    if !claimed {
+        consume(row.id).await?;
+        return Err(fail("attempts_exhausted", too_many()));
+    }
     if !ct_eq(&row.code_hash, &st.keys.hash_code(&email, code)) {
-        let used = row.attempts + 1;
-        login_code::Entity::update_many()
-            .col_expr(
-                login_code::Column::Attempts,
-                Expr::col(login_code::Column::Attempts).add(1),
-            )
-            .filter(login_code::Column::Id.eq(row.id))
-            .exec(db)
-            .await?;
+        let used = login_code::Entity::find_by_id(row.id)
+            .one(db)
+            .await?
+            .map_or(max, |r| r.attempts);
         if used >= max {
             consume(row.id).await?;
-            return Err(fail(
-                "too_many_attempts",
-                ApiError::bad_request(
-                    "too_many_attempts",
-                    "Too many wrong tries: this code is void. Ask for a new one.",
-                ),
-            ));
+            return Err(fail("too_many_attempts", too_many()));
         }
         return Err(fail(
             "wrong_code",
