@@ -118,6 +118,76 @@ async fn a_parallel_burst_of_guesses_compares_at_most_max_attempts() {
     assert_eq!(a.status, 400, "{:?}", a.body);
 }
 
+/// A JSON POST from a chosen loopback address (another "network" for the appliance).
+async fn post_from(ip: [u8; 4], url: &str, body: Value) -> (u16, Value) {
+    meeting_appliance::util::install_ring_provider();
+    let c = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .expect("client");
+    let r = c.post(url).json(&body).send().await.expect("post");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Before the fix, 5 code requests and 5 wrong guesses from anywhere locked an address out of
+/// sign-in for an hour. Code requests now count per address AND client IP: the attacker uses
+/// up only its own share, and the victim still signs in from theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_can_lock_someone_else_out_of_sign_in() {
+    let sink = SmtpSink::start();
+    let args = mail_args(sink.port());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[]);
+    let (code_url, verify_url) = (app.url("/api/v1/auth/code"), app.url("/api/v1/auth/verify"));
+    let attacker = [127, 0, 0, 2];
+    for _ in 0..5 {
+        let (st, b) = post_from(attacker, &code_url, json!({"email": "vic@corp.test"})).await;
+        assert_eq!(st, 204, "{b}");
+    }
+    let (st, b) = post_from(attacker, &code_url, json!({"email": "vic@corp.test"})).await;
+    assert_eq!(
+        (st, b["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{b}"
+    );
+    let right = code_in(&nth_mail_to(&sink, "vic@corp.test", 5));
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        let (st, _) = post_from(
+            attacker,
+            &verify_url,
+            json!({"email": "vic@corp.test", "code": wrong}),
+        )
+        .await;
+        assert_eq!(st, 400);
+    }
+    // The victim, from their own address, gets a code and signs in.
+    let victim = [127, 0, 0, 1];
+    let (st, b) = post_from(victim, &code_url, json!({"email": "vic@corp.test"})).await;
+    assert_eq!(st, 204, "the victim was locked out: {b}");
+    let code = code_in(&nth_mail_to(&sink, "vic@corp.test", 6));
+    let (st, b) = post_from(
+        victim,
+        &verify_url,
+        json!({"email": "vic@corp.test", "code": code}),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    // The code is not in any subject.
+    for m in sink.messages() {
+        assert!(
+            !m.subject().contains(&code) && !m.subject().contains(&right),
+            "{}",
+            m.subject()
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Signaling
 // ------------------------------------------------------------------------------------------
