@@ -314,6 +314,11 @@ pub struct Meetings {
     pub join_token_ttl: Dur,
     /// TURN credentials handed out at join last this long.
     pub turn_credential_ttl: Dur,
+    /// Join answers per signed-in person per minute (0: no limit).
+    pub joins_per_user_per_minute: u32,
+    /// Join answers to guests per client IP per minute (0: no limit). An office behind one
+    /// NAT address is one client IP: raise it for large guest audiences.
+    pub joins_per_ip_per_minute: u32,
 }
 
 impl Default for Meetings {
@@ -324,6 +329,8 @@ impl Default for Meetings {
             max_duration: Dur::secs(24 * 3600),
             join_token_ttl: Dur::secs(300),
             turn_credential_ttl: Dur::secs(12 * 3600),
+            joins_per_user_per_minute: 30,
+            joins_per_ip_per_minute: 120,
         }
     }
 }
