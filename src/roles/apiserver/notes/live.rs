@@ -304,6 +304,11 @@ async fn handle_binary(
     }))
     .map_err(|_| bad("malformed"))?
     .map_err(|_| bad("malformed"))?;
+    // The reader stops quietly at a message cut short: all of it must have been read.
+    let read: usize = msgs.iter().map(|m| m.encode_v1().len()).sum();
+    if read != bytes.len() || msgs.is_empty() {
+        return Err(bad("truncated"));
+    }
     for msg in msgs {
         match msg {
             Message::Sync(SyncMessage::SyncStep1(sv)) => {
