@@ -1,0 +1,189 @@
+// The notes editor: CodeMirror 6 in Markdown mode bound to the shared Y.Text.
+//
+// - Input methods (Chinese pinyin, Japanese, …): while a composition is in progress its
+//   unfinished text lives only in the editor. Our sync plugin keeps those changes aside (a
+//   ChangeSet relative to the shared text) and maps others' changes around them; when the
+//   composition ends, the committed text goes into the shared document in one change. So
+//   no pinyin ever reaches the others or the server, not even as deleted history.
+// - Undo/redo per person: a Y.UndoManager that tracks only this editor's own changes, so
+//   Ctrl+Z never takes back what somebody else typed.
+// - Others' cursors and selections with their names: y-codemirror.next's remote selections,
+//   from the awareness states (the server puts each person's real name in).
+import { ChangeSet, EditorState, type Extension, type Text as CmText } from '@codemirror/state';
+import { EditorView, ViewPlugin, type ViewUpdate, keymap, placeholder as cmPlaceholder } from '@codemirror/view';
+import { defaultKeymap, indentWithTab } from '@codemirror/commands';
+import { markdown } from '@codemirror/lang-markdown';
+import { syntaxHighlighting, defaultHighlightStyle } from '@codemirror/language';
+import * as Y from 'yjs';
+import { YSyncConfig, ySyncAnnotation, ySyncFacet, yRemoteSelections, yRemoteSelectionsTheme } from 'y-codemirror.next';
+import type { NotesLive } from './notes-live';
+
+export interface EditorOpts {
+  placeholder: string;
+  label: string;
+  describedBy?: string;
+  /** Files pasted or dropped (images and attachments). */
+  onFiles: (files: File[], pasted: boolean) => void;
+  /** Ctrl+S: send now. */
+  onSave: () => void;
+}
+
+export interface NotesEditor {
+  view: EditorView;
+  undoManager: Y.UndoManager;
+  /** Inserts text at the caret on its own line (file references). */
+  insertBlock(s: string): void;
+  focus(): void;
+  destroy(): void;
+}
+
+/** Y.Text delta → CodeMirror changes (in the shared text's coordinates). */
+function deltaToChanges(delta: any[]): { from: number; to: number; insert: string }[] {
+  const changes: { from: number; to: number; insert: string }[] = [];
+  let pos = 0;
+  for (const d of delta) {
+    if (d.insert != null) changes.push({ from: pos, to: pos, insert: String(d.insert) });
+    else if (d.delete != null) { changes.push({ from: pos, to: pos + d.delete, insert: '' }); pos += d.delete; }
+    else pos += d.retain;
+  }
+  return changes;
+}
+
+/** Applies CodeMirror changes (made on a document equal to `ytext`) to `ytext`. */
+function applyToY(ytext: Y.Text, changes: ChangeSet, origin: unknown): void {
+  ytext.doc!.transact(() => {
+    let adj = 0;
+    changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
+      const s = inserted.sliceString(0, inserted.length, '\n');
+      if (toA > fromA) ytext.delete(fromA + adj, toA - fromA);
+      if (s) ytext.insert(fromA + adj, s);
+      adj += s.length - (toA - fromA);
+    });
+  }, origin);
+}
+
+/** Keeps the editor and the Y.Text equal, holding back changes made during a composition. */
+function compositionSafeSync(conf: YSyncConfig): Extension {
+  return ViewPlugin.fromClass(class {
+    /** Local changes not yet in the shared text (made while composing), relative to it. */
+    pending: ChangeSet | null = null;
+    observer: (e: Y.YTextEvent, tr: Y.Transaction) => void;
+
+    constructor(readonly view: EditorView) {
+      this.observer = (e, tr) => {
+        if (tr.origin === conf) return;
+        let remote = ChangeSet.of(deltaToChanges(e.delta), this.yLengthBefore(e));
+        if (this.pending) {
+          // Others' change moves around the composition; ours waits, moved accordingly.
+          const mapped = remote.map(this.pending, true);
+          this.pending = this.pending.map(remote, false);
+          remote = mapped;
+        }
+        view.dispatch({ changes: remote, annotations: [ySyncAnnotation.of(conf)] });
+      };
+      conf.ytext.observe(this.observer);
+    }
+
+    /** The shared text's length before event `e`. */
+    yLengthBefore(e: Y.YTextEvent): number {
+      let len = conf.ytext.length;
+      for (const d of e.delta) {
+        if (d.insert != null) len -= typeof d.insert === 'string' ? d.insert.length : 1;
+        else if (d.delete != null) len += d.delete;
+      }
+      return len;
+    }
+
+    update(u: ViewUpdate): void {
+      if (u.docChanged && !u.transactions.some((t) => t.annotation(ySyncAnnotation) === conf)) {
+        this.pending = this.pending ? this.pending.compose(u.changes) : u.changes;
+      } else if (u.docChanged && this.pending) {
+        // A remote change was dispatched: `pending` was already mapped over it.
+      }
+      if (this.pending && !this.view.composing) this.commit();
+    }
+
+    commit(): void {
+      const p = this.pending;
+      this.pending = null;
+      if (p && !p.empty) applyToY(conf.ytext, p, conf);
+    }
+
+    destroy(): void { conf.ytext.unobserve(this.observer); }
+  }, {
+    eventHandlers: {
+      compositionend(this: any) {
+        // The editor leaves composing a moment after the event: commit right after.
+        setTimeout(() => { if (this.pending && !this.view.composing) this.commit(); }, 0);
+        setTimeout(() => { if (this.pending && !this.view.composing) this.commit(); }, 60);
+      },
+    },
+  });
+}
+
+export function createEditor(parent: HTMLElement, live: NotesLive, o: EditorOpts): NotesEditor {
+  const conf = new YSyncConfig(live.text, live.awareness);
+  const um = new Y.UndoManager(live.text, { trackedOrigins: new Set([conf]), captureTimeout: 500 });
+  const undo = () => { um.undo(); return true; };
+  const redo = () => { um.redo(); return true; };
+  const state = EditorState.create({
+    doc: live.text.toString(),
+    extensions: [
+      keymap.of([
+        { key: 'Mod-z', run: undo, preventDefault: true },
+        { key: 'Mod-y', mac: 'Mod-Shift-z', run: redo, preventDefault: true },
+        { key: 'Mod-Shift-z', run: redo, preventDefault: true },
+        { key: 'Mod-s', run: () => { o.onSave(); return true; }, preventDefault: true },
+      ]),
+      keymap.of([...defaultKeymap, indentWithTab]),
+      markdown(),
+      syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+      EditorView.lineWrapping,
+      cmPlaceholder(o.placeholder),
+      EditorView.contentAttributes.of({ 'aria-label': o.label, 'aria-multiline': 'true', ...(o.describedBy ? { 'aria-describedby': o.describedBy } : {}) }),
+      ySyncFacet.of(conf),
+      compositionSafeSync(conf),
+      yRemoteSelectionsTheme,
+      yRemoteSelections,
+      EditorView.domEventHandlers({
+        beforeinput(e) {
+          if (e.inputType === 'historyUndo') { e.preventDefault(); return undo(); }
+          if (e.inputType === 'historyRedo') { e.preventDefault(); return redo(); }
+          return false;
+        },
+        paste(e) {
+          const dt = e.clipboardData;
+          if (!dt) return false;
+          const files = [...dt.files];
+          if (!files.length) for (const it of dt.items) if (it.kind === 'file') { const f = it.getAsFile(); if (f) files.push(f); }
+          if (!files.length) return false; // text: the editor takes it
+          e.preventDefault();
+          o.onFiles(files, true);
+          return true;
+        },
+        drop(e) {
+          const files = [...(e.dataTransfer?.files || [])];
+          if (!files.length) return false;
+          e.preventDefault();
+          o.onFiles(files, false);
+          return true;
+        },
+      }),
+    ],
+  });
+  const view = new EditorView({ state, parent });
+  return {
+    view,
+    undoManager: um,
+    insertBlock(s: string) {
+      const doc: CmText = view.state.doc;
+      const at = view.state.selection.main;
+      const before = doc.sliceString(Math.max(0, at.from - 1), at.from);
+      const after = doc.sliceString(at.to, at.to + 1);
+      const text = (at.from > 0 && before !== '\n' ? '\n' : '') + s + (after === '\n' ? '' : '\n');
+      view.dispatch({ changes: { from: at.from, to: at.to, insert: text }, selection: { anchor: at.from + text.length }, userEvent: 'input.paste' });
+    },
+    focus() { view.focus(); },
+    destroy() { um.destroy(); view.destroy(); },
+  };
+}
