@@ -117,12 +117,9 @@ impl Editor {
             );
         }
         let u = url::Url::parse(&url).expect("url");
-        let tcp = TcpStream::connect((
-            u.host_str().expect("host"),
-            u.port().expect("port"),
-        ))
-        .await
-        .expect("connect");
+        let tcp = TcpStream::connect((u.host_str().expect("host"), u.port().expect("port")))
+            .await
+            .expect("connect");
         let (ws, _) = tokio_tungstenite::client_async(req, tcp)
             .await
             .unwrap_or_else(|e| panic!("{}: notes WebSocket: {e}", self.name));
@@ -340,7 +337,9 @@ async fn history(app: &Appliance, id: i64, token: &str) -> Vec<Value> {
 }
 
 fn history_bytes(list: &[Value]) -> u64 {
-    list.iter().map(|v| v["bytes"].as_u64().expect("bytes")).sum()
+    list.iter()
+        .map(|v| v["bytes"].as_u64().expect("bytes"))
+        .sum()
 }
 
 async fn get_as_guest(app: &Appliance, id: i64, join_token: &str) -> u16 {
@@ -353,7 +352,13 @@ async fn get_as_guest(app: &Appliance, id: i64, join_token: &str) -> u16 {
     r.status().as_u16()
 }
 
-async fn put_as_guest(app: &Appliance, id: i64, join_token: &str, text: &str, v: i64) -> reqwest::Response {
+async fn put_as_guest(
+    app: &Appliance,
+    id: i64,
+    join_token: &str,
+    text: &str,
+    v: i64,
+) -> reqwest::Response {
     support::api::client()
         .put(app.url(&format!("/api/v1/meetings/{id}/notes")))
         .header("X-Join-Token", join_token)
@@ -401,8 +406,12 @@ async fn live_editors_typing_into_one_line_converge_and_offline_edits_merge() {
 
     // Both type at the end of "Agenda: ", interleaved, without waiting for each other.
     let start = "# Plan\nAgenda: ".len() as u32;
-    let ta: String = (0..200).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let tb: String = (0..200).map(|i| char::from(b'A' + (i % 26) as u8)).collect();
+    let ta: String = (0..200)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let tb: String = (0..200)
+        .map(|i| char::from(b'A' + (i % 26) as u8))
+        .collect();
     for (ca, cb) in ta.chars().zip(tb.chars()) {
         a.type_char(start, ca).await;
         b.type_char(start, cb).await;
@@ -418,7 +427,10 @@ async fn live_editors_typing_into_one_line_converge_and_offline_edits_merge() {
     assert!(line.starts_with("Agenda: "), "{line}");
     let stored = get_notes(&app, id, &ann).await;
     assert_eq!(stored.body["text"], a.text().as_str(), "stored as shown");
-    assert_eq!(stored.body["version"].as_i64(), Some(a.version.max(b.version)));
+    assert_eq!(
+        stored.body["version"].as_i64(),
+        Some(a.version.max(b.version))
+    );
     assert!(stored.body["version"].as_i64() >= Some(401));
 
     // Cursors: ann claims to be "Mallory"; bob sees ann's real name.
@@ -431,20 +443,27 @@ async fn live_editors_typing_into_one_line_converge_and_offline_edits_merge() {
     assert_eq!(st["user"]["color"], "#30bced");
     // When ann goes, so does her cursor.
     a.disconnect().await;
-    b.until("ann's cursor gone", |e| e.awareness.is_empty()).await;
+    b.until("ann's cursor gone", |e| e.awareness.is_empty())
+        .await;
 
     // Offline: ann edits while disconnected, bob meanwhile too.
     a.edit(|t, txn| t.insert(txn, 0, "Offline by ann. ")).await;
     let len = b.text().len() as u32;
-    b.edit(|t, txn| t.insert(txn, len, "Online by bob.\n")).await;
+    b.edit(|t, txn| t.insert(txn, len, "Online by bob.\n"))
+        .await;
     b.settle().await;
     a.open().await; // the sync sends ann's edit and brings bob's
     a.settle().await;
-    b.until("ann's offline edit", |e| e.text().starts_with("Offline by ann. "))
-        .await;
+    b.until("ann's offline edit", |e| {
+        e.text().starts_with("Offline by ann. ")
+    })
+    .await;
     assert!(a.text().ends_with("Online by bob.\n"), "{}", a.text());
     assert_eq!(a.text(), b.text());
-    assert_eq!(get_notes(&app, id, &bob).await.body["text"], a.text().as_str());
+    assert_eq!(
+        get_notes(&app, id, &bob).await.body["text"],
+        a.text().as_str()
+    );
 }
 
 /// Kill -9 the appliance right after a change was acknowledged: after a restart it is there,
@@ -466,7 +485,9 @@ async fn an_acknowledged_change_survives_kill_9() {
     }
     a.settle().await; // acknowledged: now kill
     app.signal(libc::SIGKILL);
-    wait_until(Duration::from_secs(10), "the appliance to die", || app.try_wait());
+    wait_until(Duration::from_secs(10), "the appliance to die", || {
+        app.try_wait()
+    });
     drop(app);
     let app = Appliance::start_bin(support::appliance_bin!(), dir.path(), &args, &[]);
     let got = get_notes(&app, id, &ann).await;
@@ -475,7 +496,10 @@ async fn an_acknowledged_change_survives_kill_9() {
     a.open().await;
     a.settle().await;
     assert_eq!(a.text(), "durable keystrokes");
-    assert_eq!(get_notes(&app, id, &ann).await.body["text"], "durable keystrokes");
+    assert_eq!(
+        get_notes(&app, id, &ann).await.body["text"],
+        "durable keystrokes"
+    );
 }
 
 /// REST saves: one made on the current version sets the text exactly; several made on the
@@ -499,9 +523,21 @@ async fn rest_saves_merge_history_restores_and_access() {
     // Two saves made on version 1, both: the first applies, the second merges.
     let (ra, rb) = tokio::join!(
         put_notes(&app, id, &ann, "Attendees: Jan, Eve\nDate: 2024-06-01\n", 1),
-        put_notes(&app, id, &bob, "Attendees: Dana, Eve\nDate: 2024-05-03\n", 1)
+        put_notes(
+            &app,
+            id,
+            &bob,
+            "Attendees: Dana, Eve\nDate: 2024-05-03\n",
+            1
+        )
     );
-    assert_eq!((ra.status, rb.status), (200, 200), "{:?} {:?}", ra.body, rb.body);
+    assert_eq!(
+        (ra.status, rb.status),
+        (200, 200),
+        "{:?} {:?}",
+        ra.body,
+        rb.body
+    );
     let text = get_notes(&app, id, &ann).await.body["text"]
         .as_str()
         .expect("text")
@@ -514,10 +550,16 @@ async fn rest_saves_merge_history_restores_and_access() {
     }
     follower.until("both saves", |e| e.text() == text).await;
     // A save on the current version sets exactly that text.
-    let v = get_notes(&app, id, &ann).await.body["version"].as_i64().expect("v");
+    let v = get_notes(&app, id, &ann).await.body["version"]
+        .as_i64()
+        .expect("v");
     let a = put_notes(&app, id, &bob, "# Minutes\n\nAll agreed.\n", v).await;
     assert_eq!(
-        (a.status, a.body["text"].as_str(), a.body["version"].as_i64()),
+        (
+            a.status,
+            a.body["text"].as_str(),
+            a.body["version"].as_i64()
+        ),
         (200, Some("# Minutes\n\nAll agreed.\n"), Some(v + 1))
     );
     follower
@@ -529,7 +571,10 @@ async fn rest_saves_merge_history_restores_and_access() {
     assert_eq!(a.body["text"], "# Minutes\n\nAll agreed.\n");
     assert_eq!(a.body["version"].as_i64(), Some(v + 1));
     // Bad input: a negative version, a text over the limit, not JSON.
-    assert_eq!(put_notes(&app, id, &ann, "x", -1).await.error_code(), "invalid_version");
+    assert_eq!(
+        put_notes(&app, id, &ann, "x", -1).await.error_code(),
+        "invalid_version"
+    );
     let big = "x".repeat(1024 * 1024 + 1);
     let a = put_notes(&app, id, &ann, &big, v + 1).await;
     assert_eq!((a.status, a.error_code()), (413, "notes_too_large"));
@@ -559,7 +604,9 @@ async fn rest_saves_merge_history_restores_and_access() {
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body["text"], "Attendees: Dan, Eve\nDate: 2024-05-01\n");
     follower
-        .until("the restore", |e| e.text() == "Attendees: Dan, Eve\nDate: 2024-05-01\n")
+        .until("the restore", |e| {
+            e.text() == "Attendees: Dan, Eve\nDate: 2024-05-01\n"
+        })
         .await;
     let h = history(&app, id, &ann).await;
     assert_eq!(h[0]["kind"], "restore");
@@ -578,9 +625,12 @@ async fn rest_saves_merge_history_restores_and_access() {
     assert_eq!(call("GET", &notes_url, Some(&cy), None).await.status, 404);
     assert_eq!(call("GET", &notes_url, None, None).await.status, 401);
     assert_eq!(put_notes(&app, id, &cy, "x", 3).await.status, 404);
-    let (tx, mut rx) = ws_connect(&format!("ws://{}/api/v1/meetings/{id}/notes/live", app.addr()))
-        .await
-        .expect("ws");
+    let (tx, mut rx) = ws_connect(&format!(
+        "ws://{}/api/v1/meetings/{id}/notes/live",
+        app.addr()
+    ))
+    .await
+    .expect("ws");
     tx.text(json!({"type": "auth", "token": cy}).to_string());
     let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
     let Ok(Some(WsMsg::Text(t))) = m else {
@@ -623,7 +673,9 @@ async fn rest_saves_merge_history_restores_and_access() {
     gus.edit(|t, txn| t.insert(txn, 0, "Gus was here. ")).await;
     gus.settle().await;
     follower
-        .until("the guest's edit", |e| e.text().starts_with("Gus was here. "))
+        .until("the guest's edit", |e| {
+            e.text().starts_with("Gus was here. ")
+        })
         .await;
 
     // The guest enters the media session and leaves it: from then on, no notes.
@@ -659,8 +711,17 @@ async fn rest_saves_merge_history_restores_and_access() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gus.until("being closed", |e| e.closed.is_some()).await;
-    assert_eq!(gus.closed.as_ref().map(|c| c.0.as_str()), Some("left_meeting"));
-    assert_eq!(put_as_guest(&app, id, &gtok, "x", 0).await.status().as_u16(), 403);
+    assert_eq!(
+        gus.closed.as_ref().map(|c| c.0.as_str()),
+        Some("left_meeting")
+    );
+    assert_eq!(
+        put_as_guest(&app, id, &gtok, "x", 0)
+            .await
+            .status()
+            .as_u16(),
+        403
+    );
     // Signed-in people keep the notes after the meeting.
     assert_eq!(call("GET", &notes_url, Some(&dan), None).await.status, 200);
 }
@@ -687,7 +748,10 @@ async fn bad_live_messages_are_refused_and_others_unharmed() {
     let forged = {
         let d = Doc::with_client_id(a.doc.client_id().get());
         let t = d.get_or_insert_text("notes");
-        let u = a.doc.transact().encode_state_as_update_v1(&StateVector::default());
+        let u = a
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
         d.transact_mut()
             .apply_update(Update::decode_v1(&u).expect("u"))
             .expect("apply");
@@ -706,7 +770,10 @@ async fn bad_live_messages_are_refused_and_others_unharmed() {
     let big = "y".repeat(1024 * 1024);
     m.edit(|t, txn| t.insert(txn, 0, &big)).await;
     m.until("being closed", |e| e.closed.is_some()).await;
-    assert_eq!(m.closed.as_ref().map(|c| c.0.as_str()), Some("notes_too_large"));
+    assert_eq!(
+        m.closed.as_ref().map(|c| c.0.as_str()),
+        Some("notes_too_large")
+    );
 
     // Ann was not disturbed (or was told to reconnect, and did) and goes on.
     a.drain(Duration::from_millis(300)).await;
@@ -757,7 +824,11 @@ async fn a_thousand_saves_of_a_100kb_note_stay_under_the_history_budget() {
     assert!(used <= budget, "{used} > {budget}");
     assert!(h.len() >= 30, "most of the budget is used: {}", h.len());
     assert_eq!(h[0]["version"], 1000, "the newest is kept");
-    assert_eq!(h.last().map(|v| v["version"].clone()), Some(json!(1)), "the first is kept");
+    assert_eq!(
+        h.last().map(|v| v["version"].clone()),
+        Some(json!(1)),
+        "the first is kept"
+    );
     let got = call(
         "GET",
         &app.url(&format!("/api/v1/meetings/{id}/notes/versions/1000")),
@@ -765,7 +836,12 @@ async fn a_thousand_saves_of_a_100kb_note_stay_under_the_history_budget() {
         None,
     )
     .await;
-    assert!(got.body["text"].as_str().unwrap_or("").starts_with("# Save 999\n"));
+    assert!(
+        got.body["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("# Save 999\n")
+    );
 }
 
 /// Hardening (notes history): a guest flooding 1 MiB saves (the attack: 31 MiB of history in
@@ -776,7 +852,13 @@ async fn a_thousand_saves_of_a_100kb_note_stay_under_the_history_budget() {
 async fn flooding_saves_and_changes_is_limited_and_history_stays_under_budget() {
     let app = start(&[]);
     let ann = sign_in_from_log(&app, "ann@corp.test").await;
-    let m = call("POST", &app.url("/api/v1/meetings"), Some(&ann), Some(json!({}))).await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&ann),
+        Some(json!({})),
+    )
+    .await;
     let (id, code) = (
         m.body["id"].as_i64().expect("id"),
         m.body["code"].as_str().expect("code").to_string(),
@@ -791,7 +873,10 @@ async fn flooding_saves_and_changes_is_limited_and_history_stays_under_budget() 
     let gtok = g.body["token"].as_str().expect("token").to_string();
     // The participation opens when the guest is in the media session (hardening item 4
     // may require it); enter it so the guest counts as present either way.
-    let signal = g.body["sfu"]["signal_url"].as_str().expect("signal").to_string();
+    let signal = g.body["sfu"]["signal_url"]
+        .as_str()
+        .expect("signal")
+        .to_string();
     let (stx, _srx) = ws_connect(&signal).await.expect("signaling");
     stx.text(json!({"type": "join", "token": gtok}).to_string());
     wait_until(Duration::from_secs(10), "the guest to be in", || {
@@ -842,14 +927,19 @@ async fn flooding_saves_and_changes_is_limited_and_history_stays_under_budget() 
         }
     }
     flood.until("being closed", |e| e.closed.is_some()).await;
-    assert_eq!(flood.closed.as_ref().map(|c| c.0.as_str()), Some("rate_limited"));
+    assert_eq!(
+        flood.closed.as_ref().map(|c| c.0.as_str()),
+        Some("rate_limited")
+    );
     owner.drain(Duration::from_millis(200)).await;
     owner.edit(|t, txn| t.insert(txn, 0, "still mine")).await;
     owner.settle().await;
-    assert!(get_notes(&app, id, &ann).await.body["text"]
-        .as_str()
-        .unwrap_or("")
-        .contains("still mine"));
+    assert!(
+        get_notes(&app, id, &ann).await.body["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("still mine")
+    );
     let used = history_bytes(&history(&app, id, &ann).await);
     assert!(used <= 16 * 1024 * 1024, "history {used} bytes");
 }
@@ -864,12 +954,17 @@ async fn writers_scenario(db_args: &[&str]) {
     args.extend_from_slice(db_args);
     let mut app = Appliance::start_bin(support::appliance_bin!(), dir.path(), &args, &envs);
     let ann = sign_in_from_log(&app, "ann@corp.test").await;
-    let m = call("POST", &app.url("/api/v1/meetings"), Some(&ann), Some(json!({}))).await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&ann),
+        Some(json!({})),
+    )
+    .await;
     let id = m.body["id"].as_i64().expect("id");
     let texts: Vec<String> = (0..8).map(|i| format!("writer-{i}-line\n")).collect();
     let answers =
-        futures_util::future::join_all(texts.iter().map(|t| put_notes(&app, id, &ann, t, 0)))
-            .await;
+        futures_util::future::join_all(texts.iter().map(|t| put_notes(&app, id, &ann, t, 0))).await;
     assert!(
         answers.iter().all(|a| a.status == 200),
         "{:?}",
@@ -878,7 +973,11 @@ async fn writers_scenario(db_args: &[&str]) {
     let cur = get_notes(&app, id, &ann).await;
     let text = cur.body["text"].as_str().expect("text").to_string();
     for t in &texts {
-        assert_eq!(text.matches(t.as_str()).count(), 1, "{t:?} once in {text:?}");
+        assert_eq!(
+            text.matches(t.as_str()).count(),
+            1,
+            "{t:?} once in {text:?}"
+        );
     }
     assert_eq!(cur.body["version"], 8);
 
@@ -895,10 +994,15 @@ async fn writers_scenario(db_args: &[&str]) {
         a.body
     );
     let expect = e.text();
-    assert_eq!(get_notes(&app, id, &ann).await.body["text"], expect.as_str());
+    assert_eq!(
+        get_notes(&app, id, &ann).await.body["text"],
+        expect.as_str()
+    );
     e.disconnect().await;
     app.signal(libc::SIGKILL);
-    wait_until(Duration::from_secs(10), "the appliance to die", || app.try_wait());
+    wait_until(Duration::from_secs(10), "the appliance to die", || {
+        app.try_wait()
+    });
     drop(app);
     let app = Appliance::start_bin(support::appliance_bin!(), dir.path(), &args, &envs);
     let got = get_notes(&app, id, &ann).await;
@@ -1076,4 +1180,3 @@ async fn notes_mail_reaches_the_invitees_rendered_with_working_file_links() {
     .await;
     assert_eq!((a.status, a.error_code()), (400, "not_scheduled"));
 }
-

@@ -62,26 +62,36 @@ function applyToY(ytext: Y.Text, changes: ChangeSet, origin: unknown): void {
   }, origin);
 }
 
-/** Keeps the editor and the Y.Text equal, holding back changes made during a composition. */
+/** Keeps the editor and the Y.Text equal, holding back everything during a composition:
+ *  our unfinished text does not go out, and others' changes wait until the composition
+ *  ends (changing the text under an input method breaks it: its candidate text would be
+ *  left behind as typed text). Then both are exchanged, each mapped over the other. */
 function compositionSafeSync(conf: YSyncConfig): Extension {
   return ViewPlugin.fromClass(class {
-    /** Local changes not yet in the shared text (made while composing), relative to it. */
+    /** Local changes not yet in the shared text, from `base` (the shared text when the
+     *  composition began) to the editor's text. */
     pending: ChangeSet | null = null;
+    /** Others' changes not yet in the editor, from `base` to the shared text now. */
+    remote: ChangeSet | null = null;
     observer: (e: Y.YTextEvent, tr: Y.Transaction) => void;
+    timer = 0;
 
     constructor(readonly view: EditorView) {
       this.observer = (e, tr) => {
         if (tr.origin === conf) return;
-        let remote = ChangeSet.of(deltaToChanges(e.delta), this.yLengthBefore(e));
-        if (this.pending) {
-          // Others' change moves around the composition; ours waits, moved accordingly.
-          const mapped = remote.map(this.pending, true);
-          this.pending = this.pending.map(remote, false);
-          remote = mapped;
+        const r = ChangeSet.of(deltaToChanges(e.delta), this.yLengthBefore(e));
+        if (this.holding()) {
+          this.remote = this.remote ? this.remote.compose(r) : r;
+          this.schedule();
+          return;
         }
-        view.dispatch({ changes: remote, annotations: [ySyncAnnotation.of(conf)] });
+        view.dispatch({ changes: r, annotations: [ySyncAnnotation.of(conf)] });
       };
       conf.ytext.observe(this.observer);
+    }
+
+    holding(): boolean {
+      return this.view.composing || this.pending !== null || this.remote !== null;
     }
 
     /** The shared text's length before event `e`. */
@@ -95,28 +105,35 @@ function compositionSafeSync(conf: YSyncConfig): Extension {
     }
 
     update(u: ViewUpdate): void {
-      if (u.docChanged && !u.transactions.some((t) => t.annotation(ySyncAnnotation) === conf)) {
+      if (!u.docChanged || u.transactions.some((t) => t.annotation(ySyncAnnotation) === conf)) return;
+      if (this.holding()) {
         this.pending = this.pending ? this.pending.compose(u.changes) : u.changes;
-      } else if (u.docChanged && this.pending) {
-        // A remote change was dispatched: `pending` was already mapped over it.
+        this.schedule();
+      } else {
+        applyToY(conf.ytext, u.changes, conf);
       }
-      if (this.pending && !this.view.composing) this.commit();
     }
 
+    schedule(): void {
+      clearTimeout(this.timer);
+      this.timer = window.setTimeout(() => this.commit(), this.view.composing ? 50 : 0);
+    }
+
+    /** After the composition: others' changes into the editor, ours into the shared text. */
     commit(): void {
-      const p = this.pending;
-      this.pending = null;
-      if (p && !p.empty) applyToY(conf.ytext, p, conf);
+      if (this.view.composing) { this.schedule(); return; }
+      const len = this.pending ? this.pending.length : this.remote ? this.remote.length : 0;
+      const local = this.pending ?? ChangeSet.empty(len);
+      const remote = this.remote ?? ChangeSet.empty(len);
+      this.pending = this.remote = null;
+      if (!remote.empty) this.view.dispatch({ changes: remote.map(local, true), annotations: [ySyncAnnotation.of(conf)] });
+      if (!local.empty) applyToY(conf.ytext, local.map(remote, false), conf);
     }
 
-    destroy(): void { conf.ytext.unobserve(this.observer); }
+    destroy(): void { clearTimeout(this.timer); conf.ytext.unobserve(this.observer); }
   }, {
     eventHandlers: {
-      compositionend(this: any) {
-        // The editor leaves composing a moment after the event: commit right after.
-        setTimeout(() => { if (this.pending && !this.view.composing) this.commit(); }, 0);
-        setTimeout(() => { if (this.pending && !this.view.composing) this.commit(); }, 60);
-      },
+      compositionend(this: any) { this.schedule(); },
     },
   });
 }

@@ -48,6 +48,10 @@ export class NotesPanel {
   private previewSeq = 0;
   private lastRenderMs = 0;
   private observer: IntersectionObserver;
+  /** When the panel was made, for `data-open-ms`: how long until editor and preview showed
+   *  the whole text the first time (read by the browser tests, shown nowhere). */
+  private readonly createdAt = performance.now();
+  private opened = false;
   private els!: {
     editor: HTMLElement; preview: HTMLElement; status: HTMLElement; files: HTMLElement; history: HTMLElement; fileInput: HTMLInputElement;
   };
@@ -240,6 +244,10 @@ export class NotesPanel {
     this.lastRenderMs = performance.now() - t0;
     box.dataset.renderMs = this.lastRenderMs.toFixed(1);
     box.dataset.renderedLength = String(text.length);
+    if (!this.opened && this.editor && this.editor.view.state.doc.length === text.length && this.live?.state === 'saved') {
+      this.opened = true;
+      this.el.dataset.openMs = (performance.now() - this.createdAt).toFixed(1);
+    }
   }
 
   private isOnScreen(el: HTMLElement): boolean {

@@ -78,7 +78,9 @@ async fn page_csp(st: &super::ApiState) -> String {
         .chain(registered.into_iter().map(|n| n.address));
     for a in addresses {
         // Only plain host:port values (they came from config or the registry; be strict).
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) {
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        {
             let origin = st.base_url(&a, false);
             if !sources.contains(&origin) {
                 sources.push(origin);

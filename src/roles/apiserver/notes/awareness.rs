@@ -34,9 +34,7 @@ fn with_name(json: &str, name: &str) -> Option<String> {
     }
     let mut v: serde_json::Value = serde_json::from_str(json).ok()?;
     let obj = v.as_object_mut()?;
-    let user = obj
-        .entry("user")
-        .or_insert_with(|| serde_json::json!({}));
+    let user = obj.entry("user").or_insert_with(|| serde_json::json!({}));
     if !user.is_object() {
         *user = serde_json::json!({});
     }
@@ -56,7 +54,7 @@ impl Table {
             let id = client.get();
             let mine = self.entries.values().filter(|x| x.conn == conn).count();
             match self.entries.get(&id) {
-                Some(x) if x.conn != conn => continue, // someone else's id
+                Some(x) if x.conn != conn => continue,    // someone else's id
                 Some(x) if e.clock < x.clock => continue, // old news
                 None if mine >= MAX_IDS_PER_CONNECTION => continue,
                 _ => {}

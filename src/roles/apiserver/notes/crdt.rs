@@ -242,7 +242,10 @@ mod tests {
         sync(&a, &base);
         sync(&b, &base);
         let merged = text_of(&base, &bt);
-        assert!(merged.contains("Jan,") || merged.contains("Jan"), "{merged}");
+        assert!(
+            merged.contains("Jan,") || merged.contains("Jan"),
+            "{merged}"
+        );
         assert!(merged.contains("Dana,"), "{merged}");
         assert!(!merged.contains("Jana"), "{merged}");
         assert!(merged.ends_with(" Eve"), "{merged}");
@@ -253,7 +256,11 @@ mod tests {
         let (a, at) = doc_with("one");
         let (b, bt) = new_doc();
         let full = encode_state(&a);
-        assert!(apply(&b, decode_update(&full).expect("ok")).expect("ok").is_some());
+        assert!(
+            apply(&b, decode_update(&full).expect("ok"))
+                .expect("ok")
+                .is_some()
+        );
         assert_eq!(text_of(&b, &bt), "one");
         assert_eq!(
             apply(&b, decode_update(&full).expect("ok")).expect("ok"),

@@ -86,9 +86,12 @@ pub async fn keep<C: ConnectionTrait>(db: &C, v: NewVersion<'_>, budget: u64) ->
         ..Default::default()
     })
     .on_conflict(
-        OnConflict::columns([note_version::Column::MeetingId, note_version::Column::Version])
-            .do_nothing()
-            .to_owned(),
+        OnConflict::columns([
+            note_version::Column::MeetingId,
+            note_version::Column::Version,
+        ])
+        .do_nothing()
+        .to_owned(),
     )
     .exec_without_returning(db)
     .await?;
@@ -189,7 +192,9 @@ pub async fn find(st: &ApiState, meeting: i64, v: i64) -> Result<note_version::M
         .one(&st.db)
         .await?
         .ok_or_else(|| {
-            ApiError::not_found("The notes history has no such version (it may have been thinned out).")
+            ApiError::not_found(
+                "The notes history has no such version (it may have been thinned out).",
+            )
         })
 }
 
@@ -249,8 +254,16 @@ mod tests {
     #[test]
     fn pruning_does_nothing_under_budget_and_never_drops_the_last() {
         let rows = [
-            Kept { id: 1, at: 0, bytes: 10 },
-            Kept { id: 2, at: 5, bytes: 10 },
+            Kept {
+                id: 1,
+                at: 0,
+                bytes: 10,
+            },
+            Kept {
+                id: 2,
+                at: 5,
+                bytes: 10,
+            },
         ];
         assert!(plan_prune(&rows, 10, 20).is_empty());
         assert_eq!(plan_prune(&rows, 10, 15), vec![1]);

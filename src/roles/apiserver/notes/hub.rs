@@ -216,19 +216,21 @@ impl NotesHub {
             if s.last_change.is_some_and(|t| t.elapsed() >= pause) {
                 d.keep_version(st, &mut s, "pause", None).await;
             }
-            let idle = d.connections.load(Ordering::SeqCst) == 0
-                && s.last_used.elapsed() >= IDLE_UNLOAD;
+            let idle =
+                d.connections.load(Ordering::SeqCst) == 0 && s.last_used.elapsed() >= IDLE_UNLOAD;
             if !idle {
                 continue;
             }
             d.keep_version(st, &mut s, "end", None).await;
-            if s.version > s.compacted_version && compact(&st.db, d.meeting, &mut s).await.is_err() {
+            if s.version > s.compacted_version && compact(&st.db, d.meeting, &mut s).await.is_err()
+            {
                 continue; // stays in memory; tried again next time
             }
             drop(s);
             let mut map = self.docs();
             // Only the map and this loop hold it: nobody is using it.
-            if Arc::strong_count(&d) == 2 && map.get(&d.meeting).is_some_and(|x| Arc::ptr_eq(x, &d)) {
+            if Arc::strong_count(&d) == 2 && map.get(&d.meeting).is_some_and(|x| Arc::ptr_eq(x, &d))
+            {
                 map.remove(&d.meeting);
                 tracing::debug!(meeting = d.meeting, "notes document unloaded");
             }
@@ -281,7 +283,8 @@ async fn load(db: &DatabaseConnection, meeting: i64) -> Result<LiveDoc, ApiError
         }
         match &r.state {
             Some(state) => {
-                let u = crdt::decode_update(state).map_err(|e| unreadable(format!("state ({e})")))?;
+                let u =
+                    crdt::decode_update(state).map_err(|e| unreadable(format!("state ({e})")))?;
                 crdt::apply(&s.doc, u).map_err(|e| unreadable(format!("state ({e})")))?;
             }
             None => {
@@ -367,7 +370,11 @@ async fn compact(db: &DatabaseConnection, meeting: i64, s: &mut DocState) -> Res
 }
 
 /// The document as it was at `version` (the compacted state and the changes up to it).
-async fn rebuild(db: &DatabaseConnection, meeting: i64, version: i64) -> Result<(Doc, TextRef), ApiError> {
+async fn rebuild(
+    db: &DatabaseConnection,
+    meeting: i64,
+    version: i64,
+) -> Result<(Doc, TextRef), ApiError> {
     let row = note::Entity::find_by_id(meeting).one(db).await?;
     let changes = note_update::Entity::find()
         .filter(note_update::Column::MeetingId.eq(meeting))
@@ -376,7 +383,8 @@ async fn rebuild(db: &DatabaseConnection, meeting: i64, version: i64) -> Result<
         .all(db)
         .await?;
     let (doc, text) = crdt::new_doc();
-    let bad = |e: UpdateRefused| ApiError::internal(format!("meeting {meeting}: rebuilding notes: {e}"));
+    let bad =
+        |e: UpdateRefused| ApiError::internal(format!("meeting {meeting}: rebuilding notes: {e}"));
     if let Some(state) = row.and_then(|r| r.state) {
         crdt::apply(&doc, crdt::decode_update(&state).map_err(bad)?).map_err(bad)?;
     }
@@ -580,7 +588,13 @@ impl LiveDoc {
     }
 
     /// Keeps the current text in history when it changed since the newest kept version.
-    async fn keep_version(&self, st: &ApiState, s: &mut DocState, kind: &'static str, by: Option<i64>) {
+    async fn keep_version(
+        &self,
+        st: &ApiState,
+        s: &mut DocState,
+        kind: &'static str,
+        by: Option<i64>,
+    ) {
         if s.version <= s.kept_version {
             s.last_change = None;
             return;

@@ -95,8 +95,7 @@ impl Limits {
                 ),
                 // A burst as large as the largest notes (a paste), refilled per minute.
                 bytes: Bucket::new(
-                    (c.live_bytes_per_minute as f64 / 4.0)
-                        .max(2.0 * super::MAX_NOTES_BYTES as f64),
+                    (c.live_bytes_per_minute as f64 / 4.0).max(2.0 * super::MAX_NOTES_BYTES as f64),
                     c.live_bytes_per_minute as f64 / 60.0,
                     now,
                 ),
@@ -159,8 +158,14 @@ mod tests {
         assert!(l.save(1, "u:1", t0).is_ok());
         assert!(l.save(1, "u:1", t0).is_ok());
         assert!(l.save(1, "u:1", t0).is_err());
-        assert!(l.save(1, "u:2", t0).is_ok(), "another member is not affected");
-        assert!(l.save(2, "u:1", t0).is_ok(), "another meeting is not affected");
+        assert!(
+            l.save(1, "u:2", t0).is_ok(),
+            "another member is not affected"
+        );
+        assert!(
+            l.save(2, "u:1", t0).is_ok(),
+            "another meeting is not affected"
+        );
         assert!(l.save(1, "u:1", t0 + Duration::from_secs(10)).is_ok());
         l.forget_idle(t0 + Duration::from_secs(3600));
         assert!(l.members.lock().expect("lock").is_empty());

@@ -297,7 +297,12 @@ async fn handle_binary(
     session: &mut actix_ws::Session,
     acks: &mut u64,
 ) -> Result<bool, (&'static str, String)> {
-    let bad = |what: &str| ("bad_update", format!("That message could not be read ({what})."));
+    let bad = |what: &str| {
+        (
+            "bad_update",
+            format!("That message could not be read ({what})."),
+        )
+    };
     let mut decoder = DecoderV1::new(Cursor::new(bytes));
     let msgs: Vec<Message> = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         MessageReader::new(&mut decoder).collect::<Result<Vec<_>, _>>()
@@ -320,15 +325,24 @@ async fn handle_binary(
             }
             Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
                 if !writable {
-                    return Err(("not_allowed", "This meeting was cancelled; its notes can be read, not changed.".into()));
+                    return Err((
+                        "not_allowed",
+                        "This meeting was cancelled; its notes can be read, not changed.".into(),
+                    ));
                 }
                 let version = match doc.apply_live(st, conn, author, &u).await {
                     Ok(v) => v,
                     Err(LiveRefused::Unavailable) => {
-                        return Err(("reload", "The notes could not be saved just now; connect again.".into()));
+                        return Err((
+                            "reload",
+                            "The notes could not be saved just now; connect again.".into(),
+                        ));
                     }
                     Err(LiveRefused::Update(crdt::UpdateRefused::TooLarge(max))) => {
-                        return Err(("notes_too_large", format!("Notes have at most {max} bytes; that change was not saved.")));
+                        return Err((
+                            "notes_too_large",
+                            format!("Notes have at most {max} bytes; that change was not saved."),
+                        ));
                     }
                     Err(LiveRefused::Update(e)) => {
                         tracing::info!(meeting = doc.meeting, member = %author.tag, error = %e, "notes change refused");

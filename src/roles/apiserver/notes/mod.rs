@@ -152,7 +152,11 @@ pub async fn put(
     let view = doc
         .set_text(&st, &Author::of(&m), body.version, &body.text, "save")
         .await?;
-    tracing::info!(meeting = m.meeting.id, version = view.version, "notes saved");
+    tracing::info!(
+        meeting = m.meeting.id,
+        version = view.version,
+        "notes saved"
+    );
     Ok(HttpResponse::Ok().json(view))
 }
 
