@@ -58,7 +58,8 @@ async function notesState(page) {
       files: [...document.querySelectorAll('#notes-files a')].map((a) => a.textContent),
       cursors: [...document.querySelectorAll('#notes-editor .cm-ySelectionInfo')].map((e) => e.textContent),
       renderMs: Number(preview.dataset.renderMs || 0), renderedLength: Number(preview.dataset.renderedLength || -1),
-      openMs: root.dataset.openMs ? Number(root.dataset.openMs) : null,
+      openMs: root.dataset.openMs ? Number(root.dataset.openMs) : null, fullMs: root.dataset.fullMs ? Number(root.dataset.fullMs) : null,
+      parseMs: Number(preview.dataset.parseMs || 0), buildMs: Number(preview.dataset.buildMs || 0),
     };
   });
 }
@@ -303,9 +304,12 @@ const scenarios = {
     for (let i = 1; i < 10000; i++) big += i % 50 === 0 ? `## Part ${i / 50}\n` : `- item ${i} with **bold**, \`code\` and [a link](/m/x${i})\n`;
     out.big_bytes = big.length;
     out.big_put = await put(big);
+    console.log('PROGRESS the big note is saved');
     await page.goto(`${BASE}/#notes/${id}`);
-    const opened = await waitNotes('host', page, 'the big note', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.openMs !== null, 60000);
+    const opened = await waitNotes('host', page, 'the big note', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.fullMs !== null, 60000);
     out.open_ms = opened.openMs;
+    out.full_render_ms = opened.fullMs;
+    console.log(`PROGRESS opened in ${opened.openMs} ms, all rendered at ${opened.fullMs} ms`);
     out.first_render_ms = opened.renderMs;
     out.lines = await page.evaluate(() => document.getElementById('notes').notes.editor.view.state.doc.lines);
     out.preview_items = await page.evaluate(() => document.querySelectorAll('#notes-preview li').length);
@@ -320,9 +324,11 @@ const scenarios = {
         if (status !== 200) throw new Error(`PUT ${name} ${n}: ${status}`);
         const s = await waitNotes('host', page, `${name} rendered`, (s) => s.renderedLength === text.length, 120000);
         times.push(s.renderMs);
+        out.hostile_parse = out.hostile_parse || {};
+        (out.hostile_parse[name] = out.hostile_parse[name] || []).push([s.parseMs, s.buildMs]);
       }
       out.hostile[name] = times;
-      log('hostile', name, times);
+      console.log(`PROGRESS hostile ${name}: ${times.join(' ms, ')} ms`);
     }
     out.editor_responsive = await page.evaluate(() => { const t = performance.now(); document.getElementById('notes').notes.editor.view.dispatch({ selection: { anchor: 0 } }); return performance.now() - t; });
     return out;

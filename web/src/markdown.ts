@@ -39,7 +39,11 @@ export function parse(src: string): Promise<Tok[]> {
   if (!worker && !workerFailed) {
     try {
       worker = new Worker(new URL('./md-worker.ts', import.meta.url), { type: 'module' });
-      worker.onmessage = (e) => { const w = waiting.get(e.data.id); waiting.delete(e.data.id); w?.(e.data.tokens); };
+      worker.onmessage = (e) => {
+        const w = waiting.get(e.data.id);
+        waiting.delete(e.data.id);
+        w?.(e.data.json === null ? null : unslim(JSON.parse(e.data.json)));
+      };
       worker.onerror = () => {
         workerFailed = true; worker = null;
         for (const w of waiting.values()) w(null);
@@ -61,6 +65,10 @@ async function parseHere(src: string): Promise<Tok[]> {
   md ??= (await import('./markdown-parser')).parser();
   return md.parse(src, {}) as unknown as Tok[];
 }
+
+type Slim = [string, string, number, [string, string][] | null, string, Slim[] | null, number];
+const unslim = (a: Slim[]): Tok[] => a.map(([type, tag, nesting, attrs, content, children, hidden]) =>
+  ({ type, tag, nesting, attrs, content, children: children && unslim(children), info: '', hidden: hidden === 1 }));
 
 function attr(t: Tok, name: string): string | null {
   return t.attrs?.find((a) => a[0] === name)?.[1] ?? null;

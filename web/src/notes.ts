@@ -232,22 +232,33 @@ export class NotesPanel {
     if (!this.mod || !box.isConnected || !this.isOnScreen(box)) return; // drawn when it shows
     this.previewDirty = false;
     const seq = ++this.previewSeq;
-    const text = this.text();
+    const full = this.text();
+    // A large note's first render shows its beginning first (what is on screen), then all.
+    const first = !this.opened && full.length > 48_000;
+    const cut = first ? Math.max(full.indexOf('\n\n', 16_000), full.indexOf('\n', 16_000)) : -1;
+    const text = cut > 0 && cut < 64_000 ? full.slice(0, cut) : full;
     const t0 = performance.now();
-    const frag = text.trim() ? await this.mod.render(text, {
+    const tokens = await this.mod.parse(text);
+    if (seq !== this.previewSeq) return; // a newer render is on its way
+    const t1 = performance.now();
+    const frag = text.trim() ? this.mod.build(tokens, {
       fileUrl: (p) => this.fileUrl(p), image: (src, alt) => this.image(src, alt), blockedImage: t('notes_image_blocked'),
     }) : h('p', { class: 'muted' }, t('notes_empty'));
-    if (seq !== this.previewSeq) return; // a newer render is on its way
+    box.dataset.parseMs = (t1 - t0).toFixed(1);
+    box.dataset.buildMs = (performance.now() - t1).toFixed(1);
     const top = box.scrollTop;
     box.replaceChildren(frag);
-    box.scrollTop = top;
+    if (top) box.scrollTop = top;
     this.lastRenderMs = performance.now() - t0;
     box.dataset.renderMs = this.lastRenderMs.toFixed(1);
     box.dataset.renderedLength = String(text.length);
-    if (!this.opened && this.editor && this.editor.view.state.doc.length === text.length && this.live?.state === 'saved') {
+    if (!this.opened && this.editor && this.editor.view.state.doc.length === full.length && this.live?.state === 'saved') {
+      // Open: the editor has the whole note and the preview shows (at least) its beginning.
       this.opened = true;
       this.el.dataset.openMs = (performance.now() - this.createdAt).toFixed(1);
     }
+    if (text.length !== full.length) { this.previewDirty = true; this.schedulePreview(0); }
+    else if (!this.el.dataset.fullMs && this.opened) this.el.dataset.fullMs = (performance.now() - this.createdAt).toFixed(1);
   }
 
   private isOnScreen(el: HTMLElement): boolean {
