@@ -527,7 +527,7 @@ fn web_client_notes_big_and_hostile() {
     let r = run_signing_in(&mut web, &sink, &app);
     eprintln!("{r:#}");
     assert_eq!(r["big_put"], 200);
-    assert_eq!(r["lines"], 10_000);
+    assert!(r["lines"].as_u64() >= Some(10_000), "{}", r["lines"]);
     let open = r["open_ms"].as_f64().expect("open_ms");
     assert!(open < 1000.0, "the 10,000-line note took {open} ms to open");
     for (name, t) in r["hostile"].as_object().expect("hostile") {
