@@ -309,23 +309,31 @@ const scenarios = {
     const opened = await waitNotes('host', page, 'the big note', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.fullMs !== null, 60000);
     out.open_ms = opened.openMs;
     out.full_render_ms = opened.fullMs;
+    // Again, with the code cached (as every later opening is).
+    await page.reload();
+    const again = await waitNotes('host', page, 'the big note again', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.fullMs !== null, 60000);
+    out.open_ms_warm = again.openMs;
+    out.full_render_ms_warm = again.fullMs;
     console.log(`PROGRESS opened in ${opened.openMs} ms, all rendered at ${opened.fullMs} ms`);
     out.first_render_ms = opened.renderMs;
     out.lines = await page.evaluate(() => document.getElementById('notes').notes.editor.view.state.doc.lines);
     out.preview_items = await page.evaluate(() => document.querySelectorAll('#notes-preview li').length);
-    // Hostile Markdown: the same pattern at 256 KiB and at 1 MiB; linear time means about 4×.
+    // Hostile Markdown: the same pattern at 128 KiB and at 1 MiB; linear time means about 8×.
     const patterns = { link: '[a](', image: '![a](', bang: '![', bracket: '[', star: '*a', strong: '**a', mixed: 'a**b_c[d](`e<f', nest: '> - ', table: '|a', entity: '&#' };
     out.hostile = {};
     for (const [name, p] of Object.entries(patterns)) {
       const times = [];
-      for (const n of [256 * 1024, 1024 * 1024 - 64]) {
-        const text = p.repeat(Math.ceil(n / p.length)).slice(0, n);
-        const status = await put(text);
-        if (status !== 200) throw new Error(`PUT ${name} ${n}: ${status}`);
-        const s = await waitNotes('host', page, `${name} rendered`, (s) => s.renderedLength === text.length, 120000);
-        times.push(s.renderMs);
-        out.hostile_parse = out.hostile_parse || {};
-        (out.hostile_parse[name] = out.hostile_parse[name] || []).push([s.parseMs, s.buildMs]);
+      for (const n of [128 * 1024, 1024 * 1024 - 64]) {
+        // Twice (the second text differs in its first character), keeping the faster.
+        let best = Infinity;
+        for (const lead of ['', 'x']) {
+          const text = (lead + p.repeat(Math.ceil(n / p.length))).slice(0, n);
+          const status = await put(text);
+          if (status !== 200) throw new Error(`PUT ${name} ${n}: ${status}`);
+          const s = await waitNotes('host', page, `${name} rendered`, (s) => s.renderedLength === text.length && s.text === text, 120000);
+          best = Math.min(best, s.renderMs);
+        }
+        times.push(best);
       }
       out.hostile[name] = times;
       console.log(`PROGRESS hostile ${name}: ${times.join(' ms, ')} ms`);
