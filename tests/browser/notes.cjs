@@ -118,11 +118,14 @@ const scenarios = {
     // requests are watched for anything that is not this appliance.
     const gate = { offline: false, sockets: [] };
     const offsite = [];
+    const errors = [];
+    const watchErrors = (page) => page.on('console', (m) => { if (/crashed|RangeError|Uncaught/.test(m.text())) errors.push(m.text()); });
     const watch = (page) => page.on('request', (r) => { if (!r.url().startsWith(BASE) && !r.url().startsWith('data:') && !r.url().startsWith('blob:')) offsite.push(r.url()); });
     const { host, guest, code } = await meetTwo(browser, {
       schedule: false,
       guestSetup: async (page) => {
         watch(page);
+        watchErrors(page);
         await page.routeWebSocket(/\/notes\/live/, (ws) => {
           if (gate.offline) { ws.close(); return; }
           const srv = ws.connectToServer();
@@ -131,6 +134,7 @@ const scenarios = {
       },
     });
     watch(host.page);
+    watchErrors(host.page);
     out.code = code;
     // The editor's code is not loaded before the notes are shown.
     out.editor_chunk_before = (await resources(host.page, 'notes-editor')).length;
@@ -247,7 +251,11 @@ const scenarios = {
     out.offline.server = (await server(host.page, out.meeting_id)).text;
 
     // History: versions kept on pauses, with authors; a diff; a restore the guest sees.
-    await sleep(2500); // a pause: a version is kept
+    await sleep(3000); // a pause: a version is kept
+    await caretAt(host.page, 'end');
+    await host.page.keyboard.type('A line to be taken back by a restore\n');
+    await waitNotes('host', host.page, 'saved', (s) => s.state === 'saved');
+    await sleep(3000); // another pause, another version
     await host.page.click('#notes-history-btn');
     const versions = (await waitFor('versions listed', async () => {
       const v = await host.page.$$eval('#notes-history li[data-version]', (l) => l.map((x) => ({ v: Number(x.dataset.version), text: x.textContent })));
@@ -286,6 +294,7 @@ const scenarios = {
     out.page_url = host.page.url();
     out.shot_notes = await shot(host.page, 'notes.png');
     out.offsite_requests = offsite;
+    out.page_errors = errors;
     return out;
   },
 

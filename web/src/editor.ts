@@ -67,7 +67,7 @@ function applyToY(ytext: Y.Text, changes: ChangeSet, origin: unknown): void {
  *  our unfinished text does not go out, and others' changes wait until the composition
  *  ends (changing the text under an input method breaks it: its candidate text would be
  *  left behind as typed text). Then both are exchanged, each mapped over the other. */
-function compositionSafeSync(conf: YSyncConfig): Extension {
+function compositionSafeSync(conf: YSyncConfig, live: NotesLive): Extension {
   return ViewPlugin.fromClass(class {
     /** Local changes not yet in the shared text, from `base` (the shared text when the
      *  composition began) to the editor's text. */
@@ -129,11 +129,13 @@ function compositionSafeSync(conf: YSyncConfig): Extension {
       this.pending = this.remote = null;
       if (!remote.empty) this.view.dispatch({ changes: remote.map(local, true), annotations: [ySyncAnnotation.of(conf)] });
       if (!local.empty) applyToY(conf.ytext, local.map(remote, false), conf);
+      live.hold(false); // others' changes kept back meanwhile arrive now, editor and text equal
     }
 
-    destroy(): void { clearTimeout(this.timer); conf.ytext.unobserve(this.observer); }
+    destroy(): void { clearTimeout(this.timer); conf.ytext.unobserve(this.observer); live.hold(false); }
   }, {
     eventHandlers: {
+      compositionstart() { live.hold(true); },
       compositionend(this: any) { this.schedule(); },
     },
   });
@@ -158,7 +160,7 @@ export function createEditor(parent: HTMLElement, live: NotesLive, o: EditorOpts
       cmPlaceholder(o.placeholder),
       EditorView.contentAttributes.of({ 'aria-label': o.label, 'aria-multiline': 'true', ...(o.describedBy ? { 'aria-describedby': o.describedBy } : {}) }),
       ySyncFacet.of(conf),
-      compositionSafeSync(conf),
+      compositionSafeSync(conf, live),
       yRemoteSelectionsTheme,
       yRemoteSelections,
       EditorView.domEventHandlers({

@@ -49,6 +49,9 @@ export class NotesLive extends EventTarget {
   private pingTimer = 0;
   private closed = false;
   private fatal = false;
+  /** Changes from the server kept back while an input method composes (see hold()). */
+  private held: Uint8Array[] | null = null;
+  private holdTimer = 0;
 
   constructor(private o: LiveOpts) {
     super();
@@ -76,6 +79,23 @@ export class NotesLive extends EventTarget {
     this.o.joinToken = token;
     this.fatal = false;
     this.reconnectNow();
+  }
+
+  /** While `on`, changes from the server are kept back and applied when released: the
+   *  editor asks for this during an input method's composition, so that the shared text
+   *  and the editor stay equal except for the composing text (others' cursors, computed
+   *  from the shared text, then always fall inside the editor's text). Released after 20 s
+   *  at the latest; the editor copes with changes arriving anyway. */
+  hold(on: boolean): void {
+    clearTimeout(this.holdTimer);
+    if (on) {
+      this.held ??= [];
+      this.holdTimer = window.setTimeout(() => this.hold(false), 20_000);
+      return;
+    }
+    const held = this.held;
+    this.held = null;
+    if (held?.length) Y.applyUpdate(this.doc, held.length === 1 ? held[0] : Y.mergeUpdates(held), this);
   }
 
   /** Every change made here is stored on the server. */
@@ -226,6 +246,8 @@ export class NotesLive extends EventTarget {
           if (this.state !== 'error') this.state = 'saving';
           this.setState();
           this.awareness.setLocalState(this.awareness.getLocalState());
+        } else if (this.held) {
+          this.held.push(payload);
         } else {
           Y.applyUpdate(this.doc, payload, this);
         }
