@@ -506,7 +506,8 @@ fn stored_notes_bytes(app: &Appliance) -> Vec<u8> {
 }
 
 /// A 10,000-line note opens (the editor with the whole note, the preview's first screen
-/// rendered) in under a second; hostile Markdown of 1 MiB renders in time linear in its
+/// rendered) in under a second (best of a first and two later openings: the suite's other
+/// tests share this box's two cores); hostile Markdown of 1 MiB renders in time linear in its
 /// size (the same pattern at 128 KiB and at 1 MiB: at most 20× the time, linear being 8×,
 /// quadratic 64×).
 #[test]
@@ -532,10 +533,16 @@ fn web_client_notes_big_and_hostile() {
     // The first opening also fetches the editor's code; the best of the two (this box's
     // two cores are shared with the rest of the suite) must be under a second.
     let open = r["open_ms"].as_f64().expect("open_ms");
-    let warm = r["open_ms_warm"].as_f64().expect("open_ms_warm");
+    let warm: Vec<f64> = r["open_ms_warm"]
+        .as_array()
+        .expect("open_ms_warm")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let best = warm.iter().copied().fold(open, f64::min);
     assert!(
-        open.min(warm) < 1000.0,
-        "the 10,000-line note took {open} ms to open ({warm} ms with the code cached)"
+        best < 1000.0,
+        "the 10,000-line note took {open} ms to open ({warm:?} ms with the code cached)"
     );
     for (name, t) in r["hostile"].as_object().expect("hostile") {
         let (small, large) = (t[0].as_f64().expect("ms"), t[1].as_f64().expect("ms"));

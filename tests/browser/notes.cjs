@@ -318,11 +318,16 @@ const scenarios = {
     const opened = await waitNotes('host', page, 'the big note', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.fullMs !== null, 60000);
     out.open_ms = opened.openMs;
     out.full_render_ms = opened.fullMs;
-    // Again, with the code cached (as every later opening is).
-    await page.reload();
-    const again = await waitNotes('host', page, 'the big note again', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.fullMs !== null, 60000);
-    out.open_ms_warm = again.openMs;
-    out.full_render_ms_warm = again.fullMs;
+    // Again, twice, with the code cached (as every later opening is).
+    out.open_ms_warm = [];
+    out.full_render_ms_warm = [];
+    for (let i = 0; i < 2; i++) {
+      await page.reload();
+      const again = await waitNotes('host', page, 'the big note again', (s) => s.editor && s.text.length === big.length && s.renderedLength === big.length && s.fullMs !== null, 60000);
+      out.open_ms_warm.push(again.openMs);
+      out.full_render_ms_warm.push(again.fullMs);
+    }
+    console.log(`PROGRESS opened warm in ${out.open_ms_warm.join(', ')} ms`);
     console.log(`PROGRESS opened in ${opened.openMs} ms, all rendered at ${opened.fullMs} ms`);
     out.first_render_ms = opened.renderMs;
     out.lines = await page.evaluate(() => document.getElementById('notes').notes.editor.view.state.doc.lines);
