@@ -514,6 +514,24 @@ async fn rest_saves_merge_history_restores_and_access() {
     let bob = sign_in_from_log(&app, "bob@corp.test").await;
     let (id, code) = meeting(&app, &ann).await;
     let mut follower = Editor::connect(&app, id, "bob-tab", Cred::Session(bob.clone())).await;
+    // The page may show images only from this box (and its fsservers): no tracking pixels.
+    let page = support::api::client()
+        .get(app.url("/m/abc"))
+        .send()
+        .await
+        .expect("the page");
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let img = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("img-src"))
+        .unwrap_or_else(|| panic!("img-src in {csp}"));
+    assert_eq!(img, "img-src 'self' data: blob:", "{csp}");
 
     let a = put_notes(&app, id, &ann, "Attendees: Dan, Eve\nDate: 2024-05-01\n", 0).await;
     assert_eq!((a.status, a.body["version"].as_i64()), (200, Some(1)));

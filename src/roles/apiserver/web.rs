@@ -77,9 +77,11 @@ async fn page_csp(st: &super::ApiState) -> String {
         .map(|p| p.address.clone())
         .chain(registered.into_iter().map(|n| n.address));
     for a in addresses {
-        // Only plain host:port values (they came from config or the registry; be strict).
-        if a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        // Only plain host:port values (they came from config or the registry; be strict);
+        // this box itself is 'self'.
+        if a != st.own_address
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
         {
             let origin = st.base_url(&a, false);
             if !sources.contains(&origin) {
@@ -106,15 +108,17 @@ async fn page_csp(st: &super::ApiState) -> String {
 
 /// The single page of the client; never cached, so a new build is picked up at once.
 async fn index(st: web::Data<super::ApiState>) -> HttpResponse {
+    let csp = ("Content-Security-Policy", page_csp(&st).await);
     match find("/index.html") {
         Some((ct, body)) => HttpResponse::Ok()
             .content_type(ct)
             .insert_header(("Cache-Control", "no-cache"))
-            .insert_header(("Content-Security-Policy", page_csp(&st).await))
+            .insert_header(csp)
             .body(body.bytes()),
         None => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .insert_header(("Cache-Control", "no-cache"))
+            .insert_header(csp)
             .body(FALLBACK),
     }
 }
