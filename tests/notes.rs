@@ -669,7 +669,14 @@ async fn rest_saves_merge_history_restores_and_access() {
     )
     .await;
     assert_eq!(j.status, 200, "{:?}", j.body);
-    assert_eq!(call("GET", &notes_url, Some(&dan), None).await.status, 200);
+    // A join answer alone is not enough: Dan must be in the meeting once.
+    assert_eq!(call("GET", &notes_url, Some(&dan), None).await.status, 404);
+    let dan_present = support::api::enter(&j.body).await;
+    support::api::eventually("Dan's entry", || async {
+        call("GET", &notes_url, Some(&dan), None).await.status == 200
+    })
+    .await;
+    drop(dan_present);
 
     // A guest reads and writes while in the meeting, live too.
     let g = call(
@@ -681,23 +688,8 @@ async fn rest_saves_merge_history_restores_and_access() {
     .await;
     assert_eq!(g.status, 200, "{:?}", g.body);
     let gtok = g.body["token"].as_str().expect("join token").to_string();
-    assert_eq!(get_as_guest(&app, id, &gtok).await, 200);
-    let forged = {
-        let (body, _) = gtok.split_once('.').expect("dot");
-        format!("{body}.AAAA")
-    };
-    assert_eq!(get_as_guest(&app, id, &forged).await, 401);
-    let mut gus = Editor::connect(&app, id, "gus", Cred::Guest(gtok.clone())).await;
-    assert_eq!(gus.text(), "Attendees: Dan, Eve\nDate: 2024-05-01\n");
-    gus.edit(|t, txn| t.insert(txn, 0, "Gus was here. ")).await;
-    gus.settle().await;
-    follower
-        .until("the guest's edit", |e| {
-            e.text().starts_with("Gus was here. ")
-        })
-        .await;
-
-    // The guest enters the media session and leaves it: from then on, no notes.
+    // Not before the guest is in the media session.
+    assert_eq!(get_as_guest(&app, id, &gtok).await, 403);
     let signal = g.body["sfu"]["signal_url"]
         .as_str()
         .expect("signal_url")
@@ -716,6 +708,26 @@ async fn rest_saves_merge_history_restores_and_access() {
     })
     .await;
     assert_eq!(joined, Ok(true), "the guest joined the media session");
+    support::api::eventually("the guest's entry", || async {
+        get_as_guest(&app, id, &gtok).await == 200
+    })
+    .await;
+    let forged = {
+        let (body, _) = gtok.split_once('.').expect("dot");
+        format!("{body}.AAAA")
+    };
+    assert_eq!(get_as_guest(&app, id, &forged).await, 401);
+    let mut gus = Editor::connect(&app, id, "gus", Cred::Guest(gtok.clone())).await;
+    assert_eq!(gus.text(), "Attendees: Dan, Eve\nDate: 2024-05-01\n");
+    gus.edit(|t, txn| t.insert(txn, 0, "Gus was here. ")).await;
+    gus.settle().await;
+    follower
+        .until("the guest's edit", |e| {
+            e.text().starts_with("Gus was here. ")
+        })
+        .await;
+
+    // The guest leaves the media session: from then on, no notes.
     stx.text(json!({"type": "leave"}).to_string());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
