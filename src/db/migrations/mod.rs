@@ -3,6 +3,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_allocator_state;
+mod m0005_enterprise_signin;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_allocator_state::Migration),
+            Box::new(m0005_enterprise_signin::Migration),
         ]
     }
 }

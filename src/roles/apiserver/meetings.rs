@@ -343,13 +343,14 @@ pub async fn create(
     me: AuthUser,
     body: web::Json<CreateMeeting>,
 ) -> Result<HttpResponse, ApiError> {
-    let me = me.user;
-    if !st.may_create(&me.email) {
+    // `allowed_domains`, and the groups of the session's identity provider (issue 19).
+    if !me.can_create {
         return Err(ApiError::forbidden(
             "not_allowed_to_create",
-            "Your email domain may join meetings but not create them; ask your administrator.",
+            "You may join meetings but not create them; ask your administrator.",
         ));
     }
+    let me = me.user;
     let body = body.into_inner();
     let t = now();
     let begin = body.begin_at.unwrap_or(0);
@@ -909,17 +910,19 @@ pub async fn control(
             "Nobody has joined this meeting yet.",
         ));
     };
-    match st
+    let action = body.into_inner();
+    let result = st
         .registry
         .send(super::registry::Control {
             sfu,
             control: ControlRoom {
                 meeting: MeetingId(m.id),
-                action: body.into_inner(),
+                action: action.clone(),
             },
         })
-        .await
-    {
+        .await;
+    super::audit::host_action(&st, &me, &m, &action, &result).await;
+    match result {
         Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
         Ok(Err(ControlError::Refused(why))) => Err(ApiError::conflict("not_in_meeting", why)),
         Ok(Err(ControlError::Unreachable(why))) => Err(ApiError::new(
