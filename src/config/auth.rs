@@ -20,8 +20,12 @@ impl Auth {
         if self.recheck_every.0 < Duration::from_secs(1) {
             bail!("`auth.recheck_every` must be at least 1s, e.g. \"5m\"");
         }
-        if self.password_failure_window.0 < Duration::from_secs(1) {
-            bail!("`auth.password_failure_window` must be at least 1s, e.g. \"15m\"");
+        if self.password_failure_window.0 < Duration::from_secs(1)
+            || self.password_failure_window.0 > Duration::from_secs(86400)
+        {
+            bail!(
+                "`auth.password_failure_window` must be between 1s and a day, e.g. \"15m\""
+            );
         }
         if self.password_failures_per_login_per_ip == 0
             || self.password_failures_per_ip == 0
@@ -89,9 +93,25 @@ impl Auth {
             ("ldap" | "ldaps", _) => {}
             (other, _) => bail!("`auth.ldap.url` must be ldap:// or ldaps://, not {other}://"),
         }
-        if u.host_str().is_none_or(str::is_empty) {
+        let host = u.host_str().unwrap_or("");
+        if host.is_empty() {
             bail!("`auth.ldap.url` {:?} names no host", l.url);
         }
+        // Passwords never cross a network in the clear; a directory on this host may be
+        // reached without TLS (e.g. through a local proxy).
+        let local = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if u.scheme() == "ldap" && !l.starttls && !local {
+            bail!(
+                "`auth.ldap.url` {:?} would send passwords in the clear: use ldaps://, or set `auth.ldap.starttls = true`",
+                l.url
+            );
+        }
+
         if l.user_base.trim().is_empty() {
             bail!("`auth.ldap.user_base` is empty: the DN users are searched under, e.g. \"ou=people,dc=example,dc=com\"");
         }
@@ -191,6 +211,18 @@ mod tests {
             c.auth.ldap.starttls = true;
         });
         assert!(e.contains("auth.ldap.starttls"), "{e}");
+        let e = check(|c| {
+            ldap(c);
+            c.auth.ldap.url = "ldap://dc1.example.com".into();
+        });
+        assert!(e.contains("in the clear"), "{e}");
+        assert_eq!(
+            check(|c| {
+                ldap(c);
+                c.auth.ldap.url = "ldap://127.0.0.1:389".into();
+            }),
+            ""
+        );
         let e = check(|c| {
             ldap(c);
             c.auth.ldap.url = "http://dc1".into();

@@ -1417,3 +1417,6 @@ pub mod postgres;
 pub mod rtc_client;
 pub mod split;
 pub mod tls;
+pub mod browser;
+pub mod ldap;
+pub mod oidc;

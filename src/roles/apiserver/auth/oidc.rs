@@ -601,6 +601,8 @@ pub struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// RFC 9207: who answered (a mix-up defence when the provider sends it).
+    iss: Option<String>,
 }
 
 /// Why a callback failed: the code for the page, and what the audit log keeps.
@@ -701,6 +703,14 @@ async fn finish_login(
         return Err(refusal("state_invalid", "state already used (a replayed callback)"));
     }
     // 2. The provider's answer.
+    if let Some(iss) = &q.iss
+        && iss.trim_end_matches('/') != p.issuer.as_str().trim_end_matches('/')
+    {
+        return Err(refusal(
+            "provider_error",
+            format!("the answer names another issuer ({iss})"),
+        ));
+    }
     if let Some(e) = &q.error {
         let code = if e == "access_denied" {
             "access_denied"

@@ -1,0 +1,541 @@
+//! Enterprise sign-in (issue 19) against real peers started by the tests: OpenLDAP (Debian's
+//! `slapd`, in a temp dir, data loaded with `slapadd`, LDAPS and StartTLS with a test CA) and
+//! a certified OpenID Provider (`oidc-provider` from npm, run by node) driven by Chromium.
+//! Also: `auth.methods` combinations, account lifecycle (the provider's "no" and the
+//! administrator's disable end access and close meeting connections), the audit log.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::Appliance;
+use support::api::{Answer, call};
+use support::ldap::{self as ldapd, Slapd};
+use support::rtc_client::{WsMsg, ws_connect};
+
+/// Everyone in the test directory. Passwords are `pw-<uid>`.
+fn directory() -> Slapd {
+    let mut ldif = String::new();
+    for (uid, name, mail) in [
+        ("bob", "Bob Builder", Some("bob@corp.test")),
+        ("carol", "Carol Jones", Some("carol@corp.test")),
+        ("dave", "Dave Admin", Some("dave@corp.test")),
+        ("erin", "Erin Partner", Some("erin@partner.test")),
+        ("frank", "Frank Nomail", None),
+        ("hank", "Hank Typo", Some("hank@corp.test")),
+        ("ivy", "Ivy Burst", Some("ivy@corp.test")),
+    ] {
+        ldif.push_str(&ldapd::person(uid, name, mail, &format!("pw-{uid}")));
+    }
+    ldif.push_str(&ldapd::group(
+        "creators",
+        &["bob", "dave", "erin", "hank", "ivy"],
+    ));
+    ldif.push_str(&ldapd::group("admins", &["dave"]));
+    Slapd::start(&ldif)
+}
+
+/// The flags and environment of an appliance that signs people in at `dir`.
+fn ldap_app(dir: &Slapd, url: &str, extra: &[&str], env: &[(&str, &str)]) -> Appliance {
+    let ca = dir.ca_file.display().to_string();
+    let mut args = vec![
+        "--authMethods",
+        "ldap",
+        "--ldapUrl",
+        url,
+        "--ldapBindDn",
+        ldapd::SERVICE_DN,
+        "--ldapBindPassword",
+        ldapd::SERVICE_PW,
+        "--ldapUserBase",
+        ldapd::PEOPLE,
+        "--ldapCaFile",
+        &ca,
+        "--udpPort",
+        "0",
+        "--sfuWorkers",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let creators = ldapd::group_dn("creators");
+    let admins = ldapd::group_dn("admins");
+    let mut envs = vec![
+        ("MEETING_AUTH__LDAP__CREATE_GROUPS", creators.as_str()),
+        ("MEETING_AUTH__LDAP__ADMIN_GROUPS", admins.as_str()),
+        ("MEETING_AUTH__ALLOWED_DOMAINS", "corp.test"),
+        ("MEETING_AUTH__LDAP__NAME", "Corp Directory"),
+    ];
+    envs.extend_from_slice(env);
+    Appliance::start(&args, &envs)
+}
+
+async fn ldap_sign_in(app: &Appliance, user: &str, pw: &str) -> Answer {
+    call(
+        "POST",
+        &app.url("/api/v1/auth/ldap"),
+        None,
+        Some(json!({"username": user, "password": pw})),
+    )
+    .await
+}
+
+/// The same, from another loopback source address (another client IP).
+async fn ldap_sign_in_from(app: &Appliance, from: [u8; 4], user: &str, pw: &str) -> Answer {
+    meeting_appliance::util::install_ring_provider();
+    let c = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .expect("client");
+    let r = c
+        .post(app.url("/api/v1/auth/ldap"))
+        .json(&json!({"username": user, "password": pw}))
+        .send()
+        .await
+        .expect("POST /auth/ldap");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn token(a: &Answer) -> String {
+    assert_eq!(a.status, 200, "sign-in: {:?}", a.body);
+    a.body["token"].as_str().expect("token").to_string()
+}
+
+/// The audit log as an administrator sees it (newest first).
+async fn audit(app: &Appliance, admin: &str, query: &str) -> Vec<Value> {
+    let a = call(
+        "GET",
+        &app.url(&format!("/api/v1/admin/audit?limit=1000&{query}")),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "audit: {:?}", a.body);
+    a.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+fn has(entries: &[Value], f: impl Fn(&Value) -> bool) -> bool {
+    entries.iter().any(f)
+}
+
+/// Opens a meeting connection (signaling, joined) for `token` in meeting `code`.
+async fn open_connection(
+    app: &Appliance,
+    token: &str,
+    code: &str,
+) -> (
+    support::rtc_client::WsSender,
+    tokio::sync::mpsc::UnboundedReceiver<WsMsg>,
+    String,
+) {
+    let j = call(
+        "POST",
+        &app.url(&format!("/api/v1/join/{code}")),
+        Some(token),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(j.status, 200, "join: {:?}", j.body);
+    let url = j.body["sfu"]["signal_url"].as_str().expect("signal url");
+    let (ws, mut rx) = ws_connect(url).await.expect("signaling");
+    ws.text(json!({"type": "join", "token": j.body["token"]}).to_string());
+    let pid = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.recv().await {
+                Some(WsMsg::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["type"] == "joined" {
+                        return v["participant_id"].as_str().unwrap_or("").to_string();
+                    }
+                }
+                other => panic!("signaling ended before joined: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("joined within 10 s");
+    (ws, rx, pid)
+}
+
+/// Waits until the connection is closed by the server; returns the `closed` reason (or
+/// "socket closed") and how long it took.
+async fn wait_closed(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<WsMsg>,
+    deadline: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    let r = tokio::time::timeout(deadline, async {
+        loop {
+            match rx.recv().await {
+                Some(WsMsg::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                    if v["type"] == "closed" {
+                        return v["reason"].as_str().unwrap_or("").to_string();
+                    }
+                }
+                Some(WsMsg::Close(..)) | Some(WsMsg::Error(_)) | None => {
+                    return "socket closed".to_string();
+                }
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the meeting connection was still open after {deadline:?}"));
+    (r, start.elapsed())
+}
+
+/// LDAP over LDAPS with a private CA: the right password signs in (name and email from the
+/// directory), a wrong one, an empty one and a filter injection are refused; groups decide
+/// who may create (a user outside the group may join but not create) and who is an admin;
+/// `allowed_domains` still applies; an account without email is refused; the code method
+/// is off. Disabling the user in the directory ends their access and closes their open
+/// meeting connection within `auth.recheck_every`. The audit log shows each event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_sign_in_groups_lifecycle_and_audit() {
+    let dir = directory();
+    let recheck = Duration::from_secs(2);
+    let app = ldap_app(
+        &dir,
+        &dir.ldaps_url(),
+        &[],
+        &[("MEETING_AUTH__RECHECK_EVERY", "2s")],
+    );
+    // The sign-in page offers what is enabled, and only that.
+    let m = call("GET", &app.url("/api/v1/auth/methods"), None, None).await;
+    assert_eq!(
+        m.body,
+        json!({"methods": [{"method": "ldap", "name": "Corp Directory"}]})
+    );
+    let a = call(
+        "POST",
+        &app.url("/api/v1/auth/code"),
+        None,
+        Some(json!({"email": "bob@corp.test"})),
+    )
+    .await;
+    assert_eq!((a.status, a.error_code()), (403, "method_disabled"));
+
+    // The right password.
+    let a = ldap_sign_in(&app, "bob", "pw-bob").await;
+    let bob = token(&a);
+    assert_eq!(a.body["user"]["email"], "bob@corp.test");
+    assert_eq!(a.body["user"]["display_name"], "Bob Builder");
+    assert_eq!(a.body["user"]["method"], "ldap");
+    assert_eq!(a.body["user"]["can_create"], true);
+    assert_eq!(a.body["user"]["admin"], false);
+    assert!(
+        a.headers
+            .get("set-cookie")
+            .is_some_and(|c| c.to_str().unwrap_or("").contains("HttpOnly"))
+    );
+    // Wrong, empty and injected credentials.
+    let (binds_before, _) = dir.binds(&ldapd::dn_of("bob"));
+    let a = ldap_sign_in(&app, "bob", "pw-wrong").await;
+    assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"));
+    let a = ldap_sign_in(&app, "bob", "").await;
+    assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"));
+    assert_eq!(
+        dir.binds(&ldapd::dn_of("bob")).0,
+        binds_before + 1,
+        "the empty password never reaches the directory (it would bind anonymously)"
+    );
+    let a = ldap_sign_in(&app, "*", "pw-bob").await;
+    assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"));
+    let a = ldap_sign_in(&app, "bob)(uid=*", "pw-bob").await;
+    assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"));
+
+    // Outside the creators group: may join, may not create.
+    let carol = token(&ldap_sign_in(&app, "carol", "pw-carol").await);
+    let me = call("GET", &app.url("/api/v1/me"), Some(&carol), None).await;
+    assert_eq!(me.body["can_create"], false, "{:?}", me.body);
+    let a = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&carol),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!((a.status, a.error_code()), (403, "not_allowed_to_create"));
+    let room = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&bob),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(room.status, 201, "{:?}", room.body);
+    let code = room.body["code"].as_str().expect("code").to_string();
+    let room_id = room.body["id"].as_i64().expect("id");
+    let j = call(
+        "POST",
+        &app.url(&format!("/api/v1/join/{code}")),
+        Some(&carol),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(j.status, 200, "carol joins bob's meeting: {:?}", j.body);
+    // In the group, but a domain outside allowed_domains: may not create.
+    let erin = ldap_sign_in(&app, "erin", "pw-erin").await;
+    assert_eq!(erin.body["user"]["can_create"], false, "{:?}", erin.body);
+    // No email in the directory.
+    let a = ldap_sign_in(&app, "frank", "pw-frank").await;
+    assert_eq!((a.status, a.error_code()), (403, "no_email"));
+    // The admin group.
+    let dave = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
+    let a = call("GET", &app.url("/api/v1/admin/overview"), Some(&dave), None).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = call("GET", &app.url("/api/v1/admin/overview"), Some(&carol), None).await;
+    assert_eq!((a.status, a.error_code()), (403, "not_admin"));
+
+    // Host actions are audited: bob locks and unlocks his room while carol is in it.
+    let (_cw, _crx, carol_pid) = open_connection(&app, &carol, &code).await;
+    for action in ["lock", "unlock"] {
+        let a = call(
+            "POST",
+            &app.url(&format!("/api/v1/meetings/{room_id}/control")),
+            Some(&bob),
+            Some(json!({"action": action})),
+        )
+        .await;
+        assert_eq!(a.status, 204, "{action}: {:?}", a.body);
+    }
+    let a = call(
+        "POST",
+        &app.url(&format!("/api/v1/meetings/{room_id}/control")),
+        Some(&bob),
+        Some(json!({"action": "remove", "participant_id": carol_pid})),
+    )
+    .await;
+    assert_eq!(a.status, 204, "remove: {:?}", a.body);
+
+    // Disabled in the directory while in a meeting: access ends and the connection closes
+    // within the re-check interval.
+    let (_ws, mut rx, _pid) = open_connection(&app, &bob, &code).await;
+    dir.modify(&format!(
+        "dn: {}\nchangetype: delete\n",
+        ldapd::dn_of("bob")
+    ));
+    let (reason, took) = wait_closed(&mut rx, recheck * 10).await;
+    eprintln!("bob's meeting connection closed {took:?} after the directory dropped him ({reason})");
+    assert_eq!(reason, "removed");
+    let tick = Duration::from_secs(1);
+    assert!(
+        took <= recheck + tick + Duration::from_secs(5),
+        "closed within recheck_every ({recheck:?}) plus a tick and the check itself: {took:?}"
+    );
+    let a = call("GET", &app.url("/api/v1/me"), Some(&bob), None).await;
+    assert_eq!(a.status, 401, "bob's session ended: {:?}", a.body);
+    let a = ldap_sign_in(&app, "bob", "pw-bob").await;
+    assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"));
+    // Carol and dave are unaffected.
+    let a = call("GET", &app.url("/api/v1/me"), Some(&carol), None).await;
+    assert_eq!(a.status, 200);
+
+    // The audit log, as the admin sees it, and its export.
+    let log = audit(&app, &dave, "").await;
+    let sign_in = |who: &'static str, result: &'static str| {
+        move |e: &Value| {
+            e["action"] == "sign_in"
+                && e["method"] == "ldap"
+                && e["result"] == result
+                && e["actor"].as_str().is_some_and(|a| a.starts_with(who))
+                && e["ip"] == "127.0.0.1"
+        }
+    };
+    assert!(has(&log, sign_in("bob", "ok")), "{log:#?}");
+    assert!(has(&log, sign_in("bob", "failed")), "{log:#?}");
+    assert!(has(&log, sign_in("frank", "refused")), "{log:#?}");
+    for action in ["host.lock", "host.unlock", "host.remove"] {
+        assert!(
+            has(&log, |e| e["action"] == action
+                && e["actor"] == "bob@corp.test"
+                && e["result"] == "ok"
+                && e["meeting_id"] == room_id),
+            "{action} audited: {log:#?}"
+        );
+    }
+    assert!(
+        has(&log, |e| e["action"] == "host.remove"
+            && e["target"].as_str().is_some_and(|t| t.contains(&carol_pid))),
+        "{log:#?}"
+    );
+    assert!(
+        has(&log, |e| e["action"] == "session.ended_by_provider"
+            && e["target"] == "bob@corp.test"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("1 meeting connection(s) closed"))),
+        "{log:#?}"
+    );
+    let filtered = audit(&app, &dave, "action=host.").await;
+    assert!(filtered.iter().all(|e| e["action"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("host."))));
+    assert_eq!(filtered.len(), 3, "{filtered:#?}");
+    let a = call("GET", &app.url("/api/v1/admin/audit"), Some(&carol), None).await;
+    assert_eq!(a.status, 403, "only admins read the audit log");
+    let export = support::api::client()
+        .get(app.url("/api/v1/admin/audit/export"))
+        .bearer_auth(&dave)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(export.status(), 200);
+    assert!(
+        export
+            .headers()
+            .get("content-type")
+            .is_some_and(|c| c.to_str().unwrap_or("").starts_with("application/x-ndjson"))
+    );
+    let text = export.text().await.expect("body");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(lines.len() >= log.len(), "{} < {}", lines.len(), log.len());
+    assert!(
+        lines.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()),
+        "oldest first"
+    );
+}
+
+/// Password guessing is throttled like the codes: 5 wrong passwords for one login from one
+/// address, then 429 even for the right one; the same login from another address and other
+/// logins from this one are unharmed; a burst of 20 parallel guesses reaches the directory
+/// at most 5 times (counted in slapd's own log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_guessing_is_throttled() {
+    let dir = directory();
+    let app = ldap_app(&dir, &dir.ldaps_url(), &[], &[]);
+    for i in 1..=5 {
+        let a = ldap_sign_in(&app, "hank", &format!("guess-{i}")).await;
+        assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"), "#{i}");
+    }
+    let a = ldap_sign_in(&app, "hank", "guess-6").await;
+    assert_eq!((a.status, a.error_code()), (429, "rate_limited"), "{:?}", a.body);
+    let a = ldap_sign_in(&app, "hank", "pw-hank").await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (429, "rate_limited"),
+        "the right password is refused too once throttled"
+    );
+    let retry: u64 = a
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(retry > 0 && retry <= 900, "{retry}");
+    let (attempts, failed) = dir.binds(&ldapd::dn_of("hank"));
+    assert_eq!(
+        (attempts, failed),
+        (5, 5),
+        "only the 5 counted guesses reached the directory"
+    );
+    // Others are unharmed: hank from another address, carol from this one.
+    let a = ldap_sign_in_from(&app, [127, 0, 0, 2], "hank", "pw-hank").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = ldap_sign_in(&app, "carol", "pw-carol").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+
+    // A burst of parallel guesses from a third address.
+    let guesses = (0..20).map(|i| {
+        let url = app.url("/api/v1/auth/ldap");
+        async move {
+            let c = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+                .build()
+                .expect("client");
+            c.post(url)
+                .json(&json!({"username": "ivy", "password": format!("burst-{i}")}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let wrong = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    let (ivy_binds, _) = dir.binds(&ldapd::dn_of("ivy"));
+    eprintln!("burst of 20: {wrong} checked (401), {limited} throttled (429); slapd saw {ivy_binds} binds for ivy");
+    assert_eq!(wrong + limited, 20, "{statuses:?}");
+    assert!(wrong <= 5 && ivy_binds <= 5, "{wrong} / {ivy_binds}");
+    let a = ldap_sign_in_from(&app, [127, 0, 0, 4], "ivy", "pw-ivy").await;
+    assert_eq!(a.status, 200, "ivy from elsewhere: {:?}", a.body);
+    // Audited, throttled attempts included.
+    let admin = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
+    let log = audit(&app, &admin, "action=sign_in").await;
+    assert!(
+        has(&log, |e| e["result"] == "throttled"
+            && e["actor"] == "hank"
+            && e["ip"] == "127.0.0.1"),
+        "{log:#?}"
+    );
+    assert!(
+        has(&log, |e| e["result"] == "ok" && e["ip"] == "127.0.0.2"),
+        "{log:#?}"
+    );
+}
+
+/// StartTLS on ldap:// with the private CA works; without the CA (the system's roots) the
+/// directory's certificate is refused and nobody is signed in (503, audited); a plain
+/// ldap:// URL to a non-loopback host without StartTLS is refused by the configuration check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_starttls_and_certificate_checks() {
+    let dir = directory();
+    let app = ldap_app(&dir, &dir.url(), &["--ldapStarttls"], &[]);
+    let a = ldap_sign_in(&app, "bob", "pw-bob").await;
+    assert_eq!(a.status, 200, "StartTLS: {:?}", a.body);
+    drop(app);
+    // No CA file: the system roots do not know the test CA.
+    let app = Appliance::start(
+        &[
+            "--authMethods",
+            "ldap",
+            "--ldapUrl",
+            &dir.ldaps_url(),
+            "--ldapBindDn",
+            ldapd::SERVICE_DN,
+            "--ldapBindPassword",
+            ldapd::SERVICE_PW,
+            "--ldapUserBase",
+            ldapd::PEOPLE,
+        ],
+        &[("MEETING_AUTH__ADMIN_EMAILS", "dave@corp.test")],
+    );
+    let a = ldap_sign_in(&app, "bob", "pw-bob").await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (503, "directory_unavailable"),
+        "{:?}",
+        a.body
+    );
+    assert_eq!(
+        dir.binds(&ldapd::dn_of("bob")).0,
+        1,
+        "no password was sent over the untrusted connection (the one bind is StartTLS's)"
+    );
+    let out = support::run_cli(
+        support::appliance_bin!(),
+        &[
+            "check-config",
+            "--authMethods",
+            "ldap",
+            "--ldapUrl",
+            "ldap://dc1.example.com",
+            "--ldapUserBase",
+            "ou=people,dc=example,dc=com",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in the clear"), "{err}");
+}
