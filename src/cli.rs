@@ -367,15 +367,17 @@ fn apply_flags(cfg: &mut Config, f: &Flags, m: &ArgMatches) -> anyhow::Result<()
 /// The sign-in flags (issue 19): `--authMethods`, `--oidc*`, `--ldap*`, `--auditRetention`.
 fn apply_auth_flags(cfg: &mut Config, f: &Flags) -> anyhow::Result<()> {
     if !f.auth_methods.is_empty() {
-        cfg.auth.methods = f
-            .auth_methods
-            .iter()
-            .map(|m| {
-                config::AuthMethod::parse(m.trim()).ok_or_else(|| {
-                    anyhow::anyhow!("--authMethods {m:?}: use email_code, oidc or ldap")
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
+        // Repeated flags add up, in order; a method named twice counts once.
+        let mut methods = Vec::new();
+        for m in &f.auth_methods {
+            let m = config::AuthMethod::parse(m.trim()).ok_or_else(|| {
+                anyhow::anyhow!("--authMethods {m:?}: use email_code, oidc or ldap")
+            })?;
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        cfg.auth.methods = methods;
     }
     let o = &mut cfg.auth.oidc;
     for (dst, v) in [

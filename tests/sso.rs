@@ -38,7 +38,8 @@ fn directory() -> Slapd {
 /// The flags and environment of an appliance that signs people in at `dir`.
 fn ldap_app(dir: &Slapd, url: &str, extra: &[&str], env: &[(&str, &str)]) -> Appliance {
     let ca = dir.ca_file.display().to_string();
-    let mut args = vec![
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&[
         "--authMethods",
         "ldap",
         "--ldapUrl",
@@ -55,8 +56,7 @@ fn ldap_app(dir: &Slapd, url: &str, extra: &[&str], env: &[(&str, &str)]) -> App
         "0",
         "--sfuWorkers",
         "1",
-    ];
-    args.extend_from_slice(extra);
+    ]);
     let creators = ldapd::group_dn("creators");
     let admins = ldapd::group_dn("admins");
     let mut envs = vec![
@@ -291,7 +291,13 @@ async fn ldap_sign_in_groups_lifecycle_and_audit() {
     let dave = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
     let a = call("GET", &app.url("/api/v1/admin/overview"), Some(&dave), None).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
-    let a = call("GET", &app.url("/api/v1/admin/overview"), Some(&carol), None).await;
+    let a = call(
+        "GET",
+        &app.url("/api/v1/admin/overview"),
+        Some(&carol),
+        None,
+    )
+    .await;
     assert_eq!((a.status, a.error_code()), (403, "not_admin"));
 
     // Host actions are audited: bob locks and unlocks his room while carol is in it.
@@ -323,7 +329,9 @@ async fn ldap_sign_in_groups_lifecycle_and_audit() {
         ldapd::dn_of("bob")
     ));
     let (reason, took) = wait_closed(&mut rx, recheck * 10).await;
-    eprintln!("bob's meeting connection closed {took:?} after the directory dropped him ({reason})");
+    eprintln!(
+        "bob's meeting connection closed {took:?} after the directory dropped him ({reason})"
+    );
     assert_eq!(reason, "removed");
     let tick = Duration::from_secs(1);
     assert!(
@@ -363,21 +371,25 @@ async fn ldap_sign_in_groups_lifecycle_and_audit() {
     }
     assert!(
         has(&log, |e| e["action"] == "host.remove"
-            && e["target"].as_str().is_some_and(|t| t.contains(&carol_pid))),
+            && e["target"]
+                .as_str()
+                .is_some_and(|t| t.contains(&carol_pid))),
         "{log:#?}"
     );
     assert!(
         has(&log, |e| e["action"] == "session.ended_by_provider"
             && e["target"] == "bob@corp.test"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("1 meeting connection(s) closed"))),
+            && e["detail"].as_str().is_some_and(
+                |d| d.contains("1 meeting connection(s) closed")
+            )),
         "{log:#?}"
     );
     let filtered = audit(&app, &dave, "action=host.").await;
-    assert!(filtered.iter().all(|e| e["action"]
-        .as_str()
-        .is_some_and(|a| a.starts_with("host."))));
+    assert!(
+        filtered
+            .iter()
+            .all(|e| e["action"].as_str().is_some_and(|a| a.starts_with("host.")))
+    );
     assert_eq!(filtered.len(), 3, "{filtered:#?}");
     let a = call("GET", &app.url("/api/v1/admin/audit"), Some(&carol), None).await;
     assert_eq!(a.status, 403, "only admins read the audit log");
@@ -401,7 +413,9 @@ async fn ldap_sign_in_groups_lifecycle_and_audit() {
         .collect();
     assert!(lines.len() >= log.len(), "{} < {}", lines.len(), log.len());
     assert!(
-        lines.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()),
+        lines
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()),
         "oldest first"
     );
 }
@@ -416,10 +430,19 @@ async fn ldap_guessing_is_throttled() {
     let app = ldap_app(&dir, &dir.ldaps_url(), &[], &[]);
     for i in 1..=5 {
         let a = ldap_sign_in(&app, "hank", &format!("guess-{i}")).await;
-        assert_eq!((a.status, a.error_code()), (401, "invalid_credentials"), "#{i}");
+        assert_eq!(
+            (a.status, a.error_code()),
+            (401, "invalid_credentials"),
+            "#{i}"
+        );
     }
     let a = ldap_sign_in(&app, "hank", "guess-6").await;
-    assert_eq!((a.status, a.error_code()), (429, "rate_limited"), "{:?}", a.body);
+    assert_eq!(
+        (a.status, a.error_code()),
+        (429, "rate_limited"),
+        "{:?}",
+        a.body
+    );
     let a = ldap_sign_in(&app, "hank", "pw-hank").await;
     assert_eq!(
         (a.status, a.error_code()),
@@ -465,7 +488,9 @@ async fn ldap_guessing_is_throttled() {
     let wrong = statuses.iter().filter(|s| **s == 401).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
     let (ivy_binds, _) = dir.binds(&ldapd::dn_of("ivy"));
-    eprintln!("burst of 20: {wrong} checked (401), {limited} throttled (429); slapd saw {ivy_binds} binds for ivy");
+    eprintln!(
+        "burst of 20: {wrong} checked (401), {limited} throttled (429); slapd saw {ivy_binds} binds for ivy"
+    );
     assert_eq!(wrong + limited, 20, "{statuses:?}");
     assert!(wrong <= 5 && ivy_binds <= 5, "{wrong} / {ivy_binds}");
     let a = ldap_sign_in_from(&app, [127, 0, 0, 4], "ivy", "pw-ivy").await;
@@ -538,4 +563,234 @@ async fn ldap_starttls_and_certificate_checks() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in the clear"), "{err}");
+}
+
+/// OpenID Connect with a real, certified provider (`oidc-provider`, node) and Chromium, on an
+/// appliance offering all three methods: the sign-in page shows them; LDAP through the form;
+/// the provider's login and consent pages lead back to our home page; a replayed callback, a
+/// tampered `state`, a replayed code (with another login's PKCE verifier, as any replay
+/// through our callback has) and an ID token issued to another client are refused;
+/// sign-out ends the provider's session too (it asks for the password again); disabling the
+/// person at the provider ends their meeting connection within `auth.recheck_every` while a
+/// guest stays. The audit log shows each event.
+#[test]
+fn oidc_in_chromium_attacks_logout_and_disable() {
+    if !support::media::enter_private_netns("oidc_in_chromium_attacks_logout_and_disable") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = directory();
+    let port = support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = support::oidc::OidcProvider::start(
+        &base,
+        &json!({
+            "alice": {"email": "alice@corp.test", "name": "Alice Example", "groups": ["staff"]},
+        }),
+    );
+    let issuer = provider.issuer();
+    let listen = format!("127.0.0.1:{port}");
+    let recheck = Duration::from_secs(3);
+    let app = ldap_app(
+        &dir,
+        &dir.ldaps_url(),
+        &[
+            "--listen",
+            &listen,
+            "--authMethods",
+            "oidc,ldap,email_code",
+            "--oidcDiscoveryUrl",
+            &issuer,
+            "--oidcClientId",
+            support::oidc::CLIENT_ID,
+            "--oidcClientSecret",
+            support::oidc::CLIENT_SECRET,
+            "--oidcName",
+            "Test IdP",
+        ],
+        &[
+            ("MEETING_AUTH__RECHECK_EVERY", "3s"),
+            ("MEETING_AUTH__OIDC__SCOPES", "openid,email,profile,groups"),
+            ("MEETING_AUTH__OIDC__CREATE_GROUPS", "staff"),
+            ("MEETING_AUTH__OIDC__ADMIN_GROUPS", "it-admins"),
+        ],
+    );
+    let context = || {
+        let log = app.log_lines();
+        format!(
+            "appliance log tail:\n{}\nprovider log:\n{}",
+            log[log.len().saturating_sub(60)..].join("\n"),
+            provider.log()
+        )
+    };
+    let mut sc = support::browser::Scenario::start(
+        "sso.cjs",
+        "oidc",
+        &[("BASE", &base), ("ISSUER", &issuer)],
+    );
+    let mut disabled_at = None;
+    let mut ended_after = None;
+    let r: Value = loop {
+        match sc.next(&["READY_DISABLE ", "ENDED ", "RESULT "], &context) {
+            ("READY_DISABLE ", who) => {
+                provider.disable(&who);
+                disabled_at = Some(Instant::now());
+                sc.cue("disabled");
+            }
+            ("ENDED ", _) => ended_after = disabled_at.map(|d| d.elapsed()),
+            (_, r) => break serde_json::from_str(&r).expect("RESULT is JSON"),
+        }
+    };
+    eprintln!("{r:#}");
+    let tick = Duration::from_secs(1);
+    let bound = recheck + tick + Duration::from_secs(10);
+    // The sign-in page.
+    assert_eq!(r["methods"], json!(["oidc", "ldap", "email_code"]));
+    assert_eq!(r["oidc_button"], "Sign in with Test IdP");
+    assert_eq!(r["ldap_button"], "Sign in with Corp Directory");
+    assert_eq!(r["email_field"], true);
+    assert_eq!(r["ldap_wrong"], "Wrong username or password.");
+    assert_eq!(r["ldap_who"], "Signed in as bob@corp.test");
+    // Through the provider's pages, back home.
+    let pages = r["first_provider_pages"].to_string();
+    assert!(
+        pages.contains("login") && pages.contains("consent"),
+        "{pages}"
+    );
+    assert_eq!(r["oidc_who"], "Signed in as alice@corp.test");
+    assert_eq!(r["oidc_home_url"], format!("{base}/"));
+    assert_eq!(r["first_answer"], "/");
+    assert_eq!(r["callback_had_code"], true);
+    // The attacks.
+    let refused = |k: &str, code: &str| {
+        let v = r[k].as_str().unwrap_or("");
+        assert!(v.contains(&format!("sso_error={code}")), "{k}: {v}");
+    };
+    refused("replayed_url", "state_invalid");
+    assert_eq!(r["still_signed_in_after_replay"], true);
+    refused("tampered_state", "state_invalid");
+    refused("replayed_code", "exchange_failed");
+    assert_eq!(r["foreign_token"], "/?sso_error=token_invalid");
+    assert_eq!(r["signed_in_after_foreign_token"], false);
+    assert!(
+        r["foreign_token_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be verified"),
+        "{}",
+        r["foreign_token_message"]
+    );
+    assert_eq!(
+        provider.state()["swapped"],
+        1,
+        "the foreign token was served"
+    );
+    // RP-initiated logout: the provider's confirmation, then its login form again.
+    assert!(
+        r["logout_pages"].to_string().contains("logout"),
+        "{}",
+        r["logout_pages"]
+    );
+    assert_eq!(r["after_logout_url"], format!("{base}/"));
+    assert!(
+        r["pages_after_logout"].to_string().contains("login"),
+        "the provider asks for the password again: {}",
+        r["pages_after_logout"]
+    );
+    // Disabled at the provider during a meeting.
+    assert!(r["guest_sees_alice"]["ok"] == true && r["alice_sees_guest"]["ok"] == true);
+    assert_eq!(r["ended"]["reason"], "removed");
+    assert!(
+        r["ended"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Your sign-in has ended"),
+        "{}",
+        r["ended"]
+    );
+    assert_eq!(r["me_after_disable"], 401);
+    assert_eq!(r["guest_after"]["connected"], true, "the guest stays");
+    assert!(
+        provider.state()["refreshes"].as_u64().unwrap_or(0) > 0,
+        "re-checks redeemed the refresh token: {}",
+        provider.state()
+    );
+    let ended_after = ended_after.expect("ENDED seen");
+    eprintln!(
+        "alice's meeting connection ended {ended_after:?} after the provider disabled her (recheck_every {recheck:?})"
+    );
+    assert!(ended_after <= bound, "{ended_after:?}");
+    // The audit log.
+    rt.block_on(async {
+        let admin = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
+        let log = audit(&app, &admin, "").await;
+        let oidc = |result: &'static str, detail: &'static str| {
+            move |e: &Value| {
+                e["action"] == "sign_in"
+                    && e["method"] == "oidc"
+                    && e["result"] == result
+                    && e["ip"] == "127.0.0.1"
+                    && e["detail"].as_str().is_some_and(|d| d.contains(detail))
+            }
+        };
+        assert!(
+            has(&log, |e| oidc("ok", "")(e)
+                && e["actor"] == "alice@corp.test"),
+            "{log:#?}"
+        );
+        assert!(
+            has(&log, oidc("failed", "state_invalid: state already used")),
+            "{log:#?}"
+        );
+        assert!(
+            has(&log, oidc("failed", "state_invalid: unknown state")),
+            "{log:#?}"
+        );
+        assert!(
+            has(
+                &log,
+                oidc(
+                    "failed",
+                    "exchange_failed: the provider refused the code: invalid_grant"
+                )
+            ),
+            "{log:#?}"
+        );
+        assert!(has(&log, oidc("failed", "token_invalid")), "{log:#?}");
+        assert!(
+            has(&log, |e| oidc("failed", "token_invalid")(e)
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("audience"))),
+            "the foreign token failed on its audience: {log:#?}"
+        );
+        let ended: Vec<&Value> = log
+            .iter()
+            .filter(|e| {
+                e["action"] == "session.ended_by_provider" && e["target"] == "alice@corp.test"
+            })
+            .collect();
+        assert_eq!(ended.len(), 1, "after the disable: {log:#?}");
+        assert!(
+            ended[0]["detail"].as_str().is_some_and(
+                |d| d.contains("invalid_grant") && d.contains("1 meeting connection(s) closed")
+            ),
+            "{ended:#?}"
+        );
+        assert!(
+            has(&log, |e| e["action"] == "sign_out" && e["method"] == "oidc"),
+            "{log:#?}"
+        );
+        assert!(
+            has(&log, |e| e["action"] == "sign_in"
+                && e["method"] == "ldap"
+                && e["result"] == "failed"
+                && e["actor"] == "bob"),
+            "{log:#?}"
+        );
+    });
 }

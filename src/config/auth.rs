@@ -23,9 +23,7 @@ impl Auth {
         if self.password_failure_window.0 < Duration::from_secs(1)
             || self.password_failure_window.0 > Duration::from_secs(86400)
         {
-            bail!(
-                "`auth.password_failure_window` must be between 1s and a day, e.g. \"15m\""
-            );
+            bail!("`auth.password_failure_window` must be between 1s and a day, e.g. \"15m\"");
         }
         if self.password_failures_per_login_per_ip == 0
             || self.password_failures_per_ip == 0
@@ -54,7 +52,9 @@ impl Auth {
             bail!("`auth.oidc.discovery_url` must be an https:// URL");
         }
         if o.client_id.trim().is_empty() {
-            bail!("`auth.oidc.client_id` is empty: register this appliance at the provider and give its client id");
+            bail!(
+                "`auth.oidc.client_id` is empty: register this appliance at the provider and give its client id"
+            );
         }
         if o.client_secret.as_deref().is_none_or(|s| s.is_empty()) {
             bail!("`auth.oidc.client_secret` is missing: the appliance is a confidential client");
@@ -66,9 +66,8 @@ impl Auth {
             bail!("`auth.oidc.groups_claim` is empty: e.g. \"groups\"");
         }
         if let Some(r) = &o.redirect_url {
-            url::Url::parse(r).map_err(|e| {
-                anyhow::anyhow!("`auth.oidc.redirect_url` {r:?} is not a URL: {e}")
-            })?;
+            url::Url::parse(r)
+                .map_err(|e| anyhow::anyhow!("`auth.oidc.redirect_url` {r:?} is not a URL: {e}"))?;
         }
         if let Some(f) = &o.ca_file
             && !f.is_file()
@@ -113,7 +112,9 @@ impl Auth {
         }
 
         if l.user_base.trim().is_empty() {
-            bail!("`auth.ldap.user_base` is empty: the DN users are searched under, e.g. \"ou=people,dc=example,dc=com\"");
+            bail!(
+                "`auth.ldap.user_base` is empty: the DN users are searched under, e.g. \"ou=people,dc=example,dc=com\""
+            );
         }
         if !l.user_filter.contains("{login}") || !l.user_filter.trim_start().starts_with('(') {
             bail!(
@@ -130,7 +131,9 @@ impl Auth {
             );
         }
         if !l.bind_dn.is_empty() && l.bind_password.as_deref().is_none_or(str::is_empty) {
-            bail!("`auth.ldap.bind_password` is missing for the service account `auth.ldap.bind_dn`");
+            bail!(
+                "`auth.ldap.bind_password` is missing for the service account `auth.ldap.bind_dn`"
+            );
         }
         if l.email_attribute.trim().is_empty() {
             bail!("`auth.ldap.email_attribute` is empty: e.g. \"mail\"");

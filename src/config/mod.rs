@@ -442,8 +442,9 @@ impl Default for Ldap {
             bind_dn: String::new(),
             bind_password: None,
             user_base: String::new(),
-            user_filter: "(&(objectClass=person)(|(uid={login})(sAMAccountName={login})(mail={login})))"
-                .into(),
+            user_filter:
+                "(&(objectClass=person)(|(uid={login})(sAMAccountName={login})(mail={login})))"
+                    .into(),
             email_attribute: "mail".into(),
             name_attribute: "displayName".into(),
             group_filter: "(|(member={dn})(uniqueMember={dn}))".into(),

@@ -61,6 +61,9 @@ const provider = new Provider(ISSUER, {
   ],
   // Every client must use PKCE here: the appliance's authorization requests prove it does.
   pkce: { required: () => true },
+  // Refresh tokens for clients allowed the refresh grant, as Keycloak or Entra ID issue them to
+  // confidential web clients (the default wants offline_access with prompt=consent).
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
   claims: {
     openid: ['sub'],
@@ -126,7 +129,11 @@ const handler = provider.callback();
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, ISSUER);
   const p = url.pathname;
-  const json = (code, body) => { res.writeHead(code, { 'content-type': 'application/json' }); res.end(JSON.stringify(body)); };
+  const json = (code, body) => {
+    const text = JSON.stringify(body);
+    res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
   if (p.startsWith('/test/disable/') && req.method === 'POST') {
     disabled.add(decodeURIComponent(p.slice('/test/disable/'.length)));
     return json(200, { disabled: [...disabled] });

@@ -1411,12 +1411,12 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 pub mod api;
+pub mod browser;
 pub mod files;
+pub mod ldap;
 pub mod media;
+pub mod oidc;
 pub mod postgres;
 pub mod rtc_client;
 pub mod split;
 pub mod tls;
-pub mod browser;
-pub mod ldap;
-pub mod oidc;

@@ -110,9 +110,24 @@ impl MigrationTrait for Migration {
         }
         let indexes = [
             ("ix_sessions_user", "sessions", vec!["user_id"], false),
-            ("ix_sessions_checked", "sessions", vec!["method", "checked_at"], false),
-            ("ux_sso_logins_state", "sso_logins", vec!["state_hash"], true),
-            ("ix_sso_logins_ip", "sso_logins", vec!["ip", "created_at"], false),
+            (
+                "ix_sessions_checked",
+                "sessions",
+                vec!["method", "checked_at"],
+                false,
+            ),
+            (
+                "ux_sso_logins_state",
+                "sso_logins",
+                vec!["state_hash"],
+                true,
+            ),
+            (
+                "ix_sso_logins_ip",
+                "sso_logins",
+                vec!["ip", "created_at"],
+                false,
+            ),
             (
                 "ix_password_attempts_login",
                 "password_attempts",

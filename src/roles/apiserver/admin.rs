@@ -314,8 +314,7 @@ async fn users(
         .all(&st.db)
         .await?;
     let t = now();
-    let mut live: HashMap<i64, (u64, Vec<String>, Option<(i64, Option<String>)>)> =
-        HashMap::new();
+    let mut live: HashMap<i64, (u64, Vec<String>, Option<(i64, Option<String>)>)> = HashMap::new();
     for s in session::Entity::find()
         .filter(session::Column::UserId.is_in(people.iter().map(|u| u.id)))
         .filter(session::Column::RevokedAt.is_null())
@@ -516,9 +515,8 @@ async fn audit_export(
     let db = st.db.clone();
     // Read the first page now, so a database error is a proper error response.
     let first = audit::page_after(&db, &filter, 0, PAGE).await?;
-    let body = futures_util::stream::unfold(
-        (Some(first), db, filter),
-        |(page, db, filter)| async move {
+    let body =
+        futures_util::stream::unfold((Some(first), db, filter), |(page, db, filter)| async move {
             let page = page?;
             if page.is_empty() {
                 return None;
@@ -545,8 +543,7 @@ async fn audit_export(
                 Ok::<_, actix_web::Error>(web::Bytes::from(out)),
                 (next, db, filter),
             ))
-        },
-    );
+        });
     let name = chrono::Utc::now().format("audit-%Y%m%d-%H%M%S.jsonl");
     st.audit(
         Entry::new(action::EXPORT_AUDIT, Outcome::Ok)

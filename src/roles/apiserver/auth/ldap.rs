@@ -75,9 +75,8 @@ impl Directory {
             Some(path) => {
                 use rustls::pki_types::CertificateDer;
                 use rustls::pki_types::pem::PemObject;
-                let pem = std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("`auth.ldap.ca_file` {}: {e}", path.display())
-                })?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("`auth.ldap.ca_file` {}: {e}", path.display()))?;
                 let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_slice_iter(&pem) {
                     let c = c.map_err(|e| {
@@ -179,7 +178,11 @@ impl Directory {
             .map_err(|e| format!("searching {}: {e}", self.cfg.user_base))?;
         let mut found: Vec<SearchEntry> = entries.into_iter().map(SearchEntry::construct).collect();
         if found.len() > 1 {
-            tracing::warn!(login, n = found.len(), "LDAP: several entries match one login; refusing it (tighten auth.ldap.user_filter)");
+            tracing::warn!(
+                login,
+                n = found.len(),
+                "LDAP: several entries match one login; refusing it (tighten auth.ldap.user_filter)"
+            );
             return Ok(None);
         }
         Ok(found.pop())
@@ -208,9 +211,7 @@ impl Directory {
                 tracing::warn!(group = %g, "LDAP: the configured group does not exist");
                 continue;
             }
-            let (entries, _) = r
-                .success()
-                .map_err(|e| format!("reading group {g}: {e}"))?;
+            let (entries, _) = r.success().map_err(|e| format!("reading group {g}: {e}"))?;
             if !entries.is_empty() {
                 return Ok(Some(true));
             }
@@ -235,9 +236,7 @@ impl Directory {
     }
 
     async fn rights(&self, ldap: &mut Ldap, p: &mut Person) -> Result<(), String> {
-        p.can_create = self
-            .member_of(ldap, &p.dn, &self.cfg.create_groups)
-            .await?;
+        p.can_create = self.member_of(ldap, &p.dn, &self.cfg.create_groups).await?;
         p.is_admin = self.member_of(ldap, &p.dn, &self.cfg.admin_groups).await?;
         Ok(())
     }
@@ -365,8 +364,11 @@ pub async fn sign_in(
         Err(Failure::Unavailable(why)) => {
             throttle::forget(&st.db, attempt).await?;
             tracing::error!(error = %why, "LDAP sign-in: the directory could not be asked");
-            st.audit(failed(Outcome::Failed, format!("directory unavailable: {why}")))
-                .await;
+            st.audit(failed(
+                Outcome::Failed,
+                format!("directory unavailable: {why}"),
+            ))
+            .await;
             return Err(ApiError::new(
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
                 "directory_unavailable",

@@ -151,10 +151,12 @@ async fn upsert_user(
     name: Option<&str>,
     t: i64,
 ) -> Result<user::Model, ApiError> {
-    let name = name
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(128).collect::<String>());
+    let name = name.map(str::trim).filter(|n| !n.is_empty()).map(|n| {
+        n.chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect::<String>()
+    });
     match user::Entity::find()
         .filter(user::Column::Email.eq(email))
         .one(&st.db)
@@ -499,7 +501,8 @@ async fn verify_code(
         .filter(login_code::Column::ConsumedAt.is_null())
         .order_by_desc(login_code::Column::Id)
         .one(db)
-        .await.map_err(db_err)?
+        .await
+        .map_err(db_err)?
     else {
         return Err(fail("no_code", invalid()));
     };
@@ -532,7 +535,8 @@ async fn verify_code(
         .filter(login_code::Column::ConsumedAt.is_null())
         .filter(login_code::Column::Attempts.lt(max))
         .exec(db)
-        .await.map_err(db_err)?
+        .await
+        .map_err(db_err)?
         .rows_affected
         == 1;
     let too_many = || {
@@ -548,7 +552,8 @@ async fn verify_code(
     if !ct_eq(&row.code_hash, &st.keys.hash_code(&email, code)) {
         let used = login_code::Entity::find_by_id(row.id)
             .one(db)
-            .await.map_err(db_err)?
+            .await
+            .map_err(db_err)?
             .map_or(max, |r| r.attempts);
         if used >= max {
             consume(row.id).await.map_err(db_err)?;

@@ -27,13 +27,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse,
-    CoreTokenType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AccessTokenHash, AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret,
-    CsrfToken, EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IdToken, IdTokenFields, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
+    CsrfToken, EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdToken, IdTokenFields, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
     RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardErrorResponse,
     StandardTokenResponse, SubjectIdentifier, TokenResponse, UserInfoClaims, UserInfoError,
@@ -347,7 +346,9 @@ impl Provider {
         let end = d.end_session.clone()?;
         let mut r = LogoutRequest::from(end)
             .set_client_id(ClientId::new(self.cfg.client_id.clone()))
-            .set_post_logout_redirect_uri(PostLogoutRedirectUrl::new(self.post_logout.clone()).ok()?);
+            .set_post_logout_redirect_uri(
+                PostLogoutRedirectUrl::new(self.post_logout.clone()).ok()?,
+            );
         if let Some(t) = id_token.and_then(|t| t.parse::<Token>().ok()) {
             r = r.set_id_token_hint(&t);
         }
@@ -497,7 +498,9 @@ fn back_with_error(code: &str) -> HttpResponse {
         .http_only(true)
         .finish();
     gone.make_removal();
-    redirect(&format!("/?sso_error={code}")).cookie(gone).finish()
+    redirect(&format!("/?sso_error={code}"))
+        .cookie(gone)
+        .finish()
 }
 
 /// `GET /api/v1/auth/oidc/login?next=…`: off to the provider.
@@ -521,7 +524,12 @@ pub async fn login(
             back_with_error(why)
         }
     };
-    let Some(p) = st.sso.oidc.as_ref().filter(|_| st.cfg.auth.offers(AuthMethod::Oidc)) else {
+    let Some(p) = st
+        .sso
+        .oidc
+        .as_ref()
+        .filter(|_| st.cfg.auth.offers(AuthMethod::Oidc))
+    else {
         return back_with_error("method_disabled");
     };
     let t = now();
@@ -658,7 +666,12 @@ async fn finish_login(
     ip: &str,
     q: CallbackQuery,
 ) -> Result<HttpResponse, Refusal> {
-    let Some(p) = st.sso.oidc.as_ref().filter(|_| st.cfg.auth.offers(AuthMethod::Oidc)) else {
+    let Some(p) = st
+        .sso
+        .oidc
+        .as_ref()
+        .filter(|_| st.cfg.auth.offers(AuthMethod::Oidc))
+    else {
         return Err(refusal("method_disabled", "oidc is not in auth.methods"));
     };
     let db_err = |e: sea_orm::DbErr| refusal("internal", format!("database: {e}"));
@@ -675,10 +688,16 @@ async fn finish_login(
         .map_err(db_err)?
         .ok_or_else(|| refusal("state_invalid", "unknown state"))?;
     if row.consumed_at.is_some() {
-        return Err(refusal("state_invalid", "state already used (a replayed callback)"));
+        return Err(refusal(
+            "state_invalid",
+            "state already used (a replayed callback)",
+        ));
     }
     if row.created_at < t - LOGIN_TTL {
-        return Err(refusal("state_invalid", "sign-in took too long (state expired)"));
+        return Err(refusal(
+            "state_invalid",
+            "sign-in took too long (state expired)",
+        ));
     }
     let binding = req
         .cookie(BINDING_COOKIE)
@@ -700,7 +719,10 @@ async fn finish_login(
         .rows_affected
         == 1;
     if !consumed {
-        return Err(refusal("state_invalid", "state already used (a replayed callback)"));
+        return Err(refusal(
+            "state_invalid",
+            "state already used (a replayed callback)",
+        ));
     }
     // 2. The provider's answer.
     if let Some(iss) = &q.iss

@@ -8,7 +8,9 @@
 //! limits hold across restarts. Throttled and successful attempts do not count.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set,
+};
 
 use crate::config::Auth;
 use crate::db::entities::password_attempt;
