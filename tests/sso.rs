@@ -794,3 +794,410 @@ fn oidc_in_chromium_attacks_logout_and_disable() {
         );
     });
 }
+
+/// Administrators end people's access from the API and from the admin page: disabling
+/// revokes every session, closes open meeting connections at once and refuses new sign-ins
+/// (by code too) until enabled; "sign out everywhere" revokes sessions but allows signing in
+/// again; only administrators may, and not on themselves. The page lists people, filters the
+/// audit log and exports it as JSON lines (also in Chinese).
+#[test]
+fn admins_disable_and_revoke_from_api_and_page() {
+    if !support::media::enter_private_netns("admins_disable_and_revoke_from_api_and_page") {
+        return;
+    }
+    use support::media::sign_in_from_log;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let app = Appliance::start(
+        &["--udpPort", "0", "--sfuWorkers", "1"],
+        &[("MEETING_AUTH__ADMIN_EMAILS", "admin@corp.test")],
+    );
+    let url = |p: &str| app.url(p);
+    let (carol_ws, carol_rx, dan_ws, dan_rx) = rt.block_on(async {
+        let admin = sign_in_from_log(&app, "admin@corp.test").await;
+        let carol = sign_in_from_log(&app, "carol@corp.test").await;
+        let room = call(
+            "POST",
+            &url("/api/v1/meetings"),
+            Some(&carol),
+            Some(json!({})),
+        )
+        .await;
+        let code = room.body["code"].as_str().expect("code").to_string();
+        let (carol_ws, mut carol_rx, _) = open_connection(&app, &carol, &code).await;
+        let users = call("GET", &url("/api/v1/admin/users"), Some(&admin), None).await;
+        assert_eq!(users.status, 200, "{:?}", users.body);
+        let row = |email: &str| {
+            users.body["users"]
+                .as_array()
+                .and_then(|u| u.iter().find(|r| r["email"] == email).cloned())
+                .unwrap_or_else(|| panic!("{email} listed: {:?}", users.body))
+        };
+        let c = row("carol@corp.test");
+        assert_eq!(
+            (c["sessions"].clone(), c["methods"].clone()),
+            (json!(1), json!(["email_code"]))
+        );
+        assert_eq!(c["last_ip"], "127.0.0.1");
+        let carol_id = c["id"].as_i64().expect("id");
+        let admin_id = row("admin@corp.test")["id"].as_i64().expect("id");
+        // Only administrators, and not on themselves.
+        let a = call(
+            "POST",
+            &url(&format!("/api/v1/admin/users/{admin_id}/disable")),
+            Some(&carol),
+            None,
+        )
+        .await;
+        assert_eq!((a.status, a.error_code()), (403, "not_admin"));
+        let a = call("GET", &url("/api/v1/admin/users"), Some(&carol), None).await;
+        assert_eq!(a.status, 403);
+        let a = call(
+            "POST",
+            &url(&format!("/api/v1/admin/users/{admin_id}/disable")),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!((a.status, a.error_code()), (409, "cannot_disable_self"));
+        let a = call(
+            "POST",
+            &url("/api/v1/admin/users/999999/disable"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 404);
+        // Disable: sessions and the open connection end now.
+        let a = call(
+            "POST",
+            &url(&format!("/api/v1/admin/users/{carol_id}/disable")),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(
+            (
+                a.body["sessions_revoked"].clone(),
+                a.body["connections_closed"].clone()
+            ),
+            (json!(1), json!(1))
+        );
+        let (reason, took) = wait_closed(&mut carol_rx, Duration::from_secs(10)).await;
+        eprintln!("carol's connection closed {took:?} after the disable ({reason})");
+        assert_eq!(reason, "removed");
+        assert_eq!(
+            call("GET", &url("/api/v1/me"), Some(&carol), None)
+                .await
+                .status,
+            401
+        );
+        // No new sign-in, by code either.
+        let before = app.log_len();
+        assert_eq!(
+            call(
+                "POST",
+                &url("/api/v1/auth/code"),
+                None,
+                Some(json!({"email": "carol@corp.test"}))
+            )
+            .await
+            .status,
+            204
+        );
+        let line = app.wait_log_from(before, "Your sign-in code is ", Duration::from_secs(10));
+        let at = line.find("Your sign-in code is ").expect("code") + 21;
+        let v = call(
+            "POST",
+            &url("/api/v1/auth/verify"),
+            None,
+            Some(json!({"email": "carol@corp.test", "code": &line[at..at + 6]})),
+        )
+        .await;
+        assert_eq!(
+            (v.status, v.error_code()),
+            (403, "account_disabled"),
+            "{:?}",
+            v.body
+        );
+        // Enabled again: she may sign in.
+        let a = call(
+            "POST",
+            &url(&format!("/api/v1/admin/users/{carol_id}/enable")),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        let carol2 = sign_in_from_log(&app, "carol@corp.test").await;
+        let carol3 = sign_in_from_log(&app, "carol@corp.test").await;
+        // Sign out everywhere: both sessions end; signing in again works.
+        let a = call(
+            "POST",
+            &url(&format!("/api/v1/admin/users/{carol_id}/revoke")),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(a.body["sessions_revoked"], 2);
+        for t in [&carol2, &carol3] {
+            assert_eq!(
+                call("GET", &url("/api/v1/me"), Some(t), None).await.status,
+                401
+            );
+        }
+        let _carol4 = sign_in_from_log(&app, "carol@corp.test").await;
+        // The audit log.
+        let log = audit(&app, &admin, "").await;
+        for action in [
+            "admin.disable_user",
+            "admin.enable_user",
+            "admin.revoke_sessions",
+        ] {
+            assert!(
+                has(&log, |e| e["action"] == action
+                    && e["actor"] == "admin@corp.test"
+                    && e["target"] == "carol@corp.test"
+                    && e["ip"] == "127.0.0.1"),
+                "{action}: {log:#?}"
+            );
+        }
+        assert!(
+            has(&log, |e| e["action"] == "sign_in"
+                && e["method"] == "email_code"
+                && e["result"] == "refused"
+                && e["actor"] == "carol@corp.test"),
+            "{log:#?}"
+        );
+        // For the page: dan in a meeting, erin with a session.
+        let dan = sign_in_from_log(&app, "dan@corp.test").await;
+        let (dan_ws, dan_rx, _) = open_connection(&app, &dan, &code).await;
+        sign_in_from_log(&app, "erin@corp.test").await;
+        (carol_ws, carol_rx, dan_ws, dan_rx)
+    });
+    drop((carol_ws, carol_rx));
+    let mut sc =
+        support::browser::Scenario::start("sso.cjs", "admin", &[("BASE", &app.base_url())]);
+    let context = || {
+        let log = app.log_lines();
+        log[log.len().saturating_sub(40)..].join("\n")
+    };
+    let r: Value = loop {
+        match sc.next(&["NEED_CODE ", "RESULT "], &context) {
+            ("NEED_CODE ", _) => {
+                let line = app.wait_log("Your sign-in code is ", Duration::from_secs(10));
+                let lines = app.log_lines();
+                let last = lines
+                    .iter()
+                    .rev()
+                    .find(|l| l.contains("Your sign-in code is "))
+                    .unwrap_or(&line);
+                let at = last.find("Your sign-in code is ").expect("code") + 21;
+                sc.cue(&last[at..at + 6]);
+            }
+            (_, r) => break serde_json::from_str(&r).expect("RESULT is JSON"),
+        }
+    };
+    eprintln!("{r:#}");
+    assert!(
+        r["people_before"].as_array().is_some_and(|rows| rows
+            .iter()
+            .any(|row| row[0] == "dan@corp.test" && row[3] == "active")),
+        "{}",
+        r["people_before"]
+    );
+    assert_eq!(r["dan_after"][3], "disabled");
+    assert_eq!(r["dan_after"][4], "0");
+    assert_eq!(r["dan_enable_button"], true);
+    assert_eq!(r["erin_after"][3], "active");
+    let filtered = r["audit_filtered"].as_array().expect("rows");
+    assert!(
+        filtered
+            .iter()
+            .any(|row| row[1] == "admin.disable_user" && row[6] == "dan@corp.test"),
+        "{filtered:?}"
+    );
+    assert!(
+        r["audit"].as_array().is_some_and(|rows| rows
+            .iter()
+            .any(|row| row[1] == "admin.revoke_sessions" && row[6] == "erin@corp.test")),
+        "{}",
+        r["audit"]
+    );
+    assert!(r["export_name"].as_str().unwrap_or("").ends_with(".jsonl"));
+    assert!(
+        r["export_lines"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|e| e["action"] == "admin.disable_user" && e["target"] == "dan@corp.test")),
+        "the export has the entry"
+    );
+    assert_eq!(r["zh_people"], "用户");
+    assert_eq!(r["zh_audit"], "审计日志");
+    // Dan's connection was closed by the page's "disable".
+    rt.block_on(async {
+        let mut dan_rx = dan_rx;
+        let (reason, _) = wait_closed(&mut dan_rx, Duration::from_secs(10)).await;
+        assert_eq!(reason, "removed");
+        drop(dan_ws);
+    });
+}
+
+/// The audit log keeps `audit.retention`: at start (and hourly) older entries are deleted,
+/// newer ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_retention() {
+    use meeting_appliance::db::entities::audit as entry;
+    use sea_orm::{
+        ActiveValue::Set, ColumnTrait, Database, EntityTrait, PaginatorTrait, QueryFilter,
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [
+        ("MEETING_AUTH__ADMIN_EMAILS", "admin@corp.test"),
+        ("MEETING_AUDIT__RETENTION", "30days"),
+    ];
+    let app = Appliance::start_bin(support::appliance_bin!(), dir.path(), &[], &env);
+    support::media::sign_in_from_log(&app, "admin@corp.test").await;
+    app.stop();
+    let db_url = format!(
+        "sqlite://{}?mode=rw",
+        dir.path().join("meeting.db").display()
+    );
+    let db = Database::connect(&db_url).await.expect("open SQLite");
+    let now = meeting_appliance::util::now();
+    for (age_days, what) in [(31, "old"), (29, "recent")] {
+        entry::Entity::insert(entry::ActiveModel {
+            at: Set(now - age_days * 86400),
+            action: Set("sign_in".into()),
+            result: Set("ok".into()),
+            method: Set(Some("email_code".into())),
+            ip: Set(Some("192.0.2.1".into())),
+            actor_id: Set(None),
+            actor: Set(format!("{what}@corp.test")),
+            target: Set(String::new()),
+            meeting_id: Set(None),
+            detail: Set(String::new()),
+            ..Default::default()
+        })
+        .exec(&db)
+        .await
+        .expect("insert");
+    }
+    db.close().await.expect("close");
+    let app = Appliance::start_bin(support::appliance_bin!(), dir.path(), &[], &env);
+    app.wait_log("audit log pruned", Duration::from_secs(30));
+    let db = Database::connect(&db_url).await.expect("open SQLite");
+    let count = |who: &'static str| {
+        let db = db.clone();
+        async move {
+            entry::Entity::find()
+                .filter(entry::Column::Actor.eq(who))
+                .count(&db)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(
+        count("old@corp.test").await,
+        0,
+        "older than the retention: deleted"
+    );
+    assert_eq!(count("recent@corp.test").await, 1, "within it: kept");
+    assert!(count("admin@corp.test").await >= 1, "today's sign-in kept");
+}
+
+/// Starting OIDC sign-ins without finishing them is limited per client IP (each one is a row
+/// until it expires); other addresses are unharmed. The configuration's flags and secrets:
+/// `check-config` shows the sign-in settings with the client secret masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_login_flood_is_limited_and_config_is_masked() {
+    let port = support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = support::oidc::OidcProvider::start(&base, &json!({}));
+    let issuer = provider.issuer();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--authMethods",
+        "oidc",
+        "--oidcDiscoveryUrl",
+        &issuer,
+        "--oidcClientId",
+        support::oidc::CLIENT_ID,
+        "--oidcClientSecret",
+        support::oidc::CLIENT_SECRET,
+    ];
+    let app = Appliance::start(&args, &[]);
+    let client = |from: [u8; 4]| {
+        meeting_appliance::util::install_ring_provider();
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(from))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    };
+    let start = |c: reqwest::Client| {
+        let u = app.url("/api/v1/auth/oidc/login?next=/");
+        async move {
+            let r = c.get(u).send().await.expect("login");
+            r.headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        }
+    };
+    let mut to_provider = 0;
+    let mut limited = 0;
+    for _ in 0..40 {
+        let loc = start(client([127, 0, 0, 5])).await;
+        if loc.starts_with(&format!("{issuer}/auth?")) {
+            assert!(
+                loc.contains("code_challenge_method=S256")
+                    && loc.contains("nonce=")
+                    && loc.contains("state="),
+                "{loc}"
+            );
+            to_provider += 1;
+        } else if loc == "/?sso_error=rate_limited" {
+            limited += 1;
+        } else {
+            panic!("unexpected answer {loc:?}");
+        }
+    }
+    eprintln!(
+        "40 unfinished sign-ins from one address: {to_provider} sent to the provider, {limited} refused"
+    );
+    assert_eq!((to_provider, limited), (30, 10));
+    let loc = start(client([127, 0, 0, 6])).await;
+    assert!(
+        loc.starts_with(&format!("{issuer}/auth?")),
+        "another address is unharmed: {loc}"
+    );
+    // The configuration with these flags, secrets masked.
+    let out = support::run_cli(
+        support::appliance_bin!(),
+        &[&["check-config"], &args[2..]].concat(),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("methods = [\"oidc\"]"), "{text}");
+    assert!(
+        text.contains(&format!("discovery_url = \"{issuer}\"")),
+        "{text}"
+    );
+    assert!(
+        !text.contains(support::oidc::CLIENT_SECRET),
+        "the secret is masked: {text}"
+    );
+    assert!(text.contains("client_secret = \"********\""), "{text}");
+}
