@@ -122,9 +122,10 @@ impl Auth {
                 l.user_filter
             );
         }
-        if !(l.create_groups.is_empty() && l.admin_groups.is_empty())
-            && (!l.group_filter.contains("{dn}") || !l.group_filter.trim_start().starts_with('('))
-        {
+        let groups = !(l.create_groups.is_empty() && l.admin_groups.is_empty());
+        let filter_ok =
+            l.group_filter.contains("{dn}") && l.group_filter.trim_start().starts_with('(');
+        if groups && !filter_ok {
             bail!(
                 "`auth.ldap.group_filter` {:?} must be an LDAP filter in parentheses that uses {{dn}}",
                 l.group_filter

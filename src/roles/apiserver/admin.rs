@@ -275,6 +275,9 @@ struct UsersQuery {
     limit: Option<u64>,
 }
 
+/// Per user: live sessions, their methods, and (created_at, ip) of the newest.
+type LiveSessions = HashMap<i64, (u64, Vec<String>, Option<(i64, Option<String>)>)>;
+
 #[derive(Serialize)]
 struct UserRow {
     id: i64,
@@ -314,7 +317,7 @@ async fn users(
         .all(&st.db)
         .await?;
     let t = now();
-    let mut live: HashMap<i64, (u64, Vec<String>, Option<(i64, Option<String>)>)> = HashMap::new();
+    let mut live: LiveSessions = HashMap::new();
     for s in session::Entity::find()
         .filter(session::Column::UserId.is_in(people.iter().map(|u| u.id)))
         .filter(session::Column::RevokedAt.is_null())

@@ -371,13 +371,10 @@ pub async fn close_connections(st: &ApiState, user_id: i64, since: Option<i64>) 
                 },
             })
             .await;
-        match r {
-            Ok(Ok(())) => {
-                closed += 1;
-                tracing::info!(participant = %p.participant_id, meeting = p.meeting_id, "meeting connection closed: access ended");
-            }
-            // Not connected (any more): nothing to close.
-            Ok(Err(_)) | Err(_) => {}
+        // Anything else: not connected (any more), nothing to close.
+        if let Ok(Ok(())) = r {
+            closed += 1;
+            tracing::info!(participant = %p.participant_id, meeting = p.meeting_id, "meeting connection closed: access ended");
         }
     }
     closed
