@@ -281,6 +281,41 @@ async fn ldap_sign_in_groups_lifecycle_and_audit() {
     )
     .await;
     assert_eq!(j.status, 200, "carol joins bob's meeting: {:?}", j.body);
+    let g = call(
+        "POST",
+        &app.url(&format!("/api/v1/join/{code}")),
+        None,
+        Some(json!({"display_name": "Guest Gina"})),
+    )
+    .await;
+    assert_eq!(
+        g.status, 200,
+        "a guest joins by link, no sign-in: {:?}",
+        g.body
+    );
+    // Put in the group at the directory: she may create after the next re-check.
+    dir.modify(&format!(
+        "dn: {}\nchangetype: modify\nadd: member\nmember: {}\n",
+        ldapd::group_dn("creators"),
+        ldapd::dn_of("carol")
+    ));
+    let start = Instant::now();
+    loop {
+        let me = call("GET", &app.url("/api/v1/me"), Some(&carol), None).await;
+        if me.body["can_create"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < recheck * 10,
+            "the new group reached her session: {:?}",
+            me.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "carol may create {:?} after joining the group",
+        start.elapsed()
+    );
     // In the group, but a domain outside allowed_domains: may not create.
     let erin = ldap_sign_in(&app, "erin", "pw-erin").await;
     assert_eq!(erin.body["user"]["can_create"], false, "{:?}", erin.body);
@@ -495,6 +530,27 @@ async fn ldap_guessing_is_throttled() {
     assert!(wrong <= 5 && ivy_binds <= 5, "{wrong} / {ivy_binds}");
     let a = ldap_sign_in_from(&app, [127, 0, 0, 4], "ivy", "pw-ivy").await;
     assert_eq!(a.status, 200, "ivy from elsewhere: {:?}", a.body);
+    // Refused guesses leave no rows behind (the table cannot be grown by hammering).
+    {
+        use meeting_appliance::db::entities::password_attempt as pa;
+        use sea_orm::{ColumnTrait, Database, EntityTrait, PaginatorTrait, QueryFilter};
+        let url = format!(
+            "sqlite://{}?mode=rw",
+            app.data_dir().join("meeting.db").display()
+        );
+        let db = Database::connect(&url).await.expect("open SQLite");
+        let kept = pa::Entity::find()
+            .filter(pa::Column::Login.eq("ivy"))
+            .count(&db)
+            .await
+            .expect("count");
+        assert_eq!(
+            kept as usize,
+            wrong + 1,
+            "the checked guesses and the sign-in"
+        );
+        db.close().await.expect("close");
+    }
     // Audited, throttled attempts included.
     let admin = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
     let log = audit(&app, &admin, "action=sign_in").await;
@@ -590,6 +646,8 @@ fn oidc_in_chromium_attacks_logout_and_disable() {
         &base,
         &json!({
             "alice": {"email": "alice@corp.test", "name": "Alice Example", "groups": ["staff"]},
+            "root": {"email": "root@corp.test", "name": "Root Admin", "groups": ["it-admins"]},
+            "una": {"email": "una@corp.test", "email_verified": false, "name": "Una Verified"},
         }),
     );
     let issuer = provider.issuer();
@@ -701,6 +759,20 @@ fn oidc_in_chromium_attacks_logout_and_disable() {
         "the provider asks for the password again: {}",
         r["pages_after_logout"]
     );
+    // The groups claim: an administrator who may not create; an unverified email refused.
+    assert_eq!(r["root"]["who"], "Signed in as root@corp.test");
+    assert_eq!(r["root"]["admin_link"], true);
+    assert_eq!(r["root"]["admin_page"], true);
+    assert_eq!(r["root"]["can_start"], false);
+    assert!(
+        r["una"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not confirm your email"),
+        "{}",
+        r["una"]
+    );
+    assert_eq!(r["una"]["me"], 401);
     // Disabled at the provider during a meeting.
     assert!(r["guest_sees_alice"]["ok"] == true && r["alice_sees_guest"]["ok"] == true);
     assert_eq!(r["ended"]["reason"], "removed");
@@ -761,6 +833,11 @@ fn oidc_in_chromium_attacks_logout_and_disable() {
             "{log:#?}"
         );
         assert!(has(&log, oidc("failed", "token_invalid")), "{log:#?}");
+        assert!(
+            has(&log, |e| oidc("failed", "email_unverified")(e)
+                && e["actor"] == "una@corp.test"),
+            "{log:#?}"
+        );
         assert!(
             has(&log, |e| oidc("failed", "token_invalid")(e)
                 && e["detail"]
@@ -1200,4 +1277,42 @@ async fn oidc_login_flood_is_limited_and_config_is_masked() {
         "the secret is masked: {text}"
     );
     assert!(text.contains("client_secret = \"********\""), "{text}");
+}
+
+/// The same LDAP sign-in, throttling and audit on MariaDB (the seed's database): the new
+/// tables and columns work there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_on_mariadb() {
+    let db = support::shared_mariadb();
+    let name = db.unique_database("sso");
+    let url = db.url_for(&name);
+    let dir = directory();
+    let app = ldap_app(
+        &dir,
+        &dir.ldaps_url(),
+        &["--databaseUrl", &url],
+        &[("MEETING_AUTH__PASSWORD_FAILURES_PER_LOGIN_PER_IP", "2")],
+    );
+    let dave = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
+    for _ in 0..2 {
+        let a = ldap_sign_in(&app, "hank", "nope").await;
+        assert_eq!(a.status, 401);
+    }
+    let a = ldap_sign_in(&app, "hank", "pw-hank").await;
+    assert_eq!((a.status, a.error_code()), (429, "rate_limited"));
+    let me = call("GET", &app.url("/api/v1/me"), Some(&dave), None).await;
+    assert_eq!(
+        (me.body["admin"].clone(), me.body["method"].clone()),
+        (json!(true), json!("ldap"))
+    );
+    let log = audit(&app, &dave, "action=sign_in").await;
+    assert!(
+        has(&log, |e| e["result"] == "throttled" && e["actor"] == "hank"),
+        "{log:#?}"
+    );
+    assert!(
+        has(&log, |e| e["result"] == "ok"
+            && e["actor"] == "dave@corp.test"),
+        "{log:#?}"
+    );
 }

@@ -299,6 +299,25 @@ const scenarios = {
     await throughProvider(page, 'alice');
     await page.waitForSelector('#instant');
 
+    // Other people at the same provider, each in their own browser: an administrator by the
+    // groups claim who is not in a group that may create; someone whose email the provider
+    // does not say is verified.
+    const root = await newPage(browser, 'root');
+    await root.goto(BASE + '/');
+    await root.click('#sso-oidc');
+    await throughProvider(root, 'root');
+    await root.waitForSelector('.who');
+    out.root = { who: (await root.textContent('.who')).trim(), admin_link: (await root.$('#admin-link')) !== null, can_start: (await root.$('#instant')) !== null };
+    await root.click('#admin-link');
+    await root.waitForSelector('#admin-people');
+    out.root.admin_page = true;
+    const una = await newPage(browser, 'una');
+    await una.goto(BASE + '/');
+    await una.click('#sso-oidc');
+    await throughProvider(una, 'una');
+    await una.waitForSelector('#signin-error:not([hidden])');
+    out.una = { error: (await una.textContent('#signin-error')).trim(), me: await me(una) };
+
     // In a meeting with a guest; the provider disables alice.
     await page.click('#instant');
     await page.waitForSelector('#join-now');

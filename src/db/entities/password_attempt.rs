@@ -12,7 +12,7 @@ pub struct Model {
     pub login: String,
     pub ip: String,
     pub created_at: i64,
-    /// "pending" (being checked), "failed", "ok" or "throttled"; pending and failed count.
+    /// "pending" (being checked), "failed" or "ok"; pending and failed count.
     pub outcome: String,
 }
 

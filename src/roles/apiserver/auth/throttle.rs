@@ -4,8 +4,8 @@
 //! An attempt is written as `pending` BEFORE the directory is asked, then counted together
 //! with the failures and other pending attempts in the window. Of any number of guesses that
 //! arrive at once, each sees at least every attempt inserted before it, so at most the limit
-//! reach the directory; the others are refused without a bind. Counts come from the table, so
-//! limits hold across restarts. Throttled and successful attempts do not count.
+//! reach the directory; the others are refused without a bind (and their rows deleted). Counts
+//! come from the table, so limits hold across restarts. Successful attempts do not count.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -19,7 +19,6 @@ use crate::util::now;
 pub const PENDING: &str = "pending";
 pub const FAILED: &str = "failed";
 pub const OK: &str = "ok";
-pub const THROTTLED: &str = "throttled";
 
 /// Refused: retry after this many seconds.
 pub struct Throttled {
@@ -75,7 +74,9 @@ pub async fn begin(
             .await?;
         // The count includes this attempt: `limit` attempts may be under way or have failed.
         if counted.len() > limit as usize {
-            finish(db, row.id, THROTTLED).await?;
+            // Not kept: refused guesses must not grow the table (the audit log has them,
+            // limited per address).
+            forget(db, row.id).await?;
             let oldest = counted.first().map_or(t, |r| r.created_at);
             return Ok(Err(Throttled {
                 retry_after: u64::try_from(oldest + window - t).unwrap_or(1).max(1),
@@ -86,7 +87,7 @@ pub async fn begin(
     Ok(Ok(row.id))
 }
 
-/// Marks attempt `id` as `outcome` (`ok`, `failed`, `throttled`).
+/// Marks attempt `id` as `outcome` (`ok`, `failed`).
 pub async fn finish(
     db: &sea_orm::DatabaseConnection,
     id: i64,
