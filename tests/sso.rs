@@ -13,6 +13,9 @@ use support::api::{Answer, call};
 use support::ldap::{self as ldapd, Slapd};
 use support::rtc_client::{WsMsg, ws_connect};
 
+/// Where the browser scenarios leave their screenshots (linked from the README).
+const SHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
+
 /// Everyone in the test directory. Passwords are `pw-<uid>`.
 fn directory() -> Slapd {
     let mut ldif = String::new();
@@ -688,7 +691,7 @@ fn oidc_in_chromium_attacks_logout_and_disable() {
     let mut sc = support::browser::Scenario::start(
         "sso.cjs",
         "oidc",
-        &[("BASE", &base), ("ISSUER", &issuer)],
+        &[("BASE", &base), ("ISSUER", &issuer), ("SHOTS", SHOTS)],
     );
     let mut disabled_at = None;
     let mut ended_after = None;
@@ -1058,8 +1061,11 @@ fn admins_disable_and_revoke_from_api_and_page() {
         (carol_ws, carol_rx, dan_ws, dan_rx)
     });
     drop((carol_ws, carol_rx));
-    let mut sc =
-        support::browser::Scenario::start("sso.cjs", "admin", &[("BASE", &app.base_url())]);
+    let mut sc = support::browser::Scenario::start(
+        "sso.cjs",
+        "admin",
+        &[("BASE", &app.base_url()), ("SHOTS", SHOTS)],
+    );
     let context = || {
         let log = app.log_lines();
         log[log.len().saturating_sub(40)..].join("\n")

@@ -18,7 +18,14 @@ const BASE = process.env.BASE;
 const ISSUER = process.env.ISSUER;
 const SCENARIO = process.env.SCENARIO;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.SHOTS || '';
 const T0 = Date.now();
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  require('fs').mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: require('path').join(SHOTS, name) });
+}
 
 function log(...a) { console.error(`+${((Date.now() - T0) / 1000).toFixed(1)}s`, ...a); }
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
@@ -178,6 +185,8 @@ const scenarios = {
       return { ok: !!row && row[3] === 'disabled', row };
     }, 30000)).row;
     out.dan_enable_button = (await page.$('.admin-enable[data-email="dan@corp.test"]')) !== null;
+    await page.evaluate(() => document.getElementById('admin-people-h').scrollIntoView());
+    await shot(page, 'admin-people-audit.png');
     await page.click('.admin-revoke[data-email="erin@corp.test"]');
     out.erin_after = (await waitFor('erin to have no session', async () => {
       const row = (await cellsOf(page, '#admin-people')).find((r) => r[0] === 'erin@corp.test');
@@ -224,6 +233,7 @@ const scenarios = {
     out.oidc_button = (await page.textContent('#sso-oidc')).trim();
     out.ldap_button = (await page.textContent('#ldap-sign-in')).trim();
     out.email_field = (await page.$('#email')) !== null;
+    await shot(page, 'sign-in-methods.png');
 
     // LDAP through the form: a wrong password is shown as such; the right one signs in.
     await page.fill('#ldap-user', 'bob');

@@ -172,7 +172,7 @@ async function auditSection(): Promise<HTMLElement> {
   });
   const q = h('input', { id: 'audit-q', type: 'search', value: auditQuery, 'aria-label': t('admin_audit_filter'), placeholder: t('admin_audit_filter') });
   const sel = h('select', { id: 'audit-action', 'aria-label': t('admin_col_action') },
-    ...['', 'sign_in', 'sign_out', 'session.ended_by_provider', 'admin.', 'host.'].map((a) => h('option', { value: a, selected: a === auditAction }, a || '*')));
+    ...['', 'sign_in', 'sign_out', 'session.ended_by_provider', 'admin.', 'host.'].map((a) => h('option', { value: a, selected: a === auditAction }, a || t('admin_all_actions'))));
   sel.style.width = 'auto';
   sel.style.margin = '0';
   const form = h('form', { class: 'admin-audit-tools', role: 'search' }, q, sel,
