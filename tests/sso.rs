@@ -799,8 +799,32 @@ fn oidc_in_chromium_attacks_logout_and_disable() {
         "alice's meeting connection ended {ended_after:?} after the provider disabled her (recheck_every {recheck:?})"
     );
     assert!(ended_after <= bound, "{ended_after:?}");
-    // The audit log.
+    // The audit log; and no way around the provider's "no" by email code.
     rt.block_on(async {
+        let before = app.log_len();
+        let a = call(
+            "POST",
+            &app.url("/api/v1/auth/code"),
+            None,
+            Some(json!({"email": "alice@corp.test"})),
+        )
+        .await;
+        assert_eq!(a.status, 204);
+        let line = app.wait_log_from(before, "Your sign-in code is ", Duration::from_secs(10));
+        let at = line.find("Your sign-in code is ").expect("code") + 21;
+        let v = call(
+            "POST",
+            &app.url("/api/v1/auth/verify"),
+            None,
+            Some(json!({"email": "alice@corp.test", "code": &line[at..at + 6]})),
+        )
+        .await;
+        assert_eq!(
+            (v.status, v.error_code()),
+            (403, "account_disabled"),
+            "{:?}",
+            v.body
+        );
         let admin = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
         let log = audit(&app, &admin, "").await;
         let oidc = |result: &'static str, detail: &'static str| {

@@ -74,8 +74,8 @@ function takeSsoError(): void {
 }
 
 function ssoErrorText(code: string): string {
-  const key = `sso_error_${code}` as Key;
-  return t(key) !== key ? t(key) : t('sso_error_generic');
+  // t() gives undefined for a key it does not know (an error code newer than this client).
+  return (t(`sso_error_${code}` as Key) as string | undefined) || t('sso_error_generic');
 }
 
 async function signIn(then: () => void): Promise<void> {
