@@ -1346,3 +1346,76 @@ async fn ldap_on_mariadb() {
         "{log:#?}"
     );
 }
+
+/// A provider on HTTPS with a private CA: with `auth.oidc.ca_file` discovery works and the
+/// browser is sent to it; without, its certificate is refused and the sign-in page says the
+/// provider cannot be reached (audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_provider_with_a_private_ca() {
+    let ca = support::tls::TestCa::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("idp-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("write CA");
+    let ca_path = ca_file.display().to_string();
+    let port = support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = support::oidc::OidcProvider::start_tls(&base, &json!({}), &ca);
+    let issuer = provider.issuer();
+    assert!(issuer.starts_with("https://"), "{issuer}");
+    let login = |app: &Appliance| {
+        let u = app.url("/api/v1/auth/oidc/login");
+        async move {
+            meeting_appliance::util::install_ring_provider();
+            let c = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client");
+            let r = c.get(u).send().await.expect("login");
+            r.headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        }
+    };
+    let args = |ca: Option<&str>| {
+        let mut a = vec![
+            "--authMethods".to_string(),
+            "oidc,email_code".into(),
+            "--oidcDiscoveryUrl".into(),
+            issuer.clone(),
+            "--oidcClientId".into(),
+            support::oidc::CLIENT_ID.into(),
+            "--oidcClientSecret".into(),
+            support::oidc::CLIENT_SECRET.into(),
+        ];
+        if ca.is_some() {
+            a.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
+        }
+        a
+    };
+    let with = args(Some(&ca_path));
+    let with: Vec<&str> = with.iter().map(String::as_str).collect();
+    let app = Appliance::start(&with, &[("MEETING_AUTH__OIDC__CA_FILE", &ca_path)]);
+    let loc = login(&app).await;
+    assert!(loc.starts_with(&format!("{issuer}/auth?")), "{loc}");
+    drop(app);
+    let without = args(None);
+    let without: Vec<&str> = without.iter().map(String::as_str).collect();
+    let app = Appliance::start(
+        &without,
+        &[("MEETING_AUTH__ADMIN_EMAILS", "admin@corp.test")],
+    );
+    let loc = login(&app).await;
+    assert_eq!(loc, "/?sso_error=provider_unreachable");
+    let admin = support::media::sign_in_from_log(&app, "admin@corp.test").await;
+    let log = audit(&app, &admin, "action=sign_in").await;
+    assert!(
+        has(&log, |e| e["method"] == "oidc"
+            && e["result"] == "refused"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("discovery"))),
+        "{log:#?}"
+    );
+}

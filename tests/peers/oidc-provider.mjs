@@ -8,6 +8,7 @@
 //   CLIENT_SECRET   the appliance's client secret (client id `meeting`)
 //   ACCOUNTS        JSON {login: {email, email_verified?, name, groups}}
 //   NODE_PREFIX     where npm installed oidc-provider (scripts/test-deps.sh)
+//   TLS_CERT, TLS_KEY  PEM files: serve HTTPS (the issuer is then https://127.0.0.1:PORT)
 //
 // Test controls (loopback only, like the provider itself):
 //   POST /test/disable/<login>   the account no longer exists for the provider: sign-in and
@@ -19,13 +20,17 @@
 //                                issued to `other` instead of its own (a token from another
 //                                client reaching the appliance)
 //   GET  /test/state             {disabled, other_token: bool, swapped: n, refreshes: n}
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const PORT = Number(process.env.PORT);
-const ISSUER = `http://127.0.0.1:${PORT}`;
+const TLS = process.env.TLS_CERT && process.env.TLS_KEY
+  ? { cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) } : null;
+const ISSUER = `${TLS ? 'https' : 'http'}://127.0.0.1:${PORT}`;
 const APP_BASE = process.env.APP_BASE;
 const CLIENT_SECRET = process.env.CLIENT_SECRET;
 const ACCOUNTS = JSON.parse(process.env.ACCOUNTS || '{}');
@@ -126,7 +131,8 @@ async function otherCallback(url, res) {
 }
 
 const handler = provider.callback();
-const server = http.createServer((req, res) => {
+const serve = (fn) => (TLS ? https.createServer(TLS, fn) : http.createServer(fn));
+const server = serve((req, res) => {
   const url = new URL(req.url, ISSUER);
   const p = url.pathname;
   const json = (code, body) => {

@@ -22,6 +22,7 @@ fn node_prefix() -> String {
 pub struct OidcProvider {
     child: TiedChild,
     pub port: u16,
+    tls: bool,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -30,6 +31,23 @@ impl OidcProvider {
     /// Starts the provider for an appliance at `app_base` (its callback is registered) with
     /// `accounts`: `{"alice": {"email": …, "name": …, "groups": […]}}`.
     pub fn start(app_base: &str, accounts: &serde_json::Value) -> OidcProvider {
+        OidcProvider::start_with(app_base, accounts, None)
+    }
+
+    /// The same over HTTPS with a certificate from `ca` for 127.0.0.1.
+    pub fn start_tls(
+        app_base: &str,
+        accounts: &serde_json::Value,
+        ca: &super::tls::TestCa,
+    ) -> OidcProvider {
+        OidcProvider::start_with(app_base, accounts, Some(ca))
+    }
+
+    fn start_with(
+        app_base: &str,
+        accounts: &serde_json::Value,
+        ca: Option<&super::tls::TestCa>,
+    ) -> OidcProvider {
         let prefix = node_prefix();
         assert!(
             std::path::Path::new(&prefix)
@@ -43,6 +61,13 @@ impl OidcProvider {
             .tempdir()
             .expect("temp dir");
         let log = dir.path().join("provider.log");
+        let tls = ca.map(|ca| {
+            let (cert, key) = ca.leaf(&["127.0.0.1", "localhost"], 86400);
+            let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&c, cert).expect("write cert");
+            std::fs::write(&k, key).expect("write key");
+            (c, k)
+        });
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
@@ -54,6 +79,10 @@ impl OidcProvider {
                 .env("CLIENT_SECRET", CLIENT_SECRET)
                 .env("ACCOUNTS", accounts.to_string())
                 .env("NODE_PREFIX", &prefix)
+                .envs(
+                    tls.iter()
+                        .flat_map(|(c, k)| [("TLS_CERT", c), ("TLS_KEY", k)]),
+                )
                 .stdin(Stdio::null())
                 .stdout(f.try_clone().expect("log handle"))
                 .stderr(f);
@@ -72,6 +101,7 @@ impl OidcProvider {
                 return OidcProvider {
                     child,
                     port,
+                    tls: tls.is_some(),
                     log,
                     _dir: dir,
                 };
@@ -82,7 +112,8 @@ impl OidcProvider {
     }
 
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The provider's log (its warnings and errors).
@@ -90,7 +121,7 @@ impl OidcProvider {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// One request to the provider's test controls: (status, body).
+    /// One request to the provider's test controls: (status, body). Plain HTTP only.
     pub fn control(&self, method: &str, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect provider");
         s.set_read_timeout(Some(Duration::from_secs(10)))
