@@ -554,6 +554,23 @@ async fn ldap_guessing_is_throttled() {
         );
         db.close().await.expect("close");
     }
+    // Counted on /metrics.
+    let metrics = support::api::client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for reason in ["ldap_throttled", "ldap_invalid"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("meeting_sign_in_failures") && l.contains(reason)),
+            "{reason} on /metrics"
+        );
+    }
     // Audited, throttled attempts included.
     let admin = token(&ldap_sign_in(&app, "dave", "pw-dave").await);
     let log = audit(&app, &admin, "action=sign_in").await;

@@ -329,6 +329,12 @@ pub async fn sign_in(
     }
     let key = login.to_lowercase();
     let ip = client_ip(&req);
+    let counted = |reason: &str| {
+        st.metrics
+            .sign_in_failures
+            .get_or_create(&crate::metrics::Metrics::label("reason", reason))
+            .inc();
+    };
     let failed = |outcome: Outcome, detail: String| {
         Entry::new(action::SIGN_IN, outcome)
             .method(AuthMethod::Ldap)
@@ -339,6 +345,7 @@ pub async fn sign_in(
     let attempt = match throttle::begin(&st.db, &st.cfg.auth, &key, &ip).await? {
         Ok(id) => id,
         Err(t) => {
+            counted("ldap_throttled");
             st.audit(failed(
                 Outcome::Throttled,
                 format!("too many wrong passwords for {}", t.whom),
@@ -353,6 +360,7 @@ pub async fn sign_in(
     let person = match dir.authenticate(login, &body.password).await {
         Ok(p) => p,
         Err(Failure::Invalid(why)) => {
+            counted("ldap_invalid");
             throttle::finish(&st.db, attempt, throttle::FAILED).await?;
             st.audit(failed(Outcome::Failed, why)).await;
             return Err(ApiError::new(
@@ -362,6 +370,7 @@ pub async fn sign_in(
             ));
         }
         Err(Failure::Unavailable(why)) => {
+            counted("ldap_unavailable");
             throttle::forget(&st.db, attempt).await?;
             tracing::error!(error = %why, "LDAP sign-in: the directory could not be asked");
             st.audit(failed(
