@@ -2,10 +2,10 @@
 //! ends lose their live meeting connections too.
 //!
 //! - Every tick (a quarter of `auth.recheck_every`, between 1 s and 30 s) the sessions from
-//!   `oidc` and `ldap` not checked for `recheck_every` are asked about: OIDC redeems the
-//!   refresh token (userinfo for the groups when there are group rules); LDAP searches the
-//!   login again and wants the same DN. So a session is confirmed at most `recheck_every` +
-//!   a tick apart.
+//!   `oidc` and `ldap` not checked for `recheck_every` minus a tick are asked about: OIDC
+//!   redeems the refresh token (userinfo for the groups when there are group rules); LDAP
+//!   searches the login again and wants the same DN. So a session is confirmed at most
+//!   `recheck_every` apart (plus the time the provider takes to answer).
 //! - A definite "no" (the refresh refused, the user not found any more) ends the person's
 //!   access everywhere: `users.idp_disabled_at` is set, every session is revoked (codes
 //!   too — the provider is the authority on that person), and every meeting connection they
@@ -102,7 +102,7 @@ impl Lifecycle {
                 for (user_id, since, _) in watch {
                     close_connections(&st, user_id, Some(since)).await;
                 }
-                recheck_due(&st).await
+                recheck_due(&st, Lifecycle::tick_every(&st)).await
             }
             .into_actor(self)
             .map(|ended, act, _| {
@@ -192,10 +192,12 @@ async fn check(st: &ApiState, s: &session::Model) -> Verdict {
     }
 }
 
-/// Asks the providers about the sessions that are due; returns the people whose access ended.
-async fn recheck_due(st: &ApiState) -> Vec<i64> {
+/// Asks the providers about the sessions that are due (unchecked for `recheck_every` minus
+/// one `tick`, so the next tick never comes too late); returns the people whose access ended.
+async fn recheck_due(st: &ApiState, tick: Duration) -> Vec<i64> {
     let t = now();
-    let due = t - st.cfg.auth.recheck_every.as_secs_i64();
+    let every = st.cfg.auth.recheck_every.0.saturating_sub(tick);
+    let due = t - i64::try_from(every.as_secs()).unwrap_or(i64::MAX).max(1);
     let rows = session::Entity::find()
         .filter(session::Column::Method.is_in([AuthMethod::Oidc.name(), AuthMethod::Ldap.name()]))
         .filter(session::Column::RevokedAt.is_null())
