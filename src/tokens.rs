@@ -26,6 +26,7 @@ pub struct Keys {
     files: [u8; 32],
     bridge: [u8; 32],
     codes: [u8; 32],
+    sso: [u8; 32],
 }
 
 impl Keys {
@@ -44,6 +45,7 @@ impl Keys {
             files: key(b"file-url"),
             bridge: key(b"bridge-auth"),
             codes: key(b"login-code"),
+            sso: key(b"sso-tokens"),
         }
     }
 
@@ -56,6 +58,10 @@ impl Keys {
     }
     pub fn bridge_key(&self) -> &[u8; 32] {
         &self.bridge
+    }
+    /// Seals identity providers' tokens kept with SSO sessions (`auth::seal`).
+    pub fn sso_key(&self) -> &[u8; 32] {
+        &self.sso
     }
 
     /// A sign-in code as stored: keyed hash, so a copied database does not reveal codes

@@ -189,6 +189,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let fs_state = started.fs;
 
+    let keys_for_sso = keys.clone();
     let state = web::Data::new(ApiState {
         db,
         cfg: Arc::new(api_cfg),
@@ -204,7 +205,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls,
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
         limits,
+        sso: Arc::new(apiserver::auth::Sso::new(&cfg, &keys_for_sso, &public_url)?),
     });
+    apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
     let m = metrics.clone();
     let sfu_state = started.sfu;
     let server = HttpServer::new(move || {

@@ -5,6 +5,7 @@ mod m0001_initial;
 mod m0002_allocator_state;
 mod m0003_hardening;
 mod m0004_notes_crdt;
+mod m0005_enterprise_signin;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_allocator_state::Migration),
             Box::new(m0003_hardening::Migration),
             Box::new(m0004_notes_crdt::Migration),
+            Box::new(m0005_enterprise_signin::Migration),
         ]
     }
 }

@@ -343,13 +343,14 @@ pub async fn create(
     me: AuthUser,
     body: web::Json<CreateMeeting>,
 ) -> Result<HttpResponse, ApiError> {
-    let me = me.user;
-    if !st.may_create(&me.email) {
+    // `allowed_domains`, and the groups of the session's identity provider (issue 19).
+    if !me.can_create {
         return Err(ApiError::forbidden(
             "not_allowed_to_create",
-            "Your email domain may join meetings but not create them; ask your administrator.",
+            "You may join meetings but not create them; ask your administrator.",
         ));
     }
+    let me = me.user;
     let body = body.into_inner();
     let t = now();
     let begin = body.begin_at.unwrap_or(0);
@@ -1006,7 +1007,7 @@ pub async fn control(
         ));
     };
     let action = body.into_inner();
-    match st
+    let result = st
         .registry
         .send(super::registry::Control {
             sfu,
@@ -1015,8 +1016,9 @@ pub async fn control(
                 action: action.clone(),
             },
         })
-        .await
-    {
+        .await;
+    super::audit::host_action(&st, &me, &m, &action, &result).await;
+    match result {
         Ok(Ok(())) => {
             remember_control(&st, m.id, &action).await?;
             Ok(HttpResponse::NoContent().finish())

@@ -3,6 +3,7 @@
 //! remote — it cannot tell) for servers, and never talks to other roles any other way.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bridge;
 pub mod files;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub tls: bool,
     /// Live notes: accepted changes fanned out to each meeting's followers.
     pub notes_hub: Arc<notes::NotesHub>,
+    /// Enterprise sign-in (OIDC, LDAP), the audit log's limiter, the lifecycle actor.
+    pub sso: Arc<auth::Sso>,
     /// Rate limits kept in memory (a restart forgives; the database-backed ones are in `auth`).
     pub limits: Arc<ApiLimits>,
 }
@@ -152,6 +155,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(notes::routes)
             .configure(files::routes)
             .configure(admin::routes)
+            .configure(auth::routes)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),
