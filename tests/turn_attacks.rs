@@ -118,6 +118,8 @@ async fn many_credentials_from_one_address_cannot_take_every_relay_port() {
             ("MEETING_TURN__RELAY_PORT_MIN", "50000"),
             ("MEETING_TURN__RELAY_PORT_MAX", "50039"),
             ("MEETING_TURN__MAX_ALLOCATIONS_PER_IP", "10"),
+            // coturn's echo peer (below) is on loopback.
+            ("MEETING_TURN__ALLOWED_PEERS", "127.0.0.1/32"),
         ],
     );
     let mut held = Vec::new();
@@ -150,6 +152,58 @@ async fn many_credentials_from_one_address_cannot_take_every_relay_port() {
     assert_eq!(a.mapped.ip().to_string(), OTHER_CLIENT);
     let mut t = client(Transport::Tcp, Some(OTHER_CLIENT), &credentials(2001), None).await;
     t.allocate(None, false).await.expect("and over TCP");
+    // coturn's client sees the same: refused from the attacker's address, relaying without
+    // loss from the other one.
+    let key = Keys::derive(SECRET).turn_secret().to_string();
+    let _peer = support::TiedChild::spawn({
+        let mut c = std::process::Command::new("/usr/bin/turnutils_peer");
+        c.args(["-L", "127.0.0.1", "-p", "3480"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    })
+    .expect("turnutils_peer (Debian package coturn) starts");
+    let uclient = |from: &str| {
+        let o = support::run_cli(
+            "/usr/bin/turnutils_uclient",
+            &[
+                "-W",
+                &key,
+                "-u",
+                "someone",
+                "-c",
+                "-n",
+                "20",
+                "-z",
+                "10",
+                "-e",
+                "127.0.0.1",
+                "-r",
+                "3480",
+                "-L",
+                from,
+                "-p",
+                "3478",
+                "127.0.0.1",
+            ],
+        );
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), out)
+    };
+    let (ok, out) = tokio::task::block_in_place(|| uclient("127.0.0.1"));
+    assert!(
+        !ok && out.contains("error 486") && !out.contains("Total lost packets"),
+        "{out}"
+    );
+    let (ok, out) = tokio::task::block_in_place(|| uclient(OTHER_CLIENT));
+    assert!(
+        ok && out.contains("Total lost packets 0 (0.000000%)"),
+        "{out}"
+    );
     // A TCP allocation given back (its connection closed) makes room for the attacker again:
     // the count follows the allocations, it does not leak.
     let tcp_at = held
