@@ -679,8 +679,9 @@ impl Conn for NullConn {
 
 /// `input` as a series of records `[flags, source, length (2 bytes, big-endian), bytes…]`,
 /// each given to a UDP guard as a datagram from one of 8 sources; see
-/// [`crate::roles::turnserver::fuzz_guard`].
-pub fn fuzz(input: &[u8]) {
+/// [`crate::roles::turnserver::fuzz_guard`]. Returns how many allocations were created and
+/// how many Allocates were refused for a quota.
+pub fn fuzz(input: &[u8]) -> (u64, u64) {
     const REALM: &str = "fuzz";
     let auth = RestAuth::new("fuzz-turn-secret", REALM);
     let shared = Arc::new(GuardShared {
@@ -764,6 +765,59 @@ pub fn fuzz(input: &[u8]) {
         lock(&shared.quotas)
     );
     assert_eq!(shared.stats.allocations.load(Ordering::Relaxed), 0);
+    let st = &shared.stats;
+    (
+        st.allocations_created.load(Ordering::Relaxed),
+        [
+            Rejected::Quota,
+            Rejected::QuotaSource,
+            Rejected::QuotaMeeting,
+        ]
+        .iter()
+        .map(|r| st.rejected(*r))
+        .sum(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(flags: u8, source: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![flags, source];
+        v.extend_from_slice(&u16::try_from(data.len()).expect("short").to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// The fuzz entry point reaches what is behind authentication: allocations are made and
+    /// quotas refuse (user 3, source 4, meeting 5 there), and everything is given back.
+    #[test]
+    fn fuzz_entry_reaches_allocations_and_quotas() {
+        let mut alloc = Message::new();
+        alloc
+            .build(&[
+                Box::new(TransactionId::new()),
+                Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+                Box::new(turn::proto::reqtrans::RequestedTransport {
+                    protocol: turn::proto::PROTO_UDP,
+                }),
+            ])
+            .expect("build");
+        // Meeting 1 (bits 5-7 = 1) from sources 0..8: port 1000 and 1001 of 4 addresses.
+        let mut input = Vec::new();
+        for source in 0..8u8 {
+            let mut m = alloc.clone();
+            m.transaction_id = TransactionId::new();
+            m.write_transaction_id();
+            input.extend(record(1 | 4 | 0x20, source, &m.raw));
+        }
+        let (created, refused) = fuzz(&input);
+        assert_eq!((created, refused), (5, 3), "the meeting's 5, then 486");
+        // Unsigned, the same never gets past the 401.
+        let unsigned: Vec<u8> = (0..8u8).flat_map(|s| record(4, s, &alloc.raw)).collect();
+        assert_eq!(fuzz(&unsigned), (0, 0));
+    }
 }
 
 /// `data` decoded as STUN and signed with `username`'s key, or `None` if it does not decode.
