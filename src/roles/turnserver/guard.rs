@@ -779,6 +779,41 @@ pub fn fuzz(input: &[u8]) -> (u64, u64) {
     )
 }
 
+/// `data` decoded as STUN and signed with `username`'s key, or `None` if it does not decode.
+fn signed(
+    data: &[u8],
+    username: &str,
+    realm: &str,
+    nonce: &str,
+    auth: &RestAuth,
+    fingerprint: bool,
+) -> Option<Vec<u8>> {
+    let mut m = Message::new();
+    m.raw.clear();
+    m.raw.extend_from_slice(data);
+    m.decode().ok()?;
+    let key = auth.key(username, realm, 0).ok()?;
+    let mut out = Message::new();
+    out.typ = m.typ;
+    out.transaction_id = m.transaction_id;
+    out.write_header();
+    for a in &m.attributes.0 {
+        match a.typ {
+            ATTR_USERNAME | ATTR_REALM | ATTR_NONCE | ATTR_MESSAGE_INTEGRITY | ATTR_FINGERPRINT => {
+            }
+            _ => out.add(a.typ, &a.value),
+        }
+    }
+    out.add(ATTR_USERNAME, username.as_bytes());
+    out.add(ATTR_REALM, realm.as_bytes());
+    out.add(ATTR_NONCE, nonce.as_bytes());
+    MessageIntegrity(key).add_to(&mut out).ok()?;
+    if fingerprint {
+        stun::fingerprint::FINGERPRINT.add_to(&mut out).ok()?;
+    }
+    Some(out.raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,39 +853,4 @@ mod tests {
         let unsigned: Vec<u8> = (0..8u8).flat_map(|s| record(4, s, &alloc.raw)).collect();
         assert_eq!(fuzz(&unsigned), (0, 0));
     }
-}
-
-/// `data` decoded as STUN and signed with `username`'s key, or `None` if it does not decode.
-fn signed(
-    data: &[u8],
-    username: &str,
-    realm: &str,
-    nonce: &str,
-    auth: &RestAuth,
-    fingerprint: bool,
-) -> Option<Vec<u8>> {
-    let mut m = Message::new();
-    m.raw.clear();
-    m.raw.extend_from_slice(data);
-    m.decode().ok()?;
-    let key = auth.key(username, realm, 0).ok()?;
-    let mut out = Message::new();
-    out.typ = m.typ;
-    out.transaction_id = m.transaction_id;
-    out.write_header();
-    for a in &m.attributes.0 {
-        match a.typ {
-            ATTR_USERNAME | ATTR_REALM | ATTR_NONCE | ATTR_MESSAGE_INTEGRITY | ATTR_FINGERPRINT => {
-            }
-            _ => out.add(a.typ, &a.value),
-        }
-    }
-    out.add(ATTR_USERNAME, username.as_bytes());
-    out.add(ATTR_REALM, realm.as_bytes());
-    out.add(ATTR_NONCE, nonce.as_bytes());
-    MessageIntegrity(key).add_to(&mut out).ok()?;
-    if fingerprint {
-        stun::fingerprint::FINGERPRINT.add_to(&mut out).ok()?;
-    }
-    Some(out.raw)
 }
