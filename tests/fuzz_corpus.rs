@@ -68,3 +68,32 @@ fn file_grant_corpus() {
 fn tokens_corpus() {
     replay("tokens", 3, targets::tokens);
 }
+
+/// str0m 0.25 panics on a client offer that gives one payload type to an audio and a video
+/// codec (found by the `sdp` target; fuzz/known-crashes/sdp/). The fuzz target catches that
+/// one panic (so it can look for others); the sfuserver does not yet (it calls
+/// `accept_offer` on its media worker thread). This test fails once str0m no longer panics:
+/// then drop `catching_known_str0m_panic` from the target and this test.
+#[test]
+fn str0m_still_panics_on_the_known_offers() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/known-crashes/sdp");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir)
+        .expect("fuzz/known-crashes/sdp")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).expect("utf-8 SDP");
+        let offer = str0m::change::SdpOffer::from_sdp_string(&text).expect("it parses");
+        let mut rtc = str0m::RtcConfig::new()
+            .set_ice_lite(true)
+            .build(std::time::Instant::now());
+        let r = targets::catching_known_str0m_panic(|| rtc.sdp_api().accept_offer(offer));
+        assert!(
+            r.is_none(),
+            "{}: str0m no longer panics",
+            e.path().display()
+        );
+        n += 1;
+    }
+    assert!(n >= 1);
+}
