@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only what is missing. Idempotent; fast when all is present.
 #   apt:  mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
+#         fonts-noto-cjk (zh-CN screens are checked with real Chinese glyphs)
 #         lintian rpm rpmlint mmdebstrap (the package test; it installs cargo-deb and
 #         cargo-generate-rpm itself, cached: scripts/package-tools.sh)
 #   venv: /var/tmp/meeting-appliance-venv with aiosmtpd (SMTP sink)
@@ -11,7 +12,7 @@ set -euo pipefail
 VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
 NODE_PREFIX=${APPLIANCE_NODE_PREFIX:-/var/tmp/meeting-appliance-node}
 APT_PACKAGES=(mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
-  lintian rpm rpmlint mmdebstrap)
+  lintian rpm rpmlint mmdebstrap fonts-noto-cjk)
 
 die() { echo "test-deps: FAILED: $*" >&2; exit 1; }
 step() { echo "test-deps: $*"; }

@@ -586,3 +586,267 @@ async fn a_replaced_session_ending_does_not_remove_its_successor() {
     }
     assert_eq!(leaves, vec!["replaced".to_string()], "{leaves:?}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Who is in the meeting
+// ------------------------------------------------------------------------------------------
+
+/// A raw POST with optional bearer token and cookie: (status, JSON body, set-cookie).
+async fn post_raw_cookie(
+    url: &str,
+    token: Option<&str>,
+    cookie: Option<&str>,
+    body: Value,
+) -> (u16, Value, Option<String>) {
+    let c = support::api::client();
+    let mut rb = c.post(url).json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(k) = cookie {
+        rb = rb.header("Cookie", k);
+    }
+    let r = rb.send().await.expect("post");
+    let status = r.status().as_u16();
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string);
+    (status, r.json().await.unwrap_or(Value::Null), set)
+}
+
+/// `GET /meetings/{id}/notes` as a guest with a join token: the status.
+async fn guest_notes(app: &Appliance, id: i64, join_token: &str) -> u16 {
+    support::api::client()
+        .get(app.url(&format!("/api/v1/meetings/{id}/notes")))
+        .header("X-Join-Token", join_token)
+        .send()
+        .await
+        .expect("notes")
+        .status()
+        .as_u16()
+}
+
+/// An appliance with a signed-in host and its instant meeting: (app, host token, code, id).
+async fn hosted() -> (Appliance, String, String, i64) {
+    let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", "1"], &[]);
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    let code = m.body["code"].as_str().expect("code").to_string();
+    let id = m.body["id"].as_i64().expect("id");
+    (app, host, code, id)
+}
+
+/// Before the fix a join answer alone opened 24 h of notes and files to a guest. Now access
+/// follows presence: from the sfuserver's report of the guest entering until it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_answer_alone_opens_no_notes_or_files() {
+    let (app, _host, code, id) = hosted().await;
+    let answer = join_answer(&app, &code, "Gina").await;
+    let token = answer["token"].as_str().expect("token").to_string();
+    assert_eq!(guest_notes(&app, id, &token).await, 403, "before entering");
+    let files = support::api::client()
+        .get(app.url(&format!("/api/v1/meetings/{id}/files")))
+        .header("X-Join-Token", &token)
+        .send()
+        .await
+        .expect("files");
+    assert_eq!(files.status().as_u16(), 403, "files before entering");
+    let present = support::api::enter(&answer).await;
+    support::api::eventually("the guest's entry", || async {
+        guest_notes(&app, id, &token).await == 200
+    })
+    .await;
+    drop(present);
+    support::api::eventually("the guest's leaving", || async {
+        guest_notes(&app, id, &token).await == 403
+    })
+    .await;
+}
+
+/// Before the fix `/join` ignored the room lock (only the sfuserver refused, after TURN
+/// credentials and a participation were handed out), and a removed guest could simply join
+/// again. Now a locked meeting refuses newcomers at `/join`, and a removed person (account or
+/// guest browser) is refused for good, losing notes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_removal_hold_at_join() {
+    let (app, host, code, id) = hosted().await;
+    let join_url = app.url(&format!("/api/v1/join/{code}"));
+    let control = |body: Value| {
+        let (url, host) = (
+            app.url(&format!("/api/v1/meetings/{id}/control")),
+            host.clone(),
+        );
+        async move { call("POST", &url, Some(&host), Some(body)).await }
+    };
+    // A guest (its browser gets a guest cookie) and a signed-in participant enter.
+    let (st, guest, cookie) =
+        post_raw_cookie(&join_url, None, None, json!({"display_name": "Gil"})).await;
+    assert_eq!(st, 200, "{guest}");
+    let cookie = cookie.expect("a guest cookie");
+    assert!(cookie.starts_with("meeting_guest="), "{cookie}");
+    let g_present = support::api::enter(&guest).await;
+    let sam = sign_in_from_log(&app, "sam@corp.test").await;
+    let (st, sam_join, _) = post_raw_cookie(&join_url, Some(&sam), None, json!({})).await;
+    assert_eq!(st, 200, "{sam_join}");
+    let s_present = support::api::enter(&sam_join).await;
+    let gtoken = guest["token"].as_str().expect("token").to_string();
+    support::api::eventually("the guest's entry", || async {
+        guest_notes(&app, id, &gtoken).await == 200
+    })
+    .await;
+
+    // Locked: a newcomer is refused by /join itself; the host is not.
+    assert_eq!(control(json!({"action": "lock"})).await.status, 204);
+    let (st, b, _) = post_raw_cookie(&join_url, None, None, json!({"display_name": "Late"})).await;
+    assert_eq!((st, b["error"].as_str()), (403, Some("locked")), "{b}");
+    let (st, b, _) = post_raw_cookie(&join_url, Some(&host), None, json!({})).await;
+    assert_eq!(st, 200, "the host joins a locked meeting: {b}");
+    assert_eq!(control(json!({"action": "unlock"})).await.status, 204);
+    let (st, b, _) = post_raw_cookie(&join_url, None, None, json!({"display_name": "Late"})).await;
+    assert_eq!(st, 200, "unlocked: {b}");
+
+    // Removed: notes end at once, and neither the guest's browser nor the account comes back.
+    let gid = guest["participant_id"].as_str().expect("pid");
+    let r = control(json!({"action": "remove", "participant_id": gid})).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(guest_notes(&app, id, &gtoken).await, 403);
+    let (st, b, _) = post_raw_cookie(
+        &join_url,
+        None,
+        Some(&cookie),
+        json!({"display_name": "Gil again"}),
+    )
+    .await;
+    assert_eq!((st, b["error"].as_str()), (403, Some("removed")), "{b}");
+    let sid = sam_join["participant_id"].as_str().expect("pid");
+    let r = control(json!({"action": "remove", "participant_id": sid})).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let (st, b, _) = post_raw_cookie(&join_url, Some(&sam), None, json!({})).await;
+    assert_eq!((st, b["error"].as_str()), (403, Some("removed")), "{b}");
+    let notes = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/notes")),
+        Some(&sam),
+        None,
+    )
+    .await;
+    assert_eq!(notes.status, 404, "a removed member loses the notes");
+    // Another guest browser is not affected.
+    let (st, b, _) = post_raw_cookie(&join_url, None, None, json!({"display_name": "Hal"})).await;
+    assert_eq!(st, 200, "{b}");
+    drop((g_present, s_present));
+}
+
+/// A personal room's code is for ever; everyone who once entered kept its notes. The owner
+/// can now give the room a new code: the old link stops working and those let in through
+/// it lose access; the owner keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_code_closes_the_old_link() {
+    let (app, host, code, id) = hosted().await;
+    let join_url = app.url(&format!("/api/v1/join/{code}"));
+    let ted = sign_in_from_log(&app, "ted@corp.test").await;
+    let (st, j, _) = post_raw_cookie(&join_url, Some(&ted), None, json!({})).await;
+    assert_eq!(st, 200, "{j}");
+    let present = support::api::enter(&j).await;
+    let notes_url = app.url(&format!("/api/v1/meetings/{id}/notes"));
+    support::api::eventually("ted's entry", || async {
+        call("GET", &notes_url, Some(&ted), None).await.status == 200
+    })
+    .await;
+    drop(present);
+    // A stranger cannot change the code; the owner can.
+    let a = call(
+        "POST",
+        &app.url(&format!("/api/v1/meetings/{id}/code")),
+        Some(&ted),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 404, "{:?}", a.body);
+    let a = call(
+        "POST",
+        &app.url(&format!("/api/v1/meetings/{id}/code")),
+        Some(&host),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let new = a.body["code"].as_str().expect("code");
+    assert_ne!(new, code);
+    assert!(a.body["join_url"].as_str().expect("url").ends_with(new));
+    let (st, _, _) = post_raw_cookie(&join_url, Some(&ted), None, json!({})).await;
+    assert_eq!(st, 404, "the old code is gone");
+    assert_eq!(call("GET", &notes_url, Some(&ted), None).await.status, 404);
+    assert_eq!(call("GET", &notes_url, Some(&host), None).await.status, 200);
+    let (st, b, _) = post_raw_cookie(
+        &app.url(&format!("/api/v1/join/{new}")),
+        Some(&ted),
+        None,
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200, "the new code works: {b}");
+}
+
+/// Before the fix every `/join` minted TURN credentials with no limit (512 joins exhausted the
+/// relay ports). Joins are limited per person and, for guests, per client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_rate_limited_per_person_and_per_guest_address() {
+    let app = Appliance::start(
+        &["--udpPort", "0", "--sfuWorkers", "1"],
+        &[
+            ("MEETING_MEETINGS__JOINS_PER_USER_PER_MINUTE", "5"),
+            ("MEETING_MEETINGS__JOINS_PER_IP_PER_MINUTE", "8"),
+        ],
+    );
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let code = m.body["code"].as_str().expect("code");
+    let url = app.url(&format!("/api/v1/join/{code}"));
+    for _ in 0..5 {
+        assert_eq!(
+            call("POST", &url, Some(&host), Some(json!({})))
+                .await
+                .status,
+            200
+        );
+    }
+    let a = call("POST", &url, Some(&host), Some(json!({}))).await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (429, "rate_limited"),
+        "{:?}",
+        a.body
+    );
+    assert!(a.headers.contains_key("retry-after"));
+    let attacker = [127, 0, 0, 3];
+    let mut ok = 0;
+    for i in 0..20 {
+        let (st, _) = post_from(attacker, &url, json!({"display_name": format!("g{i}")})).await;
+        if st == 200 {
+            ok += 1;
+        } else {
+            assert_eq!(st, 429);
+        }
+    }
+    assert_eq!(ok, 8, "guest joins from one address");
+    // Someone else, from another address, is unaffected.
+    let (st, b) = post_from([127, 0, 0, 4], &url, json!({"display_name": "Other"})).await;
+    assert_eq!(st, 200, "{b}");
+}

@@ -81,6 +81,7 @@ pub struct Config {
     pub turn: Turn,
     pub fs: Fs,
     pub tls: Tls,
+    pub notes: Notes,
 }
 
 impl Default for Config {
@@ -104,6 +105,7 @@ impl Default for Config {
             turn: Turn::default(),
             fs: Fs::default(),
             tls: Tls::default(),
+            notes: Notes::default(),
         }
     }
 }
@@ -314,6 +316,11 @@ pub struct Meetings {
     pub join_token_ttl: Dur,
     /// TURN credentials handed out at join last this long.
     pub turn_credential_ttl: Dur,
+    /// Join answers per signed-in person per minute (0: no limit).
+    pub joins_per_user_per_minute: u32,
+    /// Join answers to guests per client IP per minute (0: no limit). An office behind one
+    /// NAT address is one client IP: raise it for large guest audiences.
+    pub joins_per_ip_per_minute: u32,
 }
 
 impl Default for Meetings {
@@ -324,6 +331,8 @@ impl Default for Meetings {
             max_duration: Dur::secs(24 * 3600),
             join_token_ttl: Dur::secs(300),
             turn_credential_ttl: Dur::secs(6 * 3600),
+            joins_per_user_per_minute: 30,
+            joins_per_ip_per_minute: 120,
         }
     }
 }
@@ -736,6 +745,38 @@ impl Default for Tls {
     }
 }
 
+/// Meeting notes: their history and how fast one member may change them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notes {
+    /// Bytes of history (saved versions of the text) one meeting keeps; older versions are
+    /// thinned out (dense recent, sparse old) to stay under it.
+    pub history_budget: u64,
+    /// A version is kept when editing pauses this long (and when the last editor leaves).
+    pub snapshot_after_pause: Dur,
+    /// Saves through the REST API (`PUT`, restore) one member may make per minute and meeting…
+    pub saves_per_minute: u32,
+    /// …with this many at once.
+    pub save_burst: u32,
+    /// Changes one member may send per second over the live connection (a typist sends ~10).
+    pub live_updates_per_second: u32,
+    /// Bytes of changes one member may send per minute over the live connection.
+    pub live_bytes_per_minute: u64,
+}
+
+impl Default for Notes {
+    fn default() -> Self {
+        Notes {
+            history_budget: 16 * 1024 * 1024,
+            snapshot_after_pause: Dur::secs(30),
+            saves_per_minute: 20,
+            save_burst: 10,
+            live_updates_per_second: 30,
+            live_bytes_per_minute: 8 * 1024 * 1024,
+        }
+    }
+}
+
 /// Reads the file (if any) and the environment over the defaults. Flags come on top, in cli.rs.
 pub fn load(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
     let source = match file {
@@ -933,6 +974,21 @@ impl Config {
             bail!(
                 "`fs.max_file_size` and `fs.meeting_quota` must be above 0 (bytes, e.g. 268435456 for 256 MiB)"
             );
+        }
+        let n = &self.notes;
+        if n.history_budget < 2 * 1024 * 1024 {
+            bail!(
+                "`notes.history_budget` is {} bytes: give at least 2097152 (2 MiB, two versions of the largest notes)",
+                n.history_budget
+            );
+        }
+        if n.saves_per_minute == 0 || n.save_burst == 0 || n.live_updates_per_second == 0 {
+            bail!(
+                "`notes.saves_per_minute`, `notes.save_burst` and `notes.live_updates_per_second` must be at least 1"
+            );
+        }
+        if n.live_bytes_per_minute < 1024 * 1024 {
+            bail!("`notes.live_bytes_per_minute` must be at least 1048576 (1 MiB)");
         }
         Ok(())
     }

@@ -154,8 +154,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
-    apiserver::Janitor { db: db.clone() }.start();
-    let recorder = apiserver::ParticipationRecorder { db: db.clone() }.start();
+    let limits = Arc::new(apiserver::ApiLimits::new(&cfg));
+    apiserver::Janitor {
+        db: db.clone(),
+        limits: limits.clone(),
+    }
+    .start();
+    let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
     let registry =
         apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient()).start();
     if let Some(n) = &peers.nodes {
@@ -198,6 +203,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         public_url: public_url.clone(),
         tls,
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
+        limits,
     });
     let m = metrics.clone();
     let sfu_state = started.sfu;

@@ -6,6 +6,7 @@ pub mod mail;
 pub mod meeting;
 pub mod node;
 pub mod note;
+pub mod note_update;
 pub mod note_version;
 pub mod participation;
 pub mod session;

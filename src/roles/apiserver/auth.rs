@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
-use super::ApiState;
 use super::mail::{Outgoing, enqueue};
+use super::{ApiState, client_ip};
 use crate::db::entities::{login_code, session, user};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -66,12 +66,6 @@ impl UserView {
                 .any(|a| a.eq_ignore_ascii_case(&u.email)),
         }
     }
-}
-
-fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `POST /api/v1/auth/code {email}` → 204, and a code is mailed.

@@ -170,7 +170,7 @@ pub async fn send(
             ),
         ));
     }
-    let notes = current(&st.db, m.id).await?;
+    let notes = current(&st.clone().into_inner(), m.id).await?;
     if notes.text.trim().is_empty() {
         return Err(ApiError::conflict(
             "notes_empty",
