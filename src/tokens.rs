@@ -111,14 +111,17 @@ impl Keys {
         Ok(claims)
     }
 
-    /// coturn's REST credentials: username `expiry:participant`, password
-    /// base64(HMAC-SHA1(turn secret, username)).
+    /// coturn's REST credentials: username `expiry:meeting.participant`, password
+    /// base64(HMAC-SHA1(turn secret, username)). The turnserver reads the meeting from the
+    /// username to cap allocations per meeting (`turnserver::limits::meeting_of`); coturn
+    /// takes it as an opaque user name.
     pub fn turn_credentials(
         &self,
+        meeting: MeetingId,
         participant: &ParticipantId,
         expires_at: i64,
     ) -> (String, String) {
-        let username = format!("{expires_at}:{participant}");
+        let username = format!("{expires_at}:{meeting}.{participant}");
         let password = turn_password(&self.turn_secret, &username);
         (username, password)
     }

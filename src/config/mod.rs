@@ -541,7 +541,7 @@ impl Default for Meetings {
             max_invitees: 200,
             max_duration: Dur::secs(24 * 3600),
             join_token_ttl: Dur::secs(300),
-            turn_credential_ttl: Dur::secs(12 * 3600),
+            turn_credential_ttl: Dur::secs(6 * 3600),
             joins_per_user_per_minute: 30,
             joins_per_ip_per_minute: 120,
         }
@@ -853,6 +853,13 @@ pub struct Turn {
     pub allowed_peers: Vec<IpNet>,
     /// Allocations one username (one participant's credentials) may hold at once.
     pub max_allocations_per_user: u32,
+    /// Allocations one source address (IPv6: one /64) may hold at once, whatever credentials
+    /// it uses: the cap that keeps one client from taking every relay port.
+    pub max_allocations_per_ip: u32,
+    /// Allocations the credentials of one meeting may hold at once.
+    pub max_allocations_per_meeting: u32,
+    /// TURN-over-TCP and TLS connections one source address (IPv6: one /64) may have open.
+    pub max_tcp_connections_per_ip: u32,
     /// Relayed kbit/s per allocation and direction. 0: unlimited.
     pub max_bandwidth_kbps: u32,
     /// The longest lifetime an allocation gets per refresh (at most 1h).
@@ -872,6 +879,9 @@ impl Default for Turn {
             relay_port_max: 65535,
             allowed_peers: Vec::new(),
             max_allocations_per_user: 32,
+            max_allocations_per_ip: 300,
+            max_allocations_per_meeting: 1000,
+            max_tcp_connections_per_ip: 300,
             max_bandwidth_kbps: 20_000,
             max_lifetime: Dur::secs(3600),
             unauthenticated_per_second: 20,
@@ -1169,8 +1179,15 @@ impl Config {
         if t.realm.trim().is_empty() {
             bail!("`turn.realm` is empty: give any name, e.g. your domain");
         }
-        if t.max_allocations_per_user == 0 {
-            bail!("`turn.max_allocations_per_user` must be at least 1");
+        for (key, v) in [
+            ("max_allocations_per_user", t.max_allocations_per_user),
+            ("max_allocations_per_ip", t.max_allocations_per_ip),
+            ("max_allocations_per_meeting", t.max_allocations_per_meeting),
+            ("max_tcp_connections_per_ip", t.max_tcp_connections_per_ip),
+        ] {
+            if v == 0 {
+                bail!("`turn.{key}` must be at least 1");
+            }
         }
         if self.fs.max_file_size == 0 || self.fs.meeting_quota == 0 {
             bail!(

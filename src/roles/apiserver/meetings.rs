@@ -865,6 +865,7 @@ pub async fn join(
     };
     let token = st.keys.sign_join(&claims);
     let (username, credential) = st.keys.turn_credentials(
+        MeetingId(m.id),
         &participant,
         t + st.cfg.meetings.turn_credential_ttl.as_secs_i64(),
     );
