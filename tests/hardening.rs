@@ -859,3 +859,205 @@ async fn joins_are_rate_limited_per_person_and_per_guest_address() {
     let (st, b) = post_from([127, 0, 0, 4], &url, json!({"display_name": "Other"})).await;
     assert_eq!(st, 200, "{b}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Mail
+// ------------------------------------------------------------------------------------------
+
+/// Rows of the SQLite outbox: (recipient, status, message length).
+fn outbox(app: &Appliance) -> Vec<(String, String, usize)> {
+    let db = app.data_dir().join("meeting.db");
+    let out = std::process::Command::new(support::python())
+        .args([
+            "-c",
+            "import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); \
+             print(json.dumps(c.execute('select recipient,status,length(message) from mail_outbox').fetchall()))",
+        ])
+        .arg(&db)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows")
+}
+
+/// An SMTP server that refuses every recipient for good (550).
+fn refusing_smtp(port: u16) -> support::TiedChild {
+    let mut cmd = std::process::Command::new(support::python());
+    cmd.args([
+        "-c",
+        "import sys,time\nfrom aiosmtpd.controller import Controller\n\
+         class H:\n    async def handle_RCPT(self, server, session, envelope, address, opts):\n        return '550 5.1.1 no such mailbox'\n\
+         c=Controller(H(), hostname='127.0.0.1', port=int(sys.argv[1])); c.start()\nwhile True: time.sleep(3600)\n",
+    ])
+    .arg(port.to_string());
+    let child = support::TiedChild::spawn(cmd).expect("spawn the refusing SMTP server");
+    support::wait_until(Duration::from_secs(15), "the refusing SMTP server", || {
+        support::port_open(port).then_some(())
+    });
+    child
+}
+
+/// Before the fix any account could mail without limit (200 invitees per meeting, re-sent on
+/// every PATCH). Now a person's actions may queue `mail.per_user_per_day` mails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_per_person_is_limited() {
+    let sink = SmtpSink::start();
+    let args = mail_args(sink.port());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[("MEETING_MAIL__PER_USER_PER_DAY", "6")]);
+    let ann = support::api::sign_in(&app, &sink, "ann@corp.test").await;
+    let t = meeting_appliance::util::now();
+    let invitees: Vec<String> = (0..4).map(|i| format!("guest{i}@corp.test")).collect();
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&ann),
+        Some(json!({"title": "Plan", "begin_at": t + 3600, "end_at": t + 7200, "invitees": invitees})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    let id = m.body["id"].as_i64().expect("id");
+    // Rescheduling would mail the four again: 8 > 6.
+    let p = call(
+        "PATCH",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&ann),
+        Some(json!({"begin_at": t + 7200, "end_at": t + 9000})),
+    )
+    .await;
+    assert_eq!(
+        (p.status, p.error_code()),
+        (429, "rate_limited"),
+        "{:?}",
+        p.body
+    );
+    // Nothing of the refused change happened, and others still mail.
+    let g = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(g.body["begin_at"], t + 3600);
+    let bob = support::api::sign_in(&app, &sink, "bob@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&bob),
+        Some(json!({"title": "Bob's", "begin_at": t + 3600, "end_at": t + 7200, "invitees": invitees})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+}
+
+/// Before the fix the outbox retried failed mail forever, 50 oldest first in one pass, so mail
+/// to a server that never answers held up sign-in codes. Now sign-in codes have their own lane,
+/// a pass is bounded in time, a permanent refusal gives up at once (shown to admins), and sent
+/// or given-up bodies are purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_mail_neither_delays_codes_nor_stays_forever() {
+    // dead.test's server accepts connections and never says a word; gone.test's refuses all.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = blackhole.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in blackhole.incoming().flatten() {
+            conns.push(c);
+            if conns.len() > 200 {
+                break;
+            }
+        }
+    });
+    let gone_port = support::free_port();
+    let _refusing = refusing_smtp(gone_port);
+    let sink = SmtpSink::start();
+    let mut args: Vec<String> = Vec::new();
+    for (port, domain) in [(dead_port, "dead.test"), (gone_port, "gone.test")] {
+        args.extend(
+            [
+                "--mailServer",
+                "127.0.0.1",
+                "--mailPort",
+                &port.to_string(),
+                "--mailDomains",
+                domain,
+                "--mailTls",
+                "none",
+            ]
+            .map(String::from),
+        );
+    }
+    args.extend(mail_args(sink.port()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[("MEETING_AUTH__ADMIN_EMAILS", "ops@corp.test")]);
+    let ops = support::api::sign_in(&app, &sink, "ops@corp.test").await;
+    let t = meeting_appliance::util::now();
+    let invitees: Vec<String> = (0..40)
+        .map(|i| format!("p{i}@dead.test"))
+        .chain((0..3).map(|i| format!("q{i}@gone.test")))
+        .collect();
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&ops),
+        Some(json!({"title": "Doomed", "begin_at": t + 3600, "end_at": t + 7200, "invitees": invitees})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    // Give the outbox time to get stuck on dead.test.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    let a = call(
+        "POST",
+        &app.url("/api/v1/auth/code"),
+        None,
+        Some(json!({"email": "cat@corp.test"})),
+    )
+    .await;
+    assert_eq!(a.status, 204);
+    let code = code_in(&nth_mail_to(&sink, "cat@corp.test", 1));
+    println!(
+        "a sign-in code behind 40 mails to a silent server arrived in {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "the code waited {:?} behind undeliverable mail",
+        asked.elapsed()
+    );
+    let v = call(
+        "POST",
+        &app.url("/api/v1/auth/verify"),
+        None,
+        Some(json!({"email": "cat@corp.test", "code": code})),
+    )
+    .await;
+    assert_eq!(v.status, 200);
+    // gone.test's three are given up after one try and listed for admins.
+    support::api::eventually("the refused mails given up", || async {
+        let o = call("GET", &app.url("/api/v1/admin/overview"), Some(&ops), None).await;
+        o.body["mail"]["given_up"].as_u64() == Some(3)
+    })
+    .await;
+    let rows = outbox(&app);
+    for (to, status, len) in &rows {
+        if to.ends_with("@gone.test") {
+            assert_eq!((status.as_str(), *len), ("failed", 0), "{to}");
+        }
+        if status == "sent" {
+            assert_eq!(*len, 0, "a sent mail's body is purged ({to})");
+        }
+    }
+    assert!(
+        rows.iter()
+            .any(|(to, s, _)| to == "cat@corp.test" && s == "sent"),
+        "{rows:?}"
+    );
+    drop(app);
+    drop(held);
+}

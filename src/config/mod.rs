@@ -197,9 +197,14 @@ pub struct Mail {
     pub servers: Vec<MailServer>,
     /// The display name on outgoing mail.
     pub from_name: String,
-    /// First retry delay for an undeliverable mail; doubles up to `retry_max`. Never dropped.
+    /// First retry delay for an undeliverable mail; doubles up to `retry_max`.
     pub retry_initial: Dur,
     pub retry_max: Dur,
+    /// Delivery tries before a mail is given up (status `failed`, shown on the admin page).
+    /// A permanent refusal (SMTP 5xx) gives up at once.
+    pub max_attempts: u32,
+    /// Mails one person's actions may queue per 24 hours (invitations, updates, notes).
+    pub per_user_per_day: u32,
 }
 
 impl Default for Mail {
@@ -209,6 +214,8 @@ impl Default for Mail {
             from_name: "Meetings".into(),
             retry_initial: Dur::secs(30),
             retry_max: Dur::secs(1800),
+            max_attempts: 20,
+            per_user_per_day: 1000,
         }
     }
 }

@@ -12,7 +12,7 @@ interface Overview {
   nodes: { id: string; role: string; address: string; capacity: number; version: string; state: string; load: number; last_seen: number }[];
   meetings: { id: number; code: string; title: string; kind: string; owner_email: string; participants: number; since: number; sfu: string | null }[];
   mail: {
-    queued: number; failed: number;
+    queued: number; failed: number; given_up: number;
     latest_failures: { id: number; recipient: string; subject: string; attempts: number; last_error: string; next_attempt_at: number; status: string }[];
   };
 }
@@ -70,7 +70,8 @@ export async function adminPage(app: HTMLElement, top: HTMLElement, go: (path: s
     h('section', { class: 'card', 'aria-labelledby': 'admin-mail-h' }, h('h2', { id: 'admin-mail-h' }, t('admin_mail')),
       h('p', { id: 'admin-mail-counts' },
         h('span', { id: 'admin-queued' }, t('admin_queued', { n: o.mail.queued })), ' · ',
-        h('span', { id: 'admin-failed' }, t('admin_failed', { n: o.mail.failed }))),
+        h('span', { id: 'admin-failed' }, t('admin_failed', { n: o.mail.failed })), ' · ',
+        h('span', { id: 'admin-given-up' }, t('admin_given_up', { n: o.mail.given_up }))),
       failures),
     people,
     audit));

@@ -1,7 +1,7 @@
 //! The administrators' view of the appliance (part of issue 10):
 //!
 //! ```text
-//! GET /api/v1/admin/overview → {generated_at, nodes: [...], meetings: [...], mail: {queued, failed, latest_failures}}
+//! GET /api/v1/admin/overview → {generated_at, nodes: [...], meetings: [...], mail: {queued, failed, given_up, latest_failures}}
 //! ```
 //!
 //! Only for signed-in people whose email is in `auth.admin_emails` (401 without a session,
@@ -12,9 +12,11 @@
 //! - `meetings`: meetings someone is in right now, with how many. A participation counts
 //!   while it has no `left_at` and began within `meetings.max_duration`: a row left open by a
 //!   crash of its sfuserver stops counting then, as it does for guests' access to notes.
-//! - `mail`: `queued` = not delivered yet; `failed` = of those, the ones whose last attempt
-//!   failed (they are retried with back-off); `latest_failures` = the most recent of them, with
-//!   the server's error. Message bodies are not shown (sign-in codes are in them).
+//! - `mail`: `queued` = not delivered yet; `failed` = mail that failed: still retried after an
+//!   error, or given up; `given_up` = of those, given up for good (a permanent refusal, or
+//!   `mail.max_attempts` tries); `latest_failures` = the most recent failed, with the server's
+//!   error and status (`pending` or `failed`). Bodies are never shown (and
+//!   are purged once a mail is sent or given up).
 
 use actix_web::{HttpResponse, web};
 use sea_orm::{
@@ -92,6 +94,7 @@ struct MailFailure {
 struct MailView {
     queued: u64,
     failed: u64,
+    given_up: u64,
     latest_failures: Vec<MailFailure>,
 }
 
@@ -135,6 +138,7 @@ async fn live_meetings(st: &ApiState, t: i64) -> Result<Vec<LiveMeeting>, ApiErr
         .column(participation::Column::MeetingId)
         .column(participation::Column::JoinedAt)
         .filter(participation::Column::LeftAt.is_null())
+        .filter(participation::Column::EnteredAt.is_not_null())
         .filter(participation::Column::JoinedAt.gte(oldest))
         .into_tuple()
         .all(&st.db)
@@ -188,25 +192,32 @@ async fn live_meetings(st: &ApiState, t: i64) -> Result<Vec<LiveMeeting>, ApiErr
     Ok(out)
 }
 
-/// Not delivered yet: waiting for (another) attempt.
-fn undelivered() -> Condition {
+/// Mail that has had trouble: still being retried with an error, or given up.
+fn troubled() -> Condition {
     Condition::any()
-        .add(mail::Column::Status.eq("pending"))
+        .add(
+            Condition::all()
+                .add(mail::Column::Status.eq("pending"))
+                .add(mail::Column::LastError.is_not_null()),
+        )
         .add(mail::Column::Status.eq("failed"))
 }
 
 async fn mail_view(st: &ApiState) -> Result<MailView, ApiError> {
     let queued = mail::Entity::find()
-        .filter(undelivered())
+        .filter(mail::Column::Status.eq("pending"))
         .count(&st.db)
         .await?;
-    let failing = || {
-        mail::Entity::find()
-            .filter(undelivered())
-            .filter(mail::Column::LastError.is_not_null())
-    };
-    let failed = failing().count(&st.db).await?;
-    let latest_failures = failing()
+    let failed = mail::Entity::find()
+        .filter(troubled())
+        .count(&st.db)
+        .await?;
+    let given_up = mail::Entity::find()
+        .filter(mail::Column::Status.eq("failed"))
+        .count(&st.db)
+        .await?;
+    let latest_failures = mail::Entity::find()
+        .filter(troubled())
         .order_by_desc(mail::Column::NextAttemptAt)
         .order_by_desc(mail::Column::Id)
         .limit(FAILURES_SHOWN)
@@ -227,6 +238,7 @@ async fn mail_view(st: &ApiState) -> Result<MailView, ApiError> {
     Ok(MailView {
         queued,
         failed,
+        given_up,
         latest_failures,
     })
 }

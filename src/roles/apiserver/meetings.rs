@@ -279,6 +279,7 @@ async fn send_invites<C: ConnectionTrait>(
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
     let minutes = (m.end_at - m.begin_at) / 60;
+    super::mail::check_quota(db, &st.cfg.mail, owner.id, recipients.len()).await?;
     for to in recipients {
         let inv = Invite {
             method: match notice {
@@ -324,11 +325,8 @@ async fn send_invites<C: ConnectionTrait>(
             db,
             &st.mailer,
             Outgoing {
-                to: to.clone(),
-                subject,
-                text,
                 calendar: Some((inv.method_name(), ics)),
-                html: None,
+                ..Outgoing::by(owner.id, to.clone(), subject, text)
             },
         )
         .await

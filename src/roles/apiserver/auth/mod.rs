@@ -404,6 +404,9 @@ pub async fn request_code(
             ),
             calendar: None,
             html: None,
+            priority: super::mail::Priority::SignIn,
+            user_id: None,
+            expires_at: Some(t + st.cfg.auth.code_ttl.as_secs_i64()),
         },
     )
     .await
