@@ -1061,3 +1061,134 @@ async fn undeliverable_mail_neither_delays_codes_nor_stays_forever() {
     drop(app);
     drop(held);
 }
+
+// ------------------------------------------------------------------------------------------
+// The deployment secret
+// ------------------------------------------------------------------------------------------
+
+/// Every key derives from the secret. Before the fix an empty or short secret file was used
+/// as it was, and an 8-character `--secret` was accepted.
+#[test]
+fn weak_secrets_are_refused_with_how_to_fix() {
+    for (content, why) in [
+        ("", "empty"),
+        ("hunter2", "too short"),
+        (
+            "abababababababababababababababababababab",
+            "too few different",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("secret"), content).expect("write");
+        let o = support::run_cli(
+            support::appliance_bin!(),
+            &[
+                "--dataDir",
+                dir.path().to_str().expect("utf8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--udpPort",
+                "0",
+            ],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a {why} secret file was accepted");
+        assert!(
+            err.contains(why) && err.contains("32 random bytes"),
+            "{err}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = support::run_cli(
+        support::appliance_bin!(),
+        &[
+            "--secret",
+            "short-secret",
+            "--dataDir",
+            dir.path().to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--secret is too short"), "{err}");
+}
+
+/// `/metrics` tells a stranger how busy the box is and who runs it; it can be restricted to
+/// the monitoring host and a scrape token. (Before the fix it could not be restricted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_restricted_to_an_address_and_a_token() {
+    let app = Appliance::start(
+        &["--udpPort", "0"],
+        &[
+            ("MEETING_METRICS__ALLOW", "127.0.0.1/32"),
+            ("MEETING_METRICS__TOKEN", "scrape-token-0123456789"),
+        ],
+    );
+    let get = |from: [u8; 4], token: Option<&'static str>| {
+        let url = app.url("/metrics");
+        async move {
+            meeting_appliance::util::install_ring_provider();
+            let c = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from(from))
+                .build()
+                .expect("client");
+            let mut rb = c.get(url);
+            if let Some(t) = token {
+                rb = rb.bearer_auth(t);
+            }
+            let r = rb.send().await.expect("get");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let (st, body) = get([127, 0, 0, 1], Some("scrape-token-0123456789")).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("meeting_"), "{body}");
+    assert_eq!(get([127, 0, 0, 1], None).await.0, 401);
+    assert_eq!(get([127, 0, 0, 1], Some("wrong")).await.0, 401);
+    let (st, body) = get([127, 0, 0, 9], Some("scrape-token-0123456789")).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(!body.contains("meeting_"), "{body}");
+    // Health stays open for load balancers.
+    let h = reqwest::get(app.url("/healthz")).await.expect("healthz");
+    assert_eq!(h.status().as_u16(), 200);
+}
+
+/// A browser sends the session cookie whatever page opens the WebSocket: before the fix another
+/// site's page could open a live notes connection in the signed-in user's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_websocket_refuses_other_sites() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (app, host, _code, id) = hosted().await;
+    let addr = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let open = |origin: &'static str| {
+        let (addr, host) = (addr.clone(), host.clone());
+        async move {
+            let mut req = format!("ws://{addr}/api/v1/meetings/{id}/notes/live")
+                .into_client_request()
+                .expect("request");
+            req.headers_mut().insert(
+                "Origin",
+                origin.replace("SELF", &addr).parse().expect("hdr"),
+            );
+            req.headers_mut().insert(
+                "Cookie",
+                format!("meeting_session={host}").parse().expect("hdr"),
+            );
+            let tcp = TcpStream::connect(&addr).await.expect("tcp");
+            tokio_tungstenite::client_async(req, tcp).await.map(|_| ())
+        }
+    };
+    match open("http://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 403)
+        }
+        other => panic!("a foreign page got the notes connection: {other:?}"),
+    }
+    open("http://SELF").await.expect("our own page connects");
+}

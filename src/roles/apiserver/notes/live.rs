@@ -53,6 +53,24 @@ const MAX_MESSAGE: usize = 2 * super::MAX_NOTES_BYTES + 64 * 1024;
 /// How often a guest's presence in the meeting is checked again.
 const GUEST_RECHECK: Duration = Duration::from_secs(10);
 
+/// A browser names the page that opens a WebSocket in `Origin`, and sends our session cookie
+/// whatever the page: another site's page must not get a live notes connection in the user's
+/// name. Clients that are not browsers send no `Origin` and authenticate explicitly.
+fn same_origin(req: &HttpRequest, st: &ApiState) -> bool {
+    let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if origin.eq_ignore_ascii_case(st.public_url.trim_end_matches('/')) {
+        return true;
+    }
+    let host = req.connection_info().host().to_ascii_lowercase();
+    let scheme = if st.tls { "https" } else { "http" };
+    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+}
+
 pub async fn live(
     req: HttpRequest,
     body: web::Payload,
@@ -60,6 +78,12 @@ pub async fn live(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    if !same_origin(&req, &st) {
+        return Err(ApiError::forbidden(
+            "cross_origin",
+            "The notes connection is only for pages of this appliance.",
+        ));
+    }
     let creds = Credentials::extract(&req).await?;
     // Refuse before upgrading when credentials came with the request.
     let known = if creds.is_empty() {
