@@ -1192,3 +1192,159 @@ async fn notes_websocket_refuses_other_sites() {
     }
     open("http://SELF").await.expect("our own page connects");
 }
+
+// ------------------------------------------------------------------------------------------
+// Files
+// ------------------------------------------------------------------------------------------
+
+/// Grants an upload of `len` bytes and PUTs them: (file id, PUT status, PUT body).
+async fn put_only(app: &Appliance, token: &str, id: i64, len: usize) -> (Value, u16, Value) {
+    let (s, g) = support::files::grant(
+        &app.url(""),
+        token,
+        id,
+        json!({"name": "x.bin", "content_type": "application/octet-stream", "size": len}),
+    )
+    .await;
+    assert_eq!(s, 201, "{g}");
+    let url = g["upload_url"].as_str().expect("upload_url").to_string();
+    let put = tokio::task::spawn_blocking(move || {
+        support::files::request(
+            "PUT",
+            &url,
+            &[("Content-Type", "application/octet-stream")],
+            &vec![7u8; len],
+        )
+    })
+    .await
+    .expect("PUT");
+    let body = serde_json::from_slice(&put.body).unwrap_or(Value::Null);
+    (g["id"].clone(), put.status, body)
+}
+
+/// Before the fix an upload nobody committed counted against the meeting's quota for ever:
+/// a member could fill the quota with uploads the meeting never sees. Now the fsserver deletes
+/// an upload the apiserver did not record within `fs.unclaimed_ttl`; recorded ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_never_committed_stop_holding_the_quota() {
+    let app = Appliance::start(
+        &["--udpPort", "0"],
+        &[
+            ("MEETING_FS__UNCLAIMED_TTL", "3s"),
+            ("MEETING_FS__MEETING_QUOTA", "3000"),
+        ],
+    );
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let id = m.body["id"].as_i64().expect("id");
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    // One recorded file (1000 bytes) and one never committed (1500 bytes).
+    let kept = support::files::upload(
+        base,
+        &host,
+        id,
+        "kept.bin",
+        "application/octet-stream",
+        vec![1u8; 1000],
+    )
+    .await;
+    let (orphan, st, _) = put_only(&app, &host, id, 1500).await;
+    assert_eq!(st, 201);
+    // The quota is full: 1000 + 1500 + 1000 > 3000.
+    let (_, st, body) = put_only(&app, &host, id, 1000).await;
+    assert_eq!(st, 413, "{body}");
+    // Once the orphan's time is up it is deleted and its bytes count no more.
+    let started = Instant::now();
+    loop {
+        let (_, st, _) = put_only(&app, &host, id, 1000).await;
+        if st == 201 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the orphan still holds the quota"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Committing the reaped orphan now fails clearly; the recorded file is still there.
+    let _ = orphan;
+    let list = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/files")),
+        Some(&host),
+        None,
+    )
+    .await;
+    let files = list.body.as_array().expect("files");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["id"], kept["id"]);
+    let url = files[0]["download_url"]
+        .as_str()
+        .expect("download_url")
+        .to_string();
+    let got = tokio::task::spawn_blocking(move || support::files::request("GET", &url, &[], b""))
+        .await
+        .expect("GET");
+    assert_eq!(
+        (got.status, got.body.len()),
+        (200, 1000),
+        "the recorded file outlived the TTL"
+    );
+}
+
+/// An upload committed after its time is up is refused, not recorded as a broken file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_is_refused_not_recorded() {
+    let app = Appliance::start(&["--udpPort", "0"], &[("MEETING_FS__UNCLAIMED_TTL", "2s")]);
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let id = m.body["id"].as_i64().expect("id");
+    let (fid, st, put) = put_only(&app, &host, id, 100).await;
+    assert_eq!(st, 201);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let a = call(
+        "POST",
+        &app.url(&format!(
+            "/api/v1/meetings/{id}/files/{}/commit",
+            fid.as_str().expect("id")
+        )),
+        Some(&host),
+        Some(json!({"receipt": put["receipt"]})),
+    )
+    .await;
+    assert!(
+        matches!(
+            (a.status, a.error_code()),
+            (400, "invalid_receipt") | (410, "upload_expired")
+        ),
+        "{} {:?}",
+        a.status,
+        a.body
+    );
+    let list = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/files")),
+        Some(&host),
+        None,
+    )
+    .await;
+    assert_eq!(
+        list.body.as_array().map(Vec::len),
+        Some(0),
+        "{:?}",
+        list.body
+    );
+}

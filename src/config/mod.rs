@@ -929,6 +929,9 @@ pub struct Fs {
     pub download_url_ttl: Dur,
     /// The file links in mailed notes work this long.
     pub mail_link_ttl: Dur,
+    /// An upload the apiserver has not recorded (the client never committed it) is deleted
+    /// this long after it was stored, and stops counting against the meeting's quota.
+    pub unclaimed_ttl: Dur,
 }
 
 impl Default for Fs {
@@ -943,6 +946,7 @@ impl Default for Fs {
             upload_url_ttl: Dur::secs(15 * 60),
             download_url_ttl: Dur::secs(3600),
             mail_link_ttl: Dur::secs(30 * 86400),
+            unclaimed_ttl: Dur::secs(3600),
         }
     }
 }

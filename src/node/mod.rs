@@ -231,6 +231,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         own_address: own_address.clone(),
         public_url: public_url.clone(),
         tls,
+        self_url: format!(
+            "{}://{}",
+            if tls { "https" } else { "http" },
+            SocketAddr::new(
+                if bound.ip().is_unspecified() {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    bound.ip()
+                },
+                bound.port()
+            )
+        ),
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
         limits,
         sso: Arc::new(apiserver::auth::Sso::new(&cfg, &keys_for_sso, &public_url)?),
