@@ -1122,6 +1122,8 @@ pub async fn participants(
                 "display_name": p.display_name,
                 "user_id": p.user_id,
                 "joined_at": p.joined_at,
+                "entered_at": p.entered_at,
+                "removed_at": p.removed_at,
                 "left_at": p.left_at,
             })
         })
