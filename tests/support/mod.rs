@@ -718,7 +718,6 @@ impl MariaDb {
     pub fn error_log(&self) -> String {
         file_tail(&self.dir.join("err.log"), 200)
     }
-
 }
 
 impl Drop for MariaDb {
