@@ -30,11 +30,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     crate::util::install_ring_provider();
     let sys = actix_rt::System::new();
     let result = sys.block_on(serve(cfg));
-    if result.is_err() {
-        // Start-up failed with actors already running; the process exits right after this,
-        // and dropping them outside their runtime would only add a panic to the error.
-        std::mem::forget(sys);
-    }
+    // The process exits right after this. The actors still held by the System (the mail
+    // outbox with its pooled SMTP connections, whose drop needs a runtime) would be dropped
+    // outside their runtime and panic; the operating system closes what is left. Everything
+    // that must survive is in the database or on disk already.
+    std::mem::forget(sys);
     result
 }
 
