@@ -660,7 +660,7 @@ fn session_valid(s: &session::Model, user: &user::Model, now: i64) -> bool {
         && s.expires_at >= now
         && user.disabled_at.is_none()
         // Disabling revokes sessions too; this also covers a session made in the same instant.
-        && !user.idp_disabled_at.is_some_and(|d| d >= s.created_at)
+        && user.idp_disabled_at.is_none_or(|d| d < s.created_at)
 }
 
 /// Whether a session (by id) is still valid: for connections that outlive a request.
