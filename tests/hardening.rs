@@ -366,11 +366,13 @@ async fn an_offer_flood_is_bounded_and_disconnected() {
         }
         sent += 1;
     }
+    // The server closes while the attacker is still writing, so the kernel may reset the
+    // connection before its `closed` frame is read: no reason, or `rate_limited`. The reason
+    // the server recorded is what the bystander is told.
     let reason = attacker.until_closed(Duration::from_secs(30)).await;
-    assert_eq!(
-        reason.as_deref(),
-        Some("rate_limited"),
-        "after {sent} offers"
+    assert!(
+        matches!(reason.as_deref(), None | Some("rate_limited")),
+        "after {sent} offers: {reason:?}"
     );
     let pid = attacker.participant.clone();
     assert_eq!(

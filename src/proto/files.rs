@@ -1,4 +1,4 @@
-//! File URLs between the apiserver and the fsserver (the protocol of issue 5).
+//! File URLs between the apiserver and the fsserver.
 //!
 //! The fsserver has no database and never calls the apiserver: everything it needs to decide
 //! a request is in the URL, signed with the deployment's file key (`Keys::files_key`, derived

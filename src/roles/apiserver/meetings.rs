@@ -341,7 +341,7 @@ pub async fn create(
     me: AuthUser,
     body: web::Json<CreateMeeting>,
 ) -> Result<HttpResponse, ApiError> {
-    // `allowed_domains`, and the groups of the session's identity provider (issue 19).
+    // `allowed_domains`, and the groups of the session's identity provider.
     if !me.can_create {
         return Err(ApiError::forbidden(
             "not_allowed_to_create",

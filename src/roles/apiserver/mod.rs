@@ -174,20 +174,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             })),
     )
     .route(crate::bridge::PATH, web::get().to(bridge::bridge))
-    .route("/readyz", web::get().to(readyz))
     .route("/static/rtc.js", web::get().to(rtc_js))
     .configure(webclient::routes);
-}
-
-async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
-    match st.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"status": "not_ready", "reason": "database unreachable"}))
-        }
-    }
 }
 
 /// The browser's meeting connection library (signaling + WebRTC), embedded in the binary.

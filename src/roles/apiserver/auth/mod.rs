@@ -7,7 +7,7 @@
 //! the database cannot be used to sign in. The browser gets them as an HttpOnly, SameSite=Lax
 //! cookie (Secure under TLS); API clients use `Authorization: Bearer`.
 //!
-//! Beside the codes (issue 19), per deployment (`auth.methods`): OpenID Connect ([`oidc`]) and
+//! Beside the codes, per deployment (`auth.methods`): OpenID Connect ([`oidc`]) and
 //! LDAP / Active Directory ([`ldap`]). Every method ends in the same kind of session; the
 //! session remembers its method, and SSO sessions are re-checked with their provider
 //! ([`lifecycle`]). A person is their email address whichever way they signed in.
