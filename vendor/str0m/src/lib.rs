@@ -842,7 +842,7 @@ pub mod media;
 use media::AppSpecificFeedback;
 use media::SenderFeedback;
 use media::{Direction, Media, Mid, Pt, Rid, Writer};
-use media::{KeyframeRequest, KeyframeRequestKind};
+use media::{KeyframeRequest, KeyframeRequestKind, NackRequest};
 use media::{MediaAdded, MediaChanged, MediaData};
 
 pub mod change;
@@ -1037,6 +1037,12 @@ pub enum Event {
     ///
     /// The request is either PLI (Picture Loss Indication) or FIR (Full Intra Request).
     KeyframeRequest(KeyframeRequest),
+
+    /// Incoming NACK for a packet of a send stream that hands NACKs to the application
+    /// ([`StreamTx::set_nack_to_app`][crate::rtp::StreamTx::set_nack_to_app]). One event per
+    /// packet asked for; answer with
+    /// [`DirectApi::send_rtp_now`][crate::change::DirectApi::send_rtp_now].
+    NackRequest(NackRequest),
 
     /// Whether an incoming encoded stream is paused.
     ///
@@ -1602,6 +1608,7 @@ impl Rtc {
                 | Event::PeerStats(_)
                 | Event::ChannelBufferedAmountLow(_)
                 | Event::EgressBitrateEstimate(_)
+                | Event::NackRequest(_)
                 | Event::KeyframeRequest(_) => {
                     trace!("{:?}", e)
                 }

@@ -17,7 +17,7 @@ use crate::io::DatagramSend;
 use crate::media::AppSpecificFeedback;
 use crate::media::Media;
 use crate::media::{KeyframeRequestKind, MID_PROBE};
-use crate::media::{MediaAdded, MediaChanged};
+use crate::media::{MediaAdded, MediaChanged, NackRequest};
 use crate::pacer::PacerControl;
 use crate::pacer::{Pacer, PacerImpl};
 use crate::packet::{RedBlock, RedDecoder, red_same_pt_blocks};
@@ -30,6 +30,7 @@ use crate::rtp_::MidRid;
 use crate::rtp_::Pli;
 use crate::rtp_::Pt;
 use crate::rtp_::SRTCP_OVERHEAD;
+use crate::rtp_::SRTP_OVERHEAD;
 use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
@@ -38,7 +39,8 @@ use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
-use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::io::DATAGRAM_MAX_PACKET_SIZE;
+use crate::streams::{RtpPacket, RtpWrite, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -52,6 +54,9 @@ const TWCC_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Maximum number of pending RRTR entries before oldest are dropped.
 const MAX_PENDING_RRTRS: usize = 300;
+
+/// Most NACKed packets waiting for the application (`StreamTx::set_nack_to_app`).
+const MAX_APP_NACKS: usize = 1024;
 
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
@@ -137,6 +142,9 @@ pub(crate) struct Session {
 
     // Pending application-specific feedback (PSFB FMT=15) messages to emit as events.
     pending_app_feedback: Option<AppSpecificFeedback>,
+
+    /// NACKed packets of streams that hand NACKs to the application (`set_nack_to_app`).
+    app_nacks: VecDeque<NackRequest>,
 
     /// Target MTU (start) and warn threshold (end). Buffer sizing uses the
     /// target; oversized outgoing datagrams above the warn threshold log a warning.
@@ -224,6 +232,7 @@ impl Session {
                 None
             },
             pending_app_feedback: None,
+            app_nacks: VecDeque::new(),
             mtu: config.mtu.clone(),
             #[cfg(feature = "_internal_test_exports")]
             pending_probe: None,
@@ -990,6 +999,24 @@ impl Session {
                 let Some(stream) = self.streams.stream_tx(&fb.ssrc()) else {
                     continue;
                 };
+                if let RtcpFb::Nack(ssrc, list) = &fb {
+                    if stream.nack_to_app() {
+                        stream.count_nack();
+                        let (mid, last) = (stream.mid(), stream.last_sent_seq_no());
+                        for seq_no in list.iter().flat_map(|n| n.into_iter(last)) {
+                            // Bounded: a peer NACKing everything cannot grow this.
+                            if self.app_nacks.len() >= MAX_APP_NACKS {
+                                self.app_nacks.pop_front();
+                            }
+                            self.app_nacks.push_back(NackRequest {
+                                mid,
+                                ssrc: *ssrc,
+                                seq_no,
+                            });
+                        }
+                        continue;
+                    }
+                }
                 stream.handle_rtcp(now, fb);
             }
         }
@@ -1066,6 +1093,10 @@ impl Session {
 
         if let Some(req) = self.streams.poll_keyframe_request() {
             return Some(Event::KeyframeRequest(req));
+        }
+
+        if let Some(req) = self.app_nacks.pop_front() {
+            return Some(Event::NackRequest(req));
         }
 
         if let Some(report) = self.streams.poll_sender_feedback() {
@@ -1296,6 +1327,84 @@ impl Session {
         }
 
         Some(protected.into())
+    }
+
+    /// Sends one RTP packet on `ssrc` at once, bypassing the stream's send queue, the pacer
+    /// and the RTX cache: header with this session's extension ids and transport-wide
+    /// sequence number, SRTP, TWCC send record, pacer and BWE accounting, written to `out`.
+    /// The cost does not depend on the number of streams. Returns the datagram's length, or
+    /// None without keys, stream, media or payload type (nothing is counted then).
+    pub(crate) fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        mut rtp: RtpWrite,
+        resend_of: Option<SeqNo>,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
+        let stream = self.streams.stream_tx(&ssrc)?;
+        let (mid, midrid) = (stream.mid(), MidRid(stream.mid(), stream.rid()));
+        let hint = stream.media_index_hint();
+        let index = if self.medias.get(hint).is_some_and(|m| m.mid() == mid) {
+            hint
+        } else {
+            let i = self.medias.iter().position(|m| m.mid() == mid)?;
+            stream.set_media_index_hint(i);
+            i
+        };
+        let exts = self.medias[index].remote_extmap();
+        let param = self.codec_config.iter().find(|p| p.pt() == rtp.pt())?;
+        let body_len = rtp.payload().len() + if resend_of.is_some() { 2 } else { 0 };
+        // Room for the header (at most 12 + 60 CSRC + extensions), the tag and the CTR slack.
+        if out.len() < body_len + DATAGRAM_MAX_PACKET_SIZE.min(400) + SRTP_OVERHEAD + 16 {
+            return None;
+        }
+        let (mut header, seq_no) = stream.direct_header(now, &mut rtp, resend_of, param);
+        if exts.id_of(Extension::AbsoluteSendTime).is_some() {
+            header.ext_vals.abs_send_time = Some(now);
+        }
+        let twcc_seq = self.twcc;
+        let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        if twcc_enabled {
+            header.ext_vals.transport_cc = Some(twcc_seq as u16);
+            self.twcc += 1;
+        }
+        let buf = &mut self.poll_packet_buf;
+        buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        let hlen = header.write_to(buf, exts);
+        header.header_len = hlen;
+        let (hdr, rest) = buf.split_at_mut(hlen);
+        // The payload is encrypted where it lies unless it must change on the way: the
+        // original sequence number in front of a resend, or a VP8 descriptor patch.
+        let body: &[u8] = match (resend_of, rtp.vp8_patch_ref()) {
+            (None, None) => rtp.payload(),
+            (resend_of, patch) => {
+                let mut at = 0;
+                if let Some(orig) = resend_of {
+                    at = RtpHeader::write_original_sequence_number(rest, orig);
+                }
+                let len = rtp.payload().len();
+                match patch {
+                    Some(p) => p.copy_to(rtp.payload(), &mut rest[at..at + len]),
+                    None => rest[at..at + len].copy_from_slice(rtp.payload()),
+                }
+                &rest[..at + len]
+            }
+        };
+        let len = srtp_tx.protect_rtp_into(hdr, body, &header, *seq_no, out);
+        let payload_size = body.len();
+        if twcc_enabled {
+            self.twcc_tx_register
+                .register_seq(TwccPacketId::new(twcc_seq), now, payload_size);
+        }
+        self.pacer
+            .register_send(now, payload_size.into(), midrid);
+        if let Some(bwe) = self.bwe.as_mut() {
+            bwe.on_media_sent(payload_size.into(), false, now);
+        }
+        self.media_bytes_tx += payload_size as u64;
+        Some(len)
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {

@@ -12,7 +12,24 @@ use crate::poll::RtcMut;
 use crate::rtp_::MidRid;
 use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
-use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
+use crate::rtp_::SeqNo;
+use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, RtpWrite};
+use crate::streams::{StreamRx, StreamTx};
+use std::time::Instant;
+
+/// A datagram written by [`DirectApi::send_rtp_now`]: its length in the caller's buffer
+/// and where to send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectSend {
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+    /// Protocol of the nominated ICE pair.
+    pub proto: crate::net::Protocol,
+    /// Local address of the nominated pair.
+    pub source: std::net::SocketAddr,
+    /// Remote address of the nominated pair.
+    pub destination: std::net::SocketAddr,
+}
 
 /// Direct change strategy.
 ///
@@ -356,6 +373,45 @@ impl<'a> DirectApi<'a> {
     /// The stream must first be declared using [`DirectApi::declare_stream_tx`].
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
         self.rtc.session.streams.stream_tx(ssrc)
+    }
+
+    /// Sends one RTP packet on the send stream `ssrc` now, writing the SRTP datagram into
+    /// `out`, and returns where it goes (`None`: not connected, unknown stream or payload
+    /// type, or `out` too small; `out` needs room for the payload plus 512 bytes).
+    ///
+    /// Unlike [`StreamTx::write_rtp`], the packet does not wait in the stream's send queue
+    /// for a `handle_timeout` and the pacer: header (with this session's extension ids,
+    /// transport-wide sequence number and absolute send time), SRTP, the TWCC send record
+    /// and the pacer's and BWE's accounting happen in this call, whose cost does not depend
+    /// on how many streams the session has. The packet is not kept in the RTX cache; with
+    /// `resend_of` it is a resend of that sequence number (sent on the RTX SSRC when RTX is
+    /// negotiated). Meant for forwarding (an SFU) together with
+    /// [`StreamTx::set_nack_to_app`]. `now` must not be before the last `handle_input`.
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+        resend_of: Option<SeqNo>,
+        out: &mut [u8],
+    ) -> Option<DirectSend> {
+        // Sending creates no event; the pacer's and BWE's state may move the timeout.
+        let mut m = self.rtc.mutate();
+        m.no_events();
+        let rtc: &mut Rtc = &mut m;
+        if !rtc.is_alive() {
+            return None;
+        }
+        let send = rtc.send_addr.as_ref()?;
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let len = rtc.session.send_rtp_now(now, ssrc, rtp, resend_of, out)?;
+        rtc.peer_bytes_tx += len as u64;
+        Some(DirectSend {
+            len,
+            proto,
+            source,
+            destination,
+        })
     }
 
     /// Obtain a send stream by looking it up via mid/rid.

@@ -317,6 +317,21 @@ pub struct KeyframeRequest {
     pub kind: KeyframeRequestKind,
 }
 
+/// A packet the remote peer asks us to send again (a generic NACK entry), for a send
+/// stream that hands NACKs to the application
+/// ([`StreamTx::set_nack_to_app`][crate::rtp::StreamTx::set_nack_to_app]).
+///
+/// This is obtained via the [`Event::NackRequest`][crate::Event::NackRequest].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NackRequest {
+    /// The media the stream belongs to.
+    pub mid: Mid,
+    /// The main SSRC of the send stream.
+    pub ssrc: Ssrc,
+    /// The sequence number asked for, extended against the last one sent on the stream.
+    pub seq_no: SeqNo,
+}
+
 /// Type of keyframe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyframeRequestKind {

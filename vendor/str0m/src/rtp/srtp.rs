@@ -345,6 +345,55 @@ impl SrtpContext {
         }
     }
 
+    /// Like [`Self::protect_rtp`], but the RTP header (`hdr`, already written) and the
+    /// payload (`body`) come as two slices and the SRTP packet is written into `out`, which
+    /// must hold `hdr.len() + body.len() + SRTP_OVERHEAD + SRTP_BLOCK_SIZE` bytes. No
+    /// allocation, and the payload is read where it lies (no copy into a packet buffer first).
+    /// Returns the length of the SRTP packet in `out`.
+    pub fn protect_rtp_into(
+        &mut self,
+        hdr: &[u8],
+        body: &[u8],
+        header: &RtpHeader,
+        srtp_index: u64,
+        out: &mut [u8],
+    ) -> usize {
+        let hlen = hdr.len();
+        let plain_len = hlen + body.len();
+        out[..hlen].copy_from_slice(hdr);
+        match &mut self.rtp {
+            Derived::Aes128CmSha1_80 { key, salt, enc, .. } => {
+                let iv = Aes128CmSha1_80::rtp_iv(*salt, *header.ssrc, srtp_index);
+                // The CTR cipher wants CTR_BUFFER_PADDING bytes of room after the input.
+                enc.encrypt(
+                    &iv,
+                    body,
+                    &mut out[hlen..plain_len + CTR_BUFFER_PADDING],
+                )
+                .expect("rtp encrypt");
+                let sha1_hmac = |k: &[u8], p: &[&[u8]]| self.sha1_hmac_provider.sha1_hmac(k, p);
+                Aes128CmSha1_80::rtp_hmac(sha1_hmac, key, out, srtp_index, plain_len);
+                plain_len + Aes128CmSha1_80::HMAC_TAG_LEN
+            }
+            Derived::AeadAes128Gcm { salt, enc, .. } => {
+                let roc = (srtp_index >> 16) as u32;
+                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let len = plain_len + AeadAes128Gcm::TAG_LEN;
+                enc.encrypt(&iv, hdr, body, &mut out[hlen..len])
+                    .expect("rtp encrypt");
+                len
+            }
+            Derived::AeadAes256Gcm { salt, enc, .. } => {
+                let roc = (srtp_index >> 16) as u32;
+                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let len = plain_len + AeadAes256Gcm::TAG_LEN;
+                enc.encrypt(&iv, hdr, body, &mut out[hlen..len])
+                    .expect("rtp encrypt");
+                len
+            }
+        }
+    }
+
     /// Decrypts an SRTP packet into the internal reusable scratch buffer and
     /// returns a slice of the plaintext bytes. The returned slice borrows from
     /// `self` until the next mutable use; the scratch buffer is reused across

@@ -179,6 +179,13 @@ pub struct StreamTx {
 
     /// MTU warn threshold; used to cap spurious-padding RTX cache lookups.
     mtu_warn: usize,
+
+    /// Incoming NACKs go to the application (`Event::NackRequest`), not to the RTX cache.
+    nack_to_app: bool,
+
+    /// Index of this stream's media in the session's media list, as last found by a
+    /// direct send (checked against the mid before use).
+    media_index: usize,
 }
 
 /// RTP packet data to enqueue on a direct RTP send stream.
@@ -340,6 +347,18 @@ impl RtpWrite {
         self
     }
 
+    pub(crate) fn pt(&self) -> Pt {
+        self.pt
+    }
+
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    pub(crate) fn vp8_patch_ref(&self) -> Option<&Vp8Patch> {
+        self.vp8_patch.as_ref()
+    }
+
     /// Apply a prevalidated VP8 payload descriptor patch during RTP serialization.
     ///
     /// Build the patch with [`Vp8Descriptor::patch`][crate::rtp::Vp8Descriptor::patch]
@@ -390,6 +409,8 @@ impl StreamTx {
             remote_acked_ssrc: false,
             remote_acked_rtx_ssrc: false,
             mtu_warn,
+            nack_to_app: false,
+            media_index: 0,
         }
     }
 
@@ -485,6 +506,103 @@ impl StreamTx {
     /// This overrides the default behavior.
     pub fn set_unpaced(&mut self, unpaced: bool) {
         self.unpaced = Some(unpaced);
+    }
+
+    /// Hand incoming NACKs for this stream to the application as
+    /// [`Event::NackRequest`][crate::Event::NackRequest] instead of answering them from this
+    /// stream's RTX cache.
+    ///
+    /// For an application that keeps sent packets itself (an SFU holding one copy of each
+    /// forwarded packet for all its receivers) and sends them with
+    /// [`DirectApi::send_rtp_now`][crate::change::DirectApi::send_rtp_now].
+    pub fn set_nack_to_app(&mut self, enabled: bool) {
+        self.nack_to_app = enabled;
+    }
+
+    pub(crate) fn nack_to_app(&self) -> bool {
+        self.nack_to_app
+    }
+
+    /// The last sequence number sent on the main SSRC (to extend NACKed 16-bit numbers).
+    pub(crate) fn last_sent_seq_no(&self) -> SeqNo {
+        self.last_sent_seq_no
+    }
+
+    pub(crate) fn count_nack(&mut self) {
+        self.stats.increase_nacks();
+    }
+
+    pub(crate) fn media_index_hint(&self) -> usize {
+        self.media_index
+    }
+
+    pub(crate) fn set_media_index_hint(&mut self, index: usize) {
+        self.media_index = index;
+    }
+
+    /// The header (and SRTP index) of a packet sent at once by `Session::send_rtp_now`,
+    /// with the bookkeeping `poll_packet` does for a queued packet: stats, the values the
+    /// next sender report is built from, the padding PT. A resend (`resend_of`) goes out on
+    /// the RTX SSRC with the next RTX sequence number when RTX is negotiated, otherwise
+    /// again on the main SSRC as it was.
+    pub(crate) fn direct_header(
+        &mut self,
+        now: Instant,
+        rtp: &mut RtpWrite,
+        resend_of: Option<SeqNo>,
+        param: &PayloadParams,
+    ) -> (RtpHeader, SeqNo) {
+        let mid = self.midrid.mid();
+        let rid = self.midrid.rid();
+        let rtx = match (resend_of, self.rtx, param.resend()) {
+            (Some(_), Some(ssrc), Some(pt)) => Some((ssrc, pt)),
+            _ => None,
+        };
+        let mut ext_vals = std::mem::take(&mut rtp.ext_vals);
+        let (ssrc, pt, seq_no) = match rtx {
+            Some((ssrc, pt)) => {
+                ext_vals.rid = None;
+                ext_vals.rid_repair = rid;
+                ext_vals.mid = (!self.remote_acked_rtx_ssrc).then_some(mid);
+                (ssrc, pt, self.seq_no_rtx.inc())
+            }
+            None => {
+                ext_vals.rid_repair = None;
+                if !self.remote_acked_ssrc {
+                    ext_vals.mid = Some(mid);
+                    ext_vals.rid = rid;
+                }
+                (self.ssrc, rtp.pt, rtp.seq_no)
+            }
+        };
+        let header = RtpHeader {
+            csrc_count: rtp.csrc_count,
+            sequence_number: *seq_no as u16,
+            marker: rtp.marker,
+            payload_type: pt,
+            timestamp: rtp.time,
+            ssrc,
+            csrc: rtp.csrc,
+            ext_vals,
+            ..Default::default()
+        };
+
+        // Counted for sender reports and stats. Not pushed to the byte histories of the
+        // RTX ratio cap: that caps str0m's own resends, which a direct sender does not use,
+        // and only its resend path purges them.
+        let is_resend = resend_of.is_some();
+        self.stats
+            .update_packet_counts(rtp.payload.len() as u64, is_resend);
+        if !is_resend {
+            self.last_sent_seq_no = rtp.seq_no;
+            self.rtp_and_wallclock = Some((rtp.time, rtp.wallclock));
+        }
+        self.last_used = now;
+        if param.resend().is_some() {
+            self.pt_for_padding = Some(param.pt());
+        }
+        self.clock_rate = Some(param.spec().rtp_clock_rate());
+        (header, seq_no)
     }
 
     /// Write RTP packet to a send stream.
