@@ -2,7 +2,8 @@
 //! are received (and answered with feedback) but not copied to anyone.
 //!
 //! The loudness comes from the audio-level header extension (RFC 6464: 0 = 0 dBov, 127 =
-//! silence), smoothed per publisher. A room's table lives in shared memory (`Arc`, atomics)
+//! −127 dBov, silence; str0m gives it as the negative dBov value), as 127 − |level|, smoothed
+//! per publisher. A room's table lives in shared memory (`Arc`, atomics)
 //! because a meeting's publishers sit on several media workers and each packet is decided
 //! on its publisher's worker, with no message round trip and no lock:
 //!
@@ -111,8 +112,8 @@ impl RoomAudio {
         self.slots.get(i).is_some_and(|s| s.active.load(Relaxed))
     }
 
-    /// One audio packet of the member in slot `i` with audio level `level` (None: the
-    /// publisher sends no level, so it cannot be ranked and is always forwarded).
+    /// One audio packet of the member in slot `i` with audio level `level` (dBov, ≤ 0; None:
+    /// the publisher sends no level, so it cannot be ranked and is always forwarded).
     pub fn packet(&self, i: usize, level: Option<i8>) -> Verdict {
         let Some(level) = level else {
             return Verdict::Forward;
@@ -120,7 +121,7 @@ impl RoomAudio {
         let Some(me) = self.slots.get(i) else {
             return Verdict::Forward;
         };
-        let inst = f32::from(127 - level.clamp(0, 127));
+        let inst = f32::from(127 - level.unsigned_abs().min(127));
         let old = f32::from_bits(me.loud.load(Relaxed));
         me.loud
             .store((old * (1.0 - ALPHA) + inst * ALPHA).to_bits(), Relaxed);
@@ -202,9 +203,9 @@ impl RoomAudio {
 mod tests {
     use super::*;
 
-    /// Level for a loudness (127 − level).
+    /// The level (negative dBov, as str0m parses it) for a loudness.
     fn lvl(loud: u8) -> Option<i8> {
-        Some((127 - loud) as i8)
+        Some(-((127 - loud) as i8))
     }
 
     #[test]
