@@ -278,10 +278,12 @@ pub struct Auth {
     pub code_ttl: Dur,
     /// Wrong tries allowed per code before it is void.
     pub code_max_attempts: u32,
-    /// Codes sent to one address per hour.
+    /// Codes sent to one address per hour, at the request of one client IP.
     pub codes_per_email_per_hour: u32,
     /// Codes requested from one client IP per hour.
     pub codes_per_ip_per_hour: u32,
+    /// Codes sent to one address per hour, whoever asked (bounds the mail it gets).
+    pub codes_per_email_per_hour_all_ips: u32,
     /// A session stays valid this long.
     pub session_ttl: Dur,
 }
@@ -295,6 +297,7 @@ impl Default for Auth {
             code_max_attempts: 5,
             codes_per_email_per_hour: 5,
             codes_per_ip_per_hour: 30,
+            codes_per_email_per_hour_all_ips: 20,
             session_ttl: Dur::secs(30 * 86400),
         }
     }

@@ -87,28 +87,39 @@ pub async fn request_code(
     let t = now();
     let hour_ago = t - 3600;
     let db = &st.db;
-    // Rate limits, counted from what is stored: they survive restarts.
-    let limits = [
-        (
-            login_code::Column::Email,
-            email.clone(),
-            st.cfg.auth.codes_per_email_per_hour,
-            "this address",
-        ),
-        (
-            login_code::Column::Ip,
-            ip.clone(),
-            st.cfg.auth.codes_per_ip_per_hour,
-            "your network address",
-        ),
-    ];
-    for (col, value, limit, whom) in limits {
-        let recent = login_code::Entity::find()
-            .filter(col.eq(value.clone()))
+    // Rate limits, counted from what is stored: they survive restarts. The per-address limit
+    // counts requests from this client IP only, so nobody can use up someone else's codes
+    // from their own network; a looser limit over all IPs bounds the mail one address gets.
+    let auth = &st.cfg.auth;
+    let recent = |filter: sea_orm::Condition| async move {
+        login_code::Entity::find()
+            .filter(filter)
             .filter(login_code::Column::CreatedAt.gt(hour_ago))
             .order_by_asc(login_code::Column::CreatedAt)
             .all(db)
-            .await?;
+            .await
+    };
+    let limits = [
+        (
+            sea_orm::Condition::all()
+                .add(login_code::Column::Email.eq(email.clone()))
+                .add(login_code::Column::Ip.eq(ip.clone())),
+            auth.codes_per_email_per_hour,
+            "this address from your network",
+        ),
+        (
+            sea_orm::Condition::all().add(login_code::Column::Ip.eq(ip.clone())),
+            auth.codes_per_ip_per_hour,
+            "your network address",
+        ),
+        (
+            sea_orm::Condition::all().add(login_code::Column::Email.eq(email.clone())),
+            auth.codes_per_email_per_hour_all_ips,
+            "this address",
+        ),
+    ];
+    for (filter, limit, whom) in limits {
+        let recent = recent(filter).await?;
         if recent.len() >= limit as usize {
             let oldest = recent.first().map(|r| r.created_at).unwrap_or(t);
             st.metrics
@@ -147,7 +158,8 @@ pub async fn request_code(
         &st.mailer,
         Outgoing {
             to: email.clone(),
-            subject: format!("Your sign-in code: {code}"),
+            // Not in the subject: subjects show on lock screens and in mail server logs.
+            subject: "Your sign-in code".to_string(),
             text: format!(
                 "Your sign-in code is {code}\n\nIt is valid for {minutes} minutes. If you did not ask for it, ignore this mail.\n\n{}\n",
                 st.public_url
@@ -219,25 +231,39 @@ pub async fn verify(
         ));
     }
     let max = i32::try_from(st.cfg.auth.code_max_attempts).unwrap_or(i32::MAX);
+    // Claim this attempt before comparing, in one statement: of any number of guesses that
+    // arrive together, at most `max` find a row to count themselves against; the rest never
+    // reach the comparison.
+    let claimed = login_code::Entity::update_many()
+        .col_expr(
+            login_code::Column::Attempts,
+            Expr::col(login_code::Column::Attempts).add(1),
+        )
+        .filter(login_code::Column::Id.eq(row.id))
+        .filter(login_code::Column::ConsumedAt.is_null())
+        .filter(login_code::Column::Attempts.lt(max))
+        .exec(db)
+        .await?
+        .rows_affected
+        == 1;
+    let too_many = || {
+        ApiError::bad_request(
+            "too_many_attempts",
+            "Too many wrong tries: this code is void. Ask for a new one.",
+        )
+    };
+    if !claimed {
+        consume(row.id).await?;
+        return Err(fail("attempts_exhausted", too_many()));
+    }
     if !ct_eq(&row.code_hash, &st.keys.hash_code(&email, code)) {
-        let used = row.attempts + 1;
-        login_code::Entity::update_many()
-            .col_expr(
-                login_code::Column::Attempts,
-                Expr::col(login_code::Column::Attempts).add(1),
-            )
-            .filter(login_code::Column::Id.eq(row.id))
-            .exec(db)
-            .await?;
+        let used = login_code::Entity::find_by_id(row.id)
+            .one(db)
+            .await?
+            .map_or(max, |r| r.attempts);
         if used >= max {
             consume(row.id).await?;
-            return Err(fail(
-                "too_many_attempts",
-                ApiError::bad_request(
-                    "too_many_attempts",
-                    "Too many wrong tries: this code is void. Ask for a new one.",
-                ),
-            ));
+            return Err(fail("too_many_attempts", too_many()));
         }
         return Err(fail(
             "wrong_code",

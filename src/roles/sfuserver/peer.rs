@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
 use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind as StrKind, Mid, Rid};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::signal::{MediaKind, ParticipantInfo, ServerMsg, Source, TrackInfo};
@@ -82,7 +84,15 @@ pub struct Peer {
     pub name: String,
     pub host: bool,
     pub rtc: Rtc,
-    pub tx: UnboundedSender<ServerMsg>,
+    /// This participant's signaling session: bounded, so a client that stops reading cannot
+    /// make the server queue without end.
+    pub tx: Sender<ServerMsg>,
+    /// Which signaling session (of this participant id) owns the peer: a replaced session's
+    /// late `Leave` must not remove its successor.
+    pub session: u64,
+    /// Set when a message did not fit in `tx`: the session is not reading; the worker drops
+    /// the participant (reason `slow_reader`) at its next housekeeping.
+    pub overflowed: Cell<bool>,
     pub pending: Option<SdpPendingOffer>,
     pub tracks_in: Vec<TrackIn>,
     pub tracks_out: Vec<TrackOut>,
@@ -108,21 +118,21 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(
-        pid: ParticipantId,
-        meeting: MeetingId,
-        name: String,
-        host: bool,
+        claims: &crate::tokens::JoinClaims,
         rtc: Rtc,
-        tx: UnboundedSender<ServerMsg>,
+        tx: Sender<ServerMsg>,
+        session: u64,
         now: Instant,
     ) -> Peer {
         Peer {
-            pid,
-            meeting,
-            name,
-            host,
+            pid: claims.participant.clone(),
+            meeting: claims.meeting,
+            name: claims.name.clone(),
+            host: claims.host,
             rtc,
             tx,
+            session,
+            overflowed: Cell::new(false),
             pending: None,
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
@@ -153,9 +163,11 @@ impl Peer {
     }
 
     /// Sends to this participant's signaling session. A closed session is noticed by the
-    /// worker through `Leave`, so a failed send needs no handling here.
+    /// worker through `Leave`; a full one marks the participant as a slow reader.
     pub fn send(&self, m: ServerMsg) {
-        let _ = self.tx.send(m);
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(m) {
+            self.overflowed.set(true);
+        }
     }
 
     /// Our offer is void (the client's crossing offer replaced it, or the answer was refused):

@@ -1,14 +1,21 @@
 //! The signaling WebSocket, `/sfu/v1/signal/{meeting}` (protocol: `proto` module doc).
 //!
 //! The first message must be `join` with a token valid for this meeting and this sfuserver,
-//! within 10 s. Messages are text JSON of at most 64 KiB; a malformed one gets an `error`
-//! and the session goes on. The server pings every 15 s and ends a silent session after 45 s.
+//! within 10 s. Messages are text JSON of at most 1 MiB; a malformed one gets an `error`
+//! and the session goes on. The server pings every 15 s and ends a session that has not
+//! answered a ping (or sent anything) for 45 s.
+//!
+//! Everything one session can make the server hold is bounded: messages and bytes per second
+//! (a client beyond them is disconnected, reason `rate_limited`), chat per second (excess chat
+//! gets an `error` and is dropped), the queue of messages to the client (a client that stops
+//! reading is disconnected, reason `slow_reader`, and a write that cannot complete within
+//! `WRITE_TIMEOUT` ends the session the same way), and what an offer may declare (worker).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::unbounded_channel;
 
 use super::{PickWorker, SfuState, WorkerCmd};
 use crate::ids::MeetingId;
@@ -17,6 +24,85 @@ use crate::proto::signal::{ClientMsg, ServerMsg};
 /// The largest signaling message: an SDP for a 25-person meeting (two m-lines per person,
 /// simulcast and RTX) is well over 64 KiB.
 const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// Messages waiting for the client. A meeting's busiest moments (a room full of people
+/// joining, a burst of chat) stay far below; a client that reads nothing fills it.
+const OUT_QUEUE: usize = 512;
+
+/// A write to the client's socket that takes longer than this means it is not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sessions are numbered so the worker can tell a reconnect's session from the one it replaced.
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A token bucket: `rate` per second, up to `burst` at once.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            rate,
+            burst,
+            at: now,
+        }
+    }
+
+    /// Takes `n` tokens if there are that many.
+    fn take(&mut self, n: f64, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What one session may send. A browser sends a few messages per second at most (mute,
+/// layer sizes, an offer when a track comes or goes, chat typed by a person).
+struct Limits {
+    messages: Bucket,
+    bytes: Bucket,
+    chat: Bucket,
+}
+
+impl Limits {
+    fn new(now: Instant) -> Limits {
+        Limits {
+            messages: Bucket::new(20.0, 100.0, now),
+            bytes: Bucket::new(512.0 * 1024.0, 4.0 * 1024.0 * 1024.0, now),
+            chat: Bucket::new(1.0, 10.0, now),
+        }
+    }
+}
+
+/// The outcome of one message against the limits.
+enum Verdict {
+    Pass,
+    /// Dropped with an `error` to the client.
+    Refuse(&'static str),
+    /// The session ends.
+    Disconnect,
+}
+
+fn judge(limits: &mut Limits, msg_len: usize, msg: Option<&ClientMsg>, now: Instant) -> Verdict {
+    if !limits.messages.take(1.0, now) || !limits.bytes.take(msg_len as f64, now) {
+        return Verdict::Disconnect;
+    }
+    if matches!(msg, Some(ClientMsg::Chat { .. })) && !limits.chat.take(1.0, now) {
+        return Verdict::Refuse("Too many chat messages; wait a moment.");
+    }
+    Verdict::Pass
+}
 
 pub async fn signal(
     req: HttpRequest,
@@ -34,9 +120,13 @@ pub async fn signal(
     Ok(resp)
 }
 
+/// Writes one message; false when the client is gone or does not read within `WRITE_TIMEOUT`.
 async fn send(session: &mut actix_ws::Session, m: &ServerMsg) -> bool {
     match serde_json::to_string(m) {
-        Ok(s) => session.text(s).await.is_ok(),
+        Ok(s) => matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, session.text(s)).await,
+            Ok(Ok(()))
+        ),
         Err(_) => false,
     }
 }
@@ -50,12 +140,22 @@ async fn close(mut session: actix_ws::Session, reason: &str, message: &str) {
         },
     )
     .await;
-    let _ = session
-        .close(Some(CloseReason {
-            code: CloseCode::Normal,
+    close_socket(session, reason).await;
+}
+
+async fn close_socket(session: actix_ws::Session, reason: &str) {
+    let code = match reason {
+        "rate_limited" | "protocol_error" | "bad_join" => CloseCode::Policy,
+        _ => CloseCode::Normal,
+    };
+    let _ = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        session.close(Some(CloseReason {
+            code,
             description: Some(reason.into()),
-        }))
-        .await;
+        })),
+    )
+    .await;
 }
 
 async fn run(
@@ -117,8 +217,16 @@ async fn run(
         )
         .await;
     };
-    let (tx, mut rx) = unbounded_channel();
-    if worker.send(WorkerCmd::Join { claims, tx }).is_err() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(OUT_QUEUE);
+    let sid = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    if worker
+        .send(WorkerCmd::Join {
+            claims,
+            tx,
+            session: sid,
+        })
+        .is_err()
+    {
         return close(
             session,
             "server_error",
@@ -127,18 +235,35 @@ async fn run(
         .await;
     }
 
-    // 2. Relay both ways until either side ends.
+    // 2. Relay both ways until either side ends. Nothing in this loop waits on the client
+    //    for longer than WRITE_TIMEOUT, so the liveness check always runs.
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     let mut last_seen = Instant::now();
+    let mut limits = Limits::new(Instant::now());
     let reason: &'static str = loop {
         tokio::select! {
             m = stream.next() => match m {
                 Some(Ok(AggregatedMessage::Text(t))) => {
-                    last_seen = Instant::now();
-                    match serde_json::from_str::<ClientMsg>(&t) {
+                    let now = Instant::now();
+                    last_seen = now;
+                    let parsed = serde_json::from_str::<ClientMsg>(&t);
+                    match judge(&mut limits, t.len(), parsed.as_ref().ok(), now) {
+                        Verdict::Disconnect => {
+                            tracing::info!(%participant, "signaling rate limit exceeded; disconnecting");
+                            break "rate_limited";
+                        }
+                        Verdict::Refuse(why) => {
+                            if !send(&mut session, &ServerMsg::error("rate_limited", why)).await {
+                                break "slow_reader";
+                            }
+                            continue;
+                        }
+                        Verdict::Pass => {}
+                    }
+                    match parsed {
                         Ok(msg) => {
                             let leave = matches!(msg, ClientMsg::Leave);
-                            if worker.send(WorkerCmd::Signal { participant: participant.clone(), msg }).is_err() {
+                            if worker.send(WorkerCmd::Signal { participant: participant.clone(), session: sid, msg }).is_err() {
                                 break "server_error";
                             }
                             if leave {
@@ -146,17 +271,32 @@ async fn run(
                             }
                         }
                         Err(e) => {
-                            let _ = send(&mut session, &ServerMsg::error("bad_message", format!("Unreadable message: {e}"))).await;
+                            let e = ServerMsg::error("bad_message", format!("Unreadable message: {e}"));
+                            if !send(&mut session, &e).await {
+                                break "slow_reader";
+                            }
                         }
                     }
                 }
-                Some(Ok(AggregatedMessage::Binary(_))) => {
-                    last_seen = Instant::now();
-                    let _ = send(&mut session, &ServerMsg::error("bad_message", "Send JSON text messages.")).await;
+                Some(Ok(AggregatedMessage::Binary(b))) => {
+                    let now = Instant::now();
+                    last_seen = now;
+                    if let Verdict::Disconnect = judge(&mut limits, b.len(), None, now) {
+                        break "rate_limited";
+                    }
+                    if !send(&mut session, &ServerMsg::error("bad_message", "Send JSON text messages.")).await {
+                        break "slow_reader";
+                    }
                 }
                 Some(Ok(AggregatedMessage::Ping(b))) => {
-                    last_seen = Instant::now();
-                    let _ = session.pong(&b).await;
+                    let now = Instant::now();
+                    last_seen = now;
+                    if let Verdict::Disconnect = judge(&mut limits, b.len(), None, now) {
+                        break "rate_limited";
+                    }
+                    if tokio::time::timeout(WRITE_TIMEOUT, session.pong(&b)).await.is_err() {
+                        break "slow_reader";
+                    }
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => last_seen = Instant::now(),
                 Some(Ok(AggregatedMessage::Close(_))) | None => break "left",
@@ -170,7 +310,7 @@ async fn run(
                 Some(msg) => {
                     let closing = matches!(msg, ServerMsg::Closed { .. });
                     if !send(&mut session, &msg).await {
-                        break "left";
+                        break "slow_reader";
                     }
                     if closing {
                         break "closed";
@@ -182,20 +322,31 @@ async fn run(
                 if last_seen.elapsed() > Duration::from_secs(45) {
                     break "timeout";
                 }
-                if session.ping(b"").await.is_err() {
-                    break "left";
+                match tokio::time::timeout(WRITE_TIMEOUT, session.ping(b"")).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break "left",
+                    Err(_) => break "slow_reader",
                 }
             }
         }
     };
     let _ = worker.send(WorkerCmd::Leave {
         participant,
+        session: sid,
         reason,
     });
-    let _ = session
-        .close(Some(CloseReason {
-            code: CloseCode::Normal,
-            description: Some(reason.into()),
-        }))
-        .await;
+    if matches!(reason, "rate_limited" | "slow_reader") {
+        let message = if reason == "rate_limited" {
+            "This connection sent more than a client may; it was closed."
+        } else {
+            "This connection did not read what the server sent; it was closed."
+        };
+        // Best effort: a slow reader may never see it.
+        let closed = ServerMsg::Closed {
+            reason: reason.into(),
+            message: message.into(),
+        };
+        let _ = send(&mut session, &closed).await;
+    }
+    close_socket(session, reason).await;
 }

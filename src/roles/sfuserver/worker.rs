@@ -20,7 +20,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Sender, UnboundedReceiver};
 use tokio::sync::oneshot;
 
 use super::peer::{LAYERS, OutState, Peer, TrackOut, choose_layer, wanted_rank};
@@ -32,16 +32,21 @@ use crate::util::now as unix_now;
 
 /// Commands from the signaling side.
 pub enum WorkerCmd {
+    /// `session` tells this signaling session apart from an earlier or later one of the
+    /// same participant (a reconnect): `Signal` and `Leave` act only on their own session.
     Join {
         claims: JoinClaims,
-        tx: UnboundedSender<ServerMsg>,
+        tx: Sender<ServerMsg>,
+        session: u64,
     },
     Signal {
         participant: ParticipantId,
+        session: u64,
         msg: ClientMsg,
     },
     Leave {
         participant: ParticipantId,
+        session: u64,
         reason: &'static str,
     },
     Control {
@@ -673,17 +678,26 @@ impl Worker {
 
     fn on_cmd(&mut self, cmd: WorkerCmd) {
         match cmd {
-            WorkerCmd::Join { claims, tx } => self.join(claims, tx),
-            WorkerCmd::Signal { participant, msg } => {
-                if let Some(&slot) = self.by_pid.get(&participant) {
+            WorkerCmd::Join {
+                claims,
+                tx,
+                session,
+            } => self.join(claims, tx, session),
+            WorkerCmd::Signal {
+                participant,
+                session,
+                msg,
+            } => {
+                if let Some(slot) = self.session_slot(&participant, session) {
                     self.signal(slot, msg);
                 }
             }
             WorkerCmd::Leave {
                 participant,
+                session,
                 reason,
             } => {
-                if let Some(&slot) = self.by_pid.get(&participant) {
+                if let Some(slot) = self.session_slot(&participant, session) {
                     self.remove_peer(slot, reason);
                 }
             }
@@ -712,11 +726,20 @@ impl Worker {
         }
     }
 
-    fn join(&mut self, claims: JoinClaims, tx: UnboundedSender<ServerMsg>) {
+    /// The slot of `participant` if signaling `session` still owns it.
+    fn session_slot(&self, participant: &ParticipantId, session: u64) -> Option<usize> {
+        let &slot = self.by_pid.get(participant)?;
+        self.peers[slot]
+            .as_ref()
+            .is_some_and(|p| p.session == session)
+            .then_some(slot)
+    }
+
+    fn join(&mut self, claims: JoinClaims, tx: Sender<ServerMsg>, session: u64) {
         let now = Instant::now();
         let meeting = claims.meeting;
         if self.rooms.get(&meeting).is_some_and(|r| r.locked) && !claims.host {
-            let _ = tx.send(ServerMsg::Closed {
+            let _ = tx.try_send(ServerMsg::Closed {
                 reason: "locked".into(),
                 message: "The host has locked this meeting.".into(),
             });
@@ -732,7 +755,11 @@ impl Worker {
             }
             self.remove_peer(old, "replaced");
         }
+        // ICE-lite: the server never sends connectivity checks, it only answers them. A full
+        // agent would probe every candidate a client names, private and link-local addresses
+        // (cloud metadata) included, at the client's command.
         let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
             .set_crypto_provider(self.crypto.clone())
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(800)))
             .set_stats_interval(Some(Duration::from_secs(1)))
@@ -743,22 +770,14 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(addr = %self.advertised, error = %e, "cannot advertise this address");
-                let _ = tx.send(ServerMsg::Closed {
+                let _ = tx.try_send(ServerMsg::Closed {
                     reason: "server_error".into(),
                     message: "The media server is misconfigured.".into(),
                 });
                 return;
             }
         }
-        let peer = Peer::new(
-            claims.participant.clone(),
-            meeting,
-            claims.name.clone(),
-            claims.host,
-            rtc,
-            tx,
-            now,
-        );
+        let peer = Peer::new(&claims, rtc, tx, session, now);
         let slot = match self.free.pop() {
             Some(s) => {
                 self.peers[s] = Some(peer);
@@ -844,10 +863,15 @@ impl Worker {
         let meeting = p.meeting;
         match msg {
             ClientMsg::Offer { sdp, sources } => {
-                p.sources.extend(sources);
-                if let Err(e) = p.accept_offer(&sdp) {
+                // Each offer declares the sources of all the client's send m-lines: it
+                // replaces the previous declaration, and only once the SDP is accepted.
+                if let Err(e) = check_sources(&sources) {
+                    p.send(ServerMsg::error("bad_offer", e));
+                } else if let Err(e) = p.accept_offer(&sdp) {
                     tracing::info!(participant = %p.pid, error = %e, "client offer refused");
                     p.send(ServerMsg::error("bad_sdp", e));
+                } else {
+                    p.sources = sources;
                 }
             }
             ClientMsg::Answer { sdp } => match p.accept_answer(&sdp) {
@@ -881,18 +905,9 @@ impl Worker {
                     p.send(ServerMsg::error("bad_sdp", e));
                 }
             },
-            ClientMsg::Candidate { candidate } => {
-                let line = candidate
-                    .trim_start_matches("a=")
-                    .trim_start_matches("candidate:");
-                match Candidate::from_sdp_string(&format!("candidate:{line}")) {
-                    Ok(c) => p.rtc.add_remote_candidate(c),
-                    Err(e) => p.send(ServerMsg::error(
-                        "bad_candidate",
-                        format!("unreadable candidate: {e}"),
-                    )),
-                }
-            }
+            // An ICE-lite server needs no remote candidates: the client's checks reveal its
+            // address. Candidates are accepted (the protocol allows trickling) and ignored.
+            ClientMsg::Candidate { .. } => {}
             ClientMsg::Mute { kind, muted } => {
                 match kind {
                     MediaKind::Audio => {
@@ -1108,6 +1123,15 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        // A session whose queue overflowed is not reading: its client is gone or hostile.
+        for slot in 0..self.peers.len() {
+            if self.peers[slot]
+                .as_ref()
+                .is_some_and(|p| p.overflowed.get())
+            {
+                self.remove_peer(slot, "slow_reader");
+            }
+        }
         self.update_publisher_layers();
         // Active speaker per room: the loudest participant above a floor.
         let mut changes = Vec::new();
@@ -1178,6 +1202,30 @@ impl Worker {
 
 /// RTP, not RTCP (RFC 5761: RTCP packet types 192–223 sit where RTP's marker+PT would), and
 /// not STUN/DTLS (their first byte is below 128). Headers are clear text under SRTP.
+/// A client sends at most camera, microphone, screen and screen audio, each on its own
+/// m-line; a few more allow for m-lines being replaced. Anything beyond is not a client.
+pub const MAX_SOURCES: usize = 16;
+
+/// Checks an offer's `sources` before anything of it is kept.
+fn check_sources(sources: &HashMap<String, crate::proto::signal::Source>) -> Result<(), String> {
+    if sources.len() > MAX_SOURCES {
+        return Err(format!(
+            "An offer declares at most {MAX_SOURCES} sources, not {}.",
+            sources.len()
+        ));
+    }
+    if let Some(bad) = sources
+        .keys()
+        .find(|mid| mid.is_empty() || mid.len() > 16 || !mid.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(format!(
+            "`{}` is not an m-line id.",
+            bad.chars().take(20).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
 fn is_rtp(b: &[u8]) -> bool {
     b.len() >= 12 && b[0] & 0xC0 == 0x80 && !(192..=223).contains(&b[1])
 }
