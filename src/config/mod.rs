@@ -600,6 +600,8 @@ pub struct Sfu {
     pub room_grace: Dur,
     /// Addresses advertised to browsers as ICE candidates. Empty: the listen address's IP.
     pub ip: Vec<IpAddr>,
+    /// Audio streams forwarded to each participant: the K loudest. 0: every stream.
+    pub audio_top_k: usize,
 }
 
 impl Default for Sfu {
@@ -609,6 +611,7 @@ impl Default for Sfu {
             workers: 0,
             room_grace: Dur::secs(60),
             ip: Vec::new(),
+            audio_top_k: 3,
         }
     }
 }

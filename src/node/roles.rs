@@ -116,6 +116,7 @@ pub fn start(
             advertised_ip: media_ip(cfg, listen_ip, own_address)?,
             own_address: own_address.to_string(),
             room_grace: cfg.sfu.room_grace.0,
+            audio_top_k: cfg.sfu.audio_top_k,
         };
         let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(participation))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));

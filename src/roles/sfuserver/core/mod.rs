@@ -69,8 +69,9 @@ const KEYFRAME_ASK: Duration = Duration::from_millis(200);
 /// A simulcast layer not heard from for this long is not available.
 const LAYER_GONE: Duration = Duration::from_secs(1);
 
-/// The channel to a participant's signaling session (the I/O side delivers to it).
-pub type ClientTx = tokio::sync::mpsc::UnboundedSender<ServerMsg>;
+/// The channel to a participant's signaling session (bounded; the I/O side delivers to it
+/// with `try_send` and reports a full one as [`Input::SlowReader`]).
+pub type ClientTx = tokio::sync::mpsc::Sender<ServerMsg>;
 
 /// Where datagrams go: the I/O worker batches them for `sendmmsg`, tests collect them.
 pub trait NetSink {
@@ -114,16 +115,21 @@ pub struct Fwd {
 
 /// Commands from the signaling side and the `SfuServer` actor.
 pub enum WorkerCmd {
+    /// `session` tells this signaling session apart from an earlier or later one of the
+    /// same participant (a reconnect): `Signal` and `Leave` act only on their own session.
     Join {
         claims: JoinClaims,
         tx: ClientTx,
+        session: u64,
     },
     Signal {
         participant: ParticipantId,
+        session: u64,
         msg: ClientMsg,
     },
     Leave {
         participant: ParticipantId,
+        session: u64,
         reason: &'static str,
     },
     /// A host action; every worker gets it and applies what concerns its participants.
@@ -1262,17 +1268,26 @@ impl Core {
 
     fn on_cmd(&mut self, now: Instant, cmd: WorkerCmd, out: &mut Outputs) {
         match cmd {
-            WorkerCmd::Join { claims, tx } => self.join(now, claims, tx, out),
-            WorkerCmd::Signal { participant, msg } => {
-                if let Some(&slot) = self.by_pid.get(&participant) {
+            WorkerCmd::Join {
+                claims,
+                tx,
+                session,
+            } => self.join(now, claims, tx, session, out),
+            WorkerCmd::Signal {
+                participant,
+                session,
+                msg,
+            } => {
+                if let Some(slot) = self.session_slot(&participant, session) {
                     self.signal(now, slot, msg, out);
                 }
             }
             WorkerCmd::Leave {
                 participant,
+                session,
                 reason,
             } => {
-                if let Some(&slot) = self.by_pid.get(&participant) {
+                if let Some(slot) = self.session_slot(&participant, session) {
                     self.remove_peer(now, slot, reason, out);
                 }
             }
@@ -1303,8 +1318,21 @@ impl Core {
         }
     }
 
+    /// The slot of `participant` if signaling `session` still owns it.
+    fn session_slot(&self, participant: &ParticipantId, session: u64) -> Option<usize> {
+        let &slot = self.by_pid.get(participant)?;
+        self.peers[slot]
+            .as_ref()
+            .is_some_and(|p| p.session == session)
+            .then_some(slot)
+    }
+
     fn rtc_config(&self) -> RtcConfig {
+        // ICE-lite: the server never sends connectivity checks, it only answers them. A full
+        // agent would probe every candidate a client names, private and link-local addresses
+        // (cloud metadata) included, at the client's command.
         RtcConfig::new()
+            .set_ice_lite(true)
             .set_crypto_provider(self.cfg.crypto.clone())
             .set_rtp_mode(true)
             .clear_codecs()
@@ -1315,7 +1343,14 @@ impl Core {
             .set_stats_interval(None)
     }
 
-    fn join(&mut self, now: Instant, claims: JoinClaims, tx: ClientTx, out: &mut Outputs) {
+    fn join(
+        &mut self,
+        now: Instant,
+        claims: JoinClaims,
+        tx: ClientTx,
+        session: u64,
+        out: &mut Outputs,
+    ) {
         let meeting = claims.meeting;
         if self.rooms.get(&meeting).is_some_and(|r| r.locked) && !claims.host {
             out.clients.push(ToClient::Refuse {
@@ -1402,6 +1437,7 @@ impl Core {
             rtc,
             now,
         );
+        peer.session = session;
         let room = self.room_entry(meeting, None);
         peer.audio_slot = room.audio.alloc(key.packed());
         let info = peer.info();
@@ -1494,21 +1530,20 @@ impl Core {
         let (meeting, key) = (p.meeting, p.key);
         match msg {
             ClientMsg::Offer { sdp, sources } => {
-                // The offer describes the client's whole session: its labels replace the
-                // previous ones (never accumulate), and only those of its m-lines count.
-                let mids: Vec<String> = sdp
-                    .lines()
-                    .filter_map(|l| l.trim().strip_prefix("a=mid:"))
-                    .map(|m| m.trim().to_string())
-                    .collect();
-                p.sources = sources
-                    .into_iter()
-                    .filter(|(mid, _)| mids.contains(mid))
-                    .take(MAX_SOURCES)
-                    .collect();
+                // Each offer declares the sources of all the client's send m-lines: it
+                // replaces the previous declaration, and only once the SDP is accepted.
+                if let Err(e) = check_sources(&sources) {
+                    out.clients.push(ToClient::Msg {
+                        slot,
+                        msg: ServerMsg::error("bad_offer", e),
+                    });
+                    return;
+                }
+                let previous = std::mem::replace(&mut p.sources, sources);
                 match p.accept_offer(&sdp) {
                     Ok(answer) => out.clients.push(ToClient::Msg { slot, msg: answer }),
                     Err(e) => {
+                        p.sources = previous;
                         tracing::info!(participant = %p.pid, error = %e, "client offer refused");
                         out.clients.push(ToClient::Msg {
                             slot,
@@ -1539,18 +1574,9 @@ impl Core {
                     });
                 }
             },
-            ClientMsg::Candidate { candidate } => {
-                let line = candidate
-                    .trim_start_matches("a=")
-                    .trim_start_matches("candidate:");
-                match Candidate::from_sdp_string(&format!("candidate:{line}")) {
-                    Ok(c) => p.rtc.add_remote_candidate(c),
-                    Err(e) => out.clients.push(ToClient::Msg {
-                        slot,
-                        msg: ServerMsg::error("bad_candidate", format!("unreadable candidate: {e}")),
-                    }),
-                }
-            }
+            // An ICE-lite server needs no remote candidates: the client's checks reveal its
+            // address. Candidates are accepted (the protocol allows trickling) and ignored.
+            ClientMsg::Candidate { .. } => {}
             ClientMsg::Mute { kind, muted } => {
                 match kind {
                     MediaKind::Audio => {
@@ -1904,8 +1930,29 @@ impl Core {
     }
 }
 
-/// Most `sources` labels an offer may carry (more than any client has m-lines).
-pub const MAX_SOURCES: usize = 64;
+/// A client sends at most camera, microphone, screen and screen audio, each on its own
+/// m-line; a few more allow for m-lines being replaced. Anything beyond is not a client.
+pub const MAX_SOURCES: usize = 16;
+
+/// Checks an offer's `sources` before anything of it is kept.
+fn check_sources(sources: &HashMap<String, Source>) -> Result<(), String> {
+    if sources.len() > MAX_SOURCES {
+        return Err(format!(
+            "An offer declares at most {MAX_SOURCES} sources, not {}.",
+            sources.len()
+        ));
+    }
+    if let Some(bad) = sources
+        .keys()
+        .find(|mid| mid.is_empty() || mid.len() > 16 || !mid.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(format!(
+            "`{}` is not an m-line id.",
+            bad.chars().take(20).collect::<String>()
+        ));
+    }
+    Ok(())
+}
 
 fn bump(v: &mut Vec<u32>, worker: u8, d: i32) {
     let w = usize::from(worker);

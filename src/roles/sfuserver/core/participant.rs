@@ -153,6 +153,9 @@ pub struct Participant {
     pub meeting: MeetingId,
     pub name: String,
     pub host: bool,
+    /// Which signaling session (of this participant id) owns it: a replaced session's late
+    /// `Leave` must not remove its successor.
+    pub session: u64,
     pub rtc: Rtc,
     pub pending: Option<SdpPendingOffer>,
     pub tracks_in: Vec<TrackIn>,
@@ -198,6 +201,7 @@ impl Participant {
             meeting,
             name,
             host,
+            session: 0,
             rtc,
             pending: None,
             tracks_in: Vec::new(),

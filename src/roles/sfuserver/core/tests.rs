@@ -15,7 +15,7 @@ use str0m::media::{
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input as RtcInput, Output, Rtc, RtcConfig};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::Receiver;
 
 use super::*;
 use crate::ids::{MeetingId, ParticipantId};
@@ -54,7 +54,7 @@ struct Client {
     worker: usize,
     rtc: Rtc,
     addr: SocketAddr,
-    rx: UnboundedReceiver<ServerMsg>,
+    rx: Receiver<ServerMsg>,
     pending: Option<SdpPendingOffer>,
     publish_audio: bool,
     publish_video: bool,
@@ -171,7 +171,7 @@ impl Sim {
             .enable_vp8(true)
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(512);
         let pid = ParticipantId(format!("p{index}"));
         self.clients.push(Client {
             index,
@@ -210,7 +210,14 @@ impl Sim {
             host,
             exp: i64::MAX,
         };
-        self.cmd(worker, WorkerCmd::Join { claims, tx });
+        self.cmd(
+            worker,
+            WorkerCmd::Join {
+                claims,
+                tx,
+                session: u64::from(index) + 1,
+            },
+        );
         index as usize
     }
 
@@ -224,6 +231,7 @@ impl Sim {
             w,
             WorkerCmd::Signal {
                 participant: pid,
+                session: client as u64 + 1,
                 msg,
             },
         );
@@ -276,14 +284,14 @@ impl Sim {
                 }
                 ToClient::Msg { slot, msg } => {
                     if let Some(tx) = self.links[w].get(&slot) {
-                        let _ = tx.send(msg);
+                        tx.try_send(msg).expect("the client reads");
                     }
                 }
                 ToClient::Detach { slot } => {
                     self.links[w].remove(&slot);
                 }
                 ToClient::Refuse { tx, msg } => {
-                    let _ = tx.send(msg);
+                    let _ = tx.try_send(msg);
                 }
             }
         }
