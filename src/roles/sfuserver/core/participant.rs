@@ -80,6 +80,9 @@ pub struct TrackOut {
     /// The mid being negotiated was taken from `Participant::free_mids`.
     pub reused: bool,
     pub rewriter: Rewriter,
+    /// A reused m-line keeps its send stream (SSRC): the numbering of the track it carried
+    /// before goes on with this one (`Rewriter::continued`).
+    pub carried: Option<Rewriter>,
     /// Publisher payload type → ours, and its clock rate (learned per payload type).
     pub pt_map: Vec<(Pt, Option<(Pt, u32, Kind)>)>,
 }
@@ -106,6 +109,7 @@ impl TrackOut {
             need_keyframe: kind == MediaKind::Video,
             reused: false,
             rewriter: Rewriter::new(kind == MediaKind::Video),
+            carried: None,
             pt_map: Vec::new(),
         }
     }
@@ -161,8 +165,9 @@ pub struct Participant {
     pub tracks_in: Vec<TrackIn>,
     /// Stable indexes (the forwarder's subscription lists point here); None = free.
     pub tracks_out: Vec<Option<TrackOut>>,
-    /// Inactive m-lines (after a track went away) ready to carry a new track of their kind.
-    pub free_mids: Vec<(Mid, MediaKind)>,
+    /// Inactive m-lines (after a track went away) ready to carry a new track of their kind,
+    /// with where the numbering of the stream they carried stopped.
+    pub free_mids: Vec<(Mid, MediaKind, Option<Rewriter>)>,
     /// Sources the client declared for its send m-lines, by mid (replaced by each offer).
     pub sources: HashMap<String, Source>,
     pub audio_muted: bool,
@@ -270,7 +275,7 @@ impl Participant {
             t.state = match t.state {
                 OutState::Negotiating(m) => {
                     if t.reused {
-                        free.push((m, t.kind));
+                        free.push((m, t.kind, t.carried.take()));
                         t.reused = false;
                     }
                     OutState::ToOpen
@@ -330,7 +335,10 @@ impl Participant {
                             t.ssrc = Some(s.ssrc());
                             t.state = OutState::Open(m);
                             t.need_keyframe = t.kind == MediaKind::Video;
-                            t.rewriter = Rewriter::new(t.kind == MediaKind::Video);
+                            t.rewriter = match t.carried.take() {
+                                Some(r) => r.continued(),
+                                None => Rewriter::new(t.kind == MediaKind::Video),
+                            };
                             t.pt_map.clear();
                             opened.push(i);
                         }
@@ -342,7 +350,8 @@ impl Participant {
                 }
                 OutState::NegotiatingStop(m) => {
                     // Deactivated m-lines stay in the session (inactive, still BUNDLEd) for reuse.
-                    self.free_mids.push((m, t.kind));
+                    let r = std::mem::replace(&mut t.rewriter, Rewriter::new(false));
+                    self.free_mids.push((m, t.kind, Some(r)));
                     *slot = None;
                 }
                 _ => {}
@@ -363,11 +372,12 @@ impl Participant {
                 OutState::ToOpen => {
                     // Reuse an inactive m-line of the same kind: the SDP does not grow as
                     // people come and go.
-                    let mid = match self.free_mids.iter().position(|(_, k)| *k == t.kind) {
+                    let mid = match self.free_mids.iter().position(|(_, k, _)| *k == t.kind) {
                         Some(i) => {
-                            let (mid, _) = self.free_mids.swap_remove(i);
+                            let (mid, _, r) = self.free_mids.swap_remove(i);
                             change.set_direction(mid, Direction::SendOnly);
                             t.reused = true;
+                            t.carried = r;
                             mid
                         }
                         None => {

@@ -62,6 +62,8 @@ pub struct Rewriter {
     last_tl0: Option<u8>,
     /// The next packet starts an epoch even on the same layer (stream resumed).
     rebase: bool,
+    /// The next packet starts an epoch as at a layer switch (another source now).
+    force_switch: bool,
     history: Option<Box<[Sent]>>,
 }
 
@@ -78,6 +80,7 @@ impl Rewriter {
             last_pid: None,
             last_tl0: None,
             rebase: false,
+            force_switch: false,
             history: nackable.then(|| vec![Sent::default(); HISTORY].into_boxed_slice()),
         }
     }
@@ -85,6 +88,13 @@ impl Rewriter {
     /// The viewer's stream skipped packets on purpose: continue at last + 1 next time.
     pub fn skipped(&mut self) {
         self.rebase = true;
+    }
+
+    /// The same send stream (SSRC) now carries another track (a reused m-line): its
+    /// sequence numbers, timestamps and picture ids go on from where they are.
+    pub fn continued(mut self) -> Rewriter {
+        self.force_switch = self.started;
+        self
     }
 
     pub fn started(&self) -> bool {
@@ -100,7 +110,7 @@ impl Rewriter {
     /// belongs before the current epoch). `clock_rate` converts the wall-clock gap at a
     /// layer switch into timestamp ticks.
     pub fn rewrite(&mut self, p: &Pkt, layer: u8, clock_rate: u32) -> Option<OutHeader> {
-        let switch = self.started && layer != self.epoch.layer;
+        let switch = self.started && (layer != self.epoch.layer || self.force_switch);
         if !self.started || switch || self.rebase || p.resumed {
             self.new_epoch(p, layer, switch, clock_rate);
         } else if p.seq < self.epoch.first_src {
@@ -166,6 +176,7 @@ impl Rewriter {
         self.epochs[e.id as usize % EPOCHS] = e;
         self.epoch = e;
         self.rebase = false;
+        self.force_switch = false;
     }
 
     /// A NACKed sequence number of the viewer's stream: the source packet (layer, source
@@ -293,6 +304,21 @@ mod tests {
         assert_eq!(r.header_for(1005, &b2), Some(hb2));
         assert_eq!(r.lookup(999), None);
         assert_eq!(r.lookup(1005 + HISTORY as u64), None);
+    }
+
+    #[test]
+    fn a_reused_stream_continues_its_numbering_for_the_next_track() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(true);
+        let a = vp8(5000, 1_000, 40, 1, true, t0);
+        assert_eq!(r.rewrite(&a, 0, 90_000).map(|h| h.seq), Some(5000));
+        // Another publisher's track on the same m-line (and SSRC), 2 s later.
+        let mut r = r.continued();
+        let b = vp8(60_000, 7_777_777, 900, 9, true, t0 + Duration::from_secs(2));
+        let h = r.rewrite(&b, 0, 90_000).expect("forwarded");
+        assert_eq!(h.seq, 5001);
+        assert_eq!(h.time, 1_000 + 180_000);
+        assert_eq!(h.vp8, expect_patch(&b, 41, 2));
     }
 
     #[test]
