@@ -100,7 +100,7 @@ fanout_json() {
 import json, sys
 s = json.load(open(sys.argv[1]))["steps"][0]
 sv = s.get("server") or {}
-loss = max(s["loss_pct"], s["light_raw_loss_pct"])
+loss = max(s["loss_pct"], s["light_loss_pct"])
 print(f'{s["forwarded_pps"]:.0f} {sv.get("pps_per_core", 0):.0f} {sv.get("cpu_cores", 0):.2f} '
       f'{s["latency"]["p50_us"]} {s["latency"]["p99_us"]} {loss:.3f}')
 PY
