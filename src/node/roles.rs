@@ -120,11 +120,17 @@ pub fn start(
         };
         let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(participation))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));
+        let capacity = match cfg.sfu.capacity_pps {
+            0 => u32::try_from(workers)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(sfuserver::PPS_PER_WORKER),
+            c => c,
+        };
         out.nodes.push(LocalNode {
             spec: NodeSpec {
                 role: NodeRole::Sfuserver,
                 address: own_address.to_string(),
-                capacity: 0,
+                capacity,
                 media: state.media.clone(),
             },
             control: Some(addr.recipient()),

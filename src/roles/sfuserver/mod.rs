@@ -29,6 +29,12 @@ use crate::tokens::Keys;
 pub use self::core::WorkerCmd;
 pub use worker::{WorkerHandle, WorkerStats};
 
+/// Forwarded RTP packets per second one media worker (one core) is stated to carry when the
+/// operator does not say (`sfu.capacity_pps`): about two thirds of what one core forwarded
+/// in the benchmarks (BENCHMARKS.md) with p99 added latency within 1 ms, so a box is
+/// "full" before its cores are.
+pub const PPS_PER_WORKER: u32 = 60_000;
+
 /// What the sfuserver needs to start.
 pub struct SfuSettings {
     /// Media workers (threads, one UDP port each).

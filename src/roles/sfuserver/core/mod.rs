@@ -29,6 +29,8 @@ pub mod codec;
 pub mod packet;
 pub mod participant;
 pub mod rewrite;
+#[doc(hidden)]
+pub mod sim;
 
 #[cfg(test)]
 mod tests;
