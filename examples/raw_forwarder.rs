@@ -244,7 +244,9 @@ impl Batch {
             addrs,
             iovs: Vec::with_capacity(to.len()),
             // SAFETY: mmsghdr is a plain C struct; zero is a valid start.
-            hdrs: (0..to.len()).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            hdrs: (0..to.len())
+                .map(|_| unsafe { std::mem::zeroed() })
+                .collect(),
         }
     }
 
@@ -267,7 +269,12 @@ impl Batch {
         for chunk in self.hdrs.chunks_mut(64) {
             // SAFETY: every header points at live buffers and addresses owned by self.
             let r = unsafe {
-                libc::sendmmsg(sock.as_raw_fd(), chunk.as_mut_ptr(), chunk.len() as libc::c_uint, 0)
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    chunk.as_mut_ptr(),
+                    chunk.len() as libc::c_uint,
+                    0,
+                )
             };
             sent += r.max(0) as u64;
         }

@@ -67,7 +67,10 @@ fn check_server_latency(s: &Value) {
         copies >= 0.7 * received && copies <= 1.3 * received,
         "{copies} latency samples for {received} packets: {s:#}"
     );
-    assert!(num(l, "p50_us") > 0.0 && num(l, "p99_us") >= num(l, "p50_us"), "{s:#}");
+    assert!(
+        num(l, "p50_us") > 0.0 && num(l, "p99_us") >= num(l, "p50_us"),
+        "{s:#}"
+    );
 }
 
 /// `got` is within [lo, hi] × `expected`.

@@ -603,8 +603,7 @@ async fn server_latency(http: &reqwest::Client, url: &str) -> Option<Vec<(f64, u
 fn parse_latency_buckets(text: &str) -> Vec<(f64, u64)> {
     let mut v = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("meeting_sfu_added_latency_seconds_bucket{le=\"")
-        else {
+        let Some(rest) = line.strip_prefix("meeting_sfu_added_latency_seconds_bucket{le=\"") else {
             continue;
         };
         let Some((le, count)) = rest.split_once("\"}") else {
@@ -643,11 +642,13 @@ fn window_latency(a: &[(f64, u64)], b: &[(f64, u64)]) -> Latency {
         p50_us: us(0.5),
         p99_us: us(0.99),
         p999_us: us(0.999),
-        max_us: per
-            .iter()
-            .rev()
-            .find(|x| x.1 > 0)
-            .map_or(0, |x| if x.0.is_finite() { (x.0 * 1e6) as u64 } else { u64::MAX }),
+        max_us: per.iter().rev().find(|x| x.1 > 0).map_or(0, |x| {
+            if x.0.is_finite() {
+                (x.0 * 1e6) as u64
+            } else {
+                u64::MAX
+            }
+        }),
     }
 }
 

@@ -523,7 +523,9 @@ impl Peer {
         // Audio level: negative dBov (RFC 6464, as str0m takes it).
         let level: i8 = if talking { -30 } else { -90 };
         if let Some(w) = self.rtc.writer(mid)
-            && w.audio_level(level, talking).write(pt, now, rtp_time, d).is_ok()
+            && w.audio_level(level, talking)
+                .write(pt, now, rtp_time, d)
+                .is_ok()
         {
             self.frames_sent += 1;
         }

@@ -219,11 +219,16 @@ pub(crate) mod tests {
 
     #[test]
     fn an_sfuserver_is_loaded_by_its_packets_per_second_not_its_participants() {
-        let mut p = Pools::new(vec![], vec![], vec![], [
-            (NodeRole::Sfuserver, None),
-            (NodeRole::Turnserver, None),
-            (NodeRole::Fsserver, None),
-        ]);
+        let mut p = Pools::new(
+            vec![],
+            vec![],
+            vec![],
+            [
+                (NodeRole::Sfuserver, None),
+                (NodeRole::Turnserver, None),
+                (NodeRole::Fsserver, None),
+            ],
+        );
         let sfu = |address: &str, sessions: u32, packets: u64, capacity: u32| NodeInfo {
             load: NodeLoad {
                 sessions,

@@ -54,7 +54,8 @@ impl LocalHist {
                 a.fetch_add(std::mem::take(c), Relaxed);
             }
         }
-        h.sum_ns.fetch_add(std::mem::take(&mut self.sum_ns), Relaxed);
+        h.sum_ns
+            .fetch_add(std::mem::take(&mut self.sum_ns), Relaxed);
     }
 }
 

@@ -87,13 +87,12 @@ impl Handler<ControlRoom> for SfuServer {
         let mut waits = Vec::with_capacity(self.workers.len());
         for w in &self.workers {
             let (reply, rx) = oneshot::channel();
-            if w
-                .send(WorkerCmd::Control {
-                    meeting: m.meeting,
-                    action: m.action.clone(),
-                    reply,
-                })
-                .is_ok()
+            if w.send(WorkerCmd::Control {
+                meeting: m.meeting,
+                action: m.action.clone(),
+                reply,
+            })
+            .is_ok()
             {
                 waits.push(rx);
             }

@@ -319,8 +319,12 @@ impl Worker {
                 }
             }
             while let Some(slot) = slow.pop() {
-                self.core
-                    .handle(Instant::now(), Input::SlowReader { slot }, &mut tx, &mut out);
+                self.core.handle(
+                    Instant::now(),
+                    Input::SlowReader { slot },
+                    &mut tx,
+                    &mut out,
+                );
                 self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
             }
             // 4. Timers that are due, now.
@@ -464,7 +468,8 @@ impl Worker {
         s.garbage_in.fetch_add(c.garbage_in, Ordering::Relaxed);
         s.nacks_received
             .fetch_add(c.nacks_received, Ordering::Relaxed);
-        s.retransmitted.fetch_add(c.retransmitted, Ordering::Relaxed);
+        s.retransmitted
+            .fetch_add(c.retransmitted, Ordering::Relaxed);
         s.keyframe_requests
             .fetch_add(c.keyframe_requests, Ordering::Relaxed);
         s.audio_held.fetch_add(c.audio_held, Ordering::Relaxed);
@@ -642,8 +647,7 @@ fn sockaddr_to(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let s: &libc::sockaddr_in6 =
-                unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
+            let s: &libc::sockaddr_in6 = unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 s.sin6_addr.s6_addr.into(),
                 u16::from_be(s.sin6_port),

@@ -217,12 +217,23 @@ pub enum Dest {
 
 /// To participants' signaling sessions, in order.
 pub enum ToClient {
-    Attach { slot: usize, tx: ClientTx },
-    Msg { slot: usize, msg: ServerMsg },
+    Attach {
+        slot: usize,
+        tx: ClientTx,
+    },
+    Msg {
+        slot: usize,
+        msg: ServerMsg,
+    },
     /// The session ends (the I/O side drops the sender, which ends its loop).
-    Detach { slot: usize },
+    Detach {
+        slot: usize,
+    },
     /// A join refused before it got a slot.
-    Refuse { tx: ClientTx, msg: ServerMsg },
+    Refuse {
+        tx: ClientTx,
+        msg: ServerMsg,
+    },
 }
 
 pub enum CoreEvent {
@@ -460,7 +471,13 @@ impl Core {
             },
         );
         let slot = match self.by_addr.get(&from) {
-            Some(&s) if self.peers[s].as_ref().is_some_and(|p| p.rtc.accepts(&input)) => Some(s),
+            Some(&s)
+                if self.peers[s]
+                    .as_ref()
+                    .is_some_and(|p| p.rtc.accepts(&input)) =>
+            {
+                Some(s)
+            }
             _ => {
                 let found = self
                     .peers
@@ -629,7 +646,13 @@ impl Core {
                             track: ti as u16,
                         };
                         let meeting = p.meeting;
-                        self.broadcast_ctl(Ctl::TrackDown { meeting, track: key }, out);
+                        self.broadcast_ctl(
+                            Ctl::TrackDown {
+                                meeting,
+                                track: key,
+                            },
+                            out,
+                        );
                         self.apply_track_down(now, meeting, key, out);
                     }
                 }
@@ -714,7 +737,10 @@ impl Core {
             resumed,
             received: rp.timestamp,
         };
-        let track = TrackKey { peer: p.key, track: ti };
+        let track = TrackKey {
+            peer: p.key,
+            track: ti,
+        };
         if let Some(room) = self.rooms.get(&p.meeting) {
             for (w, n) in room.on_worker.iter().enumerate() {
                 if *n > 0 && w != usize::from(self.cfg.worker) {
@@ -897,9 +923,9 @@ impl Core {
         if let Some(v) = h.vp8 {
             w = w.vp8_patch(v);
         }
-        if let Some(d) = rtc
-            .direct_api()
-            .send_rtp_now(now, ssrc, w, Some(h.seq.into()), net.buffer())
+        if let Some(d) =
+            rtc.direct_api()
+                .send_rtp_now(now, ssrc, w, Some(h.seq.into()), net.buffer())
         {
             net.commit(d.len, d.destination, None);
             counts.retransmitted += 1;
@@ -910,7 +936,14 @@ impl Core {
     /// Asks a publisher for a keyframe of `track`'s `layer` (local: its `Rtc`; else through
     /// its worker). `pli`: on a viewer's request (always passed on, rate-limited by the
     /// publisher's side only); else for a switch or a start, at most every `KEYFRAME_ASK`.
-    fn ask_keyframe(&mut self, now: Instant, track: TrackKey, layer: u8, pli: bool, out: &mut Outputs) {
+    fn ask_keyframe(
+        &mut self,
+        now: Instant,
+        track: TrackKey,
+        layer: u8,
+        pli: bool,
+        out: &mut Outputs,
+    ) {
         let l = usize::from(layer).min(2);
         if !pli && let Some(src) = self.sources.get_mut(&track) {
             if src.last_ask[l].is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_ASK) {
@@ -921,8 +954,10 @@ impl Core {
         if track.peer.worker == self.cfg.worker {
             self.keyframe_local(now, track, layer);
         } else {
-            out.ctl
-                .push((Dest::Worker(track.peer.worker), Ctl::Keyframe { track, layer }));
+            out.ctl.push((
+                Dest::Worker(track.peer.worker),
+                Ctl::Keyframe { track, layer },
+            ));
         }
     }
 
@@ -996,7 +1031,13 @@ impl Core {
     }
 
     /// Gives participant `s` a received track for `desc` (to be negotiated).
-    fn subscribe(&mut self, s: usize, meeting: MeetingId, desc: &TrackDesc, from_pid: &ParticipantId) {
+    fn subscribe(
+        &mut self,
+        s: usize,
+        meeting: MeetingId,
+        desc: &TrackDesc,
+        from_pid: &ParticipantId,
+    ) {
         let Some(p) = self.peers[s].as_mut() else {
             return;
         };
@@ -1034,7 +1075,13 @@ impl Core {
     }
 
     /// A track is gone: its m-lines are stopped in every local viewer.
-    fn apply_track_down(&mut self, _now: Instant, meeting: MeetingId, key: TrackKey, _out: &mut Outputs) {
+    fn apply_track_down(
+        &mut self,
+        _now: Instant,
+        meeting: MeetingId,
+        key: TrackKey,
+        _out: &mut Outputs,
+    ) {
         if let Some(m) = self
             .rooms
             .get_mut(&meeting)
@@ -1204,7 +1251,11 @@ impl Core {
         if room.members.is_empty() {
             room.empty_since = Some(now);
         }
-        if room.speaker.as_ref().is_some_and(|s| s.0 == m.info.participant_id) {
+        if room
+            .speaker
+            .as_ref()
+            .is_some_and(|s| s.0 == m.info.participant_id)
+        {
             room.speaker = None;
         }
         for t in &m.tracks {
@@ -1254,7 +1305,13 @@ impl Core {
     }
 
     /// To every participant of the room on every worker.
-    fn broadcast(&self, meeting: MeetingId, except: Option<PeerKey>, msg: ServerMsg, out: &mut Outputs) {
+    fn broadcast(
+        &self,
+        meeting: MeetingId,
+        except: Option<PeerKey>,
+        msg: ServerMsg,
+        out: &mut Outputs,
+    ) {
         self.broadcast_local(meeting, except, &msg, out);
         self.broadcast_ctl(
             Ctl::Broadcast {
@@ -1612,7 +1669,10 @@ impl Core {
                 if text.is_empty() || text.chars().count() > 4000 {
                     out.clients.push(ToClient::Msg {
                         slot,
-                        msg: ServerMsg::error("bad_chat", "A chat message has 1 to 4000 characters."),
+                        msg: ServerMsg::error(
+                            "bad_chat",
+                            "A chat message has 1 to 4000 characters.",
+                        ),
                     });
                     return;
                 }
@@ -1809,7 +1869,9 @@ impl Core {
             }
             let mut mask = 0u8;
             for &(s, oi) in &src.subs {
-                let Some(p) = self.peers[s].as_ref() else { continue };
+                let Some(p) = self.peers[s].as_ref() else {
+                    continue;
+                };
                 if let Some(Some(t)) = p.tracks_out.get(oi)
                     && matches!(t.state, OutState::Open(_))
                     && !t.paused

@@ -60,6 +60,9 @@ pub enum OutState {
     NegotiatingStop(Mid),
 }
 
+/// A viewer's payload type for a publisher's, its clock rate and codec.
+pub type OutCodec = (Pt, u32, Kind);
+
 /// Another participant's track that this participant receives.
 pub struct TrackOut {
     pub src: TrackKey,
@@ -84,7 +87,7 @@ pub struct TrackOut {
     /// before goes on with this one (`Rewriter::continued`).
     pub carried: Option<Rewriter>,
     /// Publisher payload type → ours, and its clock rate (learned per payload type).
-    pub pt_map: Vec<(Pt, Option<(Pt, u32, Kind)>)>,
+    pub pt_map: Vec<(Pt, Option<OutCodec>)>,
 }
 
 impl TrackOut {
@@ -126,12 +129,7 @@ impl TrackOut {
 
     /// Our payload type, clock rate and codec for the publisher's `pt`, matched once per
     /// payload type against this session's codecs (`params`: the publisher's).
-    pub fn map_pt(
-        &mut self,
-        pt: Pt,
-        params: &[PayloadParams],
-        rtc: &Rtc,
-    ) -> Option<(Pt, u32, Kind)> {
+    pub fn map_pt(&mut self, pt: Pt, params: &[PayloadParams], rtc: &Rtc) -> Option<OutCodec> {
         if let Some((_, m)) = self.pt_map.iter().find(|(p, _)| *p == pt) {
             return *m;
         }
@@ -449,8 +447,7 @@ impl Participant {
             return false;
         };
         let l = usize::from(layer).min(2);
-        if t.last_keyframe_request[l].is_some_and(|at| now.duration_since(at) < KEYFRAME_INTERVAL)
-        {
+        if t.last_keyframe_request[l].is_some_and(|at| now.duration_since(at) < KEYFRAME_INTERVAL) {
             return false;
         }
         t.last_keyframe_request[l] = Some(now);

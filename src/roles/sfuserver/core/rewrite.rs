@@ -293,8 +293,19 @@ mod tests {
         let hb = r.rewrite(&b, 2, 90_000).expect("forwarded");
         assert_eq!(hb.seq, 1004, "sequence numbers continue");
         assert_eq!(hb.time, 90_000 + 3000 * 3 + 2970, "33 ms later at 90 kHz");
-        assert_eq!(hb.vp8, expect_patch(&b, 504, 21), "picture id and TL0PICIDX continue");
-        let b2 = vp8(77_001, 5_003_000, 9001, 3, false, at + Duration::from_millis(33));
+        assert_eq!(
+            hb.vp8,
+            expect_patch(&b, 504, 21),
+            "picture id and TL0PICIDX continue"
+        );
+        let b2 = vp8(
+            77_001,
+            5_003_000,
+            9001,
+            3,
+            false,
+            at + Duration::from_millis(33),
+        );
         let hb2 = r.rewrite(&b2, 2, 90_000).expect("forwarded");
         assert_eq!((hb2.seq, hb2.time), (1005, hb.time + 3000));
         assert_eq!(hb2.vp8, expect_patch(&b2, 505, 21));

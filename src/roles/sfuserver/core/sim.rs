@@ -12,18 +12,17 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
-    Direction, Frequency, MediaKind as StrKind, MediaTime, Mid, Pt, Rid,
-    Simulcast, SimulcastLayer,
+    Direction, Frequency, MediaKind as StrKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input as RtcInput, Output, Rtc, RtcConfig};
 use tokio::sync::mpsc::Receiver;
 
 use super::*;
-use crate::proto::signal::ClientMsg;
 use crate::ids::{MeetingId, ParticipantId};
-use crate::proto::signal::{MediaKind, ServerMsg, Source};
 use crate::proto::RoomAction;
+use crate::proto::signal::ClientMsg;
+use crate::proto::signal::{MediaKind, ServerMsg, Source};
 use crate::tokens::JoinClaims;
 
 pub const MEETING: MeetingId = MeetingId(7);
@@ -177,7 +176,14 @@ impl Sim {
     }
 
     /// A participant joins on `worker`, publishing what is asked.
-    pub fn join(&mut self, worker: usize, audio: bool, video: bool, simulcast: bool, host: bool) -> usize {
+    pub fn join(
+        &mut self,
+        worker: usize,
+        audio: bool,
+        video: bool,
+        simulcast: bool,
+        host: bool,
+    ) -> usize {
         let index = self.clients.len() as u32;
         let addr = SocketAddr::from(([10, 0, 1, index as u8 + 1], 40000));
         let mut rtc = RtcConfig::new()
@@ -242,7 +248,10 @@ impl Sim {
     }
 
     pub fn signal(&mut self, client: usize, msg: ClientMsg) {
-        let (w, pid) = (self.clients[client].worker, self.clients[client].pid.clone());
+        let (w, pid) = (
+            self.clients[client].worker,
+            self.clients[client].pid.clone(),
+        );
         self.cmd(
             w,
             WorkerCmd::Signal {
@@ -368,7 +377,7 @@ impl Sim {
                         && is_rtp(&d)
                     {
                         self.counter += 1;
-                        if self.counter % n == 0 {
+                        if self.counter.is_multiple_of(n) {
                             self.dropped += 1;
                             continue;
                         }
@@ -423,10 +432,10 @@ impl Sim {
                 if cl.next_timeout <= self.now && cl.closed.is_none() {
                     let _ = cl.rtc.handle_input(RtcInput::Timeout(self.now));
                 }
-                if t % 20 == 0 {
+                if t.is_multiple_of(20) {
                     self.send_audio(c);
                 }
-                if t % 40 == 0 {
+                if t.is_multiple_of(40) {
                     self.send_video(c);
                 }
             }
@@ -515,7 +524,8 @@ impl Sim {
                 }
                 Ok(Output::Transmit(t)) => {
                     moved = true;
-                    self.net.push_back((cl.addr, t.destination, t.contents.to_vec()));
+                    self.net
+                        .push_back((cl.addr, t.destination, t.contents.to_vec()));
                 }
                 Ok(Output::Event(e)) => {
                     moved = true;
@@ -605,7 +615,8 @@ impl Sim {
                 }
             }
             ServerMsg::Layers { active, .. } => {
-                self.clients[c].active_layers = active.iter().map(|r| Rid::from(r.as_str())).collect();
+                self.clients[c].active_layers =
+                    active.iter().map(|r| Rid::from(r.as_str())).collect();
                 self.clients[c].force_key = true;
             }
             ServerMsg::Closed { reason, .. } => self.clients[c].closed = Some(reason),
@@ -622,7 +633,13 @@ impl Sim {
         let mut sources = std::collections::HashMap::new();
         let stream = format!("s{}", cl.index);
         if cl.publish_audio {
-            let mid = change.add_media(StrKind::Audio, Direction::SendOnly, Some(stream.clone()), None, None);
+            let mid = change.add_media(
+                StrKind::Audio,
+                Direction::SendOnly,
+                Some(stream.clone()),
+                None,
+                None,
+            );
             sources.insert(mid.to_string(), Source::Microphone);
             cl.audio_mid = Some(mid);
         }
@@ -634,7 +651,8 @@ impl Sim {
                 }
                 s
             });
-            let mid = change.add_media(StrKind::Video, Direction::SendOnly, Some(stream), None, sim);
+            let mid =
+                change.add_media(StrKind::Video, Direction::SendOnly, Some(stream), None, sim);
             sources.insert(mid.to_string(), Source::Camera);
             cl.video_mid = Some(mid);
         }
@@ -657,7 +675,6 @@ impl Sim {
             .collect()
     }
 }
-
 
 /// The forward path on its own, for `benches/forward.rs`: one publisher (video only) and
 /// `subscribers` viewers spread over `workers` cores, connected and negotiated on simulated

@@ -21,10 +21,17 @@ fn one_meeting_on_two_workers_carries_audio_and_video_both_ways() {
     for (viewer, publisher) in [(b, a), (c, a), (a, b), (c, b)] {
         let v = sim.clients[viewer].frames_from(publisher as u32, true);
         let au = sim.clients[viewer].frames_from(publisher as u32, false);
-        assert!(v.len() > 40, "{viewer} sees {publisher}'s video: {}", v.len());
+        assert!(
+            v.len() > 40,
+            "{viewer} sees {publisher}'s video: {}",
+            v.len()
+        );
         assert!(au.len() > 100, "{viewer} hears {publisher}: {}", au.len());
         assert!(v[0].key, "video starts at a keyframe");
-        assert!(complete(&v) && complete(&au), "{viewer} from {publisher}: complete");
+        assert!(
+            complete(&v) && complete(&au),
+            "{viewer} from {publisher}: complete"
+        );
     }
     for x in [a, b, c] {
         assert!(sim.errors(x).is_empty(), "{:?}", sim.errors(x));
@@ -81,8 +88,16 @@ fn one_meeting_on_two_workers_carries_audio_and_video_both_ways() {
             _ => None,
         })
         .max();
-    assert_eq!(offered, Some(4), "C's received m-lines were reused, not added");
-    assert!(sim.jumps.is_empty(), "sequence numbers jumped: {:?}", sim.jumps);
+    assert_eq!(
+        offered,
+        Some(4),
+        "C's received m-lines were reused, not added"
+    );
+    assert!(
+        sim.jumps.is_empty(),
+        "sequence numbers jumped: {:?}",
+        sim.jumps
+    );
 }
 
 #[test]
@@ -99,10 +114,17 @@ fn crossing_offers_glare_is_resolved_and_media_flows() {
         .iter()
         .filter(|m| matches!(m, ServerMsg::Offer { .. }))
         .count();
-    assert!(offers_to_b >= 2, "the crossed offer was made again: {offers_to_b}");
+    assert!(
+        offers_to_b >= 2,
+        "the crossed offer was made again: {offers_to_b}"
+    );
     for (viewer, publisher) in [(a, b), (b, a)] {
         let v = sim.clients[viewer].frames_from(publisher as u32, true);
-        assert!(v.len() > 30 && complete(&v), "{viewer} sees {publisher}: {}", v.len());
+        assert!(
+            v.len() > 30 && complete(&v),
+            "{viewer} sees {publisher}: {}",
+            v.len()
+        );
     }
     assert!(sim.errors(a).is_empty() && sim.errors(b).is_empty());
     assert!(sim.jumps.is_empty(), "{:?}", sim.jumps);
@@ -121,7 +143,11 @@ fn host_locks_mutes_removes_and_ends_across_workers() {
     let late = sim.join(1, false, false, false, false);
     sim.run(50);
     assert_eq!(sim.clients[late].closed.as_deref(), Some("locked"));
-    assert!(sim.clients[b].msgs.contains(&ServerMsg::Locked { locked: true }));
+    assert!(
+        sim.clients[b]
+            .msgs
+            .contains(&ServerMsg::Locked { locked: true })
+    );
     // Mute A (on worker 1) from the host: everyone hears of it, A's audio stops.
     assert_eq!(
         sim.control(RoomAction::Mute {
@@ -136,7 +162,11 @@ fn host_locks_mutes_removes_and_ends_across_workers() {
     for x in [host, a, b] {
         assert!(sim.clients[x].msgs.iter().any(|m| matches!(
             m,
-            ServerMsg::Mute { by_host: true, muted: true, .. }
+            ServerMsg::Mute {
+                by_host: true,
+                muted: true,
+                ..
+            }
         )));
     }
     // A unmutes itself: heard again.
@@ -318,7 +348,11 @@ fn active_speaker_and_top_k_audio() {
     let c_sent = sim.clients[c].audio_no;
     sim.run(1000);
     let from_c = sim.clients[l].frames_from(c as u32, false);
-    assert_eq!(from_c.first().map(|f| f.n), Some(c_sent + 1), "first syllable");
+    assert_eq!(
+        from_c.first().map(|f| f.n),
+        Some(c_sent + 1),
+        "first syllable"
+    );
     assert!(complete(&from_c));
     assert_eq!(heard(&sim, b), 0);
     assert!(sim.jumps.is_empty(), "{:?}", sim.jumps);
