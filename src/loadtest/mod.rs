@@ -88,9 +88,9 @@ pub struct LoadtestArgs {
     /// 0: everyone talks all the time.
     #[arg(long, default_value_t = 0)]
     pub talkers: usize,
-    /// Subscribers per step that decrypt and check everything (latency, loss after
-    /// retransmission), spread evenly over the join order; the others count SRTP packets
-    /// from the clear header only.
+    /// Subscribers per step that depacketize and check every frame (latency, loss after
+    /// retransmission), spread evenly over the join order; the others decrypt and acknowledge
+    /// every packet (str0m in RTP mode) and count them. Publishers always check frames.
     #[arg(long = "full-check", default_value_t = 8)]
     pub full_check: usize,
     /// The server's process id: its CPU and memory go into the report.
@@ -415,11 +415,12 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     let before = args.server_pid.and_then(proc_sample);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    // Publishers are always fully checked (they are few). Of the others, `--full-check` are,
-    // spread evenly over the join order: a server serves its subscribers in some order, and
-    // checking only the first to join would see only the front of every fan-out.
-    let always_full =
-        |c: &Conn| (c.0 || c.1) && (args.scenario != Scenario::Meeting || c.3.is_some());
+    // Publishers are always fully checked: they write frames that str0m packetizes, which
+    // its RTP mode (the light subscribers') does not do; so in a meeting everyone is. Of the
+    // others, `--full-check` are, spread evenly over the join order: a server serves its
+    // subscribers in some order, and checking only the first to join would see only the
+    // front of every fan-out.
+    let always_full = |c: &Conn| c.0 || c.1;
     let others = conns.iter().filter(|c| !always_full(c)).count();
     let mut ordinal = 0usize;
     let audio_publishers = conns.iter().filter(|c| c.0).count();

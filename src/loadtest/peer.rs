@@ -245,7 +245,10 @@ async fn run_inner(
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let now = Instant::now();
     // Light subscribers run str0m in RTP mode: packets are decrypted and acknowledged (RR,
-    // NACK, TWCC) but not reassembled into frames.
+    // NACK, TWCC) but not reassembled into frames. A publisher writes frames (str0m
+    // packetizes them), which RTP mode does not offer: publishers are always full.
+    let mut spec = spec;
+    spec.full |= spec.audio || spec.video;
     let mut rtc = RtcConfig::new().set_rtp_mode(!spec.full).build(now);
     let cand = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
     rtc.add_local_candidate(cand);

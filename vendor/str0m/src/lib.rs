@@ -2042,13 +2042,18 @@ impl Rtc {
         match input {
             Input::Timeout(now) => self.do_handle_timeout(now)?,
             Input::Receive(recv_time, r) => {
+                let media = matches!(
+                    r.contents.inner,
+                    DatagramRecvInner::Rtp(_) | DatagramRecvInner::Rtcp(_)
+                );
                 self.do_handle_receive(recv_time, r)?;
-                // The timeout pass walks every stream. In RTP mode, run it only when a timer
-                // is due: what the receive itself changed arms the readiness, so the next
-                // `poll_output` recomputes the timeout (possibly to now) and the caller's
-                // `Input::Timeout` does the rest. (Frame mode keeps the pass: its
-                // depacketizing and packetizing of written frames ride on it.)
-                if !self.session.rtp_mode || recv_time >= self.cached_timeout {
+                // The timeout pass walks every stream. For media (SRTP, SRTCP) in RTP mode,
+                // run it only when a timer is due: what the receive itself changed arms the
+                // readiness, so the next `poll_output` recomputes the timeout (possibly to
+                // now) and the caller's `Input::Timeout` does the rest. STUN and DTLS keep
+                // the pass (the ICE agent and DTLS move on in it), and so does frame mode
+                // (its depacketizing and the packetizing of written frames ride on it).
+                if !media || !self.session.rtp_mode || recv_time >= self.cached_timeout {
                     self.do_handle_timeout(recv_time)?;
                 } else if recv_time > self.last_now {
                     self.init_time(recv_time);

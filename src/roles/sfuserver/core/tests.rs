@@ -357,3 +357,30 @@ fn active_speaker_and_top_k_audio() {
     assert_eq!(heard(&sim, b), 0);
     assert!(sim.jumps.is_empty(), "{:?}", sim.jumps);
 }
+
+#[test]
+fn ten_people_joining_at_once_all_get_everyone() {
+    let mut sim = Sim::new(2, 0);
+    let n = 10;
+    let people: Vec<usize> = (0..n)
+        .map(|i| sim.join(i % 2, true, true, false, false))
+        .collect();
+    sim.run(4000);
+    let mut missing = Vec::new();
+    for &v in &people {
+        for &p in &people {
+            if v != p {
+                let video = sim.clients[v].frames_from(p as u32, true).len();
+                let audio = sim.clients[v].frames_from(p as u32, false).len();
+                if video < 20 || audio < 50 {
+                    missing.push((v, p, video, audio));
+                }
+            }
+        }
+        assert!(sim.errors(v).is_empty(), "{v}: {:?}", sim.errors(v));
+    }
+    assert!(
+        missing.is_empty(),
+        "(viewer, publisher, video, audio): {missing:?}"
+    );
+}
