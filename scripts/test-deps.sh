@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only what is missing. Idempotent; fast when all is present.
 #   apt:  mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
+#         fonts-noto-cjk (zh-CN screens are checked with real Chinese glyphs)
 #         lintian rpm rpmlint mmdebstrap (the package test; it installs cargo-deb and
 #         cargo-generate-rpm itself, cached: scripts/package-tools.sh)
+#         slapd ldap-utils (OpenLDAP: the LDAP sign-in tests start their own slapd in a temp dir)
 #   venv: /var/tmp/meeting-appliance-venv with aiosmtpd (SMTP sink)
-#   npm:  playwright-core in /var/tmp/meeting-appliance-node (browser tests)
+#   npm:  playwright-core in /var/tmp/meeting-appliance-node (browser tests), and beside it
+#         oidc-provider (the OpenID Provider of the sign-in tests)
 #   web:  the browser client built into web/dist (scripts/build-web.sh)
 set -euo pipefail
 
 VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
 NODE_PREFIX=${APPLIANCE_NODE_PREFIX:-/var/tmp/meeting-appliance-node}
 APT_PACKAGES=(mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
-  lintian rpm rpmlint mmdebstrap)
+  lintian rpm rpmlint mmdebstrap fonts-noto-cjk slapd ldap-utils)
 
 die() { echo "test-deps: FAILED: $*" >&2; exit 1; }
 step() { echo "test-deps: $*"; }
@@ -72,6 +75,18 @@ else
     || die "npm install playwright-core"
   [ -f "$NODE_PREFIX/node_modules/playwright-core/package.json" ] || die "playwright-core missing after npm install"
   step "playwright-core ready"
+fi
+
+# --- npm oidc-provider (the certified OpenID Provider the sign-in tests run) ----------------
+if [ -f "$NODE_PREFIX/node_modules/oidc-provider/package.json" ]; then
+  step "oidc-provider present ($NODE_PREFIX)"
+else
+  step "installing oidc-provider into $NODE_PREFIX"
+  mkdir -p "$NODE_PREFIX"
+  quiet npm install --prefix "$NODE_PREFIX" --no-audit --no-fund oidc-provider@9 \
+    || die "npm install oidc-provider"
+  [ -f "$NODE_PREFIX/node_modules/oidc-provider/package.json" ] || die "oidc-provider missing after npm install"
+  step "oidc-provider ready"
 fi
 
 # --- the web client (web/dist, embedded by build.rs; the web_client tests drive it) ------

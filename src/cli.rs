@@ -182,6 +182,38 @@ pub struct Flags {
     /// Log one JSON object per line.
     #[arg(long = "logJson")]
     pub log_json: bool,
+    /// Sign-in methods offered (comma-separated): email_code, oidc, ldap.
+    #[arg(long = "authMethods", value_delimiter = ',')]
+    pub auth_methods: Vec<String>,
+    /// OpenID Connect: the provider's issuer URL (discovery).
+    #[arg(long = "oidcDiscoveryUrl")]
+    pub oidc_discovery_url: Option<String>,
+    #[arg(long = "oidcClientId")]
+    pub oidc_client_id: Option<String>,
+    #[arg(long = "oidcClientSecret")]
+    pub oidc_client_secret: Option<String>,
+    /// The provider's name on the sign-in button.
+    #[arg(long = "oidcName")]
+    pub oidc_name: Option<String>,
+    /// LDAP / Active Directory: ldaps://host:636 or ldap://host:389 (with --ldapStarttls).
+    #[arg(long = "ldapUrl")]
+    pub ldap_url: Option<String>,
+    #[arg(long = "ldapStarttls")]
+    pub ldap_starttls: bool,
+    /// PEM file of the CA that signed the directory's certificate.
+    #[arg(long = "ldapCaFile")]
+    pub ldap_ca_file: Option<PathBuf>,
+    #[arg(long = "ldapBindDn")]
+    pub ldap_bind_dn: Option<String>,
+    #[arg(long = "ldapBindPassword")]
+    pub ldap_bind_password: Option<String>,
+    #[arg(long = "ldapUserBase")]
+    pub ldap_user_base: Option<String>,
+    #[arg(long = "ldapUserFilter")]
+    pub ldap_user_filter: Option<String>,
+    /// How long the audit log is kept, e.g. 365days.
+    #[arg(long = "auditRetention")]
+    pub audit_retention: Option<String>,
 }
 
 /// What `main` should do after parsing.
@@ -328,6 +360,62 @@ fn apply_flags(cfg: &mut Config, f: &Flags, m: &ArgMatches) -> anyhow::Result<()
     let servers = mail_sets(m)?;
     if !servers.is_empty() {
         cfg.mail.servers = servers;
+    }
+    apply_auth_flags(cfg, f)
+}
+
+/// The sign-in flags (issue 19): `--authMethods`, `--oidc*`, `--ldap*`, `--auditRetention`.
+fn apply_auth_flags(cfg: &mut Config, f: &Flags) -> anyhow::Result<()> {
+    if !f.auth_methods.is_empty() {
+        // Repeated flags add up, in order; a method named twice counts once.
+        let mut methods = Vec::new();
+        for m in &f.auth_methods {
+            let m = config::AuthMethod::parse(m.trim()).ok_or_else(|| {
+                anyhow::anyhow!("--authMethods {m:?}: use email_code, oidc or ldap")
+            })?;
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        cfg.auth.methods = methods;
+    }
+    let o = &mut cfg.auth.oidc;
+    for (dst, v) in [
+        (&mut o.discovery_url, &f.oidc_discovery_url),
+        (&mut o.client_id, &f.oidc_client_id),
+        (&mut o.name, &f.oidc_name),
+    ] {
+        if let Some(v) = v {
+            *dst = v.clone();
+        }
+    }
+    if f.oidc_client_secret.is_some() {
+        o.client_secret = f.oidc_client_secret.clone();
+    }
+    let l = &mut cfg.auth.ldap;
+    for (dst, v) in [
+        (&mut l.url, &f.ldap_url),
+        (&mut l.bind_dn, &f.ldap_bind_dn),
+        (&mut l.user_base, &f.ldap_user_base),
+        (&mut l.user_filter, &f.ldap_user_filter),
+    ] {
+        if let Some(v) = v {
+            *dst = v.clone();
+        }
+    }
+    if f.ldap_bind_password.is_some() {
+        l.bind_password = f.ldap_bind_password.clone();
+    }
+    if f.ldap_ca_file.is_some() {
+        l.ca_file = f.ldap_ca_file.clone();
+    }
+    if f.ldap_starttls {
+        l.starttls = true;
+    }
+    if let Some(r) = &f.audit_retention {
+        cfg.audit.retention = humantime::parse_duration(r.trim())
+            .map(config::Dur)
+            .map_err(|e| anyhow::anyhow!("--auditRetention {r:?}: {e}; write e.g. 365days"))?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod preflight;
 pub mod proto;
+pub mod ratelimit;
 pub mod roles;
 pub mod tls;
 pub mod tokens;

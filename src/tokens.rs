@@ -26,6 +26,7 @@ pub struct Keys {
     files: [u8; 32],
     bridge: [u8; 32],
     codes: [u8; 32],
+    sso: [u8; 32],
 }
 
 impl Keys {
@@ -44,6 +45,7 @@ impl Keys {
             files: key(b"file-url"),
             bridge: key(b"bridge-auth"),
             codes: key(b"login-code"),
+            sso: key(b"sso-tokens"),
         }
     }
 
@@ -56,6 +58,10 @@ impl Keys {
     }
     pub fn bridge_key(&self) -> &[u8; 32] {
         &self.bridge
+    }
+    /// Seals identity providers' tokens kept with SSO sessions (`auth::seal`).
+    pub fn sso_key(&self) -> &[u8; 32] {
+        &self.sso
     }
 
     /// A sign-in code as stored: keyed hash, so a copied database does not reveal codes
@@ -105,14 +111,17 @@ impl Keys {
         Ok(claims)
     }
 
-    /// coturn's REST credentials: username `expiry:participant`, password
-    /// base64(HMAC-SHA1(turn secret, username)).
+    /// coturn's REST credentials: username `expiry:meeting.participant`, password
+    /// base64(HMAC-SHA1(turn secret, username)). The turnserver reads the meeting from the
+    /// username to cap allocations per meeting (`turnserver::limits::meeting_of`); coturn
+    /// takes it as an opaque user name.
     pub fn turn_credentials(
         &self,
+        meeting: MeetingId,
         participant: &ParticipantId,
         expires_at: i64,
     ) -> (String, String) {
-        let username = format!("{expires_at}:{participant}");
+        let username = format!("{expires_at}:{meeting}.{participant}");
         let password = turn_password(&self.turn_secret, &username);
         (username, password)
     }

@@ -143,6 +143,8 @@ async fn admin_overview_only_for_admins_with_nodes_live_meetings_and_mail() {
     let join_url = app.url(&format!("/api/v1/join/{live_code}"));
     let j = call("POST", &join_url, Some(&bob), Some(json!({}))).await;
     assert_eq!(j.status, 200, "owner joins: {:?}", j.body);
+    // In the meeting: a join answer alone is not presence.
+    let _owner_in = support::api::enter(&j.body).await;
     let j = call(
         "POST",
         &join_url,
@@ -151,6 +153,7 @@ async fn admin_overview_only_for_admins_with_nodes_live_meetings_and_mail() {
     )
     .await;
     assert_eq!(j.status, 200, "guest joins: {:?}", j.body);
+    let _guest_in = support::api::enter(&j.body).await;
     let joined_by = now();
 
     // A registered server, as the registry writes it.

@@ -36,7 +36,11 @@ fn start_on(data: &std::path::Path, listen: &str) -> Appliance {
             "--sfuWorkers",
             "1",
         ],
-        &[],
+        // The writer below saves as fast as it can: lift the per-member save limit.
+        &[
+            ("MEETING_NOTES__SAVES_PER_MINUTE", "1000000"),
+            ("MEETING_NOTES__SAVE_BURST", "1000000"),
+        ],
     )
 }
 

@@ -326,6 +326,27 @@ async fn round_trip_ranges_caching_and_flat_memory_for_200_mib() {
     )
     .await;
     let gtok = g.body["token"].as_str().expect("join token").to_string();
+    // A join answer alone opens nothing: the guest must be in the meeting.
+    let list_url = format!("{base}/api/v1/meetings/{id}/files");
+    let as_guest = |t: String| {
+        let u = list_url.clone();
+        async move {
+            support::api::client()
+                .get(u)
+                .header("X-Join-Token", t)
+                .send()
+                .await
+                .expect("guest list")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(as_guest(gtok.clone()).await, 403);
+    let _present = support::api::enter(&g.body).await;
+    support::api::eventually("the guest's entry", || async {
+        as_guest(gtok.clone()).await == 200
+    })
+    .await;
     let r = support::api::client()
         .get(format!("{base}/api/v1/meetings/{id}/files"))
         .header("X-Join-Token", &gtok)

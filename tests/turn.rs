@@ -300,6 +300,7 @@ async fn wrong_secret_wrong_password_and_expired_username_cannot_allocate() {
     // Our own client sees the exact answer: 401, for a password from another deployment.
     let other = Keys::derive("another-deployment-secret");
     let (u, p) = other.turn_credentials(
+        meeting_appliance::ids::MeetingId(1),
         &meeting_appliance::ids::ParticipantId("p1".into()),
         meeting_appliance::util::now() + 600,
     );

@@ -29,14 +29,19 @@ impl Web {
 
     /// Like `start`, with more environment for the scenario.
     fn start_with(base: &str, scenario: &str, envs: &[(&str, &str)]) -> Web {
+        Web::start_script("web.cjs", base, scenario, envs)
+    }
+
+    /// A scenario of another script in tests/browser (same protocol).
+    fn start_script(script: &str, base: &str, scenario: &str, envs: &[(&str, &str)]) -> Web {
         assert!(
             std::path::Path::new("/usr/bin/chromium").exists(),
             "chromium missing: run scripts/test-deps.sh"
         );
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/web.cjs");
+        let script = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
         let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
         let mut child = Command::new("timeout")
-            .args(["300", "node", script])
+            .args(["420", "node", &script])
             .env("BASE", base)
             .env("SCENARIO", scenario)
             .env("SHOTS", shots)
@@ -263,21 +268,26 @@ fn run_signing_in(web: &mut Web, sink: &SmtpSink, app: &Appliance) -> Value {
     }
 }
 
-/// Meeting notes in the room between a signed-in host and a guest: what one types appears
-/// for the other without a reload; an image pasted (a synthesised paste event with a PNG) is
-/// uploaded through the fsserver and shown to the other, pixel for pixel; a file attached by
-/// one is downloaded by the other with identical bytes; edits made on a stale version (the
-/// guest's live feed held back) are merged, and where both changed the same words both
-/// versions stay, marked, so nothing is lost; the notes page is reachable from home.
+/// Meeting notes in the room between a signed-in host and a guest, in two real browsers:
+/// both type 200 characters into the same line at the same moment and both texts end up
+/// whole in both editors and on the server; a Chinese input method composes in one editor
+/// while the other types in the same paragraph, and no pinyin ever reaches the other editor
+/// or the database, the committed 你好 does; Ctrl+Z undoes only the host's own last edit;
+/// the guest offline for 10 s while both write, then back: both edits in both; a pasted
+/// image and an attached file reach the other side intact; off-site links and images are
+/// not followed or loaded (no request leaves the appliance); the history lists versions
+/// with authors, shows a diff, and a restore is seen live by the other; the Chinese screen
+/// is drawn with real CJK glyphs (screenshot written). The editor's code is loaded only
+/// when the notes are shown.
 #[test]
-fn web_client_notes() {
-    if !enter_private_netns("web_client_notes") {
+fn web_client_notes_together() {
+    if !enter_private_netns("web_client_notes_together") {
         return;
     }
     let sink = SmtpSink::start();
     let args = mail_args(sink.port());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let app = Appliance::start(&args, &[]);
+    let app = Appliance::start(&args, &[("MEETING_NOTES__SNAPSHOT_AFTER_PAUSE", "2s")]);
     let dir = tempfile::tempdir().expect("temp dir");
     // 300 kB that no text or image codec would leave alone.
     let mut bytes = Vec::with_capacity(300_000);
@@ -292,24 +302,83 @@ fn web_client_notes() {
     std::fs::write(&attach, &bytes).expect("write the attachment");
     let download = dir.path().join("downloaded.bin");
     let (attach_s, download_s) = (attach.display().to_string(), download.display().to_string());
-    let mut web = Web::start_with(
+    let mut web = Web::start_script(
+        "notes.cjs",
         &app.base_url(),
-        "notes",
+        "together",
         &[("ATTACH_FILE", &attach_s), ("DOWNLOAD_TO", &download_s)],
     );
     let r = run_signing_in(&mut web, &sink, &app);
     eprintln!("{r:#}");
+    let text_of = |v: &Value| v.as_str().unwrap_or("").to_string();
 
-    // Typing shows up live, in the text and rendered.
+    // The editor's chunk: not loaded before the notes were shown, loaded after.
+    assert_eq!(r["editor_chunk_before"], 0, "{}", r["editor_chunk_after"]);
     assert!(
-        r["guest_sees_text"]["text"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Host line one")
+        r["editor_chunk_after"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
     );
-    assert_eq!(r["guest_sees_text"]["heading"], "Design review");
-    // The pasted image: referenced by its file path, decoded by the guest at its real size,
-    // with the colours it has (the last pixel: rgb(6·30, 4·40, 200)).
+
+    // 200 characters each into the same line: both whole, everywhere, the same.
+    let c = &r["concurrent"];
+    let (a, b) = (text_of(&c["A"]), text_of(&c["B"]));
+    for who in ["host", "guest", "server"] {
+        let t = text_of(&c[who]);
+        assert!(t.contains(&a) && t.contains(&b), "{who}: {t}");
+        assert_eq!(t, text_of(&c["host"]), "{who}");
+    }
+    assert!(
+        r["host_sees_cursor"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|n| n == "Guest Gina")),
+        "{}",
+        r["host_sees_cursor"]
+    );
+
+    // The input method: no pinyin anywhere but in the composing editor, then 你好 everywhere.
+    let pinyin = ["nihao", "niha", "nih"];
+    for d in r["ime"]["during"].as_array().expect("during") {
+        for side in ["guest", "server"] {
+            let t = text_of(&d[side]);
+            assert!(
+                !pinyin.iter().any(|p| t.contains(p)),
+                "{side} saw pinyin: {d}"
+            );
+        }
+    }
+    for side in ["host", "guest", "server"] {
+        let t = text_of(&r["ime"][side]);
+        assert!(
+            t.contains("你好") && t.contains("guest-typing"),
+            "{side}: {t}"
+        );
+    }
+    // Nor in what the database stored (changes and the compacted state, raw bytes).
+    let stored = stored_notes_bytes(&app);
+    assert!(!stored.is_empty());
+    assert!(
+        !pinyin
+            .iter()
+            .any(|p| stored.windows(p.len()).any(|w| w == p.as_bytes())),
+        "pinyin in the database"
+    );
+    assert!(stored.windows(6).any(|w| w == "你好".as_bytes()));
+
+    // Undo took back the host's edit only.
+    for side in ["host", "guest"] {
+        let t = text_of(&r["undo"][side]);
+        assert!(
+            !t.contains("(host, to undo)") && t.contains("Guest keeps this"),
+            "{side}: {t}"
+        );
+        assert!(
+            t.contains(&a) && t.contains(&b),
+            "{side}: the earlier typing stays"
+        );
+    }
+
+    // Pasted image and attached file.
     assert_eq!(r["paste_default_prevented"], true);
     let img = &r["guest_image"];
     assert_eq!(
@@ -318,60 +387,174 @@ fn web_client_notes() {
         "{img}"
     );
     assert_eq!(img["pixel"], serde_json::json!([180, 160, 200]), "{img}");
-    assert!(
-        img["src"].as_str().unwrap_or("").contains("join_token="),
-        "the guest reads files with its join token: {img}"
-    );
-    assert_eq!(r["guest_image_text"], true);
-    // The attachment: the guest's download is byte for byte what was attached.
+    assert!(text_of(&img["src"]).contains("join_token="), "{img}");
     let got = std::fs::read(&download).expect("the guest's download");
-    assert_eq!(got.len(), bytes.len(), "downloaded size");
     assert!(got == bytes, "the download has the attached bytes");
     assert_eq!(r["download"]["suggested"], "agenda.bin");
+
+    // Links: off-site only as an explicit external link (new tab, no referrer); the
+    // disguised ones stay on this site or are not links; no off-site image, no request out.
+    let origin = text_of(&r["guest_page_origin"]);
+    let links = r["links"].as_array().expect("links");
+    let link = |t: &str| links.iter().find(|l| l["text"] == t);
+    let off = link("offsite").expect("the off-site link");
+    assert_eq!(off["target"], "_blank");
     assert!(
-        r["guest_files"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|n| n == "agenda.bin"))
+        text_of(&off["rel"]).contains("noopener") && text_of(&off["rel"]).contains("noreferrer")
     );
-    // Stale edits: the guest's save was refused (409) and merged, nobody's words lost.
-    let stale = &r["stale"]["guest"];
-    assert!(stale["merges"].as_u64().unwrap_or(0) >= 1, "{stale}");
-    assert!(
-        r["held"].as_u64().unwrap_or(0) >= 1,
-        "the guest's feed was held back"
-    );
-    let text = r["server"]["text"].as_str().expect("server text");
-    for part in [
-        "# Design review",
-        "Host line one",
-        r["image_ref"].as_str().expect("image ref"),
-        "\n[agenda.bin](/api/v1/meetings/",
-        "Shared line (host wording)",
-        "Shared line (guest wording)",
-        "Alpha from the host",
-        "Bravo from the guest",
-    ] {
-        assert!(text.contains(part), "{part:?} kept in the notes:\n{text}");
+    for t in ["sneaky", "proto"] {
+        if let Some(l) = link(t) {
+            assert_eq!(
+                text_of(&l["origin"]),
+                origin,
+                "{t} must stay on this site: {l}"
+            );
+        }
     }
-    // Both changed the same line: both versions stay, between markers, and the guest is told.
-    assert!(
-        text.contains("<<<<<<< ") && text.contains("\n=======\n") && text.contains(">>>>>>> "),
-        "{text}"
-    );
-    assert_eq!(stale["conflictShown"], true, "{stale}");
-    // Everyone ends with the server's text.
-    assert_eq!(r["host_final"]["text"], text);
-    assert_eq!(r["guest_final"]["text"], text);
-    assert_eq!(r["same_document"], "yes", "no reload on the guest's side");
-    assert_eq!(r["zh"]["heading"], "会议纪要");
-    assert_eq!(r["zh"]["kept"], true);
-    // From home: the notes page, with the image.
-    assert!(
-        r["page_url"].as_str().unwrap_or("").contains("#notes/"),
+    assert!(link("js").is_none(), "javascript: is not a link");
+    assert_eq!(text_of(&link("home").expect("home")["origin"]), origin);
+    assert_eq!(
+        r["blocked"].as_array().map(Vec::len),
+        Some(1),
         "{}",
-        r["page_url"]
+        r["blocked"]
     );
-    assert_eq!(r["page"]["text"], text);
+    assert!(
+        r["imgs_after_links"]
+            .as_array()
+            .is_some_and(|i| i.iter().all(|s| !text_of(s).contains("evil"))),
+        "{}",
+        r["imgs_after_links"]
+    );
+    assert_eq!(
+        r["offsite_requests"],
+        serde_json::json!([]),
+        "nothing fetched elsewhere"
+    );
+    let html = text_of(&r["preview_html"]);
+    assert!(
+        html.contains("<table>") && html.contains("type=\"checkbox\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("<ul><li>nested</li></ul>") || html.contains("nested"),
+        "{html}"
+    );
+
+    // Offline for 10 s: both edits merged.
+    assert_eq!(r["offline_guest_state"], "offline");
+    for side in ["host", "guest", "server"] {
+        let t = text_of(&r["offline"][side]);
+        assert!(
+            t.contains("Written offline by the guest") && t.contains("Written online by the host"),
+            "{side}: {t}"
+        );
+    }
+    assert_eq!(r["offline"]["host"], r["offline"]["guest"]);
+
+    // History: listed with authors; a diff; the restore seen live.
+    let versions = r["versions"].as_array().expect("versions");
+    assert!(versions.len() >= 2, "{versions:?}");
+    assert!(
+        versions
+            .iter()
+            .any(|v| text_of(&v["text"]).contains("Guest Gina")),
+        "authors are named: {versions:?}"
+    );
+    assert!(r["diff"]["ins"].as_u64().unwrap_or(0) + r["diff"]["del"].as_u64().unwrap_or(0) > 0);
+    let restored = text_of(&r["restored_text"]);
+    assert_eq!(text_of(&r["restore"]["guest"]), restored);
+    assert_eq!(text_of(&r["restore"]["server"]), restored);
+
+    // Chinese, drawn with real glyphs.
+    assert_eq!(r["zh"]["heading"], "会议纪要");
+    assert_eq!(r["zh"]["glyphs"]["differ"], true, "CJK glyphs, not boxes");
+    assert_eq!(r["zh"]["glyphs"]["inked"], true);
+    // The notes page from home.
+    assert!(text_of(&r["page_url"]).contains("#notes/"));
+}
+
+/// Everything the database holds of the notes (stored changes and compacted states).
+fn stored_notes_bytes(app: &Appliance) -> Vec<u8> {
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        app.data_dir().join("meeting.db").display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use sea_orm::{ConnectionTrait, Database, Statement};
+        let db = Database::connect(&url).await.expect("open SQLite");
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT data AS b FROM note_updates",
+            "SELECT state AS b FROM notes WHERE state IS NOT NULL",
+            "SELECT CAST(text AS BLOB) AS b FROM note_versions",
+        ] {
+            let rows = db
+                .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .expect("query");
+            for r in rows {
+                out.extend(r.try_get::<Vec<u8>>("", "b").expect("bytes"));
+            }
+        }
+        out
+    })
+}
+
+/// A 10,000-line note opens (the editor with the whole note, the preview's first screen
+/// rendered) in under a second (best of a first and two later openings: the suite's other
+/// tests share this box's two cores); hostile Markdown of 1 MiB renders in time linear in its
+/// size (the same pattern at 128 KiB and at 1 MiB: at most 20× the time, linear being 8×,
+/// quadratic 64×).
+#[test]
+fn web_client_notes_big_and_hostile() {
+    if !enter_private_netns("web_client_notes_big_and_hostile") {
+        return;
+    }
+    let sink = SmtpSink::start();
+    let args = mail_args(sink.port());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(
+        &args,
+        &[
+            ("MEETING_NOTES__SAVES_PER_MINUTE", "10000"),
+            ("MEETING_NOTES__SAVE_BURST", "1000"),
+        ],
+    );
+    let mut web = Web::start_script("notes.cjs", &app.base_url(), "big", &[]);
+    let r = run_signing_in(&mut web, &sink, &app);
+    eprintln!("{r:#}");
+    assert_eq!(r["big_put"], 200);
+    assert!(r["lines"].as_u64() >= Some(10_000), "{}", r["lines"]);
+    // The first opening also fetches the editor's code; the best of the two (this box's
+    // two cores are shared with the rest of the suite) must be under a second.
+    let open = r["open_ms"].as_f64().expect("open_ms");
+    let warm: Vec<f64> = r["open_ms_warm"]
+        .as_array()
+        .expect("open_ms_warm")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let best = warm.iter().copied().fold(open, f64::min);
+    assert!(
+        best < 1000.0,
+        "the 10,000-line note took {open} ms to open ({warm:?} ms with the code cached)"
+    );
+    for (name, t) in r["hostile"].as_object().expect("hostile") {
+        let (small, large) = (t[0].as_f64().expect("ms"), t[1].as_f64().expect("ms"));
+        // 8 times the text: linear is 8 times the time, quadratic 64. A floor for timer
+        // noise on tiny times.
+        let ratio = large / small.max(25.0);
+        assert!(
+            ratio <= 20.0,
+            "{name}: 128 KiB {small} ms, 1 MiB {large} ms"
+        );
+        assert!(large < 20_000.0, "{name}: 1 MiB took {large} ms");
+    }
 }
 
 /// The admin page for an administrator lists the registered servers and the meetings in

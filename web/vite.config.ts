@@ -14,6 +14,9 @@ export default defineConfig({
     // No inline scripts or data: URLs: the appliance sends `script-src 'self'`.
     assetsInlineLimit: 0,
     modulePreload: { polyfill: false },
+    // The notes editor (CodeMirror, Yjs binding, preview) is one lazily loaded chunk of
+    // ~500 kB (sizes in the README); it is never part of the first load.
+    chunkSizeWarningLimit: 700,
   },
   server: {
     proxy: {

@@ -6,6 +6,7 @@
 //! unknown keys, so a typo is an error that names the key instead of a silently ignored line.
 //! `config/appliance.toml` is the commented sample; a test checks it equals the defaults.
 
+mod auth;
 mod duration;
 pub mod ipnet;
 
@@ -81,6 +82,8 @@ pub struct Config {
     pub turn: Turn,
     pub fs: Fs,
     pub tls: Tls,
+    pub notes: Notes,
+    pub audit: Audit,
 }
 
 impl Default for Config {
@@ -104,6 +107,8 @@ impl Default for Config {
             turn: Turn::default(),
             fs: Fs::default(),
             tls: Tls::default(),
+            notes: Notes::default(),
+            audit: Audit::default(),
         }
     }
 }
@@ -192,9 +197,14 @@ pub struct Mail {
     pub servers: Vec<MailServer>,
     /// The display name on outgoing mail.
     pub from_name: String,
-    /// First retry delay for an undeliverable mail; doubles up to `retry_max`. Never dropped.
+    /// First retry delay for an undeliverable mail; doubles up to `retry_max`.
     pub retry_initial: Dur,
     pub retry_max: Dur,
+    /// Delivery tries before a mail is given up (status `failed`, shown on the admin page).
+    /// A permanent refusal (SMTP 5xx) gives up at once.
+    pub max_attempts: u32,
+    /// Mails one person's actions may queue per 24 hours (invitations, updates, notes).
+    pub per_user_per_day: u32,
 }
 
 impl Default for Mail {
@@ -204,6 +214,8 @@ impl Default for Mail {
             from_name: "Meetings".into(),
             retry_initial: Dur::secs(30),
             retry_max: Dur::secs(1800),
+            max_attempts: 20,
+            per_user_per_day: 1000,
         }
     }
 }
@@ -286,6 +298,206 @@ pub struct Auth {
     pub codes_per_email_per_hour_all_ips: u32,
     /// A session stays valid this long.
     pub session_ttl: Dur,
+    /// Sign-in methods offered, in the order the sign-in page shows them. Any combination of
+    /// `email_code`, `oidc` and `ldap`; guests joining by link need none of them.
+    pub methods: Vec<AuthMethod>,
+    /// Sessions from `oidc` and `ldap` are re-checked with the provider this often (OIDC:
+    /// refresh; LDAP: the user looked up again). A user the provider disabled loses access,
+    /// and their meeting connections are closed, within this interval.
+    pub recheck_every: Dur,
+    /// Password sign-in (`ldap`): wrong passwords allowed within `password_failure_window`
+    /// for one login from one client IP, ...
+    pub password_failures_per_login_per_ip: u32,
+    /// ... from one client IP over all logins, ...
+    pub password_failures_per_ip: u32,
+    /// ... and for one login from all IPs together (bounds a distributed guess).
+    pub password_failures_per_login_all_ips: u32,
+    pub password_failure_window: Dur,
+    pub oidc: Oidc,
+    pub ldap: Ldap,
+}
+
+/// One way to sign in (`auth.methods`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A one-time code by mail.
+    EmailCode,
+    /// OpenID Connect: authorization code flow with PKCE at the company's identity provider.
+    Oidc,
+    /// LDAP / Active Directory: username and password checked by binding as the user.
+    Ldap,
+}
+
+impl AuthMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::EmailCode => "email_code",
+            AuthMethod::Oidc => "oidc",
+            AuthMethod::Ldap => "ldap",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AuthMethod> {
+        match s {
+            "email_code" => Some(AuthMethod::EmailCode),
+            "oidc" => Some(AuthMethod::Oidc),
+            "ldap" => Some(AuthMethod::Ldap),
+            _ => None,
+        }
+    }
+}
+
+/// OpenID Connect sign-in (`[auth.oidc]`), used when `auth.methods` has `oidc`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Oidc {
+    /// The provider's name on the sign-in button: "Sign in with <name>".
+    pub name: String,
+    /// The issuer URL; discovery reads `<issuer>/.well-known/openid-configuration` (a URL
+    /// ending in that is accepted too).
+    pub discovery_url: String,
+    pub client_id: String,
+    /// We are a confidential client: the secret authenticates us at the token endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Scopes asked for; `offline_access` is added when the provider lists it (refresh tokens
+    /// for the re-check).
+    pub scopes: Vec<String>,
+    /// The claim (ID token or userinfo) that lists the user's groups.
+    pub groups_claim: String,
+    /// Groups whose members may create meetings. Empty: everyone (within `allowed_domains`).
+    pub create_groups: Vec<String>,
+    /// Groups whose members are administrators (besides `admin_emails`).
+    pub admin_groups: Vec<String>,
+    /// Users are matched by verified email. Some providers (Entra ID) send no
+    /// `email_verified`; set this only when the provider's emails are the company's own.
+    pub accept_unverified_email: bool,
+    /// Where the provider sends the browser back. Absent: `<public URL>/api/v1/auth/oidc/callback`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// PEM root of a private CA that the provider's HTTPS certificate chains to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request to the provider may take.
+    pub timeout: Dur,
+}
+
+impl Default for Oidc {
+    fn default() -> Self {
+        Oidc {
+            name: "single sign-on".into(),
+            discovery_url: String::new(),
+            client_id: String::new(),
+            client_secret: None,
+            scopes: ["openid", "email", "profile"].map(String::from).to_vec(),
+            groups_claim: "groups".into(),
+            create_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            accept_unverified_email: false,
+            redirect_url: None,
+            ca_file: None,
+            timeout: Dur::secs(10),
+        }
+    }
+}
+
+/// LDAP / Active Directory sign-in (`[auth.ldap]`), used when `auth.methods` has `ldap`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ldap {
+    /// The directory's name on the sign-in form: "Sign in with <name>".
+    pub name: String,
+    /// `ldaps://host:636` (TLS from the start) or `ldap://host:389` (with `starttls`).
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before anything is sent.
+    pub starttls: bool,
+    /// PEM file of the CA that signed the directory's certificate. Absent: the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The service account that searches for users. Empty: an anonymous search.
+    pub bind_dn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_password: Option<String>,
+    /// Where users are searched (subtree).
+    pub user_base: String,
+    /// Finds the user; `{login}` is what they typed (escaped). Add conditions that exclude
+    /// disabled accounts, e.g. AD's `(!(userAccountControl:1.2.840.113556.1.4.803:=2))`.
+    pub user_filter: String,
+    /// The attribute holding the user's email address (the identity here).
+    pub email_attribute: String,
+    /// The attribute holding the display name (falls back to `cn`).
+    pub name_attribute: String,
+    /// Tells whether the user is in a group (searched on the group's DN); `{dn}` is the
+    /// user's DN. AD nested groups: `(member:1.2.840.113556.1.4.1941:={dn})`.
+    pub group_filter: String,
+    /// DNs of groups whose members may create meetings. Empty: everyone (within
+    /// `allowed_domains`). In the environment: one DN, or several separated by `;`.
+    #[serde(deserialize_with = "dn_list")]
+    pub create_groups: Vec<String>,
+    /// DNs of groups whose members are administrators (besides `admin_emails`).
+    #[serde(deserialize_with = "dn_list")]
+    pub admin_groups: Vec<String>,
+    /// How long connecting and each operation may take.
+    pub timeout: Dur,
+}
+
+impl Default for Ldap {
+    fn default() -> Self {
+        Ldap {
+            name: "your company account".into(),
+            url: String::new(),
+            starttls: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password: None,
+            user_base: String::new(),
+            user_filter:
+                "(&(objectClass=person)(|(uid={login})(sAMAccountName={login})(mail={login})))"
+                    .into(),
+            email_attribute: "mail".into(),
+            name_attribute: "displayName".into(),
+            group_filter: "(|(member={dn})(uniqueMember={dn}))".into(),
+            create_groups: Vec::new(),
+            admin_groups: Vec::new(),
+            timeout: Dur::secs(10),
+        }
+    }
+}
+
+/// A list of DNs from a TOML array, or from one string (the environment), where `;`
+/// separates DNs (commas belong to the DNs themselves).
+fn dn_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s
+            .split(';')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// The audit log (`[audit]`): sign-ins, administrators' and hosts' actions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Entries older than this are deleted (checked hourly).
+    pub retention: Dur,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            retention: Dur::secs(365 * 86400),
+        }
+    }
 }
 
 impl Default for Auth {
@@ -299,6 +511,14 @@ impl Default for Auth {
             codes_per_ip_per_hour: 30,
             codes_per_email_per_hour_all_ips: 20,
             session_ttl: Dur::secs(30 * 86400),
+            methods: vec![AuthMethod::EmailCode],
+            recheck_every: Dur::secs(300),
+            password_failures_per_login_per_ip: 5,
+            password_failures_per_ip: 30,
+            password_failures_per_login_all_ips: 20,
+            password_failure_window: Dur::secs(900),
+            oidc: Oidc::default(),
+            ldap: Ldap::default(),
         }
     }
 }
@@ -314,6 +534,11 @@ pub struct Meetings {
     pub join_token_ttl: Dur,
     /// TURN credentials handed out at join last this long.
     pub turn_credential_ttl: Dur,
+    /// Join answers per signed-in person per minute (0: no limit).
+    pub joins_per_user_per_minute: u32,
+    /// Join answers to guests per client IP per minute (0: no limit). An office behind one
+    /// NAT address is one client IP: raise it for large guest audiences.
+    pub joins_per_ip_per_minute: u32,
 }
 
 impl Default for Meetings {
@@ -323,7 +548,9 @@ impl Default for Meetings {
             max_invitees: 200,
             max_duration: Dur::secs(24 * 3600),
             join_token_ttl: Dur::secs(300),
-            turn_credential_ttl: Dur::secs(12 * 3600),
+            turn_credential_ttl: Dur::secs(6 * 3600),
+            joins_per_user_per_minute: 30,
+            joins_per_ip_per_minute: 120,
         }
     }
 }
@@ -642,6 +869,13 @@ pub struct Turn {
     pub allowed_peers: Vec<IpNet>,
     /// Allocations one username (one participant's credentials) may hold at once.
     pub max_allocations_per_user: u32,
+    /// Allocations one source address (IPv6: one /64) may hold at once, whatever credentials
+    /// it uses: the cap that keeps one client from taking every relay port.
+    pub max_allocations_per_ip: u32,
+    /// Allocations the credentials of one meeting may hold at once.
+    pub max_allocations_per_meeting: u32,
+    /// TURN-over-TCP and TLS connections one source address (IPv6: one /64) may have open.
+    pub max_tcp_connections_per_ip: u32,
     /// Relayed kbit/s per allocation and direction. 0: unlimited.
     pub max_bandwidth_kbps: u32,
     /// The longest lifetime an allocation gets per refresh (at most 1h).
@@ -661,6 +895,9 @@ impl Default for Turn {
             relay_port_max: 65535,
             allowed_peers: Vec::new(),
             max_allocations_per_user: 32,
+            max_allocations_per_ip: 300,
+            max_allocations_per_meeting: 1000,
+            max_tcp_connections_per_ip: 300,
             max_bandwidth_kbps: 20_000,
             max_lifetime: Dur::secs(3600),
             unauthenticated_per_second: 20,
@@ -731,6 +968,38 @@ impl Default for Tls {
             acme_ca_file: None,
             http_port: 80,
             renew_before: Dur::secs(30 * 86400),
+        }
+    }
+}
+
+/// Meeting notes: their history and how fast one member may change them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notes {
+    /// Bytes of history (saved versions of the text) one meeting keeps; older versions are
+    /// thinned out (dense recent, sparse old) to stay under it.
+    pub history_budget: u64,
+    /// A version is kept when editing pauses this long (and when the last editor leaves).
+    pub snapshot_after_pause: Dur,
+    /// Saves through the REST API (`PUT`, restore) one member may make per minute and meeting…
+    pub saves_per_minute: u32,
+    /// …with this many at once.
+    pub save_burst: u32,
+    /// Changes one member may send per second over the live connection (a typist sends ~10).
+    pub live_updates_per_second: u32,
+    /// Bytes of changes one member may send per minute over the live connection.
+    pub live_bytes_per_minute: u64,
+}
+
+impl Default for Notes {
+    fn default() -> Self {
+        Notes {
+            history_budget: 16 * 1024 * 1024,
+            snapshot_after_pause: Dur::secs(30),
+            saves_per_minute: 20,
+            save_burst: 10,
+            live_updates_per_second: 30,
+            live_bytes_per_minute: 8 * 1024 * 1024,
         }
     }
 }
@@ -826,6 +1095,10 @@ where
             .with_list_parse_key("roles")
             .with_list_parse_key("auth.allowed_domains")
             .with_list_parse_key("auth.admin_emails")
+            .with_list_parse_key("auth.methods")
+            .with_list_parse_key("auth.oidc.scopes")
+            .with_list_parse_key("auth.oidc.create_groups")
+            .with_list_parse_key("auth.oidc.admin_groups")
             .with_list_parse_key("sfu.ip")
             .with_list_parse_key("turn.allowed_peers")
             .with_list_parse_key("fs.inline_types")
@@ -907,6 +1180,10 @@ impl Config {
         if self.auth.code_max_attempts == 0 {
             bail!("`auth.code_max_attempts` must be at least 1");
         }
+        self.auth.validate()?;
+        if self.audit.retention.0 < std::time::Duration::from_secs(86400) {
+            bail!("`audit.retention` must be at least a day, e.g. \"365days\"");
+        }
         let t = &self.turn;
         if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
             bail!(
@@ -918,13 +1195,35 @@ impl Config {
         if t.realm.trim().is_empty() {
             bail!("`turn.realm` is empty: give any name, e.g. your domain");
         }
-        if t.max_allocations_per_user == 0 {
-            bail!("`turn.max_allocations_per_user` must be at least 1");
+        for (key, v) in [
+            ("max_allocations_per_user", t.max_allocations_per_user),
+            ("max_allocations_per_ip", t.max_allocations_per_ip),
+            ("max_allocations_per_meeting", t.max_allocations_per_meeting),
+            ("max_tcp_connections_per_ip", t.max_tcp_connections_per_ip),
+        ] {
+            if v == 0 {
+                bail!("`turn.{key}` must be at least 1");
+            }
         }
         if self.fs.max_file_size == 0 || self.fs.meeting_quota == 0 {
             bail!(
                 "`fs.max_file_size` and `fs.meeting_quota` must be above 0 (bytes, e.g. 268435456 for 256 MiB)"
             );
+        }
+        let n = &self.notes;
+        if n.history_budget < 2 * 1024 * 1024 {
+            bail!(
+                "`notes.history_budget` is {} bytes: give at least 2097152 (2 MiB, two versions of the largest notes)",
+                n.history_budget
+            );
+        }
+        if n.saves_per_minute == 0 || n.save_burst == 0 || n.live_updates_per_second == 0 {
+            bail!(
+                "`notes.saves_per_minute`, `notes.save_burst` and `notes.live_updates_per_second` must be at least 1"
+            );
+        }
+        if n.live_bytes_per_minute < 1024 * 1024 {
+            bail!("`notes.live_bytes_per_minute` must be at least 1048576 (1 MiB)");
         }
         Ok(())
     }
@@ -962,6 +1261,8 @@ impl Config {
         for m in &mut c.mail.servers {
             mask(&mut m.password);
         }
+        mask(&mut c.auth.oidc.client_secret);
+        mask(&mut c.auth.ldap.bind_password);
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }

@@ -154,8 +154,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
-    apiserver::Janitor { db: db.clone() }.start();
-    let recorder = apiserver::ParticipationRecorder { db: db.clone() }.start();
+    let limits = Arc::new(apiserver::ApiLimits::new(&cfg));
+    apiserver::Janitor {
+        db: db.clone(),
+        limits: limits.clone(),
+    }
+    .start();
+    let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
     let registry =
         apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient()).start();
     if let Some(n) = &peers.nodes {
@@ -184,6 +189,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let fs_state = started.fs;
 
+    let keys_for_sso = keys.clone();
     let state = web::Data::new(ApiState {
         db,
         cfg: Arc::new(api_cfg),
@@ -198,7 +204,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         public_url: public_url.clone(),
         tls,
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
+        limits,
+        sso: Arc::new(apiserver::auth::Sso::new(&cfg, &keys_for_sso, &public_url)?),
     });
+    apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
     let m = metrics.clone();
     let sfu_state = started.sfu;
     let server = HttpServer::new(move || {

@@ -174,80 +174,6 @@ async function meetTwo(browser, { schedule, guestSetup }) {
 }
 
 
-// ---- notes ---------------------------------------------------------------------------------
-
-// A real PNG (RGB, 8 bits) of w×h pixels; pixel (x, y) = rgb(x, y, 200)·scale.
-function makePng(w, h) {
-  const zlib = require('zlib');
-  const table = new Int32Array(256).map((_, n) => { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; return c; });
-  const crc = (buf) => { let c = -1; for (const b of buf) c = table[(c ^ b) & 0xff] ^ (c >>> 8); return (c ^ -1) >>> 0; };
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const c = Buffer.alloc(4); c.writeUInt32BE(crc(td));
-    return Buffer.concat([len, td, c]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
-  const raw = Buffer.alloc(h * (1 + 3 * w));
-  for (let y = 0; y < h; y++) {
-    raw[y * (1 + 3 * w)] = 0;
-    for (let x = 0; x < w; x++) { const o = y * (1 + 3 * w) + 1 + 3 * x; raw[o] = x * 30; raw[o + 1] = y * 40; raw[o + 2] = 200; }
-  }
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
-}
-
-// What a notes panel shows.
-async function notesState(page) {
-  return page.evaluate(() => {
-    const root = document.getElementById('notes');
-    const ta = document.getElementById('notes-text');
-    if (!root || !ta) return { open: false };
-    const imgs = [...document.querySelectorAll('#notes-preview img')].map((i) => {
-      let pixel = null;
-      if (i.complete && i.naturalWidth) {
-        try {
-          const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
-          const g = c.getContext('2d'); g.drawImage(i, 0, 0);
-          pixel = [...g.getImageData(i.naturalWidth - 1, i.naturalHeight - 1, 1, 1).data].slice(0, 3);
-        } catch (e) { pixel = String(e); }
-      }
-      return { src: i.getAttribute('src'), w: i.naturalWidth, h: i.naturalHeight, pixel };
-    });
-    return {
-      open: true, text: ta.value, version: Number(root.dataset.version), merges: Number(root.dataset.merges),
-      conflicts: Number(root.dataset.conflicts), live: root.dataset.live, state: document.getElementById('notes-status').dataset.state,
-      status: document.getElementById('notes-status').textContent,
-      conflictShown: !document.getElementById('notes-conflict').hidden, conflictText: document.getElementById('notes-conflict').textContent,
-      heading: document.querySelector('#notes-preview h1')?.textContent || null,
-      imgs, links: [...document.querySelectorAll('#notes-preview a[download]')].map((a) => ({ text: a.textContent, href: a.getAttribute('href'), download: a.getAttribute('download') })),
-      files: [...document.querySelectorAll('#notes-files a')].map((a) => a.textContent),
-    };
-  });
-}
-
-async function waitNotes(who, page, what, pred, timeoutMs = 20000) {
-  return waitFor(`${who}: ${what}`, async () => {
-    const s = await notesState(page);
-    return { ok: s.open && pred(s), s };
-  }, timeoutMs).then((r) => r.s);
-}
-
-// Types at the end of the first line that contains `needle` (or at `where`: 'start' | 'end').
-async function typeAt(page, where, text) {
-  await page.evaluate((where) => {
-    const ta = document.getElementById('notes-text');
-    ta.focus();
-    let at = where === 'start' ? 0 : ta.value.length;
-    if (where !== 'start' && where !== 'end') {
-      const i = ta.value.indexOf(where);
-      at = i < 0 ? ta.value.length : i + where.length;
-    }
-    ta.setSelectionRange(at, at);
-  }, where);
-  await page.keyboard.type(text);
-}
-
 const scenarios = {
   async meeting(browser) {
     const out = {};
@@ -334,113 +260,6 @@ const scenarios = {
     return out;
   },
 
-  // Notes between a signed-in host and a guest: typing shows up live, a pasted image and an
-  // attached file reach the other side (the file byte for byte), stale concurrent edits are
-  // merged (or kept both, marked) without losing text, and the notes page from home.
-  async notes(browser) {
-    const out = {};
-    // The guest's notes feed can be held back, to make its edits stale on purpose.
-    const gate = { frozen: false, held: [], routed: 0 };
-    const { host, guest, code } = await meetTwo(browser, {
-      schedule: false,
-      guestSetup: async (page) => {
-        await page.routeWebSocket(/\/notes\/live/, (ws) => {
-          gate.routed++;
-          gate.ws = ws;
-          const server = ws.connectToServer();
-          server.onMessage((m) => { if (gate.frozen) gate.held.push(m); else ws.send(m); });
-        });
-      },
-    });
-    out.code = code;
-    await guest.page.evaluate(() => { window.__sameDocument = 'yes'; });
-    await host.page.click('#ctl-notes');
-    await guest.page.click('#ctl-notes');
-    await waitNotes('host', host.page, 'notes loaded', (s) => s.state === 'saved' && s.live === '1');
-    await waitNotes('guest', guest.page, 'notes loaded', (s) => s.state === 'saved' && s.live === '1');
-
-    // Typing appears on the other side as it is saved.
-    await typeAt(host.page, 'end', '# Design review\nHost line one\n');
-    out.guest_sees_text = await waitNotes('guest', guest.page, 'the host typing', (s) => s.text.includes('Host line one') && s.heading === 'Design review');
-
-    // A pasted image: uploaded, referenced, shown to the guest.
-    const png = makePng(7, 5);
-    out.paste_default_prevented = await host.page.evaluate((b64) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const dt = new DataTransfer();
-      dt.items.add(new File([bytes], 'image.png', { type: 'image/png' }));
-      const ta = document.getElementById('notes-text');
-      ta.focus();
-      ta.setSelectionRange(ta.value.length, ta.value.length);
-      const ev = new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });
-      ta.dispatchEvent(ev);
-      return ev.defaultPrevented;
-    }, png.toString('base64'));
-    const hostImg = await waitNotes('host', host.page, 'the pasted image in the text', (s) => /!\[pasted-[^\]]*\.png\]\(\/api\/v1\/meetings\/\d+\/files\/[\w-]+\)/.test(s.text));
-    out.image_ref = hostImg.text.match(/!\[[^\]]*\]\([^)]*\)/)[0];
-    const seen = await waitNotes('guest', guest.page, 'the image shown', (s) => s.imgs.length === 1 && s.imgs[0].w === 7 && s.imgs[0].h === 5);
-    out.guest_image = seen.imgs[0];
-    out.guest_image_text = seen.text.includes(out.image_ref);
-
-    // An attached file: the guest downloads it and gets the same bytes.
-    const attach = process.env.ATTACH_FILE;
-    await host.page.setInputFiles('#notes-file', attach);
-    const name = path.basename(attach);
-    await waitNotes('host', host.page, 'the file link in the text', (s) => s.text.includes(`\n[${name}](/api/v1/meetings/`));
-    const withLink = await waitNotes('guest', guest.page, 'the file link shown', (s) => s.links.some((l) => l.text === name));
-    out.guest_link = withLink.links.find((l) => l.text === name);
-    const [dl] = await Promise.all([
-      guest.page.waitForEvent('download', { timeout: 20000 }),
-      guest.page.click(`#notes-preview a[download="${name}"]`),
-    ]);
-    await dl.saveAs(process.env.DOWNLOAD_TO);
-    out.download = { suggested: dl.suggestedFilename(), to: process.env.DOWNLOAD_TO };
-    out.guest_files = (await waitNotes('guest', guest.page, 'the files list', (s) => s.files.includes(name))).files;
-
-    // Stale concurrent edits. A shared line both will change, seen by both first.
-    await typeAt(host.page, 'end', 'Shared line\n');
-    await waitNotes('guest', guest.page, 'the shared line', (s) => s.text.endsWith('Shared line\n'));
-    const hostBefore = await notesState(host.page);
-    await waitNotes('host', host.page, 'saved', (s) => s.state === 'saved');
-    gate.frozen = true;
-    // The host changes the shared line and adds one at the end; saved.
-    await typeAt(host.page, 'Shared line', ' (host wording)');
-    await typeAt(host.page, 'end', 'Alpha from the host\n');
-    const hostSaved = await waitNotes('host', host.page, 'the host saved', (s) => s.state === 'saved' && s.text.includes('Alpha from the host'));
-    // The guest, not told, edits the same line and adds one at the top: its save is stale.
-    await typeAt(guest.page, 'Shared line', ' (guest wording)');
-    await typeAt(guest.page, 'start', 'Bravo from the guest\n');
-    const merged = await waitNotes('guest', guest.page, 'the guest merged and saved', (s) => s.merges >= 1 && s.state === 'saved' && s.version > hostSaved.version, 30000);
-    out.stale = { host_version: hostSaved.version, before_version: hostBefore.version, guest: merged };
-    // What was held back is old news now: the guest must ignore it.
-    gate.frozen = false;
-    out.held = gate.held.length;
-    for (const m of gate.held.splice(0)) gate.ws.send(m);
-    out.routed = gate.routed;
-    // Both end with the same text, which is what the server has.
-    const meetingId = out.image_ref.match(/meetings\/(\d+)/)[1];
-    const server = await host.page.evaluate(async (url) => (await fetch(url)).json(), `/api/v1/meetings/${meetingId}/notes`);
-    out.server = { text: server.text, version: server.version };
-    out.host_final = await waitNotes('host', host.page, 'the merged text', (s) => s.text === server.text);
-    out.guest_final = await notesState(guest.page);
-    out.same_document = await guest.page.evaluate(() => window.__sameDocument);
-    out.shot_room_notes = await shot(guest.page, 'meeting-notes.png');
-
-    // The language switch rebuilds the panel, keeping the text.
-    await guest.page.click('#lang');
-    out.zh = { heading: await guest.page.textContent('#notes-h'), kept: (await notesState(guest.page)).text === server.text };
-    await guest.page.click('#lang');
-
-    // The notes from the home page, outside the meeting.
-    await host.page.click('#ctl-leave');
-    await host.page.goto(BASE + '/');
-    await host.page.click(`li.meeting[data-code="${code}"] .notes-open`);
-    out.page = await waitNotes('host', host.page, 'the notes page', (s) => s.state === 'saved' && s.text === server.text && s.imgs.length === 1 && s.imgs[0].w === 7);
-    out.page_url = host.page.url();
-    out.shot_notes = await shot(host.page, 'notes.png');
-    return out;
-  },
-
   // The admin page: servers and live meetings for an administrator; refused to anyone else.
   async admin(browser) {
     const out = {};
@@ -482,7 +301,10 @@ const scenarios = {
   },
 };
 
-(async () => {
+// tests/browser/notes.cjs uses these helpers and runs its own scenarios.
+module.exports = { BASE, SHOTS, log, sleep, waitFor, cue, launch, newPage, shot, signIn, meetTwo, run };
+
+async function run(scenarios) {
   const browser = await launch();
   try {
     const fn = scenarios[SCENARIO];
@@ -496,4 +318,6 @@ const scenarios = {
     await browser.close().catch(() => {});
     process.exit(1);
   }
-})();
+}
+
+if (require.main === module) run(scenarios);

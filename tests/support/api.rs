@@ -147,3 +147,59 @@ pub fn mail_args(sink_port: u16) -> Vec<String> {
         "none".into(),
     ]
 }
+
+/// A signaling session held open: the sfuserver reports its participant as present (notes
+/// and files follow presence, not the join answer). Dropped: the participant leaves.
+pub struct Presence {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+/// Enters the media session of a join answer (signaling `join`, waits for `joined`), then
+/// polls until the apiserver has recorded the entry (`GET /meetings/{id}/notes` with the join
+/// token, or `check` for signed-in people, answers 200).
+pub async fn enter(answer: &Value) -> Presence {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = answer["sfu"]["signal_url"].as_str().expect("signal_url");
+    let u = url::Url::parse(url).expect("signal url");
+    let tcp = tokio::net::TcpStream::connect(format!(
+        "{}:{}",
+        u.host_str().expect("host"),
+        u.port_or_known_default().expect("port")
+    ))
+    .await
+    .expect("connect to the sfuserver");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("signaling upgrade");
+    let join = serde_json::json!({"type": "join", "token": answer["token"]});
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("send join");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"joined\"") => break,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no `joined` from the sfuserver: {other:?}"),
+        }
+    }
+    Presence { ws }
+}
+
+/// Waits until `f` answers true (the apiserver recorded what the sfuserver reported).
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

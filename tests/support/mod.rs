@@ -1411,8 +1411,11 @@ pub fn run_cli_env(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 pub mod api;
+pub mod browser;
 pub mod files;
+pub mod ldap;
 pub mod media;
+pub mod oidc;
 pub mod postgres;
 pub mod rtc_client;
 pub mod split;

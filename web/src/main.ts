@@ -2,7 +2,7 @@
 // Plain TypeScript and the DOM: no framework (the whole client is a few screens).
 import { api, ApiError, me, type Meeting, type User } from './api';
 import { h, mount, toast } from './dom';
-import { t, toggleLang } from './i18n';
+import { t, toggleLang, type Key } from './i18n';
 import { Room, type RoomEnd } from './room';
 import { NotesPanel } from './notes';
 import { adminPage } from './admin';
@@ -39,8 +39,11 @@ window.addEventListener('popstate', () => route());
 window.addEventListener('hashchange', () => route());
 
 async function signOut(): Promise<void> {
-  await api('POST', '/auth/logout').catch(() => {});
+  const r = await api<{ logout_url?: string } | undefined>('POST', '/auth/logout').catch(() => undefined);
   user = null;
+  // A session from the company's identity provider: end the provider's session too; it sends
+  // the browser back to /.
+  if (r?.logout_url) { location.href = r.logout_url; return; }
   go('/');
 }
 
@@ -50,12 +53,69 @@ function fail(e: unknown): void {
 
 // ---- sign-in -----------------------------------------------------------------------------
 
-function signIn(then: () => void): void {
+/** One way to sign in, as GET /api/v1/auth/methods lists them (`auth.methods`, in order). */
+interface Method { method: 'email_code' | 'oidc' | 'ldap'; name?: string; login_url?: string }
+
+async function signInMethods(): Promise<Method[]> {
+  try { return (await api<{ methods: Method[] }>('GET', '/auth/methods')).methods; } catch { return [{ method: 'email_code' }]; }
+}
+
+/** An error the identity provider's round trip came back with (`/?sso_error=…`), taken from
+ *  the address once so a reload does not show it again. */
+let ssoError: string | null = null;
+function takeSsoError(): void {
+  const q = new URLSearchParams(location.search);
+  const e = q.get('sso_error');
+  if (!e) return;
+  ssoError = /^[a-z_]{1,40}$/.test(e) ? e : 'generic';
+  q.delete('sso_error');
+  const rest = q.toString();
+  history.replaceState(null, '', location.pathname + (rest ? '?' + rest : '') + location.hash);
+}
+
+function ssoErrorText(code: string): string {
+  // t() gives undefined for a key it does not know (an error code newer than this client).
+  return (t(`sso_error_${code}` as Key) as string | undefined) || t('sso_error_generic');
+}
+
+async function signIn(then: () => void): Promise<void> {
+  const methods = await signInMethods();
   let email = '';
+  const error = ssoError;
+  ssoError = null;
+  const oidcPart = (m: Method) => h('section', { class: 'signin-method', 'data-method': 'oidc' },
+    h('a', { class: 'button big', id: 'sso-oidc', role: 'button',
+      href: `${m.login_url || '/api/v1/auth/oidc/login'}?next=${encodeURIComponent(location.pathname + location.search)}` },
+    t('sign_in_with', { name: m.name || '' })));
+  const ldapPart = (m: Method) => {
+    const userInput = h('input', { id: 'ldap-user', name: 'username', required: true, autocomplete: 'username', maxlength: 254 });
+    const passInput = h('input', { id: 'ldap-pass', name: 'password', type: 'password', required: true, autocomplete: 'current-password', maxlength: 1024 });
+    const form = h('form', { class: 'signin-method', id: 'ldap-form', 'data-method': 'ldap', 'aria-label': t('sign_in_with', { name: m.name || '' }) },
+      h('label', { for: 'ldap-user' }, t('username')), userInput,
+      h('label', { for: 'ldap-pass' }, t('password')), passInput,
+      h('button', { type: 'submit', id: 'ldap-sign-in' }, t('sign_in_with', { name: m.name || '' })));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        const r = await api<{ user: User }>('POST', '/auth/ldap', { username: userInput.value.trim(), password: passInput.value });
+        user = r.user;
+        then();
+      } catch (err) {
+        const msg = err instanceof ApiError && err.status === 401 ? t('wrong_password')
+          : err instanceof ApiError && err.status === 429 ? t('too_many_passwords') : null;
+        showError(msg ?? (err instanceof Error ? err.message : String(err)));
+        passInput.select();
+      }
+    });
+    return form;
+  };
+  const showError = (text: string) => {
+    const box = document.getElementById('signin-error');
+    if (box) { box.textContent = text; box.hidden = false; } else toast(t('error', { msg: text }));
+  };
   const askEmail = () => {
     const input = h('input', { type: 'email', id: 'email', name: 'email', required: true, autocomplete: 'email', value: email });
-    const form = h('form', { class: 'card', 'aria-labelledby': 'signin-h' },
-      h('h1', { id: 'signin-h' }, t('app')),
+    const form = h('form', { class: 'signin-method', 'data-method': 'email_code' },
       h('label', { for: 'email' }, t('email')), input,
       h('button', { type: 'submit', id: 'send-code' }, t('send_code')));
     form.addEventListener('submit', async (e) => {
@@ -63,9 +123,18 @@ function signIn(then: () => void): void {
       email = input.value.trim();
       try { await api('POST', '/auth/code', { email }); askCode(); } catch (err) { fail(err); }
     });
+    const parts: HTMLElement[] = [];
+    for (const m of methods) {
+      if (parts.length) parts.push(h('p', { class: 'or', 'aria-hidden': 'true' }, t('or')));
+      parts.push(m.method === 'oidc' ? oidcPart(m) : m.method === 'ldap' ? ldapPart(m) : form);
+    }
+    const card = h('div', { class: 'card signin', role: 'region', 'aria-labelledby': 'signin-h' },
+      h('h1', { id: 'signin-h' }, t('app')),
+      h('p', { id: 'signin-error', class: 'error', role: 'alert', hidden: !error }, error ? ssoErrorText(error) : ''),
+      ...parts);
     rerender = askEmail;
-    mount(app, header(), h('main', { class: 'center' }, form));
-    input.focus();
+    mount(app, header(), h('main', { class: 'center' }, card));
+    (document.querySelector('#sso-oidc, #ldap-user, #email') as HTMLElement | null)?.focus();
   };
   const askCode = () => {
     const input = h('input', { id: 'code', name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', pattern: '[0-9]{6}', maxlength: 6, required: true });
@@ -236,9 +305,15 @@ async function enterRoom(code: string, choice: JoinChoice): Promise<void> {
   await room.start();
 }
 
-function ended(code: string, choice: JoinChoice, end: RoomEnd): void {
+async function ended(code: string, choice: JoinChoice, end: RoomEnd): Promise<void> {
   choice.stream?.getTracks().forEach((x) => x.stop());
-  const why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced') } as Record<string, string>)[end.reason] || end.message || end.reason);
+  let why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced') } as Record<string, string>)[end.reason] || end.message || end.reason);
+  // Removed because the sign-in ended (disabled by an administrator or the company's identity
+  // provider), not by the host: say so.
+  if (end.reason === 'removed' && choice.signedIn) {
+    const still = await me().catch(() => user);
+    if (!still) { user = null; why = t('reason_signed_out'); }
+  }
   const draw = () => mount(app, header(), h('main', { class: 'center' },
     h('section', { class: 'card', id: 'ended', 'data-reason': end.reason },
       h('h1', {}, end.reason === 'left' ? t('left_title') : t('closed_title')),
@@ -282,11 +357,17 @@ async function route(): Promise<void> {
   const path = location.pathname;
   const m = path.match(/^\/m\/([^/]+)\/?$/);
   const notes = location.hash.match(/^#notes\/(\d+)$/);
+  takeSsoError();
   try { user = await me(); } catch (e) { fail(e); }
+  if (user && ssoError) {
+    // Signed in already (e.g. a replayed sign-in link): say what went wrong anyway.
+    toast(ssoErrorText(ssoError));
+    ssoError = null;
+  }
   if (m) {
     await prejoin(decodeURIComponent(m[1]));
   } else if (!user) {
-    signIn(() => route());
+    await signIn(() => route());
   } else if (notes) {
     await notesPage(Number(notes[1]));
   } else if (location.hash === '#admin') {

@@ -1,22 +1,21 @@
 // The notes panel: one Markdown document per meeting, edited by everyone in it at once.
 //
-// Sync model (server side: src/roles/apiserver/notes/): the server keeps numbered versions and
-// accepts a change only when it names the current version (else 409 with the current text).
-// We keep `base`, the last version we know the server has. Typing is saved shortly after it
-// pauses (and at least every few seconds while it goes on). Others' changes arrive on the live
-// WebSocket; when they meet unsaved typing, or our save comes back 409, the two edits are
-// merged three ways (merge.ts) and the result saved on top. Where both edits touch the same
-// words, both versions stay in the text between markers and a notice says so: nobody's text
-// is lost. Images pasted or dropped and files attached go to the meeting's fsserver
-// (files.ts) and are referenced from the notes by their stable path.
-import { api, ApiError } from './api';
+// The document is a CRDT (Yjs; the server keeps its copy with yrs, src/roles/apiserver/notes/):
+// every keystroke is a change that merges with everybody else's, whatever the order, so
+// nobody's text is ever lost, duplicated or mixed into words nobody wrote, and there is
+// nothing to resolve by hand. This file is the panel around it and is in the main bundle;
+// the live document (notes-live.ts) is loaded when the notes start, the editor and the
+// preview (notes-editor.ts) when the panel is first shown. Images pasted or dropped and files
+// attached go to the meeting's fsserver (files.ts) and are referenced from the notes by their
+// stable path.
+import { api } from './api';
 import { h, toast } from './dom';
 import { FILE_PATH, humanSize, listFiles, upload, type MeetingFile } from './files';
 import { t } from './i18n';
-import { render } from './markdown';
-import { mergeText } from './merge';
+import type { NotesLive } from './notes-live';
+import type { NotesEditor } from './notes-editor';
 
-interface NotesState { text: string; version: number; by?: string | null }
+type EditorModule = typeof import('./notes-editor');
 
 export interface NotesOpts {
   meetingId: number;
@@ -30,39 +29,42 @@ export interface NotesOpts {
   onRemoteChange?: () => void;
 }
 
-/** Save this long after typing pauses… */
-const SAVE_IDLE_MS = 500;
-/** …and at least this often while it goes on, so the others see it live. */
-const SAVE_MAX_MS = 2000;
+interface Version { version: number; created_at: number; authors: string[]; kind: string; bytes: number }
 
 export class NotesPanel {
   readonly el: HTMLElement;
-  private base: NotesState = { text: '', version: 0 };
-  private loaded = false;
-  private saving = false;
-  private pendingRemote: NotesState | null = null;
-  private saveTimer = 0;
-  private dirtySince = 0;
-  private previewTimer = 0;
-  private ws: WebSocket | null = null;
-  private wsAttempt = 0;
-  private wsTimer = 0;
-  private pingTimer = 0;
+  live: NotesLive | null = null;
+  editor: NotesEditor | null = null;
+  private mod: EditorModule | null = null;
+  private loadingEditor = false;
   private closed = false;
+  private visible = false;
   private uploads = 0;
   private files: MeetingFile[] = [];
   private images = new Map<string, HTMLImageElement>();
   private historyOpen = false;
-  /** Merges done (409 or live) and those that left conflict markers: shown to tests too. */
-  merges = 0;
-  conflicts = 0;
+  private previewDirty = true;
+  private previewTimer = 0;
+  private previewSeq = 0;
+  private lastRenderMs = 0;
+  private observer: IntersectionObserver;
+  /** When the panel was made, for `data-open-ms`: how long until editor and preview showed
+   *  the whole text the first time (read by the browser tests, shown nowhere). */
+  private readonly createdAt = performance.now();
+  private opened = false;
   private els!: {
-    text: HTMLTextAreaElement; preview: HTMLElement; status: HTMLElement; conflict: HTMLElement;
-    files: HTMLElement; history: HTMLElement; fileInput: HTMLInputElement;
+    editor: HTMLElement; preview: HTMLElement; status: HTMLElement; files: HTMLElement; history: HTMLElement; fileInput: HTMLInputElement;
   };
 
   constructor(private o: NotesOpts) {
     this.el = h('section', { class: `notes${o.wide ? ' wide' : ''}`, id: 'notes', 'aria-labelledby': 'notes-h' });
+    (this.el as any).notes = this; // for the browser tests: the panel behind the element
+    this.observer = new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        if (e.target === this.el) { this.visible = e.isIntersecting; if (this.visible) this.ensureEditor(); }
+        if (e.target === this.els.preview && e.isIntersecting && this.previewDirty) this.schedulePreview(0);
+      }
+    });
     this.build();
   }
 
@@ -74,77 +76,65 @@ export class NotesPanel {
   setJoinToken(token: string | null): void {
     if (token === this.o.joinToken || this.closed) return;
     this.o.joinToken = token;
-    // The old token stops working as the old participation closes: follow with the new one.
-    clearTimeout(this.wsTimer);
-    if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
-    this.wsAttempt = 0;
-    this.connect();
+    this.live?.setJoinToken(token);
   }
 
+  /** Connects the live document (its code is loaded now). */
   async start(): Promise<void> {
-    this.connect();
     try {
-      const cur = await api<NotesState>('GET', `/meetings/${this.o.meetingId}/notes`, undefined, this.headers);
-      this.onRemote(cur);
+      const { NotesLive } = await import('./notes-live');
+      if (this.closed) return;
+      const live = new NotesLive({ meetingId: this.o.meetingId, joinToken: this.o.joinToken });
+      this.live = live;
+      live.addEventListener('state', () => this.setStatus());
+      live.addEventListener('ack', () => this.setStatus());
+      live.addEventListener('remote', () => { this.o.onRemoteChange?.(); this.schedulePreview(); this.maybeRefreshFiles(); });
+      live.addEventListener('local', () => this.schedulePreview());
+      live.start();
+      this.setStatus();
+      if (this.visible) this.ensureEditor();
     } catch (e) {
-      this.setStatus('error', t('error', { msg: (e as Error).message }));
+      this.setStatus(t('error', { msg: (e as Error).message }));
     }
     this.refreshFiles();
   }
 
-  /** Stops the live connection; unsaved typing is sent once more (best effort). */
+  /** Stops the live connection (changes not yet sent go first). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.wsTimer);
-    clearInterval(this.pingTimer);
-    if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
-    this.flushOnExit();
+    this.observer.disconnect();
+    this.live?.close();
+    this.editor?.destroy();
   }
 
-  /** Sends unsaved typing with a request that outlives the page (small notes only). */
+  /** Sends what was typed and not sent yet (the page is going away). */
   flushOnExit(): void {
-    const text = this.els.text.value;
-    if (!this.loaded || text === this.base.text || this.saving || text.length > 60_000) return;
-    fetch(`/api/v1/meetings/${this.o.meetingId}/notes`, {
-      method: 'PUT', keepalive: true, credentials: 'same-origin',
-      headers: { ...this.headers, 'content-type': 'application/json' },
-      body: JSON.stringify({ text, version: this.base.version }),
-    }).catch(() => {});
+    this.live?.flush();
+  }
+
+  /** The text as it is here now. */
+  text(): string {
+    return this.live ? this.live.text.toString() : '';
+  }
+
+  focus(): void {
+    this.editor?.focus();
   }
 
   // ---- the DOM ---------------------------------------------------------------------------
 
-  /** Builds the panel (again after a language switch), keeping the text and the caret. */
+  /** Builds the panel (again after a language switch), keeping the document. */
   build(): void {
-    const old = this.els?.text;
-    const text = h('textarea', {
-      id: 'notes-text', class: 'notes-text', spellcheck: true, 'aria-label': t('notes_editor'),
-      'aria-describedby': 'notes-help', placeholder: t('notes_placeholder'), disabled: !this.loaded,
-    });
-    if (old) { text.value = old.value; text.selectionStart = old.selectionStart; text.selectionEnd = old.selectionEnd; }
-    text.addEventListener('input', () => this.onLocalEdit());
-    text.addEventListener('paste', (e) => this.onPaste(e));
-    text.addEventListener('dragover', (e) => { if (e.dataTransfer?.types.includes('Files')) { e.preventDefault(); text.classList.add('drop'); } });
-    text.addEventListener('dragleave', () => text.classList.remove('drop'));
-    text.addEventListener('drop', (e) => {
-      text.classList.remove('drop');
-      const files = [...(e.dataTransfer?.files || [])];
-      if (!files.length) return;
-      e.preventDefault();
-      this.attach(files);
-    });
-    text.addEventListener('keydown', (e) => {
-      if ((e.ctrlKey || e.metaKey) && e.key === 's') { e.preventDefault(); this.flush(); }
-    });
     const fileInput = h('input', { type: 'file', id: 'notes-file', multiple: true, class: 'sr-only', tabindex: -1, 'aria-hidden': 'true' });
     fileInput.addEventListener('change', () => { const f = [...(fileInput.files || [])]; fileInput.value = ''; this.attach(f); });
     const status = h('span', { id: 'notes-status', class: 'notes-status muted', role: 'status', 'aria-live': 'polite' });
-    const conflict = h('div', { id: 'notes-conflict', class: 'notes-conflict', role: 'alert', hidden: true });
+    const editor = h('div', { id: 'notes-editor', class: 'notes-editor' });
     const preview = h('div', { id: 'notes-preview', class: 'md notes-preview', role: 'region', 'aria-label': t('notes_preview') });
     const files = h('ul', { id: 'notes-files', class: 'notes-files', 'aria-label': t('notes_files') });
     const history = h('div', { id: 'notes-history', class: 'notes-history', hidden: !this.historyOpen });
-    this.els = { text, preview, status, conflict, files, history, fileInput };
+    if (this.els) this.observer.unobserve(this.els.preview);
+    this.els = { editor, preview, status, files, history, fileInput };
     this.el.replaceChildren(
       h('div', { class: 'notes-bar' },
         h('h2', { id: 'notes-h', class: this.o.wide ? 'sr-only' : undefined }, t('notes')),
@@ -154,35 +144,66 @@ export class NotesPanel {
         this.o.canMail ? h('button', { type: 'button', class: 'secondary small', id: 'notes-mail', onclick: () => this.mail() }, t('notes_mail')) : null),
       fileInput,
       h('p', { id: 'notes-help', class: 'muted small-print' }, t('notes_help')),
-      status, conflict, history,
-      h('div', { class: 'notes-panes' }, text, preview),
+      status, history,
+      h('div', { class: 'notes-panes' }, editor, preview),
       h('h3', { class: 'notes-files-h' }, t('notes_files')),
       files);
-    this.setStatus(this.loaded ? (this.els.text.value === this.base.text ? 'saved' : 'unsaved') : 'loading');
-    this.drawPreview();
+    this.observer.observe(this.el);
+    this.observer.observe(preview);
+    // The editor's labels are in the language it was made in: make it again.
+    if (this.editor) { this.editor.destroy(); this.editor = null; this.ensureEditor(); }
+    this.setStatus();
+    this.previewDirty = true;
+    this.schedulePreview(0);
     this.drawFiles();
     if (this.historyOpen) this.drawHistory();
   }
 
-  private setStatus(state: 'loading' | 'saved' | 'saving' | 'unsaved' | 'uploading' | 'error' | 'offline', extra = ''): void {
-    const s = this.els.status;
-    s.dataset.state = state;
-    this.el.dataset.version = String(this.base.version);
-    this.el.dataset.merges = String(this.merges);
-    this.el.dataset.conflicts = String(this.conflicts);
-    const text = {
-      loading: t('notes_loading'), saved: t('notes_saved', { v: this.base.version }), saving: t('notes_saving'),
-      unsaved: t('notes_unsaved'), uploading: t('notes_uploading', { n: this.uploads }), error: extra || t('notes_error'),
-      offline: t('notes_offline'),
-    }[state];
-    s.textContent = state === 'error' || !extra ? text : `${text} · ${extra}`;
+  /** Loads the editor's code (once) and makes the editor, when the panel is shown. */
+  private async ensureEditor(): Promise<void> {
+    if (this.editor || this.loadingEditor || this.closed) return;
+    this.loadingEditor = true;
+    try {
+      this.mod ??= await import('./notes-editor');
+      const live = this.live;
+      if (!live || this.closed || this.editor) return;
+      this.editor = this.mod.createEditor(this.els.editor, live, {
+        placeholder: t('notes_placeholder'), label: t('notes_editor'), describedBy: 'notes-help',
+        onFiles: (files, pasted) => this.attach(files, pasted),
+        onSave: () => live.flush(),
+      });
+      this.el.dataset.editor = '1';
+      this.schedulePreview(0);
+    } catch (e) {
+      this.setStatus(t('error', { msg: (e as Error).message }));
+    } finally {
+      this.loadingEditor = false;
+      // The live document may have arrived while the editor's code loaded.
+      if (!this.editor && this.live && this.visible && !this.closed) this.ensureEditor();
+    }
   }
 
-  private fileUrl(href: string): string | null {
-    const m = href.match(FILE_PATH);
-    if (!m) return href;
-    if (Number(m[1]) !== this.o.meetingId) return null;
-    return this.o.joinToken ? `${href}?join_token=${encodeURIComponent(this.o.joinToken)}` : href;
+  private setStatus(error?: string): void {
+    const s = this.els.status;
+    const live = this.live;
+    const state = error ? 'error' : live ? live.state : 'loading';
+    s.dataset.state = state;
+    this.el.dataset.version = String(live?.version ?? 0);
+    this.el.dataset.live = live && live.state !== 'connecting' && live.state !== 'offline' && live.state !== 'error' ? '1' : '0';
+    s.textContent = error || ({
+      loading: t('notes_loading'), connecting: t('notes_connecting'), saving: t('notes_saving'),
+      saved: t('notes_saved', { v: live?.version ?? 0 }), offline: t('notes_offline'),
+      error: live?.closedMessage || t('notes_error'),
+    } as Record<string, string>)[state];
+    if (this.uploads) s.textContent += ` · ${t('notes_uploading', { n: this.uploads })}`;
+  }
+
+  // ---- the preview ---------------------------------------------------------------------------
+
+  private fileUrl(path: string): string | null {
+    const m = path.match(FILE_PATH);
+    if (!m || Number(m[1]) !== this.o.meetingId) return null;
+    return this.o.joinToken ? `${path}?join_token=${encodeURIComponent(this.o.joinToken)}` : path;
   }
 
   private image(src: string, alt: string): HTMLImageElement {
@@ -197,20 +218,55 @@ export class NotesPanel {
     return img;
   }
 
-  private drawPreview(): void {
+  /** Renders the preview soon: only while it is on screen, and never more often than a
+   *  render takes twice over (a huge document is not re-rendered on every keystroke). */
+  private schedulePreview(delay = 150): void {
+    this.previewDirty = true;
+    if (!this.mod || !this.els.preview.isConnected) return;
     clearTimeout(this.previewTimer);
-    const text = this.els.text.value;
-    const box = this.els.preview;
-    const top = box.scrollTop;
-    box.replaceChildren(); // frees the kept images for reuse below
-    box.append(text.trim() ? render(text, {
-      url: (u) => this.fileUrl(u),
-      isFile: (u) => FILE_PATH.test(u),
-      image: (src, alt) => this.image(src, alt),
-      conflictLabel: t('notes_conflict_block'),
-    }) : h('p', { class: 'muted' }, t('notes_empty')));
-    box.scrollTop = top;
+    this.previewTimer = window.setTimeout(() => this.drawPreview(), Math.max(delay, 2 * this.lastRenderMs));
   }
+
+  private async drawPreview(): Promise<void> {
+    const box = this.els.preview;
+    if (!this.mod || !box.isConnected || !this.isOnScreen(box)) return; // drawn when it shows
+    this.previewDirty = false;
+    const seq = ++this.previewSeq;
+    const full = this.text();
+    // A large note's first render shows its beginning first (what is on screen), then all.
+    const first = !this.opened && full.length > 48_000;
+    const cut = first ? Math.max(full.indexOf('\n\n', 16_000), full.indexOf('\n', 16_000)) : -1;
+    const text = cut > 0 && cut < 64_000 ? full.slice(0, cut) : full;
+    const t0 = performance.now();
+    const tokens = await this.mod.parse(text);
+    if (seq !== this.previewSeq) return; // a newer render is on its way
+    const t1 = performance.now();
+    const frag = text.trim() ? this.mod.build(tokens, {
+      fileUrl: (p) => this.fileUrl(p), image: (src, alt) => this.image(src, alt), blockedImage: t('notes_image_blocked'),
+    }) : h('p', { class: 'muted' }, t('notes_empty'));
+    box.dataset.parseMs = (t1 - t0).toFixed(1);
+    box.dataset.buildMs = (performance.now() - t1).toFixed(1);
+    const top = box.scrollTop;
+    box.replaceChildren(frag);
+    if (top) box.scrollTop = top;
+    this.lastRenderMs = performance.now() - t0;
+    box.dataset.renderMs = this.lastRenderMs.toFixed(1);
+    box.dataset.renderedLength = String(text.length);
+    if (!this.opened && this.editor && this.editor.view.state.doc.length === full.length && this.live?.state === 'saved') {
+      // Open: the editor has the whole note and the preview shows (at least) its beginning.
+      this.opened = true;
+      this.el.dataset.openMs = (performance.now() - this.createdAt).toFixed(1);
+    }
+    if (text.length !== full.length) { this.previewDirty = true; this.schedulePreview(0); }
+    else if (!this.el.dataset.fullMs && this.opened) this.el.dataset.fullMs = (performance.now() - this.createdAt).toFixed(1);
+  }
+
+  private isOnScreen(el: HTMLElement): boolean {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.bottom > 0 && r.top < innerHeight && document.visibilityState !== 'hidden';
+  }
+
+  // ---- files ---------------------------------------------------------------------------------
 
   private drawFiles(): void {
     this.els.files.replaceChildren(...(this.files.length ? this.files.map((f) => h('li', { 'data-id': f.id },
@@ -225,177 +281,13 @@ export class NotesPanel {
     } catch { /* shown as it was */ }
   }
 
-  // ---- local edits and saving ------------------------------------------------------------
-
-  private onLocalEdit(): void {
-    if (!this.loaded) return;
-    clearTimeout(this.previewTimer);
-    this.previewTimer = window.setTimeout(() => this.drawPreview(), 120);
-    this.setStatus(this.els.text.value === this.base.text ? 'saved' : 'unsaved');
-    this.scheduleSave();
-  }
-
-  private scheduleSave(): void {
-    const now = Date.now();
-    if (!this.dirtySince) this.dirtySince = now;
-    clearTimeout(this.saveTimer);
-    const wait = Math.max(0, Math.min(SAVE_IDLE_MS, this.dirtySince + SAVE_MAX_MS - now));
-    this.saveTimer = window.setTimeout(() => this.flush(), wait);
-  }
-
-  /** Saves the typing not yet on the server. One save at a time; more typing saves again after. */
-  async flush(): Promise<void> {
-    clearTimeout(this.saveTimer);
-    if (this.saving || !this.loaded) return;
-    const sent = this.els.text.value;
-    if (sent === this.base.text) { this.dirtySince = 0; return; }
-    this.saving = true;
-    this.dirtySince = 0;
-    this.setStatus('saving');
-    let retry = 0;
-    try {
-      const r = await api<NotesState>('PUT', `/meetings/${this.o.meetingId}/notes`, { text: sent, version: this.base.version }, this.headers);
-      this.base = { text: sent, version: r.version };
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 409 && e.body && typeof e.body.text === 'string') {
-        // Someone saved first: merge our typing (from base) with their version.
-        this.applyTheirs({ text: e.body.text, version: e.body.version, by: null });
-      } else if (e instanceof ApiError && [400, 401, 403, 404, 410, 413].includes(e.status)) {
-        this.setStatus('error', e.message);
-        this.saving = false;
-        return; // typing stays in the editor; saving again would fail the same way
-      } else {
-        retry = 3000;
-        this.setStatus('offline');
-      }
+  /** New references may point to files we have not listed yet. */
+  private maybeRefreshFiles(): void {
+    const text = this.text();
+    const known = new Set(this.files.map((f) => f.id));
+    for (const m of text.matchAll(/\/api\/v1\/meetings\/\d+\/files\/([A-Za-z0-9_-]+)/g)) {
+      if (!known.has(m[1])) { this.refreshFiles(); return; }
     }
-    this.saving = false;
-    const queued = this.pendingRemote;
-    this.pendingRemote = null;
-    if (queued) this.onRemote(queued);
-    if (this.els.text.value !== this.base.text) {
-      if (retry) this.saveTimer = window.setTimeout(() => this.flush(), retry);
-      else this.scheduleSave();
-    } else if (!retry) {
-      this.setStatus('saved');
-    }
-  }
-
-  /** A newer server version while we may have unsaved typing: merge, then save the result. */
-  private applyTheirs(theirs: NotesState): void {
-    const mine = this.els.text.value;
-    if (mine === this.base.text) {
-      this.setText(theirs.text);
-    } else {
-      // A live change names its author; a 409 does not (it is the version saved meanwhile).
-      const who = theirs.by || t('notes_someone');
-      const label = theirs.by ? t('notes_theirs', { name: theirs.by }) : t('notes_saved_version');
-      const m = mergeText(this.base.text, mine, theirs.text, { mine: t('notes_mine'), theirs: label });
-      this.merges++;
-      this.setText(m.text);
-      if (m.conflicts) {
-        this.conflicts += m.conflicts;
-        this.els.conflict.textContent = t('notes_conflict', { name: who });
-        this.els.conflict.hidden = false;
-      } else {
-        toast(t('notes_merged', { name: who }));
-      }
-    }
-    this.base = { text: theirs.text, version: theirs.version };
-    this.setStatus(this.els.text.value === this.base.text ? 'saved' : 'unsaved');
-  }
-
-  /** Replaces the editor's text, keeping the caret where it was relative to the text around it. */
-  private setText(next: string): void {
-    const ta = this.els.text;
-    const prev = ta.value;
-    if (prev === next) return;
-    const focused = document.activeElement === ta;
-    let p = 0;
-    while (p < prev.length && p < next.length && prev[p] === next[p]) p++;
-    let s = 0;
-    while (s < prev.length - p && s < next.length - p && prev[prev.length - 1 - s] === next[next.length - 1 - s]) s++;
-    const move = (x: number) => (x <= p ? x : x >= prev.length - s ? x + next.length - prev.length : p + (next.length - s - p));
-    const [a, b] = [move(ta.selectionStart), move(ta.selectionEnd)];
-    ta.value = next;
-    if (focused) ta.setSelectionRange(a, b);
-    if (!/^<<<<<<< /m.test(next)) this.els.conflict.hidden = true;
-    this.drawPreview();
-  }
-
-  // ---- others' changes ---------------------------------------------------------------------
-
-  private onRemote(msg: NotesState): void {
-    if (!this.loaded) {
-      this.loaded = true;
-      this.els.text.disabled = false;
-      if (msg.version >= this.base.version) this.base = { text: msg.text, version: msg.version };
-      this.setText(this.base.text);
-      this.setStatus('saved');
-      this.refreshFiles();
-      return;
-    }
-    if (msg.version <= this.base.version) return; // our own save coming back, or old news
-    if (this.saving) {
-      if (!this.pendingRemote || msg.version > this.pendingRemote.version) this.pendingRemote = msg;
-      return;
-    }
-    this.applyTheirs(msg);
-    this.o.onRemoteChange?.();
-    // New references may point to files we have not listed yet.
-    if (this.files.length === 0 || /\/files\//.test(msg.text)) this.refreshFiles();
-    if (this.els.text.value !== this.base.text) this.scheduleSave();
-  }
-
-  private connect(): void {
-    if (this.closed) return;
-    const q = this.o.joinToken ? `?join_token=${encodeURIComponent(this.o.joinToken)}` : '';
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/meetings/${this.o.meetingId}/notes/live${q}`);
-    this.ws = ws;
-    let fatal = false;
-    ws.onopen = () => {
-      this.wsAttempt = 0;
-      this.el.dataset.live = '1';
-      const st = this.els.status.dataset.state;
-      if (this.loaded && (st === 'error' || st === 'offline')) this.setStatus(this.els.text.value === this.base.text ? 'saved' : 'unsaved');
-      clearInterval(this.pingTimer);
-      this.pingTimer = window.setInterval(() => { if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}'); }, 25_000);
-    };
-    ws.onmessage = (e) => {
-      let m: any;
-      try { m = JSON.parse(e.data); } catch { return; }
-      if (m.type === 'notes') this.onRemote({ text: m.text, version: m.version, by: m.by });
-      else if (m.type === 'closed') {
-        // Not allowed (any more): retrying with the same credentials cannot help; a guest
-        // who rejoins comes back through setJoinToken.
-        fatal = ['not_allowed', 'bad_auth', 'left_meeting'].includes(m.reason);
-        this.setStatus('error', m.message);
-      }
-    };
-    ws.onclose = () => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.el.dataset.live = '0';
-      clearInterval(this.pingTimer);
-      if (this.closed || fatal) return;
-      this.wsAttempt++;
-      const wait = Math.min(10_000, 500 * 2 ** this.wsAttempt) * (0.75 + Math.random() / 2);
-      this.wsTimer = window.setTimeout(() => this.connect(), wait);
-    };
-  }
-
-  // ---- images and files --------------------------------------------------------------------
-
-  private onPaste(e: ClipboardEvent): void {
-    const dt = e.clipboardData;
-    if (!dt) return;
-    const files = [...dt.files];
-    if (!files.length) {
-      for (const it of dt.items) if (it.kind === 'file') { const f = it.getAsFile(); if (f) files.push(f); }
-    }
-    if (!files.length) return; // plain text: the textarea takes it
-    e.preventDefault();
-    this.attach(files, true);
   }
 
   /** Uploads files and puts a reference to each at the caret: images shown, others linked. */
@@ -407,33 +299,23 @@ export class NotesPanel {
         name = `pasted-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}.${ext}`;
       }
       this.uploads++;
-      this.setStatus('uploading', name);
+      this.setStatus();
       try {
-        const stored = await upload(this.o.meetingId, f, name, this.headers, (x) => this.setStatus('uploading', `${name} ${Math.round(x * 100)}%`));
+        const stored = await upload(this.o.meetingId, f, name, this.headers, () => this.setStatus());
         const label = stored.name.replace(/[[\]\\]/g, '');
         const image = stored.content_type.startsWith('image/') && stored.content_type !== 'image/svg+xml';
-        this.insertAtCaret(image ? `![${label}](${stored.url})` : `[${label}](${stored.url})`);
+        const ref = image ? `![${label}](${stored.url})` : `[${label}](${stored.url})`;
+        if (this.editor) this.editor.insertBlock(ref);
+        else if (this.live) this.live.text.insert(this.live.text.length, `\n${ref}\n`);
         this.files = [...this.files.filter((x) => x.id !== stored.id), stored];
         this.drawFiles();
       } catch (err) {
         toast(t('notes_upload_failed', { name, msg: (err as Error).message }));
       } finally {
         this.uploads--;
+        this.setStatus();
       }
     }
-    this.setStatus(this.els.text.value === this.base.text ? 'saved' : 'unsaved');
-  }
-
-  private insertAtCaret(s: string): void {
-    const ta = this.els.text;
-    const a = ta.selectionStart, b = ta.selectionEnd;
-    const before = ta.value.slice(0, a);
-    const after = ta.value.slice(b);
-    const lead = before && !before.endsWith('\n') ? '\n' : '';
-    const trail = after.startsWith('\n') ? '' : '\n';
-    ta.setRangeText(lead + s + trail, a, b, 'end');
-    this.drawPreview();
-    this.onLocalEdit();
   }
 
   // ---- history and mail ----------------------------------------------------------------------
@@ -448,24 +330,42 @@ export class NotesPanel {
   private async drawHistory(): Promise<void> {
     const box = this.els.history;
     try {
-      const list = await api<{ version: number; created_at: number }[]>('GET', `/meetings/${this.o.meetingId}/notes/versions`, undefined, this.headers);
-      box.replaceChildren(h('ol', { class: 'versions' }, ...list.slice(0, 50).map((v) => h('li', {},
-        h('span', { class: 'grow' }, `v${v.version} · ${new Date(v.created_at * 1000).toLocaleString(document.documentElement.lang, { dateStyle: 'short', timeStyle: 'short' })}`),
-        v.version === this.base.version ? h('span', { class: 'muted' }, t('notes_current'))
-          : h('button', { type: 'button', class: 'secondary small', onclick: () => this.restore(v.version) }, t('notes_restore', { v: v.version }))))));
+      const list = await api<Version[]>('GET', `/meetings/${this.o.meetingId}/notes/versions`, undefined, this.headers);
+      const when = (s: number) => new Date(s * 1000).toLocaleString(document.documentElement.lang, { dateStyle: 'short', timeStyle: 'short' });
+      const kinds: Record<string, string> = { pause: t('notes_kind_pause'), end: t('notes_kind_end'), save: t('notes_kind_save'), restore: t('notes_kind_restore') };
+      box.replaceChildren(list.length ? h('ol', { class: 'versions' }, ...list.map((v) => h('li', { 'data-version': v.version },
+        h('span', { class: 'grow' }, `v${v.version} · ${when(v.created_at)} · ${kinds[v.kind] || v.kind}`,
+          v.authors.length ? h('span', { class: 'muted' }, ` · ${t('notes_by', { names: v.authors.join(', ') })}`) : null),
+        h('button', { type: 'button', class: 'secondary small diff', onclick: () => this.showDiff(v.version) }, t('notes_changes')),
+        h('button', { type: 'button', class: 'secondary small restore', onclick: () => this.restore(v.version) }, t('notes_restore', { v: v.version })))))
+        : h('p', { class: 'muted' }, t('notes_no_history')));
     } catch (e) {
       box.replaceChildren(h('p', {}, t('error', { msg: (e as Error).message })));
     }
   }
 
-  private async restore(v: number): Promise<void> {
-    await this.flush();
-    if (this.els.text.value !== this.base.text) { toast(t('notes_unsaved')); return; }
+  private async showDiff(v: number): Promise<void> {
     try {
-      const r = await api<NotesState>('POST', `/meetings/${this.o.meetingId}/notes/versions/${v}/restore`, { version: this.base.version }, this.headers);
-      this.base = { text: r.text, version: r.version };
-      this.setText(r.text);
-      this.setStatus('saved');
+      const [old, mod] = await Promise.all([
+        api<{ text: string }>('GET', `/meetings/${this.o.meetingId}/notes/versions/${v}`, undefined, this.headers),
+        this.mod ?? import('./notes-editor'),
+      ]);
+      this.mod = mod;
+      this.els.history.querySelector('.notes-diff-box')?.remove();
+      this.els.history.append(h('div', { class: 'notes-diff-box', 'data-version': v },
+        h('h3', {}, t('notes_diff_title', { v })),
+        mod.diffView(old.text, this.text(), { same: t('notes_same'), skipped: (n) => t('notes_skipped', { n }) })));
+    } catch (e) {
+      toast(t('error', { msg: (e as Error).message }));
+    }
+  }
+
+  /** The old text becomes the current one: a change everyone sees live (and can undo by
+   *  restoring again). */
+  private async restore(v: number): Promise<void> {
+    this.live?.flush();
+    try {
+      await api('POST', `/meetings/${this.o.meetingId}/notes/versions/${v}/restore`, {}, this.headers);
       this.drawHistory();
     } catch (e) {
       toast(t('error', { msg: (e as Error).message }));
@@ -473,7 +373,7 @@ export class NotesPanel {
   }
 
   private async mail(): Promise<void> {
-    await this.flush();
+    this.live?.flush();
     try {
       await api('POST', `/meetings/${this.o.meetingId}/notes/send`);
       toast(t('notes_mailed'));

@@ -238,7 +238,7 @@ export class Room {
     if (this.panel === 'notes') this.notesUnread = false;
     this.update();
     if (this.panel === 'chat') (document.getElementById('chat-input') as HTMLInputElement | null)?.focus();
-    if (this.panel === 'notes') (document.getElementById('notes-text') as HTMLTextAreaElement | null)?.focus();
+    if (this.panel === 'notes') this.notes?.focus();
   }
 
   /** Notes: a guest reads and writes them with its join token, renewed on every rejoin. */

@@ -19,6 +19,12 @@ pub struct Model {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// 0 = sign-in codes (sent first), 1 = everything else.
+    pub priority: i32,
+    /// The user whose action caused the mail (quotas), if any.
+    pub user_id: Option<i64>,
+    /// Not worth sending after this (a sign-in code that has expired).
+    pub expires_at: Option<i64>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

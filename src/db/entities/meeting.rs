@@ -28,6 +28,11 @@ pub struct Model {
     pub fs: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Locked by a host: nobody new may join (hosts still may).
+    pub locked: bool,
+    /// Participations with an id up to this give no access (and no ban): set to the newest
+    /// participation's id when the owner changes the code.
+    pub access_since: i64,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

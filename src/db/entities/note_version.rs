@@ -1,4 +1,5 @@
-//! Every accepted version of a meeting's notes, for history and restore.
+//! Versions of a meeting's notes kept for history (on pauses, when the last editor leaves,
+//! on REST saves and restores), thinned out under the meeting's history budget.
 use sea_orm::entity::prelude::*;
 
 #[sea_orm::model]
@@ -12,6 +13,12 @@ pub struct Model {
     pub text: String,
     pub created_at: i64,
     pub created_by: Option<i64>,
+    /// JSON list of the names of who changed the text since the version before.
+    pub authors: Option<String>,
+    /// What kept it: `pause`, `end`, `save` (REST), `restore`.
+    pub kind: String,
+    /// Bytes of `text` (what counts against the budget).
+    pub bytes: i64,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -12,6 +12,11 @@ pub struct Model {
     pub display_name: String,
     pub created_at: i64,
     pub last_login_at: i64,
+    /// An administrator disabled the account: no sign-in, no session, until enabled.
+    pub disabled_at: Option<i64>,
+    /// The identity provider stopped vouching for the person (disabled there): no access by
+    /// any method until they sign in through the provider again.
+    pub idp_disabled_at: Option<i64>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -3,6 +3,9 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_allocator_state;
+mod m0003_hardening;
+mod m0004_notes_crdt;
+mod m0005_enterprise_signin;
 
 pub struct Migrator;
 
@@ -12,6 +15,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_allocator_state::Migration),
+            Box::new(m0003_hardening::Migration),
+            Box::new(m0004_notes_crdt::Migration),
+            Box::new(m0005_enterprise_signin::Migration),
         ]
     }
 }

@@ -2,8 +2,12 @@
 //!
 //! `enqueue` formats the whole message and stores it before any delivery attempt, so a mail
 //! accepted by the API survives an SMTP outage and a restart. The `MailOutbox` actor delivers
-//! due rows, routes each recipient to the SMTP server that serves its domain (else the
-//! default server), and retries failures with doubling back-off, forever: nothing is dropped.
+//! due rows, sign-in codes first, routes each recipient to the SMTP server that serves its
+//! domain (else the default server), and retries failures with doubling back-off. A mail is
+//! given up (status `failed`, listed on the admin page) on a permanent refusal (SMTP 5xx) or
+//! after `mail.max_attempts` tries; a sign-in code is given up once it has expired (`expired`).
+//! Once a mail is sent or given up its body is purged: the outbox keeps who, when and the
+//! subject, never a sign-in code. Each person's actions may queue `mail.per_user_per_day`.
 //! With no SMTP server configured (a development box) the mail is written to the log instead.
 
 use actix::prelude::*;
@@ -32,6 +36,59 @@ pub struct Outgoing {
     pub calendar: Option<(&'static str, String)>,
     /// An HTML alternative.
     pub html: Option<String>,
+    /// Sign-in codes go before everything else.
+    pub priority: Priority,
+    /// Whose action caused the mail (for `mail.per_user_per_day`).
+    pub user_id: Option<i64>,
+    /// Not worth delivering after this (unix seconds): a sign-in code's expiry.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    SignIn = 0,
+    Normal = 1,
+}
+
+impl Outgoing {
+    /// A mail of normal priority caused by `user_id`.
+    pub fn by(user_id: i64, to: String, subject: String, text: String) -> Outgoing {
+        Outgoing {
+            to,
+            subject,
+            text,
+            calendar: None,
+            html: None,
+            priority: Priority::Normal,
+            user_id: Some(user_id),
+            expires_at: None,
+        }
+    }
+}
+
+/// Refuses to queue `n` more mails for `user_id` beyond `mail.per_user_per_day`.
+pub async fn check_quota<C: ConnectionTrait>(
+    db: &C,
+    cfg: &MailConfig,
+    user_id: i64,
+    n: usize,
+) -> Result<(), crate::error::ApiError> {
+    let day_ago = now() - 86_400;
+    let used = mail::Entity::find()
+        .filter(mail::Column::UserId.eq(user_id))
+        .filter(mail::Column::CreatedAt.gt(day_ago))
+        .count(db)
+        .await?;
+    let limit = u64::from(cfg.per_user_per_day);
+    if used.saturating_add(n as u64) > limit {
+        return Err(crate::error::ApiError::rate_limited(
+            3600,
+            format!(
+                "This would send {n} mails; your account may send {limit} a day and has sent {used}. Try again tomorrow, or ask your administrator."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How mail leaves this box: the configured servers, or the log.
@@ -50,6 +107,23 @@ impl Mailer {
             cfg: cfg.clone(),
             transports,
         }))
+    }
+
+    /// Which of `transports` serves a recipient.
+    fn route_index(&self, recipient: &str) -> Option<usize> {
+        let domain = recipient
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        self.transports
+            .iter()
+            .position(|(s, _)| s.domains.contains(&domain))
+            .or_else(|| {
+                self.transports
+                    .iter()
+                    .position(|(s, _)| s.domains.is_empty())
+            })
+            .or_else(|| (!self.transports.is_empty()).then_some(0))
     }
 
     /// The sender address for a recipient (the routed server's `from`).
@@ -133,8 +207,8 @@ pub async fn enqueue<C: ConnectionTrait>(
         .message_id(None)
         .multipart(body)?;
     let raw = String::from_utf8(msg.formatted())?;
-    let t = now();
     let logged = mailer.transports.is_empty();
+    let t = now();
     if logged {
         tracing::warn!(
             to = %m.to,
@@ -147,13 +221,17 @@ pub async fn enqueue<C: ConnectionTrait>(
         recipient: Set(m.to.clone()),
         sender: Set(sender),
         subject: Set(m.subject.chars().take(255).collect()),
-        message: Set(raw),
+        // Written to the log: nothing to keep.
+        message: Set(if logged { String::new() } else { raw }),
         status: Set(if logged { "logged" } else { "pending" }.into()),
         attempts: Set(0),
         next_attempt_at: Set(t),
         last_error: Set(None),
         created_at: Set(t),
         sent_at: Set(None),
+        priority: Set(m.priority as i32),
+        user_id: Set(m.user_id),
+        expires_at: Set(m.expires_at),
         ..Default::default()
     }
     .insert(db)
@@ -166,7 +244,9 @@ pub struct MailOutbox {
     db: DatabaseConnection,
     mailer: Arc<Mailer>,
     metrics: Metrics,
-    busy: bool,
+    /// Per lane (sign-in codes, everything else): a pass is under way. Two lanes, so a pass
+    /// stuck on a slow or dead mail server never holds up a sign-in code.
+    busy: [bool; 2],
 }
 
 impl MailOutbox {
@@ -175,7 +255,7 @@ impl MailOutbox {
             db,
             mailer,
             metrics,
-            busy: false,
+            busy: [false; 2],
         }
     }
 }
@@ -196,78 +276,150 @@ impl Actor for MailOutbox {
 impl Handler<Kick> for MailOutbox {
     type Result = ();
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        if self.busy || self.mailer.transports.is_empty() {
+        if self.mailer.transports.is_empty() {
             return;
         }
-        self.busy = true;
-        let (db, mailer, metrics) = (self.db.clone(), self.mailer.clone(), self.metrics.clone());
-        ctx.spawn(
-            async move {
-                if let Err(e) = deliver_due(&db, &mailer, &metrics).await {
-                    tracing::error!(error = %e, "mail outbox pass failed");
-                }
+        for lane in [Priority::SignIn, Priority::Normal] {
+            let i = lane as usize;
+            if self.busy[i] {
+                continue;
             }
-            .into_actor(self)
-            .map(|_, act, _| act.busy = false),
-        );
+            self.busy[i] = true;
+            let (db, mailer, metrics) =
+                (self.db.clone(), self.mailer.clone(), self.metrics.clone());
+            ctx.spawn(
+                async move {
+                    if let Err(e) = deliver_due(&db, &mailer, &metrics, lane).await {
+                        tracing::error!(error = %e, "mail outbox pass failed");
+                    }
+                }
+                .into_actor(self)
+                .map(move |_, act, _| act.busy[i] = false),
+            );
+        }
     }
 }
 
+/// One delivery attempt of one stored mail, and its outcome written back.
+async fn attempt(
+    db: &DatabaseConnection,
+    mailer: &Mailer,
+    metrics: &Metrics,
+    server: &MailServer,
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    row: mail::Model,
+) -> anyhow::Result<()> {
+    let result = match (row.sender.parse(), row.recipient.parse()) {
+        (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
+            Ok(env) => transport
+                .send_raw(&env, row.message.as_bytes())
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.is_permanent(), e.to_string())),
+            Err(e) => Err((true, e.to_string())),
+        },
+        _ => Err((
+            true,
+            "stored sender or recipient is not an address".to_string(),
+        )),
+    };
+    let attempts = row.attempts + 1;
+    let mut upd: mail::ActiveModel = row.clone().into();
+    upd.attempts = Set(attempts);
+    let max = i32::try_from(mailer.cfg.max_attempts).unwrap_or(i32::MAX);
+    match result {
+        Ok(()) => {
+            tracing::info!(id = row.id, to = %row.recipient, server = %server.host, "mail sent");
+            metrics.mail_sent.inc();
+            upd.status = Set("sent".into());
+            upd.sent_at = Set(Some(now()));
+            upd.last_error = Set(None);
+            upd.message = Set(String::new());
+        }
+        Err((permanent, e)) if permanent || attempts >= max => {
+            tracing::warn!(id = row.id, to = %row.recipient, server = %server.host, attempts, permanent, error = %e, "mail given up");
+            metrics.mail_failed.inc();
+            upd.status = Set("failed".into());
+            upd.last_error = Set(Some(e.chars().take(1000).collect()));
+            upd.message = Set(String::new());
+        }
+        Err((_, e)) => {
+            let shift = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+            let delay = mailer
+                .cfg
+                .retry_initial
+                .as_secs()
+                .saturating_mul(1u64 << shift)
+                .min(mailer.cfg.retry_max.as_secs())
+                .max(1);
+            tracing::warn!(id = row.id, to = %row.recipient, server = %server.host, attempts, retry_in_s = delay, error = %e, "mail not delivered yet; will retry");
+            metrics.mail_failed.inc();
+            upd.next_attempt_at = Set(now() + i64::try_from(delay).unwrap_or(i64::MAX / 2));
+            upd.last_error = Set(Some(e.chars().take(1000).collect()));
+        }
+    }
+    upd.update(db).await?;
+    Ok(())
+}
+
+/// One pass over a lane's due mail: per mail server at most 50 mails, and no new attempt after
+/// `PASS_BUDGET` (the next tick goes on).
 async fn deliver_due(
     db: &DatabaseConnection,
     mailer: &Mailer,
     metrics: &Metrics,
+    lane: Priority,
 ) -> anyhow::Result<()> {
+    const PASS_BUDGET: Duration = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    use sea_orm::sea_query::Expr;
     let t = now();
+    // Sign-in codes nobody can use any more are not worth a try.
+    mail::Entity::update_many()
+        .col_expr(mail::Column::Status, Expr::value("expired"))
+        .col_expr(mail::Column::Message, Expr::value(""))
+        .filter(mail::Column::Status.eq("pending"))
+        .filter(mail::Column::ExpiresAt.lt(t))
+        .exec(db)
+        .await?;
+    let lane_filter = match lane {
+        Priority::SignIn => mail::Column::Priority.eq(Priority::SignIn as i32),
+        Priority::Normal => mail::Column::Priority.ne(Priority::SignIn as i32),
+    };
     let due = mail::Entity::find()
         .filter(mail::Column::Status.eq("pending"))
         .filter(mail::Column::NextAttemptAt.lte(t))
+        .filter(lane_filter)
+        .order_by_asc(mail::Column::NextAttemptAt)
         .order_by_asc(mail::Column::Id)
-        .limit(50)
+        .limit(500)
         .all(db)
         .await?;
+    // Each mail server gets its own sequence of attempts: a server that never answers delays
+    // only the mail it is to deliver.
+    let mut by_server: Vec<Vec<mail::Model>> = vec![Vec::new(); mailer.transports.len()];
     for row in due {
-        let Some((server, transport)) = mailer.route(&row.recipient) else {
-            break;
-        };
-        let result = match (row.sender.parse(), row.recipient.parse()) {
-            (Ok(from), Ok(to)) => match Envelope::new(Some(from), vec![to]) {
-                Ok(env) => transport
-                    .send_raw(&env, row.message.as_bytes())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            _ => Err("stored sender or recipient is not an address".to_string()),
-        };
-        let attempts = row.attempts + 1;
-        let mut upd: mail::ActiveModel = row.clone().into();
-        upd.attempts = Set(attempts);
-        match result {
-            Ok(()) => {
-                tracing::info!(id = row.id, to = %row.recipient, server = %server.host, "mail sent");
-                metrics.mail_sent.inc();
-                upd.status = Set("sent".into());
-                upd.sent_at = Set(Some(now()));
-                upd.last_error = Set(None);
-            }
-            Err(e) => {
-                let shift = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
-                let delay = mailer
-                    .cfg
-                    .retry_initial
-                    .as_secs()
-                    .saturating_mul(1u64 << shift)
-                    .min(mailer.cfg.retry_max.as_secs())
-                    .max(1);
-                tracing::warn!(id = row.id, to = %row.recipient, server = %server.host, attempts, retry_in_s = delay, error = %e, "mail not delivered yet; will retry");
-                metrics.mail_failed.inc();
-                upd.next_attempt_at = Set(now() + i64::try_from(delay).unwrap_or(i64::MAX / 2));
-                upd.last_error = Set(Some(e.chars().take(1000).collect()));
-            }
+        if let Some(i) = mailer.route_index(&row.recipient)
+            && by_server[i].len() < 50
+        {
+            by_server[i].push(row);
         }
-        upd.update(db).await?;
+    }
+    let passes = by_server
+        .into_iter()
+        .enumerate()
+        .map(|(i, rows)| async move {
+            let (server, transport) = &mailer.transports[i];
+            for row in rows {
+                if started.elapsed() > PASS_BUDGET {
+                    break;
+                }
+                attempt(db, mailer, metrics, server, transport, row).await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+    for r in futures_util::future::join_all(passes).await {
+        r?;
     }
     let pending = mail::Entity::find()
         .filter(mail::Column::Status.eq("pending"))

@@ -279,6 +279,7 @@ async fn send_invites<C: ConnectionTrait>(
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
     let minutes = (m.end_at - m.begin_at) / 60;
+    super::mail::check_quota(db, &st.cfg.mail, owner.id, recipients.len()).await?;
     for to in recipients {
         let inv = Invite {
             method: match notice {
@@ -324,11 +325,8 @@ async fn send_invites<C: ConnectionTrait>(
             db,
             &st.mailer,
             Outgoing {
-                to: to.clone(),
-                subject,
-                text,
                 calendar: Some((inv.method_name(), ics)),
-                html: None,
+                ..Outgoing::by(owner.id, to.clone(), subject, text)
             },
         )
         .await
@@ -343,13 +341,14 @@ pub async fn create(
     me: AuthUser,
     body: web::Json<CreateMeeting>,
 ) -> Result<HttpResponse, ApiError> {
-    let me = me.user;
-    if !st.may_create(&me.email) {
+    // `allowed_domains`, and the groups of the session's identity provider (issue 19).
+    if !me.can_create {
         return Err(ApiError::forbidden(
             "not_allowed_to_create",
-            "Your email domain may join meetings but not create them; ask your administrator.",
+            "You may join meetings but not create them; ask your administrator.",
         ));
     }
+    let me = me.user;
     let body = body.into_inner();
     let t = now();
     let begin = body.begin_at.unwrap_or(0);
@@ -700,6 +699,7 @@ pub struct IceServer {
 /// `POST /api/v1/join/{code} {display_name?}`: everything a client needs to enter the meeting.
 pub async fn join(
     st: web::Data<ApiState>,
+    req_http: actix_web::HttpRequest,
     who: MaybeUser,
     code: web::Path<String>,
     body: web::Bytes,
@@ -739,6 +739,26 @@ pub async fn join(
         _ => None,
     };
     let user = who.0.map(|u| u.user);
+    // Every join answer carries TURN credentials and opens a participation: joins are
+    // limited per signed-in person, and per client address for guests.
+    let limited = match &user {
+        Some(u) => st.limits.joins_per_user.check(&u.id),
+        None => st.limits.joins_per_ip.check(&super::client_ip(&req_http)),
+    };
+    if let Err(wait) = limited {
+        return Err(ApiError::rate_limited(
+            Ord::max(wait.as_secs(), 1),
+            "Too many joins in a short time; wait a moment.",
+        ));
+    }
+    let (guest_cookie, new_guest_cookie) = match (&user, req_http.cookie(GUEST_COOKIE)) {
+        (Some(_), _) => (None, false),
+        (None, Some(c)) if (16..=64).contains(&c.value().len()) => {
+            (Some(c.value().to_string()), false)
+        }
+        (None, _) => (Some(crate::ids::random_token(24)), true),
+    };
+    let guest_key = guest_cookie.as_deref().map(crate::tokens::sha256_hex);
     let (name, host) = match &user {
         Some(u) => (
             name_given.unwrap_or_else(|| u.display_name.clone()),
@@ -756,6 +776,7 @@ pub async fn join(
             (n, false)
         }
     };
+    check_may_enter(&st, &m, user.as_ref(), guest_key.as_deref(), host).await?;
     let owner = owner_of(&st, &m).await?;
     // The assignment may be missing (e.g. the allocator was asked again and forgot it).
     let assigned = match (&m.sfu, &m.turn) {
@@ -824,6 +845,10 @@ pub async fn join(
         display_name: Set(name.clone()),
         joined_at: Set(t),
         left_at: Set(None),
+        // Set when the sfuserver reports the participant in the media session.
+        entered_at: Set(None),
+        removed_at: Set(None),
+        guest_key: Set(guest_key),
         ..Default::default()
     }
     .insert(&st.db)
@@ -838,6 +863,7 @@ pub async fn join(
     };
     let token = st.keys.sign_join(&claims);
     let (username, credential) = st.keys.turn_credentials(
+        MeetingId(m.id),
         &participant,
         t + st.cfg.meetings.turn_credential_ttl.as_secs_i64(),
     );
@@ -862,7 +888,19 @@ pub async fn join(
     ];
     st.metrics.joins.inc();
     let signal_url = format!("{}/sfu/v1/signal/{}", st.base_url(&sfu, true), m.id);
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+    let mut resp = HttpResponse::Ok();
+    if let (true, Some(c)) = (new_guest_cookie, guest_cookie) {
+        resp.cookie(
+            actix_web::cookie::Cookie::build(GUEST_COOKIE, c)
+                .path("/api/v1/join")
+                .http_only(true)
+                .same_site(actix_web::cookie::SameSite::Lax)
+                .secure(st.tls)
+                .max_age(actix_web::cookie::time::Duration::days(365))
+                .finish(),
+        );
+    }
+    Ok(resp.json(serde_json::json!({
         "participant_id": participant,
         "token": token,
         "display_name": name,
@@ -873,6 +911,64 @@ pub async fn join(
         "ice_servers": ice_servers,
         "fs": fs.map(|f| serde_json::json!({ "address": f, "url": st.base_url(&f, false) })),
     })))
+}
+
+/// A guest's browser key for this appliance: lets a host's "remove" keep that browser out.
+pub const GUEST_COOKIE: &str = "meeting_guest";
+
+/// Refuses people a host removed (same account, or same guest browser) and, in a locked
+/// meeting, everyone but hosts. A lock outlives nobody: when no one is in the meeting any
+/// more it is lifted (the sfuserver closes the empty room, and its lock with it).
+async fn check_may_enter(
+    st: &ApiState,
+    m: &meeting::Model,
+    user: Option<&user::Model>,
+    guest_key: Option<&str>,
+    host: bool,
+) -> Result<(), ApiError> {
+    let mut removed = participation::Entity::find()
+        .filter(participation::Column::MeetingId.eq(m.id))
+        .filter(participation::Column::RemovedAt.is_not_null())
+        .filter(participation::Column::Id.gt(m.access_since));
+    removed = match (user, guest_key) {
+        (Some(u), _) => removed.filter(participation::Column::UserId.eq(u.id)),
+        (None, Some(k)) => removed.filter(participation::Column::GuestKey.eq(k)),
+        (None, None) => return Ok(()),
+    };
+    if !host && removed.one(&st.db).await?.is_some() {
+        return Err(ApiError::forbidden(
+            "removed",
+            "The host removed you from this meeting; you cannot join it again.",
+        ));
+    }
+    if m.locked && !host {
+        if present_count(st, m.id).await? > 0 {
+            return Err(ApiError::forbidden(
+                "locked",
+                "The host has locked this meeting: nobody new may join.",
+            ));
+        }
+        meeting::Entity::update_many()
+            .col_expr(
+                meeting::Column::Locked,
+                sea_orm::sea_query::Expr::value(false),
+            )
+            .filter(meeting::Column::Id.eq(m.id))
+            .exec(&st.db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many people the sfuserver reports in the meeting's media session now.
+async fn present_count(st: &ApiState, meeting: i64) -> Result<u64, ApiError> {
+    use sea_orm::PaginatorTrait;
+    Ok(participation::Entity::find()
+        .filter(participation::Column::MeetingId.eq(meeting))
+        .filter(participation::Column::EnteredAt.is_not_null())
+        .filter(participation::Column::LeftAt.is_null())
+        .count(&st.db)
+        .await?)
 }
 
 /// `turns:` (TURN over TLS) when the meeting's turnserver is this box's own and this box has
@@ -909,18 +1005,23 @@ pub async fn control(
             "Nobody has joined this meeting yet.",
         ));
     };
-    match st
+    let action = body.into_inner();
+    let result = st
         .registry
         .send(super::registry::Control {
             sfu,
             control: ControlRoom {
                 meeting: MeetingId(m.id),
-                action: body.into_inner(),
+                action: action.clone(),
             },
         })
-        .await
-    {
-        Ok(Ok(())) => Ok(HttpResponse::NoContent().finish()),
+        .await;
+    super::audit::host_action(&st, &me, &m, &action, &result).await;
+    match result {
+        Ok(Ok(())) => {
+            remember_control(&st, m.id, &action).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
         Ok(Err(ControlError::Refused(why))) => Err(ApiError::conflict("not_in_meeting", why)),
         Ok(Err(ControlError::Unreachable(why))) => Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -931,6 +1032,73 @@ pub async fn control(
             "node registry unreachable: {e}"
         ))),
     }
+}
+
+/// What the apiserver must know of a host action once the sfuserver carried it out: the lock
+/// (so `/join` refuses newcomers before they reach the sfuserver) and removals (so the person
+/// loses notes and files at once and cannot join again).
+async fn remember_control(
+    st: &ApiState,
+    meeting: i64,
+    action: &RoomAction,
+) -> Result<(), ApiError> {
+    use sea_orm::sea_query::Expr;
+    match action {
+        RoomAction::Lock | RoomAction::Unlock | RoomAction::End => {
+            meeting::Entity::update_many()
+                .col_expr(
+                    meeting::Column::Locked,
+                    Expr::value(matches!(action, RoomAction::Lock)),
+                )
+                .filter(meeting::Column::Id.eq(meeting))
+                .exec(&st.db)
+                .await?;
+        }
+        RoomAction::Remove { participant_id } => {
+            let t = now();
+            participation::Entity::update_many()
+                .col_expr(participation::Column::RemovedAt, Expr::value(t))
+                .col_expr(participation::Column::LeftAt, Expr::value(t))
+                .filter(participation::Column::MeetingId.eq(meeting))
+                .filter(participation::Column::ParticipantId.eq(participant_id.0.clone()))
+                .exec(&st.db)
+                .await?;
+        }
+        RoomAction::Mute { .. } => {}
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/meetings/{id}/code`: a new code for the meeting (the old link stops
+/// working) — for a personal room whose link went too far. Everyone who was let in through
+/// the old code loses notes and file access; the owner and invitees keep theirs.
+pub async fn new_code(
+    st: web::Data<ApiState>,
+    me: AuthUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let m = owned(&st, &me.user, id.into_inner()).await?;
+    let t = now();
+    let last: Option<i64> = participation::Entity::find()
+        .select_only()
+        .column(participation::Column::Id)
+        .filter(participation::Column::MeetingId.eq(m.id))
+        .order_by_desc(participation::Column::Id)
+        .into_tuple()
+        .one(&st.db)
+        .await?;
+    let mut am: meeting::ActiveModel = m.into();
+    am.code = Set(MeetingCode::random().0);
+    am.access_since = Set(last.unwrap_or(0));
+    am.updated_at = Set(t);
+    let m = am.update(&st.db).await?;
+    tracing::info!(meeting = m.id, "meeting code changed");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": m.id,
+        "code": m.code,
+        "join_url": st.join_url(&m.code),
+    })))
 }
 
 /// `GET /api/v1/meetings/{id}/participants`: who joined and when (attendance), newest first.

@@ -3,6 +3,7 @@
 //! remote — it cannot tell) for servers, and never talks to other roles any other way.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bridge;
 pub mod files;
@@ -47,6 +48,39 @@ pub struct ApiState {
     pub tls: bool,
     /// Live notes: accepted changes fanned out to each meeting's followers.
     pub notes_hub: Arc<notes::NotesHub>,
+    /// Enterprise sign-in (OIDC, LDAP), the audit log's limiter, the lifecycle actor.
+    pub sso: Arc<auth::Sso>,
+    /// Rate limits kept in memory (a restart forgives; the database-backed ones are in `auth`).
+    pub limits: Arc<ApiLimits>,
+}
+
+/// The apiserver's in-memory rate limits.
+pub struct ApiLimits {
+    pub joins_per_user: crate::ratelimit::Keyed<i64>,
+    pub joins_per_ip: crate::ratelimit::Keyed<String>,
+}
+
+impl ApiLimits {
+    pub fn new(cfg: &Config) -> ApiLimits {
+        ApiLimits {
+            joins_per_user: crate::ratelimit::Keyed::per_minute(
+                cfg.meetings.joins_per_user_per_minute,
+            ),
+            joins_per_ip: crate::ratelimit::Keyed::per_minute(cfg.meetings.joins_per_ip_per_minute),
+        }
+    }
+
+    fn prune(&self) {
+        self.joins_per_user.prune();
+        self.joins_per_ip.prune();
+    }
+}
+
+/// The client's IP address as this server sees it.
+pub fn client_ip(req: &actix_web::HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl ApiState {
@@ -113,6 +147,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/meetings/{id}", web::delete().to(meetings::cancel))
             .route("/join/{code}", web::post().to(meetings::join))
             .route("/meetings/{id}/control", web::post().to(meetings::control))
+            .route("/meetings/{id}/code", web::post().to(meetings::new_code))
             .route(
                 "/meetings/{id}/participants",
                 web::get().to(meetings::participants),
@@ -120,6 +155,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(notes::routes)
             .configure(files::routes)
             .configure(admin::routes)
+            .configure(auth::routes)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("No such API endpoint."))
             })),
@@ -152,6 +188,7 @@ async fn rtc_js() -> HttpResponse {
 /// Housekeeping the apiserver does on a timer: prune used sign-in codes and old sessions.
 pub struct Janitor {
     pub db: DatabaseConnection,
+    pub limits: Arc<ApiLimits>,
 }
 
 impl Actor for Janitor {
@@ -168,13 +205,85 @@ impl Actor for Janitor {
                 .into_actor(act),
             );
         });
+        ctx.run_interval(std::time::Duration::from_secs(300), |act, _| {
+            act.limits.prune()
+        });
     }
 }
 
 /// Keeps the participation history: the sfuserver reports when people really entered and
-/// left a meeting's media session.
+/// left a meeting's media session. Events are written one at a time, in the order they came
+/// (a reconnect's leave and join must not swap); while the database is unreachable they wait
+/// in memory and are written once it is back.
 pub struct ParticipationRecorder {
-    pub db: DatabaseConnection,
+    db: DatabaseConnection,
+    queue: std::collections::VecDeque<ParticipationChanged>,
+    busy: bool,
+}
+
+/// Events kept while the database is down. Beyond it the oldest are dropped (logged): a
+/// day-long outage of a busy box should not take the memory with it.
+const RECORDER_BACKLOG: usize = 100_000;
+
+impl ParticipationRecorder {
+    pub fn new(db: DatabaseConnection) -> ParticipationRecorder {
+        ParticipationRecorder {
+            db,
+            queue: std::collections::VecDeque::new(),
+            busy: false,
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let Some(m) = self.queue.front().cloned() else {
+            return;
+        };
+        self.busy = true;
+        let db = self.db.clone();
+        ctx.spawn(
+            async move { record_participation(&db, &m).await }
+                .into_actor(self)
+                .map(|r, act, ctx| {
+                    act.busy = false;
+                    match r {
+                        Ok(()) => {
+                            act.queue.pop_front();
+                            act.pump(ctx);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, backlog = act.queue.len(), "recording participation failed; retrying");
+                            ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
+                                act.pump(ctx)
+                            });
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+async fn record_participation(
+    db: &DatabaseConnection,
+    m: &ParticipationChanged,
+) -> Result<(), sea_orm::DbErr> {
+    use crate::db::entities::participation;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let mut q = participation::Entity::update_many();
+    q = if m.joined {
+        q.col_expr(participation::Column::EnteredAt, Expr::value(m.at))
+            .col_expr(participation::Column::LeftAt, Expr::value(None::<i64>))
+            .filter(participation::Column::RemovedAt.is_null())
+    } else {
+        q.col_expr(participation::Column::LeftAt, Expr::value(m.at))
+    };
+    q.filter(participation::Column::ParticipantId.eq(m.participant.0.clone()))
+        .filter(participation::Column::MeetingId.eq(m.meeting.0))
+        .exec(db)
+        .await
+        .map(|_| ())
 }
 
 impl Actor for ParticipationRecorder {
@@ -184,27 +293,11 @@ impl Actor for ParticipationRecorder {
 impl Handler<ParticipationChanged> for ParticipationRecorder {
     type Result = ();
     fn handle(&mut self, m: ParticipationChanged, ctx: &mut Context<Self>) {
-        use crate::db::entities::participation;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
-        let db = self.db.clone();
-        ctx.spawn(
-            async move {
-                let col = if m.joined {
-                    participation::Column::JoinedAt
-                } else {
-                    participation::Column::LeftAt
-                };
-                let r = participation::Entity::update_many()
-                    .col_expr(col, Expr::value(m.at))
-                    .filter(participation::Column::ParticipantId.eq(m.participant.0.clone()))
-                    .filter(participation::Column::MeetingId.eq(m.meeting.0))
-                    .exec(&db)
-                    .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "recording participation failed");
-                }
-            }
-            .into_actor(self),
-        );
+        if self.queue.len() >= RECORDER_BACKLOG {
+            let lost = self.queue.pop_front();
+            tracing::error!(?lost, "participation backlog full: oldest event dropped");
+        }
+        self.queue.push_back(m);
+        self.pump(ctx);
     }
 }

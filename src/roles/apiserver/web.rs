@@ -56,16 +56,69 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
+/// The page's Content-Security-Policy: the default one (tls::headers) with images only from
+/// this box and the fsservers that hold note files (the configured pool and the fsservers
+/// that registered), so notes cannot make readers' browsers fetch anything elsewhere (no
+/// tracking pixels). `data:` stays for the page's own blank icon.
+async fn page_csp(st: &super::ApiState) -> String {
+    use crate::db::entities::node;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let mut sources = vec!["'self'".to_string(), "data:".into(), "blob:".into()];
+    let registered = node::Entity::find()
+        .filter(node::Column::Role.eq(crate::proto::NodeRole::Fsserver.name()))
+        .all(&st.db)
+        .await
+        .unwrap_or_default();
+    let addresses = st
+        .cfg
+        .allocator
+        .fs
+        .iter()
+        .map(|p| p.address.clone())
+        .chain(registered.into_iter().map(|n| n.address));
+    for a in addresses {
+        // Only plain host:port values (they came from config or the registry; be strict);
+        // this box itself is 'self'.
+        if a != st.own_address
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        {
+            let origin = st.base_url(&a, false);
+            if !sources.contains(&origin) {
+                sources.push(origin);
+            }
+        }
+    }
+    let base = crate::tls::headers::security_headers(false)
+        .into_iter()
+        .find(|(k, _)| k.as_str() == "content-security-policy")
+        .and_then(|(_, v)| v.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
+    base.split(';')
+        .map(|d| {
+            if d.trim().starts_with("img-src") {
+                format!(" img-src {}", sources.join(" "))
+            } else {
+                d.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// The single page of the client; never cached, so a new build is picked up at once.
-async fn index() -> HttpResponse {
+async fn index(st: web::Data<super::ApiState>) -> HttpResponse {
+    let csp = ("Content-Security-Policy", page_csp(&st).await);
     match find("/index.html") {
         Some((ct, body)) => HttpResponse::Ok()
             .content_type(ct)
             .insert_header(("Cache-Control", "no-cache"))
+            .insert_header(csp)
             .body(body.bytes()),
         None => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .insert_header(("Cache-Control", "no-cache"))
+            .insert_header(csp)
             .body(FALLBACK),
     }
 }

@@ -1,6 +1,7 @@
 //! coturn's TURN REST credentials, checked locally with the deployment's TURN key.
 //!
-//! The apiserver hands out username `expiry:participant` and password
+//! The apiserver hands out username `expiry:meeting.participant` (before: `expiry:participant`,
+//! still accepted; the meeting is only read for the per-meeting quota, `limits::meeting_of`) and password
 //! base64(HMAC-SHA1(turn secret, username)) (`tokens::Keys::turn_credentials`); coturn started
 //! with `--use-auth-secret --static-auth-secret=<the same secret>` accepts exactly these, and
 //! so do we. TURN's long-term credential key is MD5(username:realm:password).

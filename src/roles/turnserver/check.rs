@@ -80,7 +80,7 @@ fn hint(e: &TurnError, transport: &str) -> String {
             "the server refuses to relay to its own relay address (403)".into()
         }
         TurnError::Refused { code: 486, .. } => {
-            "allocation quota reached (486): too many allocations for this username".into()
+            "allocation quota reached (486): too many allocations for this username, from this address or for this meeting (turn.max_allocations_per_*)".into()
         }
         TurnError::Refused { code: 508, .. } => {
             "no free relay port on the server (508): widen turn.relay_port_min/max".into()

@@ -135,16 +135,28 @@ impl TurnClient {
         username: &str,
         password: &str,
     ) -> Result<TurnClient, TurnError> {
+        TurnClient::connect_from(None, server, transport, username, password).await
+    }
+
+    /// [`TurnClient::connect`] from the local address `local` (e.g. 127.0.0.2, to be
+    /// another client address on loopback); `None`: the one the system picks.
+    pub async fn connect_from(
+        local: Option<std::net::IpAddr>,
+        server: SocketAddr,
+        transport: Transport,
+        username: &str,
+        password: &str,
+    ) -> Result<TurnClient, TurnError> {
         let io = match transport {
             Transport::Udp => {
-                let any: SocketAddr = if server.is_ipv4() {
-                    ([0, 0, 0, 0], 0).into()
+                let any: std::net::IpAddr = if server.is_ipv4() {
+                    [0, 0, 0, 0].into()
                 } else {
-                    ([0u16; 8], 0).into()
+                    [0u16; 8].into()
                 };
-                Io::Udp(UdpSocket::bind(any).await?)
+                Io::Udp(UdpSocket::bind((local.unwrap_or(any), 0)).await?)
             }
-            Transport::Tcp => Io::Tcp(BufReader::new(tcp_connect(server).await?)),
+            Transport::Tcp => Io::Tcp(BufReader::new(tcp_connect(local, server).await?)),
             Transport::Tls => {
                 return Err(TurnError::Protocol(
                     "TLS needs a server name: use connect_tls".into(),
@@ -185,7 +197,7 @@ impl TurnClient {
             .with_no_client_auth();
         let name = ServerName::try_from(name.to_string())
             .map_err(|e| TurnError::Protocol(format!("{name:?}: {e}")))?;
-        let tcp = tcp_connect(server).await?;
+        let tcp = tcp_connect(None, server).await?;
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
             .await
@@ -514,8 +526,25 @@ impl TurnClient {
     }
 }
 
-async fn tcp_connect(server: SocketAddr) -> Result<TcpStream, TurnError> {
-    let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(server))
+async fn tcp_connect(
+    local: Option<std::net::IpAddr>,
+    server: SocketAddr,
+) -> Result<TcpStream, TurnError> {
+    let connect = async {
+        match local {
+            None => TcpStream::connect(server).await,
+            Some(ip) => {
+                let sock = if server.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(server).await
+            }
+        }
+    };
+    let s = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
         .map_err(|_| TurnError::Timeout)??;
     let _ = s.set_nodelay(true);

@@ -12,14 +12,16 @@
 //! - **Rate limits** on everything without valid credentials, per source address.
 //! - **403 Forbidden** for CreatePermission/ChannelBind to refused peers (the crate would say
 //!   yes; the relay socket would then drop the packets silently).
-//! - **486 Allocation Quota Reached** per username, counting allocations from the crate's
-//!   answers and close notifications.
+//! - **486 Allocation Quota Reached** per username, per source address and per meeting (read
+//!   from the username), counting allocations from the crate's answers and close
+//!   notifications. Each allocation's claim is kept with it, so it is given back exactly once.
 //! - **Lifetime cap**, and **DONT-FRAGMENT accepted** (the crate answers 420 to it): both by
 //!   rewriting the request before re-signing it.
 //! - **437 Allocation Mismatch** for requests and data from clients without an allocation,
 //!   instead of the crate's error log line per packet.
 //! - **TCP**: when a TURN-over-TCP connection ends, its allocation is deleted at once (an
-//!   injected, signed Refresh with lifetime 0), not after its lifetime.
+//!   injected, signed Refresh with lifetime 0), not after its lifetime; and the connection
+//!   learns when it holds an allocation (only then may it stay idle for long, see `tcp.rs`).
 //!
 //! The nonces are in `nonce.rs`, the messages the guard rewrites and writes in `messages.rs`.
 //!
@@ -29,7 +31,7 @@
 //! sent to [`SYNTH`] before the next `recv_from`, is caught in `send_to`.
 
 use async_trait::async_trait;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,11 +46,12 @@ use tokio::sync::mpsc;
 use webrtc_util::Conn;
 
 use super::auth::{AuthReject, RestAuth};
-use super::limits::SourceLimiter;
+use super::limits::{Claim, QuotaReached, Quotas, SourceLimiter};
 use super::messages::{Rewrite, answer, challenge, xor_peer_addresses};
 use super::nonce::NonceSigner;
 use super::policy::PeerPolicy;
 use super::stats::{Rejected, TurnStats};
+use super::tcp::TcpPacketConn;
 
 /// The made-up source of the guard's own requests to the crate.
 pub const SYNTH: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
@@ -69,9 +72,9 @@ pub struct GuardShared {
     pub policy: Arc<PeerPolicy>,
     pub stats: Arc<TurnStats>,
     pub limiter: Mutex<SourceLimiter>,
-    /// Allocations per username, including those the crate is still creating.
-    pub users: Mutex<HashMap<String, u32>>,
-    pub max_per_user: u32,
+    /// Allocations per username, source and meeting, including those the crate is still
+    /// creating; shared by every listener.
+    pub quotas: Mutex<Quotas>,
     /// Seconds, at most [`MAX_LIFETIME`].
     pub max_lifetime: u32,
     /// Signs the guard's nonces; random per process (a restart makes clients re-challenge).
@@ -79,14 +82,8 @@ pub struct GuardShared {
 }
 
 impl GuardShared {
-    fn release(&self, username: &str) {
-        let mut users = lock(&self.users);
-        if let Some(n) = users.get_mut(username) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                users.remove(username);
-            }
-        }
+    fn release(&self, claim: &Claim) {
+        lock(&self.quotas).give_back(claim);
     }
 }
 
@@ -109,10 +106,10 @@ struct State {
     fetching: bool,
     fetch_failed: Option<Instant>,
     deferred: VecDeque<Rewrite>,
-    /// Allocate transaction id → (username, when).
-    pending: HashMap<[u8; 12], (String, Instant)>,
-    /// Clients with an allocation on this listener.
-    allocated: HashSet<SocketAddr>,
+    /// Allocate transaction id → (what it counts against, when).
+    pending: HashMap<[u8; 12], (Claim, Instant)>,
+    /// Clients with an allocation on this listener, and what it counts against.
+    allocated: HashMap<SocketAddr, Claim>,
     tcp_clients: HashMap<SocketAddr, Creds>,
 }
 
@@ -134,19 +131,34 @@ pub struct Guard {
     state: Mutex<State>,
     /// TCP only: addresses of connections that ended.
     closed: Option<tokio::sync::Mutex<mpsc::UnboundedReceiver<SocketAddr>>>,
+    /// TCP only: the connections, told which of them hold an allocation.
+    tcp: Option<Arc<TcpPacketConn>>,
 }
 
 impl Guard {
-    pub fn new(
-        inner: Arc<dyn Conn + Send + Sync>,
-        shared: Arc<GuardShared>,
-        closed: Option<mpsc::UnboundedReceiver<SocketAddr>>,
-    ) -> Guard {
+    /// The guard of a packet listener (UDP).
+    pub fn new(inner: Arc<dyn Conn + Send + Sync>, shared: Arc<GuardShared>) -> Guard {
         Guard {
             inner,
             shared,
             state: Mutex::new(State::default()),
-            closed: closed.map(tokio::sync::Mutex::new),
+            closed: None,
+            tcp: None,
+        }
+    }
+
+    /// The guard of a TCP or TLS listener, with the channel of its ended connections.
+    pub fn new_tcp(
+        conn: Arc<TcpPacketConn>,
+        shared: Arc<GuardShared>,
+        closed: mpsc::UnboundedReceiver<SocketAddr>,
+    ) -> Guard {
+        Guard {
+            inner: conn.clone(),
+            shared,
+            state: Mutex::new(State::default()),
+            closed: Some(tokio::sync::Mutex::new(closed)),
+            tcp: Some(conn),
         }
     }
 
@@ -155,13 +167,18 @@ impl Guard {
     }
 
     /// The crate closed an allocation (lifetime over, Refresh 0, shutdown).
-    pub fn allocation_closed(&self, client: SocketAddr, username: &str) {
-        self.state().allocated.remove(&client);
-        self.shared.release(username);
+    pub fn allocation_closed(&self, client: SocketAddr) {
+        let Some(claim) = self.state().allocated.remove(&client) else {
+            return;
+        };
+        self.shared.release(&claim);
         self.shared
             .stats
             .allocations
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(tcp) = &self.tcp {
+            tcp.set_allocated(client, false);
+        }
     }
 
     /// Work that comes before reading the network: fetching the crate's nonce, handing over
@@ -251,7 +268,7 @@ impl Guard {
         let Some(c) = st.tcp_clients.remove(&addr) else {
             return;
         };
-        if !st.allocated.contains(&addr) {
+        if !st.allocated.contains_key(&addr) {
             return;
         }
         let mut msg = Message::new();
@@ -289,7 +306,7 @@ impl Guard {
         };
         if n >= 4 && data[0] >> 6 == 1 {
             // ChannelData: the hot path; one set lookup.
-            return if self.state().allocated.contains(&src) {
+            return if self.state().allocated.contains_key(&src) {
                 Verdict::Pass(n)
             } else {
                 stats.reject(Rejected::Malformed);
@@ -309,7 +326,7 @@ impl Guard {
         }
         let now = Instant::now();
         match (m.typ.class, m.typ.method) {
-            (CLASS_INDICATION, METHOD_SEND) if self.state().allocated.contains(&src) => {
+            (CLASS_INDICATION, METHOD_SEND) if self.state().allocated.contains_key(&src) => {
                 Verdict::Pass(n)
             }
             (CLASS_REQUEST, METHOD_BINDING) => {
@@ -396,7 +413,7 @@ impl Guard {
                 },
             );
         }
-        let has_allocation = st.allocated.contains(&src);
+        let has_allocation = st.allocated.contains_key(&src);
         let method = m.typ.method;
         let mut job = Rewrite {
             msg: m,
@@ -409,16 +426,20 @@ impl Guard {
         match method {
             METHOD_ALLOCATE => {
                 self.forget_stale_pending(&mut st, now);
-                {
-                    let mut users = lock(&self.shared.users);
-                    let n = users.entry(username.clone()).or_insert(0);
-                    if *n >= self.shared.max_per_user {
-                        stats.reject(Rejected::Quota);
+                // A client with an allocation (the crate answers 437) or a retransmission of a
+                // pending Allocate is not counted again.
+                if !has_allocation && !st.pending.contains_key(&m.transaction_id.0) {
+                    let claim = Claim::new(username, src.ip());
+                    if let Err(full) = lock(&self.shared.quotas).take(&claim) {
+                        stats.reject(match full {
+                            QuotaReached::User => Rejected::Quota,
+                            QuotaReached::Source => Rejected::QuotaSource,
+                            QuotaReached::Meeting => Rejected::QuotaMeeting,
+                        });
                         return Verdict::Reply(answer(m, CODE_ALLOC_QUOTA_REACHED, Some(&job.key)));
                     }
-                    *n += 1;
+                    st.pending.insert(m.transaction_id.0, (claim, now));
                 }
-                st.pending.insert(m.transaction_id.0, (username, now));
                 job.strip_dont_fragment = m.contains(ATTR_DONT_FRAGMENT);
                 job.lifetime = self.capped_lifetime(m);
             }
@@ -473,8 +494,8 @@ impl Guard {
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
-            if let Some((user, _)) = st.pending.remove(&k) {
-                self.shared.release(&user);
+            if let Some((claim, _)) = st.pending.remove(&k) {
+                self.shared.release(&claim);
             }
         }
     }
@@ -494,6 +515,44 @@ impl Guard {
     fn challenge(&self, m: &Message, code: ErrorCode, src: SocketAddr, unix: u64) -> Vec<u8> {
         let nonce = self.shared.nonces.issue(src.ip(), unix);
         challenge(m, code, self.shared.auth.realm(), nonce)
+    }
+}
+
+impl Guard {
+    /// The crate's answer to an Allocate, success (0x0103) or error (0x0113), going to
+    /// `target`: settles the pending request's claim.
+    fn settle(&self, buf: &[u8], target: SocketAddr) {
+        if buf.len() < 20 || buf[0] != 0x01 || (buf[1] != 0x03 && buf[1] != 0x13) {
+            return;
+        }
+        let mut tid = [0u8; 12];
+        tid.copy_from_slice(&buf[8..20]);
+        let mut st = self.state();
+        let Some((claim, _)) = st.pending.remove(&tid) else {
+            return;
+        };
+        if buf[1] == 0x13 {
+            drop(st);
+            self.shared.release(&claim);
+            return;
+        }
+        let s = &self.shared.stats;
+        match st.allocated.insert(target, claim) {
+            // The crate allows one allocation per client; should a second ever succeed,
+            // the first's claim is not counted twice.
+            Some(old) => {
+                drop(st);
+                self.shared.release(&old);
+            }
+            None => {
+                drop(st);
+                s.allocations.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.allocations_created.fetch_add(1, Ordering::Relaxed);
+        if let Some(tcp) = &self.tcp {
+            tcp.set_allocated(target, true);
+        }
     }
 }
 
@@ -566,23 +625,7 @@ impl Conn for Guard {
             }
             return Ok(buf.len());
         }
-        // Allocate success (0x0103) or error (0x0113): settle the pending request.
-        if buf.len() >= 20 && buf[0] == 0x01 && (buf[1] == 0x03 || buf[1] == 0x13) {
-            let mut tid = [0u8; 12];
-            tid.copy_from_slice(&buf[8..20]);
-            let mut st = self.state();
-            if let Some((user, _)) = st.pending.remove(&tid) {
-                if buf[1] == 0x03 {
-                    st.allocated.insert(target);
-                    let s = &self.shared.stats;
-                    s.allocations.fetch_add(1, Ordering::Relaxed);
-                    s.allocations_created.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    drop(st);
-                    self.shared.release(&user);
-                }
-            }
-        }
+        self.settle(buf, target);
         self.inner.send_to(buf, target).await
     }
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
@@ -597,5 +640,217 @@ impl Conn for Guard {
     }
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
         self
+    }
+}
+
+/// A listener that drops everything (the fuzz entry point's).
+struct NullConn;
+
+#[async_trait]
+impl Conn for NullConn {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+    async fn recv(&self, _buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Err(webrtc_util::Error::Other("nothing to receive".into()))
+    }
+    async fn recv_from(&self, _buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        Err(webrtc_util::Error::Other("nothing to receive".into()))
+    }
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        Ok(buf.len())
+    }
+    async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> webrtc_util::Result<usize> {
+        Ok(buf.len())
+    }
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(SocketAddr::from(([192, 0, 2, 100], 3478)))
+    }
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// `input` as a series of records `[flags, source, length (2 bytes, big-endian), bytes…]`,
+/// each given to a UDP guard as a datagram from one of 8 sources; see
+/// [`crate::roles::turnserver::fuzz_guard`]. Returns how many allocations were created and
+/// how many Allocates were refused for a quota.
+pub fn fuzz(input: &[u8]) -> (u64, u64) {
+    const REALM: &str = "fuzz";
+    let auth = RestAuth::new("fuzz-turn-secret", REALM);
+    let shared = Arc::new(GuardShared {
+        auth: auth.clone(),
+        policy: Arc::new(PeerPolicy::default()),
+        stats: Arc::new(TurnStats::default()),
+        limiter: Mutex::new(SourceLimiter::new(1_000_000)),
+        // Small quotas, so that inputs reach every refusal.
+        quotas: Mutex::new(Quotas::new(3, 4, 5)),
+        max_lifetime: 600,
+        nonces: NonceSigner::new([7; 32]),
+    });
+    let guard = Guard::new(Arc::new(NullConn), shared.clone());
+    guard.state().crate_nonce = Some(("crate-nonce".into(), Instant::now()));
+    let unix = u64::try_from(crate::util::now()).unwrap_or(0);
+    let mut rest = input;
+    while let [flags, source, l0, l1, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
+        let (data, next) = tail.split_at(len);
+        rest = next;
+        let src = SocketAddr::from((
+            [192, 0, 2, 1 + (source & 3)],
+            1000 + u16::from(source >> 2 & 1),
+        ));
+        let mut buf = vec![0u8; 1500];
+        let packet = if flags & 1 == 1 {
+            // Signed with valid credentials, to reach what comes after authentication.
+            let username = match flags >> 5 {
+                0 => "4000000000:p-old-form".to_string(),
+                n => format!("4000000000:{}.p{}", n & 3, source & 7),
+            };
+            match signed(
+                data,
+                &username,
+                REALM,
+                &shared.nonces.issue(src.ip(), unix),
+                &auth,
+                flags & 2 == 2,
+            ) {
+                Some(p) => p,
+                None => continue,
+            }
+        } else {
+            data.to_vec()
+        };
+        let n = packet.len().min(buf.len());
+        buf[..n].copy_from_slice(&packet[..n]);
+        let verdict = guard.inspect(&mut buf, n, src);
+        if let Verdict::Pass(len) = verdict
+            && len >= 20
+            && buf[0..2] == [0x00, 0x03]
+        {
+            // What the crate would answer to the Allocate it was handed.
+            let mut reply = vec![0x01, if flags & 4 == 4 { 0x03 } else { 0x13 }, 0, 0];
+            reply.extend_from_slice(&buf[4..20]);
+            guard.settle(&reply, src);
+        }
+        if flags & 8 == 8 {
+            guard.allocation_closed(src);
+        }
+    }
+    // Every allocation ends, every pending Allocate is answered: nothing stays counted.
+    let (pending, allocated): (Vec<[u8; 12]>, Vec<SocketAddr>) = {
+        let st = guard.state();
+        (
+            st.pending.keys().copied().collect(),
+            st.allocated.keys().copied().collect(),
+        )
+    };
+    for tid in pending {
+        let mut reply = vec![0x01, 0x13, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        reply.extend_from_slice(&tid);
+        guard.settle(&reply, SYNTH);
+    }
+    for a in allocated {
+        guard.allocation_closed(a);
+    }
+    assert!(
+        lock(&shared.quotas).is_empty(),
+        "claims left counted: {:?}",
+        lock(&shared.quotas)
+    );
+    assert_eq!(shared.stats.allocations.load(Ordering::Relaxed), 0);
+    let st = &shared.stats;
+    (
+        st.allocations_created.load(Ordering::Relaxed),
+        [
+            Rejected::Quota,
+            Rejected::QuotaSource,
+            Rejected::QuotaMeeting,
+        ]
+        .iter()
+        .map(|r| st.rejected(*r))
+        .sum(),
+    )
+}
+
+/// `data` decoded as STUN and signed with `username`'s key, or `None` if it does not decode.
+fn signed(
+    data: &[u8],
+    username: &str,
+    realm: &str,
+    nonce: &str,
+    auth: &RestAuth,
+    fingerprint: bool,
+) -> Option<Vec<u8>> {
+    let mut m = Message::new();
+    m.raw.clear();
+    m.raw.extend_from_slice(data);
+    m.decode().ok()?;
+    let key = auth.key(username, realm, 0).ok()?;
+    let mut out = Message::new();
+    out.typ = m.typ;
+    out.transaction_id = m.transaction_id;
+    out.write_header();
+    for a in &m.attributes.0 {
+        match a.typ {
+            ATTR_USERNAME | ATTR_REALM | ATTR_NONCE | ATTR_MESSAGE_INTEGRITY | ATTR_FINGERPRINT => {
+            }
+            _ => out.add(a.typ, &a.value),
+        }
+    }
+    out.add(ATTR_USERNAME, username.as_bytes());
+    out.add(ATTR_REALM, realm.as_bytes());
+    out.add(ATTR_NONCE, nonce.as_bytes());
+    MessageIntegrity(key).add_to(&mut out).ok()?;
+    if fingerprint {
+        stun::fingerprint::FINGERPRINT.add_to(&mut out).ok()?;
+    }
+    Some(out.raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(flags: u8, source: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![flags, source];
+        v.extend_from_slice(&u16::try_from(data.len()).expect("short").to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// The fuzz entry point reaches what is behind authentication: allocations are made and
+    /// quotas refuse (user 3, source 4, meeting 5 there), and everything is given back.
+    #[test]
+    fn fuzz_entry_reaches_allocations_and_quotas() {
+        let mut alloc = Message::new();
+        alloc
+            .build(&[
+                Box::new(TransactionId::new()),
+                Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+                Box::new(turn::proto::reqtrans::RequestedTransport {
+                    protocol: turn::proto::PROTO_UDP,
+                }),
+            ])
+            .expect("build");
+        // Meeting 1 (bits 5-7 = 1) from sources 0..8: port 1000 and 1001 of 4 addresses.
+        let mut input = Vec::new();
+        for source in 0..8u8 {
+            let mut m = alloc.clone();
+            m.transaction_id = TransactionId::new();
+            m.write_transaction_id();
+            input.extend(record(1 | 4 | 0x20, source, &m.raw));
+        }
+        let (created, refused) = fuzz(&input);
+        assert_eq!((created, refused), (5, 3), "the meeting's 5, then 486");
+        // Unsigned, the same never gets past the 401.
+        let unsigned: Vec<u8> = (0..8u8).flat_map(|s| record(4, s, &alloc.raw)).collect();
+        assert_eq!(fuzz(&unsigned), (0, 0));
     }
 }

@@ -76,6 +76,22 @@ impl actix::Handler<crate::proto::NodesChanged> for PeerUpdater {
     }
 }
 use relay::{RelayGen, RelayShared};
+
+/// Runs fuzzed input through the guard, the turnserver's first reader of every packet: for
+/// the `turn_guard` fuzz target (fuzz/) and the replay of its corpus in the test suite
+/// (tests/fuzz_corpus.rs). The input is a series of records `[flags, source, length (u16
+/// big-endian), bytes]`, each a datagram to a UDP guard (small quotas, a null socket) from
+/// one of 8 sources. Flags: 1 = decode the bytes as STUN and sign them with valid
+/// credentials (username chosen by bits 5–7: the old form, or one of four meetings) so the
+/// checks behind authentication are reached, 2 = add a FINGERPRINT; for an Allocate that
+/// passes, 4 = the engine answers success (else an error); 8 = the allocation then closes.
+/// Panics if, once every allocation has ended, any quota is still counted.
+pub fn fuzz_guard(input: &[u8]) {
+    let _ = guard::fuzz(input);
+}
+
+/// How often the box's own addresses (never relayed to) are read again.
+const OWN_ADDRESSES_EVERY: Duration = Duration::from_secs(10);
 pub use stats::{TurnCollector, TurnStats};
 
 /// What the turnserver needs to run.
@@ -91,6 +107,9 @@ pub struct TurnSettings {
     /// The sfuservers learned from the node registry (updated by [`PeerUpdater`]).
     pub learned_peers: TrustedPeers,
     pub max_allocations_per_user: u32,
+    pub max_allocations_per_ip: u32,
+    pub max_allocations_per_meeting: u32,
+    pub max_tcp_connections_per_ip: u32,
     pub max_bandwidth_kbps: u32,
     pub max_lifetime: Duration,
     pub unauthenticated_per_second: u32,
@@ -107,6 +126,9 @@ impl TurnSettings {
             sfu_peers,
             learned_peers: TrustedPeers::default(),
             max_allocations_per_user: t.max_allocations_per_user,
+            max_allocations_per_ip: t.max_allocations_per_ip,
+            max_allocations_per_meeting: t.max_allocations_per_meeting,
+            max_tcp_connections_per_ip: t.max_tcp_connections_per_ip,
             max_bandwidth_kbps: t.max_bandwidth_kbps,
             max_lifetime: t.max_lifetime.0,
             unauthenticated_per_second: t.unauthenticated_per_second,
@@ -280,11 +302,26 @@ async fn serve(
         Some((l, _)) => Some(l.local_addr()?),
         None => None,
     };
+    // This box's addresses: the interfaces', the advertised one (a public IP behind 1:1 NAT
+    // is on no interface) and this process's sfuserver's.
+    let own = policy::OwnAddresses::new(
+        [s.relay_ip, bound.bind_ip]
+            .into_iter()
+            .chain(s.sfu_peers.iter().map(|p| p.ip)),
+    );
+    let refresh = own.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(OWN_ADDRESSES_EVERY).await;
+            refresh.refresh();
+        }
+    });
     let policy = Arc::new(policy::PeerPolicy {
         allowed: s.allowed_peers.clone(),
         trusted: s.sfu_peers.clone(),
         learned: s.learned_peers.clone(),
         relays: Default::default(),
+        own,
     });
     let relay_shared = Arc::new(RelayShared {
         bind_ip: bound.bind_ip,
@@ -301,24 +338,29 @@ async fn serve(
         policy,
         stats: stats.clone(),
         limiter: Mutex::new(limits::SourceLimiter::new(s.unauthenticated_per_second)),
-        users: Mutex::new(Default::default()),
-        max_per_user: s.max_allocations_per_user,
+        quotas: Mutex::new(limits::Quotas::new(
+            s.max_allocations_per_user,
+            s.max_allocations_per_ip,
+            s.max_allocations_per_meeting,
+        )),
         max_lifetime: u32::try_from(s.max_lifetime.as_secs())
             .unwrap_or(u32::MAX)
             .clamp(1, guard::MAX_LIFETIME),
         nonces: nonce::NonceSigner::new(rand::random()),
     });
-    let (tcp_conn, closed) = tcp::TcpPacketConn::serve(tcp, stats.clone(), None)?;
+    // TCP and TLS connections share the per-address cap.
+    let slots = limits::ConnectionSlots::new(tcp::MAX_CONNECTIONS, s.max_tcp_connections_per_ip);
+    let (tcp_conn, closed) = tcp::TcpPacketConn::serve(tcp, stats.clone(), None, slots.clone())?;
     let mut guards = vec![
-        Arc::new(Guard::new(Arc::new(udp), guard_shared.clone(), None)),
-        Arc::new(Guard::new(tcp_conn, guard_shared.clone(), Some(closed))),
+        Arc::new(Guard::new(Arc::new(udp), guard_shared.clone())),
+        Arc::new(Guard::new_tcp(tcp_conn, guard_shared.clone(), closed)),
     ];
     // TLS clients get their own listener connection: a client may use the same source port
     // for TCP and TLS, and each listener keys its clients by address.
     if let Some((listener, acceptor)) = tls {
         let (tls_conn, closed) =
-            tcp::TcpPacketConn::serve(listener, stats.clone(), Some(acceptor))?;
-        guards.push(Arc::new(Guard::new(tls_conn, guard_shared, Some(closed))));
+            tcp::TcpPacketConn::serve(listener, stats.clone(), Some(acceptor), slots)?;
+        guards.push(Arc::new(Guard::new_tcp(tls_conn, guard_shared, closed)));
     }
     // One crate server per listener: each gets its own allocation-closed notifications, so
     // each guard knows which of its clients still have an allocation.
@@ -340,7 +382,7 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot start the TURN engine: {e}"))?;
         tokio::spawn(async move {
             while let Some(info) = rx.recv().await {
-                g.allocation_closed(info.five_tuple.src_addr, &info.username);
+                g.allocation_closed(info.five_tuple.src_addr);
             }
         });
         servers.push(server);

@@ -23,12 +23,19 @@ pub enum Rejected {
     ForbiddenPeer,
     /// `turn.max_allocations_per_user` reached: 486.
     Quota,
+    /// `turn.max_allocations_per_ip` reached for the client's address (IPv6: its /64): 486.
+    QuotaSource,
+    /// `turn.max_allocations_per_meeting` reached for the credentials' meeting: 486.
+    QuotaMeeting,
+    /// A TCP or TLS connection refused at accept: `turn.max_tcp_connections_per_ip` from its
+    /// address, or the listeners' total, reached.
+    ConnectionLimit,
     /// Not STUN or ChannelData, undecodable, or from a client without an allocation.
     Malformed,
 }
 
 impl Rejected {
-    const ALL: [Rejected; 8] = [
+    const ALL: [Rejected; 11] = [
         Rejected::RateLimited,
         Rejected::BadCredentials,
         Rejected::ExpiredCredentials,
@@ -36,6 +43,9 @@ impl Rejected {
         Rejected::StaleNonce,
         Rejected::ForbiddenPeer,
         Rejected::Quota,
+        Rejected::QuotaSource,
+        Rejected::QuotaMeeting,
+        Rejected::ConnectionLimit,
         Rejected::Malformed,
     ];
     fn label(self) -> &'static str {
@@ -47,6 +57,9 @@ impl Rejected {
             Rejected::StaleNonce => "stale_nonce",
             Rejected::ForbiddenPeer => "forbidden_peer",
             Rejected::Quota => "quota",
+            Rejected::QuotaSource => "quota_ip",
+            Rejected::QuotaMeeting => "quota_meeting",
+            Rejected::ConnectionLimit => "connection_limit",
             Rejected::Malformed => "malformed",
         }
     }
@@ -93,7 +106,7 @@ pub struct TurnStats {
     pub bytes_from_peers: AtomicU64,
     pub packets_from_peers: AtomicU64,
     pub tcp_connections: AtomicI64,
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; 11],
     dropped: [AtomicU64; 4],
 }
 

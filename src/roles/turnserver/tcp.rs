@@ -11,6 +11,13 @@
 //! `close()` is a no-op on purpose: the crate calls it on the listener connection whenever an
 //! allocation closes. A connection that ends is reported on the `closed` channel so the guard
 //! can delete its allocation at once (the crate has no per-connection delete).
+//!
+//! Connections are limited in all and per source address from accept on (the slots are
+//! shared with the TLS listener), and a connection must hold an allocation within
+//! [`UNALLOCATED`] of being served: until then nothing it sends keeps it open (an
+//! unauthenticated Binding request every few seconds would otherwise hold a slot forever).
+//! Only a connection the guard reports as allocated ([`TcpPacketConn::set_allocated`]) may
+//! stay silent for up to [`IDLE`]; when its allocation ends it has [`UNALLOCATED`] again.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -19,16 +26,26 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use super::stats::{Dropped, TurnStats};
+use super::limits::{ConnectionSlots, Slot};
+use super::stats::{Dropped, Rejected, TurnStats};
 
-/// The most TCP connections served at once (each holds two small tasks and buffers).
-const MAX_CONNECTIONS: usize = 10_000;
-/// A connection must send its first message within this time…
-const FIRST_FRAME: Duration = Duration::from_secs(10);
-/// …and then at least one message per this time (clients refresh long before).
-const IDLE: Duration = Duration::from_secs(3600);
+/// The most TCP and TLS connections served at once (each holds two small tasks and buffers).
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// A connection (after its TLS handshake, which has as long) must hold an allocation this
+/// soon; a TURN client allocates at once.
+pub const UNALLOCATED: Duration = Duration::from_secs(10);
+/// A connection with an allocation must send at least one message per this time (clients
+/// refresh long before).
+pub const IDLE: Duration = Duration::from_secs(3600);
+
+/// One served connection: its outgoing frames, and whether it holds an allocation.
+struct Client {
+    tx: mpsc::Sender<Vec<u8>>,
+    allocated: watch::Sender<bool>,
+}
 
 /// Length of the frame whose first 4 bytes are `hdr`, or `None` if it is neither STUN nor
 /// ChannelData (the stream is garbage and the connection is closed).
@@ -68,17 +85,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opti
 pub struct TcpPacketConn {
     local: SocketAddr,
     frames: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
-    writers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    writers: Mutex<HashMap<SocketAddr, Client>>,
     stats: Arc<TurnStats>,
 }
 
 impl TcpPacketConn {
-    /// Starts accepting on `listener` (TURN over TLS when `tls` is given). Returns the
-    /// connection and the channel on which the addresses of ended connections arrive.
+    /// Starts accepting on `listener` (TURN over TLS when `tls` is given), each connection
+    /// in one of `slots`. Returns the connection and the channel on which the addresses of
+    /// ended connections arrive.
     pub fn serve(
         listener: tokio::net::TcpListener,
         stats: Arc<TurnStats>,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        slots: Arc<ConnectionSlots>,
     ) -> std::io::Result<(Arc<TcpPacketConn>, mpsc::UnboundedReceiver<SocketAddr>)> {
         let local = listener.local_addr()?;
         let (frames_tx, frames_rx) = mpsc::channel(1024);
@@ -102,28 +121,33 @@ impl TcpPacketConn {
                     }
                 };
                 let Some(conn) = weak.upgrade() else { break };
-                if conn.lock_writers().len() >= MAX_CONNECTIONS {
-                    drop(stream);
-                    conn.stats.drop_packet(Dropped::Overflow);
-                    continue;
-                }
+                let slot = match slots.take(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        // Reset rather than close: no TIME_WAIT left behind per refusal.
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                        conn.stats.reject(Rejected::ConnectionLimit);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (frames, closed) = (frames_tx.clone(), closed_tx.clone());
                 match &tls {
                     None => {
                         let (rd, wr) = stream.into_split();
-                        conn.spawn_connection(rd, wr, peer, frames, closed);
+                        conn.spawn_connection(rd, wr, peer, slot, frames, closed);
                     }
                     Some(acceptor) => {
                         // The handshake runs on its own task: a slow client must not hold up
-                        // the accept loop.
+                        // the accept loop. It holds its slot meanwhile.
                         let acceptor = acceptor.clone();
                         tokio::spawn(async move {
                             if let Ok(Ok(s)) =
-                                tokio::time::timeout(FIRST_FRAME, acceptor.accept(stream)).await
+                                tokio::time::timeout(UNALLOCATED, acceptor.accept(stream)).await
                             {
                                 let (rd, wr) = tokio::io::split(s);
-                                conn.spawn_connection(rd, wr, peer, frames, closed);
+                                conn.spawn_connection(rd, wr, peer, slot, frames, closed);
                             }
                         });
                     }
@@ -133,19 +157,27 @@ impl TcpPacketConn {
         Ok((conn, closed_rx))
     }
 
-    fn lock_writers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+    fn lock_writers(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Client>> {
         // Poisoning would need a panic while holding the lock; the map stays usable anyway.
         self.writers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Serves one connection (any byte stream: plain TCP or TLS) until it ends.
-    pub fn spawn_connection<R, W>(
+    /// The guard says whether the connection from `peer` holds an allocation: only then may
+    /// it stay idle for up to [`IDLE`].
+    pub fn set_allocated(&self, peer: SocketAddr, allocated: bool) {
+        if let Some(c) = self.lock_writers().get(&peer) {
+            c.allocated.send_replace(allocated);
+        }
+    }
+
+    /// Serves one connection (any byte stream: plain TCP or TLS) until it ends; its slot is
+    /// given back then.
+    fn spawn_connection<R, W>(
         self: &Arc<Self>,
         rd: R,
         wr: W,
         peer: SocketAddr,
+        slot: Slot,
         frames: mpsc::Sender<(Vec<u8>, SocketAddr)>,
         closed: mpsc::UnboundedSender<SocketAddr>,
     ) where
@@ -153,7 +185,8 @@ impl TcpPacketConn {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-        self.lock_writers().insert(peer, tx);
+        let (allocated, mut allocated_rx) = watch::channel(false);
+        self.lock_writers().insert(peer, Client { tx, allocated });
         self.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
         let writer = tokio::spawn(async move {
             let mut wr = wr;
@@ -166,14 +199,37 @@ impl TcpPacketConn {
         });
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
+            let _slot = slot;
             let mut rd = tokio::io::BufReader::with_capacity(16 * 1024, rd);
-            let mut limit = FIRST_FRAME;
-            // Ends at end of stream, on garbage, or after too long a silence.
-            while let Ok(Ok(Some(frame))) = tokio::time::timeout(limit, read_frame(&mut rd)).await {
+            let mut deadline = Instant::now() + UNALLOCATED;
+            let mut last = Instant::now();
+            // Ends at end of stream, on garbage, or at the deadline.
+            loop {
+                let read = read_frame(&mut rd);
+                tokio::pin!(read);
+                // The read is never cancelled (that would lose a partial frame); the deadline
+                // moves while it runs when the connection gets or loses an allocation.
+                let frame = loop {
+                    tokio::select! {
+                        r = &mut read => break r.ok().flatten(),
+                        _ = tokio::time::sleep_until(deadline) => break None,
+                        Ok(()) = allocated_rx.changed() => {
+                            deadline = if *allocated_rx.borrow_and_update() {
+                                last + IDLE
+                            } else {
+                                Instant::now() + UNALLOCATED
+                            };
+                        }
+                    }
+                };
+                let Some(frame) = frame else { break };
                 if frames.send((frame, peer)).await.is_err() {
                     break;
                 }
-                limit = IDLE;
+                last = Instant::now();
+                if *allocated_rx.borrow() {
+                    deadline = last + IDLE;
+                }
             }
             writer.abort();
             if let Some(me) = me.upgrade() {
@@ -213,7 +269,7 @@ impl webrtc_util::Conn for TcpPacketConn {
         Err(webrtc_util::Error::Other("send is not supported".into()))
     }
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        let tx = self.lock_writers().get(&target).cloned();
+        let tx = self.lock_writers().get(&target).map(|c| c.tx.clone());
         // A too slow connection loses the packet, as UDP would; a gone one too, silently
         // (the answer to the Refresh that deleted its allocation goes there).
         if let Some(tx) = tx

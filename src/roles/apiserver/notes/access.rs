@@ -1,14 +1,17 @@
 //! Who may read and write a meeting's notes and files.
 //!
-//! - Signed-in people: the owner, the invitees (by email), and everyone who joined the
-//!   meeting while signed in (a participation row with their user id). They keep access after
-//!   the meeting: the notes are what people keep.
+//! - Signed-in people: the owner, the invitees (by email), and everyone who was in the
+//!   meeting while signed in (a participation row with their user id that the sfuserver
+//!   reported entering; a join answer alone is not enough). They keep access after the
+//!   meeting — the notes are what people keep — unless a host removed them, or the owner gave
+//!   the meeting a new code since (`access_since`: a personal room's link that went too far).
 //! - Guests have no account; a guest is known by the join token the join answer gave it
 //!   (header `X-Join-Token`, or `?join_token=` where headers cannot be set: `<img>`, a
 //!   WebSocket). The token's signature and meeting are checked; its short expiry is not (it
-//!   exists to open the media session at once), presence is: the guest's participation must
-//!   still be open (the sfuserver closes it when the guest leaves) and not older than the
-//!   longest meeting. So a guest reads and writes only while in the meeting.
+//!   exists to open the media session at once), presence is: the sfuserver must have reported
+//!   the guest entering, the participation must still be open (the sfuserver closes it when
+//!   the guest leaves), not removed by a host, and not older than the longest meeting. So a
+//!   guest reads and writes only while in the meeting.
 //!
 //! Anyone else gets 404 for a meeting that exists (we do not confirm it does), or 401 when
 //! they presented nothing.
@@ -164,6 +167,9 @@ pub async fn member(st: &ApiState, creds: &Credentials, id: i64) -> Result<Membe
             participation::Entity::find()
                 .filter(participation::Column::MeetingId.eq(m.id))
                 .filter(participation::Column::UserId.eq(u.id))
+                .filter(participation::Column::EnteredAt.is_not_null())
+                .filter(participation::Column::RemovedAt.is_null())
+                .filter(participation::Column::Id.gt(m.access_since))
                 .one(&st.db)
                 .await
                 .map(|r| r.is_some())
@@ -203,13 +209,21 @@ async fn guest(st: &ApiState, m: meeting::Model, token: &str) -> Result<Member, 
         .await?;
     let oldest = now() - st.cfg.meetings.max_duration.as_secs_i64();
     match p {
-        Some(p) if p.left_at.is_none() && p.joined_at >= oldest => Ok(Member {
-            meeting: m,
-            who: Who::Guest {
-                participant: claims.participant,
-                name: p.display_name,
-            },
-        }),
+        Some(p)
+            if p.entered_at.is_some()
+                && p.left_at.is_none()
+                && p.removed_at.is_none()
+                && p.joined_at >= oldest
+                && p.id > m.access_since =>
+        {
+            Ok(Member {
+                meeting: m,
+                who: Who::Guest {
+                    participant: claims.participant,
+                    name: p.display_name,
+                },
+            })
+        }
         _ => Err(ApiError::forbidden(
             "not_in_meeting",
             "Guests see the notes and files only while they are in the meeting.",

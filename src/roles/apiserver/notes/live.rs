@@ -1,20 +1,32 @@
-//! `GET /api/v1/meetings/{id}/notes/live`: a WebSocket that carries every accepted change of
-//! a meeting's notes to everyone following them.
+//! `GET /api/v1/meetings/{id}/notes/live`: a WebSocket over which everyone editing a
+//! meeting's notes keeps their copy of the CRDT document in sync (the y-sync protocol of
+//! y-protocols/yrs) and sees the others' cursors (awareness).
 //!
 //! Credentials: those of the upgrade request (the browser's session cookie, `Authorization`,
 //! or a guest's `?join_token=`), else a first message within 10 s:
 //! `{"type":"auth","token":"<session token>"}` or `{"type":"auth","join_token":"…"}`.
 //!
-//! Server messages (JSON text):
-//! - `{"type":"notes","text","version","updated_at","updated_by","by"}`: the current notes
-//!   right after connecting, then every accepted change. Changes may arrive out of order
-//!   when two are accepted at nearly the same moment: keep the highest `version`.
-//! - `{"type":"closed","reason","message"}` before the server ends the connection (a guest
-//!   who left the meeting, bad credentials).
+//! Binary messages are y-sync messages (`varuint` type, then the payload), both ways:
+//! - `[0, 0, state vector]` sync step 1: "this is what I have"; answered with step 2.
+//! - `[0, 1, update]` sync step 2 and `[0, 2, update]` update: changes. The server stores a
+//!   change before passing it on and then acknowledges it (below). Changes may only add
+//!   content in the names (client ids) the sender introduced.
+//! - `[1, awareness update]`: cursors and names; the server puts the member's name in
+//!   `user.name` and drops states for other connections' ids. `[3]` asks for all states.
 //!
-//! The server pings every 20 s and ends a connection silent for 60 s; `{"type":"ping"}` gets
-//! `{"type":"pong"}`. A follower too slow for the stream of changes gets the current notes
-//! again instead of the ones it missed.
+//! Text messages are JSON, server to client:
+//! - `{"type":"hello","version","name","user_id"}` first; then the server sends its step 1
+//!   (the client answers with step 2: edits made offline) and the others' awareness.
+//! - `{"type":"ack","n","version"}` after the n-th change message of this connection
+//!   (step 2 or update) is stored (or was known already): acknowledged means durable.
+//! - `{"type":"closed","reason","message"}` before the server ends the connection. Reasons:
+//!   `bad_auth`, `not_allowed`, `timeout`, `left_meeting` (a guest who left), `rate_limited`
+//!   (too many or too large changes: `notes.live_*`), `bad_update`, `notes_too_large`,
+//!   `reload` (the server dropped its copy: reconnect at once), `server_error`.
+//!
+//! and client to server `{"type":"ping"}` (→ `{"type":"pong"}`). The server pings every
+//! 20 s and ends a connection silent for 60 s. A follower too slow for the stream of
+//! changes gets the whole document again instead of the ones it missed.
 
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
@@ -23,12 +35,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 
+use tokio::sync::broadcast;
+use yrs::encoding::read::Cursor;
+use yrs::sync::protocol::MessageReader;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::DecoderV1;
+use yrs::updates::encoder::Encode;
+
 use super::access::{Credentials, Member, Who, member, session_user};
-use super::{current, live_message};
+use super::crdt;
+use super::hub::{self, Author, Event, LiveDoc, LiveRefused};
 use crate::error::ApiError;
 use crate::roles::apiserver::ApiState;
 
-const MAX_MESSAGE: usize = 16 * 1024;
+/// The largest message: a change that pastes the largest notes, with room for its encoding.
+const MAX_MESSAGE: usize = 2 * super::MAX_NOTES_BYTES + 64 * 1024;
 /// How often a guest's presence in the meeting is checked again.
 const GUEST_RECHECK: Duration = Duration::from_secs(10);
 
@@ -132,86 +153,220 @@ async fn run(
             Err((reason, message)) => return close(session, reason, &message).await,
         },
     };
-    let is_guest = matches!(m.who, Who::Guest { .. });
-    // Subscribe before reading the current notes, so no change falls in between.
-    let mut changes = st.notes_hub.subscribe(id);
-    let snapshot = |st: Arc<ApiState>| async move {
-        current(&st.db, id).await.map(|v| live_message(&v, None))
-    };
-    match snapshot(st.clone()).await {
-        Ok(s) => {
-            if !send(&mut session, &s).await {
-                return;
-            }
-        }
+    let doc = match st.notes_hub.open(&st, id).await {
+        Ok(d) => d,
         Err(e) => return close(session, "server_error", &e.message).await,
+    };
+    let (conn, mut events) = doc.join();
+    let reason = follow(&st, &doc, conn, &m, &mut events, &mut session, &mut stream).await;
+    doc.leave(&st, conn);
+    match reason {
+        Some((reason, message)) => close(session, reason, &message).await,
+        None => {
+            let _ = session.close(None).await;
+        }
     }
+}
+
+/// Sends a y-sync frame.
+async fn send_bin(session: &mut actix_ws::Session, b: Vec<u8>) -> bool {
+    session.binary(b).await.is_ok()
+}
+
+/// Serves one connection until it ends; `Some((reason, message))` when the server ends it.
+async fn follow(
+    st: &Arc<ApiState>,
+    doc: &Arc<LiveDoc>,
+    conn: u64,
+    m: &Member,
+    events: &mut broadcast::Receiver<Event>,
+    session: &mut actix_ws::Session,
+    stream: &mut actix_ws::AggregatedMessageStream,
+) -> Option<(&'static str, String)> {
+    let is_guest = matches!(m.who, Who::Guest { .. });
+    let writable = m.check_writable().is_ok();
+    let author = Author::of(m);
+    let hello = serde_json::json!({
+        "type": "hello", "version": doc.version().await, "name": m.name(), "user_id": m.user_id(),
+        "writable": writable,
+    });
+    if !send(session, &hello.to_string()).await {
+        return None;
+    }
+    let step1 = Message::Sync(SyncMessage::SyncStep1(doc.state_vector().await)).encode_v1();
+    if !send_bin(session, step1).await {
+        return None;
+    }
+    if let Some(all) = doc.awareness_all()
+        && !send_bin(session, all).await
+    {
+        return None;
+    }
+    let mut acks: u64 = 0;
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut recheck = tokio::time::interval(GUEST_RECHECK);
     let mut last_seen = Instant::now();
     loop {
         tokio::select! {
-            change = changes.recv() => match change {
-                Ok(msg) => {
-                    if !send(&mut session, &msg).await {
-                        return;
+            ev = events.recv() => match ev {
+                Ok(Event::Update { from, frame } | Event::Awareness { from, frame }) => {
+                    if from != conn && !send_bin(session, frame.to_vec()).await {
+                        return None;
                     }
                 }
-                Err(RecvError::Lagged(_)) => match snapshot(st.clone()).await {
-                    Ok(s) => {
-                        if !send(&mut session, &s).await {
-                            return;
+                Ok(Event::Reload) => {
+                    return Some(("reload", "The notes were reloaded on the server; connect again.".into()));
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Missed changes: the whole document (applying known parts is harmless).
+                    let (all, _) = doc.diff_since(&yrs::StateVector::default()).await;
+                    if !send_bin(session, hub::update_frame(&all)).await {
+                        return None;
+                    }
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            incoming = stream.next() => {
+                last_seen = Instant::now();
+                match incoming {
+                    Some(Ok(AggregatedMessage::Binary(b))) => {
+                        if let Err(e) = st.notes_hub.limits(st).live(doc.meeting, &author.tag, b.len(), Instant::now()) {
+                            tracing::info!(meeting = doc.meeting, member = %author.tag, "notes live changes rate-limited");
+                            return Some(("rate_limited", format!(
+                                "Too many or too large changes at once; wait {} s and connect again.",
+                                e.as_secs() + 1
+                            )));
+                        }
+                        match handle_binary(st, doc, conn, m, &author, writable, &b, session, &mut acks).await {
+                            Ok(true) => {}
+                            Ok(false) => return None,
+                            Err(r) => return Some(r),
                         }
                     }
-                    Err(e) => return close(session, "server_error", &e.message).await,
-                },
-                Err(RecvError::Closed) => return,
-            },
-            incoming = stream.next() => match incoming {
-                Some(Ok(AggregatedMessage::Text(t))) => {
-                    last_seen = Instant::now();
-                    if serde_json::from_str::<serde_json::Value>(&t).is_ok_and(|v| v["type"] == "ping")
-                        && !send(&mut session, r#"{"type":"pong"}"#).await
-                    {
-                        return;
+                    Some(Ok(AggregatedMessage::Text(t))) => {
+                        if serde_json::from_str::<serde_json::Value>(&t).is_ok_and(|v| v["type"] == "ping")
+                            && !send(session, r#"{"type":"pong"}"#).await
+                        {
+                            return None;
+                        }
                     }
-                }
-                Some(Ok(AggregatedMessage::Ping(b))) => {
-                    last_seen = Instant::now();
-                    let _ = session.pong(&b).await;
-                }
-                Some(Ok(AggregatedMessage::Pong(_) | AggregatedMessage::Binary(_))) => {
-                    last_seen = Instant::now();
-                }
-                Some(Ok(AggregatedMessage::Close(_))) | None => break,
-                Some(Err(e)) => {
-                    tracing::debug!(meeting = id, error = %e, "notes WebSocket protocol error");
-                    break;
+                    Some(Ok(AggregatedMessage::Ping(b))) => {
+                        let _ = session.pong(&b).await;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) | None => return None,
+                    Some(Err(e)) => {
+                        tracing::debug!(meeting = doc.meeting, error = %e, "notes WebSocket protocol error");
+                        return None;
+                    }
                 }
             },
             _ = ping.tick() => {
                 if last_seen.elapsed() > Duration::from_secs(60) {
-                    break;
+                    return None;
                 }
                 if session.ping(b"").await.is_err() {
-                    return;
+                    return None;
                 }
             }
             _ = recheck.tick(), if is_guest => {
                 if let Who::Guest { participant, .. } = &m.who
-                    && !guest_still_in(&st, id, participant).await
+                    && !guest_still_in(st, doc.meeting, participant).await
                 {
-                    return close(
-                        session,
+                    return Some((
                         "left_meeting",
-                        "You left the meeting; its notes are for people in it.",
-                    )
-                    .await;
+                        "You left the meeting; its notes are for people in it.".into(),
+                    ));
                 }
             }
         }
     }
-    let _ = session.close(None).await;
+}
+
+/// One binary message (it may hold several y-sync messages). `Ok(false)`: the connection is
+/// gone; `Err`: end it for this reason.
+#[allow(clippy::too_many_arguments)]
+async fn handle_binary(
+    st: &Arc<ApiState>,
+    doc: &Arc<LiveDoc>,
+    conn: u64,
+    m: &Member,
+    author: &Author,
+    writable: bool,
+    bytes: &[u8],
+    session: &mut actix_ws::Session,
+    acks: &mut u64,
+) -> Result<bool, (&'static str, String)> {
+    let bad = |what: &str| {
+        (
+            "bad_update",
+            format!("That message could not be read ({what})."),
+        )
+    };
+    let mut decoder = DecoderV1::new(Cursor::new(bytes));
+    let msgs: Vec<Message> = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        MessageReader::new(&mut decoder).collect::<Result<Vec<_>, _>>()
+    }))
+    .map_err(|_| bad("malformed"))?
+    .map_err(|_| bad("malformed"))?;
+    // The reader stops quietly at a message cut short: all of it must have been read.
+    let read: usize = msgs.iter().map(|m| m.encode_v1().len()).sum();
+    if read != bytes.len() || msgs.is_empty() {
+        return Err(bad("truncated"));
+    }
+    for msg in msgs {
+        match msg {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let (diff, _) = doc.diff_since(&sv).await;
+                let frame = Message::Sync(SyncMessage::SyncStep2(diff)).encode_v1();
+                if !send_bin(session, frame).await {
+                    return Ok(false);
+                }
+            }
+            Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
+                if !writable {
+                    return Err((
+                        "not_allowed",
+                        "This meeting was cancelled; its notes can be read, not changed.".into(),
+                    ));
+                }
+                let version = match doc.apply_live(st, conn, author, &u).await {
+                    Ok(v) => v,
+                    Err(LiveRefused::Unavailable) => {
+                        return Err((
+                            "reload",
+                            "The notes could not be saved just now; connect again.".into(),
+                        ));
+                    }
+                    Err(LiveRefused::Update(crdt::UpdateRefused::TooLarge(max))) => {
+                        return Err((
+                            "notes_too_large",
+                            format!("Notes have at most {max} bytes; that change was not saved."),
+                        ));
+                    }
+                    Err(LiveRefused::Update(e)) => {
+                        tracing::info!(meeting = doc.meeting, member = %author.tag, error = %e, "notes change refused");
+                        return Err(("bad_update", format!("That change was refused: {e}.")));
+                    }
+                };
+                *acks += 1;
+                let ack = serde_json::json!({"type": "ack", "n": *acks, "version": version});
+                if !send(session, &ack.to_string()).await {
+                    return Ok(false);
+                }
+            }
+            Message::Awareness(a) => doc.awareness_update(conn, &m.name(), &a.encode_v1()),
+            Message::AwarenessQuery => {
+                if let Some(all) = doc.awareness_all()
+                    && !send_bin(session, all).await
+                {
+                    return Ok(false);
+                }
+            }
+            Message::Auth(_) | Message::Custom(..) => {}
+        }
+    }
+    Ok(true)
 }
 
 /// Whether a guest's participation is still open.

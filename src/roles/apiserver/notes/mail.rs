@@ -170,7 +170,7 @@ pub async fn send(
             ),
         ));
     }
-    let notes = current(&st.db, m.id).await?;
+    let notes = current(&st.clone().into_inner(), m.id).await?;
     if notes.text.trim().is_empty() {
         return Err(ApiError::conflict(
             "notes_empty",
@@ -233,16 +233,19 @@ pub async fn send(
         recipients.insert(owner.email);
     }
     let txn = st.db.begin().await?;
+    super::super::mail::check_quota(&txn, &st.cfg.mail, me.id, recipients.len()).await?;
     for to in &recipients {
         enqueue(
             &txn,
             &st.mailer,
             Outgoing {
-                to: to.clone(),
-                subject: format!("Notes: {}", m.title),
-                text: text.clone(),
-                calendar: None,
                 html: Some(html.clone()),
+                ..Outgoing::by(
+                    me.id,
+                    to.clone(),
+                    format!("Notes: {}", m.title),
+                    text.clone(),
+                )
             },
         )
         .await

@@ -1,47 +1,60 @@
-//! Meeting notes (minutes): one Markdown document per meeting, with a version number.
+//! Meeting notes (minutes): one Markdown document per meeting that everyone in it edits at
+//! once. The document is a CRDT (Yjs in the browser, yrs here): concurrent edits merge
+//! without conflicts and without anyone's text being lost or invented.
 //!
 //! ```text
 //! GET  /api/v1/meetings/{id}/notes                    → {text, version, updated_at, updated_by}
-//! PUT  /api/v1/meetings/{id}/notes {text, version}    → the new state; 409 + current text if stale
-//! GET  /api/v1/meetings/{id}/notes/versions           → [{version, created_at, created_by}], newest first
+//! PUT  /api/v1/meetings/{id}/notes {text, version}    → the notes after the change (see below)
+//! GET  /api/v1/meetings/{id}/notes/versions           → history, newest first (history.rs)
 //! GET  /api/v1/meetings/{id}/notes/versions/{v}       → that version's text
-//! POST /api/v1/meetings/{id}/notes/versions/{v}/restore {version} → its text as a new version
-//! GET  /api/v1/meetings/{id}/notes/live               → WebSocket: every accepted change (live.rs)
+//! POST /api/v1/meetings/{id}/notes/versions/{v}/restore → its text becomes the current text
+//! GET  /api/v1/meetings/{id}/notes/live               → WebSocket, y-sync protocol (live.rs)
 //! POST /api/v1/meetings/{id}/notes/send               → mails the rendered notes (mail.rs)
 //! ```
 //!
-//! Optimistic concurrency: a change names the version it was made on; the write is one
-//! conditional UPDATE (`… WHERE version = ?`, or an INSERT guarded by the primary key for the
-//! first version), so of two writers on the same version exactly one wins and the other gets
-//! 409 with the text it must merge with. Nobody silently overwrites anyone. Every accepted
-//! version is also kept in `note_versions`; a restore writes an old text as a new version, so
-//! history only grows.
+//! `version` counts stored changes (live keystrokes and REST saves alike). A `PUT` says which
+//! version its text was made on; the server applies the difference between that version's
+//! text and the new text (by words) to the document:
+//! - made on the current version: the text becomes exactly the new text;
+//! - made on an older version: the change is merged with everything since, as if typed
+//!   then (both sides' words are kept). This works while the server still has the changes
+//!   since that version, i.e. for versions since the last compaction (which folds changes
+//!   in every few hundred changes and when the notes go idle);
+//! - older than that, or newer than the current version: `409 version_conflict` with the
+//!   current `text` and `version`, nothing changed: apply your change to that text and PUT
+//!   again with that version.
+//!
+//! A restore is a change like any other (everyone following sees it at once) and is kept in
+//! history, as is every REST save. REST saves (PUT, restore) are limited per member and
+//! meeting (`notes.saves_per_minute`, `notes.save_burst`: 429 + `Retry-After`), and the
+//! history per meeting to `notes.history_budget` bytes (history.rs).
 //!
 //! Live updates go over an apiserver WebSocket rather than the sfuserver's signaling channel:
 //! notes outlive the media session, are read by people who are not in the call, and must not
-//! depend on which sfuserver (on which host) runs the meeting. The hub is in-process; several
-//! apiservers behind one database would need a shared bus (not built).
+//! depend on which sfuserver (on which host) runs the meeting. The documents live in this
+//! process (hub.rs); several apiservers behind one database would need a shared bus (not
+//! built).
 
 mod access;
+mod awareness;
+mod crdt;
+mod history;
+mod hub;
+mod limits;
 mod live;
 mod mail;
 
 pub use access::{Credentials, JOIN_TOKEN_HEADER, Member, Who, member};
+pub use hub::NotesHub;
 
 use actix_web::{HttpResponse, web};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
-};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::ApiState;
-use crate::db::entities::{note, note_version};
 use crate::error::{ApiError, json_error};
-use crate::util::now;
+use hub::Author;
 
 /// The largest notes document, in bytes of UTF-8.
 pub const MAX_NOTES_BYTES: usize = 1024 * 1024;
@@ -57,45 +70,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get))
             .route(web::put().to(put)),
     )
-    .route("/meetings/{id}/notes/versions", web::get().to(versions))
-    .route("/meetings/{id}/notes/versions/{v}", web::get().to(version))
+    .route(
+        "/meetings/{id}/notes/versions",
+        web::get().to(history::versions),
+    )
+    .route(
+        "/meetings/{id}/notes/versions/{v}",
+        web::get().to(history::version),
+    )
     .route(
         "/meetings/{id}/notes/versions/{v}/restore",
         web::post().to(restore),
     )
     .route("/meetings/{id}/notes/live", web::get().to(live::live))
     .route("/meetings/{id}/notes/send", web::post().to(mail::send));
-}
-
-/// Fans accepted changes out to the live connections of each meeting (in this process).
-#[derive(Default)]
-pub struct NotesHub {
-    /// Locked briefly to find or make a meeting's channel; never across an await.
-    channels: Mutex<HashMap<i64, broadcast::Sender<Arc<String>>>>,
-}
-
-impl NotesHub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, broadcast::Sender<Arc<String>>>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn subscribe(&self, meeting: i64) -> broadcast::Receiver<Arc<String>> {
-        let mut map = self.lock();
-        map.retain(|_, tx| tx.receiver_count() > 0);
-        map.entry(meeting)
-            .or_insert_with(|| broadcast::channel(64).0)
-            .subscribe()
-    }
-
-    /// Sends one serialized message to everyone following the meeting's notes.
-    pub fn publish(&self, meeting: i64, msg: String) {
-        let mut map = self.lock();
-        if let Some(tx) = map.get(&meeting)
-            && tx.send(Arc::new(msg)).is_err()
-        {
-            map.remove(&meeting);
-        }
-    }
 }
 
 /// The notes as the API shows them.
@@ -109,129 +97,25 @@ pub struct NotesView {
 }
 
 /// The current notes (version 0 and no text before the first change).
-pub async fn current<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    meeting_id: i64,
-) -> Result<NotesView, ApiError> {
-    Ok(match note::Entity::find_by_id(meeting_id).one(db).await? {
-        Some(n) => NotesView {
-            meeting_id,
-            text: n.text,
-            version: n.version,
-            updated_at: n.updated_at,
-            updated_by: n.updated_by,
-        },
-        None => NotesView {
-            meeting_id,
-            text: String::new(),
-            version: 0,
-            updated_at: 0,
-            updated_by: None,
-        },
-    })
+pub async fn current(st: &Arc<ApiState>, meeting_id: i64) -> Result<NotesView, ApiError> {
+    Ok(st.notes_hub.open(st, meeting_id).await?.view().await)
 }
 
-/// The live message for a state of the notes.
-fn live_message(v: &NotesView, by: Option<&str>) -> String {
-    serde_json::json!({
-        "type": "notes",
-        "meeting_id": v.meeting_id,
-        "text": v.text,
-        "version": v.version,
-        "updated_at": v.updated_at,
-        "updated_by": v.updated_by,
-        "by": by,
-    })
-    .to_string()
-}
-
-fn conflict(cur: NotesView) -> ApiError {
-    ApiError::conflict(
-        "version_conflict",
-        format!(
-            "Someone else changed the notes first (now version {}); merge your change into the current text and save again.",
-            cur.version
-        ),
-    )
-    .with_extra(serde_json::json!({
-        "text": cur.text,
-        "version": cur.version,
-        "updated_at": cur.updated_at,
-        "updated_by": cur.updated_by,
-    }))
-}
-
-/// Writes `text` as the version after `base`, or answers 409 with the current notes.
-async fn save(st: &ApiState, m: &Member, base: i64, text: String) -> Result<NotesView, ApiError> {
-    m.check_writable()?;
-    if base < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_version",
-            "`version` is the version your change was made on (0 for the first).",
-        ));
-    }
-    if text.len() > MAX_NOTES_BYTES {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "notes_too_large",
-            format!("Notes have at most {MAX_NOTES_BYTES} bytes."),
-        ));
-    }
-    let id = m.meeting.id;
-    let (t, by, version) = (now(), m.user_id(), base + 1);
-    let txn = st.db.begin().await?;
-    let won = if base == 0 {
-        let row = note::ActiveModel {
-            meeting_id: Set(id),
-            text: Set(text.clone()),
-            version: Set(version),
-            updated_at: Set(t),
-            updated_by: Set(by),
-        };
-        match note::Entity::insert(row).exec_without_returning(&txn).await {
-            Ok(_) => true,
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => false,
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        note::Entity::update_many()
-            .col_expr(note::Column::Text, Expr::value(text.clone()))
-            .col_expr(note::Column::Version, Expr::value(version))
-            .col_expr(note::Column::UpdatedAt, Expr::value(t))
-            .col_expr(note::Column::UpdatedBy, Expr::value(by))
-            .filter(note::Column::MeetingId.eq(id))
-            .filter(note::Column::Version.eq(base))
-            .exec(&txn)
-            .await?
-            .rows_affected
-            == 1
-    };
-    if !won {
-        txn.rollback().await?;
-        return Err(conflict(current(&st.db, id).await?));
-    }
-    note_version::Entity::insert(note_version::ActiveModel {
-        meeting_id: Set(id),
-        version: Set(version),
-        text: Set(text.clone()),
-        created_at: Set(t),
-        created_by: Set(by),
-        ..Default::default()
-    })
-    .exec_without_returning(&txn)
-    .await?;
-    txn.commit().await?;
-    let view = NotesView {
-        meeting_id: id,
-        text,
-        version,
-        updated_at: t,
-        updated_by: by,
-    };
+/// A REST save may go ahead (or 429).
+fn check_save_rate(st: &ApiState, m: &Member) -> Result<(), ApiError> {
     st.notes_hub
-        .publish(id, live_message(&view, Some(&m.name())));
-    tracing::info!(meeting = id, version, "notes saved");
-    Ok(view)
+        .limits(st)
+        .save(m.meeting.id, &m.tag(), Instant::now())
+        .map_err(|wait| {
+            tracing::info!(meeting = m.meeting.id, member = %m.tag(), "notes saves rate-limited");
+            ApiError::rate_limited(
+                wait.as_secs() + 1,
+                format!(
+                    "Too many saves of these notes; at most {} a minute. Try again shortly.",
+                    st.cfg.notes.saves_per_minute
+                ),
+            )
+        })
 }
 
 /// `GET /api/v1/meetings/{id}/notes`
@@ -241,14 +125,14 @@ pub async fn get(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let m = member(&st, &creds, id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(current(&st.db, m.meeting.id).await?))
+    Ok(HttpResponse::Ok().json(current(&st.into_inner(), m.meeting.id).await?))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutNotes {
     pub text: String,
-    /// The version the change was made on.
+    /// The version the text was made on.
     pub version: i64,
 }
 
@@ -260,86 +144,49 @@ pub async fn put(
     body: web::Json<PutNotes>,
 ) -> Result<HttpResponse, ApiError> {
     let m = member(&st, &creds, id.into_inner()).await?;
+    m.check_writable()?;
+    check_save_rate(&st, &m)?;
     let body = body.into_inner();
-    Ok(HttpResponse::Ok().json(save(&st, &m, body.version, body.text).await?))
-}
-
-/// `GET /api/v1/meetings/{id}/notes/versions`
-pub async fn versions(
-    st: web::Data<ApiState>,
-    creds: Credentials,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, ApiError> {
-    let m = member(&st, &creds, id.into_inner()).await?;
-    let rows: Vec<(i64, i64, Option<i64>)> = note_version::Entity::find()
-        .select_only()
-        .column(note_version::Column::Version)
-        .column(note_version::Column::CreatedAt)
-        .column(note_version::Column::CreatedBy)
-        .filter(note_version::Column::MeetingId.eq(m.meeting.id))
-        .order_by_desc(note_version::Column::Version)
-        .into_tuple()
-        .all(&st.db)
+    let st = st.into_inner();
+    let doc = st.notes_hub.open(&st, m.meeting.id).await?;
+    let view = doc
+        .set_text(&st, &Author::of(&m), body.version, &body.text, "save")
         .await?;
-    let list: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|(version, created_at, created_by)| {
-            serde_json::json!({"version": version, "created_at": created_at, "created_by": created_by})
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
-}
-
-async fn old_version(
-    st: &ApiState,
-    meeting_id: i64,
-    v: i64,
-) -> Result<note_version::Model, ApiError> {
-    note_version::Entity::find()
-        .filter(note_version::Column::MeetingId.eq(meeting_id))
-        .filter(note_version::Column::Version.eq(v))
-        .one(&st.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("The notes have no such version."))
-}
-
-/// `GET /api/v1/meetings/{id}/notes/versions/{v}`
-pub async fn version(
-    st: web::Data<ApiState>,
-    creds: Credentials,
-    path: web::Path<(i64, i64)>,
-) -> Result<HttpResponse, ApiError> {
-    let (id, v) = path.into_inner();
-    let m = member(&st, &creds, id).await?;
-    let row = old_version(&st, m.meeting.id, v).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "meeting_id": row.meeting_id,
-        "version": row.version,
-        "text": row.text,
-        "created_at": row.created_at,
-        "created_by": row.created_by,
-    })))
+    tracing::info!(
+        meeting = m.meeting.id,
+        version = view.version,
+        "notes saved"
+    );
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Restore {
-    /// The current version the restore is made on (as for a change).
-    pub version: i64,
+    /// Accepted for older clients and ignored: a restore applies to the current text.
+    #[allow(dead_code)]
+    pub version: Option<i64>,
 }
 
-/// `POST /api/v1/meetings/{id}/notes/versions/{v}/restore {version}`: the text of version
-/// `v` becomes the newest version.
+/// `POST /api/v1/meetings/{id}/notes/versions/{v}/restore`: the text of version `v` becomes
+/// the current text (a change everyone following sees, kept in history as a restore).
 pub async fn restore(
     st: web::Data<ApiState>,
     creds: Credentials,
     path: web::Path<(i64, i64)>,
-    body: web::Json<Restore>,
+    _body: Option<web::Json<Restore>>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, v) = path.into_inner();
     let m = member(&st, &creds, id).await?;
-    let old = old_version(&st, m.meeting.id, v).await?;
-    let view = save(&st, &m, body.version, old.text).await?;
+    m.check_writable()?;
+    check_save_rate(&st, &m)?;
+    let old = history::find(&st, m.meeting.id, v).await?;
+    let st = st.into_inner();
+    let doc = st.notes_hub.open(&st, m.meeting.id).await?;
+    let base = doc.version().await;
+    let view = doc
+        .set_text(&st, &Author::of(&m), base, &old.text, "restore")
+        .await?;
     tracing::info!(
         meeting = id,
         restored = v,
