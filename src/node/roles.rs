@@ -117,6 +117,7 @@ pub fn start(
             own_address: own_address.to_string(),
             room_grace: cfg.sfu.room_grace.0,
             audio_top_k: cfg.sfu.audio_top_k,
+            removed_for: cfg.meetings.join_token_ttl.0 + std::time::Duration::from_secs(60),
         };
         let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(participation))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));

@@ -48,6 +48,9 @@ pub struct SfuSettings {
     pub room_grace: Duration,
     /// Audio streams forwarded to each participant: the loudest K (0: all).
     pub audio_top_k: usize,
+    /// A participant a host removed is refused this long if it comes back with its join
+    /// token: the join tokens' lifetime (`meetings.join_token_ttl`) and some clock slack.
+    pub removed_for: Duration,
 }
 
 pub struct SfuServer {
@@ -241,6 +244,7 @@ pub fn start(
             crypto: crypto.clone(),
             room_grace: s.room_grace,
             rooms: rooms.clone(),
+            removed_for: s.removed_for,
         });
         let reporter = Box::new(ActorReporter {
             participation: participation.clone(),

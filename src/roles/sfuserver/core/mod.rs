@@ -54,7 +54,7 @@ use self::audio::{RoomAudio, Verdict};
 use self::codec::{Kind, inspect};
 use self::packet::{PacketRing, Pkt};
 use self::participant::{
-    LAYERS, OutState, Participant, TrackOut, choose_layer, layer_bps, wanted_rank,
+    LAYERS, OutState, Participant, SdpError, TrackOut, choose_layer, layer_bps, wanted_rank,
 };
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::signal::{ClientMsg, MediaKind, ParticipantInfo, ServerMsg, Source};
@@ -317,7 +317,13 @@ pub struct CoreConfig {
     pub crypto: Arc<CryptoProvider>,
     pub room_grace: Duration,
     pub rooms: Arc<Rooms>,
+    /// How long a participant a host removed is refused if it comes back with its join
+    /// token (which names that one join): at least the token's lifetime.
+    pub removed_for: Duration,
 }
+
+/// Removed participants remembered per meeting at most (the oldest are forgotten first).
+pub const MAX_REMOVED_PER_MEETING: usize = 1024;
 
 struct Member {
     key: PeerKey,
@@ -370,6 +376,9 @@ pub struct Core {
     sources: HashMap<TrackKey, SourceTrack>,
     dirty: Vec<usize>,
     next_housekeeping: Option<Instant>,
+    /// Per meeting, participants a host removed and when (oldest first): their join tokens
+    /// are still valid for a while and must not bring them back.
+    removed: HashMap<MeetingId, std::collections::VecDeque<(ParticipantId, Instant)>>,
     pub counts: Counts,
 }
 
@@ -392,6 +401,7 @@ impl Core {
             sources: HashMap::new(),
             dirty: Vec::new(),
             next_housekeeping: None,
+            removed: HashMap::new(),
             counts: Counts::default(),
         }
     }
@@ -1411,6 +1421,23 @@ impl Core {
         out: &mut Outputs,
     ) {
         let meeting = claims.meeting;
+        // A removed participant's join token stays valid for minutes; the participant id
+        // it names is refused on every worker (each one got the host's action).
+        if self
+            .removed
+            .get(&meeting)
+            .is_some_and(|r| r.iter().any(|(pid, _)| *pid == claims.participant))
+        {
+            tracing::info!(%meeting, participant = %claims.participant, "a removed participant tried to come back");
+            out.clients.push(ToClient::Refuse {
+                tx,
+                msg: ServerMsg::Closed {
+                    reason: "removed".into(),
+                    message: "The host removed you from this meeting.".into(),
+                },
+            });
+            return;
+        }
         if self.rooms.get(&meeting).is_some_and(|r| r.locked) && !claims.host {
             out.clients.push(ToClient::Refuse {
                 tx,
@@ -1601,13 +1628,17 @@ impl Core {
                 let previous = std::mem::replace(&mut p.sources, sources);
                 match p.accept_offer(&sdp) {
                     Ok(answer) => out.clients.push(ToClient::Msg { slot, msg: answer }),
-                    Err(e) => {
+                    Err(SdpError::Refused(e)) => {
                         p.sources = previous;
                         tracing::info!(participant = %p.pid, error = %e, "client offer refused");
                         out.clients.push(ToClient::Msg {
                             slot,
                             msg: ServerMsg::error("bad_sdp", e),
                         });
+                    }
+                    Err(e @ SdpError::Broken(_)) => {
+                        self.drop_broken(now, slot, "offer", &e, out);
+                        return;
                     }
                 }
             }
@@ -1625,12 +1656,16 @@ impl Core {
                     }
                     self.update_desired(slot);
                 }
-                Err(e) => {
+                Err(SdpError::Refused(e)) => {
                     tracing::info!(participant = %p.pid, error = %e, "client answer refused; renegotiating");
                     out.clients.push(ToClient::Msg {
                         slot,
                         msg: ServerMsg::error("bad_sdp", e),
                     });
+                }
+                Err(e @ SdpError::Broken(_)) => {
+                    self.drop_broken(now, slot, "answer", &e, out);
+                    return;
                 }
             },
             // An ICE-lite server needs no remote candidates: the client's checks reveal its
@@ -1706,6 +1741,29 @@ impl Core {
         self.mark(slot);
     }
 
+    /// str0m panicked on this participant's SDP (caught): its `Rtc` is in an unknown state,
+    /// so the participant is told and dropped (reason `bad_sdp`); nobody else is touched.
+    fn drop_broken(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        what: &str,
+        e: &SdpError,
+        out: &mut Outputs,
+    ) {
+        if let Some(p) = self.peers[slot].as_ref() {
+            tracing::warn!(participant = %p.pid, error = %e, "the media engine panicked on a client {what}; dropping that participant");
+        }
+        out.clients.push(ToClient::Msg {
+            slot,
+            msg: ServerMsg::Closed {
+                reason: "bad_sdp".into(),
+                message: format!("The media server cannot use this {what}: {e}."),
+            },
+        });
+        self.remove_peer(now, slot, "bad_sdp", out);
+    }
+
     /// A local participant's state (mute, hand) changed: update replicas and the audio table.
     fn member_changed(&mut self, slot: usize, out: &mut Outputs) {
         let Some(p) = self.peers[slot].as_ref() else {
@@ -1755,6 +1813,17 @@ impl Core {
         action: RoomAction,
         out: &mut Outputs,
     ) -> Result<(), String> {
+        if let RoomAction::Remove { participant_id } = &action {
+            // Remembered even when the participant is not (or no longer) here: it could
+            // come back with its token to any worker.
+            let list = self.removed.entry(meeting).or_default();
+            if !list.iter().any(|(p, _)| p == participant_id) {
+                if list.len() >= MAX_REMOVED_PER_MEETING {
+                    list.pop_front();
+                }
+                list.push_back((participant_id.clone(), now));
+            }
+        }
         let Some(room) = self.rooms.get_mut(&meeting) else {
             return Err("nobody is in this meeting".into());
         };
@@ -1972,6 +2041,16 @@ impl Core {
                 c.sweep(now);
             }
         }
+        let keep = self.cfg.removed_for;
+        self.removed.retain(|_, list| {
+            while list
+                .front()
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= keep)
+            {
+                list.pop_front();
+            }
+            !list.is_empty()
+        });
         let grace = self.cfg.room_grace;
         let closed: Vec<MeetingId> = self
             .rooms

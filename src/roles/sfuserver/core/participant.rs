@@ -188,6 +188,42 @@ pub struct Participant {
     pub params: Arc<[PayloadParams]>,
 }
 
+/// Why a client's SDP was not taken.
+#[derive(Debug)]
+pub enum SdpError {
+    /// Refused; the participant's session is as it was (the client may try again).
+    Refused(String),
+    /// str0m panicked on it: the participant's `Rtc` is in an unknown state and must go
+    /// (the worker and everyone else on it carry on).
+    Broken(String),
+}
+
+impl std::fmt::Display for SdpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SdpError::Refused(e) => f.write_str(e),
+            SdpError::Broken(e) => write!(f, "the media engine failed on it: {e}"),
+        }
+    }
+}
+
+/// Runs a str0m call on one participant's `Rtc`, turning a panic into [`SdpError::Broken`].
+/// str0m 0.25 panics on some client offers ("Pt locked multiple times", found by the `sdp`
+/// fuzz target: fuzz/known-crashes/sdp/); uncaught, that would end the media worker and
+/// every meeting on it. Only the `Rtc` the closure borrows can be left half-changed, and
+/// its owner drops it (hence `AssertUnwindSafe`).
+pub fn contained<T>(f: impl FnOnce() -> T) -> Result<T, SdpError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| e.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic")
+            .to_string();
+        SdpError::Broken(msg)
+    })
+}
+
 impl Participant {
     pub fn new(
         key: PeerKey,
@@ -286,14 +322,12 @@ impl Participant {
 
     /// A client offer. The server is polite: a pending server offer is dropped (str0m's
     /// `accept_offer` discards it) and its changes are offered again afterwards.
-    pub fn accept_offer(&mut self, sdp: &str) -> Result<ServerMsg, String> {
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unreadable SDP offer: {e}"))?;
-        let answer = self
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| format!("offer refused: {e}"))?;
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<ServerMsg, SdpError> {
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| SdpError::Refused(format!("unreadable SDP offer: {e}")))?;
+        let rtc = &mut self.rtc;
+        let answer = contained(|| rtc.sdp_api().accept_offer(offer))?
+            .map_err(|e| SdpError::Refused(format!("offer refused: {e}")))?;
         if self.pending.take().is_some() {
             self.revert_negotiation();
         }
@@ -306,16 +340,17 @@ impl Participant {
 
     /// The client's answer to our offer. Returns the indexes of the tracks that just
     /// opened (video among them needs a keyframe from its publisher).
-    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<usize>, String> {
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<usize>, SdpError> {
         let Some(pending) = self.pending.take() else {
-            return Err("there is no offer to answer".into());
+            return Err(SdpError::Refused("there is no offer to answer".into()));
         };
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("unreadable SDP answer: {e}"))?;
-        if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| SdpError::Refused(format!("unreadable SDP answer: {e}")))?;
+        let rtc = &mut self.rtc;
+        if let Err(e) = contained(|| rtc.sdp_api().accept_answer(pending, answer))? {
             // Never give up on a participant for one bad round: offer everything again.
             self.revert_negotiation();
-            return Err(format!("answer refused: {e}"));
+            return Err(SdpError::Refused(format!("answer refused: {e}")));
         }
         let mut opened = Vec::new();
         let mut api = self.rtc.direct_api();

@@ -148,6 +148,7 @@ impl Sim {
                     crypto: crypto.clone(),
                     room_grace: Duration::from_secs(5),
                     rooms: rooms.clone(),
+                    removed_for: Duration::from_secs(300),
                 })
             })
             .collect();
@@ -184,6 +185,20 @@ impl Sim {
         simulcast: bool,
         host: bool,
     ) -> usize {
+        self.join_as(None, worker, audio, video, simulcast, host)
+    }
+
+    /// As [`Sim::join`], with the join token of client `again` (its participant id) when
+    /// given: that participant comes back with its old token.
+    pub fn join_as(
+        &mut self,
+        again: Option<usize>,
+        worker: usize,
+        audio: bool,
+        video: bool,
+        simulcast: bool,
+        host: bool,
+    ) -> usize {
         let index = self.clients.len() as u32;
         let addr = SocketAddr::from(([10, 0, 1, index as u8 + 1], 40000));
         let mut rtc = RtcConfig::new()
@@ -193,7 +208,10 @@ impl Sim {
             .build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         let (tx, rx) = tokio::sync::mpsc::channel(512);
-        let pid = ParticipantId(format!("p{index}"));
+        let pid = match again {
+            Some(c) => self.clients[c].pid.clone(),
+            None => ParticipantId(format!("p{index}")),
+        };
         self.clients.push(Client {
             index,
             pid: pid.clone(),
