@@ -52,6 +52,8 @@ fn prepare_buf<T>(len: usize) -> Vec<Option<T>> {
 impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
+        // A zero max age keeps nothing (`is_inert`): no slots are allocated for it.
+        let initial_size = if max_age.is_zero() { 0 } else { initial_size };
         Self {
             buf: prepare_buf(initial_size),
             max_age,

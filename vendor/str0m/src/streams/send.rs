@@ -483,7 +483,12 @@ impl StreamTx {
         rtx_ratio_cap: Option<f32>,
     ) {
         // Dump old cache to avoid having to deal with resizing logic inside the cache impl.
-        self.rtx_cache = RtxCache::new(max_packets, max_age);
+        // A stream whose NACKs go to the application keeps no cache (`set_nack_to_app`).
+        self.rtx_cache = if self.nack_to_app {
+            RtxCache::new(0, Duration::ZERO)
+        } else {
+            RtxCache::new(max_packets, max_age)
+        };
         if rtx_ratio_cap.is_some() {
             self.stats
                 .bytes_transmitted
@@ -515,8 +520,15 @@ impl StreamTx {
     /// For an application that keeps sent packets itself (an SFU holding one copy of each
     /// forwarded packet for all its receivers) and sends them with
     /// [`DirectApi::send_rtp_now`][crate::change::DirectApi::send_rtp_now].
+    ///
+    /// Enabling it also empties and disables the stream's RTX cache, which such an
+    /// application never fills (the packets it sends directly are not cached): its slots
+    /// are freed. Call [`StreamTx::set_rtx_cache`] after disabling it to have one again.
     pub fn set_nack_to_app(&mut self, enabled: bool) {
         self.nack_to_app = enabled;
+        if enabled {
+            self.rtx_cache = RtxCache::new(0, Duration::ZERO);
+        }
     }
 
     pub(crate) fn nack_to_app(&self) -> bool {
