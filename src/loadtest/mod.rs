@@ -88,6 +88,11 @@ pub struct LoadtestArgs {
     /// 0: everyone talks all the time.
     #[arg(long, default_value_t = 0)]
     pub talkers: usize,
+    /// The server forwards only the K loudest audio streams to each listener (our
+    /// `sfu.audio_top_k`; 0: every stream). A listener is then ready with K audio streams, and
+    /// the stretches the server held back between a publisher's audio frames are not loss.
+    #[arg(long = "audio-top-k", default_value_t = 0)]
+    pub audio_top_k: usize,
     /// Subscribers per step that depacketize and check every frame (latency, loss after
     /// retransmission), spread evenly over the join order; the others decrypt and acknowledge
     /// every packet (str0m in RTP mode) and count them. Publishers always check frames.
@@ -295,9 +300,19 @@ fn default_steps(s: Scenario) -> Vec<usize> {
 
 /// The participants of one step: (audio, video, expected incoming streams), publishers first.
 fn plan(args: &LoadtestArgs, load: usize) -> Vec<(bool, bool, usize)> {
+    // Audio streams a listener gets of `n` publishers (top-K: the loudest K).
+    let audio = |n: usize| match args.audio_top_k {
+        0 => n,
+        k => n.min(k),
+    };
     match args.scenario {
-        Scenario::Meeting if args.no_video => vec![(true, false, load.saturating_sub(1)); load],
-        Scenario::Meeting => vec![(true, true, 2 * load.saturating_sub(1)); load],
+        Scenario::Meeting if args.no_video => {
+            vec![(true, false, audio(load.saturating_sub(1))); load]
+        }
+        Scenario::Meeting => {
+            let others = load.saturating_sub(1);
+            vec![(true, true, others + audio(others)); load]
+        }
         Scenario::Fanout => {
             let mut v = vec![(true, true, 0)];
             v.extend(std::iter::repeat_n((false, false, 2), load));
@@ -305,8 +320,8 @@ fn plan(args: &LoadtestArgs, load: usize) -> Vec<(bool, bool, usize)> {
         }
         Scenario::Audio => {
             let p = args.publishers.max(1);
-            let mut v = vec![(true, false, p - 1); p];
-            v.extend(std::iter::repeat_n((false, false, p), load));
+            let mut v = vec![(true, false, audio(p - 1)); p];
+            v.extend(std::iter::repeat_n((false, false, audio(p)), load));
             v
         }
     }
@@ -450,6 +465,7 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
             full,
             expect_streams: expect,
             janus: role,
+            audio_held: args.audio_top_k > 0,
             talk: (args.talkers > 0 && audio).then(|| {
                 talker += 1;
                 (talker - 1, args.talkers, audio_publishers)

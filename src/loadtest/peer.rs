@@ -70,6 +70,9 @@ pub struct PeerSpec {
     /// Talking turns: (this publisher's number among the audio publishers, how many talk at
     /// once, how many publishers take turns). None: always talking.
     pub talk: Option<(usize, usize, usize)>,
+    /// The server holds back quiet audio streams (top-K): a gap between a publisher's audio
+    /// frames is a held stretch, not loss.
+    pub audio_held: bool,
 }
 
 /// How long one group of talkers talks before the next group's turn.
@@ -635,7 +638,8 @@ impl Peer {
         match self.last_seen.insert(key, seq) {
             Some(last) => {
                 let gap = seq.wrapping_sub(last);
-                if (2..0x8000_0000).contains(&gap) {
+                let held = kind == 0 && self.spec.audio_held;
+                if (2..0x8000_0000).contains(&gap) && !held {
                     self.frames_lost += u64::from(gap - 1);
                 }
             }
