@@ -14,7 +14,7 @@ set -euo pipefail
 VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
 NODE_PREFIX=${APPLIANCE_NODE_PREFIX:-/var/tmp/meeting-appliance-node}
 APT_PACKAGES=(mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
-  lintian rpm rpmlint mmdebstrap fonts-noto-cjk slapd ldap-utils)
+  lintian rpm rpmlint mmdebstrap fonts-noto-cjk slapd ldap-utils wrk)
 
 die() { echo "test-deps: FAILED: $*" >&2; exit 1; }
 step() { echo "test-deps: $*"; }

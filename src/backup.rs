@@ -185,6 +185,18 @@ pub fn restore(cfg: &Config, from: &Path) -> anyhow::Result<Manifest> {
             manifest.version
         );
     }
+    // A manifest is data from outside: no entry may name a place outside the backup (read)
+    // or outside the data dir (written).
+    if let Some(bad) = manifest
+        .entries
+        .iter()
+        .find(|e| !is_plain_relative(&e.path))
+    {
+        anyhow::bail!(
+            "{MANIFEST} names `{}`, which is not a plain relative path inside the backup: refusing to restore this backup",
+            bad.path
+        );
+    }
     for e in &manifest.entries {
         let p = from.join(&e.path);
         let (size, sha) = hash_file(&p)
@@ -242,6 +254,16 @@ pub fn restore(cfg: &Config, from: &Path) -> anyhow::Result<Manifest> {
         check_sqlite(p)?;
     }
     Ok(manifest)
+}
+
+/// `a/b/c` and nothing else: no root, no `..`, no `.`, no empty part.
+fn is_plain_relative(p: &str) -> bool {
+    !p.is_empty()
+        && !p.contains('\\')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 fn create_private_dir(p: &Path) -> anyhow::Result<()> {
@@ -433,5 +455,52 @@ mod tests {
         };
         let err = restore(&new, &b).expect_err("damaged");
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    /// Before the fix a manifest entry `../x` or `/x` was copied to where it pointed.
+    #[test]
+    fn restore_refuses_paths_that_leave_the_backup_or_the_data_dir() {
+        let root = tempfile::tempdir().expect("tmp");
+        let b = root.path().join("backup");
+        std::fs::create_dir_all(b.join("files")).expect("mkdir");
+        let victim = root.path().join("victim.txt");
+        let body = b"owned";
+        std::fs::write(b.join("files").join("x"), body).expect("write");
+        let (size, sha256) = hash_file(&b.join("files").join("x")).expect("hash");
+        for evil in [
+            "../victim.txt".to_string(),
+            "files/../../victim.txt".to_string(),
+            victim.display().to_string(),
+            "files/./x".to_string(),
+            "".to_string(),
+        ] {
+            let m = Manifest {
+                format: FORMAT,
+                created_at: 0,
+                version: "t".into(),
+                database: "none".into(),
+                entries: vec![Entry {
+                    path: evil.clone(),
+                    size,
+                    sha256: sha256.clone(),
+                }],
+            };
+            std::fs::write(b.join(MANIFEST), serde_json::to_vec(&m).expect("json")).expect("w");
+            let cfg = Config {
+                data_dir: root.path().join("data").join("d"),
+                database: crate::config::Database {
+                    url: Some("mysql://u:p@127.0.0.1:1/x".into()),
+                    ..Default::default()
+                },
+                ..Config::default()
+            };
+            let err = restore(&cfg, &b).expect_err(&evil);
+            assert!(
+                err.to_string().contains("not a plain relative path"),
+                "{evil}: {err}"
+            );
+            assert!(!victim.exists(), "{evil} wrote outside the data dir");
+        }
+        assert!(is_plain_relative("files/meetings/1/abc"));
     }
 }

@@ -364,7 +364,7 @@ fn apply_flags(cfg: &mut Config, f: &Flags, m: &ArgMatches) -> anyhow::Result<()
     apply_auth_flags(cfg, f)
 }
 
-/// The sign-in flags (issue 19): `--authMethods`, `--oidc*`, `--ldap*`, `--auditRetention`.
+/// The sign-in flags: `--authMethods`, `--oidc*`, `--ldap*`, `--auditRetention`.
 fn apply_auth_flags(cfg: &mut Config, f: &Flags) -> anyhow::Result<()> {
     if !f.auth_methods.is_empty() {
         // Repeated flags add up, in order; a method named twice counts once.

@@ -113,6 +113,16 @@ impl ResponseError for ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        if crate::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut a = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "The appliance cannot reach its database right now; please try again in a moment.",
+            );
+            a.retry_after = Some(5);
+            return a;
+        }
         ApiError::internal(format_args!("database: {e}"))
     }
 }

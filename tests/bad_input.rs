@@ -79,10 +79,11 @@ async fn database_going_away_gives_clean_errors() {
     .await;
     assert_eq!(
         (a.status, a.error_code()),
-        (500, "internal"),
+        (503, "database_unavailable"),
         "{:?}",
         a.body
     );
+    assert!(a.headers.contains_key("retry-after"), "{:?}", a.headers);
     let msg = a.body["message"].as_str().unwrap_or("");
     assert!(
         !msg.to_ascii_lowercase().contains("sql") && !msg.contains("login_codes"),

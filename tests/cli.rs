@@ -18,7 +18,13 @@ fn stdout(o: &std::process::Output) -> String {
 fn garbage_flag_and_unknown_config_key_are_named() {
     let o = run_cli(
         appliance_bin!(),
-        &["apiserver", "--secret", "s3cret-s3cret", "--garbage", "1"],
+        &[
+            "apiserver",
+            "--secret",
+            "s3cret-s3cret-s3cret",
+            "--garbage",
+            "1",
+        ],
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--garbage"), "{}", stderr(&o));
@@ -116,7 +122,10 @@ fn node_roles_need_the_apiserver_and_the_secret() {
     // A node role on its own host registers with the apiserver over the bridge: it needs
     // where (--apiserver host:port) and the shared secret, and says so.
     for role in ["sfuserver", "turnserver", "fsserver"] {
-        let o = run_cli(appliance_bin!(), &[role, "--secret", "s3cret-s3cret"]);
+        let o = run_cli(
+            appliance_bin!(),
+            &[role, "--secret", "s3cret-s3cret-s3cret"],
+        );
         assert!(!o.status.success(), "{role}");
         assert!(
             stderr(&o).contains("--apiserver host:port"),
@@ -137,7 +146,7 @@ fn node_roles_need_the_apiserver_and_the_secret() {
         &[
             "turnserver",
             "--secret",
-            "s3cret-s3cret",
+            "s3cret-s3cret-s3cret",
             "--ip",
             "127.0.0.1",
             "--port",

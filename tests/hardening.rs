@@ -366,11 +366,13 @@ async fn an_offer_flood_is_bounded_and_disconnected() {
         }
         sent += 1;
     }
+    // The server closes while the attacker is still writing, so the kernel may reset the
+    // connection before its `closed` frame is read: no reason, or `rate_limited`. The reason
+    // the server recorded is what the bystander is told.
     let reason = attacker.until_closed(Duration::from_secs(30)).await;
-    assert_eq!(
-        reason.as_deref(),
-        Some("rate_limited"),
-        "after {sent} offers"
+    assert!(
+        matches!(reason.as_deref(), None | Some("rate_limited")),
+        "after {sent} offers: {reason:?}"
     );
     let pid = attacker.participant.clone();
     assert_eq!(
@@ -1060,4 +1062,462 @@ async fn undeliverable_mail_neither_delays_codes_nor_stays_forever() {
     );
     drop(app);
     drop(held);
+}
+
+// ------------------------------------------------------------------------------------------
+// The deployment secret
+// ------------------------------------------------------------------------------------------
+
+/// Every key derives from the secret. Before the fix an empty or short secret file was used
+/// as it was, and an 8-character `--secret` was accepted.
+#[test]
+fn weak_secrets_are_refused_with_how_to_fix() {
+    for (content, why) in [
+        ("", "empty"),
+        ("hunter2", "too short"),
+        (
+            "abababababababababababababababababababab",
+            "too few different",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("secret"), content).expect("write");
+        let o = support::run_cli(
+            support::appliance_bin!(),
+            &[
+                "--dataDir",
+                dir.path().to_str().expect("utf8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--udpPort",
+                "0",
+            ],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a {why} secret file was accepted");
+        assert!(
+            err.contains(why) && err.contains("32 random bytes"),
+            "{err}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = support::run_cli(
+        support::appliance_bin!(),
+        &[
+            "--secret",
+            "short-secret",
+            "--dataDir",
+            dir.path().to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--secret is too short"), "{err}");
+}
+
+/// `/metrics` tells a stranger how busy the box is and who runs it; it can be restricted to
+/// the monitoring host and a scrape token. (Before the fix it could not be restricted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_restricted_to_an_address_and_a_token() {
+    let app = Appliance::start(
+        &["--udpPort", "0"],
+        &[
+            ("MEETING_METRICS__ALLOW", "127.0.0.1/32"),
+            ("MEETING_METRICS__TOKEN", "scrape-token-0123456789"),
+        ],
+    );
+    let get = |from: [u8; 4], token: Option<&'static str>| {
+        let url = app.url("/metrics");
+        async move {
+            meeting_appliance::util::install_ring_provider();
+            let c = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from(from))
+                .build()
+                .expect("client");
+            let mut rb = c.get(url);
+            if let Some(t) = token {
+                rb = rb.bearer_auth(t);
+            }
+            let r = rb.send().await.expect("get");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let (st, body) = get([127, 0, 0, 1], Some("scrape-token-0123456789")).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("meeting_"), "{body}");
+    assert_eq!(get([127, 0, 0, 1], None).await.0, 401);
+    assert_eq!(get([127, 0, 0, 1], Some("wrong")).await.0, 401);
+    let (st, body) = get([127, 0, 0, 9], Some("scrape-token-0123456789")).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(!body.contains("meeting_"), "{body}");
+    // Health stays open for load balancers.
+    let h = reqwest::get(app.url("/healthz")).await.expect("healthz");
+    assert_eq!(h.status().as_u16(), 200);
+}
+
+/// A browser sends the session cookie whatever page opens the WebSocket: before the fix another
+/// site's page could open a live notes connection in the signed-in user's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_websocket_refuses_other_sites() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (app, host, _code, id) = hosted().await;
+    let addr = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let open = |origin: &'static str| {
+        let (addr, host) = (addr.clone(), host.clone());
+        async move {
+            let mut req = format!("ws://{addr}/api/v1/meetings/{id}/notes/live")
+                .into_client_request()
+                .expect("request");
+            req.headers_mut().insert(
+                "Origin",
+                origin.replace("SELF", &addr).parse().expect("hdr"),
+            );
+            req.headers_mut().insert(
+                "Cookie",
+                format!("meeting_session={host}").parse().expect("hdr"),
+            );
+            let tcp = TcpStream::connect(&addr).await.expect("tcp");
+            tokio_tungstenite::client_async(req, tcp).await.map(|_| ())
+        }
+    };
+    match open("http://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 403)
+        }
+        other => panic!("a foreign page got the notes connection: {other:?}"),
+    }
+    open("http://SELF").await.expect("our own page connects");
+}
+
+// ------------------------------------------------------------------------------------------
+// Files
+// ------------------------------------------------------------------------------------------
+
+/// Grants an upload of `len` bytes and PUTs them: (file id, PUT status, PUT body).
+async fn put_only(app: &Appliance, token: &str, id: i64, len: usize) -> (Value, u16, Value) {
+    let (s, g) = support::files::grant(
+        &app.url(""),
+        token,
+        id,
+        json!({"name": "x.bin", "content_type": "application/octet-stream", "size": len}),
+    )
+    .await;
+    assert_eq!(s, 201, "{g}");
+    let url = g["upload_url"].as_str().expect("upload_url").to_string();
+    let put = tokio::task::spawn_blocking(move || {
+        support::files::request(
+            "PUT",
+            &url,
+            &[("Content-Type", "application/octet-stream")],
+            &vec![7u8; len],
+        )
+    })
+    .await
+    .expect("PUT");
+    let body = serde_json::from_slice(&put.body).unwrap_or(Value::Null);
+    (g["id"].clone(), put.status, body)
+}
+
+/// Before the fix an upload nobody committed counted against the meeting's quota for ever:
+/// a member could fill the quota with uploads the meeting never sees. Now the fsserver deletes
+/// an upload the apiserver did not record within `fs.unclaimed_ttl`; recorded ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_never_committed_stop_holding_the_quota() {
+    let app = Appliance::start(
+        &["--udpPort", "0"],
+        &[
+            ("MEETING_FS__UNCLAIMED_TTL", "3s"),
+            ("MEETING_FS__MEETING_QUOTA", "3000"),
+        ],
+    );
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let id = m.body["id"].as_i64().expect("id");
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    // One recorded file (1000 bytes) and one never committed (1500 bytes).
+    let kept = support::files::upload(
+        base,
+        &host,
+        id,
+        "kept.bin",
+        "application/octet-stream",
+        vec![1u8; 1000],
+    )
+    .await;
+    let (orphan, st, _) = put_only(&app, &host, id, 1500).await;
+    assert_eq!(st, 201);
+    // The quota is full: 1000 + 1500 + 1000 > 3000.
+    let (_, st, body) = put_only(&app, &host, id, 1000).await;
+    assert_eq!(st, 413, "{body}");
+    // Once the orphan's time is up it is deleted and its bytes count no more.
+    let started = Instant::now();
+    loop {
+        let (_, st, _) = put_only(&app, &host, id, 1000).await;
+        if st == 201 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the orphan still holds the quota"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Committing the reaped orphan now fails clearly; the recorded file is still there.
+    let _ = orphan;
+    let list = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/files")),
+        Some(&host),
+        None,
+    )
+    .await;
+    let files = list.body.as_array().expect("files");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["id"], kept["id"]);
+    let url = files[0]["download_url"]
+        .as_str()
+        .expect("download_url")
+        .to_string();
+    let got = tokio::task::spawn_blocking(move || support::files::request("GET", &url, &[], b""))
+        .await
+        .expect("GET");
+    assert_eq!(
+        (got.status, got.body.len()),
+        (200, 1000),
+        "the recorded file outlived the TTL"
+    );
+}
+
+/// An upload committed after its time is up is refused, not recorded as a broken file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_is_refused_not_recorded() {
+    let app = Appliance::start(&["--udpPort", "0"], &[("MEETING_FS__UNCLAIMED_TTL", "2s")]);
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let id = m.body["id"].as_i64().expect("id");
+    let (fid, st, put) = put_only(&app, &host, id, 100).await;
+    assert_eq!(st, 201);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let a = call(
+        "POST",
+        &app.url(&format!(
+            "/api/v1/meetings/{id}/files/{}/commit",
+            fid.as_str().expect("id")
+        )),
+        Some(&host),
+        Some(json!({"receipt": put["receipt"]})),
+    )
+    .await;
+    assert!(
+        matches!(
+            (a.status, a.error_code()),
+            (400, "invalid_receipt") | (410, "upload_expired")
+        ),
+        "{} {:?}",
+        a.status,
+        a.body
+    );
+    let list = call(
+        "GET",
+        &app.url(&format!("/api/v1/meetings/{id}/files")),
+        Some(&host),
+        None,
+    )
+    .await;
+    assert_eq!(
+        list.body.as_array().map(Vec::len),
+        Some(0),
+        "{:?}",
+        list.body
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// The database going away and coming back
+// ------------------------------------------------------------------------------------------
+
+/// A real MariaDB stopped and started again under a running appliance. Before the fix every API
+/// call waited 10 s for a connection and then failed with a 500. Now: a 503 with Retry-After
+/// within 3 s, `/readyz` names the database, a meeting in progress carries on, and who
+/// entered and left meanwhile is written once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_fast_and_loses_nothing() {
+    let db = support::MariaDb::start();
+    let args = [
+        "--mysqlAddress".to_string(),
+        db.address(),
+        "--mysqlUser".into(),
+        db.user().into(),
+        "--mysqlPassword".into(),
+        db.password().into(),
+        "--mysqlDatabase".into(),
+        db.database().into(),
+        "--udpPort".into(),
+        "0".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[]);
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    let (id, code) = (
+        m.body["id"].as_i64().expect("id"),
+        m.body["code"].as_str().expect("code").to_string(),
+    );
+    // Two people in the meeting; a third has a join answer but has not entered yet.
+    let mut ann = open(&app, &code, "Ann").await;
+    let mut bob = open(&app, &code, "Bob").await;
+    let cy = join_answer(&app, &code, "Cy").await;
+    let cy_id = cy["participant_id"].as_str().expect("pid").to_string();
+    let bob_id = bob.participant.clone();
+    // Wait until the sfuserver's reports are written (Ann and Bob present).
+    let participants = app.url(&format!("/api/v1/meetings/{id}/participants"));
+    support::api::eventually("Ann and Bob recorded", || async {
+        let p = call("GET", &participants, Some(&host), None).await;
+        p.body
+            .as_array()
+            .is_some_and(|l| l.iter().filter(|r| !r["entered_at"].is_null()).count() == 2)
+    })
+    .await;
+
+    db.stop();
+    // The API answers at once, clearly.
+    let asked = Instant::now();
+    let a = call(
+        "POST",
+        &app.url("/api/v1/auth/code"),
+        None,
+        Some(json!({"email": "dee@corp.test"})),
+    )
+    .await;
+    let took = asked.elapsed();
+    println!("an API call with the database down answered in {took:?}");
+    assert_eq!(
+        (a.status, a.error_code()),
+        (503, "database_unavailable"),
+        "{:?}",
+        a.body
+    );
+    assert!(a.headers.contains_key("retry-after"));
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let r = call("GET", &app.url("/readyz"), None, None).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body["reason"].as_str().unwrap_or("").contains("database"),
+        "{:?}",
+        r.body
+    );
+    // The meeting goes on: chat flows, Cy enters, Bob leaves.
+    assert!(
+        ann.send(json!({"type": "chat", "text": "still here?"}))
+            .await
+    );
+    assert_eq!(
+        bob.until("chat", Duration::from_secs(10)).await["text"],
+        "still here?"
+    );
+    let cy_in = support::api::enter(&cy).await;
+    assert!(bob.send(json!({"type": "leave"})).await);
+    let _ = bob.until_closed(Duration::from_secs(10)).await;
+    drop(bob);
+    let left = left_reason(&mut ann, &bob_id, Duration::from_secs(10)).await;
+    assert_eq!(left, "left");
+    ann.alive().await;
+
+    db.restart();
+    // Recovery without a restart of the appliance; what happened meanwhile is recorded.
+    support::api::eventually("ready again", || async {
+        call("GET", &app.url("/readyz"), None, None).await.status == 200
+    })
+    .await;
+    support::api::eventually("Cy's entry and Bob's leaving written", || async {
+        let p = call("GET", &participants, Some(&host), None).await;
+        let Some(rows) = p.body.as_array() else { return false };
+        let row = |pid: &str| rows.iter().find(|r| r["participant_id"] == pid).cloned();
+        matches!(
+            (row(&cy_id), row(&bob_id)),
+            (Some(c), Some(b)) if !c["entered_at"].is_null() && c["left_at"].is_null() && !b["left_at"].is_null()
+        )
+    })
+    .await;
+    let a = call(
+        "POST",
+        &app.url("/api/v1/auth/code"),
+        None,
+        Some(json!({"email": "dee@corp.test"})),
+    )
+    .await;
+    assert_eq!(a.status, 204, "{:?}", a.body);
+    drop(cy_in);
+}
+
+/// The session rule is one function for every way in: before, the notes WebSocket's own copy
+/// of it ignored disabled accounts, and an open notes connection outlived its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notes_connection_ends_with_its_session() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (app, host, _code, id) = hosted().await;
+    let addr = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut req = format!("ws://{addr}/api/v1/meetings/{id}/notes/live")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Cookie",
+        format!("meeting_session={host}").parse().expect("hdr"),
+    );
+    let tcp = TcpStream::connect(&addr).await.expect("tcp");
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("notes ws");
+    // The connection works (the server says hello), then the session ends.
+    let hello = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    assert!(matches!(hello, Ok(Some(Ok(_)))), "{hello:?}");
+    let out = call("POST", &app.url("/api/v1/auth/logout"), Some(&host), None).await;
+    assert_eq!(out.status, 204);
+    let ended = Instant::now();
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let m: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if m["type"] == "closed" {
+                    break m["reason"].as_str().unwrap_or("").to_string();
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the notes connection outlived its session: {other:?}"),
+        }
+    };
+    assert_eq!(reason, "signed_out");
+    println!(
+        "notes connection closed {:?} after sign-out",
+        ended.elapsed()
+    );
 }

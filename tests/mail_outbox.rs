@@ -67,3 +67,16 @@ async fn mail_queued_while_smtp_is_down_is_delivered_after_restart() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sink.messages().len(), 1);
 }
+
+/// A stop after mail went out (an SMTP connection is pooled) is still clean: before, dropping
+/// the pool after the runtime had ended panicked and the exit status said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_after_sending_mail_exits_cleanly() {
+    let sink = SmtpSink::start();
+    let args = mail_args(sink.port());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = Appliance::start(&args, &[]);
+    support::api::sign_in(&app, &sink, "ann@corp.test").await;
+    let status = app.stop();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+}

@@ -300,9 +300,10 @@ async fn instant_room_and_join_answer() {
     // TURN: coturn's REST scheme with the deployment's TURN secret.
     let turn = &j.body["ice_servers"][1];
     let user = turn["username"].as_str().expect("username");
-    let (expiry, pid) = user.split_once(':').expect("expiry:participant");
+    // `expiry:meeting.participant`: the TURN server caps allocations per meeting by it.
+    let (expiry, who) = user.split_once(':').expect("expiry:meeting.participant");
     assert!(expiry.parse::<i64>().expect("expiry") > now() + 3600);
-    assert_eq!(pid, claims.participant.as_str());
+    assert_eq!(who, format!("{id}.{}", claims.participant.as_str()));
     assert_eq!(turn["credential"], turn_password(keys.turn_secret(), user));
     let urls: Vec<&str> = turn["urls"]
         .as_array()

@@ -84,6 +84,7 @@ pub struct Config {
     pub tls: Tls,
     pub notes: Notes,
     pub audit: Audit,
+    pub metrics: MetricsAccess,
 }
 
 impl Default for Config {
@@ -109,6 +110,7 @@ impl Default for Config {
             tls: Tls::default(),
             notes: Notes::default(),
             audit: Audit::default(),
+            metrics: MetricsAccess::default(),
         }
     }
 }
@@ -482,6 +484,17 @@ fn dn_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
             .map(String::from)
             .collect(),
     })
+}
+
+/// Who may read `/metrics` (`[metrics]`). Open by default (it is on the same port as the
+/// API); a box on the internet restricts it to the monitoring host, a token, or both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsAccess {
+    /// Client addresses allowed (CIDRs). Empty: any address.
+    pub allow: Vec<IpNet>,
+    /// When set, scrapes must send `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// The audit log (`[audit]`): sign-ins, administrators' and hosts' actions.
@@ -925,6 +938,9 @@ pub struct Fs {
     pub download_url_ttl: Dur,
     /// The file links in mailed notes work this long.
     pub mail_link_ttl: Dur,
+    /// An upload the apiserver has not recorded (the client never committed it) is deleted
+    /// this long after it was stored, and stops counting against the meeting's quota.
+    pub unclaimed_ttl: Dur,
 }
 
 impl Default for Fs {
@@ -939,6 +955,7 @@ impl Default for Fs {
             upload_url_ttl: Dur::secs(15 * 60),
             download_url_ttl: Dur::secs(3600),
             mail_link_ttl: Dur::secs(30 * 86400),
+            unclaimed_ttl: Dur::secs(3600),
         }
     }
 }
@@ -1102,6 +1119,7 @@ where
             .with_list_parse_key("sfu.ip")
             .with_list_parse_key("turn.allowed_peers")
             .with_list_parse_key("fs.inline_types")
+            .with_list_parse_key("metrics.allow")
             .with_list_parse_key("allocator.allow")
             .try_parsing(true)
             .source(Some(env_map)),
@@ -1263,6 +1281,7 @@ impl Config {
         }
         mask(&mut c.auth.oidc.client_secret);
         mask(&mut c.auth.ldap.bind_password);
+        mask(&mut c.metrics.token);
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }

@@ -20,8 +20,15 @@ pub async fn connect(
     let mut opt = ConnectOptions::new(url.to_owned());
     opt.max_connections(max_connections)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10))
+        // While a database server is down a request must not hang: a connection is refused or
+        // times out within 1 s and the client is told to retry (503 + Retry-After). SQLite
+        // cannot be down; its waits are for the one writer, so it may wait longer.
+        .connect_timeout(Duration::from_secs(1))
+        .acquire_timeout(if url.starts_with("sqlite:") {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(1)
+        })
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
         // One writer at a time in SQLite; WAL lets readers go on while it writes, and the busy
@@ -50,6 +57,28 @@ pub async fn connect(
         .await
         .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
     Ok(db)
+}
+
+/// Whether an error means the database cannot be reached right now (down, restarting, the
+/// network to it broken), as opposed to a query or data problem.
+pub fn is_unavailable(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let runtime = match e {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(r) | DbErr::Exec(r) | DbErr::Query(r) => r,
+        _ => return false,
+    };
+    match runtime {
+        RuntimeErr::SqlxError(x) => matches!(
+            x.as_ref(),
+            sea_orm::sqlx::Error::Io(_)
+                | sea_orm::sqlx::Error::PoolTimedOut
+                | sea_orm::sqlx::Error::PoolClosed
+                | sea_orm::sqlx::Error::WorkerCrashed
+                | sea_orm::sqlx::Error::Tls(_)
+        ),
+        _ => false,
+    }
 }
 
 /// The URL with its password masked, for logs.

@@ -8,6 +8,7 @@ pub mod load;
 pub mod roles;
 pub mod wiring;
 
+use crate::error::ApiError;
 use actix::prelude::*;
 use actix_web::{App, HttpResponse, HttpServer, dev::Service, web};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,11 +30,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     crate::util::install_ring_provider();
     let sys = actix_rt::System::new();
     let result = sys.block_on(serve(cfg));
-    if result.is_err() {
-        // Start-up failed with actors already running; the process exits right after this,
-        // and dropping them outside their runtime would only add a panic to the error.
-        std::mem::forget(sys);
-    }
+    // The process exits right after this. The actors still held by the System (the mail
+    // outbox with its pooled SMTP connections, whose drop needs a runtime) would be dropped
+    // outside their runtime and panic; the operating system closes what is left. Everything
+    // that must survive is in the database or on disk already.
+    std::mem::forget(sys);
     result
 }
 
@@ -52,11 +53,12 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// The deployment secret: configured, or generated once into the data dir (mode 0600).
+/// Every key (join tokens, TURN, files, bridge) derives from it: a guessable one is refused.
 fn ensure_secret(cfg: &Config) -> anyhow::Result<String> {
     if let Some(s) = &cfg.secret {
-        if s.len() < 8 {
+        if s.chars().count() < MIN_SECRET_FLAG {
             anyhow::bail!(
-                "--secret is too short: use at least 8 characters (32 random ones are better)"
+                "--secret is too short: use at least {MIN_SECRET_FLAG} characters (32 random ones are better, e.g. `openssl rand -base64 32`)"
             );
         }
         return Ok(s.clone());
@@ -65,12 +67,38 @@ fn ensure_secret(cfg: &Config) -> anyhow::Result<String> {
     if path.exists() {
         let s = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        return Ok(s.trim().to_string());
+        let s = s.trim().to_string();
+        check_secret_file(&s).map_err(|why| {
+            anyhow::anyhow!(
+                "the secret in {} is {why}: it must hold at least 32 random bytes (the appliance writes 43 base64 characters). Move it away to have a new one generated (sessions, join links and file links signed with the old one stop working), or put a strong one there",
+                path.display()
+            )
+        })?;
+        return Ok(s);
     }
     let s = crate::ids::random_token(32);
     write_private(&path, &s)?;
     tracing::info!(path = %path.display(), "generated the deployment secret");
     Ok(s)
+}
+
+/// The shortest `--secret` accepted.
+const MIN_SECRET_FLAG: usize = 16;
+
+/// A secret file must carry about 32 bytes of entropy: 43 characters of base64 as generated,
+/// or anything at least as long that is not a repetition of a few characters.
+fn check_secret_file(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("empty");
+    }
+    if s.chars().count() < 32 {
+        return Err("too short");
+    }
+    let distinct: std::collections::BTreeSet<char> = s.chars().collect();
+    if distinct.len() < 12 {
+        return Err("made of too few different characters");
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
@@ -203,6 +231,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         own_address: own_address.clone(),
         public_url: public_url.clone(),
         tls,
+        self_url: format!(
+            "{}://{}",
+            if tls { "https" } else { "http" },
+            SocketAddr::new(
+                if bound.ip().is_unspecified() {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    bound.ip()
+                },
+                bound.port()
+            )
+        ),
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
         limits,
         sso: Arc::new(apiserver::auth::Sso::new(&cfg, &keys_for_sso, &public_url)?),
@@ -210,6 +250,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
     let m = metrics.clone();
     let sfu_state = started.sfu;
+    let metrics_access = cfg.metrics.clone();
     let server = HttpServer::new(move || {
         let m = m.clone();
         let m2 = m.clone();
@@ -235,7 +276,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     Ok(res)
                 }
             })
-            .configure(move |c| ops_routes(c, m2))
+            .configure({
+                let access = metrics_access.clone();
+                move |c| ops_routes(c, m2, access)
+            })
             .configure(apiserver::routes)
     })
     .on_connect(crate::bridge::on_connect)
@@ -271,8 +315,10 @@ fn node_routes(
     }
 }
 
-/// `/healthz` and `/metrics`, served by every role's HTTP listener.
-fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics) {
+/// `/healthz` and `/metrics`, served by every role's HTTP listener. `/metrics` answers only
+/// the addresses and the token of `[metrics]` when they are set (403 / 401 otherwise).
+fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics, access: crate::config::MetricsAccess) {
+    let access = std::sync::Arc::new(access);
     c.route(
         "/healthz",
         web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
@@ -280,15 +326,55 @@ fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics) {
     .route("/readyz", web::get().to(crate::health::readyz))
     .route(
         "/metrics",
-        web::get().to(move || {
-            let body = metrics.render();
+        web::get().to(move |req: actix_web::HttpRequest| {
+            let refused = metrics_refused(&access, &req);
+            let body = if refused.is_none() {
+                metrics.render()
+            } else {
+                String::new()
+            };
             async move {
-                HttpResponse::Ok()
+                if let Some(e) = refused {
+                    return Err(e);
+                }
+                Ok(HttpResponse::Ok()
                     .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-                    .body(body)
+                    .body(body))
             }
         }),
     );
+}
+
+fn metrics_refused(
+    access: &crate::config::MetricsAccess,
+    req: &actix_web::HttpRequest,
+) -> Option<ApiError> {
+    if !access.allow.is_empty() {
+        let ip = req.peer_addr().map(|a| a.ip());
+        if !ip.is_some_and(|ip| access.allow.iter().any(|n| n.contains(ip))) {
+            return Some(ApiError::forbidden(
+                "not_allowed",
+                "Metrics are not served to this address (metrics.allow).",
+            ));
+        }
+    }
+    if let Some(want) = &access.token {
+        let got = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::util::ct_eq(
+            &crate::tokens::sha256_hex(got),
+            &crate::tokens::sha256_hex(want),
+        ) {
+            return Some(ApiError::unauthorized(
+                "Metrics need the scrape token (metrics.token).",
+            ));
+        }
+    }
+    None
 }
 
 /// Node roles on their own host (`meeting-appliance sfuserver|turnserver|fsserver … --apiserver
@@ -329,11 +415,15 @@ async fn serve_node(
     let links = wiring::connect_remote(&target, &keys, started.nodes, (sfu_link, sfu_outbox));
     let (sfu_state, fs_state) = (started.sfu, started.fs);
     let sfu_actor = sfu_state.as_ref().map(|s| s.sfu.clone());
+    let metrics_access = cfg.metrics.clone();
     let server = HttpServer::new(move || {
         let (m, sfu_state, fs_state) = (metrics.clone(), sfu_state.clone(), fs_state.clone());
         App::new()
             .configure(move |c| node_routes(c, sfu_state, fs_state))
-            .configure(move |c| ops_routes(c, m))
+            .configure({
+                let access = metrics_access.clone();
+                move |c| ops_routes(c, m, access)
+            })
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()
                     .json(serde_json::json!({"error": "not_found", "message": "No such resource."}))

@@ -1,4 +1,4 @@
-//! File URLs between the apiserver and the fsserver (the protocol of issue 5).
+//! File URLs between the apiserver and the fsserver.
 //!
 //! The fsserver has no database and never calls the apiserver: everything it needs to decide
 //! a request is in the URL, signed with the deployment's file key (`Keys::files_key`, derived
@@ -6,12 +6,15 @@
 //! apiserver granted, and nothing else.
 //!
 //! - **Grant** (apiserver → client → fsserver): `{fs}/fs/v1/files/{meeting}/{file}?t={grant}`.
-//!   The grant names one operation (`put`, `get` or `delete`) on one file of one meeting on
+//!   The grant names one operation (`put`, `get`, `delete` or `keep`) on one file of one meeting on
 //!   one fsserver, until `exp`. A `put` grant also fixes the largest size the apiserver allows
 //!   and the file's name and type (metadata only: the file is stored under its id).
 //! - **Receipt** (fsserver → client → apiserver): the answer to an upload. It states what was
 //!   stored (size, sha256, type) and is signed too, so the apiserver records only files that
 //!   really are on the fsserver, without the fsserver reaching the apiserver.
+//! - **Keep** (apiserver → fsserver): when the apiserver records an upload it POSTs a `keep`
+//!   grant for it to the fsserver. An upload nobody recorded within `fs.unclaimed_ttl` (the
+//!   receipt's lifetime) is deleted: uploads never committed do not hold the quota forever.
 //!
 //! A token is `base64url(JSON claims) "." base64url(HMAC-SHA256(key, purpose "." body))`; the
 //! purpose (`grant`, `receipt`) keeps one kind from being replayed as the other.
@@ -35,6 +38,8 @@ pub enum FileOp {
     Put,
     Get,
     Delete,
+    /// The apiserver recorded the upload: the fsserver keeps it (else it is reaped).
+    Keep,
 }
 
 /// One operation on one stored file, signed by the apiserver.

@@ -514,6 +514,58 @@ pub struct MariaDb {
     owned_dir: Option<TempDir>,
 }
 
+/// mariadbd on `dir` (data in `dir/data`, socket `dir/s.sock`, log `dir/err.log`), 127.0.0.1:`port`.
+fn mariadbd_command(mariadbd: &Path, dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(mariadbd);
+    cmd.arg("--no-defaults")
+        .arg("--user=root")
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg(format!("--socket={}", dir.join("s.sock").display()))
+        .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--port={port}"))
+        .arg(format!("--log-error={}", dir.join("err.log").display()))
+        .args(MARIADBD_FAST_ARGS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+impl MariaDb {
+    /// Kills the server at once (SIGKILL). The throwaway server is started without
+    /// durability, so recent writes may be lost: use [`Self::stop`] to keep them.
+    pub fn kill(&self) {
+        if let Some(mut c) = lock(&self.child).take() {
+            c.kill();
+        }
+        let _ = fs::remove_file(&self.socket);
+    }
+
+    /// Stops the server as an administrator would (SIGTERM, it flushes); its data stays for
+    /// [`Self::restart`].
+    pub fn stop(&self) {
+        if let Some(mut c) = lock(&self.child).take() {
+            c.terminate(Duration::from_secs(30));
+        }
+        let _ = fs::remove_file(&self.socket);
+    }
+
+    /// Starts the server again on the same data and port; returns once it answers.
+    pub fn restart(&self) {
+        self.stop();
+        let mariadbd = find_tool("mariadbd").unwrap_or_else(|| panic!("{MARIADB_MISSING}"));
+        let child = TiedChild::spawn(mariadbd_command(&mariadbd, &self.dir, self.port))
+            .unwrap_or_else(|e| panic!("spawn mariadbd: {e}"));
+        *lock(&self.child) = Some(child);
+        wait_until(
+            Duration::from_secs(60),
+            "MariaDB back after a restart",
+            || (self.socket.exists() && admin_ping(&self.socket)).then_some(()),
+        );
+    }
+}
+
 impl MariaDb {
     /// Starts a new server owned by the returned value (stopped and removed on drop).
     pub fn start() -> MariaDb {
@@ -536,19 +588,7 @@ impl MariaDb {
             let port = free_port();
             let socket = dir.join("s.sock");
             let err_log = dir.join("err.log");
-            let mut cmd = Command::new(&mariadbd);
-            cmd.arg("--no-defaults")
-                .arg("--user=root")
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!("--socket={}", socket.display()))
-                .arg(format!("--pid-file={}", dir.join("mariadbd.pid").display()))
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-error={}", err_log.display()))
-                .args(MARIADBD_FAST_ARGS)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+            let cmd = mariadbd_command(&mariadbd, &dir, port);
             let mut child = TiedChild::spawn(cmd).unwrap_or_else(|e| panic!("spawn mariadbd: {e}"));
             let started = Instant::now();
             let outcome = loop {
@@ -677,12 +717,6 @@ impl MariaDb {
     /// The server's error log so far.
     pub fn error_log(&self) -> String {
         file_tail(&self.dir.join("err.log"), 200)
-    }
-
-    fn kill(&self) {
-        if let Some(mut c) = lock(&self.child).take() {
-            c.kill();
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Enterprise sign-in (issue 19): how a session was made and what the identity provider said
+//! Enterprise sign-in: how a session was made and what the identity provider said
 //! at its last check; users an administrator or the provider disabled; OpenID Connect logins
 //! in flight; password attempts (throttling); the audit log.
 

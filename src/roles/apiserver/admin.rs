@@ -1,4 +1,4 @@
-//! The administrators' view of the appliance (part of issue 10):
+//! The administrators' view of the appliance:
 //!
 //! ```text
 //! GET /api/v1/admin/overview → {generated_at, nodes: [...], meetings: [...], mail: {queued, failed, given_up, latest_failures}}
@@ -252,7 +252,7 @@ async fn mail_view(st: &ApiState) -> Result<MailView, ApiError> {
     })
 }
 
-// ---- People and the audit log (issue 19) ------------------------------------------------
+// ---- People and the audit log --------------------------------------------------------
 //
 // GET  /api/v1/admin/users?q=&limit=          → {users: [...]} (most recent sign-in first)
 // POST /api/v1/admin/users/{id}/disable       → the account cannot sign in; every session is

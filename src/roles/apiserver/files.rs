@@ -296,6 +296,7 @@ pub async fn commit(
     if let Some(f) = file::Entity::find_by_id(path.1.clone()).one(&st.db).await? {
         return Ok(HttpResponse::Ok().json(view(&st, &m, &f)));
     }
+    keep_upload(&st, &r).await?;
     let uploaded_by = r
         .uploader
         .as_deref()
@@ -327,6 +328,55 @@ pub async fn commit(
         .ok_or_else(|| ApiError::internal("a committed file row is missing"))?;
     tracing::info!(meeting = m.meeting.id, file = %f.id, size = f.size, "file recorded");
     Ok(HttpResponse::Created().json(view(&st, &m, &f)))
+}
+
+/// Tells the fsserver holding an upload that it is recorded, so it is not reaped as unclaimed
+/// (`fs.unclaimed_ttl`). The call carries a `keep` grant like any client's; a self-signed
+/// certificate is accepted, as the grant (not the channel) is what the fsserver trusts and it
+/// allows nothing but keeping this one file.
+async fn keep_upload(st: &ApiState, r: &FileReceipt) -> Result<(), ApiError> {
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    let client = CLIENT
+        .get_or_init(|| {
+            crate::util::install_ring_provider();
+            reqwest::Client::builder()
+                .tls_danger_accept_invalid_certs(true)
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("no HTTP client for the fsserver"))?;
+    let grant = FileGrant {
+        op: FileOp::Keep,
+        meeting: r.meeting,
+        file: r.file.clone(),
+        fs: r.fs.clone(),
+        exp: now() + 60,
+        max_size: None,
+        name: None,
+        content_type: None,
+        uploader: None,
+    };
+    let url = grant.url(&st.call_url(&r.fs), st.keys.files_key());
+    let unreachable = |why: String| {
+        tracing::warn!(fs = %r.fs, error = %why, "cannot tell the fsserver to keep an upload");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fs_unreachable",
+            "The file server cannot be reached to confirm the upload; try again shortly.",
+        )
+    };
+    match client.post(url).send().await {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) if resp.status() == reqwest::StatusCode::GONE => Err(ApiError::new(
+            StatusCode::GONE,
+            "upload_expired",
+            "The upload was not recorded in time and has been deleted; upload it again.",
+        )),
+        Ok(resp) => Err(unreachable(format!("status {}", resp.status()))),
+        Err(e) => Err(unreachable(e.to_string())),
+    }
 }
 
 /// `GET /api/v1/meetings/{id}/files`

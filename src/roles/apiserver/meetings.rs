@@ -341,7 +341,7 @@ pub async fn create(
     me: AuthUser,
     body: web::Json<CreateMeeting>,
 ) -> Result<HttpResponse, ApiError> {
-    // `allowed_domains`, and the groups of the session's identity provider (issue 19).
+    // `allowed_domains`, and the groups of the session's identity provider.
     if !me.can_create {
         return Err(ApiError::forbidden(
             "not_allowed_to_create",
@@ -1122,6 +1122,8 @@ pub async fn participants(
                 "display_name": p.display_name,
                 "user_id": p.user_id,
                 "joined_at": p.joined_at,
+                "entered_at": p.entered_at,
+                "removed_at": p.removed_at,
                 "left_at": p.left_at,
             })
         })

@@ -46,6 +46,9 @@ pub struct ApiState {
     pub public_url: String,
     /// Whether this box serves HTTPS (cookies get `Secure`, URLs `https`/`wss`).
     pub tls: bool,
+    /// This process as reached from itself (`http(s)://<bound ip or 127.0.0.1>:<port>`): for
+    /// calls to a role of this box without going out to its public name and back.
+    pub self_url: String,
     /// Live notes: accepted changes fanned out to each meeting's followers.
     pub notes_hub: Arc<notes::NotesHub>,
     /// Enterprise sign-in (OIDC, LDAP), the audit log's limiter, the lifecycle actor.
@@ -98,6 +101,16 @@ impl ApiState {
 
     /// The URL base for another server's `host:port`: this box's own scheme for itself;
     /// plain for loopback and port 80; TLS for everything else.
+    /// Where this process calls another server's HTTP API: itself over loopback, the others
+    /// at their address.
+    pub fn call_url(&self, address: &str) -> String {
+        if address == self.own_address {
+            self.self_url.clone()
+        } else {
+            self.base_url(address, false)
+        }
+    }
+
     pub fn base_url(&self, address: &str, websocket: bool) -> String {
         let secure = if address == self.own_address {
             self.tls
@@ -161,20 +174,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             })),
     )
     .route(crate::bridge::PATH, web::get().to(bridge::bridge))
-    .route("/readyz", web::get().to(readyz))
     .route("/static/rtc.js", web::get().to(rtc_js))
     .configure(webclient::routes);
-}
-
-async fn readyz(st: web::Data<ApiState>) -> HttpResponse {
-    match st.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"status": "not_ready", "reason": "database unreachable"}))
-        }
-    }
 }
 
 /// The browser's meeting connection library (signaling + WebRTC), embedded in the binary.

@@ -143,3 +143,28 @@ pub async fn delete(
         None => Err(no_such_file()),
     }
 }
+
+/// `POST …?t={keep grant}`: the apiserver recorded this upload; it is kept from now on.
+pub async fn keep(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    st: web::Data<FsState>,
+) -> Result<HttpResponse, ApiError> {
+    let (meeting, file, _) = authorize(&st, &req, &path, FileOp::Keep)?;
+    let kept = {
+        let (st, file) = (st.clone(), file.clone());
+        web::block(move || store::keep(&st.store, meeting, &file))
+            .await
+            .map_err(|e| ApiError::internal(format_args!("keeping a file: {e}")))?
+            .map_err(|e| ApiError::internal(format_args!("keeping a file: {e}")))?
+    };
+    if kept {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::new(
+            actix_web::http::StatusCode::GONE,
+            "upload_expired",
+            "This upload was not recorded in time and has been deleted; upload it again.",
+        ))
+    }
+}

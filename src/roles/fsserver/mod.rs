@@ -43,6 +43,8 @@ pub struct FsSettings {
     pub max_file_size: u64,
     pub meeting_quota: u64,
     pub inline_types: Vec<String>,
+    /// How long an upload waits for the apiserver to record it (`keep`) before it is reaped.
+    pub unclaimed_ttl: std::time::Duration,
 }
 
 impl FsSettings {
@@ -56,6 +58,7 @@ impl FsSettings {
             own_address: own_address.to_string(),
             max_file_size: cfg.fs.max_file_size,
             meeting_quota: cfg.fs.meeting_quota,
+            unclaimed_ttl: cfg.fs.unclaimed_ttl.0,
             inline_types: cfg.fs.inline_types.clone(),
         }
     }
@@ -86,12 +89,48 @@ pub fn start(settings: FsSettings, keys: Keys) -> anyhow::Result<FsState> {
         meeting_quota = settings.meeting_quota,
         "fsserver: file store ready"
     );
+    let stats: Arc<FsStats> = Arc::default();
+    spawn_reaper(store.clone(), stats.clone(), settings.unclaimed_ttl);
     Ok(FsState {
         keys,
         settings,
         store,
-        stats: Arc::default(),
+        stats,
     })
+}
+
+/// Deletes uploads the apiserver never recorded once their time is up, so they stop holding
+/// the meeting's quota. Runs on a thread of its own (blocking file I/O, a few per minute).
+fn spawn_reaper(store: Arc<store::Store>, stats: Arc<FsStats>, ttl: std::time::Duration) {
+    let every = (ttl / 4).clamp(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(60),
+    );
+    let weak = Arc::downgrade(&store);
+    drop(store);
+    let spawned = std::thread::Builder::new()
+        .name("fs-reaper".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(store) = weak.upgrade() else { return };
+                for (meeting, file) in store.unclaimed_due(crate::util::now()) {
+                    match store::delete(&store, meeting, &file) {
+                        Ok(Some(size)) => {
+                            stats.deleted();
+                            tracing::info!(%meeting, %file, size, "upload never recorded by the apiserver: deleted");
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(%meeting, %file, error = %e, "cannot delete an unrecorded upload")
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the upload reaper");
+    }
 }
 
 /// Mounts the file routes (on the shared server of a single box, or on a server of its own).
@@ -112,12 +151,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, st: web::Data<FsState>) {
             .route(web::get().to(download::get))
             .route(web::head().to(download::get))
             .route(web::delete().to(download::delete))
+            .route(web::post().to(download::keep))
             .route(web::method(actix_web::http::Method::OPTIONS).to(preflight))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::new(
                     actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
-                    "Files take PUT, GET, HEAD and DELETE.",
+                    "Files take PUT, GET, HEAD, DELETE and POST (keep).",
                 ))
             })),
     );

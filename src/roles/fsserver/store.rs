@@ -38,6 +38,10 @@ pub struct Meta {
     pub inline: bool,
     pub stored_at: i64,
     pub uploader: Option<String>,
+    /// Deleted at this time (unix seconds) unless the apiserver records it first (`keep`).
+    /// None: recorded (or stored before uploads were reaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_by: Option<i64>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -52,6 +56,8 @@ pub struct Store {
     quota: u64,
     /// Locked briefly per upload chunk and per commit; never across I/O.
     usage: Mutex<HashMap<MeetingId, Usage>>,
+    /// Uploads not recorded by the apiserver yet, and when they are reaped.
+    unclaimed: Mutex<HashMap<(MeetingId, FileId), i64>>,
 }
 
 /// Why an upload cannot have more bytes.
@@ -90,12 +96,33 @@ impl Store {
             anyhow::anyhow!("the file store {} is not writable: {e}", root.display())
         })?;
         let _ = std::fs::remove_file(&probe);
+        let unclaimed = scan_unclaimed(&meetings);
+        if !unclaimed.is_empty() {
+            tracing::info!(
+                count = unclaimed.len(),
+                "uploads not recorded by the apiserver yet"
+            );
+        }
         Ok(Arc::new(Store {
             tmp,
             meetings,
             quota,
             usage: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(unclaimed),
         }))
+    }
+
+    fn unclaimed(&self) -> MutexGuard<'_, HashMap<(MeetingId, FileId), i64>> {
+        self.unclaimed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Uploads whose time to be recorded is over (to be reaped).
+    pub fn unclaimed_due(&self, now: i64) -> Vec<(MeetingId, FileId)> {
+        self.unclaimed()
+            .iter()
+            .filter(|(_, by)| **by <= now)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     fn usage(&self) -> MutexGuard<'_, HashMap<MeetingId, Usage>> {
@@ -257,6 +284,63 @@ pub enum PublishError {
     Io(io::Error),
 }
 
+/// Every stored upload still waiting for the apiserver (`keep_by` set), from disk.
+fn scan_unclaimed(meetings: &Path) -> HashMap<(MeetingId, FileId), i64> {
+    let mut out = HashMap::new();
+    let Ok(dirs) = std::fs::read_dir(meetings) else {
+        return out;
+    };
+    for d in dirs.flatten() {
+        let Some(m) = d.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(d.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !is_file_id(id) {
+                continue;
+            }
+            let keep_by = std::fs::read(f.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+                .and_then(|meta| meta.keep_by);
+            if let Some(by) = keep_by {
+                out.insert((MeetingId(m), FileId(id.to_string())), by);
+            }
+        }
+    }
+    out
+}
+
+/// The apiserver recorded the upload: it stays. `Ok(false)` when there is no such file (it
+/// was reaped, or never stored). Idempotent. Blocking.
+pub fn keep(store: &Store, meeting: MeetingId, file: &FileId) -> io::Result<bool> {
+    let path = store.meta_path(meeting, file);
+    let mut meta: Meta = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !store.data_path(meeting, file).exists() {
+        return Ok(false);
+    }
+    if meta.keep_by.take().is_some() {
+        let tmp = TempFile {
+            path: store.temp_path(file, ".meta.part"),
+        };
+        let json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+        write_synced(&tmp.path, &json)?;
+        std::fs::rename(&tmp.path, &path)?;
+    }
+    store.unclaimed().remove(&(meeting, file.clone()));
+    Ok(true)
+}
+
 /// Publishes an upload: metadata, then the bytes (the commit point), then syncs the folder.
 /// Blocking.
 pub fn publish(
@@ -294,6 +378,9 @@ pub fn publish(
     // The new names survive a power cut only once the folder itself is synced.
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
+    }
+    if let Some(by) = meta.keep_by {
+        store.unclaimed().insert((meeting, file.clone()), by);
     }
     Ok(())
 }
@@ -348,6 +435,7 @@ pub fn delete(store: &Store, meeting: MeetingId, file: &FileId) -> io::Result<Op
         let _ = d.sync_all();
     }
     store.release_stored(meeting, size);
+    store.unclaimed().remove(&(meeting, file.clone()));
     Ok(Some(size))
 }
 
@@ -389,6 +477,7 @@ mod tests {
             inline: false,
             stored_at: 0,
             uploader: None,
+            keep_by: None,
         };
         let t1 = TempFile {
             path: s.temp_path(&f, ".part"),

@@ -19,9 +19,6 @@ use crate::error::ApiError;
 use crate::proto::files::{FileOp, FileReceipt};
 use crate::util::now;
 
-/// A receipt must reach the apiserver within this long.
-const RECEIPT_TTL: i64 = 86400;
-
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -138,6 +135,7 @@ pub async fn put(
         sha256,
         stored_at: now(),
         uploader: grant.uploader.clone(),
+        keep_by: Some(now() + receipt_ttl(&st)),
     };
     let published = {
         let (st2, file2, meta2) = (st.clone(), file.clone(), meta.clone());
@@ -181,7 +179,7 @@ pub async fn put(
         sha256: meta.sha256.clone(),
         uploader: meta.uploader.clone(),
         stored_at: meta.stored_at,
-        exp: now() + RECEIPT_TTL,
+        exp: meta.keep_by.unwrap_or_else(now),
     };
     Ok(HttpResponse::Created().json(serde_json::json!({
         "id": file,
@@ -193,4 +191,9 @@ pub async fn put(
         "inline": meta.inline,
         "receipt": receipt.sign(st.keys.files_key()),
     })))
+}
+
+/// A receipt is good as long as the upload waits for the apiserver to record it.
+fn receipt_ttl(st: &FsState) -> i64 {
+    i64::try_from(st.settings.unclaimed_ttl.as_secs()).unwrap_or(i64::MAX / 4)
 }

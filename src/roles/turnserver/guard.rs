@@ -30,6 +30,7 @@
 //! returns a synthetic unauthenticated Refresh from [`SYNTH`], and the crate's 401 answer,
 //! sent to [`SYNTH`] before the next `recv_from`, is caught in `send_to`.
 
+use super::relay::transient;
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -560,19 +561,6 @@ fn usable(nonce: &Option<(String, Instant)>, now: Instant) -> bool {
     nonce
         .as_ref()
         .is_some_and(|(_, t)| now.saturating_duration_since(*t) < CRATE_NONCE_MAX_AGE)
-}
-
-fn transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused
-            | ConnectionReset
-            | Interrupted
-            | WouldBlock
-            | HostUnreachable
-            | NetworkUnreachable
-    )
 }
 
 #[async_trait]

@@ -145,7 +145,7 @@ impl RelaySocket {
 }
 
 /// Errors a UDP socket reports for one earlier datagram (ICMP), not for itself.
-fn transient(e: &std::io::Error) -> bool {
+pub(super) fn transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
