@@ -195,7 +195,7 @@ async fn admin_overview_only_for_admins_with_nodes_live_meetings_and_mail() {
         ours,
         &json!({"id": "sfuserver@10.9.8.7:8443", "role": "sfuserver", "address": "10.9.8.7:8443",
                 "capacity": 250, "version": "9.8.7", "state": "down", "load": 17,
-                "last_seen": 1_700_000_000})
+                "unit": "pkt/s", "last_seen": 1_700_000_000})
     );
 
     // Live meetings: the one with two people in it, not the one nobody joined.

@@ -592,6 +592,9 @@ fn web_client_admin_page() {
         )
         .await;
         assert_eq!(j.status, 200, "{:?}", j.body);
+        // In the meeting: a join answer alone is not presence (the admin lists only
+        // meetings with people in the media session).
+        let present = support::api::enter(&j.body).await;
         use meeting_appliance::db::entities::node;
         use sea_orm::{ActiveValue::Set, Database, EntityTrait};
         let url = format!(
@@ -613,8 +616,9 @@ fn web_client_admin_page() {
         .await
         .expect("insert a node");
         db.close().await.expect("close");
-        code
+        (code, present)
     });
+    let (code, _present) = code;
     let mut web = Web::start(&app.base_url(), "admin");
     let r = run_signing_in(&mut web, &sink, &app);
     eprintln!("{r:#}");

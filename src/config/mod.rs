@@ -770,8 +770,9 @@ pub enum Serves {
 pub struct PoolEntry {
     /// `host:port` as handed to clients.
     pub address: String,
-    /// The most sessions (participants / allocations) it should carry; 0: no limit stated.
-    /// The node registry's figure wins when the node reports one.
+    /// What it should carry; 0: no limit stated. sfuserver: forwarded RTP packets per second
+    /// for the whole box; turnserver: allocations. The node registry's figure wins when the
+    /// node reports one.
     #[serde(default)]
     pub capacity: u32,
     /// sfuserver: which meetings it takes (`all`, `scheduled`, `instant`).
@@ -840,6 +841,12 @@ pub struct Sfu {
     pub room_grace: Dur,
     /// Addresses advertised to browsers as ICE candidates. Empty: the listen address's IP.
     pub ip: Vec<IpAddr>,
+    /// Audio streams forwarded to each participant: the K loudest. 0: every stream.
+    pub audio_top_k: usize,
+    /// What this sfuserver tells the allocator it can carry, in forwarded RTP packets per
+    /// second for the whole box. 0: `workers` × `sfuserver::PPS_PER_WORKER` (measured,
+    /// docs/OPERATIONS.md "Size the sfuserver").
+    pub capacity_pps: u32,
 }
 
 impl Default for Sfu {
@@ -849,6 +856,8 @@ impl Default for Sfu {
             workers: 0,
             room_grace: Dur::secs(60),
             ip: Vec::new(),
+            audio_top_k: 3,
+            capacity_pps: 0,
         }
     }
 }
@@ -1334,7 +1343,7 @@ mod tests {
         c.validate().expect("and is valid");
         assert_eq!(c.allocator.scheduled.strategy, ScheduledStrategy::Dedicated);
         assert_eq!(c.allocator.sfu.len(), 3);
-        assert_eq!(c.allocator.sfu[2].capacity, 200);
+        assert_eq!(c.allocator.sfu[2].capacity, 120_000);
         assert_eq!(c.allocator.fs[0].address, "fs.example.com:443");
         assert_eq!(c.listen, "10.0.0.2:8090");
         assert!(c.allocator.allow[0].contains("10.0.0.7".parse().expect("ip")));

@@ -9,7 +9,11 @@
 //! Scenarios (each step is a fresh set of participants; a fresh meeting when `--token` is
 //! given): `meeting` (N people, everyone publishes audio+video and receives everyone),
 //! `fanout` (one publisher, M subscribers), `audio` (`--publishers` audio-only publishers, M
-//! listeners). A step *holds* when every participant got media from everyone it should,
+//! listeners); `--no-video` makes a meeting audio-only and `--talkers` lets the publishers
+//! take turns talking (audio level), which a server forwarding only the loudest follows.
+//! Against our appliance the report also gives the server's own added latency (its
+//! `sfu_added_latency_seconds` histogram on `/metrics`, read before and after the window).
+//! A step *holds* when every participant got media from everyone it should,
 //! nobody failed, loss after retransmission ≤ `--max-loss` % and p99 added latency ≤
 //! `--max-p99-ms`. Stepping stops at the first step that does not hold.
 
@@ -77,9 +81,21 @@ pub struct LoadtestArgs {
     /// Publish video as three simulcast layers (q, h, f at 1/16, 1/4, 1 of the bitrate).
     #[arg(long)]
     pub simulcast: bool,
-    /// Subscribers per step that decrypt and check everything (latency, loss after
-    /// retransmission), spread evenly over the join order; the others count SRTP packets
-    /// from the clear header only.
+    /// `meeting`: audio only (nobody publishes video).
+    #[arg(long = "no-video")]
+    pub no_video: bool,
+    /// Audio publishers talk in turns, this many at once, 3 s a turn (the others are quiet);
+    /// 0: everyone talks all the time.
+    #[arg(long, default_value_t = 0)]
+    pub talkers: usize,
+    /// The server forwards only the K loudest audio streams to each listener (our
+    /// `sfu.audio_top_k`; 0: every stream). A listener is then ready with K audio streams, and
+    /// the stretches the server held back between a publisher's audio frames are not loss.
+    #[arg(long = "audio-top-k", default_value_t = 0)]
+    pub audio_top_k: usize,
+    /// Subscribers per step that depacketize and check every frame (latency, loss after
+    /// retransmission), spread evenly over the join order; the others decrypt and acknowledge
+    /// every packet (str0m in RTP mode) and count them. Publishers always check frames.
     #[arg(long = "full-check", default_value_t = 8)]
     pub full_check: usize,
     /// The server's process id: its CPU and memory go into the report.
@@ -147,13 +163,17 @@ pub struct StepReport {
     pub frames_lost: u64,
     /// Percent of frames lost after retransmission (fully checking subscribers).
     pub loss_pct: f64,
-    /// Percent of RTP packets missing at count-only subscribers (no retransmission asked).
-    pub light_raw_loss_pct: f64,
+    /// Percent of RTP packets missing at the other subscribers (RTP mode: after
+    /// retransmission, by sequence number).
+    pub light_loss_pct: f64,
     pub keyframes_sent: u64,
     pub keyframe_requests: u64,
     pub latency: Latency,
     pub latency_audio: Latency,
     pub latency_video: Latency,
+    /// The server's own added latency in the window (datagram received → each copy sent),
+    /// from its histogram on `/metrics` (our appliance only; bucket resolution √2).
+    pub server_latency: Option<Latency>,
     pub server: Option<ServerUse>,
     /// Busy percent of every CPU of the host during the window.
     pub host_cpu_busy: Vec<(String, f64)>,
@@ -280,8 +300,19 @@ fn default_steps(s: Scenario) -> Vec<usize> {
 
 /// The participants of one step: (audio, video, expected incoming streams), publishers first.
 fn plan(args: &LoadtestArgs, load: usize) -> Vec<(bool, bool, usize)> {
+    // Audio streams a listener gets of `n` publishers (top-K: the loudest K).
+    let audio = |n: usize| match args.audio_top_k {
+        0 => n,
+        k => n.min(k),
+    };
     match args.scenario {
-        Scenario::Meeting => vec![(true, true, 2 * load.saturating_sub(1)); load],
+        Scenario::Meeting if args.no_video => {
+            vec![(true, false, audio(load.saturating_sub(1))); load]
+        }
+        Scenario::Meeting => {
+            let others = load.saturating_sub(1);
+            vec![(true, true, others + audio(others)); load]
+        }
         Scenario::Fanout => {
             let mut v = vec![(true, true, 0)];
             v.extend(std::iter::repeat_n((false, false, 2), load));
@@ -289,8 +320,8 @@ fn plan(args: &LoadtestArgs, load: usize) -> Vec<(bool, bool, usize)> {
         }
         Scenario::Audio => {
             let p = args.publishers.max(1);
-            let mut v = vec![(true, false, p - 1); p];
-            v.extend(std::iter::repeat_n((false, false, p), load));
+            let mut v = vec![(true, false, audio(p - 1)); p];
+            v.extend(std::iter::repeat_n((false, false, audio(p)), load));
             v
         }
     }
@@ -399,13 +430,16 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     let before = args.server_pid.and_then(proc_sample);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    // Publishers are always fully checked (they are few). Of the others, `--full-check` are,
-    // spread evenly over the join order: a server serves its subscribers in some order, and
-    // checking only the first to join would see only the front of every fan-out.
-    let always_full =
-        |c: &Conn| (c.0 || c.1) && (args.scenario != Scenario::Meeting || c.3.is_some());
+    // Publishers are always fully checked: they write frames that str0m packetizes, which
+    // its RTP mode (the light subscribers') does not do; so in a meeting everyone is. Of the
+    // others, `--full-check` are, spread evenly over the join order: a server serves its
+    // subscribers in some order, and checking only the first to join would see only the
+    // front of every fan-out.
+    let always_full = |c: &Conn| c.0 || c.1;
     let others = conns.iter().filter(|c| !always_full(c)).count();
     let mut ordinal = 0usize;
+    let audio_publishers = conns.iter().filter(|c| c.0).count();
+    let mut talker = 0usize;
     for (i, conn) in conns.into_iter().enumerate() {
         let full = always_full(&conn) || {
             ordinal += 1;
@@ -431,6 +465,11 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
             full,
             expect_streams: expect,
             janus: role,
+            audio_held: args.audio_top_k > 0,
+            talk: (args.talkers > 0 && audio).then(|| {
+                talker += 1;
+                (talker - 1, args.talkers, audio_publishers)
+            }),
         };
         tasks.push(tokio::spawn(peer::run(
             spec,
@@ -457,6 +496,11 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     tokio::time::sleep(args.warmup).await;
 
     // The measurement window.
+    let metrics_url = format!("{}/metrics", api.base);
+    let lat0 = match &args.janus {
+        None => server_latency(&api.http, &metrics_url).await,
+        Some(_) => None,
+    };
     let cpu0 = cpu_times();
     let gen0 = proc_sample(std::process::id());
     let srv0 = args.server_pid.and_then(proc_sample);
@@ -468,6 +512,12 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
     let srv1 = args.server_pid.and_then(proc_sample);
     let gen1 = proc_sample(std::process::id());
     let cpu1 = cpu_times();
+    let server_lat = match (lat0, &args.janus) {
+        (Some(a), None) => server_latency(&api.http, &metrics_url)
+            .await
+            .map(|b| window_latency(&a, &b)),
+        _ => None,
+    };
 
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -541,7 +591,7 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
         frames_received: w.frames_received,
         frames_lost: w.frames_lost,
         loss_pct,
-        light_raw_loss_pct: if light > 0 {
+        light_loss_pct: if light > 0 {
             100.0 * w.light_gaps as f64 / light as f64
         } else {
             0.0
@@ -551,11 +601,72 @@ async fn run_step(args: &LoadtestArgs, api: &Api, load: usize) -> anyhow::Result
         latency,
         latency_audio: Latency::from(&w.latency_audio),
         latency_video: Latency::from(&w.latency_video),
+        server_latency: server_lat,
         server,
         host_cpu_busy: per_core_busy(&cpu0, &cpu1),
         generator_cpu_cores,
         held,
     })
+}
+
+/// The cumulative buckets of the server's `sfu_added_latency_seconds` histogram (upper bound
+/// in seconds, count), or None when it has none (not our appliance, not reachable).
+async fn server_latency(http: &reqwest::Client, url: &str) -> Option<Vec<(f64, u64)>> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    let v = parse_latency_buckets(&text);
+    (!v.is_empty()).then_some(v)
+}
+
+fn parse_latency_buckets(text: &str) -> Vec<(f64, u64)> {
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("meeting_sfu_added_latency_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"}") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        if let Ok(c) = count.trim().parse::<u64>()
+            && !le.is_nan()
+        {
+            v.push((le, c));
+        }
+    }
+    v
+}
+
+/// Quantiles of what happened between two scrapes of cumulative buckets.
+fn window_latency(a: &[(f64, u64)], b: &[(f64, u64)]) -> Latency {
+    let mut per = Vec::with_capacity(b.len());
+    let mut prev = 0u64;
+    for (i, &(le, cum)) in b.iter().enumerate() {
+        let before = a.get(i).map_or(0, |x| x.1);
+        let d = cum.saturating_sub(before);
+        per.push((le, d.saturating_sub(prev)));
+        prev = d;
+    }
+    let us = |q: f64| {
+        crate::roles::sfuserver::latency::quantile(&per, q).map_or(0, |s| (s * 1e6).round() as u64)
+    };
+    let samples: u64 = per.iter().map(|x| x.1).sum();
+    Latency {
+        samples,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: per.iter().rev().find(|x| x.1 > 0).map_or(0, |x| {
+            if x.0.is_finite() {
+                (x.0 * 1e6) as u64
+            } else {
+                u64::MAX
+            }
+        }),
+    }
 }
 
 /// Whether the `ordinal`-th (from 1) of `of` is among `wanted` picked evenly across them
@@ -575,13 +686,13 @@ fn render_step(s: &StepReport) -> String {
         s.load, s.publishers, s.subscribers, s.ready, s.connections, s.join_s, s.joins_per_s
     );
     o += &format!(
-        "    forwarded {:.0} pkt/s, {:.1} Mbit/s; frames {} received, {} lost ({:.3} %), raw loss at count-only subscribers {:.3} %\n",
+        "    forwarded {:.0} pkt/s, {:.1} Mbit/s; frames {} received, {} lost ({:.3} %), packets lost at RTP-mode subscribers {:.3} %\n",
         s.forwarded_pps,
         s.forwarded_mbps,
         s.frames_received,
         s.frames_lost,
         s.loss_pct,
-        s.light_raw_loss_pct
+        s.light_loss_pct
     );
     o += &format!(
         "    latency p50 {} µs, p99 {} µs, p999 {} µs, max {} µs ({} samples); keyframes sent {}, PLI/FIR answered {}\n",
@@ -602,6 +713,12 @@ fn render_step(s: &StepReport) -> String {
         s.latency_video.p99_us,
         s.latency_video.samples
     );
+    if let Some(l) = &s.server_latency {
+        o += &format!(
+            "    server-side added latency p50 {} µs, p99 {} µs, p999 {} µs ({} copies)\n",
+            l.p50_us, l.p99_us, l.p999_us, l.samples
+        );
+    }
     if let Some(sv) = &s.server {
         o += &format!(
             "    server: {:.2} cores, {:.0} pkt/s per core, RSS {:.1} MiB ({:.0} KiB per participant)\n",
@@ -648,7 +765,28 @@ fn render(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::spread_pick;
+    use super::{parse_latency_buckets, spread_pick, window_latency};
+
+    #[test]
+    fn server_latency_is_the_difference_of_two_scrapes() {
+        let scrape = |a: u64, b: u64, c: u64| {
+            format!(
+                "# TYPE meeting_sfu_added_latency_seconds histogram\n\
+                 meeting_sfu_added_latency_seconds_bucket{{le=\"0.0001\"}} {a}\n\
+                 meeting_sfu_added_latency_seconds_bucket{{le=\"0.001\"}} {b}\n\
+                 meeting_sfu_added_latency_seconds_bucket{{le=\"+Inf\"}} {c}\n\
+                 meeting_sfu_added_latency_seconds_count {c}\n"
+            )
+        };
+        let a = parse_latency_buckets(&scrape(10, 10, 10));
+        assert_eq!(a.len(), 3);
+        // In between: 100 copies under 100 µs, 100 between 100 µs and 1 ms.
+        let b = parse_latency_buckets(&scrape(110, 210, 210));
+        let l = window_latency(&a, &b);
+        assert_eq!(l.samples, 200);
+        assert_eq!(l.p50_us, 100);
+        assert!((900..=1000).contains(&l.p99_us), "{}", l.p99_us);
+    }
 
     fn picked(wanted: usize, of: usize) -> Vec<usize> {
         (1..=of).filter(|&o| spread_pick(o, wanted, of)).collect()

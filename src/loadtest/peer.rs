@@ -11,8 +11,15 @@
 //!
 //! Subscribers are either *full* (every packet goes through str0m: SRTP, NACK, depacketizing;
 //! each frame's marker gives latency and counter gaps give loss after retransmission) or
-//! *light* (SRTP media is counted from its clear RTP header and never decrypted; only ICE,
-//! DTLS and RTCP go into str0m), so the generator stays cheaper than the server it loads.
+//! *light* (str0m in RTP mode: every packet is decrypted and acknowledged — receiver
+//! reports, NACKs, transport-wide congestion control feedback, as a browser sends them — but
+//! not depacketized; loss is counted from the RTP sequence numbers after retransmission), so
+//! the server does the same work as with browsers while the generator stays cheaper.
+//!
+//! Audio carries the audio-level header extension: a publisher is quiet (−90 dBov) except
+//! while it "talks" (−30 dBov); with `talkers` set, publishers take turns in groups of that
+//! many, a few seconds each, so a server that forwards only the loudest has a speaker change
+//! to follow.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -60,7 +67,16 @@ pub struct PeerSpec {
     pub expect_streams: usize,
     /// Drive a Janus videoroom at `signal_url` (its HTTP API) instead of our signaling.
     pub janus: Option<JanusRole>,
+    /// Talking turns: (this publisher's number among the audio publishers, how many talk at
+    /// once, how many publishers take turns). None: always talking.
+    pub talk: Option<(usize, usize, usize)>,
+    /// The server holds back quiet audio streams (top-K): a gap between a publisher's audio
+    /// frames is a held stretch, not loss.
+    pub audio_held: bool,
 }
+
+/// How long one group of talkers talks before the next group's turn.
+const TURN: Duration = Duration::from_secs(3);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -188,8 +204,10 @@ struct Peer {
     frame_no: u64,
     /// Full check: last counter seen per (publisher, kind/layer).
     last_seen: HashMap<(u32, u8), u32>,
-    /// Light: last RTP sequence per SSRC.
-    light_seq: HashMap<u32, u16>,
+    /// Light: per SSRC, the next sequence number to account for and which of those after it
+    /// arrived (str0m drops duplicates and turns retransmissions back into the original).
+    light_seq: HashMap<u32, (u64, std::collections::VecDeque<bool>)>,
+    started: Instant,
     streams: HashSet<u64>,
     /// Batched counts, flushed into `shared` every few ms.
     rtp_packets: u64,
@@ -229,7 +247,12 @@ async fn run_inner(
         .map_err(|e| format!("bind UDP: {e}"))?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let now = Instant::now();
-    let mut rtc = RtcConfig::new().build(now);
+    // Light subscribers run str0m in RTP mode: packets are decrypted and acknowledged (RR,
+    // NACK, TWCC) but not reassembled into frames. A publisher writes frames (str0m
+    // packetizes them), which RTP mode does not offer: publishers are always full.
+    let mut spec = spec;
+    spec.full |= spec.audio || spec.video;
+    let mut rtc = RtcConfig::new().set_rtp_mode(!spec.full).build(now);
     let cand = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
     rtc.add_local_candidate(cand);
 
@@ -256,6 +279,7 @@ async fn run_inner(
         frame_no: 0,
         last_seen: HashMap::new(),
         light_seq: HashMap::new(),
+        started: now,
         streams: HashSet::new(),
         rtp_packets: 0,
         rtp_bytes: 0,
@@ -492,8 +516,22 @@ impl Peer {
             u64::from(self.audio_seq) * 960,
             str0m::media::Frequency::FORTY_EIGHT_KHZ,
         );
+        let talking = match self.spec.talk {
+            None => true,
+            Some((me, at_once, of)) => {
+                let groups = of.div_ceil(at_once.max(1)).max(1);
+                let turn = (now.duration_since(self.started).as_secs_f64() / TURN.as_secs_f64())
+                    as usize
+                    % groups;
+                me / at_once.max(1) == turn
+            }
+        };
+        // Audio level: negative dBov (RFC 6464, as str0m takes it).
+        let level: i8 = if talking { -30 } else { -90 };
         if let Some(w) = self.rtc.writer(mid)
-            && w.write(pt, now, rtp_time, d).is_ok()
+            && w.audio_level(level, talking)
+                .write(pt, now, rtp_time, d)
+                .is_ok()
         {
             self.frames_sent += 1;
         }
@@ -557,21 +595,6 @@ impl Peer {
         if is_rtp(d) {
             self.rtp_packets += 1;
             self.rtp_bytes += d.len() as u64;
-            if !self.spec.full {
-                let seq = u16::from_be_bytes([d[2], d[3]]);
-                let ssrc = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
-                self.light_packets += 1;
-                if let Some(last) = self.light_seq.insert(ssrc, seq) {
-                    let gap = seq.wrapping_sub(last);
-                    if (2..0x8000).contains(&gap) {
-                        self.light_gaps += u64::from(gap - 1);
-                    }
-                }
-                if self.streams.insert(u64::from(ssrc)) {
-                    self.check_ready();
-                }
-                return Ok(());
-            }
         }
         let contents = d.try_into().map_err(|e| format!("datagram: {e:?}"))?;
         self.rtc
@@ -615,7 +638,8 @@ impl Peer {
         match self.last_seen.insert(key, seq) {
             Some(last) => {
                 let gap = seq.wrapping_sub(last);
-                if (2..0x8000_0000).contains(&gap) {
+                let held = kind == 0 && self.spec.audio_held;
+                if (2..0x8000_0000).contains(&gap) && !held {
                     self.frames_lost += u64::from(gap - 1);
                 }
             }
@@ -631,7 +655,46 @@ impl Peer {
         }
     }
 
+    /// A packet a light subscriber's str0m decrypted (repaired ones included, duplicates
+    /// not).
+    fn on_rtp(&mut self, ssrc: u32, seq: u64) {
+        let (base, got) = self
+            .light_seq
+            .entry(ssrc)
+            .or_insert((seq, std::collections::VecDeque::new()));
+        if seq >= *base {
+            let at = (seq - *base) as usize;
+            if at > 50_000 {
+                // A restarted stream: start over there.
+                *base = seq;
+                got.clear();
+            }
+            let at = (seq - *base) as usize;
+            if got.len() <= at {
+                got.resize(at + 1, false);
+            }
+            got[at] = true;
+        }
+        if self.streams.insert(u64::from(ssrc)) {
+            self.check_ready();
+        }
+    }
+
     fn flush(&mut self) {
+        // Light subscribers: packets that arrived and that never did (loss after
+        // retransmission), except the most recent of each stream, which a retransmission
+        // may still fill.
+        const OPEN: usize = 128;
+        for (base, got) in self.light_seq.values_mut() {
+            while got.len() > OPEN {
+                if got.pop_front() == Some(true) {
+                    self.light_packets += 1;
+                } else {
+                    self.light_gaps += 1;
+                }
+                *base += 1;
+            }
+        }
         let mut s = lock(&self.shared);
         let w = &mut s.window;
         w.rtp_packets += std::mem::take(&mut self.rtp_packets);
@@ -673,6 +736,7 @@ impl Peer {
                         return Err("ICE disconnected".into());
                     }
                     Event::MediaData(d) => self.on_frame(&d.data),
+                    Event::RtpPacket(p) => self.on_rtp(*p.header.ssrc, *p.seq_no),
                     Event::KeyframeRequest(_) => {
                         self.force_key = true;
                         self.keyframe_requests += 1;

@@ -101,7 +101,7 @@ pub struct Window {
     pub frames_received: u64,
     /// Frames that never arrived, retransmission included (gaps in the publisher's counter).
     pub frames_lost: u64,
-    /// Count-only subscribers: RTP sequence gaps (no retransmission asked for).
+    /// RTP-mode subscribers: packets that arrived, and that never did (after retransmission).
     pub light_packets: u64,
     pub light_gaps: u64,
     pub frames_sent: u64,

@@ -70,13 +70,16 @@ impl Rate {
 }
 
 pub fn sfu(stats: Vec<Arc<WorkerStats>>) -> Sampler {
-    let st = Mutex::new((Cpu { last: None }, Rate { last: None }));
+    let st = Mutex::new((Cpu { last: None }, Rate { last: None }, Rate { last: None }));
     Arc::new(move || {
-        let (mut meetings, mut sessions, mut bytes) = (0u64, 0u64, 0u64);
+        let (mut meetings, mut sessions, mut bytes, mut packets) = (0u64, 0u64, 0u64, 0u64);
         for w in &stats {
+            // Rooms are counted per worker (a meeting spread over two counts twice); the
+            // allocator goes by packets, this is for people reading the registry.
             meetings += w.rooms.load(Relaxed);
             sessions += w.participants.load(Relaxed);
             bytes += w.bytes_in.load(Relaxed) + w.bytes_out.load(Relaxed);
+            packets += w.rtp_out.load(Relaxed);
         }
         let mut g = st.lock().unwrap_or_else(|p| p.into_inner());
         NodeLoad {
@@ -84,6 +87,8 @@ pub fn sfu(stats: Vec<Arc<WorkerStats>>) -> Sampler {
             sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
             bitrate: g.1.bps(bytes),
             cpu: g.0.sample(),
+            // The byte-rate helper gives 8 × count per second.
+            packets: g.2.bps(packets) / 8,
         }
     })
 }
@@ -98,6 +103,7 @@ pub fn turn(stats: Arc<TurnStats>) -> Sampler {
             sessions: u32::try_from(stats.allocations.load(Relaxed).max(0)).unwrap_or(u32::MAX),
             bitrate: g.1.bps(bytes),
             cpu: g.0.sample(),
+            packets: 0,
         }
     })
 }

@@ -116,14 +116,22 @@ pub fn start(
             advertised_ip: media_ip(cfg, listen_ip, own_address)?,
             own_address: own_address.to_string(),
             room_grace: cfg.sfu.room_grace.0,
+            audio_top_k: cfg.sfu.audio_top_k,
+            removed_for: cfg.meetings.join_token_ttl.0 + std::time::Duration::from_secs(60),
         };
         let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(participation))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));
+        let capacity = match cfg.sfu.capacity_pps {
+            0 => u32::try_from(workers)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(sfuserver::PPS_PER_WORKER),
+            c => c,
+        };
         out.nodes.push(LocalNode {
             spec: NodeSpec {
                 role: NodeRole::Sfuserver,
                 address: own_address.to_string(),
-                capacity: 0,
+                capacity,
                 media: state.media.clone(),
             },
             control: Some(addr.recipient()),

@@ -48,6 +48,11 @@ pub struct NodeLoad {
     pub bitrate: u64,
     /// CPU busy share of the whole host, 0.0 ..= 1.0.
     pub cpu: f32,
+    /// sfuserver: RTP packets forwarded per second over the last report interval, the unit
+    /// its capacity is stated in (a box carries packets per second in proportion to its
+    /// cores, whatever the meetings' sizes).
+    #[serde(default)]
+    pub packets: u64,
 }
 
 /// One node as the registry knows it.
@@ -58,7 +63,8 @@ pub struct NodeInfo {
     pub address: String,
     /// false once heartbeats stop or its bridge link closed; a down node is never allocated.
     pub up: bool,
-    /// The most sessions (participants / allocations) the node wants; 0 = no limit stated.
+    /// What the node can carry; 0 = no limit stated. sfuserver: forwarded packets per second;
+    /// turnserver: allocations.
     pub capacity: u32,
     pub load: NodeLoad,
     /// sfuserver: the UDP addresses its media arrives on (turnservers may relay to these).

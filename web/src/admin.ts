@@ -9,7 +9,9 @@ import { t, type Key } from './i18n';
 
 interface Overview {
   generated_at: number;
-  nodes: { id: string; role: string; address: string; capacity: number; version: string; state: string; load: number; last_seen: number }[];
+  // load and capacity are in `unit`: forwarded packets per second for an sfuserver (its
+  // capacity is what the whole box carries), sessions for a turnserver.
+  nodes: { id: string; role: string; address: string; capacity: number; version: string; state: string; load: number; unit: string; last_seen: number }[];
   meetings: { id: number; code: string; title: string; kind: string; owner_email: string; participants: number; since: number; sfu: string | null }[];
   mail: {
     queued: number; failed: number; given_up: number;
@@ -18,6 +20,11 @@ interface Overview {
 }
 
 let timer = 0;
+
+/** A load or capacity with its unit (packets per second for an sfuserver). */
+function amount(v: number, unit: string): string {
+  return unit === 'pkt/s' ? `${v.toLocaleString(document.documentElement.lang)} ${t('admin_unit_pps')}` : String(v);
+}
 
 function when(s: number): string {
   return s ? new Date(s * 1000).toLocaleString(document.documentElement.lang, { dateStyle: 'short', timeStyle: 'medium' }) : '—';
@@ -47,7 +54,7 @@ export async function adminPage(app: HTMLElement, top: HTMLElement, go: (path: s
     ['admin_col_id', 'admin_col_role', 'admin_col_address', 'admin_col_state', 'admin_col_load', 'admin_col_capacity', 'admin_col_version', 'admin_col_seen'],
     o.nodes.map((n) => [n.id, n.role, n.address,
       h('span', { class: `state state-${n.state === 'up' ? 'up' : 'down'}` }, n.state === 'up' ? t('admin_up') : t('admin_down')),
-      String(n.load), String(n.capacity), n.version, when(n.last_seen)]),
+      amount(n.load, n.unit), amount(n.capacity, n.unit), n.version, when(n.last_seen)]),
     t('admin_no_nodes'));
   const meetings = table('admin-meetings', t('admin_live'),
     ['admin_col_meeting', 'admin_col_owner', 'admin_col_people', 'admin_col_since', 'admin_col_sfu'],

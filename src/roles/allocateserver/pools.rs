@@ -126,18 +126,24 @@ impl Pools {
                     Some(n) if n.capacity > 0 => n.capacity,
                     _ => e.capacity,
                 };
-                let sessions = node.map_or(0, |n| n.load.sessions);
+                // sfuserver: forwarded packets per second against its capacity in packets per
+                // second (one meeting spans all of a box's cores; its cost is its packets, not
+                // a count of meetings or people); others: sessions against sessions.
+                let (used, scale) = match role {
+                    NodeRole::Sfuserver => (node.map_or(0, |n| n.load.packets), 1_000_000.0),
+                    _ => (node.map_or(0, |n| u64::from(n.load.sessions)), 1000.0),
+                };
                 let load = if capacity > 0 {
-                    f64::from(sessions) / f64::from(capacity)
+                    used as f64 / f64::from(capacity)
                 } else {
-                    // No capacity stated: sessions still order nodes, on a scale of a 1000.
-                    f64::from(sessions) / 1000.0
+                    // No capacity stated: the load still orders nodes, on a fixed scale.
+                    used as f64 / scale
                 };
                 Some(Candidate {
                     address: e.address,
                     serves: e.serves,
                     load,
-                    full: capacity > 0 && sessions >= capacity,
+                    full: capacity > 0 && used >= u64::from(capacity),
                 })
             })
             .collect();
@@ -151,11 +157,13 @@ pub(crate) mod tests {
     use super::*;
     use crate::proto::NodeLoad;
 
+    /// A node with `used` of its `capacity` in use (sfuserver: forwarded packets/s, with as
+    /// many sessions; others: sessions).
     pub(crate) fn node(
         role: NodeRole,
         address: &str,
         up: bool,
-        sessions: u32,
+        used: u32,
         capacity: u32,
     ) -> NodeInfo {
         NodeInfo {
@@ -164,7 +172,8 @@ pub(crate) mod tests {
             up,
             capacity,
             load: NodeLoad {
-                sessions,
+                sessions: used,
+                packets: u64::from(used),
                 ..NodeLoad::default()
             },
             media: Vec::new(),
@@ -206,5 +215,41 @@ pub(crate) mod tests {
         assert_eq!(addrs(&p, NodeRole::Turnserver), ["t:3478"]);
         let c = p.candidates(NodeRole::Sfuserver);
         assert_eq!(c[1].load, 0.5);
+    }
+
+    #[test]
+    fn an_sfuserver_is_loaded_by_its_packets_per_second_not_its_participants() {
+        let mut p = Pools::new(
+            vec![],
+            vec![],
+            vec![],
+            [
+                (NodeRole::Sfuserver, None),
+                (NodeRole::Turnserver, None),
+                (NodeRole::Fsserver, None),
+            ],
+        );
+        let sfu = |address: &str, sessions: u32, packets: u64, capacity: u32| NodeInfo {
+            load: NodeLoad {
+                sessions,
+                packets,
+                ..NodeLoad::default()
+            },
+            ..node(NodeRole::Sfuserver, address, true, 0, capacity)
+        };
+        p.set_live(&NodesChanged {
+            nodes: vec![
+                // Few people in one big meeting: many packets.
+                sfu("big:443", 25, 150_000, 200_000),
+                // Many people in small meetings: fewer packets.
+                sfu("small:443", 60, 40_000, 200_000),
+                sfu("full:443", 5, 120_000, 120_000),
+            ],
+        });
+        let c = p.candidates(NodeRole::Sfuserver);
+        let get = |a: &str| c.iter().find(|x| x.address == a).expect("candidate");
+        assert_eq!(get("big:443").load, 0.75);
+        assert_eq!(get("small:443").load, 0.2);
+        assert!(get("full:443").full && !get("big:443").full);
     }
 }

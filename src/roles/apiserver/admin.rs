@@ -57,7 +57,10 @@ struct NodeView {
     version: String,
     /// "up" or "down", as the registry recorded it.
     state: String,
+    /// Load and capacity are in `unit`: "pkt/s" (sfuserver: forwarded RTP packets per second,
+    /// for the whole box), "sessions" (turnserver allocations), "" (fsserver).
     load: i64,
+    unit: &'static str,
     last_seen: i64,
 }
 
@@ -109,11 +112,17 @@ pub async fn overview(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpRespo
         .await?
         .into_iter()
         .map(|n| NodeView {
+            unit: match n.role.as_str() {
+                "sfuserver" => "pkt/s",
+                "turnserver" => "sessions",
+                _ => "",
+            },
             id: n.id,
             role: n.role,
             address: n.address,
             capacity: n.capacity,
             version: n.version,
+
             state: n.state,
             load: n.load,
             last_seen: n.last_seen,

@@ -155,7 +155,11 @@ impl Registry {
             capacity: sea_orm::Set(i64::from(i.capacity)),
             version: sea_orm::Set(i.version.clone()),
             state: sea_orm::Set(if i.up { "up" } else { "down" }.to_string()),
-            load: sea_orm::Set(i64::from(i.load.sessions)),
+            // In the unit of the node's capacity: sfuserver forwarded packets/s, others sessions.
+            load: sea_orm::Set(match i.role {
+                NodeRole::Sfuserver => i64::try_from(i.load.packets).unwrap_or(i64::MAX),
+                _ => i64::from(i.load.sessions),
+            }),
             last_seen: sea_orm::Set(i.last_seen),
         };
         let db = self.db.clone();
@@ -264,9 +268,15 @@ impl Actor for Registry {
                                 address: r.address.clone(),
                                 up: r.state == "up",
                                 capacity: u32::try_from(r.capacity).unwrap_or(0),
-                                load: NodeLoad {
-                                    sessions: u32::try_from(r.load).unwrap_or(0),
-                                    ..Default::default()
+                                load: match role {
+                                    NodeRole::Sfuserver => NodeLoad {
+                                        packets: u64::try_from(r.load).unwrap_or(0),
+                                        ..Default::default()
+                                    },
+                                    _ => NodeLoad {
+                                        sessions: u32::try_from(r.load).unwrap_or(0),
+                                        ..Default::default()
+                                    },
                                 },
                                 media: Vec::new(),
                                 version: r.version.clone(),

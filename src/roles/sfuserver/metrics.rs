@@ -9,6 +9,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::WorkerStats;
 
+/// A histogram read from the workers' atomics at scrape time.
+struct LatencyHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl prometheus_client::metrics::TypedMetric for LatencyHistogram {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            self.count,
+            &self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 #[derive(Debug)]
 pub struct SfuCollector(pub Vec<Arc<WorkerStats>>);
 
@@ -26,7 +56,7 @@ impl Collector for SfuCollector {
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum::<u64>()
         };
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "sfu_rtp_packets_in",
                 "RTP packets received (media and retransmissions)",
@@ -69,6 +99,26 @@ impl Collector for SfuCollector {
                 "Keyframe requests (PLI) sent to publishers",
                 sum(|w| &w.keyframe_requests),
             ),
+            (
+                "sfu_retransmitted",
+                "Packets sent again on a NACK, from the shared packet cache",
+                sum(|w| &w.retransmitted),
+            ),
+            (
+                "sfu_audio_held",
+                "Audio packets not forwarded: outside the meeting's K loudest",
+                sum(|w| &w.audio_held),
+            ),
+            (
+                "sfu_handoff_dropped",
+                "Packets for another media worker dropped on a full queue",
+                sum(|w| &w.handoff_dropped),
+            ),
+            (
+                "sfu_send_batches",
+                "sendmmsg calls (datagrams per call: sfu_packets_out / this)",
+                sum(|w| &w.send_batches),
+            ),
         ];
         for (name, help, v) in counters {
             let c = ConstCounter::new(v);
@@ -92,6 +142,33 @@ impl Collector for SfuCollector {
             let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
+        // Added latency, summed over the workers bucket by bucket.
+        let mut sum_s = 0.0;
+        let mut count = 0;
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        for w in &self.0 {
+            let (s, c, b) = w.latency.snapshot();
+            sum_s += s;
+            count += c;
+            if buckets.is_empty() {
+                buckets = b;
+            } else {
+                for (acc, (_, n)) in buckets.iter_mut().zip(b) {
+                    acc.1 += n;
+                }
+            }
+        }
+        let h = LatencyHistogram {
+            sum: sum_s,
+            count,
+            buckets,
+        };
+        h.encode(enc.encode_descriptor(
+            "sfu_added_latency_seconds",
+            "Time from receiving a datagram to sending each copy forwarded from it",
+            None,
+            h.metric_type(),
+        )?)?;
         Ok(())
     }
 }

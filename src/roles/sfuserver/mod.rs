@@ -1,29 +1,39 @@
 //! The sfuserver role: the WebRTC relay.
 //!
-//! `SfuServer` (an actor) owns the media workers and knows which worker owns which meeting's
-//! room; it answers host actions (`ControlRoom`) and hands a joining signaling session the
-//! channel of its room's worker. Media never passes through it: each worker is a thread with
-//! its own UDP socket and str0m state machines (`worker.rs`, `peer.rs`). The signaling
-//! WebSocket (`signal.rs`) checks the join token with the deployment secret alone.
+//! `SfuServer` (an actor) owns the media workers. Each participant is placed on the worker
+//! with the fewest participants, so one meeting spreads over every worker (and core) of the
+//! box; the workers keep each other's room directories in step and hand each other packets
+//! (`core` module doc). The actor answers host actions (`ControlRoom`, given to every worker)
+//! and hands a joining signaling session its worker. Media never passes through it: each
+//! worker is a thread with its own UDP socket (`worker.rs`) around a sans-IO core
+//! (`core/`). The signaling WebSocket (`signal.rs`) checks the join token with the
+//! deployment secret alone.
 
+pub mod core;
+pub mod latency;
 pub mod metrics;
-mod peer;
 pub mod signal;
 mod worker;
 
 use actix::prelude::*;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::sync::oneshot;
 
 use crate::ids::MeetingId;
 use crate::proto::{ControlRoom, ParticipationChanged};
 use crate::tokens::Keys;
 
-pub use worker::{WorkerCmd, WorkerStats};
+pub use self::core::WorkerCmd;
+pub use worker::{WorkerHandle, WorkerStats};
+
+/// Forwarded RTP packets per second one media worker (one core) is stated to carry when the
+/// operator does not say (`sfu.capacity_pps`): about two thirds of what one core forwarded
+/// in the benchmarks (BENCHMARKS.md) with p99 added latency within 1 ms, so a box is
+/// "full" before its cores are.
+pub const PPS_PER_WORKER: u32 = 60_000;
 
 /// What the sfuserver needs to start.
 pub struct SfuSettings {
@@ -36,74 +46,82 @@ pub struct SfuSettings {
     /// The `host:port` of this sfuserver's signaling, as join tokens name it.
     pub own_address: String,
     pub room_grace: Duration,
-}
-
-struct WorkerHandle {
-    tx: UnboundedSender<WorkerCmd>,
-    rooms: usize,
+    /// Audio streams forwarded to each participant: the loudest K (0: all).
+    pub audio_top_k: usize,
+    /// A participant a host removed is refused this long if it comes back with its join
+    /// token: the join tokens' lifetime (`meetings.join_token_ttl`) and some clock slack.
+    pub removed_for: Duration,
 }
 
 pub struct SfuServer {
     workers: Vec<WorkerHandle>,
-    rooms: HashMap<MeetingId, usize>,
 }
 
 impl Actor for SfuServer {
     type Context = Context<Self>;
 }
 
-/// Which worker serves this meeting (assigning the least busy one to a new room).
+/// The worker a joining participant goes to: the one with the fewest participants, so a
+/// meeting's participants spread over all workers.
 #[derive(Message)]
-#[rtype(result = "Option<UnboundedSender<WorkerCmd>>")]
+#[rtype(result = "Option<WorkerHandle>")]
 pub struct PickWorker {
     pub meeting: MeetingId,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct RoomClosed(MeetingId);
-
 impl Handler<PickWorker> for SfuServer {
-    type Result = Option<UnboundedSender<WorkerCmd>>;
-    fn handle(&mut self, m: PickWorker, _: &mut Context<Self>) -> Self::Result {
-        let i = match self.rooms.get(&m.meeting) {
-            Some(&i) => i,
-            None => {
-                let i = (0..self.workers.len()).min_by_key(|&i| self.workers[i].rooms)?;
-                self.workers[i].rooms += 1;
-                self.rooms.insert(m.meeting, i);
-                i
-            }
-        };
-        Some(self.workers[i].tx.clone())
-    }
-}
-
-impl Handler<RoomClosed> for SfuServer {
-    type Result = ();
-    fn handle(&mut self, m: RoomClosed, _: &mut Context<Self>) {
-        if let Some(i) = self.rooms.remove(&m.0) {
-            self.workers[i].rooms = self.workers[i].rooms.saturating_sub(1);
-        }
+    type Result = Option<WorkerHandle>;
+    fn handle(&mut self, _: PickWorker, _: &mut Context<Self>) -> Self::Result {
+        let w = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.stats.assigned.load(Ordering::Relaxed))?;
+        // Counted now, so a burst of joins spreads before any of them is in; the worker
+        // takes it back when the participant leaves or is refused.
+        w.stats.assigned.fetch_add(1, Ordering::Relaxed);
+        Some(w.clone())
     }
 }
 
 impl Handler<ControlRoom> for SfuServer {
     type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, m: ControlRoom, _: &mut Context<Self>) -> Self::Result {
-        let Some(&i) = self.rooms.get(&m.meeting) else {
-            return Box::pin(async { Err("nobody is in this meeting".to_string()) });
-        };
-        let (reply, rx) = oneshot::channel();
-        let sent = self.workers[i].tx.send(WorkerCmd::Control {
-            meeting: m.meeting,
-            action: m.action,
-            reply,
-        });
+        // Every worker applies what concerns its own participants (a meeting spans workers).
+        let mut waits = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            if w.send(WorkerCmd::Control {
+                meeting: m.meeting,
+                action: m.action.clone(),
+                reply,
+            })
+            .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
         Box::pin(async move {
-            sent.map_err(|_| "the media worker is gone".to_string())?;
-            rx.await
-                .map_err(|_| "the media worker did not answer".to_string())?
+            if waits.is_empty() {
+                return Err("the media worker is gone".to_string());
+            }
+            let mut first_err = None;
+            let mut ok = false;
+            for w in waits {
+                match w.await {
+                    Ok(Ok(())) => ok = true,
+                    Ok(Err(e)) => {
+                        first_err.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_err.get_or_insert("the media worker did not answer".to_string());
+                    }
+                }
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err(first_err.unwrap_or_else(|| "nobody is in this meeting".to_string()))
+            }
         })
     }
 }
@@ -121,7 +139,7 @@ impl Handler<ShutdownRooms> for SfuServer {
             .iter()
             .filter_map(|w| {
                 let (reply, rx) = oneshot::channel();
-                w.tx.send(WorkerCmd::Shutdown { reply }).ok().map(|_| rx)
+                w.send(WorkerCmd::Shutdown { reply }).ok().map(|_| rx)
             })
             .collect();
         Box::pin(async move {
@@ -133,7 +151,6 @@ impl Handler<ShutdownRooms> for SfuServer {
 }
 
 struct ActorReporter {
-    sfu: Addr<SfuServer>,
     participation: Option<Recipient<ParticipationChanged>>,
 }
 
@@ -144,7 +161,7 @@ impl worker::Reporter for ActorReporter {
         }
     }
     fn room_closed(&self, meeting: MeetingId) {
-        self.sfu.do_send(RoomClosed(meeting));
+        tracing::debug!(%meeting, "room closed on every worker");
     }
 }
 
@@ -196,7 +213,7 @@ pub fn start(
     participation: Option<Recipient<ParticipationChanged>>,
 ) -> anyhow::Result<(Addr<SfuServer>, SfuState, Vec<Arc<WorkerStats>>)> {
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
-    let n = s.workers.max(1);
+    let n = s.workers.clamp(1, 64);
     let mut sockets = Vec::with_capacity(n);
     for i in 0..n {
         let port = if s.udp_port == 0 {
@@ -207,52 +224,54 @@ pub fn start(
         };
         sockets.push(media_socket(s.advertised_ip, port)?);
     }
+    let rooms = Arc::new(self::core::Rooms::new(s.audio_top_k));
+    let handoff = Arc::new(worker::Handoff::new(n));
+    let peers: Arc<Mutex<Vec<WorkerHandle>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
-    let mut receivers = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (tx, rx) = unbounded_channel();
-        handles.push(WorkerHandle { tx, rooms: 0 });
-        receivers.push(rx);
-    }
-    let sfu = SfuServer {
-        workers: handles,
-        rooms: HashMap::new(),
-    }
-    .start();
     let mut all_stats = Vec::with_capacity(n);
     let mut media = Vec::with_capacity(n);
-    for (i, (sock, rx)) in sockets.into_iter().zip(receivers).enumerate() {
+    for (i, sock) in sockets.into_iter().enumerate() {
         let port = sock.local_addr()?.port();
         let advertised = SocketAddr::new(s.advertised_ip, port);
         media.push(advertised);
         let stats = Arc::new(WorkerStats::default());
         all_stats.push(stats.clone());
+        let core = self::core::Core::new(self::core::CoreConfig {
+            worker: i as u8,
+            workers: n as u8,
+            advertised,
+            crypto: crypto.clone(),
+            room_grace: s.room_grace,
+            rooms: rooms.clone(),
+            removed_for: s.removed_for,
+        });
         let reporter = Box::new(ActorReporter {
-            sfu: sfu.clone(),
             participation: participation.clone(),
         });
-        let worker = worker::Worker::new(
+        let (w, handle) = worker::Worker::new(
             i,
             sock,
-            advertised,
-            crypto.clone(),
+            core,
+            handoff.clone(),
+            peers.clone(),
             stats,
             reporter,
-            s.room_grace,
         )?;
+        handles.push(handle);
+        workers.push((w, advertised));
+    }
+    peers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(handles.iter().cloned());
+    for (i, (w, advertised)) in workers.into_iter().enumerate() {
         std::thread::Builder::new()
             .name(format!("sfu-media-{i}"))
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(worker.run(rx)),
-                    Err(e) => tracing::error!(error = %e, "cannot start a media worker runtime"),
-                }
-            })?;
+            .spawn(move || w.run())?;
         tracing::info!(worker = i, media = %advertised, "sfuserver media worker");
     }
+    let sfu = SfuServer { workers: handles }.start();
     let state = SfuState {
         keys,
         own_address: s.own_address.clone(),

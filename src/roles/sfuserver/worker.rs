@@ -1,63 +1,42 @@
-//! A media worker: one thread, one UDP socket, the rooms it owns and their participants.
+//! A media worker's I/O: one thread, one UDP socket, an `epoll` loop around the sans-IO
+//! [`Core`]. It reads datagrams in batches (`recvmmsg`, with the kernel's receive time of
+//! each), takes packets other workers handed over (bounded lock-free queues) and commands
+//! and control messages (a channel), feeds all of it to the core with the current time, and
+//! sends what the core wrote in batches (`sendmmsg`).
 //!
-//! Every packet of every participant of this worker arrives on one socket; the source
-//! address (or, for a new one, the ICE credentials in its STUN) finds the participant's
-//! `Rtc`. Forwarding stays inside the thread: a publisher's frame is handed to each
-//! subscriber's `Rtc` writer directly (payloads are `Arc`ed, not copied), with no lock,
-//! channel or actor on the way. The signaling side talks to the worker only through
-//! `WorkerCmd`s on a channel; the worker talks back through each participant's channel.
+//! No queueing delay is added by batching: a receive batch is whatever is already waiting
+//! in the socket (never waited for), and what it produced leaves before the next receive —
+//! the send batch is flushed at the end of every turn and whenever it is full. Timers: a
+//! deadline that has passed is handled in the same turn; only a future one is slept for
+//! (`epoll_pwait2`, nanosecond timeout).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use str0m::bwe::BweKind;
-use str0m::config::CryptoProvider;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind as StrKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc::{Sender, UnboundedReceiver};
-use tokio::sync::oneshot;
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::mpsc::error::TrySendError;
 
-use super::peer::{LAYERS, OutState, Peer, TrackOut, choose_layer, wanted_rank};
-use crate::ids::{MeetingId, ParticipantId};
-use crate::proto::signal::{ClientMsg, MediaKind, ServerMsg};
-use crate::proto::{ParticipationChanged, RoomAction};
-use crate::tokens::JoinClaims;
-use crate::util::now as unix_now;
+use super::core::{
+    ClientTx, Core, CoreEvent, Ctl, Dest, Fwd, Input, MAX_DATAGRAM, NetSink, Outputs, ToClient,
+    WorkerCmd, is_rtp,
+};
+use super::latency::{Histogram, LocalHist};
+use crate::ids::MeetingId;
+use crate::proto::ParticipationChanged;
 
-/// Commands from the signaling side.
-pub enum WorkerCmd {
-    /// `session` tells this signaling session apart from an earlier or later one of the
-    /// same participant (a reconnect): `Signal` and `Leave` act only on their own session.
-    Join {
-        claims: JoinClaims,
-        tx: Sender<ServerMsg>,
-        session: u64,
-    },
-    Signal {
-        participant: ParticipantId,
-        session: u64,
-        msg: ClientMsg,
-    },
-    Leave {
-        participant: ParticipantId,
-        session: u64,
-        reason: &'static str,
-    },
-    Control {
-        meeting: MeetingId,
-        action: RoomAction,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// The server stops: every session is told (`closed`, reason `server_shutdown`, so clients
-    /// rejoin through the apiserver, which sends them to an sfuserver that is up) and ended.
-    Shutdown { reply: oneshot::Sender<()> },
-}
+/// Datagrams read per `recvmmsg`.
+const RECV_BATCH: usize = 32;
+/// Datagrams written per `sendmmsg` (the batch is flushed when full and after every turn).
+const SEND_BATCH: usize = 64;
+/// Packets one worker may have waiting for another; beyond, the newest are dropped.
+pub const HANDOFF_QUEUE: usize = 8192;
+/// Counters and the latency histogram reach `/metrics` this often.
+const FLUSH: Duration = Duration::from_millis(250);
 
 /// Counters shared with `/metrics`. The worker adds to them in batches, not per packet.
 #[derive(Default)]
@@ -72,24 +51,23 @@ pub struct WorkerStats {
     pub dropped_out: AtomicU64,
     pub garbage_in: AtomicU64,
     pub nacks_received: AtomicU64,
+    pub retransmitted: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Audio packets not forwarded (outside the room's top-K).
+    pub audio_held: AtomicU64,
+    /// Packets for another worker dropped because its queue was full.
+    pub handoff_dropped: AtomicU64,
+    /// `sendmmsg` calls (datagrams per call = packets_out / this).
+    pub send_batches: AtomicU64,
     pub participants: AtomicU64,
     pub rooms: AtomicU64,
     pub tracks: AtomicU64,
     pub bwe_bps_sum: AtomicU64,
-}
-
-/// Per-packet counts kept in plain integers and flushed into `WorkerStats` periodically.
-#[derive(Default)]
-struct LocalCounts {
-    rtp_in: u64,
-    rtp_out: u64,
-    packets_in: u64,
-    bytes_in: u64,
-    packets_out: u64,
-    bytes_out: u64,
-    dropped_out: u64,
-    garbage_in: u64,
+    /// Participants this worker was given and has not let go of (the `SfuServer` picks
+    /// the worker with the fewest for a new participant).
+    pub assigned: AtomicI64,
+    /// Added latency per forwarded copy (datagram received → copy sent).
+    pub latency: Histogram,
 }
 
 /// Events the worker reports upward (participation history, rooms closing).
@@ -98,1151 +76,740 @@ pub trait Reporter: Send + 'static {
     fn room_closed(&self, meeting: MeetingId);
 }
 
-struct Room {
-    peers: Vec<usize>,
-    locked: bool,
-    speaker: Option<ParticipantId>,
-    empty_since: Option<Instant>,
+/// Wakes a worker sleeping in `epoll`: an eventfd, written only when the worker said it
+/// is about to sleep.
+pub struct Waker {
+    fd: OwnedFd,
+    sleeping: AtomicBool,
 }
 
-// `Media` is by far the most frequent variant; boxing it would allocate per packet.
-#[allow(clippy::large_enum_variant)]
-enum Propagated {
-    TrackOpened {
-        from: usize,
-        mid: Mid,
-    },
-    TrackClosed {
-        from: usize,
-        mid: Mid,
-    },
-    Media {
-        from: usize,
-        data: MediaData,
-    },
-    Keyframe {
-        to: usize,
-        mid: Mid,
-        rid: Option<Rid>,
-        kind: KeyframeRequestKind,
-    },
-}
-
-pub struct Worker {
-    index: usize,
-    /// The media socket (non-blocking). Sends are a plain `sendto`; receives wait for
-    /// readability on a dup of it registered in the worker's own runtime (see `run`).
-    socket: std::net::UdpSocket,
-    /// The one address we advertise and that peers send to.
-    advertised: SocketAddr,
-    crypto: Arc<CryptoProvider>,
-    peers: Vec<Option<Peer>>,
-    free: Vec<usize>,
-    by_addr: HashMap<SocketAddr, usize>,
-    by_pid: HashMap<ParticipantId, usize>,
-    rooms: HashMap<MeetingId, Room>,
-    dirty: Vec<usize>,
-    queue: VecDeque<Propagated>,
-    stats: Arc<WorkerStats>,
-    counts: LocalCounts,
-    reporter: Box<dyn Reporter>,
-    /// A room stays open this long after its last participant left.
-    room_grace: Duration,
-    last_housekeeping: Instant,
-}
-
-const HOUSEKEEPING: Duration = Duration::from_millis(250);
-
-/// One datagram from a socket watched for readability (cancel-safe: nothing is read until
-/// the socket is ready and `recv_from` succeeds).
-async fn recv_from(
-    socket: &AsyncFd<std::net::UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    loop {
-        let mut ready = socket.readable().await?;
-        if let Ok(r) = ready.try_io(|s| s.get_ref().recv_from(buf)) {
-            return r;
+impl Waker {
+    fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd returns a new fd or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
-    }
-}
-
-impl Worker {
-    pub fn new(
-        index: usize,
-        socket: std::net::UdpSocket,
-        advertised: SocketAddr,
-        crypto: Arc<CryptoProvider>,
-        stats: Arc<WorkerStats>,
-        reporter: Box<dyn Reporter>,
-        room_grace: Duration,
-    ) -> std::io::Result<Worker> {
-        socket.set_nonblocking(true)?;
-        Ok(Worker {
-            index,
-            socket,
-            advertised,
-            crypto,
-            peers: Vec::new(),
-            free: Vec::new(),
-            by_addr: HashMap::new(),
-            by_pid: HashMap::new(),
-            rooms: HashMap::new(),
-            dirty: Vec::new(),
-            queue: VecDeque::new(),
-            stats,
-            counts: LocalCounts::default(),
-            reporter,
-            room_grace,
-            last_housekeeping: Instant::now(),
+        Ok(Waker {
+            // SAFETY: fd is a fresh, owned descriptor.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            sleeping: AtomicBool::new(false),
         })
     }
 
-    /// The worker's loop; returns when the command channel closes (shutdown).
-    pub async fn run(mut self, mut rx: UnboundedReceiver<WorkerCmd>) {
-        // One datagram buffer for the life of the worker: no allocation per packet here.
-        let mut buf = vec![0u8; 2048];
-        // Registered here, in this thread's runtime, and for readability only. A socket
-        // registered by the thread that built the worker would put every packet through that
-        // thread's epoll and a cross-thread wake-up; write interest would add a wake-up per
-        // send (loopback frees the buffer space at once).
-        let watched = self.socket.try_clone().and_then(|dup| {
-            // SAFETY: the AsyncFd owns `dup` (its own fd, a dup of the media socket), so the
-            // fd stays open for as long as it is registered and is closed only after the
-            // AsyncFd deregisters it on drop.
-            unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
-                .map_err(std::io::Error::from)
-        });
-        let rx_socket = match watched {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(worker = self.index, error = %e, "cannot watch the media socket");
-                return;
-            }
-        };
-        tracing::info!(worker = self.index, addr = %self.advertised, "media worker started");
-        loop {
-            self.drive();
-            let deadline = self.next_deadline();
-            enum Ev {
-                Udp(std::io::Result<(usize, SocketAddr)>),
-                Cmd(Option<WorkerCmd>),
-                Timer,
-            }
-            let ev = tokio::select! {
-                biased;
-                r = recv_from(&rx_socket, &mut buf) => Ev::Udp(r),
-                c = rx.recv() => Ev::Cmd(c),
-                _ = tokio::time::sleep_until(deadline.into()) => Ev::Timer,
-            };
-            match ev {
-                Ev::Udp(Ok((n, src))) => self.on_datagram(&buf[..n], src),
-                Ev::Udp(Err(e)) => {
-                    tracing::debug!(worker = self.index, error = %e, "udp receive error")
-                }
-                Ev::Cmd(Some(c)) => self.on_cmd(c),
-                Ev::Cmd(None) => break,
-                Ev::Timer => {}
-            }
-            self.on_time(Instant::now());
-        }
-        for slot in 0..self.peers.len() {
-            if self.peers[slot].is_some() {
-                self.remove_peer(slot, "shutdown");
-            }
-        }
-        self.flush_stats();
-        tracing::info!(worker = self.index, "media worker stopped");
-    }
-
-    fn next_deadline(&self) -> Instant {
-        let mut t = self.last_housekeeping + HOUSEKEEPING;
-        for p in self.peers.iter().flatten() {
-            t = t.min(p.next_timeout);
-        }
-        t
-    }
-
-    fn on_datagram(&mut self, data: &[u8], src: SocketAddr) {
-        self.counts.packets_in += 1;
-        self.counts.rtp_in += u64::from(is_rtp(data));
-        self.counts.bytes_in += data.len() as u64;
-        let Ok(contents) = data.try_into() else {
-            self.counts.garbage_in += 1;
-            return;
-        };
-        let input = Input::Receive(
-            Instant::now(),
-            Receive {
-                proto: Protocol::Udp,
-                source: src,
-                destination: self.advertised,
-                contents,
-            },
-        );
-        let slot = match self.by_addr.get(&src) {
-            Some(&s)
-                if self.peers[s]
-                    .as_ref()
-                    .is_some_and(|p| p.rtc.accepts(&input)) =>
-            {
-                Some(s)
-            }
-            _ => {
-                let found = self
-                    .peers
-                    .iter()
-                    .position(|p| p.as_ref().is_some_and(|p| p.rtc.accepts(&input)));
-                if let Some(s) = found {
-                    self.by_addr.insert(src, s);
-                }
-                found
-            }
-        };
-        let Some(slot) = slot else {
-            // STUN for nobody, or RTP/DTLS garbage: dropped, counted.
-            self.counts.garbage_in += 1;
-            return;
-        };
-        let Some(p) = self.peers[slot].as_mut() else {
-            return;
-        };
-        if let Err(e) = p.rtc.handle_input(input) {
-            tracing::info!(participant = %p.pid, error = %e, "dropping participant after a media error");
-            self.remove_peer(slot, "media_error");
-            return;
-        }
-        self.mark(slot);
-    }
-
-    fn on_time(&mut self, now: Instant) {
-        for slot in 0..self.peers.len() {
-            let Some(p) = self.peers[slot].as_mut() else {
-                continue;
-            };
-            if p.next_timeout <= now {
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::info!(participant = %p.pid, error = %e, "dropping participant after a timer error");
-                    self.remove_peer(slot, "media_error");
-                    continue;
-                }
-                self.mark(slot);
-            }
-        }
-        if now.duration_since(self.last_housekeeping) >= HOUSEKEEPING {
-            self.last_housekeeping = now;
-            self.housekeeping(now);
+    /// After new work was queued for the worker.
+    pub fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake_now();
         }
     }
 
-    fn mark(&mut self, slot: usize) {
-        if let Some(p) = self.peers[slot].as_mut()
-            && !p.dirty
-        {
-            p.dirty = true;
-            self.dirty.push(slot);
-        }
-    }
-
-    /// Polls every participant that has work until each returns a timeout, then carries
-    /// what they produced (media, track changes, keyframe requests) to the others.
-    fn drive(&mut self) {
-        loop {
-            while let Some(slot) = self.dirty.pop() {
-                self.poll_peer(slot);
-            }
-            if self.queue.is_empty() {
-                break;
-            }
-            while let Some(p) = self.queue.pop_front() {
-                self.propagate(p);
-            }
-        }
-    }
-
-    fn poll_peer(&mut self, slot: usize) {
-        loop {
-            let Some(p) = self.peers[slot].as_mut() else {
-                return;
-            };
-            p.dirty = false;
-            if !p.rtc.is_alive() {
-                self.remove_peer(slot, "connection_lost");
-                return;
-            }
-            p.negotiate_if_needed();
-            let out = match p.rtc.poll_output() {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::info!(participant = %p.pid, error = %e, "dropping participant after an output error");
-                    self.remove_peer(slot, "media_error");
-                    return;
-                }
-            };
-            match out {
-                Output::Timeout(t) => {
-                    p.next_timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => match self.socket.send_to(&t.contents, t.destination) {
-                    Ok(n) => {
-                        self.counts.packets_out += 1;
-                        self.counts.rtp_out += u64::from(is_rtp(&t.contents));
-                        self.counts.bytes_out += n as u64;
-                    }
-                    Err(_) => self.counts.dropped_out += 1,
-                },
-                Output::Event(e) => self.on_event(slot, e),
-            }
-        }
-    }
-
-    fn on_event(&mut self, slot: usize, e: Event) {
-        let now = Instant::now();
-        let Some(p) = self.peers[slot].as_mut() else {
-            return;
-        };
-        match e {
-            Event::Connected => {
-                p.connected = true;
-                tracing::info!(participant = %p.pid, "media connected");
-            }
-            // A brief Disconnected is survivable (the client may restart ICE); the
-            // signaling session decides when the participant is gone.
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                tracing::info!(participant = %p.pid, "ICE disconnected; waiting for recovery");
-            }
-            Event::MediaAdded(m) => {
-                if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
-                    let kind = if m.kind == StrKind::Audio {
-                        MediaKind::Audio
-                    } else {
-                        MediaKind::Video
-                    };
-                    p.add_track_in(m.mid, kind, m.simulcast.is_some());
-                    self.queue.push_back(Propagated::TrackOpened {
-                        from: slot,
-                        mid: m.mid,
-                    });
-                }
-            }
-            Event::MediaChanged(m) => {
-                if let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == m.mid) {
-                    let active = matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
-                    if active != t.active {
-                        t.active = active;
-                        self.queue.push_back(if active {
-                            Propagated::TrackOpened {
-                                from: slot,
-                                mid: m.mid,
-                            }
-                        } else {
-                            Propagated::TrackClosed {
-                                from: slot,
-                                mid: m.mid,
-                            }
-                        });
-                    }
-                }
-            }
-            Event::MediaData(data) => {
-                if data.rid.is_some()
-                    && let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == data.mid)
-                    && let Some(rid) = data.rid
-                {
-                    match t.layers_seen.iter_mut().find(|(r, _)| *r == rid) {
-                        Some(e) => e.1 = now,
-                        None => t.layers_seen.push((rid, now)),
-                    }
-                }
-                if !data.contiguous {
-                    // Loss on the way in that NACK could not repair: ask for a fresh picture.
-                    p.request_keyframe(data.mid, data.rid, KeyframeRequestKind::Pli, now);
-                }
-                if let Some(level) = data.ext_vals.audio_level {
-                    let loud = f32::from(127 - level.clamp(0, 127));
-                    p.loudness = p.loudness * 0.8 + loud * 0.2;
-                }
-                self.queue.push_back(Propagated::Media { from: slot, data });
-            }
-            Event::KeyframeRequest(req) => {
-                if let Some(t) = p.tracks_out.iter().find(|t| t.mid() == Some(req.mid)) {
-                    let rid = t.current.or(t.target);
-                    self.queue.push_back(Propagated::Keyframe {
-                        to: t.from,
-                        mid: t.src_mid,
-                        rid,
-                        kind: req.kind,
-                    });
-                }
-            }
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                p.bwe_bps = Some(estimate.as_u64());
-            }
-            Event::MediaEgressStats(s) => {
-                // The stats are running totals per stream: add what is new since the last report.
-                let key = (s.mid, s.rid);
-                let prev = match p.egress_nacks.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, v)) => std::mem::replace(v, s.nacks),
-                    None => {
-                        p.egress_nacks.push((key, s.nacks));
-                        0
-                    }
-                };
-                self.stats
-                    .nacks_received
-                    .fetch_add(s.nacks.saturating_sub(prev), Ordering::Relaxed);
-            }
-            _ => {}
-        }
-    }
-
-    fn propagate(&mut self, prop: Propagated) {
-        let now = Instant::now();
-        match prop {
-            Propagated::TrackOpened { from, mid } => {
-                let Some(src) = self.peers[from].as_ref() else {
-                    return;
-                };
-                let Some(t) = src.tracks_in.iter().find(|t| t.mid == mid) else {
-                    return;
-                };
-                let (pid, kind, source, meeting) = (src.pid.clone(), t.kind, t.source, src.meeting);
-                for s in self.room_peers(meeting) {
-                    if s == from {
-                        continue;
-                    }
-                    let Some(p) = self.peers[s].as_mut() else {
-                        continue;
-                    };
-                    if p.tracks_out.iter().any(|o| {
-                        o.from == from
-                            && o.src_mid == mid
-                            && matches!(
-                                o.state,
-                                OutState::ToOpen | OutState::Negotiating(_) | OutState::Open(_)
-                            )
-                    }) {
-                        continue;
-                    }
-                    p.tracks_out.push(TrackOut {
-                        from,
-                        from_pid: pid.clone(),
-                        src_mid: mid,
-                        kind,
-                        source,
-                        state: OutState::ToOpen,
-                        current: None,
-                        target: None,
-                        wanted_height: None,
-                        paused: false,
-                        reused: false,
-                    });
-                    self.mark(s);
-                }
-            }
-            Propagated::TrackClosed { from, mid } => {
-                let Some(meeting) = self.peers[from].as_ref().map(|p| p.meeting) else {
-                    return;
-                };
-                for s in self.room_peers(meeting) {
-                    let Some(p) = self.peers[s].as_mut() else {
-                        continue;
-                    };
-                    close_tracks_from(p, from, Some(mid));
-                    self.mark(s);
-                }
-            }
-            Propagated::Keyframe { to, mid, rid, kind } => {
-                if let Some(p) = self.peers[to].as_mut()
-                    && p.request_keyframe(mid, rid, kind, now)
-                {
-                    self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    self.mark(to);
-                }
-            }
-            Propagated::Media { from, data } => self.forward(from, data, now),
-        }
-    }
-
-    /// Hands one received frame to every subscriber of its track.
-    fn forward(&mut self, from: usize, data: MediaData, now: Instant) {
-        let Some(src) = self.peers[from].as_ref() else {
-            return;
-        };
-        let is_audio = data.params.spec().codec.is_audio();
-        if is_audio && src.forced_mute {
-            return;
-        }
-        let meeting = src.meeting;
-        // Layers heard from in the last second, on the stack: this runs for every frame.
-        let mut layers = [Rid::from("q"); 4];
-        let mut n_layers = 0;
-        if data.rid.is_some()
-            && let Some(t) = src.tracks_in.iter().find(|t| t.mid == data.mid)
-        {
-            for (r, at) in &t.layers_seen {
-                if n_layers < layers.len() && now.duration_since(*at) < Duration::from_secs(1) {
-                    layers[n_layers] = *r;
-                    n_layers += 1;
-                }
-            }
-        }
-        let layers = &layers[..n_layers];
-        let Some(room) = self.rooms.get(&meeting) else {
-            return;
-        };
-        let mut keyframes: Vec<Option<Rid>> = Vec::new();
-        for i in 0..room.peers.len() {
-            let s = room.peers[i];
-            if s == from {
-                continue;
-            }
-            let Some(p) = self.peers[s].as_mut() else {
-                continue;
-            };
-            let bwe = p.bwe_bps;
-            let mut wrote = false;
-            for t in p.tracks_out.iter_mut() {
-                if t.from != from || t.src_mid != data.mid {
-                    continue;
-                }
-                let OutState::Open(mid) = t.state else {
-                    continue;
-                };
-                if t.paused {
-                    continue;
-                }
-                if data.rid.is_some() {
-                    // Simulcast: forward one layer; switch only at a keyframe of the new one.
-                    let target = choose_layer(t.wanted_height, bwe, layers).or(data.rid);
-                    if target != t.target {
-                        t.target = target;
-                        keyframes.push(target);
-                    }
-                    if data.rid == t.target && t.current != t.target {
-                        if data.is_keyframe() {
-                            t.current = t.target;
-                        } else {
-                            keyframes.push(t.target);
-                        }
-                    }
-                    if data.rid != t.current {
-                        continue;
-                    }
-                }
-                let Some(w) = p.rtc.writer(mid) else { continue };
-                let Some(pt) = w.match_params(data.params) else {
-                    continue;
-                };
-                if let Err(e) = w.write(pt, data.network_time, data.time, data.data.clone()) {
-                    tracing::debug!(participant = %p.pid, error = %e, "write to subscriber failed");
-                    continue;
-                }
-                wrote = true;
-            }
-            if wrote && !p.dirty {
-                p.dirty = true;
-                self.dirty.push(s);
-            }
-        }
-        keyframes.dedup();
-        for rid in keyframes {
-            self.queue.push_back(Propagated::Keyframe {
-                to: from,
-                mid: data.mid,
-                rid,
-                kind: KeyframeRequestKind::Pli,
-            });
-        }
-    }
-
-    fn room_peers(&self, meeting: MeetingId) -> Vec<usize> {
-        self.rooms
-            .get(&meeting)
-            .map(|r| r.peers.clone())
-            .unwrap_or_default()
-    }
-
-    fn broadcast(&self, meeting: MeetingId, except: Option<usize>, msg: &ServerMsg) {
-        if let Some(room) = self.rooms.get(&meeting) {
-            for &s in &room.peers {
-                if Some(s) != except
-                    && let Some(p) = self.peers[s].as_ref()
-                {
-                    p.send(msg.clone());
-                }
-            }
-        }
-    }
-
-    fn on_cmd(&mut self, cmd: WorkerCmd) {
-        match cmd {
-            WorkerCmd::Join {
-                claims,
-                tx,
-                session,
-            } => self.join(claims, tx, session),
-            WorkerCmd::Signal {
-                participant,
-                session,
-                msg,
-            } => {
-                if let Some(slot) = self.session_slot(&participant, session) {
-                    self.signal(slot, msg);
-                }
-            }
-            WorkerCmd::Leave {
-                participant,
-                session,
-                reason,
-            } => {
-                if let Some(slot) = self.session_slot(&participant, session) {
-                    self.remove_peer(slot, reason);
-                }
-            }
-            WorkerCmd::Control {
-                meeting,
-                action,
-                reply,
-            } => {
-                let _ = reply.send(self.control(meeting, action));
-            }
-            WorkerCmd::Shutdown { reply } => {
-                let slots: Vec<usize> = (0..self.peers.len())
-                    .filter(|&s| self.peers[s].is_some())
-                    .collect();
-                for s in slots {
-                    if let Some(p) = self.peers[s].as_ref() {
-                        p.send(ServerMsg::Closed {
-                            reason: "server_shutdown".into(),
-                            message: "This media server is restarting; reconnecting.".into(),
-                        });
-                    }
-                    self.remove_peer(s, "server_shutdown");
-                }
-                let _ = reply.send(());
-            }
-        }
-    }
-
-    /// The slot of `participant` if signaling `session` still owns it.
-    fn session_slot(&self, participant: &ParticipantId, session: u64) -> Option<usize> {
-        let &slot = self.by_pid.get(participant)?;
-        self.peers[slot]
-            .as_ref()
-            .is_some_and(|p| p.session == session)
-            .then_some(slot)
-    }
-
-    fn join(&mut self, claims: JoinClaims, tx: Sender<ServerMsg>, session: u64) {
-        let now = Instant::now();
-        let meeting = claims.meeting;
-        if self.rooms.get(&meeting).is_some_and(|r| r.locked) && !claims.host {
-            let _ = tx.try_send(ServerMsg::Closed {
-                reason: "locked".into(),
-                message: "The host has locked this meeting.".into(),
-            });
-            return;
-        }
-        // The same participant again (a reconnect with a fresh signaling session): replace.
-        if let Some(&old) = self.by_pid.get(&claims.participant) {
-            if let Some(p) = self.peers[old].as_ref() {
-                p.send(ServerMsg::Closed {
-                    reason: "replaced".into(),
-                    message: "You joined from another connection.".into(),
-                });
-            }
-            self.remove_peer(old, "replaced");
-        }
-        // ICE-lite: the server never sends connectivity checks, it only answers them. A full
-        // agent would probe every candidate a client names, private and link-local addresses
-        // (cloud metadata) included, at the client's command.
-        let mut rtc = RtcConfig::new()
-            .set_ice_lite(true)
-            .set_crypto_provider(self.crypto.clone())
-            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(800)))
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
-        match Candidate::host(self.advertised, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
-            }
-            Err(e) => {
-                tracing::error!(addr = %self.advertised, error = %e, "cannot advertise this address");
-                let _ = tx.try_send(ServerMsg::Closed {
-                    reason: "server_error".into(),
-                    message: "The media server is misconfigured.".into(),
-                });
-                return;
-            }
-        }
-        let peer = Peer::new(&claims, rtc, tx, session, now);
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.peers[s] = Some(peer);
-                s
-            }
-            None => {
-                self.peers.push(Some(peer));
-                self.peers.len() - 1
-            }
-        };
-        self.by_pid.insert(claims.participant.clone(), slot);
-        let room = self.rooms.entry(meeting).or_insert_with(|| Room {
-            peers: Vec::new(),
-            locked: false,
-            speaker: None,
-            empty_since: None,
-        });
-        room.empty_since = None;
-        let others: Vec<usize> = room.peers.clone();
-        room.peers.push(slot);
-        let participants = others
-            .iter()
-            .filter_map(|&s| self.peers[s].as_ref().map(Peer::info))
-            .collect();
-        let locked = room.locked;
-        let speaker = room.speaker.clone();
-        if let Some(p) = self.peers[slot].as_mut() {
-            p.send(ServerMsg::Joined {
-                participant_id: claims.participant.0.clone(),
-                name: claims.name.clone(),
-                host: claims.host,
-                meeting: meeting.0,
-                participants,
-            });
-            if locked {
-                p.send(ServerMsg::Locked { locked });
-            }
-            if speaker.is_some() {
-                p.send(ServerMsg::ActiveSpeaker {
-                    participant_id: speaker.map(|s| s.0),
-                });
-            }
-        }
-        let info = self.peers[slot].as_ref().map(Peer::info);
-        if let Some(info) = info {
-            self.broadcast(
-                meeting,
-                Some(slot),
-                &ServerMsg::ParticipantJoined { participant: info },
+    fn wake_now(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
             );
         }
-        // Everything already published in the room is offered to the newcomer.
-        for &o in &others {
-            let tracks: Vec<Mid> = self.peers[o]
-                .as_ref()
-                .map(|p| {
-                    p.tracks_in
-                        .iter()
-                        .filter(|t| t.active)
-                        .map(|t| t.mid)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for mid in tracks {
-                self.queue
-                    .push_back(Propagated::TrackOpened { from: o, mid });
-            }
-        }
-        self.reporter.participation(ParticipationChanged {
-            meeting,
-            participant: claims.participant,
-            joined: true,
-            at: unix_now(),
-        });
-        self.mark(slot);
-        tracing::info!(worker = self.index, %meeting, participant = %self.peers[slot].as_ref().map(|p| p.pid.0.as_str()).unwrap_or(""), "participant joined");
     }
 
-    fn signal(&mut self, slot: usize, msg: ClientMsg) {
-        let Some(p) = self.peers[slot].as_mut() else {
-            return;
-        };
-        let meeting = p.meeting;
-        match msg {
-            ClientMsg::Offer { sdp, sources } => {
-                // Each offer declares the sources of all the client's send m-lines: it
-                // replaces the previous declaration, and only once the SDP is accepted.
-                if let Err(e) = check_sources(&sources) {
-                    p.send(ServerMsg::error("bad_offer", e));
-                } else if let Err(e) = p.accept_offer(&sdp) {
-                    tracing::info!(participant = %p.pid, error = %e, "client offer refused");
-                    p.send(ServerMsg::error("bad_sdp", e));
-                } else {
-                    p.sources = sources;
-                }
-            }
-            ClientMsg::Answer { sdp } => match p.accept_answer(&sdp) {
-                Ok(opened) => {
-                    // Forwarded video goes out as it arrives, like audio (str0m's default for
-                    // audio). With BWE on, str0m paces video at 1.1 × the estimate, which starts
-                    // at 800 kbit/s and, as nothing asks for a desired bitrate, grows only by
-                    // slow AIMD steps (no probes), while a subscriber in an N-person meeting is
-                    // sent (N−1) × the publishers' rate, which the publishers chose and already
-                    // paced. The pacer then held frames until its 2 s queue limit forced them
-                    // out: p99 1.4–1.6 s in 5×5 and 10×10 loadtests, audio unaffected
-                    // (BENCHMARKS.md). The estimate still drives simulcast layer choice.
-                    for t in &p.tracks_out {
-                        if let (OutState::Open(mid), MediaKind::Video) = (t.state, t.kind)
-                            && let Some(s) = p.rtc.direct_api().stream_tx_by_mid(mid, None)
-                        {
-                            s.set_unpaced(true);
-                        }
-                    }
-                    for (from, mid, rid) in opened {
-                        self.queue.push_back(Propagated::Keyframe {
-                            to: from,
-                            mid,
-                            rid,
-                            kind: KeyframeRequestKind::Pli,
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::info!(participant = %p.pid, error = %e, "client answer refused; renegotiating");
-                    p.send(ServerMsg::error("bad_sdp", e));
-                }
-            },
-            // An ICE-lite server needs no remote candidates: the client's checks reveal its
-            // address. Candidates are accepted (the protocol allows trickling) and ignored.
-            ClientMsg::Candidate { .. } => {}
-            ClientMsg::Mute { kind, muted } => {
-                match kind {
-                    MediaKind::Audio => {
-                        p.audio_muted = muted;
-                        if !muted {
-                            p.forced_mute = false;
-                        }
-                    }
-                    MediaKind::Video => p.video_muted = muted,
-                }
-                let m = ServerMsg::Mute {
-                    participant_id: p.pid.0.clone(),
-                    kind,
-                    muted,
-                    by_host: false,
-                };
-                self.broadcast(meeting, Some(slot), &m);
-            }
-            ClientMsg::Layer { mid, width, height } => {
-                for t in p.tracks_out.iter_mut() {
-                    if t.mid().is_some_and(|m| m.to_string() == mid) {
-                        t.paused = width == 0 || height == 0;
-                        t.wanted_height = Some(height);
-                    }
-                }
-            }
-            ClientMsg::Chat { text } => {
-                let text = text.trim();
-                if text.is_empty() || text.chars().count() > 4000 {
-                    p.send(ServerMsg::error(
-                        "bad_chat",
-                        "A chat message has 1 to 4000 characters.",
-                    ));
-                    return;
-                }
-                let m = ServerMsg::Chat {
-                    participant_id: p.pid.0.clone(),
-                    name: p.name.clone(),
-                    text: text.to_string(),
-                    at: unix_now(),
-                };
-                self.broadcast(meeting, None, &m);
-            }
-            ClientMsg::Hand { raised } => {
-                p.hand = raised;
-                let m = ServerMsg::Hand {
-                    participant_id: p.pid.0.clone(),
-                    raised,
-                };
-                self.broadcast(meeting, None, &m);
-            }
-            ClientMsg::Leave => self.remove_peer(slot, "left"),
-            ClientMsg::Ping => p.send(ServerMsg::Pong),
-            ClientMsg::Join { .. } => p.send(ServerMsg::error(
-                "already_joined",
-                "This session has joined already.",
-            )),
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a valid u64; the fd is non-blocking.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
         }
-        self.mark(slot);
     }
+}
 
-    fn control(&mut self, meeting: MeetingId, action: RoomAction) -> Result<(), String> {
-        let Some(room) = self.rooms.get_mut(&meeting) else {
-            return Err("nobody is in this meeting".into());
-        };
-        let find = |this: &Self, pid: &ParticipantId| -> Result<usize, String> {
-            this.by_pid
-                .get(pid)
-                .copied()
-                .filter(|s| {
-                    this.peers[*s]
-                        .as_ref()
-                        .is_some_and(|p| p.meeting == meeting)
-                })
-                .ok_or_else(|| "no such participant in this meeting".to_string())
-        };
-        match action {
-            RoomAction::Lock | RoomAction::Unlock => {
-                room.locked = matches!(action, RoomAction::Lock);
-                let locked = room.locked;
-                self.broadcast(meeting, None, &ServerMsg::Locked { locked });
-            }
-            RoomAction::Mute { participant_id } => {
-                let s = find(self, &participant_id)?;
-                if let Some(p) = self.peers[s].as_mut() {
-                    p.forced_mute = true;
-                }
-                let m = ServerMsg::Mute {
-                    participant_id: participant_id.0,
-                    kind: MediaKind::Audio,
-                    muted: true,
-                    by_host: true,
-                };
-                self.broadcast(meeting, None, &m);
-            }
-            RoomAction::Remove { participant_id } => {
-                let s = find(self, &participant_id)?;
-                if let Some(p) = self.peers[s].as_ref() {
-                    p.send(ServerMsg::Closed {
-                        reason: "removed".into(),
-                        message: "The host removed you from the meeting.".into(),
-                    });
-                }
-                self.remove_peer(s, "removed");
-            }
-            RoomAction::End => {
-                for s in room.peers.clone() {
-                    if let Some(p) = self.peers[s].as_ref() {
-                        p.send(ServerMsg::Closed {
-                            reason: "ended".into(),
-                            message: "The host ended the meeting for everyone.".into(),
-                        });
-                    }
-                    self.remove_peer(s, "ended");
-                }
-            }
-        }
+/// What reaches a worker besides datagrams and handed-over packets.
+pub enum WorkerMsg {
+    Cmd(WorkerCmd),
+    Ctl(Ctl),
+}
+
+/// How the signaling side and the other workers reach a worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: mpsc::Sender<WorkerMsg>,
+    waker: Arc<Waker>,
+    pub stats: Arc<WorkerStats>,
+}
+
+#[derive(Debug)]
+pub struct WorkerGone;
+
+impl WorkerHandle {
+    pub fn send(&self, c: WorkerCmd) -> Result<(), WorkerGone> {
+        self.tx.send(WorkerMsg::Cmd(c)).map_err(|_| WorkerGone)?;
+        self.waker.wake_now();
         Ok(())
     }
 
-    fn remove_peer(&mut self, slot: usize, reason: &str) {
-        let Some(mut p) = self.peers[slot].take() else {
-            return;
-        };
-        p.rtc.disconnect();
-        self.free.push(slot);
-        self.by_pid.remove(&p.pid);
-        self.by_addr.retain(|_, s| *s != slot);
-        let meeting = p.meeting;
-        if let Some(room) = self.rooms.get_mut(&meeting) {
-            room.peers.retain(|s| *s != slot);
-            if room.peers.is_empty() {
-                room.empty_since = Some(Instant::now());
-            }
-            if room.speaker.as_ref() == Some(&p.pid) {
-                room.speaker = None;
-            }
+    fn ctl(&self, c: Ctl) {
+        if self.tx.send(WorkerMsg::Ctl(c)).is_ok() {
+            self.waker.wake_now();
         }
-        for s in self.room_peers(meeting) {
-            if let Some(o) = self.peers[s].as_mut() {
-                close_tracks_from(o, slot, None);
-            }
-            self.mark(s);
+    }
+}
+
+/// The queues between all workers of a box: `queue(from, to)`.
+pub struct Handoff {
+    n: usize,
+    queues: Vec<ArrayQueue<Fwd>>,
+}
+
+impl Handoff {
+    pub fn new(n: usize) -> Handoff {
+        Handoff {
+            n,
+            queues: (0..n * n).map(|_| ArrayQueue::new(HANDOFF_QUEUE)).collect(),
         }
-        self.broadcast(
-            meeting,
-            None,
-            &ServerMsg::ParticipantLeft {
-                participant_id: p.pid.0.clone(),
-                reason: reason.to_string(),
-            },
-        );
-        // Dropping the sender ends the signaling session's receive loop.
-        drop(p.tx);
-        self.reporter.participation(ParticipationChanged {
-            meeting,
-            participant: p.pid.clone(),
-            joined: false,
-            at: unix_now(),
-        });
-        tracing::info!(worker = self.index, %meeting, participant = %p.pid, reason, "participant left");
     }
 
-    /// Dynacast: asks each simulcast publisher to send only the layers someone watches.
-    fn update_publisher_layers(&mut self) {
-        let mut wanted: Vec<(usize, Mid, Vec<&'static str>)> = Vec::new();
-        for (slot, p) in self.peers.iter().enumerate() {
-            let Some(p) = p else { continue };
-            for t in p.tracks_in.iter().filter(|t| t.simulcast && t.active) {
-                let mut ranks = [false; 3];
-                for &s in self
-                    .rooms
-                    .get(&p.meeting)
-                    .map(|r| r.peers.as_slice())
-                    .unwrap_or(&[])
+    fn queue(&self, from: usize, to: usize) -> &ArrayQueue<Fwd> {
+        &self.queues[from * self.n + to]
+    }
+}
+
+/// The sockets' and queues' side of one worker (`start` wires them up).
+pub struct Worker {
+    index: usize,
+    socket: std::net::UdpSocket,
+    core: Core,
+    rx: mpsc::Receiver<WorkerMsg>,
+    waker: Arc<Waker>,
+    /// Every worker's handle (this one's included), for control messages.
+    peers: Arc<Mutex<Vec<WorkerHandle>>>,
+    handoff: Arc<Handoff>,
+    stats: Arc<WorkerStats>,
+    reporter: Box<dyn Reporter>,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        socket: std::net::UdpSocket,
+        core: Core,
+        handoff: Arc<Handoff>,
+        peers: Arc<Mutex<Vec<WorkerHandle>>>,
+        stats: Arc<WorkerStats>,
+        reporter: Box<dyn Reporter>,
+    ) -> io::Result<(Worker, WorkerHandle)> {
+        socket.set_nonblocking(true)?;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket fd and an int option value.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let waker = Arc::new(Waker::new()?);
+        let handle = WorkerHandle {
+            tx,
+            waker: waker.clone(),
+            stats: stats.clone(),
+        };
+        Ok((
+            Worker {
+                index,
+                socket,
+                core,
+                rx,
+                waker,
+                peers,
+                handoff,
+                stats,
+                reporter,
+            },
+            handle,
+        ))
+    }
+
+    /// The worker's loop; returns when every handle is gone (the server stopped).
+    pub fn run(mut self) {
+        let epfd = match epoll_setup(self.socket.as_raw_fd(), self.waker.fd.as_raw_fd()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!(worker = self.index, error = %e, "cannot set up the media worker's epoll");
+                return;
+            }
+        };
+        tracing::info!(worker = self.index, "media worker started");
+        let mut rxb = RecvBatch::new();
+        let mut tx = SendBatch::new(self.socket.as_raw_fd());
+        let mut out = Outputs::default();
+        let mut slow: Vec<usize> = Vec::new();
+        let mut links: Vec<Option<ClientTx>> = Vec::new();
+        let mut wake_workers = vec![false; self.handoff.n];
+        let mut next_flush = Instant::now() + FLUSH;
+        let mut counts_in = (0u64, 0u64);
+        'outer: loop {
+            let mut busy = false;
+            // 1. Datagrams waiting in the socket (never waited for).
+            let n = rxb.recv(self.socket.as_raw_fd());
+            if n > 0 {
+                busy = true;
+                let (mono, real) = (Instant::now(), SystemTime::now());
+                for i in 0..n {
+                    let (data, from, ts) = rxb.get(i);
+                    let Some(from) = from else { continue };
+                    counts_in.0 += 1;
+                    counts_in.1 += data.len() as u64;
+                    let received = kernel_time(ts, mono, real);
+                    self.core.handle(
+                        mono,
+                        Input::Datagram {
+                            from,
+                            data,
+                            received,
+                        },
+                        &mut tx,
+                        &mut out,
+                    );
+                    self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
+                }
+            }
+            // 2. Packets other workers handed over.
+            let now = Instant::now();
+            for from in 0..self.handoff.n {
+                if from == self.index {
+                    continue;
+                }
+                let handoff = self.handoff.clone();
+                let q = handoff.queue(from, self.index);
+                let mut taken = 0;
+                while taken < 4 * SEND_BATCH
+                    && let Some(f) = q.pop()
                 {
-                    let Some(sub) = self.peers[s].as_ref() else {
-                        continue;
-                    };
-                    for o in &sub.tracks_out {
-                        if o.from == slot
-                            && o.src_mid == t.mid
-                            && matches!(o.state, OutState::Open(_))
-                            && !o.paused
-                        {
-                            ranks[wanted_rank(o.wanted_height, sub.bwe_bps)] = true;
+                    taken += 1;
+                    self.core
+                        .handle(now, Input::Forwarded(f), &mut tx, &mut out);
+                    self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
+                }
+                busy |= taken > 0;
+            }
+            // 3. Commands and control messages.
+            loop {
+                match self.rx.try_recv() {
+                    Ok(m) => {
+                        busy = true;
+                        let input = match m {
+                            WorkerMsg::Cmd(c) => Input::Cmd(c),
+                            WorkerMsg::Ctl(c) => Input::Ctl(c),
+                        };
+                        self.core.handle(Instant::now(), input, &mut tx, &mut out);
+                        self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => break 'outer,
+                }
+            }
+            while let Some(slot) = slow.pop() {
+                self.core.handle(
+                    Instant::now(),
+                    Input::SlowReader { slot },
+                    &mut tx,
+                    &mut out,
+                );
+                self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
+            }
+            // 4. Timers that are due, now.
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle(now, Input::Timeout, &mut tx, &mut out);
+                self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
+            }
+            // What this turn produced leaves now.
+            tx.flush();
+            for (w, wake) in wake_workers.iter_mut().enumerate() {
+                if std::mem::take(wake)
+                    && let Some(h) = lock(&self.peers).get(w)
+                {
+                    h.waker.wake();
+                }
+            }
+            if now >= next_flush {
+                next_flush = now + FLUSH;
+                self.flush_stats(&mut tx, &mut counts_in);
+            }
+            if busy {
+                continue;
+            }
+            // 5. Nothing to do: sleep until a datagram, a wake-up or the next deadline.
+            self.waker.sleeping.store(true, Ordering::SeqCst);
+            let pending = (0..self.handoff.n)
+                .any(|f| f != self.index && !self.handoff.queue(f, self.index).is_empty());
+            if !pending {
+                let deadline = self
+                    .core
+                    .poll_timeout()
+                    .map_or(next_flush, |t| t.min(next_flush));
+                epoll_wait_until(epfd.as_raw_fd(), deadline);
+            }
+            self.waker.sleeping.store(false, Ordering::SeqCst);
+            self.waker.drain();
+        }
+        // Every handle is gone: end the sessions left.
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        self.core.handle(
+            Instant::now(),
+            Input::Cmd(WorkerCmd::Shutdown { reply }),
+            &mut tx,
+            &mut out,
+        );
+        self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
+        tx.flush();
+        self.flush_stats(&mut tx, &mut counts_in);
+        tracing::info!(worker = self.index, "media worker stopped");
+    }
+
+    /// Delivers what one `handle` call produced besides datagrams.
+    fn route(
+        &mut self,
+        out: &mut Outputs,
+        links: &mut Vec<Option<ClientTx>>,
+        slow: &mut Vec<usize>,
+        wake: &mut [bool],
+    ) {
+        for c in out.clients.drain(..) {
+            match c {
+                ToClient::Attach { slot, tx } => {
+                    if links.len() <= slot {
+                        links.resize_with(slot + 1, || None);
+                    }
+                    links[slot] = Some(tx);
+                }
+                ToClient::Msg { slot, msg } => {
+                    if let Some(Some(tx)) = links.get(slot)
+                        && let Err(TrySendError::Full(_)) = tx.try_send(msg)
+                        && !slow.contains(&slot)
+                    {
+                        // The session is not reading: the participant is dropped
+                        // (reason `slow_reader`) before this turn ends.
+                        slow.push(slot);
+                    }
+                }
+                ToClient::Detach { slot } => {
+                    if let Some(l) = links.get_mut(slot) {
+                        *l = None;
+                    }
+                    self.stats.assigned.fetch_sub(1, Ordering::Relaxed);
+                }
+                ToClient::Refuse { tx, msg } => {
+                    let _ = tx.try_send(msg);
+                    self.stats.assigned.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        for (to, f) in out.fwd.drain(..) {
+            let to = usize::from(to);
+            if to >= self.handoff.n {
+                continue;
+            }
+            match self.handoff.queue(self.index, to).push(f) {
+                Ok(()) => wake[to] = true,
+                Err(_) => {
+                    self.stats.handoff_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !out.ctl.is_empty() {
+            let peers = lock(&self.peers);
+            for (dest, c) in out.ctl.drain(..) {
+                match dest {
+                    Dest::All => {
+                        for (w, h) in peers.iter().enumerate() {
+                            if w != self.index {
+                                h.ctl(c.clone());
+                            }
+                        }
+                    }
+                    Dest::Worker(w) => {
+                        if let Some(h) = peers.get(usize::from(w)) {
+                            h.ctl(c);
                         }
                     }
                 }
-                let layers: Vec<&'static str> = LAYERS
-                    .iter()
-                    .zip(ranks)
-                    .filter(|(_, on)| *on)
-                    .map(|(l, _)| *l)
-                    .collect();
-                if t.layers_requested.as_ref() != Some(&layers) {
-                    wanted.push((slot, t.mid, layers));
+            }
+        }
+        for e in out.events.drain(..) {
+            match e {
+                CoreEvent::Participation(m) => self.reporter.participation(m),
+                CoreEvent::RoomClosed(m) => self.reporter.room_closed(m),
+                CoreEvent::ControlReply(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                CoreEvent::ShutdownDone(reply) => {
+                    let _ = reply.send(());
                 }
             }
         }
-        for (slot, mid, layers) in wanted {
-            let Some(p) = self.peers[slot].as_mut() else {
-                continue;
-            };
-            if let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == mid) {
-                t.layers_requested = Some(layers.clone());
-            }
-            p.send(ServerMsg::Layers {
-                mid: mid.to_string(),
-                active: layers.iter().map(|l| l.to_string()).collect(),
-            });
-        }
     }
 
-    fn housekeeping(&mut self, now: Instant) {
-        // A session whose queue overflowed is not reading: its client is gone or hostile.
-        for slot in 0..self.peers.len() {
-            if self.peers[slot]
-                .as_ref()
-                .is_some_and(|p| p.overflowed.get())
-            {
-                self.remove_peer(slot, "slow_reader");
-            }
-        }
-        self.update_publisher_layers();
-        // Active speaker per room: the loudest participant above a floor.
-        let mut changes = Vec::new();
-        for (meeting, room) in &mut self.rooms {
-            let loudest = room
-                .peers
-                .iter()
-                .filter_map(|&s| self.peers[s].as_ref())
-                .filter(|p| p.loudness > 30.0 && !p.audio_muted && !p.forced_mute)
-                .max_by(|a, b| a.loudness.total_cmp(&b.loudness))
-                .map(|p| p.pid.clone());
-            if loudest.is_some() && loudest != room.speaker {
-                room.speaker = loudest.clone();
-                changes.push((*meeting, loudest));
-            }
-        }
-        for (meeting, speaker) in changes {
-            self.broadcast(
-                meeting,
-                None,
-                &ServerMsg::ActiveSpeaker {
-                    participant_id: speaker.map(|s| s.0),
-                },
-            );
-        }
-        let grace = self.room_grace;
-        let closed: Vec<MeetingId> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| {
-                r.empty_since
-                    .is_some_and(|t| now.duration_since(t) >= grace)
-            })
-            .map(|(m, _)| *m)
-            .collect();
-        for m in closed {
-            self.rooms.remove(&m);
-            self.reporter.room_closed(m);
-            tracing::info!(worker = self.index, meeting = %m, "room closed");
-        }
-        self.flush_stats();
-    }
-
-    fn flush_stats(&mut self) {
-        let c = std::mem::take(&mut self.counts);
+    fn flush_stats(&mut self, tx: &mut SendBatch, counts_in: &mut (u64, u64)) {
         let s = &self.stats;
+        let c = std::mem::take(&mut self.core.counts);
         s.rtp_in.fetch_add(c.rtp_in, Ordering::Relaxed);
         s.rtp_out.fetch_add(c.rtp_out, Ordering::Relaxed);
-        s.packets_in.fetch_add(c.packets_in, Ordering::Relaxed);
-        s.bytes_in.fetch_add(c.bytes_in, Ordering::Relaxed);
-        s.packets_out.fetch_add(c.packets_out, Ordering::Relaxed);
-        s.bytes_out.fetch_add(c.bytes_out, Ordering::Relaxed);
-        s.dropped_out.fetch_add(c.dropped_out, Ordering::Relaxed);
         s.garbage_in.fetch_add(c.garbage_in, Ordering::Relaxed);
-        let live = self.peers.iter().flatten();
-        let (mut n, mut tracks, mut bwe) = (0u64, 0u64, 0u64);
-        for p in live {
-            n += 1;
-            tracks += p.tracks_in.iter().filter(|t| t.active).count() as u64;
-            bwe += p.bwe_bps.unwrap_or(0);
-        }
+        s.nacks_received
+            .fetch_add(c.nacks_received, Ordering::Relaxed);
+        s.retransmitted
+            .fetch_add(c.retransmitted, Ordering::Relaxed);
+        s.keyframe_requests
+            .fetch_add(c.keyframe_requests, Ordering::Relaxed);
+        s.audio_held.fetch_add(c.audio_held, Ordering::Relaxed);
+        let (p, b) = std::mem::take(counts_in);
+        s.packets_in.fetch_add(p, Ordering::Relaxed);
+        s.bytes_in.fetch_add(b, Ordering::Relaxed);
+        tx.flush_counts(s);
+        let (n, rooms, tracks, bwe) = self.core.gauges();
         s.participants.store(n, Ordering::Relaxed);
+        s.rooms.store(rooms, Ordering::Relaxed);
         s.tracks.store(tracks, Ordering::Relaxed);
         s.bwe_bps_sum.store(bwe, Ordering::Relaxed);
-        s.rooms.store(self.rooms.len() as u64, Ordering::Relaxed);
     }
 }
 
-/// RTP, not RTCP (RFC 5761: RTCP packet types 192–223 sit where RTP's marker+PT would), and
-/// not STUN/DTLS (their first byte is below 128). Headers are clear text under SRTP.
-/// A client sends at most camera, microphone, screen and screen audio, each on its own
-/// m-line; a few more allow for m-lines being replaced. Anything beyond is not a client.
-pub const MAX_SOURCES: usize = 16;
-
-/// Checks an offer's `sources` before anything of it is kept.
-fn check_sources(sources: &HashMap<String, crate::proto::signal::Source>) -> Result<(), String> {
-    if sources.len() > MAX_SOURCES {
-        return Err(format!(
-            "An offer declares at most {MAX_SOURCES} sources, not {}.",
-            sources.len()
-        ));
-    }
-    if let Some(bad) = sources
-        .keys()
-        .find(|mid| mid.is_empty() || mid.len() > 16 || !mid.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(format!(
-            "`{}` is not an m-line id.",
-            bad.chars().take(20).collect::<String>()
-        ));
-    }
-    Ok(())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn is_rtp(b: &[u8]) -> bool {
-    b.len() >= 12 && b[0] & 0xC0 == 0x80 && !(192..=223).contains(&b[1])
+/// The kernel's receive time (CLOCK_REALTIME) as an `Instant`, given both clocks read at
+/// the end of the batch; `mono` when there is none or it looks wrong.
+fn kernel_time(ts: Option<libc::timespec>, mono: Instant, real: SystemTime) -> Instant {
+    let Some(ts) = ts else { return mono };
+    let Ok(real) = real.duration_since(UNIX_EPOCH) else {
+        return mono;
+    };
+    let at = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    match real.checked_sub(at) {
+        Some(ago) if ago < Duration::from_secs(1) => mono.checked_sub(ago).unwrap_or(mono),
+        _ => mono,
+    }
 }
 
-/// Stops (renegotiates away) what `p` receives from the publisher in `from` (one track, or all).
-fn close_tracks_from(p: &mut Peer, from: usize, mid: Option<Mid>) {
-    p.tracks_out.retain_mut(|t| {
-        if t.from != from || mid.is_some_and(|m| m != t.src_mid) {
-            return true;
+fn epoll_setup(socket: RawFd, waker: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: creates a new epoll fd or returns -1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ep is a fresh, owned descriptor.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for (fd, token) in [(socket, 1u64), (waker, 2u64)] {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid epoll fd, a valid fd to watch and an initialised event.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
         }
-        match t.state {
-            OutState::ToOpen => false,
-            OutState::Negotiating(m) | OutState::Open(m) => {
-                t.state = OutState::ToStop(m);
-                true
+    }
+    Ok(ep)
+}
+
+/// Waits for a watched fd or until `deadline`, with nanosecond resolution where the kernel
+/// has `epoll_pwait2` (5.11+), else rounded up to the next millisecond.
+fn epoll_wait_until(ep: RawFd, deadline: Instant) {
+    let now = Instant::now();
+    if deadline <= now {
+        return;
+    }
+    let wait = deadline - now;
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+    };
+    // SAFETY: valid epoll fd, event buffer and timespec; no signal mask.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait2,
+            ep,
+            evs.as_mut_ptr(),
+            evs.len() as libc::c_int,
+            &ts as *const libc::timespec,
+            std::ptr::null::<libc::sigset_t>(),
+            0usize,
+        )
+    };
+    if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: as above.
+        unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as libc::c_int, ms) };
+    }
+}
+
+/// Buffers for one `recvmmsg` of up to `RECV_BATCH` datagrams with their receive times.
+struct RecvBatch {
+    bufs: Vec<[u8; MAX_DATAGRAM]>,
+    addrs: Vec<libc::sockaddr_storage>,
+    ctrl: Vec<[u64; 8]>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    fn new() -> RecvBatch {
+        // SAFETY: sockaddr_storage and mmsghdr are plain C structs; all-zero is valid.
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        RecvBatch {
+            bufs: vec![[0; MAX_DATAGRAM]; RECV_BATCH],
+            addrs: vec![zero_addr; RECV_BATCH],
+            ctrl: vec![[0; 8]; RECV_BATCH],
+            iovs: Vec::with_capacity(RECV_BATCH),
+            hdrs: vec![zero_hdr; RECV_BATCH],
+        }
+    }
+
+    /// Reads what is waiting (non-blocking); returns how many datagrams.
+    fn recv(&mut self, fd: RawFd) -> usize {
+        self.iovs.clear();
+        for b in self.bufs.iter_mut() {
+            self.iovs.push(libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            });
+        }
+        for i in 0..RECV_BATCH {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of::<[u64; 8]>();
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers owned by self, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                RECV_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        n.max(0) as usize
+    }
+
+    /// Datagram `i` of the last `recv`: bytes, source, kernel receive time.
+    fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>, Option<libc::timespec>) {
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(MAX_DATAGRAM);
+        let from = sockaddr_to(&self.addrs[i]);
+        let mut ts = None;
+        // SAFETY: the control buffer was filled by the kernel for this header; the CMSG
+        // macros walk it within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    ts = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(c).cast::<libc::timespec>(),
+                    ));
+                }
+                c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
             }
-            _ => true,
         }
-    });
+        (&self.bufs[i][..len], from, ts)
+    }
+}
+
+fn sockaddr_to(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(a.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let s: &libc::sockaddr_in = unsafe { &*(a as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(s.sin_addr.s_addr).into(),
+                u16::from_be(s.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let s: &libc::sockaddr_in6 = unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                s.sin6_addr.s6_addr.into(),
+                u16::from_be(s.sin6_port),
+                s.sin6_flowinfo,
+                s.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn to_sockaddr(a: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let s: &mut libc::sockaddr_in =
+                unsafe { &mut *(out as *mut _ as *mut libc::sockaddr_in) };
+            s.sin_family = libc::AF_INET as libc::sa_family_t;
+            s.sin_port = v4.port().to_be();
+            s.sin_addr = libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            };
+            s.sin_zero = [0; 8];
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in6.
+            let s: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(out as *mut _ as *mut libc::sockaddr_in6) };
+            s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            s.sin6_port = v6.port().to_be();
+            s.sin6_flowinfo = v6.flowinfo();
+            s.sin6_addr = libc::in6_addr {
+                s6_addr: v6.ip().octets(),
+            };
+            s.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Datagrams the core wrote, sent together by `sendmmsg` when `SEND_BATCH` are waiting and
+/// at the end of every turn; the latency of each forwarded copy is recorded when it is sent.
+struct SendBatch {
+    fd: RawFd,
+    bufs: Vec<[u8; MAX_DATAGRAM]>,
+    lens: Vec<usize>,
+    addrs: Vec<libc::sockaddr_storage>,
+    addr_lens: Vec<libc::socklen_t>,
+    received: Vec<Option<Instant>>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    n: usize,
+    hist: LocalHist,
+    packets: u64,
+    bytes: u64,
+    dropped: u64,
+    batches: u64,
+}
+
+impl SendBatch {
+    fn new(fd: RawFd) -> SendBatch {
+        // SAFETY: plain C structs; all-zero is valid.
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        SendBatch {
+            fd,
+            bufs: vec![[0; MAX_DATAGRAM]; SEND_BATCH],
+            lens: vec![0; SEND_BATCH],
+            addrs: vec![zero_addr; SEND_BATCH],
+            addr_lens: vec![0; SEND_BATCH],
+            received: vec![None; SEND_BATCH],
+            iovs: Vec::with_capacity(SEND_BATCH),
+            hdrs: vec![zero_hdr; SEND_BATCH],
+            n: 0,
+            hist: LocalHist::default(),
+            packets: 0,
+            bytes: 0,
+            dropped: 0,
+            batches: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        let total = self.n;
+        if total == 0 {
+            return;
+        }
+        self.iovs.clear();
+        for i in 0..total {
+            self.iovs.push(libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: self.lens[i],
+            });
+        }
+        for i in 0..total {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.addr_lens[i];
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        let mut at = 0;
+        while at < total {
+            // SAFETY: headers [at, total) point at live buffers and addresses owned by self.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd,
+                    self.hdrs[at..].as_mut_ptr(),
+                    (total - at) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            self.batches += 1;
+            if r <= 0 {
+                // The first of the rest could not go (socket buffer full): drop it, go on.
+                self.dropped += 1;
+                at += 1;
+                continue;
+            }
+            let sent_at = Instant::now();
+            for i in at..at + r as usize {
+                self.packets += 1;
+                self.bytes += self.lens[i] as u64;
+                if let Some(t) = self.received[i] {
+                    self.hist.record(sent_at.saturating_duration_since(t));
+                }
+            }
+            at += r as usize;
+        }
+        self.n = 0;
+    }
+
+    fn flush_counts(&mut self, s: &WorkerStats) {
+        s.packets_out
+            .fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);
+        s.bytes_out
+            .fetch_add(std::mem::take(&mut self.bytes), Ordering::Relaxed);
+        s.dropped_out
+            .fetch_add(std::mem::take(&mut self.dropped), Ordering::Relaxed);
+        s.send_batches
+            .fetch_add(std::mem::take(&mut self.batches), Ordering::Relaxed);
+        self.hist.flush_into(&s.latency);
+    }
+}
+
+impl NetSink for SendBatch {
+    fn buffer(&mut self) -> &mut [u8] {
+        &mut self.bufs[self.n]
+    }
+
+    fn commit(&mut self, len: usize, to: SocketAddr, received: Option<Instant>) {
+        let i = self.n;
+        self.lens[i] = len;
+        self.addr_lens[i] = to_sockaddr(to, &mut self.addrs[i]);
+        self.received[i] = received.filter(|_| is_rtp(&self.bufs[i][..len]));
+        self.n += 1;
+        if self.n == SEND_BATCH {
+            self.flush();
+        }
+    }
 }

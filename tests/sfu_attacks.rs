@@ -1,0 +1,323 @@
+//! Attacks on the sfuserver from a participant, over real signaling (a WebSocket against the
+//! appliance binary): each is performed and shown to hit only the attacker, while the media
+//! worker and everyone else carry on.
+//!
+//! - An SDP offer that makes str0m 0.25 panic (fuzz/known-crashes/sdp, found by the `sdp`
+//!   fuzz target) closes only its sender (`bad_sdp`); before, it ended the media worker
+//!   thread and every meeting on it.
+//! - A participant a host removed comes back with its join token, still valid for minutes:
+//!   refused (`removed`) on every worker; before, it simply joined again.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::Appliance;
+use support::api::call;
+use support::media::sign_in_from_log;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One signaling session.
+struct Session {
+    ws: WebSocketStream<TcpStream>,
+    participant: String,
+    /// Every message seen so far, in order.
+    seen: Vec<Value>,
+    close_reason: Option<String>,
+}
+
+/// An appliance with a signed-in host and its instant meeting: (app, host token, code, id).
+async fn hosted(workers: &str) -> (Appliance, String, String, i64) {
+    let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", workers], &[]);
+    let host = sign_in_from_log(&app, "host@corp.test").await;
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&host),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    let code = m.body["code"].as_str().expect("code").to_string();
+    let id = m.body["id"].as_i64().expect("id");
+    (app, host, code, id)
+}
+
+/// `POST /join/{code}` as a guest: the join answer (participant id, join token, signal URL).
+async fn join_answer(app: &Appliance, code: &str, name: &str) -> Value {
+    let a = call(
+        "POST",
+        &app.url(&format!("/api/v1/join/{code}")),
+        None,
+        Some(json!({"display_name": name})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body
+}
+
+/// Opens signaling with a join answer's token and sends `join`; does not wait for `joined`.
+async fn connect(answer: &Value) -> Session {
+    let url = answer["sfu"]["signal_url"].as_str().expect("signal_url");
+    let u = url::Url::parse(url).expect("url");
+    let tcp = TcpStream::connect(format!(
+        "{}:{}",
+        u.host_str().expect("host"),
+        u.port_or_known_default().expect("port")
+    ))
+    .await
+    .expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("websocket upgrade");
+    let mut s = Session {
+        ws,
+        participant: answer["participant_id"]
+            .as_str()
+            .expect("participant_id")
+            .to_string(),
+        seen: Vec::new(),
+        close_reason: None,
+    };
+    assert!(
+        s.send(json!({"type": "join", "token": answer["token"]}))
+            .await
+    );
+    s
+}
+
+/// Opens signaling and waits for `joined`.
+async fn open(answer: &Value) -> Session {
+    let mut s = connect(answer).await;
+    s.until("joined", Duration::from_secs(10)).await;
+    s
+}
+
+impl Session {
+    async fn send(&mut self, v: Value) -> bool {
+        self.ws.send(Message::text(v.to_string())).await.is_ok()
+    }
+
+    /// The next JSON message, or None when the session ended.
+    async fn next(&mut self, deadline: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                    self.seen.push(v.clone());
+                    return Some(v);
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_reason = frame.map(|f| f.reason.to_string());
+                    return None;
+                }
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => panic!("nothing from the server for {deadline:?}"),
+            }
+        }
+    }
+
+    /// Reads until a message of type `ty` (panics if the session ends first).
+    async fn until(&mut self, ty: &str, deadline: Duration) -> Value {
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let m = self
+                .next(left.max(Duration::from_millis(1)))
+                .await
+                .unwrap_or_else(|| panic!("session ended while waiting for {ty}"));
+            if m["type"] == ty {
+                return m;
+            }
+        }
+    }
+
+    /// Reads until the session ends: the `closed` message's reason (or the close frame's).
+    async fn until_closed(&mut self, deadline: Duration) -> Option<String> {
+        let end = Instant::now() + deadline;
+        let mut reason = None;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the session was not closed within {deadline:?}"
+            );
+            match self.next(left).await {
+                None => return reason.or_else(|| self.close_reason.take()),
+                Some(m) if m["type"] == "closed" => {
+                    reason = m["reason"].as_str().map(str::to_string);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// A ping the media worker answers (the signaling session hands it to the worker).
+    async fn alive(&mut self) {
+        assert!(self.send(json!({"type": "ping"})).await, "send ping");
+        self.until("pong", Duration::from_secs(10)).await;
+    }
+
+    /// The reason of the `participant_left` for `who` (seen already or still to come).
+    async fn left_reason(&mut self, who: &str, deadline: Duration) -> String {
+        let is_it = |m: &Value| m["type"] == "participant_left" && m["participant_id"] == who;
+        if let Some(m) = self.seen.iter().find(|m| is_it(m)) {
+            return m["reason"].as_str().unwrap_or("").to_string();
+        }
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let m = self.until("participant_left", left).await;
+            if is_it(&m) {
+                return m["reason"].as_str().unwrap_or("").to_string();
+            }
+        }
+    }
+}
+
+/// A well-formed offer publishing one audio track, as a client makes it (str0m as the client).
+fn good_offer() -> (String, String) {
+    let mut rtc = str0m::RtcConfig::new().build(Instant::now());
+    let host = str0m::Candidate::host(([127, 0, 0, 1], 40_000).into(), "udp").expect("candidate");
+    rtc.add_local_candidate(host);
+    let mut change = rtc.sdp_api();
+    let mid = change.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        Some("s".into()),
+        None,
+        None,
+    );
+    let (offer, _pending) = change.apply().expect("an offer");
+    (offer.to_sdp_string(), mid.to_string())
+}
+
+/// The offers in fuzz/known-crashes/sdp (str0m panics on them).
+fn known_crashes() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/known-crashes/sdp");
+    let mut v: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("fuzz/known-crashes/sdp")
+        .map(|e| {
+            let p = e.expect("entry").path();
+            let name = p.file_name().expect("name").to_string_lossy().to_string();
+            (name, std::fs::read_to_string(&p).expect("read"))
+        })
+        .collect();
+    v.sort();
+    assert!(!v.is_empty());
+    v
+}
+
+/// Every known str0m-panicking offer, sent by a participant over signaling, closes that
+/// participant with `bad_sdp`; the one media worker survives: the bystander keeps being
+/// answered and sees the attacker leave with that reason, a newcomer joins and has a real
+/// offer answered, and the process is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_that_makes_str0m_panic_closes_only_its_sender() {
+    let (app, _host, code, _id) = hosted("1").await;
+    let mut bystander = open(&join_answer(&app, &code, "Bystander").await).await;
+    for (name, sdp) in known_crashes() {
+        let mut attacker = open(&join_answer(&app, &code, "Attacker").await).await;
+        assert!(
+            attacker
+                .send(json!({"type": "offer", "sdp": sdp, "sources": {}}))
+                .await
+        );
+        let reason = attacker.until_closed(Duration::from_secs(10)).await;
+        assert_eq!(reason.as_deref(), Some("bad_sdp"), "{name}");
+        let closed = attacker
+            .seen
+            .iter()
+            .find(|m| m["type"] == "closed")
+            .cloned()
+            .unwrap_or_default();
+        println!("{name}: the attacker was told {closed}");
+        let pid = attacker.participant.clone();
+        assert_eq!(
+            bystander.left_reason(&pid, Duration::from_secs(10)).await,
+            "bad_sdp",
+            "{name}"
+        );
+        bystander.alive().await;
+    }
+    // The worker still negotiates: a newcomer's well-formed offer is answered.
+    let mut newcomer = open(&join_answer(&app, &code, "Newcomer").await).await;
+    let (sdp, mid) = good_offer();
+    assert!(
+        newcomer
+            .send(json!({"type": "offer", "sdp": sdp, "sources": {mid: "microphone"}}))
+            .await
+    );
+    let answer = newcomer.until("answer", Duration::from_secs(10)).await;
+    assert!(
+        answer["sdp"]
+            .as_str()
+            .is_some_and(|s| s.contains("m=audio")),
+        "{answer}"
+    );
+    bystander.alive().await;
+    newcomer.alive().await;
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", app.pid())).exists(),
+        "the appliance process is still running"
+    );
+}
+
+/// A removed participant's join token stays valid (5 minutes by default); coming back with
+/// it, on either of two media workers, is refused with `removed`. Others stay, and a fresh
+/// join (a new participant id, which the apiserver only hands to people it lets in) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_participant_cannot_come_back_with_its_join_token() {
+    let (app, host, code, id) = hosted("2").await;
+    let mut bystander = open(&join_answer(&app, &code, "Bystander").await).await;
+    let guest_answer = join_answer(&app, &code, "Gil").await;
+    let mut guest = open(&guest_answer).await;
+    let gid = guest.participant.clone();
+    let r = call(
+        "POST",
+        &app.url(&format!("/api/v1/meetings/{id}/control")),
+        Some(&host),
+        Some(json!({"action": "remove", "participant_id": gid})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(
+        guest.until_closed(Duration::from_secs(10)).await.as_deref(),
+        Some("removed")
+    );
+    assert_eq!(
+        bystander.left_reason(&gid, Duration::from_secs(10)).await,
+        "removed"
+    );
+    // The same token, several times: with two workers, the picks alternate between them.
+    for attempt in 0..4 {
+        let mut again = connect(&guest_answer).await;
+        let reason = again.until_closed(Duration::from_secs(10)).await;
+        assert_eq!(reason.as_deref(), Some("removed"), "attempt {attempt}");
+        assert!(
+            !again.seen.iter().any(|m| m["type"] == "joined"),
+            "attempt {attempt}: {:?}",
+            again.seen
+        );
+    }
+    // Nobody else saw the removed guest come back.
+    bystander.alive().await;
+    assert_eq!(
+        bystander
+            .seen
+            .iter()
+            .filter(|m| m["type"] == "participant_joined"
+                && m["participant"]["participant_id"] == gid.as_str())
+            .count(),
+        1,
+        "{:?}",
+        bystander.seen
+    );
+    let mut other = open(&join_answer(&app, &code, "Other").await).await;
+    other.alive().await;
+    bystander.alive().await;
+}
