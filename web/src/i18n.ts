@@ -4,7 +4,7 @@
 const en = {
   app: 'Meetings',
   lang_switch: '中文',
-  lang_switch_label: 'Switch the language to Chinese',
+  lang_switch_label: '中文: switch the language to Chinese',
   email: 'Email address',
   send_code: 'Send me a sign-in code',
   code_sent: 'We sent a 6-digit code to {email}. It may take a minute to arrive.',
@@ -276,7 +276,7 @@ export type Key = keyof typeof en;
 const zh: Record<Key, string> = {
   app: '会议',
   lang_switch: 'English',
-  lang_switch_label: '将语言切换为英文',
+  lang_switch_label: 'English：将语言切换为英文',
   email: '电子邮件地址',
   send_code: '发送登录验证码',
   code_sent: '我们已向 {email} 发送 6 位验证码，可能需要一分钟才能收到。',

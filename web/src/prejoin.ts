@@ -16,12 +16,15 @@ export interface JoinChoice {
   signedIn?: boolean;
 }
 
-/** A short two-note chime on the chosen output, so people hear whether their speakers work. */
-export async function playTestSound(sinkId?: string): Promise<number> {
+/** A short two-note chime on the chosen output, so people hear whether their speakers
+ *  work. Resolves true once the audio was rendered (the last note ended), false if the
+ *  page may not play sound (the context stayed suspended). */
+export async function playTestSound(sinkId?: string): Promise<boolean> {
   const ctx = audioContext();
-  await ctx.resume().catch(() => {});
   if (sinkId && 'setSinkId' in ctx) await (ctx as any).setSinkId(sinkId).catch(() => {});
+  await ctx.resume().catch(() => {});
   const now = ctx.currentTime;
+  let last: OscillatorNode | null = null;
   [[660, 0], [880, 0.35]].forEach(([f, at]) => {
     const o = ctx.createOscillator();
     const g = ctx.createGain();
@@ -32,8 +35,12 @@ export async function playTestSound(sinkId?: string): Promise<number> {
     o.connect(g).connect(ctx.destination);
     o.start(now + at);
     o.stop(now + at + 0.55);
+    last = o;
   });
-  return ctx.state === 'running' ? 0.9 : 0;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), 3000);
+    last!.onended = () => { clearTimeout(timer); resolve(true); };
+  });
 }
 
 export async function prejoinScreen(opts: {
@@ -74,10 +81,10 @@ export async function prejoinScreen(opts: {
     const speaker = h('button', { type: 'button', id: 'speaker-test', class: 'secondary small' }, t('speaker_test'));
     speaker.addEventListener('click', async () => {
       const out = (document.getElementById('dev-output') as HTMLSelectElement | null)?.value;
-      const ok = await playTestSound(out);
-      speaker.dataset.played = String(ok > 0);
       speaker.textContent = t('speaker_test_playing');
-      setTimeout(() => { speaker.textContent = t('speaker_test'); }, 1200);
+      const ok = await playTestSound(out);
+      speaker.dataset.played = String(ok);
+      speaker.textContent = t('speaker_test');
     });
     const noise = h('input', { type: 'checkbox', id: 'fx-noise', checked: media?.effects.noise ?? true });
     noise.addEventListener('change', async () => { if (media) { await media.apply({ ...media.effects, noise: (noise as HTMLInputElement).checked }); } });
@@ -98,19 +105,22 @@ export async function prejoinScreen(opts: {
     camBox.addEventListener('change', () => { camOff = (camBox as HTMLInputElement).checked; });
     const form = h('form', { class: 'card prejoin', 'aria-labelledby': 'prejoin-h' },
       h('h1', { id: 'prejoin-h' }, t('prejoin_title')),
-      video,
-      media ? null : h('p', { class: 'muted' }, t('no_media')),
-      media?.rawVideo ? h('div', {}, h('label', { for: 'fx-bg' }, t('background')), bgSel) : null,
-      ...(media ? [...select('videoinput', 'dev-video', t('camera')), ...select('audioinput', 'dev-audio', t('microphone'))] : []),
-      media?.monitor ? h('div', { class: 'meter-row' }, h('span', { class: 'muted', 'aria-hidden': 'true' }, t('mic_level')), meter) : null,
-      media?.monitor ? h('div', { class: 'check' }, noise, h('label', { for: 'fx-noise' }, t('noise_suppression'))) : null,
-      ...select('audiooutput', 'dev-output', t('speaker')),
-      h('div', { class: 'row' }, speaker),
-      status,
+      h('div', { class: 'pj-cols' },
+        h('div', { class: 'pj-media' },
+          video,
+          media ? null : h('p', { class: 'muted' }, t('no_media')),
+          media?.rawVideo ? h('div', {}, h('label', { for: 'fx-bg' }, t('background')), bgSel) : null,
+          media?.monitor ? h('div', { class: 'meter-row' }, h('span', { class: 'muted', 'aria-hidden': 'true' }, t('mic_level')), meter) : null,
+          media?.monitor ? h('div', { class: 'check' }, noise, h('label', { for: 'fx-noise' }, t('noise_suppression'))) : null,
+          h('div', { class: 'row' }, speaker),
+          status),
+        h('div', { class: 'pj-form' },
+          ...(media ? [...select('videoinput', 'dev-video', t('camera')), ...select('audioinput', 'dev-audio', t('microphone'))] : []),
+          ...select('audiooutput', 'dev-output', t('speaker')),
       h('label', { for: 'name' }, t('your_name')), name,
       h('div', { class: 'check' }, mutedBox, h('label', { for: 'join-muted' }, t('join_muted'))),
       h('div', { class: 'check' }, camBox, h('label', { for: 'join-camoff' }, t('join_no_camera'))),
-      h('button', { type: 'submit', id: 'join-now', class: 'big' }, t('join_now')));
+      h('button', { type: 'submit', id: 'join-now', class: 'big' }, t('join_now')))));
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       cleanup();

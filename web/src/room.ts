@@ -754,6 +754,7 @@ export class Room {
     if (!c) return;
     const focused = document.activeElement?.id;
     const canReact = !!this.client && !this.client.unsupported.has('reaction');
+    if (!canReact && this.els.reactions) this.els.reactions.hidden = true;
     c.replaceChildren(
       this.button('ctl-mic', this.audioMuted ? t('unmute') : t('mute'), this.audioMuted ? 'micOff' : 'mic', () => this.toggleMic(), this.audioMuted, '', 'M'),
       this.button('ctl-cam', this.videoOff ? t('cam_on') : t('cam_off'), this.videoOff ? 'camOff' : 'cam', () => this.toggleCam(), this.videoOff, '', 'V'),
