@@ -258,10 +258,10 @@ const scenarios = {
         return { ok: r.unsupported.includes('reaction') && !r.button, ...r };
       }, 10000);
       // Spotlight for everyone (host): refused the same way; the tile button goes away.
-      const spot = await alice.$(`figure.tile[data-pid="${B}"] .tile-spot`);
-      out.spot_button_for_host = !!spot;
+      const spotSel = `figure.tile[data-pid="${B}"] .tile-spot`;
+      out.spot_button_for_host = !!(await alice.$(spotSel));
       out.spot_button_for_guest = !!(await carol.$('.tile-spot'));
-      if (spot) { await alice.hover(`figure.tile[data-pid="${B}"]`); await spot.click(); }
+      if (out.spot_button_for_host) { await alice.hover(`figure.tile[data-pid="${B}"]`); await alice.click(spotSel); }
       out.spotlight = await waitFor('spotlight refused', async () => {
         const r = await alice.evaluate(() => ({ unsupported: [...window.room.client.unsupported], buttons: document.querySelectorAll('.tile-spot').length }));
         return { ok: r.unsupported.includes('spotlight') && r.buttons === 0, ...r };

@@ -696,10 +696,14 @@ export class Room {
       tile.netq.setAttribute('aria-label', q ? t('net_quality', { q: t(`q_${['lost', 'poor', 'fair', 'good'][q.level] || 'poor'}` as any) }) : t('net_unknown'));
       tile.netq.title = tile.netq.getAttribute('aria-label') || '';
       const name = p.name;
+      // Rebuilt only when something on them changes (a click must not hit a replaced button).
+      const canSpot = host && !!this.client && !this.client.unsupported.has('spotlight');
+      const akey = `${name}|${this.pinned === pid}|${this.spotlight === pid}|${canSpot}|${document.documentElement.lang}`;
+      if (tile.actions.dataset.key !== akey) tile.actions.dataset.key = akey; else return;
       tile.actions.replaceChildren(
         h('button', { type: 'button', class: 'tile-btn tile-pin', 'aria-pressed': String(this.pinned === pid), 'aria-label': this.pinned === pid ? t('unpin_name', { name }) : t('pin_name', { name }), title: this.pinned === pid ? t('unpin_name', { name }) : t('pin_name', { name }), onclick: () => this.togglePin(pid) }, icon('pin')),
         h('button', { type: 'button', class: 'tile-btn tile-full', 'aria-label': t('fullscreen_name', { name }), title: t('fullscreen_name', { name }), onclick: () => this.fullscreen(pid) }, icon('full')),
-        host && this.client && !this.client.unsupported.has('spotlight')
+        canSpot
           ? h('button', { type: 'button', class: 'tile-btn tile-spot', 'aria-pressed': String(this.spotlight === pid), 'aria-label': this.spotlight === pid ? t('spotlight_end') : t('spotlight_name', { name }), title: this.spotlight === pid ? t('spotlight_end') : t('spotlight_name', { name }), onclick: () => this.spotlightAll(this.spotlight === pid ? null : pid) }, icon('star')) : '',
       );
     };
