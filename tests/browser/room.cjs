@@ -106,29 +106,33 @@ async function receivedDb(p, pid, source, ms) {
   return { db: d > 0 && e > 0 ? 10 * Math.log10(e / d) : -200, seconds: d, packets: (b.packetsReceived || 0) - (a.packetsReceived || 0) };
 }
 
-/** CPU seconds used by a browser's whole process tree (from /proc, clock ticks of 1/100 s). */
-function cpuOf(browser) {
-  const root = browser.process && browser.process() ? browser.process().pid : null;
-  if (!root) return null;
-  const kids = new Map();
+/** CPU seconds used by a browser's whole process tree (from /proc, clock ticks of 1/100 s).
+ *  The browser is found by `marker`, a string only its own command line has (its fake
+ *  device file); its renderers, GPU and utility processes are its descendants. */
+function cpuOf(marker) {
+  const procs = new Map();
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
       const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      kids.set(Number(d), { ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / 100 });
+      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      procs.set(Number(d), { ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / 100, mine: cmd.includes(marker) });
     } catch { /* gone */ }
   }
+  const roots = [...procs].filter(([, p]) => p.mine && !(procs.get(p.ppid) || {}).mine).map(([pid]) => pid);
   let sum = 0;
-  const walk = (pid) => { const k = kids.get(pid); if (k) sum += k.cpu; for (const [c, v] of kids) if (v.ppid === pid) walk(c); };
-  walk(root);
-  return sum;
+  const walk = (pid) => { const k = procs.get(pid); if (k) sum += k.cpu; for (const [c, v] of procs) if (v.ppid === pid) walk(c); };
+  roots.forEach(walk);
+  return roots.length ? sum : null;
 }
 
-async function cpuOver(browser, ms) {
-  const a = cpuOf(browser);
+async function cpuOver(marker, ms) {
+  const a = cpuOf(marker);
   await sleep(ms);
-  return Math.round(((cpuOf(browser) - a) / (ms / 1000)) * 1000) / 10; // % of one core
+  const b = cpuOf(marker);
+  if (a === null || b === null) throw new Error('no browser process with ' + marker);
+  return Math.round(((b - a) / (ms / 1000)) * 1000) / 10; // % of one core
 }
 
 /** Contrast (std dev of luma) in the four corners of what a video element shows. */
@@ -379,12 +383,12 @@ const scenarios = {
       });
       const rawS = await corners(s, '#raw-probe');
       const offR = await corners(r, tileSel);
-      out.cpu_off = await cpuOver(cam, 8000);
+      out.cpu_off = await cpuOver('checker.y4m', 8000);
       await s.click('#ctl-devices');
       await s.selectOption('#room-fx-bg', 'blur');
       const onR = await waitFor('blurred video received', async () => { const c = await corners(r, tileSel); return { ok: !!c && c.sd < offR.sd / 2, ...c }; }, 40000);
       await sleep(2000);
-      out.cpu_on = await cpuOver(cam, 8000);
+      out.cpu_on = await cpuOver('checker.y4m', 8000);
       out.worker = await s.evaluate(() => window.backgroundStats || null);
       const rawNow = await corners(s, '#raw-probe');
       const diff = (a, b) => { let d = 0, n = 0; for (let i = 0; i < a.luma.length; i++) for (let j = 0; j < a.luma[i].length; j++) { d += Math.abs(a.luma[i][j] - b.luma[i][j]); n++; } return d / n; };
