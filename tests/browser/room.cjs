@@ -16,12 +16,14 @@ const MEETING_ID = process.env.MEETING_ID;
 const FILES = process.env.FILES; // dir with voice.wav, silence.wav, noise.wav, checker.y4m
 const AXE = process.env.AXE || path.join(__dirname, '../../web/node_modules/axe-core/axe.min.js');
 
-async function launch({ audio, video } = {}) {
+async function launch({ audio, video, tabShare = false } = {}) {
+  // tabShare: the real picker (no fake UI) picks the tab titled "Tab Audio Source", with its
+  // audio; permissions for camera and microphone come from the context.
   const args = [
-    '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream',
     '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
     '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    '--auto-select-tab-capture-source-by-title=Tab Audio Source', '--auto-select-desktop-capture-source=Entire screen',
+    ...(tabShare ? ['--auto-select-tab-capture-source-by-title=Tab Audio Source'] : ['--use-fake-ui-for-media-stream', '--auto-select-desktop-capture-source=Entire screen']),
   ];
   if (audio) args.push(`--use-file-for-fake-audio-capture=${path.join(FILES, audio)}`);
   if (video) args.push(`--use-file-for-fake-video-capture=${path.join(FILES, video)}`);
@@ -404,7 +406,7 @@ const scenarios = {
   // A tab shared with its audio: the other browser hears it as a screen_audio track.
   async screen_audio(_) {
     const out = {};
-    const b = await launch({ audio: 'silence.wav' });
+    const b = await launch({ audio: 'silence.wav', tabShare: true });
     const v = await launch({ audio: 'silence.wav' });
     try {
       const s = await page(b, 'sharer');
@@ -416,15 +418,24 @@ const scenarios = {
         const ctx = new AudioContext(); const o = ctx.createOscillator(); o.frequency.value = 440; const g = ctx.createGain(); g.gain.value = 0.5;
         o.connect(g).connect(ctx.destination); o.start(); window.osc = ctx;
       });
+      out.tab_audio_state = await tab.evaluate(() => window.osc.state);
       const r = await page(v, 'viewer');
       const S = await joinRoom(s, 'Sharer');
       await joinRoom(r, 'Viewer');
       await s.bringToFront();
       await s.click('#ctl-share');
       out.published = await waitFor('screen and tab audio published', async () => {
-        const x = await s.evaluate(() => ({ sources: [...window.room.client.published.keys()], audio: !!window.room.screenAudio }));
+        const x = await s.evaluate(() => ({ sources: [...window.room.client.published.keys()], audio: !!window.room.screenAudio,
+          surface: window.room.screen && window.room.screen.getSettings().displaySurface, audioLabel: window.room.screenAudio && window.room.screenAudio.label }));
         return { ok: x.sources.includes('screen_audio'), ...x };
       }, 20000);
+      // The captured tab audio as the sharer's page has it (before any network).
+      out.local_capture_db = await s.evaluate(async () => {
+        const ctx = new AudioContext(); const an = ctx.createAnalyser(); ctx.createMediaStreamSource(new MediaStream([window.room.screenAudio])).connect(an);
+        await new Promise((r) => setTimeout(r, 500));
+        const b = new Float32Array(an.fftSize); an.getFloatTimeDomainData(b);
+        const rms = Math.sqrt(b.reduce((a, x) => a + x * x, 0) / b.length); return rms > 0 ? 20 * Math.log10(rms) : -200;
+      });
       await waitFor('screen audio arriving', async () => { const x = (await state(r)).stats.find((y) => y.kind === 'audio' && y.source === 'screen_audio'); return { ok: !!x && x.packetsReceived > 50, x }; }, 30000);
       out.heard = await receivedDb(r, S, 'screen_audio', 3000);
       out.mic = await receivedDb(r, S, 'microphone', 2000);
