@@ -155,6 +155,7 @@ export class Room {
     // Offers from the server (the people already here) are answered as soon as the socket
     // is up: listen before connecting.
     on('track', () => { this.update(); this.layersSoon(); });
+    on('negotiated', () => { this.updateTiles(); this.sendLayers(); });
     const joined = await c.connect();
     this.followNotes(answer);
     on('closed', (d) => this.onClosed(d));
@@ -223,9 +224,9 @@ export class Room {
 
   private firstServerOffer(c: MeetingClient, maxMs: number): Promise<void> {
     return new Promise((resolve) => {
-      const done = () => { clearTimeout(timer); c.removeEventListener('track', done); setTimeout(resolve, 0); };
+      const done = () => { clearTimeout(timer); c.removeEventListener('negotiated', done); resolve(); };
       const timer = setTimeout(done, maxMs);
-      c.addEventListener('track', done);
+      c.addEventListener('negotiated', done);
     });
   }
 

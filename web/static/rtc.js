@@ -133,6 +133,9 @@ export class MeetingClient extends EventTarget {
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this._send({ type: 'answer', sdp: this.mungeLocal(this.pc.localDescription.sdp) });
+    // Received tracks are current (currentDirection set) only now: the UI can show them and
+    // ask for their layers at once.
+    this._emit('negotiated', {});
     if (this.needsNegotiation) await this._offer();
   }
 
