@@ -1472,3 +1472,50 @@ async fn a_database_outage_answers_fast_and_loses_nothing() {
     assert_eq!(a.status, 204, "{:?}", a.body);
     drop(cy_in);
 }
+
+/// The session rule is one function for every way in: before, the notes WebSocket's own copy
+/// of it ignored disabled accounts, and an open notes connection outlived its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notes_connection_ends_with_its_session() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (app, host, _code, id) = hosted().await;
+    let addr = app
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut req = format!("ws://{addr}/api/v1/meetings/{id}/notes/live")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Cookie",
+        format!("meeting_session={host}").parse().expect("hdr"),
+    );
+    let tcp = TcpStream::connect(&addr).await.expect("tcp");
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("notes ws");
+    // The connection works (the server says hello), then the session ends.
+    let hello = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    assert!(matches!(hello, Ok(Some(Ok(_)))), "{hello:?}");
+    let out = call("POST", &app.url("/api/v1/auth/logout"), Some(&host), None).await;
+    assert_eq!(out.status, 204);
+    let ended = Instant::now();
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let m: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                if m["type"] == "closed" {
+                    break m["reason"].as_str().unwrap_or("").to_string();
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the notes connection outlived its session: {other:?}"),
+        }
+    };
+    assert_eq!(reason, "signed_out");
+    println!(
+        "notes connection closed {:?} after sign-out",
+        ended.elapsed()
+    );
+}

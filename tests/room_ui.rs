@@ -80,7 +80,11 @@ fn media_files(dir: &Path) {
         y4m.extend_from_slice(b"FRAME\n");
         for row in 0..h {
             for col in 0..w {
-                y4m.push(if (row / 12 + col / 12) % 2 == 0 { 40 } else { 215 });
+                y4m.push(if (row / 12 + col / 12) % 2 == 0 {
+                    40
+                } else {
+                    215
+                });
             }
         }
         y4m.extend(std::iter::repeat_n(128u8, w * h / 2));
@@ -172,9 +176,16 @@ fn room_layouts_hint_indicators_shortcuts() {
     let s = setup();
     let r = run(&s, "room");
     let (a, b) = (&r["ids"]["A"], &r["ids"]["B"]);
-    assert_eq!(&r["speaker_alice"]["main"], a, "speaker view shows the talker");
+    assert_eq!(
+        &r["speaker_alice"]["main"], a,
+        "speaker view shows the talker"
+    );
     assert_eq!(&r["speaker_bob"]["main"], b, "and follows the next talker");
-    assert_eq!(&r["pinned"]["main"], a, "a pin overrides the talker: {}", r["pinned"]);
+    assert_eq!(
+        &r["pinned"]["main"], a,
+        "a pin overrides the talker: {}",
+        r["pinned"]
+    );
     assert_eq!(r["pinned"]["why"], "pin");
     let (wa, wb) = (
         r["layers"]["alice"].as_u64().unwrap_or(0),
@@ -206,7 +217,10 @@ fn room_layouts_hint_indicators_shortcuts() {
     for k in ["M", "V", "H", "C", "?"] {
         assert!(keys.contains(&k), "{k} in the help: {keys:?}");
     }
-    assert_eq!(r["help"]["focus"], "help-close", "focus moves into the dialog");
+    assert_eq!(
+        r["help"]["focus"], "help-close",
+        "focus moves into the dialog"
+    );
     assert_eq!(r["help_closed"], true);
     assert_eq!(r["hand_announced"]["ok"], true);
     // Not supported by today's sfuserver: refused by it, and the client hides them.
@@ -460,7 +474,10 @@ fn room_ice_restart_without_rejoin() {
         let v = &r[side];
         assert_eq!(v["same_client"], true, "{side} did not rejoin: {v}");
         assert!(v["restarts"].as_u64().unwrap_or(0) >= 1, "{side}: {v}");
-        assert_ne!(v["ufrag_before"], v["ufrag_after"], "{side}: new ICE credentials");
+        assert_ne!(
+            v["ufrag_before"], v["ufrag_after"],
+            "{side}: new ICE credentials"
+        );
         let seen = v["seen"].as_array().expect("seen");
         assert!(
             !seen

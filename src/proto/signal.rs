@@ -239,13 +239,23 @@ mod next_tests {
 
     #[test]
     fn next_messages_parse_as_the_web_client_sends_them() {
-        let r: ClientMsgNext = serde_json::from_str(r#"{"type":"reaction","emoji":"👍"}"#)
-            .expect("reaction parses");
-        assert_eq!(r, ClientMsgNext::Reaction { emoji: "👍".into() });
+        let r: ClientMsgNext =
+            serde_json::from_str(r#"{"type":"reaction","emoji":"👍"}"#).expect("reaction parses");
+        assert_eq!(
+            r,
+            ClientMsgNext::Reaction {
+                emoji: "👍".into()
+            }
+        );
         let s: ClientMsgNext =
             serde_json::from_str(r#"{"type":"spotlight","participant_id":null}"#)
                 .expect("spotlight parses");
-        assert_eq!(s, ClientMsgNext::Spotlight { participant_id: None });
+        assert_eq!(
+            s,
+            ClientMsgNext::Spotlight {
+                participant_id: None
+            }
+        );
         // Today's ClientMsg refuses them with the message the client recognises.
         let e = serde_json::from_str::<ClientMsg>(r#"{"type":"reaction","emoji":"👍"}"#)
             .expect_err("not a ClientMsg yet");

@@ -652,7 +652,30 @@ fn presented(req: &HttpRequest) -> Presented {
     }
 }
 
-async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiError> {
+/// The one rule for a session: not revoked, not expired, and its person not disabled (by an
+/// admin, or by the identity provider since the session began). Every way in (API, cookie,
+/// the notes WebSocket, its periodic re-check) goes through here.
+fn session_valid(s: &session::Model, user: &user::Model, now: i64) -> bool {
+    s.revoked_at.is_none()
+        && s.expires_at >= now
+        && user.disabled_at.is_none()
+        // Disabling revokes sessions too; this also covers a session made in the same instant.
+        && user.idp_disabled_at.is_none_or(|d| d < s.created_at)
+}
+
+/// Whether a session (by id) is still valid: for connections that outlive a request.
+pub async fn session_still_valid(st: &ApiState, session_id: i64) -> Result<bool, ApiError> {
+    let Some(s) = session::Entity::find_by_id(session_id).one(&st.db).await? else {
+        return Ok(false);
+    };
+    let Some(user) = user::Entity::find_by_id(s.user_id).one(&st.db).await? else {
+        return Ok(false);
+    };
+    Ok(session_valid(&s, &user, now()))
+}
+
+/// The signed-in person a session token stands for, if the session is valid.
+pub async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiError> {
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
@@ -663,14 +686,10 @@ async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiError
     else {
         return Ok(None);
     };
-    if s.revoked_at.is_some() || s.expires_at < now() {
-        return Ok(None);
-    }
     let Some(user) = user::Entity::find_by_id(s.user_id).one(&st.db).await? else {
         return Ok(None);
     };
-    // Disabling revokes sessions too; this also covers a session made in the same instant.
-    if user.disabled_at.is_some() || user.idp_disabled_at.is_some_and(|d| d >= s.created_at) {
+    if !session_valid(&s, &user, now()) {
         return Ok(None);
     }
     let (can_create, admin) = rights(&user, &s, st);

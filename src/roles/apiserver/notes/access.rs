@@ -23,10 +23,9 @@ use std::pin::Pin;
 
 use super::super::ApiState;
 use super::super::auth::MaybeUser;
-use crate::db::entities::{invitation, meeting, participation, session, user};
+use crate::db::entities::{invitation, meeting, participation, user};
 use crate::error::ApiError;
 use crate::ids::{MeetingId, ParticipantId};
-use crate::tokens::sha256_hex;
 use crate::util::now;
 
 /// The header a guest sends its join token in.
@@ -35,6 +34,8 @@ pub const JOIN_TOKEN_HEADER: &str = "X-Join-Token";
 /// What a request presented: a session (Bearer or cookie) and/or a guest's join token.
 pub struct Credentials {
     pub user: Option<user::Model>,
+    /// The session `user` came with (connections re-check it while they last).
+    pub session_id: Option<i64>,
     pub join_token: Option<String>,
 }
 
@@ -61,29 +62,28 @@ impl FromRequest for Credentials {
         let maybe = MaybeUser::from_request(req, payload);
         let join_token = join_token_of(req);
         Box::pin(async move {
-            let user = maybe.await?.0.map(|u| u.user);
-            Ok(Credentials { user, join_token })
+            let (user, session_id) = match maybe.await?.0 {
+                Some(u) => (Some(u.user), Some(u.session_id)),
+                None => (None, None),
+            };
+            Ok(Credentials {
+                user,
+                session_id,
+                join_token,
+            })
         })
     }
 }
 
-/// A session token's user, by the same rule as the sign-in extractors (`auth`): the stored
-/// SHA-256 matches, not revoked, not expired. For the notes WebSocket's auth message.
-pub async fn session_user(st: &ApiState, token: &str) -> Result<Option<user::Model>, ApiError> {
-    if token.is_empty() || token.len() > 128 {
-        return Ok(None);
-    }
-    let Some(s) = session::Entity::find()
-        .filter(session::Column::TokenHash.eq(sha256_hex(token)))
-        .one(&st.db)
+/// A session token's person and session, by the sign-in rule (`auth::lookup`). For the notes
+/// WebSocket's auth message.
+pub async fn session_user(
+    st: &ApiState,
+    token: &str,
+) -> Result<Option<(user::Model, i64)>, ApiError> {
+    Ok(super::super::auth::lookup(st, token)
         .await?
-    else {
-        return Ok(None);
-    };
-    if s.revoked_at.is_some() || s.expires_at < now() {
-        return Ok(None);
-    }
-    Ok(user::Entity::find_by_id(s.user_id).one(&st.db).await?)
+        .map(|a| (a.user, a.session_id)))
 }
 
 /// Who is asking.
@@ -100,6 +100,8 @@ pub enum Who {
 pub struct Member {
     pub meeting: meeting::Model,
     pub who: Who,
+    /// A signed-in member's session.
+    pub session_id: Option<i64>,
 }
 
 impl Member {
@@ -178,6 +180,7 @@ pub async fn member(st: &ApiState, creds: &Credentials, id: i64) -> Result<Membe
             return Ok(Member {
                 meeting: m,
                 who: Who::User(u.clone()),
+                session_id: creds.session_id,
             });
         }
     }
@@ -222,6 +225,7 @@ async fn guest(st: &ApiState, m: meeting::Model, token: &str) -> Result<Member, 
                     participant: claims.participant,
                     name: p.display_name,
                 },
+                session_id: None,
             })
         }
         _ => Err(ApiError::forbidden(

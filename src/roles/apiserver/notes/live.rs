@@ -50,8 +50,9 @@ use crate::roles::apiserver::ApiState;
 
 /// The largest message: a change that pastes the largest notes, with room for its encoding.
 const MAX_MESSAGE: usize = 2 * super::MAX_NOTES_BYTES + 64 * 1024;
-/// How often a guest's presence in the meeting is checked again.
-const GUEST_RECHECK: Duration = Duration::from_secs(10);
+/// How often a guest's presence in the meeting, and a signed-in member's session, are
+/// checked again.
+const RECHECK: Duration = Duration::from_secs(10);
 
 /// A browser names the page that opens a WebSocket in `Origin`, and sends our session cookie
 /// whatever the page: another site's page must not get a live notes connection in the user's
@@ -142,20 +143,22 @@ async fn authenticate(
             "The first message must be {\"type\":\"auth\",\"token\":…}.".into(),
         ));
     }
-    let user = match v["token"].as_str() {
-        Some(t) => Some(
-            session_user(st, t)
+    let (user, session_id) = match v["token"].as_str() {
+        Some(t) => {
+            let (u, s) = session_user(st, t)
                 .await
                 .map_err(|e| ("server_error", e.message))?
                 .ok_or((
                     "bad_auth",
                     "Your session has ended; sign in again.".to_string(),
-                ))?,
-        ),
-        None => None,
+                ))?;
+            (Some(u), Some(s))
+        }
+        None => (None, None),
     };
     let creds = Credentials {
         user,
+        session_id,
         join_token: v["join_token"].as_str().map(str::to_owned),
     };
     member(st, &creds, id)
@@ -207,7 +210,6 @@ async fn follow(
     session: &mut actix_ws::Session,
     stream: &mut actix_ws::AggregatedMessageStream,
 ) -> Option<(&'static str, String)> {
-    let is_guest = matches!(m.who, Who::Guest { .. });
     let writable = m.check_writable().is_ok();
     let author = Author::of(m);
     let hello = serde_json::json!({
@@ -228,7 +230,7 @@ async fn follow(
     }
     let mut acks: u64 = 0;
     let mut ping = tokio::time::interval(Duration::from_secs(20));
-    let mut recheck = tokio::time::interval(GUEST_RECHECK);
+    let mut recheck = tokio::time::interval(RECHECK);
     let mut last_seen = Instant::now();
     loop {
         tokio::select! {
@@ -293,13 +295,22 @@ async fn follow(
                     return None;
                 }
             }
-            _ = recheck.tick(), if is_guest => {
+            _ = recheck.tick() => {
                 if let Who::Guest { participant, .. } = &m.who
                     && !guest_still_in(st, doc.meeting, participant).await
                 {
                     return Some((
                         "left_meeting",
                         "You left the meeting; its notes are for people in it.".into(),
+                    ));
+                }
+                // A session revoked or a person disabled since the connection opened.
+                if let Some(s) = m.session_id
+                    && matches!(super::super::auth::session_still_valid(st, s).await, Ok(false))
+                {
+                    return Some((
+                        "signed_out",
+                        "Your session has ended; sign in again.".into(),
                     ));
                 }
             }
