@@ -152,6 +152,76 @@ pub enum ServerMsg {
         message: String,
     },
     Pong,
+    /// Every participant's network quality as the server measures it on their connection
+    /// (loss and round-trip time of what it receives from and sends to them). Sent to
+    /// everyone in the room every [`QUALITY_INTERVAL_MS`], and at once to a newcomer.
+    Quality {
+        participants: Vec<QualityReport>,
+    },
+    /// Someone reacted (one of [`REACTIONS`]); clients show it briefly on their tile.
+    Reaction {
+        participant_id: String,
+        emoji: String,
+        at: i64,
+    },
+    /// A host put someone in the spotlight for everyone (`None`: spotlight off).
+    Spotlight {
+        participant_id: Option<String>,
+        by: String,
+    },
+}
+
+/// How often the sfuserver sends [`ServerMsg::Quality`].
+pub const QUALITY_INTERVAL_MS: u64 = 2000;
+
+/// The reactions a client may send (anything else is refused with `error` `bad_reaction`).
+pub const REACTIONS: &[&str] = &["👍", "👏", "😂", "🎉", "❤️", "😮", "✋"];
+
+/// At most one reaction per participant per this many milliseconds; more are refused with
+/// `error` `rate_limited` (the client limits itself to the same pace).
+pub const REACTION_INTERVAL_MS: u64 = 1000;
+
+/// One participant's line in [`ServerMsg::Quality`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QualityReport {
+    pub participant_id: String,
+    /// 3 good, 2 fair, 1 poor, 0 no media from them for a whole interval.
+    pub level: u8,
+    /// Packets lost on their upstream in the last interval, percent.
+    pub loss_pct: f32,
+    /// Round-trip time to them (ICE consent checks or RTCP), milliseconds.
+    pub rtt_ms: u32,
+}
+
+impl QualityReport {
+    /// The level for a loss and RTT, as the client's own indicator grades them.
+    pub fn level_for(loss_pct: f32, rtt_ms: u32, receiving: bool) -> u8 {
+        if !receiving {
+            0
+        } else if loss_pct < 2.0 && rtt_ms < 200 {
+            3
+        } else if loss_pct < 8.0 && rtt_ms < 500 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Client → sfuserver messages the web client already sends but the sfuserver does not
+/// handle yet (it answers `error` `bad_message` "unknown variant …" and the client hides the
+/// feature for that session). They become [`ClientMsg`] variants when the sfuserver handles
+/// them; kept apart so the sfuserver's exhaustive `match` on `ClientMsg` compiles meanwhile.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsgNext {
+    /// Relay as [`ServerMsg::Reaction`] to everyone (the sender too), if `emoji` is one of
+    /// [`REACTIONS`] and the sender's last reaction is [`REACTION_INTERVAL_MS`] old.
+    Reaction { emoji: String },
+    /// From a host only: relay as [`ServerMsg::Spotlight`] to everyone; `None` ends it.
+    /// Others get `error` `not_host`. A newcomer's `joined` should be followed by the
+    /// current spotlight.
+    Spotlight { participant_id: Option<String> },
 }
 
 impl ServerMsg {
@@ -160,5 +230,53 @@ impl ServerMsg {
             code: code.into(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod next_tests {
+    use super::*;
+
+    #[test]
+    fn next_messages_parse_as_the_web_client_sends_them() {
+        let r: ClientMsgNext =
+            serde_json::from_str(r#"{"type":"reaction","emoji":"👍"}"#).expect("reaction parses");
+        assert_eq!(
+            r,
+            ClientMsgNext::Reaction {
+                emoji: "👍".into()
+            }
+        );
+        let s: ClientMsgNext =
+            serde_json::from_str(r#"{"type":"spotlight","participant_id":null}"#)
+                .expect("spotlight parses");
+        assert_eq!(
+            s,
+            ClientMsgNext::Spotlight {
+                participant_id: None
+            }
+        );
+        // Today's ClientMsg refuses them with the message the client recognises.
+        let e = serde_json::from_str::<ClientMsg>(r#"{"type":"reaction","emoji":"👍"}"#)
+            .expect_err("not a ClientMsg yet");
+        assert!(e.to_string().contains("unknown variant `reaction`"), "{e}");
+    }
+
+    #[test]
+    fn quality_serializes_as_the_web_client_reads_it() {
+        let q = ServerMsg::Quality {
+            participants: vec![QualityReport {
+                participant_id: "p1".into(),
+                level: QualityReport::level_for(0.5, 40, true),
+                loss_pct: 0.5,
+                rtt_ms: 40,
+            }],
+        };
+        let v = serde_json::to_value(&q).expect("json");
+        assert_eq!(v["type"], "quality");
+        assert_eq!(v["participants"][0]["level"], 3);
+        assert_eq!(QualityReport::level_for(5.0, 40, true), 2);
+        assert_eq!(QualityReport::level_for(20.0, 40, true), 1);
+        assert_eq!(QualityReport::level_for(0.0, 0, false), 0);
     }
 }

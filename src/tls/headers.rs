@@ -9,7 +9,9 @@ pub fn security_headers(tls: bool) -> Vec<(HeaderName, HeaderValue)> {
             "content-security-policy",
             // The web client loads only its own code; media, files and signaling may live on
             // other hosts of the deployment (sfuserver, fsserver), hence https:/wss: sources.
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+            // 'wasm-unsafe-eval' lets it compile its own WebAssembly (noise suppression,
+            // background segmentation, both embedded under /assets); no eval of JS strings.
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
              img-src 'self' data: blob: https:; media-src 'self' blob:; \
              connect-src 'self' https: wss: ws:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
         ),

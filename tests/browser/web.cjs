@@ -197,7 +197,8 @@ const scenarios = {
     const mics = await guest.page.$$eval('#room-dev-audio option', (o) => o.map((x) => x.value));
     const curMic = await guest.page.$eval('#room-dev-audio', (x) => x.value);
     const otherMic = mics.find((v) => v !== curMic);
-    const senderTrack = () => guest.page.evaluate(() => { const t = window.room.client.published.get('microphone').sender.track; return { id: t.id, device: t.getSettings().deviceId }; });
+    // The sender may carry the noise-suppressed track: the device is the raw microphone's.
+    const senderTrack = () => guest.page.evaluate(() => { const t = window.room.client.published.get('microphone').sender.track; return { id: t.id, device: window.room.media.rawAudio.getSettings().deviceId }; });
     const micBefore = await senderTrack();
     out.device_switch = { microphones: mics.length };
     if (otherMic) {

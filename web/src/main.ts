@@ -6,6 +6,8 @@ import { t, toggleLang, type Key } from './i18n';
 import { Room, type RoomEnd } from './room';
 import { NotesPanel } from './notes';
 import { adminPage } from './admin';
+import { prejoinScreen, type JoinChoice } from './prejoin';
+import { LocalMedia } from './effects';
 
 const app = document.getElementById('app') as HTMLElement;
 let rerender: () => void = () => {};
@@ -239,63 +241,23 @@ async function startInstant(): Promise<void> {
 
 // ---- pre-join ----------------------------------------------------------------------------
 
-interface JoinChoice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean; signedIn?: boolean }
-
-async function getMedia(audioId?: string, videoId?: string): Promise<MediaStream | null> {
-  const video: MediaTrackConstraints = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 } };
-  if (videoId) video.deviceId = { exact: videoId };
-  const audio: MediaTrackConstraints | boolean = audioId ? { deviceId: { exact: audioId } } : true;
-  try { return await navigator.mediaDevices.getUserMedia({ audio, video }); } catch {
-    try { return await navigator.mediaDevices.getUserMedia({ audio }); } catch { return null; }
-  }
+async function prejoin(code: string, signedIn: boolean): Promise<void> {
+  const params = new URLSearchParams(location.search);
+  await prejoinScreen({
+    root: app, header, name: params.get('name') || user?.display_name || '', signedIn,
+    setRerender: (f) => { rerender = f; }, setLeave: (f) => { leaveScreen = f; },
+    onJoin: (c) => enterRoom(code, c),
+  });
 }
 
-async function prejoin(code: string): Promise<void> {
+/** The deep link with autojoin=1: devices, the join request and the signaling connection
+ *  all start at once (the room publishes the devices when they are ready). */
+function autojoin(code: string, who: Promise<User | null>): void {
   const params = new URLSearchParams(location.search);
-  const nameParam = params.get('name') || '';
-  let stream = await getMedia();
-  if (params.get('autojoin') === '1') {
-    await enterRoom(code, { name: nameParam || user?.display_name || 'Guest', stream, audioMuted: params.get('muted') === '1', videoOff: false, signedIn: !!user });
-    return;
-  }
-  const draw = async () => {
-    const video = h('video', { class: 'preview mirror', autoplay: true, muted: true, playsInline: true, 'aria-label': t('camera') });
-    if (stream) video.srcObject = stream;
-    const devices = stream ? await navigator.mediaDevices.enumerateDevices() : [];
-    const select = (kind: MediaDeviceKind, id: string, label: string) => {
-      const cur = stream?.getTracks().find((x) => (x.kind + 'input') === kind)?.getSettings().deviceId;
-      const s = h('select', { id },
-        ...devices.filter((d) => d.kind === kind).map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === cur }, d.label || `${label} ${i + 1}`)));
-      s.addEventListener('change', async () => {
-        const a = (document.getElementById('dev-audio') as HTMLSelectElement | null)?.value;
-        const v = (document.getElementById('dev-video') as HTMLSelectElement | null)?.value;
-        stream?.getTracks().forEach((x) => x.stop());
-        stream = await getMedia(a, v);
-        draw();
-      });
-      return [h('label', { for: id }, label), s];
-    };
-    const name = h('input', { id: 'name', name: 'name', required: true, maxlength: 64, value: nameParam || user?.display_name || '' });
-    const muted = h('input', { type: 'checkbox', id: 'join-muted' });
-    const camOff = h('input', { type: 'checkbox', id: 'join-camoff' });
-    const form = h('form', { class: 'card prejoin' },
-      h('h1', {}, t('prejoin_title')),
-      video,
-      stream ? null : h('p', { class: 'muted' }, t('no_media')),
-      ...(stream ? [...select('videoinput', 'dev-video', t('camera')), ...select('audioinput', 'dev-audio', t('microphone'))] : []),
-      h('label', { for: 'name' }, t('your_name')), name,
-      h('div', { class: 'check' }, muted, h('label', { for: 'join-muted' }, t('join_muted'))),
-      h('div', { class: 'check' }, camOff, h('label', { for: 'join-camoff' }, t('join_no_camera'))),
-      h('button', { type: 'submit', id: 'join-now', class: 'big' }, t('join_now')));
-    form.addEventListener('submit', (e) => {
-      e.preventDefault();
-      enterRoom(code, { name: name.value.trim(), stream, audioMuted: muted.checked, videoOff: camOff.checked, signedIn: !!user });
-    });
-    rerender = () => { draw(); };
-    mount(app, header(), h('main', { class: 'center' }, form));
-    name.focus();
-  };
-  await draw();
+  const media = LocalMedia.open();
+  const name = params.get('name');
+  const start = (u: User | null) => enterRoom(code, { name: name || u?.display_name || 'Guest', media, audioMuted: params.get('muted') === '1', videoOff: false, signedIn: !!u });
+  if (name) { start(null); who.then((u) => { user = u; }); } else who.then(start);
 }
 
 async function enterRoom(code: string, choice: JoinChoice): Promise<void> {
@@ -306,7 +268,7 @@ async function enterRoom(code: string, choice: JoinChoice): Promise<void> {
 }
 
 async function ended(code: string, choice: JoinChoice, end: RoomEnd): Promise<void> {
-  choice.stream?.getTracks().forEach((x) => x.stop());
+  (await choice.media)?.stop();
   let why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced') } as Record<string, string>)[end.reason] || end.message || end.reason);
   // Removed because the sign-in ended (disabled by an administrator or the company's identity
   // provider), not by the host: say so.
@@ -358,14 +320,16 @@ async function route(): Promise<void> {
   const m = path.match(/^\/m\/([^/]+)\/?$/);
   const notes = location.hash.match(/^#notes\/(\d+)$/);
   takeSsoError();
-  try { user = await me(); } catch (e) { fail(e); }
+  const who = me().catch((e) => { fail(e); return null; });
+  if (m && new URLSearchParams(location.search).get('autojoin') === '1') { autojoin(decodeURIComponent(m[1]), who); return; }
+  user = await who;
   if (user && ssoError) {
     // Signed in already (e.g. a replayed sign-in link): say what went wrong anyway.
     toast(ssoErrorText(ssoError));
     ssoError = null;
   }
   if (m) {
-    await prejoin(decodeURIComponent(m[1]));
+    await prejoin(decodeURIComponent(m[1]), !!user);
   } else if (!user) {
     await signIn(() => route());
   } else if (notes) {

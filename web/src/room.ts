@@ -1,50 +1,101 @@
-// The meeting room: one MeetingClient (web/static/rtc.js) per connection, re-created with a
-// fresh join answer after a drop (backoff 1 s … 8 s) unless the server said why it ended.
+// The meeting room: one MeetingClient (web/static/rtc.js) per connection. A network change
+// is first met with an ICE restart on the same session; only if media does not come back
+// (or the signaling connection itself drops) is the room joined again with a fresh join
+// answer (backoff 1 s … 8 s), unless the server said why it ended.
+//
+// What is drawn where is decided by layout.ts; the camera and microphone and their effects
+// live in effects.ts (LocalMedia); statistics for the details panel in details.ts.
 import { MeetingClient, type Participant, type RemoteTrack } from '../static/rtc.js';
 import { api, ApiError, type JoinAnswer } from './api';
 import { h, mount, toast } from './dom';
 import { t } from './i18n';
 import { icon, type IconName } from './icons';
 import { NotesPanel } from './notes';
+import { arrange, type Layout, type LayoutMode } from './layout';
+import { type Background, type LocalMedia } from './effects';
+import { Level, Talk } from './levels';
+import { diff, grade, sample, type Details, type Sample } from './details';
+import { helpDialog, installShortcuts, shortcutsFor } from './shortcuts';
+import type { JoinChoice } from './prejoin';
 
 export interface RoomEnd { reason: string; message: string }
-interface Choice { name: string; stream: MediaStream | null; audioMuted: boolean; videoOff: boolean; signedIn?: boolean }
 interface Chat { name: string; text: string; at: number; mine: boolean }
-interface Tile { el: HTMLElement; video: HTMLVideoElement; label: HTMLElement; trackId: string; mid: string }
+interface Tile { el: HTMLElement; video: HTMLVideoElement; label: HTMLElement; netq: HTMLElement; actions: HTMLElement; trackId: string; mid: string }
+type Panel = 'chat' | 'people' | 'devices' | 'notes' | 'details';
 
 /** Reasons after which rejoining cannot help (see the sfuserver's `closed` messages). */
 const FINAL = new Set(['removed', 'ended', 'replaced', 'locked', 'bad_token', 'left']);
 const PAGE = 9;
+export const REACTIONS = ['👍', '👏', '😂', '🎉', '❤️', '😮'];
+/** One reaction a second at most (the server's REACTION_INTERVAL_MS). */
+const REACTION_GAP_MS = 1000;
+/** How long an ICE restart may take before the room is joined again. */
+const ICE_RESTART_WAIT_MS = 12000;
+
+function pref<T extends string>(key: string, allowed: T[], dflt: T): T {
+  const v = localStorage.getItem(key) as T | null;
+  return v && allowed.includes(v) ? v : dflt;
+}
 
 export class Room {
   client: MeetingClient | null = null;
   answer: JoinAnswer | null = null;
+  media: LocalMedia | null = null;
   audioMuted: boolean;
   videoOff: boolean;
   hand = false;
   locked = false;
   activeSpeaker: string | null = null;
+  lastSpeaker: string | null = null;
   chats: Chat[] = [];
   unread = 0;
-  panel: 'chat' | 'people' | 'devices' | 'notes' | null = null;
-  /** The meeting's notes, followed live from the first join on (also while the panel is closed). */
+  panel: Panel | null = null;
   notes: NotesPanel | null = null;
   notesUnread = false;
   screen: MediaStreamTrack | null = null;
+  screenAudio: MediaStreamTrack | null = null;
   reconnectAttempt = 0;
   page = 0;
   quality = 'connecting';
   done = false;
+  // Layout.
+  layout: LayoutMode = pref('layout', ['grid', 'speaker'], 'grid');
+  hideSelf = localStorage.getItem('hideSelf') === '1';
+  pinned: string | null = null;
+  spotlight: string | null = null;
+  audioOnly = localStorage.getItem('audioOnly') === '1';
+  arranged: Layout | null = null;
+  // Indicators.
+  /** Participants whose audio is above the speech threshold now (measured in this page). */
+  talking = new Set<string>();
+  /** Quality levels from the server's `quality` message, if this server sends them. */
+  serverQuality = new Map<string, { level: number; loss_pct: number; rtt_ms: number }>();
+  serverQualityAt = 0;
+  localQuality = new Map<string, number>();
+  details: Details | null = null;
+  mutedHint = false;
+  /** performance.now() when the hint was shown / the first remote video frame was drawn. */
+  mutedHintAt = 0;
+  firstFrameAt = 0;
+  lastReaction = 0;
+  iceRestartedAt = 0;
+  help = false;
+  private levels = new Map<string, { level: Level; talk: Talk; trackId: string }>();
+  private selfTalk = new Talk(-50, 4, 10);
   private tiles = new Map<string, Tile>();
   private audios = new Map<string, HTMLAudioElement>();
   private sentLayers = new Map<string, string>();
   private els: Record<string, HTMLElement> = {};
   private timer = 0;
+  private fastTimer = 0;
+  private prevSample: Sample | null = null;
+  private unkeys: () => void = () => {};
+  private layerSoon = 0;
 
-  constructor(private root: HTMLElement, private code: string, private choice: Choice,
+  constructor(private root: HTMLElement, private code: string, private choice: JoinChoice,
     private langButton: () => HTMLElement, private onEnd: (e: RoomEnd) => void) {
     this.audioMuted = choice.audioMuted;
-    this.videoOff = choice.videoOff || !choice.stream?.getVideoTracks().length;
+    this.videoOff = choice.videoOff;
   }
 
   get me(): string { return this.client?.participantId || ''; }
@@ -53,6 +104,20 @@ export class Room {
     this.render();
     this.banner(t('joining'));
     this.timer = window.setInterval(() => this.tick(), 1000);
+    this.fastTimer = window.setInterval(() => this.listen(), 50);
+    this.unkeys = installShortcuts(this.shortcuts());
+    const net = () => { if (this.client && !this.done) this.restartIce('network change'); };
+    window.addEventListener('online', net);
+    (navigator as any).connection?.addEventListener?.('change', net);
+    // The devices open while the join is under way; they are published once ready.
+    this.choice.media.then((m) => {
+      this.media = m;
+      if (!m) return;
+      if (!m.video) this.videoOff = true;
+      m.addEventListener('tracks', () => this.onLocalTracks());
+      if (m.audio) m.audio.enabled = !this.audioMuted;
+      this.update();
+    });
     await this.connectLoop();
   }
 
@@ -68,7 +133,7 @@ export class Room {
         this.update();
         return;
       } catch (e) {
-        const reason = (this.client as any)?.closeReason as string | undefined;
+        const reason = this.client?.closeReason;
         this.client?.leave();
         this.client = null;
         if (reason && FINAL.has(reason)) { this.finish({ reason, message: (e as Error).message }); return; }
@@ -84,21 +149,31 @@ export class Room {
   private async connectOnce(): Promise<void> {
     const answer = await api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), { display_name: this.choice.name });
     this.answer = answer;
-    this.followNotes(answer);
     const c = new MeetingClient({ signalUrl: answer.sfu.signal_url, token: answer.token, iceServers: answer.ice_servers });
     this.client = c;
-    await c.connect();
     const on = (type: string, f: (d: any) => void) => c.addEventListener(type, (e) => { if (this.client === c) f((e as CustomEvent).detail); });
+    // Offers from the server (the people already here) are answered as soon as the socket
+    // is up: listen before connecting.
+    on('track', () => { this.update(); this.layersSoon(); });
+    on('negotiated', () => { this.updateTiles(); this.sendLayers(); });
+    const joined = await c.connect();
+    this.followNotes(answer);
     on('closed', (d) => this.onClosed(d));
-    on('track', () => this.update());
-    on('participant_joined', () => this.update());
-    on('participant_left', (d) => { if (this.activeSpeaker === d.participant_id) this.activeSpeaker = null; this.update(); });
-    on('active_speaker', (d) => { this.activeSpeaker = d.participant_id; this.updateTiles(); });
+    on('participant_joined', (p) => { this.announce(t('joined_room', { name: p.name })); this.update(); });
+    on('participant_left', (d) => {
+      const p = this.nameOf(d.participant_id);
+      if (p) this.announce(t('left_room', { name: p }));
+      if (this.activeSpeaker === d.participant_id) this.activeSpeaker = null;
+      if (this.pinned === d.participant_id) this.pinned = null;
+      this.update();
+    });
+    on('active_speaker', (d) => { this.activeSpeaker = d.participant_id; if (d.participant_id) this.lastSpeaker = d.participant_id; this.updateTiles(); });
     on('mute', (d) => this.onMute(d));
     on('hand', (d) => {
       const p = c.participants.get(d.participant_id);
-      if (p) { p.hand_raised = d.raised; if (d.raised) toast(t('hand_raised', { name: p.name })); }
+      if (p) { p.hand_raised = d.raised; if (d.raised) { toast(t('hand_raised', { name: p.name })); } }
       if (d.participant_id === this.me) this.hand = d.raised;
+      if (p || d.participant_id === this.me) this.announce(d.raised ? t('hand_raised', { name: p?.name || this.choice.name }) : t('hand_lowered', { name: p?.name || this.choice.name }));
       this.update();
     });
     on('chat', (d) => {
@@ -108,13 +183,38 @@ export class Room {
       this.drawControls();
     });
     on('locked', (d) => { this.locked = d.locked; this.update(); });
-    on('connection', (d) => { if (d.state === 'failed') this.onClosed({ reason: 'ice_failed', message: '' }); });
-    const s = this.choice.stream;
-    const a = s?.getAudioTracks()[0];
-    const v = s?.getVideoTracks()[0];
-    if (a) { await c.publish(a, 'microphone', { stream: s! }); }
-    if (v) { await c.publish(v, 'camera', { stream: s!, simulcast: true }); }
-    if (this.screen && this.screen.readyState === 'live') await c.publish(this.screen, 'screen', { stream: new MediaStream([this.screen]) });
+    on('quality', (d) => {
+      this.serverQualityAt = performance.now();
+      for (const q of d.participants || []) this.serverQuality.set(q.participant_id, q);
+      this.updateTiles();
+    });
+    on('reaction', (d) => this.showReaction(d.participant_id, d.emoji));
+    on('spotlight', (d) => {
+      this.spotlight = d.participant_id || null;
+      this.announce(d.participant_id ? t('spotlight_on', { name: this.nameOf(d.participant_id) || '' }) : t('spotlight_off'));
+      this.update();
+    });
+    on('unsupported', (d) => {
+      toast(t('not_supported', { what: d.type === 'reaction' ? t('reactions') : t('spotlight_all') }));
+      this.update();
+    });
+    on('connection', (d) => { if (d.state === 'failed') this.restartIce('failed'); });
+    on('ice', (d) => {
+      if (d.state === 'disconnected') setTimeout(() => { if (this.client === c && c.pc.iceConnectionState === 'disconnected') this.restartIce('disconnected'); }, 2000);
+      if (d.state === 'connected' || d.state === 'completed') { if (this.iceRestartedAt) this.banner(null); this.iceRestartedAt = 0; }
+    });
+    // Let the server's first offer (the people already here) go through before ours: our
+    // offer would cross it and delay everyone's video by one more round.
+    if ((joined?.participants?.length || 0) > 0) await this.firstServerOffer(c, 400);
+    const media = await this.choice.media;
+    this.media = media;
+    const a = media?.audio;
+    const v = media?.video;
+    if (a) await c.publish(a, 'microphone', { stream: new MediaStream([a]), defer: true });
+    if (v) await c.publish(v, 'camera', { stream: new MediaStream([v]), simulcast: true, defer: true });
+    if (this.screen && this.screen.readyState === 'live') await c.publish(this.screen, 'screen', { stream: new MediaStream([this.screen]), defer: true });
+    if (this.screenAudio && this.screenAudio.readyState === 'live') await c.publish(this.screenAudio, 'screen_audio', { stream: new MediaStream([this.screenAudio]), defer: true });
+    await c.negotiate();
     if (this.audioMuted) c.mute('audio', true);
     if (this.videoOff) c.mute('video', true);
     if (this.hand) c.raiseHand(true);
@@ -122,9 +222,34 @@ export class Room {
     this.sentLayers.clear();
   }
 
+  private firstServerOffer(c: MeetingClient, maxMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => { clearTimeout(timer); c.removeEventListener('negotiated', done); resolve(); };
+      const timer = setTimeout(done, maxMs);
+      c.addEventListener('negotiated', done);
+    });
+  }
+
+  /** Media stopped (network change): new ICE on the same session; rejoin only if that fails. */
+  restartIce(why: string): void {
+    const c = this.client;
+    if (!c || this.done) return;
+    if (this.iceRestartedAt && performance.now() - this.iceRestartedAt < ICE_RESTART_WAIT_MS) return;
+    this.iceRestartedAt = performance.now();
+    this.banner(t('restoring_media'));
+    console.info('ICE restart:', why);
+    c.restartIce();
+    setTimeout(() => {
+      if (this.client !== c || this.done) return;
+      const s = c.pc.iceConnectionState;
+      if (s !== 'connected' && s !== 'completed') this.onClosed({ reason: 'ice_failed', message: '' });
+    }, ICE_RESTART_WAIT_MS);
+  }
+
   private onClosed(d: { reason: string; message: string }): void {
     const c = this.client;
     this.client = null;
+    this.iceRestartedAt = 0;
     c?.leave();
     if (FINAL.has(d.reason)) { this.finish(d); return; }
     this.reconnectAttempt = Math.max(this.reconnectAttempt, 1);
@@ -136,8 +261,7 @@ export class Room {
     if (d.participant_id === this.me) {
       if (d.kind === 'audio') {
         this.audioMuted = d.muted;
-        const tr = this.choice.stream?.getAudioTracks()[0];
-        if (tr) tr.enabled = !d.muted;
+        if (this.media?.audio) this.media.audio.enabled = !d.muted;
         if (d.by_host && d.muted) toast(t('muted_by_host'));
       }
     } else {
@@ -151,28 +275,45 @@ export class Room {
     if (this.done) return;
     this.done = true;
     clearInterval(this.timer);
+    clearInterval(this.fastTimer);
+    this.unkeys();
     this.client?.leave();
     this.client = null;
     this.screen?.stop();
+    this.screenAudio?.stop();
+    this.levels.forEach((l) => l.level.close());
     this.audios.forEach((a) => { a.srcObject = null; a.remove(); });
     this.notes?.close();
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     this.onEnd(e);
   }
 
   leave(): void { this.finish({ reason: 'left', message: '' }); }
 
+  /** The effects swapped a track (noise suppression or background on/off, another device). */
+  private onLocalTracks(): void {
+    const m = this.media;
+    if (!m) return;
+    if (m.audio) m.audio.enabled = !this.audioMuted;
+    this.client?.replaceTrack('microphone', m.audio);
+    this.client?.replaceTrack('camera', m.video);
+    if (this.videoOff && m.video) this.client?.mute('video', true);
+    this.tiles.forEach((tile, pid) => { if (pid === (this.me || 'me')) tile.trackId = ''; });
+    this.update();
+  }
+
   // ---- actions ------------------------------------------------------------------------
 
   toggleMic(): void {
     this.audioMuted = !this.audioMuted;
-    const tr = this.choice.stream?.getAudioTracks()[0];
-    if (tr) tr.enabled = !this.audioMuted;
+    if (this.media?.audio) this.media.audio.enabled = !this.audioMuted;
     this.client?.mute('audio', this.audioMuted);
+    if (!this.audioMuted) this.setMutedHint(false);
     this.update();
   }
 
   toggleCam(): void {
-    if (!this.choice.stream?.getVideoTracks().length) return;
+    if (!this.media?.video) return;
     this.videoOff = !this.videoOff;
     this.client?.mute('video', this.videoOff);
     this.update();
@@ -181,18 +322,24 @@ export class Room {
   async toggleShare(): Promise<void> {
     if (this.screen) {
       this.screen.stop();
+      this.screenAudio?.stop();
       this.screen = null;
+      this.screenAudio = null;
       await this.client?.unpublish('screen');
+      await this.client?.unpublish('screen_audio');
       this.update();
       return;
     }
     try {
-      const s = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: false });
+      // Tab audio when the person shares a tab and ticks "share tab audio".
+      const s = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } as MediaTrackConstraints });
       const tr = s.getVideoTracks()[0];
       tr.contentHint = 'detail';
       this.screen = tr;
+      this.screenAudio = s.getAudioTracks()[0] || null;
       tr.addEventListener('ended', () => { if (this.screen === tr) this.toggleShare(); });
-      await this.client?.publish(tr, 'screen', { stream: s });
+      await this.client?.publish(tr, 'screen', { stream: s, defer: !!this.screenAudio });
+      if (this.screenAudio) await this.client?.publish(this.screenAudio, 'screen_audio', { stream: s });
       this.update();
     } catch (e) {
       toast(t('error', { msg: (e as Error).message }));
@@ -205,6 +352,65 @@ export class Room {
     this.update();
   }
 
+  setLayout(mode: LayoutMode): void {
+    this.layout = mode;
+    localStorage.setItem('layout', mode);
+    this.announce(mode === 'speaker' ? t('layout_speaker') : t('layout_grid'));
+    this.update();
+    this.layersSoon();
+  }
+
+  togglePin(pid: string): void {
+    this.pinned = this.pinned === pid ? null : pid;
+    this.update();
+    this.layersSoon();
+  }
+
+  setHideSelf(on: boolean): void {
+    this.hideSelf = on;
+    localStorage.setItem('hideSelf', on ? '1' : '0');
+    this.update();
+  }
+
+  setAudioOnly(on: boolean): void {
+    this.audioOnly = on;
+    localStorage.setItem('audioOnly', on ? '1' : '0');
+    this.update();
+    this.layersSoon();
+  }
+
+  /** Host: spotlight someone for everyone (needs a server that relays it). */
+  spotlightAll(pid: string | null): void {
+    if (!this.client?.spotlight(pid)) toast(t('not_supported', { what: t('spotlight_all') }));
+  }
+
+  react(emoji: string): void {
+    const c = this.client;
+    if (!c) return;
+    const now = performance.now();
+    if (now - this.lastReaction < REACTION_GAP_MS) { toast(t('reaction_wait')); return; }
+    if (!c.react(emoji)) { toast(t('not_supported', { what: t('reactions') })); return; }
+    this.lastReaction = now;
+  }
+
+  async fullscreen(pid: string): Promise<void> {
+    const tile = this.tiles.get(pid);
+    if (!tile) return;
+    try {
+      if (document.fullscreenElement === tile.el) await document.exitFullscreen();
+      else await tile.el.requestFullscreen();
+    } catch (e) { toast(t('error', { msg: (e as Error).message })); }
+    this.layersSoon();
+  }
+
+  async setEffects(noise: boolean, background: Background): Promise<void> {
+    const m = this.media;
+    if (!m) return;
+    await m.apply({ noise, background });
+    if (m.failure) toast(t('effect_failed', { msg: m.failure }));
+    this.drawSide(true);
+  }
+
   async control(action: string, participant_id?: string): Promise<void> {
     if (!this.answer) return;
     try { await api('POST', `/meetings/${this.answer.meeting.id}/control`, { action, participant_id }); } catch (e) {
@@ -214,31 +420,30 @@ export class Room {
 
   /** Switches camera or microphone mid-call: the new track replaces the old on the same sender. */
   async switchDevice(kind: 'audio' | 'video', deviceId: string): Promise<void> {
-    const stream = this.choice.stream;
-    if (!stream) return;
-    try {
-      const got = await navigator.mediaDevices.getUserMedia(kind === 'audio'
-        ? { audio: { deviceId: { exact: deviceId } } }
-        : { video: { deviceId: { exact: deviceId }, width: { ideal: 1280 }, height: { ideal: 720 } } });
-      const track = got.getTracks()[0];
-      const old = kind === 'audio' ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
-      if (old) { stream.removeTrack(old); old.stop(); }
-      stream.addTrack(track);
-      if (kind === 'audio') track.enabled = !this.audioMuted;
-      await this.client?.replaceTrack(kind === 'audio' ? 'microphone' : 'camera', track);
-      this.updateTiles();
-    } catch (e) {
-      toast(t('error', { msg: (e as Error).message }));
-    }
+    try { await this.media?.switchDevice(kind, deviceId); } catch (e) { toast(t('error', { msg: (e as Error).message })); }
   }
 
-  togglePanel(p: 'chat' | 'people' | 'devices' | 'notes'): void {
+  togglePanel(p: Panel): void {
     this.panel = this.panel === p ? null : p;
     if (this.panel === 'chat') this.unread = 0;
     if (this.panel === 'notes') this.notesUnread = false;
     this.update();
     if (this.panel === 'chat') (document.getElementById('chat-input') as HTMLInputElement | null)?.focus();
     if (this.panel === 'notes') this.notes?.focus();
+    this.layersSoon();
+  }
+
+  toggleHelp(): void {
+    this.help = !this.help;
+    this.drawHelp();
+  }
+
+  private shortcuts() {
+    return shortcutsFor({
+      mic: () => this.toggleMic(), cam: () => this.toggleCam(), hand: () => this.toggleHand(),
+      chat: () => this.togglePanel('chat'), details: () => this.togglePanel('details'),
+      layout: () => this.setLayout(this.layout === 'grid' ? 'speaker' : 'grid'), help: () => this.toggleHelp(),
+    });
   }
 
   /** Notes: a guest reads and writes them with its join token, renewed on every rejoin. */
@@ -253,6 +458,56 @@ export class Room {
     window.addEventListener('pagehide', () => this.notes?.flushOnExit());
   }
 
+  // ---- every 50 ms: who is talking (and am I, while muted?) ----------------------------
+
+  private listen(): void {
+    // Me: the microphone as it is, also while muted (the monitor track is never disabled).
+    const mon = this.media?.monitor;
+    const meKey = this.me || 'me';
+    if (mon && mon.readyState === 'live') {
+      let l = this.levels.get(meKey);
+      if (!l || l.trackId !== mon.id) { l?.level.close(); l = { level: new Level(mon), talk: this.selfTalk, trackId: mon.id }; this.levels.set(meKey, l); }
+      const talking = l.talk.push(l.level.db());
+      this.setTalking(meKey, talking && !this.audioMuted);
+      if (this.audioMuted && talking) this.setMutedHint(true);
+    }
+    // The others: their received microphone tracks.
+    const seen = new Set([meKey]);
+    for (const r of this.client?.remote.values() || []) {
+      if (r.kind !== 'audio' || r.source !== 'microphone' || !r.participantId || r.track.readyState !== 'live') continue;
+      seen.add(r.participantId);
+      let l = this.levels.get(r.participantId);
+      if (!l || l.trackId !== r.track.id) { l?.level.close(); l = { level: new Level(r.track), talk: new Talk(-50, 4, 10), trackId: r.track.id }; this.levels.set(r.participantId, l); }
+      this.setTalking(r.participantId, l.talk.push(l.level.db()));
+    }
+    for (const [pid, l] of this.levels) if (!seen.has(pid)) { l.level.close(); this.levels.delete(pid); this.setTalking(pid, false); }
+  }
+
+  private setTalking(pid: string, on: boolean): void {
+    if (this.talking.has(pid) === on) return;
+    if (on) { this.talking.add(pid); if (pid !== (this.me || 'me')) this.lastSpeaker = pid; } else this.talking.delete(pid);
+    const tile = this.tiles.get(pid);
+    tile?.el.classList.toggle('talking', on);
+  }
+
+  private setMutedHint(on: boolean): void {
+    if (on === this.mutedHint) { if (on) this.hintTimer(); return; }
+    this.mutedHint = on;
+    if (on) { this.mutedHintAt = performance.now(); this.hintTimer(); }
+    const box = this.els.mutedHint;
+    if (box) {
+      box.hidden = !on;
+      if (on) box.replaceChildren(icon('micOff'), h('span', {}, t('talking_muted')),
+        h('button', { type: 'button', class: 'small', id: 'hint-unmute', onclick: () => this.toggleMic() }, t('unmute')));
+    }
+  }
+
+  private hintTimerId = 0;
+  private hintTimer(): void {
+    clearTimeout(this.hintTimerId);
+    this.hintTimerId = window.setTimeout(() => this.setMutedHint(false), 4000);
+  }
+
   // ---- rendering ----------------------------------------------------------------------
 
   private banner(text: string | null): void {
@@ -260,6 +515,20 @@ export class Room {
     if (!b) return;
     b.textContent = text || '';
     b.hidden = !text;
+  }
+
+  /** Screen readers hear this (joins, leaves, hands, layout changes). */
+  private announce(text: string): void {
+    const a = this.els.announce;
+    if (!a) return;
+    const item = h('p', {}, text);
+    a.append(item);
+    setTimeout(() => item.remove(), 8000);
+  }
+
+  private nameOf(pid: string): string {
+    if (pid === this.me) return this.choice.name;
+    return this.client?.participants.get(pid)?.name || '';
   }
 
   /** Builds the room's frame (again after a language switch); parts update in place. */
@@ -270,30 +539,38 @@ export class Room {
       title,
       quality: h('span', { class: 'quality', id: 'quality', role: 'img' }),
       banner: h('div', { class: 'banner', id: 'banner', role: 'status', hidden: true }),
+      mutedHint: h('div', { class: 'muted-hint', id: 'muted-hint', role: 'alert', hidden: !this.mutedHint }),
+      announce: h('div', { class: 'sr-only', id: 'announce', 'aria-live': 'polite' }),
       stage: h('div', { class: 'stage', id: 'stage', hidden: true }),
+      main: h('div', { class: 'main-tile', id: 'main-tile', hidden: true }),
       grid: h('div', { class: 'grid', id: 'grid' }),
       pager: h('div', { class: 'pager' }),
       side: h('aside', { class: 'side', id: 'side', hidden: true }),
-      controls: h('footer', { class: 'controls', role: 'toolbar', 'aria-label': t('app') }),
+      controls: h('footer', { class: 'controls', role: 'toolbar', 'aria-label': t('controls') }),
       audio: h('div', { hidden: true }),
+      help: h('div', {}),
+      reactions: h('div', { class: 'reactions', id: 'reactions', role: 'group', 'aria-label': t('reactions'), hidden: true }),
     };
-    const copy = h('button', { type: 'button', class: 'secondary small', onclick: () => {
+    const copy = h('button', { type: 'button', class: 'secondary small', id: 'copy-link', onclick: () => {
       const url = `${location.origin}/m/${this.code}`;
       navigator.clipboard.writeText(url).then(() => toast(t('copied')), () => toast(t('copy_failed', { url })));
     } }, t('copy_link'));
     const chatForm = this.chatForm();
-    mount(this.root, h('div', { class: 'room' },
+    mount(this.root, h('div', { class: 'room', 'data-layout': this.layout },
       h('header', { class: 'top' }, title, h('span', { class: 'code' }, this.code), copy, h('span', { class: 'grow' }), this.els.quality, this.langButton()),
       this.els.banner,
+      this.els.mutedHint,
       h('div', { class: 'room-body' },
-        h('main', { class: 'stage-wrap' }, this.els.stage, this.els.grid, this.els.pager),
+        h('main', { class: 'stage-wrap', 'aria-label': t('videos') }, this.els.stage, this.els.main, this.els.grid, this.els.pager),
         this.els.side),
+      this.els.reactions,
       this.els.controls,
-      this.els.audio));
+      this.els.audio, this.els.announce, this.els.help));
     this.els.chatForm = chatForm;
     this.notes?.build();
     for (const a of this.audios.values()) this.els.audio.append(a);
     this.update();
+    this.drawHelp();
   }
 
   private chatForm(): HTMLElement {
@@ -334,33 +611,65 @@ export class Room {
     return undefined;
   }
 
+  private makeTile(p: Participant, self: boolean): Tile {
+    const video = h('video', { autoplay: true, muted: true, playsInline: true, class: self ? 'mirror' : '' });
+    const label = h('div', { class: 'label' });
+    const netq = h('span', { class: 'netq', role: 'img' }, h('i', {}), h('i', {}), h('i', {}));
+    const actions = h('div', { class: 'tile-actions' });
+    const el = h('figure', { class: 'tile', 'data-pid': p.participant_id, 'data-self': self ? '1' : '0' }, video, label, netq, actions,
+      h('span', { class: 'only-audio', 'aria-hidden': 'true' }, t('audio_only_badge')));
+    // The first picture of someone else: when the deep link's join is "done" (BENCHMARKS.md).
+    if (!self && 'requestVideoFrameCallback' in video) {
+      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) this.firstFrameAt = performance.now(); else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
+      video.requestVideoFrameCallback(first);
+    }
+    el.addEventListener('dblclick', () => this.fullscreen(p.participant_id));
+    return { el, video, label, netq, actions, trackId: '', mid: '' };
+  }
+
+  private qualityOf(pid: string): { level: number; from: 'server' | 'local' } | null {
+    const fresh = performance.now() - this.serverQualityAt < 6000;
+    const s = fresh ? this.serverQuality.get(pid) : undefined;
+    if (s) return { level: s.level, from: 'server' };
+    const l = this.localQuality.get(pid);
+    return l === undefined ? null : { level: l, from: 'local' };
+  }
+
   updateTiles(): void {
     const grid = this.els.grid;
     if (!grid) return;
     const everyone = this.people();
-    const pages = Math.max(1, Math.ceil(everyone.length / PAGE));
-    this.page = Math.min(this.page, pages - 1);
-    const shown = everyone.slice(this.page * PAGE, this.page * PAGE + PAGE);
-    const keep = new Set(shown.map((p) => p.participant_id));
+    const me = this.me || 'me';
+    // Screen share: the first one is shown large on the stage.
+    let screen: RemoteTrack | undefined;
+    if (!this.audioOnly) for (const p of everyone) { screen = this.remoteTrack(p.participant_id, 'screen'); if (screen) break; }
+    const lay = arrange({
+      mode: this.layout, me, people: everyone.map((p) => p.participant_id), pinned: this.pinned, spotlight: this.spotlight,
+      activeSpeaker: this.activeSpeaker, lastSpeaker: this.lastSpeaker, hideSelf: this.hideSelf, screen: !!screen, page: this.page, pageSize: PAGE,
+    });
+    this.arranged = lay;
+    this.page = lay.page;
+    const byId = new Map(everyone.map((p) => [p.participant_id, p]));
+    const keep = new Set([...lay.tiles, ...(lay.main ? [lay.main] : [])]);
     for (const [pid, tile] of this.tiles) if (!keep.has(pid)) { tile.el.remove(); this.tiles.delete(pid); }
-    for (const p of shown) {
-      const self = p.participant_id === (this.me || 'me');
-      let tile = this.tiles.get(p.participant_id);
-      if (!tile) {
-        const video = h('video', { autoplay: true, muted: true, playsInline: true, class: self ? 'mirror' : '' });
-        const label = h('div', { class: 'label' });
-        const el = h('figure', { class: 'tile', 'data-pid': p.participant_id, 'data-self': self ? '1' : '0' }, video, label);
-        tile = { el, video, label, trackId: '', mid: '' };
-        this.tiles.set(p.participant_id, tile);
-      }
-      grid.append(tile.el); // keeps the order of `shown`
+    const host = !!this.answer?.host;
+    const place = (pid: string, into: HTMLElement) => {
+      const p = byId.get(pid);
+      if (!p) return;
+      const self = pid === me;
+      let tile = this.tiles.get(pid);
+      if (!tile) { tile = this.makeTile(p, self); this.tiles.set(pid, tile); }
+      if (tile.el.parentElement !== into || into === grid) into.append(tile.el); // keeps the order
       let track: MediaStreamTrack | null = null;
       if (self) {
-        track = this.choice.stream?.getVideoTracks()[0] || null;
+        track = this.media?.video || null;
         tile.mid = '';
-      } else {
-        const r = this.remoteTrack(p.participant_id, 'camera');
+      } else if (!this.audioOnly) {
+        const r = this.remoteTrack(pid, 'camera');
         track = r ? r.track : null;
+        tile.mid = r ? r.mid : '';
+      } else {
+        const r = this.remoteTrack(pid, 'camera');
         tile.mid = r ? r.mid : '';
       }
       const id = track ? track.id + (tile.mid || '') : '';
@@ -370,26 +679,46 @@ export class Room {
       }
       const camOff = p.video_muted || !track;
       tile.el.classList.toggle('cam-off', camOff);
-      tile.el.classList.toggle('speaking', this.activeSpeaker === p.participant_id);
+      tile.el.classList.toggle('speaking', this.activeSpeaker === pid);
+      tile.el.classList.toggle('talking', this.talking.has(pid));
       tile.el.classList.toggle('hand', p.hand_raised);
+      tile.el.classList.toggle('pinned', this.pinned === pid);
+      tile.el.classList.toggle('spotlit', this.spotlight === pid);
+      tile.el.classList.toggle('audio-only', this.audioOnly && !self);
       tile.el.setAttribute('aria-label', p.name);
       tile.label.replaceChildren(
-        p.hand_raised ? h('span', { class: 'badge', role: 'img', 'aria-label': t('raise') }, icon('hand')) : '',
-        p.audio_muted ? h('span', { class: 'badge', role: 'img', 'aria-label': t('unmute') }, icon('micOff')) : '',
+        p.hand_raised ? h('span', { class: 'badge', role: 'img', 'aria-label': t('hand_up') }, icon('hand')) : '',
+        p.audio_muted ? h('span', { class: 'badge mic-off', role: 'img', 'aria-label': t('mic_muted') }, icon('micOff')) : '',
         `${p.name}${self ? ` (${t('you')})` : ''}${p.host ? ` · ${t('host')}` : ''}`,
       );
-    }
-    grid.dataset.count = String(shown.length);
-    // Pages for large meetings.
-    this.els.pager.replaceChildren(...(pages > 1 ? [
-      h('button', { type: 'button', class: 'secondary small', disabled: this.page === 0, 'aria-label': '←', onclick: () => { this.page--; this.updateTiles(); } }, '←'),
-      h('span', {}, `${this.page + 1} / ${pages}`),
-      h('button', { type: 'button', class: 'secondary small', disabled: this.page >= pages - 1, 'aria-label': '→', onclick: () => { this.page++; this.updateTiles(); } }, '→'),
+      const q = self ? this.qualityOf(me) ?? { level: grade(this.details?.lossPct ?? 0, this.details?.rttMs ?? null, !!this.client), from: 'local' as const } : this.qualityOf(pid);
+      tile.netq.dataset.level = q ? String(q.level) : '';
+      tile.netq.dataset.from = q ? q.from : '';
+      tile.netq.setAttribute('aria-label', q ? t('net_quality', { q: t(`q_${['lost', 'poor', 'fair', 'good'][q.level] || 'poor'}` as any) }) : t('net_unknown'));
+      tile.netq.title = tile.netq.getAttribute('aria-label') || '';
+      const name = p.name;
+      // Rebuilt only when something on them changes (a click must not hit a replaced button).
+      const canSpot = host && !!this.client && !this.client.unsupported.has('spotlight');
+      const akey = `${name}|${this.pinned === pid}|${this.spotlight === pid}|${canSpot}|${document.documentElement.lang}`;
+      if (tile.actions.dataset.key !== akey) tile.actions.dataset.key = akey; else return;
+      tile.actions.replaceChildren(
+        h('button', { type: 'button', class: 'tile-btn tile-pin', 'aria-pressed': String(this.pinned === pid), 'aria-label': this.pinned === pid ? t('unpin_name', { name }) : t('pin_name', { name }), title: this.pinned === pid ? t('unpin_name', { name }) : t('pin_name', { name }), onclick: () => this.togglePin(pid) }, icon('pin')),
+        h('button', { type: 'button', class: 'tile-btn tile-full', 'aria-label': t('fullscreen_name', { name }), title: t('fullscreen_name', { name }), onclick: () => this.fullscreen(pid) }, icon('full')),
+        canSpot
+          ? h('button', { type: 'button', class: 'tile-btn tile-spot', 'aria-pressed': String(this.spotlight === pid), 'aria-label': this.spotlight === pid ? t('spotlight_end') : t('spotlight_name', { name }), title: this.spotlight === pid ? t('spotlight_end') : t('spotlight_name', { name }), onclick: () => this.spotlightAll(this.spotlight === pid ? null : pid) }, icon('star')) : '',
+      );
+    };
+    const main = this.els.main;
+    main.hidden = !lay.main;
+    if (lay.main) { place(lay.main, main); main.dataset.pid = lay.main; main.dataset.why = lay.why || ''; } else { main.replaceChildren(); delete main.dataset.pid; }
+    for (const pid of lay.tiles) place(pid, grid);
+    grid.dataset.count = String(lay.tiles.length);
+    this.els.pager.replaceChildren(...(lay.pages > 1 ? [
+      h('button', { type: 'button', class: 'secondary small', disabled: lay.page === 0, 'aria-label': t('page_prev'), onclick: () => { this.page--; this.updateTiles(); } }, '←'),
+      h('span', {}, `${lay.page + 1} / ${lay.pages}`),
+      h('button', { type: 'button', class: 'secondary small', disabled: lay.page >= lay.pages - 1, 'aria-label': t('page_next'), onclick: () => { this.page++; this.updateTiles(); } }, '→'),
     ] : []));
-    // Screen share: the first one is shown large.
     const stage = this.els.stage;
-    let screen: RemoteTrack | undefined;
-    for (const p of everyone) { screen = this.remoteTrack(p.participant_id, 'screen'); if (screen) break; }
     let v = stage.querySelector('video');
     if (screen) {
       if (!v) { v = h('video', { autoplay: true, muted: true, playsInline: true, id: 'stage-video' }); stage.replaceChildren(v, h('div', { class: 'label', id: 'stage-label' })); }
@@ -402,8 +731,9 @@ export class Room {
       stage.replaceChildren();
       stage.hidden = true;
     }
-    this.els.grid.classList.toggle('filmstrip', !!screen);
-    // Remote audio, one element per track.
+    grid.classList.toggle('filmstrip', !!screen || !!lay.main);
+    (this.root.querySelector('.room') as HTMLElement | null)?.setAttribute('data-layout', lay.main ? 'speaker' : screen ? 'screen' : 'grid');
+    // Remote audio, one element per track (screen audio too).
     const mids = new Set<string>();
     const live = new Set(this.client?.pc.getTransceivers()
       .filter((x) => x.currentDirection === 'recvonly' || x.currentDirection === 'sendrecv').map((x) => x.mid));
@@ -412,13 +742,15 @@ export class Room {
       mids.add(r.mid);
       let a = this.audios.get(r.mid);
       if (!a) { a = h('audio', { autoplay: true }); this.audios.set(r.mid, a); this.els.audio.append(a); }
+      a.dataset.source = r.source || '';
+      a.dataset.pid = r.participantId || '';
       if ((a.srcObject as MediaStream | null)?.getTracks()[0] !== r.track) { a.srcObject = new MediaStream([r.track]); a.play().catch(() => {}); }
     }
     for (const [mid, a] of this.audios) if (!mids.has(mid)) { a.srcObject = null; a.remove(); this.audios.delete(mid); }
   }
 
-  private button(id: string, label: string, name: IconName, onclick: () => void, pressed?: boolean, extra = ''): HTMLElement {
-    return h('button', { type: 'button', id, class: `ctl ${extra}`, 'aria-label': label, title: label, 'aria-pressed': pressed === undefined ? undefined : String(pressed), onclick },
+  private button(id: string, label: string, name: IconName, onclick: () => void, pressed?: boolean, extra = '', key?: string): HTMLElement {
+    return h('button', { type: 'button', id, class: `ctl ${extra}`, 'aria-label': label, title: key ? `${label} (${key})` : label, 'aria-keyshortcuts': key, 'aria-pressed': pressed === undefined ? undefined : String(pressed), onclick },
       icon(name), h('span', { class: 'txt' }, label));
   }
 
@@ -426,44 +758,68 @@ export class Room {
     const c = this.els.controls;
     if (!c) return;
     const focused = document.activeElement?.id;
+    const canReact = !!this.client && !this.client.unsupported.has('reaction');
+    if (!canReact && this.els.reactions) this.els.reactions.hidden = true;
     c.replaceChildren(
-      this.button('ctl-mic', this.audioMuted ? t('unmute') : t('mute'), this.audioMuted ? 'micOff' : 'mic', () => this.toggleMic(), this.audioMuted),
-      this.button('ctl-cam', this.videoOff ? t('cam_on') : t('cam_off'), this.videoOff ? 'camOff' : 'cam', () => this.toggleCam(), this.videoOff),
+      this.button('ctl-mic', this.audioMuted ? t('unmute') : t('mute'), this.audioMuted ? 'micOff' : 'mic', () => this.toggleMic(), this.audioMuted, '', 'M'),
+      this.button('ctl-cam', this.videoOff ? t('cam_on') : t('cam_off'), this.videoOff ? 'camOff' : 'cam', () => this.toggleCam(), this.videoOff, '', 'V'),
       navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices
         ? this.button('ctl-share', this.screen ? t('stop_share') : t('share'), 'screen', () => this.toggleShare(), !!this.screen) : '',
-      this.button('ctl-hand', this.hand ? t('lower') : t('raise'), 'hand', () => this.toggleHand(), this.hand),
-      this.button('ctl-chat', this.unread ? `${t('chat')} (${this.unread})` : t('chat'), 'chat', () => this.togglePanel('chat'), this.panel === 'chat'),
+      this.button('ctl-hand', this.hand ? t('lower') : t('raise'), 'hand', () => this.toggleHand(), this.hand, '', 'H'),
+      canReact ? this.button('ctl-react', t('reactions'), 'smile', () => { this.els.reactions.hidden = !this.els.reactions.hidden; this.drawReactions(); }, !this.els.reactions.hidden) : '',
+      this.button('ctl-layout', this.layout === 'grid' ? t('layout_to_speaker') : t('layout_to_grid'), this.layout === 'grid' ? 'speaker' : 'grid', () => this.setLayout(this.layout === 'grid' ? 'speaker' : 'grid'), this.layout === 'speaker', '', 'L'),
+      this.button('ctl-chat', this.unread ? `${t('chat')} (${this.unread})` : t('chat'), 'chat', () => this.togglePanel('chat'), this.panel === 'chat', '', 'C'),
       this.notes ? this.button('ctl-notes', this.notesUnread ? `${t('notes')} •` : t('notes'), 'notes', () => this.togglePanel('notes'), this.panel === 'notes') : '',
       this.button('ctl-people', `${t('people')} (${this.people().length})`, 'people', () => this.togglePanel('people'), this.panel === 'people'),
-      this.choice.stream ? this.button('ctl-devices', t('devices'), 'gear', () => this.togglePanel('devices'), this.panel === 'devices') : '',
+      this.button('ctl-devices', t('settings'), 'gear', () => this.togglePanel('devices'), this.panel === 'devices'),
+      this.button('ctl-details', t('details'), 'info', () => this.togglePanel('details'), this.panel === 'details', '', 'I'),
+      this.button('ctl-help', t('sc_title'), 'keyboard', () => this.toggleHelp(), this.help, '', '?'),
       this.button('ctl-leave', t('leave'), 'leave', () => this.leave(), undefined, 'danger'),
     );
     if (focused) document.getElementById(focused)?.focus();
   }
 
-  private drawSide(): void {
+  private drawReactions(): void {
+    const box = this.els.reactions;
+    box.replaceChildren(...REACTIONS.map((e) => h('button', { type: 'button', class: 'secondary small react', 'aria-label': t('react_with', { e }), onclick: () => { this.react(e); } }, e)));
+    this.drawControls();
+  }
+
+  private showReaction(pid: string, emoji: string): void {
+    if (!REACTIONS.includes(emoji)) return;
+    const tile = this.tiles.get(pid === this.me ? (this.me || 'me') : pid);
+    this.announce(t('reacted', { name: this.nameOf(pid), e: emoji }));
+    if (!tile) return;
+    const b = h('span', { class: 'reaction', 'aria-hidden': 'true' }, emoji);
+    tile.el.append(b);
+    setTimeout(() => b.remove(), 4000);
+  }
+
+  private drawHelp(): void {
+    const box = this.els.help;
+    if (!box) return;
+    if (!this.help) { box.replaceChildren(); return; }
+    box.replaceChildren(helpDialog(this.shortcuts(), () => { this.help = false; this.drawHelp(); document.getElementById('ctl-help')?.focus(); }));
+  }
+
+  private drawSide(force = false): void {
     const side = this.els.side;
     if (!side) return;
     side.hidden = !this.panel;
     side.classList.toggle('wide', this.panel === 'notes');
+    side.setAttribute('aria-label', this.panel ? t(this.panel === 'devices' ? 'settings' : this.panel === 'details' ? 'details' : this.panel) : '');
     if (this.panel === 'notes' && this.notes) {
       if (!side.contains(this.notes.el)) side.replaceChildren(this.notes.el);
     } else if (this.panel === 'chat') {
       if (!side.querySelector('#chat-log')) side.replaceChildren(h('h2', {}, t('chat')), h('ol', { id: 'chat-log', class: 'chat-log', 'aria-live': 'polite' }), this.els.chatForm);
       this.drawChat();
     } else if (this.panel === 'devices') {
+      if (side.querySelector('#devices') && !force) return;
       const box = h('div', { id: 'devices' });
-      side.replaceChildren(h('h2', {}, t('devices')), box);
-      navigator.mediaDevices.enumerateDevices().then((list) => {
-        const cur = (k: string) => this.choice.stream?.getTracks().find((x) => x.kind === k)?.getSettings().deviceId;
-        const sel = (kind: 'audio' | 'video', id: string, label: string) => {
-          const s = h('select', { id }, ...list.filter((d) => d.kind === `${kind}input`)
-            .map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === cur(kind) }, d.label || `${label} ${i + 1}`)));
-          s.addEventListener('change', () => this.switchDevice(kind, s.value));
-          return [h('label', { for: id }, label), s];
-        };
-        box.replaceChildren(...sel('video', 'room-dev-video', t('camera')), ...sel('audio', 'room-dev-audio', t('microphone')));
-      });
+      side.replaceChildren(h('h2', {}, t('settings')), box);
+      this.drawSettings(box);
+    } else if (this.panel === 'details') {
+      this.drawDetails();
     } else if (this.panel === 'people') {
       const host = !!this.answer?.host;
       side.replaceChildren(
@@ -475,11 +831,65 @@ export class Room {
         h('ul', { class: 'people', id: 'people' }, ...this.people().map((p) => {
           const self = p.participant_id === (this.me || 'me');
           return h('li', { 'data-pid': p.participant_id },
-            p.hand_raised ? icon('hand') : '', h('span', { class: 'grow' }, `${p.name}${self ? ` (${t('you')})` : ''}${p.host ? ` · ${t('host')}` : ''}`), p.audio_muted ? icon('micOff') : '',
+            p.hand_raised ? h('span', { role: 'img', 'aria-label': t('hand_up') }, icon('hand')) : '', h('span', { class: 'grow' }, `${p.name}${self ? ` (${t('you')})` : ''}${p.host ? ` · ${t('host')}` : ''}`), p.audio_muted ? h('span', { role: 'img', 'aria-label': t('mic_muted') }, icon('micOff')) : '',
             host && !self && !p.audio_muted ? h('button', { type: 'button', class: 'secondary small host-mute', onclick: () => this.control('mute', p.participant_id) }, t('host_mute', { name: p.name })) : '',
             host && !self ? h('button', { type: 'button', class: 'danger small host-remove', onclick: () => this.control('remove', p.participant_id) }, t('host_remove', { name: p.name })) : '');
         })));
     }
+  }
+
+  /** Devices, effects and view options. */
+  private drawSettings(box: HTMLElement): void {
+    const m = this.media;
+    const parts: HTMLElement[] = [];
+    const check = (id: string, label: string, on: boolean, change: (v: boolean) => void) => {
+      const i = h('input', { type: 'checkbox', id, checked: on });
+      i.addEventListener('change', () => change((i as HTMLInputElement).checked));
+      return h('div', { class: 'check' }, i, h('label', { for: id }, label));
+    };
+    if (m?.monitor) parts.push(check('room-fx-noise', t('noise_suppression'), m.effects.noise, (v) => this.setEffects(v, m.effects.background)));
+    if (m?.rawVideo) {
+      const s = h('select', { id: 'room-fx-bg' }, ...(['none', 'blur', 'replace'] as Background[]).map((b) => h('option', { value: b, selected: m.effects.background === b }, t(`bg_${b}`))));
+      s.addEventListener('change', () => this.setEffects(m.effects.noise, (s as HTMLSelectElement).value as Background));
+      parts.push(h('label', { for: 'room-fx-bg' }, t('background')), s);
+    }
+    parts.push(check('room-hide-self', t('hide_self'), this.hideSelf, (v) => this.setHideSelf(v)));
+    parts.push(check('room-audio-only', t('audio_only'), this.audioOnly, (v) => this.setAudioOnly(v)));
+    const devs = h('div', {});
+    parts.push(devs);
+    box.replaceChildren(...parts);
+    if (!m) return;
+    navigator.mediaDevices.enumerateDevices().then((list) => {
+      const cur = (k: string) => (k === 'audio' ? m.rawAudio : m.rawVideo)?.getSettings().deviceId;
+      const sel = (kind: 'audio' | 'video', id: string, label: string) => {
+        const opts = list.filter((d) => d.kind === `${kind}input`);
+        if (!opts.length) return [];
+        const s = h('select', { id }, ...opts.map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === cur(kind) }, d.label || `${label} ${i + 1}`)));
+        s.addEventListener('change', () => this.switchDevice(kind, s.value));
+        return [h('label', { for: id }, label), s];
+      };
+      devs.replaceChildren(...sel('video', 'room-dev-video', t('camera')), ...sel('audio', 'room-dev-audio', t('microphone')));
+    });
+  }
+
+  private drawDetails(): void {
+    const side = this.els.side;
+    if (!side || this.panel !== 'details') return;
+    const d = this.details;
+    const row = (k: string, v: string) => [h('dt', {}, k), h('dd', {}, v)];
+    const name = (pid?: string) => (pid ? this.nameOf(pid) || pid : '');
+    side.replaceChildren(h('h2', {}, t('details')),
+      d ? h('dl', { class: 'details', id: 'details' },
+        ...row(t('d_rtt'), d.rttMs === null ? '–' : `${d.rttMs} ms`),
+        ...row(t('d_send'), `${Math.round(d.sendKbps)} kbit/s`),
+        ...row(t('d_recv'), `${Math.round(d.recvKbps)} kbit/s`),
+        ...row(t('d_loss'), `${d.lossPct.toFixed(1)} %`),
+        ...row(t('d_audio_codec'), d.audioCodec || '–'),
+        ...row(t('d_layers'), d.layers.map((l) => `${l.rid || '–'} ${l.w}×${l.h} ${l.codec || ''}${l.limited && l.limited !== 'none' ? ` (${l.limited})` : ''}`).join(', ') || '–'),
+        ...d.videos.flatMap((v) => row(`${name(v.pid)}${v.source === 'screen' ? ` (${t('share')})` : ''}`, `${v.codec || ''} ${v.w}×${v.h} ${v.fps ? Math.round(v.fps) + ' fps' : ''}`)),
+        ...row(t('d_ice_restarts'), String(this.client?.iceRestarts ?? 0)),
+        ...row(t('d_quality_from'), performance.now() - this.serverQualityAt < 6000 ? t('d_from_server') : t('d_from_here')),
+      ) : h('p', { class: 'muted' }, t('joining')));
   }
 
   private drawChat(): void {
@@ -491,32 +901,48 @@ export class Room {
     log.scrollTop = log.scrollHeight;
   }
 
-  // ---- every second: the size each video is shown at, and connection quality ------------
+  // ---- the size each video is shown at (the server picks simulcast layers by it) -------
+
+  private layersSoon(): void {
+    if (this.layerSoon) return;
+    this.layerSoon = requestAnimationFrame(() => { this.layerSoon = 0; this.sendLayers(); });
+  }
+
+  private sendLayers(): void {
+    const c = this.client;
+    if (!c) return;
+    const sizes = new Map<string, [number, number]>();
+    for (const r of c.remote.values()) if (r.kind === 'video') sizes.set(r.mid, [0, 0]);
+    if (!this.audioOnly) {
+      for (const tile of this.tiles.values()) if (tile.mid && tile.el.isConnected) sizes.set(tile.mid, [tile.video.clientWidth, tile.video.clientHeight]);
+      const sv = this.els.stage?.querySelector('video');
+      if (sv?.dataset.mid) sizes.set(sv.dataset.mid, [sv.clientWidth, sv.clientHeight]);
+    }
+    const dpr = window.devicePixelRatio || 1;
+    for (const [mid, [w, hgt]] of sizes) {
+      const key = `${Math.round(w * dpr)}x${Math.round(hgt * dpr)}`;
+      if (this.sentLayers.get(mid) !== key) { this.sentLayers.set(mid, key); c.setLayer(mid, Math.round(w * dpr), Math.round(hgt * dpr)); }
+    }
+  }
+
+  // ---- every second: layers, statistics, quality -----------------------------------------
 
   private async tick(): Promise<void> {
     const c = this.client;
     if (!c) return;
     // Tracks become current only after the answer is applied; pick them up here too.
     this.updateTiles();
-    const sizes = new Map<string, [number, number]>();
-    for (const r of c.remote.values()) if (r.kind === 'video') sizes.set(r.mid, [0, 0]);
-    for (const tile of this.tiles.values()) if (tile.mid) sizes.set(tile.mid, [tile.video.clientWidth, tile.video.clientHeight]);
-    const sv = this.els.stage?.querySelector('video');
-    if (sv?.dataset.mid) sizes.set(sv.dataset.mid, [sv.clientWidth, sv.clientHeight]);
-    for (const [mid, [w, hgt]] of sizes) {
-      const dpr = window.devicePixelRatio || 1;
-      const key = `${Math.round(w * dpr)}x${Math.round(hgt * dpr)}`;
-      if (this.sentLayers.get(mid) !== key) { this.sentLayers.set(mid, key); c.setLayer(mid, Math.round(w * dpr), Math.round(hgt * dpr)); }
-    }
+    this.sendLayers();
     try {
-      let rtt = 0, lost = 0, got = 0;
-      const stats = await c.pc.getStats();
-      stats.forEach((s: any) => {
-        if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
-        if (s.type === 'inbound-rtp') { lost += s.packetsLost || 0; got += s.packetsReceived || 0; }
-      });
-      const loss = got + lost > 0 ? lost / (got + lost) : 0;
-      const q = c.pc.connectionState !== 'connected' ? 'connecting' : rtt < 0.2 && loss < 0.02 ? 'good' : rtt < 0.5 && loss < 0.08 ? 'fair' : 'poor';
+      const s = await sample(c);
+      const d = diff(this.prevSample, s);
+      this.prevSample = s;
+      this.details = d;
+      for (const p of c.participants.keys()) {
+        const receiving = Object.values(s.inbound).some((x: any) => x.participantId === p && x.packetsReceived > 0);
+        this.localQuality.set(p, grade(d.lossBy[p] ?? 0, d.rttMs, receiving));
+      }
+      const q = c.pc.connectionState !== 'connected' ? 'connecting' : ['poor', 'poor', 'fair', 'good'][grade(d.lossPct, d.rttMs)];
       if (q !== this.quality || !this.els.quality.title) {
         this.quality = q;
         const label = t('quality', { q: t(`q_${q}` as any) });
@@ -525,6 +951,7 @@ export class Room {
         this.els.quality.setAttribute('aria-label', label);
         this.els.quality.textContent = '▂▄▆'.slice(0, q === 'good' ? 3 : q === 'fair' ? 2 : 1);
       }
+      this.drawDetails();
     } catch { /* closed meanwhile */ }
   }
 }

@@ -28,14 +28,34 @@ export class MeetingClient extends EventTarget {
     this.needsNegotiation = false;
     this.chain = Promise.resolve();
     this.closed = false;
+    // ICE restarts this client asked for (a network change recovered without a rejoin).
+    this.iceRestarts = 0;
+    // Message types this server refused as unknown (it predates them): the UI hides them.
+    this.unsupported = new Set();
+    this._sentTypes = [];
     this.pc.ontrack = (e) => this._onTrack(e);
     this.pc.onconnectionstatechange = () => this._emit('connection', { state: this.pc.connectionState });
+    this.pc.oniceconnectionstatechange = () => this._emit('ice', { state: this.pc.iceConnectionState });
   }
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
   _send(msg) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(msg));
+      // Remember the last few types: an `error` about an unknown variant names one of them.
+      this._sentTypes.push(msg.type);
+      if (this._sentTypes.length > 20) this._sentTypes.shift();
+      return true;
+    }
+    return false;
+  }
+
+  // Sends a message that older servers do not know (reaction, spotlight). Returns false when
+  // this server said it does not know the type: the caller must not pretend it was sent.
+  sendOptional(msg) {
+    if (this.unsupported.has(msg.type)) return false;
+    return this._send(msg);
   }
 
   // Runs SDP steps strictly one after another.
@@ -94,6 +114,15 @@ export class MeetingClient extends EventTarget {
         break;
       case 'closed': this.closed = true; this._emit('closed', m); this._teardown(); break;
       case 'layers': this._setActiveLayers(m.mid, m.active); this._emit('layers', m); break;
+      case 'error': {
+        // serde's message for a type it does not know: "unknown variant `reaction`, expected …".
+        const u = /unknown variant `([a-z_]+)`/.exec(m.message || '');
+        if (m.code === 'bad_message' && u && this._sentTypes.includes(u[1])) {
+          this.unsupported.add(u[1]);
+          this._emit('unsupported', { type: u[1] });
+        } else this._emit('error', m);
+        break;
+      }
       default: this._emit(m.type, m);
     }
   }
@@ -104,6 +133,9 @@ export class MeetingClient extends EventTarget {
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this._send({ type: 'answer', sdp: this.mungeLocal(this.pc.localDescription.sdp) });
+    // Received tracks are current (currentDirection set) only now: the UI can show them and
+    // ask for their layers at once.
+    this._emit('negotiated', {});
     if (this.needsNegotiation) await this._offer();
   }
 
@@ -114,10 +146,17 @@ export class MeetingClient extends EventTarget {
     if (this.needsNegotiation) await this._offer();
   }
 
-  async _offer() {
-    if (this.awaitingAnswer || this.pc.signalingState !== 'stable') { this.needsNegotiation = true; return; }
+  async _offer(iceRestart = false) {
+    if (this.awaitingAnswer || this.pc.signalingState !== 'stable') {
+      this.needsNegotiation = true;
+      if (iceRestart) this.pendingIceRestart = true;
+      return;
+    }
     this.needsNegotiation = false;
-    const offer = await this.pc.createOffer();
+    iceRestart = iceRestart || !!this.pendingIceRestart;
+    this.pendingIceRestart = false;
+    if (iceRestart) this.iceRestarts++;
+    const offer = await this.pc.createOffer({ iceRestart });
     await this.pc.setLocalDescription(offer);
     const sources = {};
     for (const [source, tr] of this.published) if (tr.mid !== null) sources[tr.mid] = source;
@@ -127,9 +166,19 @@ export class MeetingClient extends EventTarget {
 
   negotiate() { return this._serial(() => this._offer()); }
 
+  // A network change: new ICE credentials and candidates on the same session (no rejoin).
+  restartIce() { return this._serial(() => this._offer(true)); }
+
+  // The ICE username fragment in use (it changes with each restart).
+  localUfrag() {
+    const m = /a=ice-ufrag:(\S+)/.exec((this.pc.localDescription && this.pc.localDescription.sdp) || '');
+    return m ? m[1] : null;
+  }
+
   // Publishes a track as `source` (camera, microphone, screen, screen_audio).
   // `codec` (e.g. 'video/H264') restricts this track to that codec (plus its RTX).
-  publish(track, source, { simulcast = false, stream, codec } = {}) {
+  // `defer`: add the track without negotiating yet (call negotiate() once for several).
+  publish(track, source, { simulcast = false, stream, codec, defer = false } = {}) {
     const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
     if (simulcast && track.kind === 'video') init.sendEncodings = LAYERS.map((l) => ({ ...l }));
     const old = this.published.get(source);
@@ -142,7 +191,7 @@ export class MeetingClient extends EventTarget {
       if (first.length) tr.setCodecPreferences([...first, ...rtx]);
     }
     this.published.set(source, tr);
-    return this.negotiate();
+    return defer ? Promise.resolve() : this.negotiate();
   }
 
   unpublish(source) {
@@ -184,6 +233,9 @@ export class MeetingClient extends EventTarget {
     this._send({ type: 'mute', kind, muted });
   }
   raiseHand(raised) { this._send({ type: 'hand', raised }); }
+  // Newer signaling (see src/proto/signal.rs `ClientMsgNext`): false when this server lacks it.
+  react(emoji) { return this.sendOptional({ type: 'reaction', emoji }); }
+  spotlight(participantId) { return this.sendOptional({ type: 'spotlight', participant_id: participantId }); }
 
   _onTrack(e) {
     const mid = e.transceiver.mid;
@@ -207,6 +259,8 @@ export class MeetingClient extends EventTarget {
           framesDecoded: s.framesDecoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
           freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
           nackCount: s.nackCount, retransmittedPacketsReceived: s.retransmittedPacketsReceived, totalAudioEnergy: s.totalAudioEnergy, concealedSamples: s.concealedSamples,
+          totalSamplesDuration: s.totalSamplesDuration, audioLevel: s.audioLevel, jitter: s.jitter, framesPerSecond: s.framesPerSecond,
+          keyFramesDecoded: s.keyFramesDecoded, timestamp: s.timestamp,
         };
       }
     });
@@ -217,9 +271,25 @@ export class MeetingClient extends EventTarget {
     const out = [];
     const stats = await this.pc.getStats();
     stats.forEach((s) => {
-      if (s.type === 'outbound-rtp') out.push({ kind: s.kind, rid: s.rid, mid: s.mid, packetsSent: s.packetsSent, bytesSent: s.bytesSent, frameWidth: s.frameWidth, retransmittedPacketsSent: s.retransmittedPacketsSent });
+      if (s.type === 'outbound-rtp') {
+        const codec = s.codecId && stats.get(s.codecId);
+        out.push({ kind: s.kind, rid: s.rid, mid: s.mid, packetsSent: s.packetsSent, bytesSent: s.bytesSent, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+          retransmittedPacketsSent: s.retransmittedPacketsSent, codec: codec && codec.mimeType, active: s.active, qualityLimitationReason: s.qualityLimitationReason, timestamp: s.timestamp });
+      }
     });
     return out;
+  }
+
+  // The selected candidate pair: round-trip time and the send/receive totals.
+  async transportStats() {
+    const stats = await this.pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId) || pair;
+    });
+    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    if (!pair) return null;
+    return { rtt: pair.currentRoundTripTime, bytesSent: pair.bytesSent, bytesReceived: pair.bytesReceived, outgoingBitrate: pair.availableOutgoingBitrate, timestamp: pair.timestamp };
   }
 
   _teardown() {
