@@ -27,6 +27,7 @@ pub struct Keys {
     bridge: [u8; 32],
     codes: [u8; 32],
     sso: [u8; 32],
+    passcodes: [u8; 32],
 }
 
 impl Keys {
@@ -46,6 +47,7 @@ impl Keys {
             bridge: key(b"bridge-auth"),
             codes: key(b"login-code"),
             sso: key(b"sso-tokens"),
+            passcodes: key(b"meeting-passcodes"),
         }
     }
 
@@ -62,6 +64,10 @@ impl Keys {
     /// Seals identity providers' tokens kept with SSO sessions (`auth::seal`).
     pub fn sso_key(&self) -> &[u8; 32] {
         &self.sso
+    }
+    /// Seals meeting passcodes (kept for invitation mails; checked against their hash).
+    pub fn passcode_key(&self) -> &[u8; 32] {
+        &self.passcodes
     }
 
     /// A sign-in code as stored: keyed hash, so a copied database does not reveal codes
@@ -156,6 +162,15 @@ pub struct JoinClaims {
     pub host: bool,
     /// Unix seconds.
     pub exp: i64,
+    /// Owner, co-host, participant or guest (`host` is true for the first two).
+    #[serde(default)]
+    pub role: crate::proto::signal::Role,
+    /// The person waits in the lobby until a host admits them.
+    #[serde(default)]
+    pub lobby: bool,
+    /// The meeting lets only hosts share their screen.
+    #[serde(default)]
+    pub screens_hosts_only: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -182,6 +197,9 @@ mod tests {
             name: "Ann".into(),
             host: true,
             exp,
+            role: crate::proto::signal::Role::Owner,
+            lobby: false,
+            screens_hosts_only: false,
         }
     }
 

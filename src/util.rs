@@ -17,6 +17,14 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix time in milliseconds (orders events within a second, e.g. raised hands).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Equal-time comparison of two strings (hashes), so a mismatch position does not leak.
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()

@@ -283,6 +283,9 @@ pub fn tokens(data: &[u8]) {
             name: "N".into(),
             host: false,
             exp: NOW + 1,
+            role: Default::default(),
+            lobby: false,
+            screens_hosts_only: false,
         };
         let t = sign_join_token(&serde_json::to_vec(&c).expect("json"));
         assert_eq!(

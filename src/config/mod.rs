@@ -552,6 +552,42 @@ pub struct Meetings {
     /// Join answers to guests per client IP per minute (0: no limit). An office behind one
     /// NAT address is one client IP: raise it for large guest audiences.
     pub joins_per_ip_per_minute: u32,
+    /// Default for new meetings: who waits in the lobby until a host lets them in.
+    /// "off", "guests" (everyone neither invited nor a co-host), "everyone" (all but hosts).
+    pub lobby: LobbyMode,
+    /// Wrong meeting passcodes one client (a signed-in person, or a guest's IP) may try per
+    /// meeting in `wrong_passcode_window`; after that every attempt is refused until the
+    /// window is over.
+    pub wrong_passcodes: u32,
+    pub wrong_passcode_window: Dur,
+}
+
+/// Who waits in a meeting's lobby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LobbyMode {
+    Off,
+    Guests,
+    Everyone,
+}
+
+impl LobbyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LobbyMode::Off => "off",
+            LobbyMode::Guests => "guests",
+            LobbyMode::Everyone => "everyone",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LobbyMode> {
+        match s {
+            "off" => Some(LobbyMode::Off),
+            "guests" => Some(LobbyMode::Guests),
+            "everyone" => Some(LobbyMode::Everyone),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Meetings {
@@ -564,6 +600,9 @@ impl Default for Meetings {
             turn_credential_ttl: Dur::secs(6 * 3600),
             joins_per_user_per_minute: 30,
             joins_per_ip_per_minute: 120,
+            lobby: LobbyMode::Guests,
+            wrong_passcodes: 5,
+            wrong_passcode_window: Dur::secs(900),
         }
     }
 }

@@ -265,7 +265,7 @@ impl Api {
             .post(
                 "/api/v1/meetings",
                 Some(token),
-                json!({"title": "loadtest", "guests_allowed": true}),
+                json!({"title": "loadtest", "guests_allowed": true, "lobby": "off"}),
             )
             .await?;
         m["code"]

@@ -9,11 +9,61 @@ use crate::ids::{MeetingId, ParticipantId};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum RoomAction {
-    Mute { participant_id: ParticipantId },
-    Remove { participant_id: ParticipantId },
+    Mute {
+        participant_id: ParticipantId,
+    },
+    Remove {
+        participant_id: ParticipantId,
+    },
     Lock,
     Unlock,
     End,
+    /// Mutes every participant who is not a host (their audio is dropped until they unmute).
+    MuteAll,
+    /// Asks every participant who is not a host to unmute.
+    AskUnmute,
+    /// Lowers every raised hand.
+    LowerHands,
+    /// Lowers one hand.
+    LowerHand {
+        participant_id: ParticipantId,
+    },
+    /// Lets one person (or, without `participant_id`, everyone) in from the lobby.
+    Admit {
+        #[serde(default)]
+        participant_id: Option<ParticipantId>,
+    },
+    /// Turns one person (or everyone) in the lobby away; `reason` is shown to them.
+    Deny {
+        #[serde(default)]
+        participant_id: Option<ParticipantId>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Promotes a participant to co-host (`cohost: true`) or demotes a co-host.
+    SetRole {
+        participant_id: ParticipantId,
+        cohost: bool,
+    },
+    /// What participants who are not hosts may publish besides their microphone.
+    Permissions {
+        cameras: bool,
+        screens: bool,
+    },
+}
+
+impl RoomAction {
+    /// Checks what a client may put in an action (sizes of free text).
+    pub fn check(&self) -> Result<(), String> {
+        if let RoomAction::Deny {
+            reason: Some(r), ..
+        } = self
+            && (r.chars().count() > 200 || r.chars().any(char::is_control))
+        {
+            return Err("A reason has at most 200 characters.".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
@@ -32,4 +82,7 @@ pub struct ParticipationChanged {
     pub joined: bool,
     /// Unix seconds.
     pub at: i64,
+    /// Why they left (`removed`: a host removed them; they may not come back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -55,14 +55,68 @@ pub enum ClientMsg {
         width: u32,
         height: u32,
     },
+    /// A chat message: to everyone, or privately to one participant (`to`) or to the
+    /// meeting's hosts (`to_hosts`). Stored in the room's history (late joiners get it).
     Chat {
         text: String,
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
+        to_hosts: bool,
     },
     Hand {
         raised: bool,
     },
+    /// A host action (owner or co-host only; others get `error` `not_host`), enforced by the
+    /// sfuserver on every worker: `{"type":"host","action":{"action":"mute_all"}}`.
+    Host {
+        action: crate::proto::RoomAction,
+    },
     Leave,
     Ping,
+}
+
+/// What a person is in a meeting. Owner and co-hosts are hosts: they may do everything in
+/// the meeting (co-hosts cannot delete or reschedule it; that is the apiserver's business).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Cohost,
+    #[default]
+    Participant,
+    Guest,
+}
+
+impl Role {
+    pub fn is_host(self) -> bool {
+        matches!(self, Role::Owner | Role::Cohost)
+    }
+}
+
+/// Someone waiting in the lobby, as hosts see them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LobbyEntry {
+    pub participant_id: String,
+    pub name: String,
+    pub role: Role,
+    /// Unix seconds when they started waiting.
+    pub since: i64,
+}
+
+/// One chat message, as delivered live and in the history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChatLine {
+    pub participant_id: String,
+    pub name: String,
+    pub text: String,
+    pub at: i64,
+    /// A private message to this participant (only they and the sender get it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// A private message to the hosts (only hosts and the sender get it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub to_hosts: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -73,6 +127,11 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     pub video_muted: bool,
     pub hand_raised: bool,
+    #[serde(default)]
+    pub role: Role,
+    /// When the hand went up (unix milliseconds; 0: down): hosts see hands in raise order.
+    #[serde(default)]
+    pub hand_at: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -117,19 +176,54 @@ pub enum ServerMsg {
         kind: MediaKind,
         muted: bool,
         by_host: bool,
+        /// The host's name when `by_host`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     ActiveSpeaker {
         participant_id: Option<String>,
     },
-    Chat {
-        participant_id: String,
-        name: String,
-        text: String,
-        at: i64,
+    Chat(ChatLine),
+    /// The chat so far (what this participant may read), right after `joined`.
+    ChatHistory {
+        messages: Vec<ChatLine>,
     },
     Hand {
         participant_id: String,
         raised: bool,
+        /// When it went up (unix ms; 0 when lowered).
+        #[serde(default)]
+        at: i64,
+        /// Lowered by a host (their name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// You are in the lobby: no media and no other messages until a host admits you
+    /// (`joined` follows) or denies you (`closed`, reason `denied`).
+    Waiting {
+        participant_id: String,
+        name: String,
+    },
+    /// To hosts: who waits in the lobby now (sent whenever it changes, and after `joined`).
+    Lobby {
+        waiting: Vec<LobbyEntry>,
+    },
+    /// Someone's role changed (promoted to co-host or demoted).
+    Role {
+        participant_id: String,
+        role: Role,
+        host: bool,
+        by: String,
+    },
+    /// A host asks everyone to unmute (nobody is unmuted by force).
+    AskUnmute {
+        by: String,
+    },
+    /// What participants (not hosts) may publish; offers with other sources are refused.
+    Permissions {
+        cameras: bool,
+        screens: bool,
+        by: Option<String>,
     },
     /// Dynacast: send only these simulcast layers (rids) of your track `mid`; nobody
     /// watches the others. Empty: nobody watches this track at all.

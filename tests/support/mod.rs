@@ -1102,6 +1102,11 @@ pub struct Appliance {
     own_dir: Option<TempDir>,
 }
 
+/// New meetings' lobby in tests: off, so the many scenarios where a guest joins by link are
+/// about what they test; the lobby's own tests (tests/meeting_controls.rs) turn it on (the
+/// product's default, "guests", is checked there too).
+pub const TEST_LOBBY: &str = "off";
+
 impl Appliance {
     /// Runs this package's binary with a fresh temporary data dir.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Appliance {
@@ -1139,7 +1144,8 @@ impl Appliance {
         // so each takes free ports unless the test sets them (flags win over these).
         cmd.env("MEETING_SFU__UDP_PORT", "0")
             .env("MEETING_TURN__PORT", "0")
-            .env("MEETING_TURN__TLS_PORT", "0");
+            .env("MEETING_TURN__TLS_PORT", "0")
+            .env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
         cmd.envs(envs.iter().copied());
         Appliance::spawn(cmd, data_dir)
     }
@@ -1149,7 +1155,9 @@ impl Appliance {
     pub fn start_exact(args: &[&str], cwd: &Path) -> Appliance {
         fs::create_dir_all(cwd).expect("create the working dir");
         let mut cmd = Command::new(appliance_bin!());
-        cmd.args(args).current_dir(cwd);
+        cmd.args(args)
+            .current_dir(cwd)
+            .env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
         let data_dir = cwd.join("meeting-data");
         fs::create_dir_all(&data_dir).expect("create appliance data dir");
         Appliance::spawn(cmd, &data_dir)

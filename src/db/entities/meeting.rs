@@ -33,6 +33,18 @@ pub struct Model {
     /// Participations with an id up to this give no access (and no ban): set to the newest
     /// participation's id when the owner changes the code.
     pub access_since: i64,
+    /// Who waits in the lobby until a host lets them in: "off", "guests" (people who are
+    /// neither invited nor co-hosts: guests and other signed-in people), "everyone" (all
+    /// but hosts).
+    pub lobby: String,
+    /// Argon2 PHC string of the passcode (None: no passcode).
+    pub passcode_hash: Option<String>,
+    /// The passcode sealed under a key from the deployment secret, for invitation mails.
+    pub passcode_sealed: Option<String>,
+    /// Who may share a screen: "everyone" or "hosts".
+    pub screen_share: String,
+    /// Mailed notes include the chat (messages to everyone).
+    pub chat_in_notes: bool,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

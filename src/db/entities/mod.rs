@@ -1,5 +1,7 @@
 //! Database entities (sea-orm 2). Times are unix seconds in `i64`, the same on every backend.
 pub mod audit;
+pub mod chat_message;
+pub mod cohost;
 pub mod file;
 pub mod invitation;
 pub mod login_code;

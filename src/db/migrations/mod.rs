@@ -6,6 +6,7 @@ mod m0002_allocator_state;
 mod m0003_hardening;
 mod m0004_notes_crdt;
 mod m0005_enterprise_signin;
+mod m0006_meeting_controls;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_hardening::Migration),
             Box::new(m0004_notes_crdt::Migration),
             Box::new(m0005_enterprise_signin::Migration),
+            Box::new(m0006_meeting_controls::Migration),
         ]
     }
 }

@@ -132,6 +132,14 @@ pub mod action {
     pub const HOST_LOCK: &str = "host.lock";
     pub const HOST_UNLOCK: &str = "host.unlock";
     pub const HOST_END: &str = "host.end";
+    pub const HOST_MUTE_ALL: &str = "host.mute_all";
+    pub const HOST_ASK_UNMUTE: &str = "host.ask_unmute";
+    pub const HOST_LOWER_HANDS: &str = "host.lower_hands";
+    pub const HOST_ADMIT: &str = "host.admit";
+    pub const HOST_DENY: &str = "host.deny";
+    pub const HOST_SET_ROLE: &str = "host.set_role";
+    pub const HOST_PERMISSIONS: &str = "host.permissions";
+    pub const MEETING_SETTINGS: &str = "meeting.settings";
 }
 
 /// Per client IP: failure entries written in the current minute, and those left out.
@@ -230,6 +238,18 @@ pub async fn host_action(
         RoomAction::Lock => (action::HOST_LOCK, None),
         RoomAction::Unlock => (action::HOST_UNLOCK, None),
         RoomAction::End => (action::HOST_END, None),
+        RoomAction::MuteAll => (action::HOST_MUTE_ALL, None),
+        RoomAction::AskUnmute => (action::HOST_ASK_UNMUTE, None),
+        RoomAction::LowerHands => (action::HOST_LOWER_HANDS, None),
+        RoomAction::LowerHand { participant_id } => {
+            (action::HOST_LOWER_HANDS, Some(participant_id))
+        }
+        RoomAction::Admit { participant_id } => (action::HOST_ADMIT, participant_id.as_ref()),
+        RoomAction::Deny { participant_id, .. } => (action::HOST_DENY, participant_id.as_ref()),
+        RoomAction::SetRole { participant_id, .. } => {
+            (action::HOST_SET_ROLE, Some(participant_id))
+        }
+        RoomAction::Permissions { .. } => (action::HOST_PERMISSIONS, None),
     };
     let target = match pid {
         Some(p) => {

@@ -15,7 +15,7 @@ use super::auth::{AuthUser, MaybeUser};
 use super::ics::{Invite, Method};
 use super::mail::{Outgoing, enqueue};
 use super::registry::ControlError;
-use crate::db::entities::{invitation, meeting, participation, user};
+use crate::db::entities::{cohost, invitation, meeting, participation, user};
 use crate::error::ApiError;
 use crate::ids::{MeetingCode, MeetingId, ParticipantId};
 use crate::metrics::Metrics;
@@ -39,6 +39,11 @@ pub struct CreateMeeting {
     pub end_at: Option<i64>,
     pub invitees: Option<Vec<String>>,
     pub guests_allowed: Option<bool>,
+    pub lobby: Option<String>,
+    pub passcode: Option<String>,
+    pub cohosts: Option<Vec<String>>,
+    pub screen_share: Option<String>,
+    pub chat_in_notes: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -49,12 +54,32 @@ pub struct PatchMeeting {
     pub end_at: Option<i64>,
     pub invitees: Option<Vec<String>>,
     pub guests_allowed: Option<bool>,
+    pub lobby: Option<String>,
+    pub passcode: Option<String>,
+    pub cohosts: Option<Vec<String>>,
+    pub screen_share: Option<String>,
+    pub chat_in_notes: Option<bool>,
+}
+
+/// The running-a-meeting settings of a create or patch body.
+macro_rules! settings_of {
+    ($b:expr) => {
+        super::controls::Settings {
+            lobby: $b.lobby.clone(),
+            passcode: $b.passcode.clone(),
+            cohosts: $b.cohosts.clone(),
+            screen_share: $b.screen_share.clone(),
+            chat_in_notes: $b.chat_in_notes,
+        }
+    };
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     pub display_name: Option<String>,
+    /// The meeting's passcode, when it has one (hosts need none).
+    pub passcode: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -78,6 +103,18 @@ pub struct MeetingView {
     pub owner: Person,
     pub is_owner: bool,
     pub invitees: Vec<String>,
+    /// Owner or co-host.
+    pub is_host: bool,
+    pub cohosts: Vec<String>,
+    /// "off", "guests" or "everyone".
+    pub lobby: String,
+    pub has_passcode: bool,
+    /// The passcode itself, for the owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passcode: Option<String>,
+    /// "everyone" or "hosts".
+    pub screen_share: String,
+    pub chat_in_notes: bool,
 }
 
 fn clean_title(t: &str) -> Result<String, ApiError> {
@@ -215,11 +252,19 @@ async fn views(
         .collect();
     let mut invites: HashMap<i64, Vec<String>> = HashMap::new();
     for i in invitation::Entity::find()
-        .filter(invitation::Column::MeetingId.is_in(ids))
+        .filter(invitation::Column::MeetingId.is_in(ids.clone()))
         .all(&st.db)
         .await?
     {
         invites.entry(i.meeting_id).or_default().push(i.email);
+    }
+    let mut cohosts: HashMap<i64, Vec<String>> = HashMap::new();
+    for c in cohost::Entity::find()
+        .filter(cohost::Column::MeetingId.is_in(ids))
+        .all(&st.db)
+        .await?
+    {
+        cohosts.entry(c.meeting_id).or_default().push(c.email);
     }
     Ok(ms
         .into_iter()
@@ -227,7 +272,22 @@ async fn views(
             let owner = owners.get(&m.owner_id);
             let mut inv = invites.remove(&m.id).unwrap_or_default();
             inv.sort();
+            let mut co = cohosts.remove(&m.id).unwrap_or_default();
+            co.sort();
+            let is_owner = m.owner_id == me.id;
+            let passcode = if is_owner {
+                super::controls::passcode_of(st, &m)
+            } else {
+                None
+            };
             MeetingView {
+                is_host: is_owner || co.contains(&me.email),
+                cohosts: co,
+                lobby: m.lobby.clone(),
+                has_passcode: m.passcode_hash.is_some(),
+                passcode,
+                screen_share: m.screen_share.clone(),
+                chat_in_notes: m.chat_in_notes,
                 id: m.id,
                 join_url: st.join_url(&m.code),
                 code: m.code,
@@ -242,7 +302,7 @@ async fn views(
                     email: owner.map(|o| o.email.clone()).unwrap_or_default(),
                     display_name: owner.map(|o| o.display_name.clone()).unwrap_or_default(),
                 },
-                is_owner: m.owner_id == me.id,
+                is_owner,
                 invitees: inv,
             }
         })
@@ -274,7 +334,16 @@ async fn send_invites<C: ConnectionTrait>(
     recipients: &[String],
     notice: Notice,
 ) -> Result<(), ApiError> {
-    let url = st.join_url(&m.code);
+    let passcode = super::controls::passcode_of(st, m);
+    let url = match &passcode {
+        // Letters and digits only (see `controls::apply`): safe in a URL as they are.
+        Some(p) => format!("{}?pwd={p}", st.join_url(&m.code)),
+        None => st.join_url(&m.code),
+    };
+    let pass_line = passcode
+        .as_deref()
+        .map(|p| format!("Passcode: {p}\n"))
+        .unwrap_or_default();
     let when = chrono::DateTime::<chrono::Utc>::from_timestamp(m.begin_at, 0)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default();
@@ -301,14 +370,14 @@ async fn send_invites<C: ConnectionTrait>(
             Notice::Update => (
                 format!("Updated invitation: {} @ {when}", m.title),
                 format!(
-                    "{} changed the meeting \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n",
+                    "{} changed the meeting \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n{pass_line}",
                     owner.display_name, m.title
                 ),
             ),
             Notice::Invite => (
                 format!("Invitation: {} @ {when}", m.title),
                 format!(
-                    "{} ({}) invites you to \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n",
+                    "{} ({}) invites you to \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n{pass_line}",
                     owner.display_name, owner.email, m.title
                 ),
             ),
@@ -350,6 +419,13 @@ pub async fn create(
     }
     let me = me.user;
     let body = body.into_inner();
+    let settings = settings_of!(body);
+    let cohosts = match &settings.cohosts {
+        Some(list) => Some(super::controls::clean_cohosts(&st, list, &me.email)?),
+        None => None,
+    };
+    // Checked before anything is written (the values are applied again below).
+    super::controls::apply(&st, &mut <meeting::ActiveModel as Default>::default(), &settings)?;
     let t = now();
     let begin = body.begin_at.unwrap_or(0);
     if begin == 0 {
@@ -378,13 +454,14 @@ pub async fn create(
                 if let Some(g) = body.guests_allowed {
                     a.guests_allowed = Set(g);
                 }
+                super::controls::apply(&st, &mut a, &settings)?;
                 a.sfu = Set(Some(servers.sfu));
                 a.turn = Set(Some(servers.turn));
                 a.updated_at = Set(t);
                 (a.update(&st.db).await?, actix_web::http::StatusCode::OK)
             }
             None => {
-                let m = meeting::ActiveModel {
+                let mut am = meeting::ActiveModel {
                     code: Set(MeetingCode::random().0),
                     owner_id: Set(me.id),
                     title: Set(title.unwrap_or_else(|| format!("{}'s meeting", me.display_name))),
@@ -402,10 +479,13 @@ pub async fn create(
                     fs: Set(None),
                     created_at: Set(t),
                     updated_at: Set(t),
+                    lobby: Set(st.cfg.meetings.lobby.as_str().into()),
+                    screen_share: Set("everyone".into()),
+                    chat_in_notes: Set(false),
                     ..Default::default()
-                }
-                .insert(&st.db)
-                .await?;
+                };
+                super::controls::apply(&st, &mut am, &settings)?;
+                let m = am.insert(&st.db).await?;
                 st.metrics
                     .meetings_created
                     .get_or_create(&Metrics::label("kind", INSTANT))
@@ -413,6 +493,9 @@ pub async fn create(
                 (m, actix_web::http::StatusCode::CREATED)
             }
         };
+        if let Some(list) = &cohosts {
+            super::controls::set_cohosts(&st.db, m.id, list).await?;
+        }
         return Ok(HttpResponse::build(status).json(view(&st, &me, m).await?));
     }
 
@@ -422,7 +505,7 @@ pub async fn create(
     let invitees = clean_invitees(&st, body.invitees.as_deref().unwrap_or(&[]), &me.email)?;
     let servers = allocate(&st, &me.email, begin, end).await?;
     let txn = st.db.begin().await?;
-    let m = meeting::ActiveModel {
+    let mut am = meeting::ActiveModel {
         code: Set(MeetingCode::random().0),
         owner_id: Set(me.id),
         title: Set(title),
@@ -440,10 +523,16 @@ pub async fn create(
         fs: Set(None),
         created_at: Set(t),
         updated_at: Set(t),
+        lobby: Set(st.cfg.meetings.lobby.as_str().into()),
+        screen_share: Set("everyone".into()),
+        chat_in_notes: Set(false),
         ..Default::default()
+    };
+    super::controls::apply(&st, &mut am, &settings)?;
+    let m = am.insert(&txn).await?;
+    if let Some(list) = &cohosts {
+        super::controls::set_cohosts(&txn, m.id, list).await?;
     }
-    .insert(&txn)
-    .await?;
     for e in &invitees {
         invitation::ActiveModel {
             meeting_id: Set(m.id),
@@ -474,6 +563,14 @@ pub async fn list(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpResponse,
         .await?
         .into_iter()
         .map(|i| i.meeting_id)
+        .chain(
+            cohost::Entity::find()
+                .filter(cohost::Column::Email.eq(me.email.clone()))
+                .all(&st.db)
+                .await?
+                .into_iter()
+                .map(|c| c.meeting_id),
+        )
         .collect();
     let mut ms = meeting::Entity::find()
         .filter(meeting::Column::Status.eq(ACTIVE))
@@ -512,11 +609,39 @@ async fn visible(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Mo
         .one(&st.db)
         .await?
         .is_some();
-    if invited {
+    if invited || super::controls::is_cohost(&st.db, id, &me.email).await? {
         Ok(m)
     } else {
         Err(ApiError::not_found("No such meeting."))
     }
+}
+
+/// A meeting I own or co-host (co-hosts may run it, not change or cancel it).
+async fn visible_to_host(
+    st: &ApiState,
+    me: &user::Model,
+    id: i64,
+) -> Result<meeting::Model, ApiError> {
+    let m = meeting::Entity::find_by_id(id)
+        .one(&st.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("No such meeting."))?;
+    if super::controls::is_host(&st.db, &m, me).await? {
+        if m.status == CANCELLED {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::GONE,
+                "meeting_cancelled",
+                "This meeting was cancelled.",
+            ));
+        }
+        return Ok(m);
+    }
+    // Invited people learn it exists but may not run it; others do not learn it exists.
+    visible(st, me, id).await?;
+    Err(ApiError::forbidden(
+        "not_host",
+        "Only the meeting's owner and co-hosts can do that.",
+    ))
 }
 
 async fn owned(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Model, ApiError> {
@@ -558,6 +683,11 @@ pub async fn patch(
     let me = me.user;
     let m = owned(&st, &me, id.into_inner()).await?;
     let body = body.into_inner();
+    let settings = settings_of!(body);
+    let cohosts = match &settings.cohosts {
+        Some(list) => Some(super::controls::clean_cohosts(&st, list, &me.email)?),
+        None => None,
+    };
     let scheduled = m.kind == SCHEDULED;
     if !scheduled && (body.begin_at.is_some() || body.end_at.is_some() || body.invitees.is_some()) {
         return Err(ApiError::bad_request(
@@ -607,6 +737,7 @@ pub async fn patch(
     if let Some(g) = body.guests_allowed {
         a.guests_allowed = Set(g);
     }
+    super::controls::apply(&st, &mut a, &settings)?;
     if let Some(s) = servers {
         a.sfu = Set(Some(s.sfu));
         a.turn = Set(Some(s.turn));
@@ -616,6 +747,9 @@ pub async fn patch(
     }
     a.updated_at = Set(t);
     let m = a.update(&txn).await?;
+    if let Some(list) = &cohosts {
+        super::controls::set_cohosts(&txn, m.id, list).await?;
+    }
     if !removed.is_empty() {
         invitation::Entity::delete_many()
             .filter(invitation::Column::MeetingId.eq(m.id))
@@ -759,23 +893,29 @@ pub async fn join(
         (None, _) => (Some(crate::ids::random_token(24)), true),
     };
     let guest_key = guest_cookie.as_deref().map(crate::tokens::sha256_hex);
-    let (name, host) = match &user {
-        Some(u) => (
-            name_given.unwrap_or_else(|| u.display_name.clone()),
-            u.id == m.owner_id,
-        ),
+    let (role, invited) = super::controls::role_of(&st.db, &m, user.as_ref()).await?;
+    let host = role.is_host();
+    let name = match &user {
+        Some(u) => name_given.unwrap_or_else(|| u.display_name.clone()),
         None => {
             if !m.guests_allowed {
                 return Err(ApiError::unauthorized(
                     "This meeting is for signed-in people only; sign in to join.",
                 ));
             }
-            let n = name_given.ok_or_else(|| {
+            name_given.ok_or_else(|| {
                 ApiError::bad_request("display_name_required", "Guests need a name to join.")
-            })?;
-            (n, false)
+            })?
         }
     };
+    if !host {
+        let who = match &user {
+            Some(u) => format!("u{}", u.id),
+            None => format!("ip{}", super::client_ip(&req_http)),
+        };
+        super::controls::check_passcode(&st, &m, &who, req.passcode.as_deref())?;
+    }
+    let lobby = super::controls::waits_in_lobby(&m, role, invited);
     check_may_enter(&st, &m, user.as_ref(), guest_key.as_deref(), host).await?;
     let owner = owner_of(&st, &m).await?;
     // The assignment may be missing (e.g. the allocator was asked again and forgot it).
@@ -860,6 +1000,9 @@ pub async fn join(
         name: name.clone(),
         host,
         exp: t + st.cfg.meetings.join_token_ttl.as_secs_i64(),
+        role,
+        lobby,
+        screens_hosts_only: m.screen_share == "hosts",
     };
     let token = st.keys.sign_join(&claims);
     let (username, credential) = st.keys.turn_credentials(
@@ -905,6 +1048,9 @@ pub async fn join(
         "token": token,
         "display_name": name,
         "host": host,
+        "role": role,
+        "lobby": lobby,
+        "screens_hosts_only": m.screen_share == "hosts",
         "meeting": { "id": m.id, "code": m.code, "title": m.title, "kind": m.kind,
                      "begin_at": m.begin_at, "end_at": m.end_at },
         "sfu": { "address": sfu, "signal_url": signal_url },
@@ -998,7 +1144,7 @@ pub async fn control(
     id: web::Path<i64>,
     body: web::Json<RoomAction>,
 ) -> Result<HttpResponse, ApiError> {
-    let m = owned(&st, &me.user, id.into_inner()).await?;
+    let m = visible_to_host(&st, &me.user, id.into_inner()).await?;
     let Some(sfu) = m.sfu.clone() else {
         return Err(ApiError::conflict(
             "not_in_meeting",
@@ -1006,6 +1152,9 @@ pub async fn control(
         ));
     };
     let action = body.into_inner();
+    action
+        .check()
+        .map_err(|e| ApiError::bad_request("invalid_action", e))?;
     let result = st
         .registry
         .send(super::registry::Control {
@@ -1064,7 +1213,7 @@ async fn remember_control(
                 .exec(&st.db)
                 .await?;
         }
-        RoomAction::Mute { .. } => {}
+        _ => {}
     }
     Ok(())
 }

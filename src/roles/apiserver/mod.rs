@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bridge;
+pub mod controls;
 pub mod files;
 pub mod ics;
 pub mod mail;
@@ -61,6 +62,9 @@ pub struct ApiState {
 pub struct ApiLimits {
     pub joins_per_user: crate::ratelimit::Keyed<i64>,
     pub joins_per_ip: crate::ratelimit::Keyed<String>,
+    /// Wrong meeting passcodes per `meeting:person` (or `meeting:ip`): count, window start.
+    wrong_passcodes: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+    passcode_limit: (u32, std::time::Duration),
 }
 
 impl ApiLimits {
@@ -70,12 +74,50 @@ impl ApiLimits {
                 cfg.meetings.joins_per_user_per_minute,
             ),
             joins_per_ip: crate::ratelimit::Keyed::per_minute(cfg.meetings.joins_per_ip_per_minute),
+            wrong_passcodes: Default::default(),
+            passcode_limit: (
+                cfg.meetings.wrong_passcodes,
+                cfg.meetings.wrong_passcode_window.0,
+            ),
         }
+    }
+
+    /// How long `key` must wait before it may try a passcode again, if it must.
+    pub fn passcode_blocked(&self, key: &str) -> Option<std::time::Duration> {
+        let (max, window) = self.passcode_limit;
+        let m = self
+            .wrong_passcodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (n, since) = m.get(key)?;
+        let left = window.checked_sub(since.elapsed())?;
+        (max > 0 && *n >= max).then_some(left)
+    }
+
+    /// One more wrong passcode from `key`.
+    pub fn passcode_strike(&self, key: &str) {
+        let window = self.passcode_limit.1;
+        let mut m = self
+            .wrong_passcodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let e = m
+            .entry(key.to_string())
+            .or_insert((0, std::time::Instant::now()));
+        if e.1.elapsed() >= window {
+            *e = (0, std::time::Instant::now());
+        }
+        e.0 = e.0.saturating_add(1);
     }
 
     fn prune(&self) {
         self.joins_per_user.prune();
         self.joins_per_ip.prune();
+        let window = self.passcode_limit.1;
+        self.wrong_passcodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (_, since)| since.elapsed() < window);
     }
 }
 
@@ -277,6 +319,10 @@ async fn record_participation(
         q.col_expr(participation::Column::EnteredAt, Expr::value(m.at))
             .col_expr(participation::Column::LeftAt, Expr::value(None::<i64>))
             .filter(participation::Column::RemovedAt.is_null())
+    } else if m.reason.as_deref() == Some("removed") {
+        // A host removed them in the meeting: no notes or files any more, no coming back.
+        q.col_expr(participation::Column::LeftAt, Expr::value(m.at))
+            .col_expr(participation::Column::RemovedAt, Expr::value(m.at))
     } else {
         q.col_expr(participation::Column::LeftAt, Expr::value(m.at))
     };

@@ -645,6 +645,7 @@ mod tests {
                 participant: ParticipantId("p".into()),
                 joined: true,
                 at: 1,
+                reason: None,
             }),
         };
         for id in [1, 1, 2, 1, 2] {

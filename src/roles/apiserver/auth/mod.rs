@@ -18,7 +18,7 @@
 pub mod ldap;
 pub mod lifecycle;
 pub mod oidc;
-mod seal;
+pub(crate) mod seal;
 mod throttle;
 
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};

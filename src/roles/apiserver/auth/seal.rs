@@ -33,7 +33,7 @@ fn key(k: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k).expect("32-byte ChaCha20 key"))
 }
 
-pub fn seal(k: &[u8; 32], plain: &IdpTokens) -> String {
+pub fn seal<T: Serialize>(k: &[u8; 32], plain: &T) -> String {
     let mut nonce = [0u8; NONCE_LEN];
     rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
     let mut buf = serde_json::to_vec(plain).unwrap_or_default();
@@ -50,7 +50,7 @@ pub fn seal(k: &[u8; 32], plain: &IdpTokens) -> String {
     URL_SAFE_NO_PAD.encode(out)
 }
 
-pub fn open(k: &[u8; 32], sealed: &str) -> Option<IdpTokens> {
+pub fn open<T: serde::de::DeserializeOwned>(k: &[u8; 32], sealed: &str) -> Option<T> {
     let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
     if raw.len() < NONCE_LEN {
         return None;
@@ -80,11 +80,11 @@ mod tests {
         assert!(!s.contains("rt-secret"));
         assert_eq!(open(&k, &s), Some(t.clone()));
         assert_ne!(seal(&k, &t), s, "a fresh nonce each time");
-        assert_eq!(open(&[8u8; 32], &s), None, "another key");
+        assert_eq!(open::<IdpTokens>(&[8u8; 32], &s), None, "another key");
         let mut raw = URL_SAFE_NO_PAD.decode(&s).expect("b64");
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(open(&k, &URL_SAFE_NO_PAD.encode(raw)), None, "tampered");
-        assert_eq!(open(&k, "not base64!"), None);
+        assert_eq!(open::<IdpTokens>(&k, &URL_SAFE_NO_PAD.encode(raw)), None, "tampered");
+        assert_eq!(open::<IdpTokens>(&k, "not base64!"), None);
     }
 }

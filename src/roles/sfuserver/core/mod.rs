@@ -26,12 +26,15 @@
 
 pub mod audio;
 pub mod codec;
+mod control;
 pub mod packet;
 pub mod participant;
 pub mod rewrite;
 #[doc(hidden)]
 pub mod sim;
 
+#[cfg(test)]
+mod control_tests;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +60,7 @@ use self::participant::{
     LAYERS, OutState, Participant, SdpError, TrackOut, choose_layer, layer_bps, wanted_rank,
 };
 use crate::ids::{MeetingId, ParticipantId};
-use crate::proto::signal::{ClientMsg, MediaKind, ParticipantInfo, ServerMsg, Source};
+use crate::proto::signal::{ChatLine, ClientMsg, LobbyEntry, MediaKind, ParticipantInfo, Role, ServerMsg, Source};
 use crate::proto::{ParticipationChanged, RoomAction};
 use crate::tokens::JoinClaims;
 
@@ -201,6 +204,34 @@ pub enum Ctl {
         worker: u8,
         mask: u8,
     },
+    /// Someone on the sending worker waits in the lobby.
+    WaiterUp {
+        meeting: MeetingId,
+        key: PeerKey,
+        entry: LobbyEntry,
+    },
+    /// They left the lobby: admitted (`admitted`: their participant id may enter from now
+    /// on, on any worker), denied, or gone.
+    WaiterDown {
+        meeting: MeetingId,
+        key: PeerKey,
+        pid: ParticipantId,
+        admitted: bool,
+        /// A host turned them away: every worker refuses their token from now on.
+        denied: bool,
+    },
+    /// A host action a participant of the sending worker asked for over signaling; every
+    /// worker applies what concerns its own participants.
+    Control {
+        meeting: MeetingId,
+        action: RoomAction,
+        by: String,
+    },
+    /// A chat message: kept in the room's history and given to the local readers.
+    Chat {
+        meeting: MeetingId,
+        line: ChatLine,
+    },
     /// End a participant (it joined again elsewhere).
     Kick {
         key: PeerKey,
@@ -343,6 +374,15 @@ struct Room {
     speaker: Option<ParticipantId>,
     empty_since: Option<Instant>,
     audio: Arc<RoomAudio>,
+    /// The lobby (people on any worker), in arrival order.
+    waiting: Vec<(PeerKey, LobbyEntry)>,
+    /// Participant ids a host admitted: their reconnects skip the lobby.
+    admitted: std::collections::HashSet<ParticipantId>,
+    /// The chat so far, private messages included (each reader gets what is theirs).
+    chat: std::collections::VecDeque<ChatLine>,
+    /// Whether participants who are not hosts may publish cameras and screens.
+    cameras: bool,
+    screens: bool,
 }
 
 impl Room {
@@ -379,6 +419,12 @@ pub struct Core {
     /// Per meeting, participants a host removed and when (oldest first): their join tokens
     /// are still valid for a while and must not bring them back.
     removed: HashMap<MeetingId, std::collections::VecDeque<(ParticipantId, Instant)>>,
+    /// Per meeting, people a host turned away from the lobby (their token must not bring
+    /// them back to knock again).
+    denied: HashMap<MeetingId, std::collections::VecDeque<(ParticipantId, Instant)>>,
+    /// An instant and the unix time (ms) it was: wall-clock times (raised hands) follow
+    /// the `now` the core is given, so they order events on simulated time too.
+    clock: (Instant, i64),
     pub counts: Counts,
 }
 
@@ -402,6 +448,8 @@ impl Core {
             dirty: Vec::new(),
             next_housekeeping: None,
             removed: HashMap::new(),
+            denied: HashMap::new(),
+            clock: (Instant::now(), crate::util::now_ms()),
             counts: Counts::default(),
         }
     }
@@ -1197,6 +1245,29 @@ impl Core {
                 msg,
             } => self.broadcast_local(meeting, except, &msg, out),
             Ctl::Keyframe { track, layer } => self.keyframe_local(now, track, layer),
+            Ctl::WaiterUp { meeting, key, entry } => {
+                let room = self.room_entry(meeting, None);
+                room.empty_since = None;
+                if !room.waiting.iter().any(|(k, _)| *k == key) {
+                    room.waiting.push((key, entry));
+                }
+                self.send_lobby(meeting, out);
+            }
+            Ctl::WaiterDown {
+                meeting,
+                key,
+                pid,
+                admitted,
+                denied,
+            } => self.apply_waiter_down(now, meeting, key, pid, admitted, denied, out),
+            Ctl::Control {
+                meeting,
+                action,
+                by,
+            } => {
+                let _ = self.apply_action(now, meeting, action, Some(&by), out);
+            }
+            Ctl::Chat { meeting, line } => self.deliver_chat(meeting, line, out),
             Ctl::Wants {
                 track,
                 worker,
@@ -1238,6 +1309,11 @@ impl Core {
             speaker: None,
             empty_since: None,
             audio: audio.unwrap_or_else(|| rooms.audio(meeting)),
+            waiting: Vec::new(),
+            admitted: Default::default(),
+            chat: Default::default(),
+            cameras: true,
+            screens: true,
         })
     }
 
@@ -1365,7 +1441,7 @@ impl Core {
                 action,
                 reply,
             } => {
-                let r = self.control(now, meeting, action, out);
+                let r = self.apply_action(now, meeting, action, None, out);
                 out.events.push(CoreEvent::ControlReply(reply, r));
             }
             WorkerCmd::Shutdown { reply } => {
@@ -1438,6 +1514,20 @@ impl Core {
             });
             return;
         }
+        if self
+            .denied
+            .get(&meeting)
+            .is_some_and(|r| r.iter().any(|(pid, _)| *pid == claims.participant))
+        {
+            out.clients.push(ToClient::Refuse {
+                tx,
+                msg: ServerMsg::Closed {
+                    reason: "denied".into(),
+                    message: "A host did not let you in.".into(),
+                },
+            });
+            return;
+        }
         if self.rooms.get(&meeting).is_some_and(|r| r.locked) && !claims.host {
             out.clients.push(ToClient::Refuse {
                 tx,
@@ -1459,6 +1549,14 @@ impl Core {
                     .find(|m| m.info.participant_id == claims.participant.0)
             })
             .map(|m| m.key);
+        let old = old.or_else(|| {
+            self.rooms.get(&meeting).and_then(|r| {
+                r.waiting
+                    .iter()
+                    .find(|(_, e)| e.participant_id == claims.participant.0)
+                    .map(|(k, _)| *k)
+            })
+        });
         if let Some(old) = old {
             if old.worker == self.cfg.worker {
                 let slot = old.slot as usize;
@@ -1524,7 +1622,42 @@ impl Core {
             now,
         );
         peer.session = session;
+        peer.role = if claims.host && claims.role == Role::Participant {
+            // A token from before roles: the host was the owner.
+            Role::Owner
+        } else {
+            claims.role
+        };
+        peer.base_role = match claims.role {
+            Role::Guest => Role::Guest,
+            _ => Role::Participant,
+        };
+        peer.screens_hosts_only = claims.screens_hosts_only;
         let room = self.room_entry(meeting, None);
+        room.empty_since = None;
+        let lobby = claims.lobby && !claims.host && !room.admitted.contains(&claims.participant);
+        self.peers[slot] = Some(peer);
+        self.by_pid.insert(claims.participant.clone(), slot);
+        out.clients.push(ToClient::Attach { slot, tx });
+        if lobby {
+            self.wait_in_lobby(now, slot, out);
+        } else {
+            self.enter(now, slot, out);
+        }
+    }
+
+    /// A participant (just joined, or admitted from the lobby) enters the room: it becomes a
+    /// member, is told who is here and what was said, and gets what is published.
+    fn enter(&mut self, _now: Instant, slot: usize, out: &mut Outputs) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        peer.lobby = false;
+        let (meeting, key) = (peer.meeting, peer.key);
+        let (pid, name, host) = (peer.pid.clone(), peer.name.clone(), peer.host);
+        let Some(room) = self.rooms.get_mut(&meeting) else {
+            return;
+        };
         peer.audio_slot = room.audio.alloc(key.packed());
         let info = peer.info();
         let audio_slot = peer.audio_slot;
@@ -1541,6 +1674,13 @@ impl Core {
             })
             .collect();
         let (locked, speaker) = (room.locked, room.speaker.clone());
+        let (cameras, screens) = (room.cameras, room.screens);
+        let history: Vec<ChatLine> = room
+            .chat
+            .iter()
+            .filter(|l| control::may_read(l, &pid.0, host))
+            .cloned()
+            .collect();
         room.members.push(Member {
             key,
             info: info.clone(),
@@ -1549,19 +1689,35 @@ impl Core {
         });
         room.local.push(slot);
         bump(&mut room.on_worker, key.worker, 1);
-        self.peers[slot] = Some(peer);
-        self.by_pid.insert(claims.participant.clone(), slot);
-        out.clients.push(ToClient::Attach { slot, tx });
         out.clients.push(ToClient::Msg {
             slot,
             msg: ServerMsg::Joined {
-                participant_id: claims.participant.0.clone(),
-                name: claims.name.clone(),
-                host: claims.host,
+                participant_id: pid.0.clone(),
+                name,
+                host,
                 meeting: meeting.0,
                 participants: others,
             },
         });
+        if !history.is_empty() {
+            out.clients.push(ToClient::Msg {
+                slot,
+                msg: ServerMsg::ChatHistory { messages: history },
+            });
+        }
+        if !cameras || !screens {
+            out.clients.push(ToClient::Msg {
+                slot,
+                msg: ServerMsg::Permissions {
+                    cameras,
+                    screens,
+                    by: None,
+                },
+            });
+        }
+        if host {
+            self.send_lobby_to(meeting, slot, out);
+        }
         if locked {
             out.clients.push(ToClient::Msg {
                 slot,
@@ -1601,19 +1757,48 @@ impl Core {
         out.events
             .push(CoreEvent::Participation(ParticipationChanged {
                 meeting,
-                participant: claims.participant.clone(),
+                participant: pid.clone(),
                 joined: true,
                 at: crate::util::now(),
+                reason: None,
             }));
         self.mark(slot);
-        tracing::info!(worker = self.cfg.worker, %meeting, participant = %claims.participant, "participant joined");
+        tracing::info!(worker = self.cfg.worker, %meeting, participant = %pid, "participant joined");
+    }
+
+    /// Unix milliseconds at `now`.
+    fn unix_ms(&self, now: Instant) -> i64 {
+        let (at, ms) = self.clock;
+        let d = |a: Instant, b: Instant| {
+            i64::try_from(a.saturating_duration_since(b).as_millis()).unwrap_or(i64::MAX)
+        };
+        ms.saturating_add(d(now, at)).saturating_sub(d(at, now))
     }
 
     fn signal(&mut self, now: Instant, slot: usize, msg: ClientMsg, out: &mut Outputs) {
+        let now_ms = self.unix_ms(now);
         let Some(p) = self.peers[slot].as_mut() else {
             return;
         };
         let (meeting, key) = (p.meeting, p.key);
+        if p.lobby {
+            // The lobby: no media, no presence, no chat; only waiting or leaving.
+            match msg {
+                ClientMsg::Leave => self.remove_peer(now, slot, "left", out),
+                ClientMsg::Ping => out.clients.push(ToClient::Msg {
+                    slot,
+                    msg: ServerMsg::Pong,
+                }),
+                _ => out.clients.push(ToClient::Msg {
+                    slot,
+                    msg: ServerMsg::error(
+                        "in_lobby",
+                        "You are in the lobby; wait until a host lets you in.",
+                    ),
+                }),
+            }
+            return;
+        }
         match msg {
             ClientMsg::Offer { sdp, sources } => {
                 // Each offer declares the sources of all the client's send m-lines: it
@@ -1625,6 +1810,16 @@ impl Core {
                     });
                     return;
                 }
+                if let Some(e) = self.forbidden_source(slot, &sources) {
+                    out.clients.push(ToClient::Msg {
+                        slot,
+                        msg: ServerMsg::error("not_allowed", e),
+                    });
+                    return;
+                }
+                let Some(p) = self.peers[slot].as_mut() else {
+                    return;
+                };
                 let previous = std::mem::replace(&mut p.sources, sources);
                 match p.accept_offer(&sdp) {
                     Ok(answer) => out.clients.push(ToClient::Msg { slot, msg: answer }),
@@ -1686,6 +1881,7 @@ impl Core {
                     kind,
                     muted,
                     by_host: false,
+                    by: None,
                 };
                 self.member_changed(slot, out);
                 self.broadcast(meeting, Some(key), m, out);
@@ -1699,34 +1895,28 @@ impl Core {
                 }
                 self.update_desired(slot);
             }
-            ClientMsg::Chat { text } => {
-                let text = text.trim();
-                if text.is_empty() || text.chars().count() > 4000 {
-                    out.clients.push(ToClient::Msg {
-                        slot,
-                        msg: ServerMsg::error(
-                            "bad_chat",
-                            "A chat message has 1 to 4000 characters.",
-                        ),
-                    });
-                    return;
-                }
-                let m = ServerMsg::Chat {
-                    participant_id: p.pid.0.clone(),
-                    name: p.name.clone(),
-                    text: text.to_string(),
-                    at: crate::util::now(),
-                };
-                self.broadcast(meeting, None, m, out);
+            ClientMsg::Chat { text, to, to_hosts } => {
+                self.chat(slot, text, to, to_hosts, out);
+                return;
             }
             ClientMsg::Hand { raised } => {
+                if raised && p.hand {
+                    return;
+                }
                 p.hand = raised;
+                p.hand_at = if raised { now_ms } else { 0 };
                 let m = ServerMsg::Hand {
                     participant_id: p.pid.0.clone(),
                     raised,
+                    at: p.hand_at,
+                    by: None,
                 };
                 self.member_changed(slot, out);
                 self.broadcast(meeting, None, m, out);
+            }
+            ClientMsg::Host { action } => {
+                self.host_action(now, slot, action, out);
+                return;
             }
             ClientMsg::Leave => self.remove_peer(now, slot, "left", out),
             ClientMsg::Ping => out.clients.push(ToClient::Msg {
@@ -1806,95 +1996,39 @@ impl Core {
         }
     }
 
-    fn control(
-        &mut self,
-        now: Instant,
-        meeting: MeetingId,
-        action: RoomAction,
-        out: &mut Outputs,
-    ) -> Result<(), String> {
-        if let RoomAction::Remove { participant_id } = &action {
-            // Remembered even when the participant is not (or no longer) here: it could
-            // come back with its token to any worker.
-            let list = self.removed.entry(meeting).or_default();
-            if !list.iter().any(|(p, _)| p == participant_id) {
-                if list.len() >= MAX_REMOVED_PER_MEETING {
-                    list.pop_front();
-                }
-                list.push_back((participant_id.clone(), now));
-            }
-        }
-        let Some(room) = self.rooms.get_mut(&meeting) else {
-            return Err("nobody is in this meeting".into());
-        };
-        let find = |room: &Room, pid: &ParticipantId| -> Result<PeerKey, String> {
-            room.members
-                .iter()
-                .find(|m| m.info.participant_id == pid.0)
-                .map(|m| m.key)
-                .ok_or_else(|| "no such participant in this meeting".to_string())
-        };
-        match action {
-            RoomAction::Lock | RoomAction::Unlock => {
-                room.locked = matches!(action, RoomAction::Lock);
-                let locked = room.locked;
-                self.broadcast_local(meeting, None, &ServerMsg::Locked { locked }, out);
-            }
-            RoomAction::Mute { participant_id } => {
-                let key = find(room, &participant_id)?;
-                if key.worker == self.cfg.worker
-                    && let Some(p) = self.peers[key.slot as usize].as_mut()
-                    && p.key == key
-                {
-                    p.forced_mute = true;
-                    self.member_changed(key.slot as usize, out);
-                }
-                let m = ServerMsg::Mute {
-                    participant_id: participant_id.0,
-                    kind: MediaKind::Audio,
-                    muted: true,
-                    by_host: true,
-                };
-                self.broadcast_local(meeting, None, &m, out);
-            }
-            RoomAction::Remove { participant_id } => {
-                let key = find(room, &participant_id)?;
-                let slot = key.slot as usize;
-                if key.worker == self.cfg.worker
-                    && self.peers[slot].as_ref().is_some_and(|p| p.key == key)
-                {
-                    out.clients.push(ToClient::Msg {
-                        slot,
-                        msg: ServerMsg::Closed {
-                            reason: "removed".into(),
-                            message: "The host removed you from the meeting.".into(),
-                        },
-                    });
-                    self.remove_peer(now, slot, "removed", out);
-                }
-            }
-            RoomAction::End => {
-                for s in room.local.clone() {
-                    out.clients.push(ToClient::Msg {
-                        slot: s,
-                        msg: ServerMsg::Closed {
-                            reason: "ended".into(),
-                            message: "The host ended the meeting for everyone.".into(),
-                        },
-                    });
-                    self.remove_peer(now, s, "ended", out);
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn remove_peer(&mut self, now: Instant, slot: usize, reason: &str, out: &mut Outputs) {
         let Some(mut p) = self.peers[slot].take() else {
             return;
         };
         p.rtc.disconnect();
         self.free.push(slot);
+        if p.lobby {
+            // Never a member: only the lobby forgets them.
+            self.by_pid.remove(&p.pid);
+            self.dirty.retain(|s| *s != slot);
+            out.clients.push(ToClient::Detach { slot });
+            self.broadcast_ctl(
+                Ctl::WaiterDown {
+                    meeting: p.meeting,
+                    key: p.key,
+                    pid: p.pid.clone(),
+                    admitted: false,
+                    denied: reason == "denied",
+                },
+                out,
+            );
+            self.apply_waiter_down(
+                now,
+                p.meeting,
+                p.key,
+                p.pid.clone(),
+                false,
+                reason == "denied",
+                out,
+            );
+            tracing::info!(worker = self.cfg.worker, meeting = %p.meeting, participant = %p.pid, reason, "left the lobby");
+            return;
+        }
         self.by_pid.remove(&p.pid);
         self.by_addr.retain(|_, s| *s != slot);
         self.dirty.retain(|s| *s != slot);
@@ -1922,6 +2056,7 @@ impl Core {
                 participant: p.pid.clone(),
                 joined: false,
                 at: crate::util::now(),
+                reason: (reason == "removed").then(|| reason.to_string()),
             }));
         tracing::info!(worker = self.cfg.worker, %meeting, participant = %p.pid, reason, "participant left");
     }
@@ -2042,6 +2177,15 @@ impl Core {
             }
         }
         let keep = self.cfg.removed_for;
+        self.denied.retain(|_, list| {
+            while list
+                .front()
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= keep)
+            {
+                list.pop_front();
+            }
+            !list.is_empty()
+        });
         self.removed.retain(|_, list| {
             while list
                 .front()
@@ -2057,6 +2201,7 @@ impl Core {
             .iter()
             .filter(|(_, r)| {
                 r.members.is_empty()
+                    && r.waiting.is_empty()
                     && r.empty_since
                         .is_some_and(|t| now.saturating_duration_since(t) >= grace)
             })

@@ -19,7 +19,7 @@ use super::codec::Kind;
 use super::rewrite::Rewriter;
 use super::{PeerKey, TrackKey};
 use crate::ids::{MeetingId, ParticipantId};
-use crate::proto::signal::{MediaKind, ParticipantInfo, ServerMsg, Source, TrackInfo};
+use crate::proto::signal::{MediaKind, ParticipantInfo, Role, ServerMsg, Source, TrackInfo};
 
 /// Simulcast layers our client sends, smallest first ("quarter", "half", "full"). A
 /// layer's index here is its number in the forwarder (0 also for a track without
@@ -173,6 +173,16 @@ pub struct Participant {
     /// Muted by the host: its audio is dropped until it unmutes itself.
     pub forced_mute: bool,
     pub hand: bool,
+    /// When the hand went up (unix ms; 0: down): the hand queue's order.
+    pub hand_at: i64,
+    /// What the person is now (a host may promote or demote them).
+    pub role: Role,
+    /// What they were given at join (a demoted co-host goes back to it).
+    pub base_role: Role,
+    /// Waiting in the lobby: not a member of the room, no media, no messages but lobby ones.
+    pub lobby: bool,
+    /// The meeting lets only hosts share their screen.
+    pub screens_hosts_only: bool,
     pub next_timeout: Instant,
     pub dirty: bool,
     /// Latest egress bandwidth estimate towards this participant, bits per second.
@@ -251,6 +261,11 @@ impl Participant {
             video_muted: false,
             forced_mute: false,
             hand: false,
+            hand_at: 0,
+            role: if host { Role::Owner } else { Role::Participant },
+            base_role: Role::Participant,
+            lobby: false,
+            screens_hosts_only: false,
             next_timeout: now,
             dirty: false,
             bwe_bps: None,
@@ -270,6 +285,8 @@ impl Participant {
             audio_muted: self.audio_muted || self.forced_mute,
             video_muted: self.video_muted,
             hand_raised: self.hand,
+            role: self.role,
+            hand_at: self.hand_at,
         }
     }
 

@@ -107,6 +107,12 @@ impl Client {
 }
 
 pub struct Sim {
+    /// Whether the next joins' tokens say "wait in the lobby".
+    pub lobby_next: bool,
+    /// The role the next joins' tokens give (default: owner for hosts, else participant).
+    pub role_next: Option<crate::proto::signal::Role>,
+    /// Participation events the cores reported.
+    pub events: Vec<crate::proto::ParticipationChanged>,
     pub now: Instant,
     pub cores: Vec<Core>,
     pub sink: Sink,
@@ -153,6 +159,9 @@ impl Sim {
             })
             .collect();
         Sim {
+            lobby_next: false,
+            role_next: None,
+            events: Vec::new(),
             now,
             cores,
             sink: Sink {
@@ -249,6 +258,13 @@ impl Sim {
             name: format!("Client {index}"),
             host,
             exp: i64::MAX,
+            role: self.role_next.unwrap_or(if host {
+                crate::proto::signal::Role::Owner
+            } else {
+                crate::proto::signal::Role::Participant
+            }),
+            lobby: self.lobby_next,
+            screens_hosts_only: false,
         };
         self.cmd(
             worker,
@@ -354,8 +370,12 @@ impl Sim {
             }
         }
         for e in out.events {
-            if let CoreEvent::ControlReply(reply, r) = e {
-                let _ = reply.send(r);
+            match e {
+                CoreEvent::ControlReply(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                CoreEvent::Participation(p) => self.events.push(p),
+                _ => {}
             }
         }
     }
