@@ -29,9 +29,12 @@ export interface User { id: number; email: string; display_name: string; can_cre
 export interface Meeting {
   id: number; code: string; join_url: string; kind: 'instant' | 'scheduled'; title: string;
   begin_at: number; end_at: number; is_owner: boolean; invitees: string[];
+  is_host?: boolean; cohosts?: string[]; lobby?: 'off' | 'guests' | 'everyone'; has_passcode?: boolean;
+  passcode?: string; screen_share?: 'everyone' | 'hosts'; chat_in_notes?: boolean; guests_allowed?: boolean;
 }
 export interface JoinAnswer {
   participant_id: string; token: string; display_name: string; host: boolean;
+  role?: 'owner' | 'cohost' | 'participant' | 'guest'; lobby?: boolean; screens_hosts_only?: boolean;
   meeting: { id: number; code: string; title: string; kind: string };
   sfu: { signal_url: string }; ice_servers: RTCIceServer[];
 }

@@ -8,6 +8,7 @@ import { NotesPanel } from './notes';
 import { adminPage } from './admin';
 import { prejoinScreen, type JoinChoice } from './prejoin';
 import { LocalMedia } from './effects';
+import { settingsPage } from './hosting';
 
 const app = document.getElementById('app') as HTMLElement;
 let rerender: () => void = () => {};
@@ -209,6 +210,7 @@ async function home(): Promise<void> {
           h('span', { class: 'muted' }, m.kind === 'instant' ? m.code : `${fmtTime(m.begin_at)} · ${m.code}`)),
         h('button', { type: 'button', class: 'secondary', 'aria-label': `${t('copy_link')}: ${m.title}`, onclick: () => copyLink(m.join_url) }, t('copy_link')),
         h('button', { type: 'button', class: 'secondary notes-open', 'aria-label': `${t('notes_open')}: ${m.title}`, onclick: () => go(`/#notes/${m.id}`) }, t('notes_open')),
+        m.is_owner ? h('button', { type: 'button', class: 'secondary settings-open', 'aria-label': `${t('meeting_settings')}: ${m.title}`, onclick: () => go(`/#settings/${m.id}`) }, t('meeting_settings')) : null,
         h('button', { type: 'button', 'aria-label': `${t('join')}: ${m.title}`, onclick: () => go('/m/' + m.code) }, t('join')))));
     const codeInput = h('input', { id: 'join-code', name: 'code', autocomplete: 'off' });
     const joinForm = h('form', { class: 'row' }, h('label', { for: 'join-code', class: 'sr-only' }, t('meeting_code')), codeInput,
@@ -269,7 +271,9 @@ async function enterRoom(code: string, choice: JoinChoice): Promise<void> {
 
 async function ended(code: string, choice: JoinChoice, end: RoomEnd): Promise<void> {
   (await choice.media)?.stop();
-  let why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced') } as Record<string, string>)[end.reason] || end.message || end.reason);
+  // A host's own words for a denial come after the server's sentence ("…: reason").
+  const hostSaid = end.reason === 'denied' ? end.message.split(': ').slice(1).join(': ') : '';
+  let why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced'), denied: hostSaid ? `${t('reason_denied')} ${hostSaid}` : t('reason_denied'), lobby_full: t('reason_lobby_full') } as Record<string, string>)[end.reason] || end.message || end.reason);
   // Removed because the sign-in ended (disabled by an administrator or the company's identity
   // provider), not by the host: say so.
   if (end.reason === 'removed' && choice.signedIn) {
@@ -319,6 +323,7 @@ async function route(): Promise<void> {
   const path = location.pathname;
   const m = path.match(/^\/m\/([^/]+)\/?$/);
   const notes = location.hash.match(/^#notes\/(\d+)$/);
+  const settings = location.hash.match(/^#settings\/(\d+)$/);
   takeSsoError();
   const who = me().catch((e) => { fail(e); return null; });
   if (m && new URLSearchParams(location.search).get('autojoin') === '1') { autojoin(decodeURIComponent(m[1]), who); return; }
@@ -334,6 +339,10 @@ async function route(): Promise<void> {
     await signIn(() => route());
   } else if (notes) {
     await notesPage(Number(notes[1]));
+  } else if (settings) {
+    const id = Number(settings[1]);
+    rerender = () => settingsPage(app, header(), id, () => go('/'));
+    await settingsPage(app, header(), id, () => go('/'));
   } else if (location.hash === '#admin') {
     rerender = () => adminPage(app, header(), go);
     await adminPage(app, header(), go);

@@ -17,14 +17,15 @@ import { Level, Talk } from './levels';
 import { diff, grade, sample, type Details, type Sample } from './details';
 import { helpDialog, installShortcuts, shortcutsFor } from './shortcuts';
 import type { JoinChoice } from './prejoin';
+import { chatLine, chatTo, handQueue, hostTools, knock, lobbyPanel, roleLabel, waitingScreen, type ChatMsg, type HostAction, type LobbyEntry } from './hosting';
 
 export interface RoomEnd { reason: string; message: string }
-interface Chat { name: string; text: string; at: number; mine: boolean }
+type Chat = ChatMsg & { mine: boolean };
 interface Tile { el: HTMLElement; video: HTMLVideoElement; label: HTMLElement; netq: HTMLElement; actions: HTMLElement; trackId: string; mid: string }
 type Panel = 'chat' | 'people' | 'devices' | 'notes' | 'details';
 
 /** Reasons after which rejoining cannot help (see the sfuserver's `closed` messages). */
-const FINAL = new Set(['removed', 'ended', 'replaced', 'locked', 'bad_token', 'left']);
+const FINAL = new Set(['removed', 'ended', 'replaced', 'locked', 'bad_token', 'left', 'denied', 'lobby_full']);
 const PAGE = 9;
 export const REACTIONS = ['👍', '👏', '😂', '🎉', '❤️', '😮'];
 /** One reaction a second at most (the server's REACTION_INTERVAL_MS). */
@@ -80,6 +81,16 @@ export class Room {
   lastReaction = 0;
   iceRestartedAt = 0;
   help = false;
+  // Running the meeting (hosting.ts).
+  /** Waiting in the lobby (the server said `waiting`; `joined` ends it). */
+  inLobby = false;
+  waiting: LobbyEntry[] = [];
+  perm = { cameras: true, screens: true };
+  chatTo = '';
+  handAt = 0;
+  /** From the deep link (`?pwd=`) or typed when the server asked for it. */
+  passcode = new URLSearchParams(location.search).get('pwd') || '';
+  private passcodeAsked = false;
   private levels = new Map<string, { level: Level; talk: Talk; trackId: string }>();
   private selfTalk = new Talk(-50, 4, 10);
   private tiles = new Map<string, Tile>();
@@ -137,6 +148,12 @@ export class Room {
         this.client?.leave();
         this.client = null;
         if (reason && FINAL.has(reason)) { this.finish({ reason, message: (e as Error).message }); return; }
+        if (e instanceof ApiError && (e.code === 'passcode_required' || e.code === 'wrong_passcode' || (e.status === 429 && this.passcodeAsked))) {
+          const p = await this.askPasscode(e);
+          if (p === null) { this.finish({ reason: 'left', message: '' }); return; }
+          this.passcode = p;
+          continue;
+        }
         if (e instanceof ApiError && [401, 403, 404, 410].includes(e.status)) { this.finish({ reason: e.code, message: e.message }); return; }
         this.reconnectAttempt++;
         const wait = e instanceof ApiError && e.retryAfter ? e.retryAfter * 1000 : Math.min(8000, 500 * 2 ** this.reconnectAttempt) * (0.75 + Math.random() / 2);
@@ -147,7 +164,7 @@ export class Room {
   }
 
   private async connectOnce(): Promise<void> {
-    const answer = await api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), { display_name: this.choice.name });
+    const answer = await api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), { display_name: this.choice.name, passcode: this.passcode || undefined });
     this.answer = answer;
     const c = new MeetingClient({ signalUrl: answer.sfu.signal_url, token: answer.token, iceServers: answer.ice_servers });
     this.client = c;
@@ -156,7 +173,11 @@ export class Room {
     // is up: listen before connecting.
     on('track', () => { this.update(); this.layersSoon(); });
     on('negotiated', () => { this.updateTiles(); this.sendLayers(); });
+    on('waiting', () => { this.inLobby = true; this.banner(null); this.showWaiting(); });
     const joined = await c.connect();
+    this.inLobby = false;
+    this.showWaiting();
+    this.waiting = [];
     this.followNotes(answer);
     on('closed', (d) => this.onClosed(d));
     on('participant_joined', (p) => { this.announce(t('joined_room', { name: p.name })); this.update(); });
@@ -171,17 +192,41 @@ export class Room {
     on('mute', (d) => this.onMute(d));
     on('hand', (d) => {
       const p = c.participants.get(d.participant_id);
-      if (p) { p.hand_raised = d.raised; if (d.raised) { toast(t('hand_raised', { name: p.name })); } }
-      if (d.participant_id === this.me) this.hand = d.raised;
+      if (p) { p.hand_raised = d.raised; p.hand_at = d.at || 0; if (d.raised) { toast(t('hand_raised', { name: p.name })); } }
+      if (d.participant_id === this.me) { this.hand = d.raised; this.handAt = d.at || 0; if (!d.raised && d.by) toast(t('hand_lowered_by', { name: d.by })); }
       if (p || d.participant_id === this.me) this.announce(d.raised ? t('hand_raised', { name: p?.name || this.choice.name }) : t('hand_lowered', { name: p?.name || this.choice.name }));
       this.update();
     });
     on('chat', (d) => {
-      this.chats.push({ name: d.name, text: d.text, at: d.at, mine: d.participant_id === this.me });
+      this.chats.push({ ...d, mine: d.participant_id === this.me });
       if (this.panel !== 'chat') this.unread++;
       this.drawChat();
       this.drawControls();
     });
+    on('chat_history', (d) => {
+      this.chats = (d.messages || []).map((m: ChatMsg) => ({ ...m, mine: m.participant_id === this.me }));
+      this.drawChat();
+    });
+    on('lobby', (d) => {
+      const before = new Set(this.waiting.map((w) => w.participant_id));
+      this.waiting = d.waiting || [];
+      const fresh = this.waiting.filter((w) => !before.has(w.participant_id));
+      if (fresh.length && this.answer?.host) {
+        knock();
+        for (const w of fresh) toast(t('lobby_knock', { name: w.name }));
+        this.announce(t('lobby_knock', { name: fresh.map((w) => w.name).join(', ') }));
+      }
+      this.update();
+    });
+    on('role', (d) => {
+      const name = this.nameOf(d.participant_id);
+      if (d.participant_id === this.me && this.answer) { this.answer.host = d.host; this.answer.role = d.role; }
+      toast(d.role === 'cohost' ? t('now_cohost', { name }) : t('no_longer_cohost', { name }));
+      this.update();
+    });
+    on('ask_unmute', (d) => { if (this.audioMuted) toast(t('asked_unmute', { name: d.by })); this.announce(t('asked_unmute', { name: d.by })); });
+    on('permissions', (d) => this.onPermissions(d));
+    on('error', (d) => { if (d.code === 'not_allowed') toast(t('not_allowed', { msg: d.message })); else if (d.code === 'not_host' || d.code === 'not_done' || d.code === 'bad_chat') toast(t('error', { msg: d.message })); });
     on('locked', (d) => { this.locked = d.locked; this.update(); });
     on('quality', (d) => {
       this.serverQualityAt = performance.now();
@@ -211,8 +256,8 @@ export class Room {
     const a = media?.audio;
     const v = media?.video;
     if (a) await c.publish(a, 'microphone', { stream: new MediaStream([a]), defer: true });
-    if (v) await c.publish(v, 'camera', { stream: new MediaStream([v]), simulcast: true, defer: true });
-    if (this.screen && this.screen.readyState === 'live') await c.publish(this.screen, 'screen', { stream: new MediaStream([this.screen]), defer: true });
+    if (v && this.mayPublish('camera')) await c.publish(v, 'camera', { stream: new MediaStream([v]), simulcast: true, defer: true });
+    if (this.screen && this.screen.readyState === 'live' && this.mayPublish('screen')) await c.publish(this.screen, 'screen', { stream: new MediaStream([this.screen]), defer: true });
     if (this.screenAudio && this.screenAudio.readyState === 'live') await c.publish(this.screenAudio, 'screen_audio', { stream: new MediaStream([this.screenAudio]), defer: true });
     await c.negotiate();
     if (this.audioMuted) c.mute('audio', true);
@@ -257,12 +302,12 @@ export class Room {
     setTimeout(() => this.connectLoop(), 300 + Math.random() * 700);
   }
 
-  private onMute(d: { participant_id: string; kind: 'audio' | 'video'; muted: boolean; by_host: boolean }): void {
+  private onMute(d: { participant_id: string; kind: 'audio' | 'video'; muted: boolean; by_host: boolean; by?: string }): void {
     if (d.participant_id === this.me) {
       if (d.kind === 'audio') {
         this.audioMuted = d.muted;
         if (this.media?.audio) this.media.audio.enabled = !d.muted;
-        if (d.by_host && d.muted) toast(t('muted_by_host'));
+        if (d.by_host && d.muted) toast(d.by ? t('muted_by', { name: d.by }) : t('muted_by_host'));
       }
     } else {
       const p = this.client?.participants.get(d.participant_id);
@@ -411,11 +456,66 @@ export class Room {
     this.drawSide(true);
   }
 
-  async control(action: string, participant_id?: string): Promise<void> {
-    if (!this.answer) return;
-    try { await api('POST', `/meetings/${this.answer.meeting.id}/control`, { action, participant_id }); } catch (e) {
-      toast(t('error', { msg: (e as Error).message }));
+  /** A host action, over signaling: the sfuserver checks this person is a host (owner or
+   *  co-host, also one promoted in the meeting) and enforces it. */
+  control(action: string, participant_id?: string): void {
+    this.hostAction({ action, participant_id });
+  }
+
+  hostAction(a: HostAction): void {
+    if (!this.client?.host(a)) toast(t('error', { msg: t('reconnecting', { n: 1 }) }));
+  }
+
+  /** Whether this person may publish `source` now (hosts always; others per the hosts). */
+  mayPublish(source: 'camera' | 'screen'): boolean {
+    if (this.answer?.host) return true;
+    if (source === 'camera') return this.perm.cameras;
+    return this.perm.screens && !this.answer?.screens_hosts_only;
+  }
+
+  private async onPermissions(d: { cameras: boolean; screens: boolean; by?: string }): Promise<void> {
+    const before = this.perm;
+    this.perm = { cameras: d.cameras, screens: d.screens };
+    const c = this.client;
+    if (c && !this.answer?.host) {
+      if (!this.mayPublish('camera') && c.published.has('camera')) { await c.unpublish('camera'); toast(t('cameras_off_by_host')); }
+      if (this.mayPublish('camera') && !before.cameras && !c.published.has('camera') && this.media?.video) {
+        await c.publish(this.media.video, 'camera', { stream: new MediaStream([this.media.video]), simulcast: true });
+        if (this.videoOff) c.mute('video', true);
+      }
+      if (!this.mayPublish('screen') && this.screen) { await this.toggleShare(); toast(t('screens_off_by_host')); }
     }
+    this.update();
+  }
+
+  /** The passcode form (the join answered passcode_required, wrong_passcode or, after a
+   *  wrong one, rate_limited). Resolves with what was typed, or null when the person leaves. */
+  private askPasscode(e: ApiError): Promise<string | null> {
+    this.passcodeAsked = true;
+    this.banner(null);
+    return new Promise((resolve) => {
+      const input = h('input', { id: 'passcode', name: 'passcode', autocomplete: 'off', maxlength: 64, required: true });
+      const msg = e.status === 429 ? t('passcode_wait', { s: e.retryAfter || 60 }) : e.code === 'wrong_passcode' ? t('passcode_wrong') : t('passcode_needed');
+      const form = h('form', { class: 'card passcode-ask', id: 'passcode-form' },
+        h('h2', {}, this.answer?.meeting.title || this.code),
+        h('p', { id: 'passcode-msg', role: 'alert', class: e.code === 'passcode_required' ? '' : 'error', 'data-code': e.code }, msg),
+        h('label', { for: 'passcode' }, t('passcode')), input,
+        h('div', { class: 'row' },
+          h('button', { type: 'submit', id: 'passcode-join' }, t('join')),
+          h('button', { type: 'button', class: 'secondary', onclick: () => { form.remove(); resolve(null); } }, t('leave'))));
+      form.addEventListener('submit', (ev) => { ev.preventDefault(); form.remove(); resolve((input as HTMLInputElement).value.trim()); });
+      document.getElementById('passcode-form')?.remove();
+      (this.root.querySelector('.room') || this.root).append(form);
+      (input as HTMLInputElement).focus();
+    });
+  }
+
+  /** The waiting screen while in the lobby (gone once let in). */
+  private showWaiting(): void {
+    const old = document.getElementById('lobby-wait');
+    if (!this.inLobby) { old?.remove(); return; }
+    const el = waitingScreen(this.answer?.meeting.title || this.code);
+    if (old) old.replaceWith(el); else (this.root.querySelector('.room') || this.root).append(el);
   }
 
   /** Switches camera or microphone mid-call: the new track replaces the old on the same sender. */
@@ -575,11 +675,12 @@ export class Room {
 
   private chatForm(): HTMLElement {
     const input = h('input', { id: 'chat-input', name: 'message', autocomplete: 'off', maxlength: 4000, 'aria-label': t('message') });
-    const form = h('form', { class: 'chat-form' }, input, h('button', { type: 'submit', id: 'chat-send' }, t('send')));
+    const to = h('span', { class: 'chat-to' });
+    const form = h('form', { class: 'chat-form' }, to, input, h('button', { type: 'submit', id: 'chat-send' }, t('send')));
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       const text = input.value.trim();
-      if (text && this.client) { this.client.chat(text); input.value = ''; }
+      if (text && this.client) { this.client.chat(text, this.chatTo); input.value = ''; }
     });
     return form;
   }
@@ -596,6 +697,7 @@ export class Room {
     const mine: Participant = {
       participant_id: this.me || 'me', name: this.choice.name, host: !!this.answer?.host,
       audio_muted: this.audioMuted, video_muted: this.videoOff, hand_raised: this.hand,
+      role: this.answer?.role, hand_at: this.handAt,
     };
     return [mine, ...(c ? [...c.participants.values()].filter((p) => p.participant_id !== this.me) : [])];
   }
@@ -689,7 +791,7 @@ export class Room {
       tile.label.replaceChildren(
         p.hand_raised ? h('span', { class: 'badge', role: 'img', 'aria-label': t('hand_up') }, icon('hand')) : '',
         p.audio_muted ? h('span', { class: 'badge mic-off', role: 'img', 'aria-label': t('mic_muted') }, icon('micOff')) : '',
-        `${p.name}${self ? ` (${t('you')})` : ''}${p.host ? ` · ${t('host')}` : ''}`,
+        `${p.name}${self ? ` (${t('you')})` : ''}${roleLabel(p)}`,
       );
       const q = self ? this.qualityOf(me) ?? { level: grade(this.details?.lossPct ?? 0, this.details?.rttMs ?? null, !!this.client), from: 'local' as const } : this.qualityOf(pid);
       tile.netq.dataset.level = q ? String(q.level) : '';
@@ -763,7 +865,7 @@ export class Room {
     c.replaceChildren(
       this.button('ctl-mic', this.audioMuted ? t('unmute') : t('mute'), this.audioMuted ? 'micOff' : 'mic', () => this.toggleMic(), this.audioMuted, '', 'M'),
       this.button('ctl-cam', this.videoOff ? t('cam_on') : t('cam_off'), this.videoOff ? 'camOff' : 'cam', () => this.toggleCam(), this.videoOff, '', 'V'),
-      navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices
+      navigator.mediaDevices && 'getDisplayMedia' in navigator.mediaDevices && (this.mayPublish('screen') || this.screen)
         ? this.button('ctl-share', this.screen ? t('stop_share') : t('share'), 'screen', () => this.toggleShare(), !!this.screen) : '',
       this.button('ctl-hand', this.hand ? t('lower') : t('raise'), 'hand', () => this.toggleHand(), this.hand, '', 'H'),
       canReact ? this.button('ctl-react', t('reactions'), 'smile', () => { this.els.reactions.hidden = !this.els.reactions.hidden; this.drawReactions(); }, !this.els.reactions.hidden) : '',
@@ -822,19 +924,27 @@ export class Room {
       this.drawDetails();
     } else if (this.panel === 'people') {
       const host = !!this.answer?.host;
+      const act = (a: HostAction) => this.hostAction(a);
+      const focused = document.activeElement?.id;
       side.replaceChildren(
         h('h2', {}, t('people')),
         this.locked ? h('p', { class: 'muted' }, t('locked_note')) : '',
+        host ? lobbyPanel(this.waiting, act) : '',
         host ? h('div', { class: 'row' },
           h('button', { type: 'button', class: 'secondary small', id: 'host-lock', onclick: () => this.control(this.locked ? 'unlock' : 'lock') }, this.locked ? t('unlock') : t('lock')),
           h('button', { type: 'button', class: 'danger small', id: 'host-end', onclick: () => this.control('end') }, t('end_all'))) : '',
+        host ? hostTools(this.perm, act) : '',
+        host ? handQueue(this.people(), act) : '',
         h('ul', { class: 'people', id: 'people' }, ...this.people().map((p) => {
           const self = p.participant_id === (this.me || 'me');
-          return h('li', { 'data-pid': p.participant_id },
-            p.hand_raised ? h('span', { role: 'img', 'aria-label': t('hand_up') }, icon('hand')) : '', h('span', { class: 'grow' }, `${p.name}${self ? ` (${t('you')})` : ''}${p.host ? ` · ${t('host')}` : ''}`), p.audio_muted ? h('span', { role: 'img', 'aria-label': t('mic_muted') }, icon('micOff')) : '',
+          const owner = p.role === 'owner' || (p.host && p.role !== 'cohost');
+          return h('li', { 'data-pid': p.participant_id, 'data-role': p.role || '' },
+            p.hand_raised ? h('span', { role: 'img', 'aria-label': t('hand_up') }, icon('hand')) : '', h('span', { class: 'grow' }, `${p.name}${self ? ` (${t('you')})` : ''}${roleLabel(p)}`), p.audio_muted ? h('span', { role: 'img', 'aria-label': t('mic_muted') }, icon('micOff')) : '',
             host && !self && !p.audio_muted ? h('button', { type: 'button', class: 'secondary small host-mute', onclick: () => this.control('mute', p.participant_id) }, t('host_mute', { name: p.name })) : '',
-            host && !self ? h('button', { type: 'button', class: 'danger small host-remove', onclick: () => this.control('remove', p.participant_id) }, t('host_remove', { name: p.name })) : '');
+            host && !self && !owner ? h('button', { type: 'button', class: 'secondary small host-role', onclick: () => act({ action: 'set_role', participant_id: p.participant_id, cohost: p.role !== 'cohost' }) }, p.role === 'cohost' ? t('unmake_cohost', { name: p.name }) : t('make_cohost', { name: p.name })) : '',
+            host && !self && !owner ? h('button', { type: 'button', class: 'danger small host-remove', onclick: () => this.control('remove', p.participant_id) }, t('host_remove', { name: p.name })) : '');
         })));
+      if (focused) document.getElementById(focused)?.focus();
     }
   }
 
@@ -895,10 +1005,14 @@ export class Room {
   private drawChat(): void {
     const log = this.els.side?.querySelector('#chat-log');
     if (!log) return;
-    log.replaceChildren(...this.chats.map((m) => h('li', { class: m.mine ? 'mine' : '' },
-      h('span', { class: 'who' }, m.name), h('time', { datetime: new Date(m.at * 1000).toISOString() }, new Date(m.at * 1000).toLocaleTimeString(document.documentElement.lang, { timeStyle: 'short' })),
-      h('p', {}, m.text))));
+    log.replaceChildren(...this.chats.map((m) => chatLine(m, m.mine, (pid) => this.nameOf(pid))));
     log.scrollTop = log.scrollHeight;
+    // The recipient picker follows who is here (a private recipient who left: back to all).
+    const people = this.people();
+    if (this.chatTo && this.chatTo !== 'hosts' && !people.some((p) => p.participant_id === this.chatTo)) this.chatTo = '';
+    const slot = this.els.chatForm?.querySelector('.chat-to');
+    const focusedTo = document.activeElement?.id === 'chat-to';
+    if (slot && !focusedTo) slot.replaceChildren(chatTo(this.chatTo, people, this.me || 'me', (v) => { this.chatTo = v; }));
   }
 
   // ---- the size each video is shown at (the server picks simulcast layers by it) -------

@@ -13,6 +13,9 @@ export interface Participant {
   audio_muted: boolean;
   video_muted: boolean;
   hand_raised: boolean;
+  role?: 'owner' | 'cohost' | 'participant' | 'guest';
+  /** When the hand went up (unix ms; 0: down). */
+  hand_at?: number;
 }
 export class MeetingClient extends EventTarget {
   constructor(opts: {
@@ -43,7 +46,8 @@ export class MeetingClient extends EventTarget {
   unpublish(source: string): Promise<void>;
   replaceTrack(source: string, track: MediaStreamTrack | null): Promise<void>;
   setLayer(mid: string, width: number, height: number): void;
-  chat(text: string): void;
+  chat(text: string, to?: string): void;
+  host(action: { action: string; [k: string]: unknown }): boolean;
   mute(kind: 'audio' | 'video', muted: boolean): void;
   raiseHand(raised: boolean): void;
   inboundStats(): Promise<Record<string, any>>;

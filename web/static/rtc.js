@@ -113,6 +113,18 @@ export class MeetingClient extends EventTarget {
         this._emit('participant_left', m);
         break;
       case 'closed': this.closed = true; this._emit('closed', m); this._teardown(); break;
+      case 'role': {
+        const p = this.participants.get(m.participant_id);
+        if (p) { p.role = m.role; p.host = m.host; }
+        this._emit('role', m);
+        break;
+      }
+      case 'hand': {
+        const p = this.participants.get(m.participant_id);
+        if (p) { p.hand_raised = m.raised; p.hand_at = m.at || 0; }
+        this._emit('hand', m);
+        break;
+      }
       case 'layers': this._setActiveLayers(m.mid, m.active); this._emit('layers', m); break;
       case 'error': {
         // serde's message for a type it does not know: "unknown variant `reaction`, expected …".
@@ -120,7 +132,17 @@ export class MeetingClient extends EventTarget {
         if (m.code === 'bad_message' && u && this._sentTypes.includes(u[1])) {
           this.unsupported.add(u[1]);
           this._emit('unsupported', { type: u[1] });
-        } else this._emit('error', m);
+        } else {
+          // An offer the server does not allow (a host turned cameras or screens off): back
+          // to the last agreed state, so the caller can unpublish and offer again.
+          if (m.code === 'not_allowed' && this.awaitingAnswer) {
+            this._serial(async () => {
+              await this.pc.setLocalDescription({ type: 'rollback' }).catch((e) => this.log('rollback failed', e));
+              this.awaitingAnswer = false;
+            });
+          }
+          this._emit('error', m);
+        }
         break;
       }
       default: this._emit(m.type, m);
@@ -226,7 +248,14 @@ export class MeetingClient extends EventTarget {
   }
 
   setLayer(mid, width, height) { this._send({ type: 'layer', mid, width, height }); }
-  chat(text) { this._send({ type: 'chat', text }); }
+  // `to`: a participant id (a private message), or 'hosts'; empty: everyone.
+  chat(text, to) {
+    if (to === 'hosts') this._send({ type: 'chat', text, to_hosts: true });
+    else if (to) this._send({ type: 'chat', text, to });
+    else this._send({ type: 'chat', text });
+  }
+  // A host action (src/proto/room.rs RoomAction): {action: 'mute_all'} …
+  host(action) { return this._send({ type: 'host', action }); }
   mute(kind, muted) {
     const tr = this.published.get(kind === 'audio' ? 'microphone' : 'camera');
     if (tr && tr.sender.track) tr.sender.track.enabled = !muted;

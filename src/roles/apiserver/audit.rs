@@ -246,9 +246,7 @@ pub async fn host_action(
         }
         RoomAction::Admit { participant_id } => (action::HOST_ADMIT, participant_id.as_ref()),
         RoomAction::Deny { participant_id, .. } => (action::HOST_DENY, participant_id.as_ref()),
-        RoomAction::SetRole { participant_id, .. } => {
-            (action::HOST_SET_ROLE, Some(participant_id))
-        }
+        RoomAction::SetRole { participant_id, .. } => (action::HOST_SET_ROLE, Some(participant_id)),
         RoomAction::Permissions { .. } => (action::HOST_PERMISSIONS, None),
     };
     let target = match pid {

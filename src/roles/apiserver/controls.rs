@@ -8,8 +8,8 @@
 //! (sent again when a meeting changes) can carry it. A copy of the database alone gives
 //! neither away.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -92,11 +92,7 @@ pub fn apply(st: &ApiState, a: &mut meeting::ActiveModel, s: &Settings) -> Resul
 }
 
 /// The co-host list, checked (valid emails, not the owner, at most `max_invitees`).
-pub fn clean_cohosts(
-    st: &ApiState,
-    list: &[String],
-    owner: &str,
-) -> Result<Vec<String>, ApiError> {
+pub fn clean_cohosts(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<String>, ApiError> {
     let mut out = BTreeSet::new();
     for raw in list {
         let e = normalize_email(raw).ok_or_else(|| {

@@ -425,7 +425,11 @@ pub async fn create(
         None => None,
     };
     // Checked before anything is written (the values are applied again below).
-    super::controls::apply(&st, &mut <meeting::ActiveModel as Default>::default(), &settings)?;
+    super::controls::apply(
+        &st,
+        &mut <meeting::ActiveModel as Default>::default(),
+        &settings,
+    )?;
     let t = now();
     let begin = body.begin_at.unwrap_or(0);
     if begin == 0 {
@@ -712,7 +716,12 @@ pub async fn patch(
         Some(list) => clean_invitees(&st, list, &me.email)?,
         None => old_invitees.clone(),
     };
-    let details_changed = times_changed || title != m.title;
+    // A new passcode reaches the invitees (their link carries it).
+    let passcode_changed = settings.passcode.as_ref().is_some_and(|p| {
+        let now = super::controls::passcode_of(&st, &m);
+        now.as_deref() != Some(p.as_str()) && !(p.is_empty() && m.passcode_hash.is_none())
+    });
+    let details_changed = times_changed || title != m.title || passcode_changed;
     let added: Vec<String> = new_invitees
         .iter()
         .filter(|e| !old_invitees.contains(e))

@@ -84,7 +84,11 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(&s).expect("b64");
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(open::<IdpTokens>(&k, &URL_SAFE_NO_PAD.encode(raw)), None, "tampered");
+        assert_eq!(
+            open::<IdpTokens>(&k, &URL_SAFE_NO_PAD.encode(raw)),
+            None,
+            "tampered"
+        );
         assert_eq!(open::<IdpTokens>(&k, "not base64!"), None);
     }
 }

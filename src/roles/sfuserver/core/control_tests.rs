@@ -76,7 +76,11 @@ fn a_lobby_guest_gets_nothing_until_a_cohost_admits_and_a_denied_one_is_told_why
     for h in [owner, cohost] {
         assert_eq!(lobby_of(&sim, h), Some(vec![gpid.0.clone()]), "host {h}");
     }
-    assert_eq!(lobby_of(&sim, member), None, "participants do not see the lobby");
+    assert_eq!(
+        lobby_of(&sim, member),
+        None,
+        "participants do not see the lobby"
+    );
     assert!(!sim.clients[member].msgs.iter().any(|m| matches!(
         m,
         ServerMsg::ParticipantJoined { participant } if participant.participant_id == gpid.0
@@ -92,7 +96,12 @@ fn a_lobby_guest_gets_nothing_until_a_cohost_admits_and_a_denied_one_is_told_why
     );
     sim.signal(guest, chat("let me in", None, false));
     sim.signal(guest, ClientMsg::Hand { raised: true });
-    sim.signal(guest, host(RoomAction::Admit { participant_id: None }));
+    sim.signal(
+        guest,
+        host(RoomAction::Admit {
+            participant_id: None,
+        }),
+    );
     sim.run(100);
     let refused = sim
         .errors(guest)
@@ -146,7 +155,12 @@ fn a_lobby_guest_gets_nothing_until_a_cohost_admits_and_a_denied_one_is_told_why
     );
     sim.run(100);
     assert!(sim.errors(owner).is_empty(), "{:?}", sim.errors(owner));
-    assert_eq!(sim.clients[second].closed.as_deref(), Some("denied"), "{:?}", sim.clients[second].msgs);
+    assert_eq!(
+        sim.clients[second].closed.as_deref(),
+        Some("denied"),
+        "{:?}",
+        sim.clients[second].msgs
+    );
     assert!(sim.clients[second].msgs.iter().any(|m| matches!(
         m,
         ServerMsg::Closed { message, .. } if message.contains("This is a closed review")
@@ -229,7 +243,9 @@ fn the_cohost_keeps_host_powers_after_the_owner_leaves_and_mutes_everyone() {
 fn hands_queue_in_raise_order_and_a_host_lowers_them_all() {
     let mut sim = Sim::new(2, 0);
     let owner = sim.join(0, false, false, false, true);
-    let ps: Vec<usize> = (0..3).map(|i| sim.join(i % 2, false, false, false, false)).collect();
+    let ps: Vec<usize> = (0..3)
+        .map(|i| sim.join(i % 2, false, false, false, false))
+        .collect();
     sim.run(200);
     // Raised in the order 2, 0, 1 (on both workers).
     for &i in &[2usize, 0, 1] {
@@ -280,7 +296,16 @@ fn hands_queue_in_raise_order_and_a_host_lowers_them_all() {
         let downs = sim.clients[x]
             .msgs
             .iter()
-            .filter(|m| matches!(m, ServerMsg::Hand { raised: false, by: Some(_), .. }))
+            .filter(|m| {
+                matches!(
+                    m,
+                    ServerMsg::Hand {
+                        raised: false,
+                        by: Some(_),
+                        ..
+                    }
+                )
+            })
             .count();
         assert_eq!(downs, 3, "{x}");
     }
@@ -304,7 +329,10 @@ fn private_chat_reaches_only_its_reader_and_late_joiners_get_the_history() {
     sim.signal(a, chat("hello all", None, false));
     sim.signal(a, chat("psst, only for B", Some(&pb), false));
     sim.signal(c, chat("hosts: my mic is broken", None, true));
-    sim.signal(a, chat("to nobody", Some(&ParticipantId("gone".into())), false));
+    sim.signal(
+        a,
+        chat("to nobody", Some(&ParticipantId("gone".into())), false),
+    );
     sim.signal(a, chat("both", Some(&pc), true));
     sim.run(50);
     let texts = |sim: &Sim, x: usize| -> Vec<String> {
@@ -317,10 +345,7 @@ fn private_chat_reaches_only_its_reader_and_late_joiners_get_the_history() {
     );
     assert_eq!(texts(&sim, b), ["hello all", "psst, only for B"]);
     assert_eq!(texts(&sim, c), ["hello all", "hosts: my mic is broken"]);
-    assert_eq!(
-        texts(&sim, owner),
-        ["hello all", "hosts: my mic is broken"]
-    );
+    assert_eq!(texts(&sim, owner), ["hello all", "hosts: my mic is broken"]);
     assert_eq!(
         sim.errors(a)
             .iter()
@@ -373,10 +398,12 @@ fn promote_demote_and_permissions_hold_at_the_server() {
     sim.run(1000);
     assert_eq!(sim.clients[b].frames_from(a as u32, true).len(), video);
     assert!(sim.clients[b].frames_from(a as u32, false).len() > audio + 20);
-    assert!(sim.clients[a].msgs.iter().any(|m| matches!(
-        m,
-        ServerMsg::Permissions { cameras: false, .. }
-    )));
+    assert!(
+        sim.clients[a]
+            .msgs
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Permissions { cameras: false, .. }))
+    );
     // Promoted, A may act as a host (and may publish); the owner cannot be demoted.
     sim.signal(
         owner,

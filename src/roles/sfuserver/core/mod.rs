@@ -60,7 +60,9 @@ use self::participant::{
     LAYERS, OutState, Participant, SdpError, TrackOut, choose_layer, layer_bps, wanted_rank,
 };
 use crate::ids::{MeetingId, ParticipantId};
-use crate::proto::signal::{ChatLine, ClientMsg, LobbyEntry, MediaKind, ParticipantInfo, Role, ServerMsg, Source};
+use crate::proto::signal::{
+    ChatLine, ClientMsg, LobbyEntry, MediaKind, ParticipantInfo, Role, ServerMsg, Source,
+};
 use crate::proto::{ParticipationChanged, RoomAction};
 use crate::tokens::JoinClaims;
 
@@ -1245,7 +1247,11 @@ impl Core {
                 msg,
             } => self.broadcast_local(meeting, except, &msg, out),
             Ctl::Keyframe { track, layer } => self.keyframe_local(now, track, layer),
-            Ctl::WaiterUp { meeting, key, entry } => {
+            Ctl::WaiterUp {
+                meeting,
+                key,
+                entry,
+            } => {
                 let room = self.room_entry(meeting, None);
                 room.empty_since = None;
                 if !room.waiting.iter().any(|(k, _)| *k == key) {
