@@ -1,4 +1,4 @@
-//! Running a meeting (issue 18), against the real binary: per-meeting settings through
+//! Running a meeting, against the real binary: per-meeting settings through
 //! `PATCH /api/v1/meetings/{id}`, the passcode (hashed, mailed, its wrong attempts limited),
 //! roles and the lobby at the join answer and at the sfuserver (a waiting guest's direct
 //! signaling, notes and files are refused), co-hosts' host powers over HTTP; then the web
@@ -462,13 +462,20 @@ fn run_browser(app: &Appliance, sink: &SmtpSink, scenario: &str) -> Value {
         let log = app.log_lines();
         log[log.len().saturating_sub(60)..].join("\n")
     };
+    let mut codes_used = std::collections::HashMap::<String, usize>::new();
     loop {
         match sc.next(&["NEED_CODE ", "NEED_INVITE ", "RESULT "], &ctx) {
             ("NEED_CODE ", email) => {
-                let n = mails_to(sink, &email).len();
-                let code =
-                    support::api::code_in(&support::api::nth_mail_to(sink, &email, n.max(1)));
-                sc.cue(&code);
+                // The next sign-in code mail to them (invitations arrive in between).
+                let used = codes_used.entry(email.clone()).or_default();
+                let mail = support::wait_until(Duration::from_secs(30), "a sign-in code mail", || {
+                    mails_to(sink, &email)
+                        .into_iter()
+                        .filter(|m| m.text_body().contains("Your sign-in code is "))
+                        .nth(*used)
+                });
+                *used += 1;
+                sc.cue(&support::api::code_in(&mail));
             }
             ("NEED_INVITE ", email) => {
                 let mail = mails_to(sink, &email)
@@ -598,4 +605,87 @@ fn web_passcode_chat_and_hands() {
     );
     assert_eq!(r["queue"], json!(["Gail", "ivy", "Gus"]));
     assert_eq!(r["lowered"]["ok"], true);
+}
+
+/// Chat is reported by the sfuserver and stored per meeting; with `chat_in_notes` the mailed
+/// notes carry the messages to everyone (never private ones), without it they carry none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailed_notes_include_the_chat_when_chosen() {
+    let sink = SmtpSink::start();
+    let app = start(&sink);
+    let owner = sign_in(&app, &sink, "owner@corp.test").await;
+    // A meeting that began a few minutes ago and has just ended.
+    let now = meeting_appliance::util::now();
+    let m = call(
+        "POST",
+        &app.url("/api/v1/meetings"),
+        Some(&owner),
+        Some(json!({"title": "Retro", "begin_at": now - 240, "end_at": now - 230,
+                    "invitees": ["ivy@corp.test"], "lobby": "off", "chat_in_notes": true})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{}", m.body);
+    let (id, code) = (m.body["id"].as_i64().expect("id"), m.body["code"].as_str().expect("code").to_string());
+    let jo = join(&app, &code, Some(&owner), json!({})).await;
+    let (mut o, first) = signal(&jo.body).await;
+    assert_eq!(first["type"], "joined");
+    let jg = join(&app, &code, None, json!({"display_name": "Gina"})).await;
+    let (mut g, first) = signal(&jg.body).await;
+    assert_eq!(first["type"], "joined", "{first}");
+    let opid = jo.body["participant_id"].as_str().expect("pid");
+    for msg in [
+        json!({"type": "chat", "text": "Decision: ship <it> on Friday"}),
+        json!({"type": "chat", "text": "between us, owner", "to": opid}),
+        json!({"type": "chat", "text": "hosts, a secret", "to_hosts": true}),
+    ] {
+        g.ws.send(Message::text(msg.to_string())).await.expect("chat");
+    }
+    for _ in 0..3 {
+        until_type(&mut o.ws, "chat").await;
+    }
+    // Stored (the recorder writes in the background).
+    {
+        use meeting_appliance::db::entities::chat_message;
+        use sea_orm::{ColumnTrait, Database, EntityTrait, PaginatorTrait, QueryFilter};
+        let db = app.data_dir().join("meeting.db");
+        let conn = Database::connect(format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .expect("open the database");
+        support::api::eventually("the chat stored", || async {
+            chat_message::Entity::find()
+                .filter(chat_message::Column::MeetingId.eq(id))
+                .count(&conn)
+                .await
+                .unwrap_or(0)
+                == 3
+        })
+        .await;
+    }
+    let notes_url = app.url(&format!("/api/v1/meetings/{id}/notes"));
+    let cur = call("GET", &notes_url, Some(&owner), None).await;
+    let put = call(
+        "PUT",
+        &notes_url,
+        Some(&owner),
+        Some(json!({"text": "# Retro\n\nWe talked.", "version": cur.body["version"]})),
+    )
+    .await;
+    assert!(put.status < 300, "{}", put.body);
+    let send = app.url(&format!("/api/v1/meetings/{id}/notes/send"));
+    let r = call("POST", &send, Some(&owner), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let notes_mail = |n: usize| support::api::nth_mail_to(&sink, "ivy@corp.test", n);
+    let mail = notes_mail(2);
+    let text = mail.text_body();
+    assert!(text.contains("Chat:") && text.contains("Gina: Decision: ship <it> on Friday"), "{text}");
+    assert!(!text.contains("between us") && !text.contains("a secret"), "{text}");
+    let html = mail.part("text/html").map(|(_, b)| b).unwrap_or_default();
+    assert!(html.contains("ship &lt;it&gt; on Friday") && !html.contains("<it>"), "{html}");
+    // Not chosen: no chat.
+    let p = call("PATCH", &app.url(&format!("/api/v1/meetings/{id}")), Some(&owner), Some(json!({"chat_in_notes": false}))).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let r = call("POST", &send, Some(&owner), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let again = notes_mail(3).text_body();
+    assert!(again.contains("We talked.") && !again.contains("Chat:"), "{again}");
 }

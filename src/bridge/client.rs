@@ -111,6 +111,13 @@ impl Handler<ParticipationChanged> for BridgeLink {
     }
 }
 
+impl Handler<crate::proto::ChatPosted> for BridgeLink {
+    type Result = ();
+    fn handle(&mut self, m: crate::proto::ChatPosted, _: &mut Context<Self>) {
+        let _ = self.tx.send(Outbound::Event(NodeEvent::Chat(m)));
+    }
+}
+
 /// Tell the apiserver this node stops (it is marked down at once); resolves when sent or after
 /// a second.
 #[derive(Message)]

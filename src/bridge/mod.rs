@@ -170,6 +170,7 @@ pub enum NodeCommand {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeEvent {
     Participation(ParticipationChanged),
+    Chat(crate::proto::ChatPosted),
 }
 
 /// The sentence both sides log when protocol versions differ: which side to upgrade.

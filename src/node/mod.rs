@@ -190,7 +190,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .start();
     let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
     let registry =
-        apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient()).start();
+        apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient())
+            .chat_to(recorder.clone().recipient())
+            .start();
     if let Some(n) = &peers.nodes {
         registry.do_send(apiserver::registry::Subscribe(n.clone()));
     }
@@ -205,7 +207,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &own_address,
         tls_config.as_ref(),
         turn_bound,
-        recorder.clone().recipient(),
+        crate::roles::sfuserver::Reports {
+            participation: recorder.clone().recipient(),
+            chat: recorder.clone().recipient(),
+        },
     )?;
     wiring::register_local(&registry, started.nodes).await;
 
@@ -410,7 +415,10 @@ async fn serve_node(
         own_address,
         tls_config.as_ref(),
         turn_bound,
-        sfu_link.clone().recipient(),
+        crate::roles::sfuserver::Reports {
+            participation: sfu_link.clone().recipient(),
+            chat: sfu_link.clone().recipient(),
+        },
     )?;
     let links = wiring::connect_remote(&target, &keys, started.nodes, (sfu_link, sfu_outbox));
     let (sfu_state, fs_state) = (started.sfu, started.fs);

@@ -11,7 +11,7 @@ use super::load::{self, Sampler};
 use crate::bridge::client::NodeSpec;
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
-use crate::proto::{ControlRoom, NodeRole, NodesChanged, ParticipationChanged};
+use crate::proto::{ControlRoom, NodeRole, NodesChanged};
 use crate::roles::{fsserver, sfuserver, turnserver};
 use crate::tokens::Keys;
 
@@ -102,7 +102,7 @@ pub fn start(
     own_address: &str,
     tls_config: Option<&rustls::ServerConfig>,
     turn: Option<TurnBound>,
-    participation: Recipient<ParticipationChanged>,
+    reports: sfuserver::Reports,
 ) -> anyhow::Result<Started> {
     let mut out = Started::default();
     if cfg.has_role(Role::Sfuserver) {
@@ -119,7 +119,7 @@ pub fn start(
             audio_top_k: cfg.sfu.audio_top_k,
             removed_for: cfg.meetings.join_token_ttl.0 + std::time::Duration::from_secs(60),
         };
-        let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(participation))?;
+        let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(reports))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));
         let capacity = match cfg.sfu.capacity_pps {
             0 => u32::try_from(workers)

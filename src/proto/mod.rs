@@ -45,7 +45,7 @@ pub mod room;
 pub mod signal;
 
 pub use nodes::{NodeInfo, NodeLoad, NodeRole, NodesChanged};
-pub use room::{ControlRoom, ParticipationChanged, RoomAction};
+pub use room::{ChatPosted, ControlRoom, ParticipationChanged, RoomAction};
 
 pub use allocate::{
     AllocateFileServer, AllocateServers, AllocationError, FsAssignment, ServerAssignment,

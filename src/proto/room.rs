@@ -73,6 +73,16 @@ pub struct ControlRoom {
     pub action: RoomAction,
 }
 
+/// A chat message of a meeting (sfuserver → apiserver), kept per meeting (bounded) for the
+/// mailed notes. Private messages are reported too (they are part of the meeting's record)
+/// but never mailed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[rtype(result = "()")]
+pub struct ChatPosted {
+    pub meeting: MeetingId,
+    pub line: crate::proto::signal::ChatLine,
+}
+
 /// A participant entered or left a meeting's media session (for participation history).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "()")]

@@ -147,6 +147,7 @@ export async function settingsPage(root: HTMLElement, header: HTMLElement, id: n
   const pass = h('input', { id: 's-passcode', maxlength: 32, autocomplete: 'off', value: m.passcode || '', pattern: '[A-Za-z0-9]{4,32}' });
   const guests = h('input', { type: 'checkbox', id: 's-guests', checked: m.guests_allowed !== false });
   const cohosts = h('input', { id: 's-cohosts', autocomplete: 'off', value: (m.cohosts || []).join(', ') });
+  const chatNotes = h('input', { type: 'checkbox', id: 's-chat-notes', checked: !!m.chat_in_notes });
   const screen = h('select', { id: 's-screen' }, ...(['everyone', 'hosts'] as const).map((v) => h('option', { value: v, selected: m.screen_share === v }, t(`s_screen_${v}`))));
   const err = h('p', { class: 'error', id: 's-error', role: 'alert', hidden: true });
   const form = h('form', { class: 'card', id: 'meeting-settings', 'aria-labelledby': 's-h' },
@@ -156,6 +157,7 @@ export async function settingsPage(root: HTMLElement, header: HTMLElement, id: n
     h('div', { class: 'check' }, guests, h('label', { for: 's-guests' }, t('s_guests'))),
     h('label', { for: 's-cohosts' }, t('s_cohosts')), cohosts,
     h('label', { for: 's-screen' }, t('s_screen')), screen,
+    h('div', { class: 'check' }, chatNotes, h('label', { for: 's-chat-notes' }, t('s_chat_notes'))),
     err,
     h('div', { class: 'row' },
       h('button', { type: 'submit', id: 's-save' }, t('s_save')),
@@ -170,6 +172,7 @@ export async function settingsPage(root: HTMLElement, header: HTMLElement, id: n
         guests_allowed: (guests as HTMLInputElement).checked,
         cohosts: (cohosts as HTMLInputElement).value.split(/[,;\s]+/).map((s) => s.trim()).filter(Boolean),
         screen_share: (screen as HTMLSelectElement).value,
+        chat_in_notes: (chatNotes as HTMLInputElement).checked,
       });
       toast(t('s_saved'));
     } catch (x) {

@@ -270,7 +270,7 @@ const en = {
   d_quality_from: 'Tile quality measured by',
   d_from_server: 'the media server',
   d_from_here: 'this browser (the server does not report it)',
-  // Running a meeting (issue 18).
+  // Running a meeting.
   waiting_title: 'Waiting to be let in',
   waiting_text: 'You are in the waiting room. A host will let you in shortly.',
   lobby: 'Waiting to join ({n})',
@@ -328,6 +328,7 @@ const en = {
   s_save: 'Save settings',
   s_saved: 'Settings saved',
   s_back: 'Back',
+  s_chat_notes: 'Include the chat (messages to everyone) in the mailed notes',
 };
 
 export type Key = keyof typeof en;
@@ -600,7 +601,7 @@ const zh: Record<Key, string> = {
   d_quality_from: '画面质量测量方',
   d_from_server: '媒体服务器',
   d_from_here: '本浏览器（服务器未报告）',
-  // Running a meeting (issue 18).
+  // Running a meeting.
   waiting_title: '等待进入',
   waiting_text: '你在等候室中，主持人很快会允许你进入。',
   lobby: '等候室（{n}）',
@@ -658,6 +659,7 @@ const zh: Record<Key, string> = {
   s_save: '保存设置',
   s_saved: '设置已保存',
   s_back: '返回',
+  s_chat_notes: '在邮寄的会议纪要中包含聊天记录（发给所有人的消息）',
 };
 
 const tables: Record<string, Record<Key, string>> = { en, 'zh-CN': zh };

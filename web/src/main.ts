@@ -272,7 +272,8 @@ async function enterRoom(code: string, choice: JoinChoice): Promise<void> {
 async function ended(code: string, choice: JoinChoice, end: RoomEnd): Promise<void> {
   (await choice.media)?.stop();
   // A host's own words for a denial come after the server's sentence ("…: reason").
-  const hostSaid = end.reason === 'denied' ? end.message.split(': ').slice(1).join(': ') : '';
+  const said = end.message.replace(/^denied: /, '');
+  const hostSaid = end.reason === 'denied' && said.includes(': ') ? said.slice(said.indexOf(': ') + 2) : '';
   let why = end.reason === 'left' ? '' : (({ removed: t('reason_removed'), ended: t('reason_ended'), locked: t('reason_locked'), replaced: t('reason_replaced'), denied: hostSaid ? `${t('reason_denied')} ${hostSaid}` : t('reason_denied'), lobby_full: t('reason_lobby_full') } as Record<string, string>)[end.reason] || end.message || end.reason);
   // Removed because the sign-in ended (disabled by an administrator or the company's identity
   // provider), not by the host: say so.

@@ -260,9 +260,19 @@ impl Actor for Janitor {
 /// in memory and are written once it is back.
 pub struct ParticipationRecorder {
     db: DatabaseConnection,
-    queue: std::collections::VecDeque<ParticipationChanged>,
+    queue: std::collections::VecDeque<Record>,
     busy: bool,
 }
+
+/// What the recorder writes, in arrival order.
+#[derive(Clone, Debug)]
+enum Record {
+    Participation(ParticipationChanged),
+    Chat(crate::proto::ChatPosted),
+}
+
+/// Chat messages kept per meeting (the oldest go first): what the mailed notes carry.
+pub const MAX_STORED_CHAT: u64 = 2000;
 
 /// Events kept while the database is down. Beyond it the oldest are dropped (logged): a
 /// day-long outage of a busy box should not take the memory with it.
@@ -287,7 +297,12 @@ impl ParticipationRecorder {
         self.busy = true;
         let db = self.db.clone();
         ctx.spawn(
-            async move { record_participation(&db, &m).await }
+            async move {
+                match &m {
+                    Record::Participation(p) => record_participation(&db, p).await,
+                    Record::Chat(c) => record_chat(&db, c).await,
+                }
+            }
                 .into_actor(self)
                 .map(|r, act, ctx| {
                     act.busy = false;
@@ -333,6 +348,48 @@ async fn record_participation(
         .map(|_| ())
 }
 
+/// Stores one chat message and forgets the meeting's oldest beyond [`MAX_STORED_CHAT`].
+async fn record_chat(
+    db: &DatabaseConnection,
+    c: &crate::proto::ChatPosted,
+) -> Result<(), sea_orm::DbErr> {
+    use crate::db::entities::chat_message;
+    use sea_orm::{
+        ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    };
+    let row = chat_message::ActiveModel {
+        meeting_id: Set(c.meeting.0),
+        at: Set(c.line.at),
+        from_participant: Set(c.line.participant_id.clone()),
+        from_name: Set(c.line.name.chars().take(128).collect()),
+        to_participant: Set(c.line.to.clone()),
+        to_hosts: Set(c.line.to_hosts),
+        text: Set(c.line.text.clone()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    // The id below which this meeting's messages are beyond the bound.
+    let cut: Option<i64> = chat_message::Entity::find()
+        .select_only()
+        .column(chat_message::Column::Id)
+        .filter(chat_message::Column::MeetingId.eq(c.meeting.0))
+        .order_by_desc(chat_message::Column::Id)
+        .offset(MAX_STORED_CHAT)
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    if let Some(cut) = cut.filter(|cut| *cut < row.id) {
+        chat_message::Entity::delete_many()
+            .filter(chat_message::Column::MeetingId.eq(c.meeting.0))
+            .filter(chat_message::Column::Id.lte(cut))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Actor for ParticipationRecorder {
     type Context = Context<Self>;
 }
@@ -344,7 +401,19 @@ impl Handler<ParticipationChanged> for ParticipationRecorder {
             let lost = self.queue.pop_front();
             tracing::error!(?lost, "participation backlog full: oldest event dropped");
         }
-        self.queue.push_back(m);
+        self.queue.push_back(Record::Participation(m));
+        self.pump(ctx);
+    }
+}
+
+impl Handler<crate::proto::ChatPosted> for ParticipationRecorder {
+    type Result = ();
+    fn handle(&mut self, m: crate::proto::ChatPosted, ctx: &mut Context<Self>) {
+        if self.queue.len() >= RECORDER_BACKLOG {
+            let lost = self.queue.pop_front();
+            tracing::error!(?lost, "participation backlog full: oldest event dropped");
+        }
+        self.queue.push_back(Record::Chat(m));
         self.pump(ctx);
     }
 }

@@ -75,6 +75,8 @@ struct Pending {
 pub struct Registry {
     db: DatabaseConnection,
     recorder: Recipient<ParticipationChanged>,
+    /// Where nodes' chat reports go (the chat store); unset: they are dropped.
+    chat: Option<Recipient<crate::proto::ChatPosted>>,
     nodes: HashMap<String, Entry>,
     next_session: u64,
     pending: HashMap<String, Pending>,
@@ -98,6 +100,7 @@ impl Registry {
         Registry {
             db,
             recorder,
+            chat: None,
             nodes: HashMap::new(),
             next_session: 1,
             pending: HashMap::new(),
@@ -105,6 +108,12 @@ impl Registry {
             seen_events: HashMap::new(),
             told_shape: Vec::new(),
         }
+    }
+
+    /// Nodes' chat reports go to `r`.
+    pub fn chat_to(mut self, r: Recipient<crate::proto::ChatPosted>) -> Self {
+        self.chat = Some(r);
+        self
     }
 
     fn snapshot(&self) -> NodesChanged {
@@ -450,6 +459,11 @@ impl Handler<Event> for Registry {
         *seen = m.id;
         match m.event {
             NodeEvent::Participation(p) => self.recorder.do_send(p),
+            NodeEvent::Chat(c) => {
+                if let Some(r) = &self.chat {
+                    r.do_send(c);
+                }
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::ids::MeetingId;
-use crate::proto::{ControlRoom, ParticipationChanged};
+use crate::proto::{ChatPosted, ControlRoom, ParticipationChanged};
 use crate::tokens::Keys;
 
 pub use self::core::WorkerCmd;
@@ -150,14 +150,26 @@ impl Handler<ShutdownRooms> for SfuServer {
     }
 }
 
+/// Where the sfuserver's reports go: the apiserver's recorder on this box, or the bridge.
+#[derive(Clone)]
+pub struct Reports {
+    pub participation: Recipient<ParticipationChanged>,
+    pub chat: Recipient<ChatPosted>,
+}
+
 struct ActorReporter {
-    participation: Option<Recipient<ParticipationChanged>>,
+    reports: Option<Reports>,
 }
 
 impl worker::Reporter for ActorReporter {
     fn participation(&self, m: ParticipationChanged) {
-        if let Some(r) = &self.participation {
-            r.do_send(m);
+        if let Some(r) = &self.reports {
+            r.participation.do_send(m);
+        }
+    }
+    fn chat(&self, m: ChatPosted) {
+        if let Some(r) = &self.reports {
+            r.chat.do_send(m);
         }
     }
     fn room_closed(&self, meeting: MeetingId) {
@@ -210,7 +222,7 @@ fn media_socket(ip: IpAddr, port: u16) -> anyhow::Result<std::net::UdpSocket> {
 pub fn start(
     s: &SfuSettings,
     keys: Keys,
-    participation: Option<Recipient<ParticipationChanged>>,
+    reports: Option<Reports>,
 ) -> anyhow::Result<(Addr<SfuServer>, SfuState, Vec<Arc<WorkerStats>>)> {
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
     let n = s.workers.clamp(1, 64);
@@ -247,7 +259,7 @@ pub fn start(
             removed_for: s.removed_for,
         });
         let reporter = Box::new(ActorReporter {
-            participation: participation.clone(),
+            reports: reports.clone(),
         });
         let (w, handle) = worker::Worker::new(
             i,

@@ -74,6 +74,8 @@ pub struct WorkerStats {
 pub trait Reporter: Send + 'static {
     fn participation(&self, m: ParticipationChanged);
     fn room_closed(&self, meeting: MeetingId);
+    /// A chat message, for the meeting's record.
+    fn chat(&self, m: crate::proto::ChatPosted);
 }
 
 /// Wakes a worker sleeping in `epoll`: an eventfd, written only when the worker said it
@@ -450,6 +452,7 @@ impl Worker {
             match e {
                 CoreEvent::Participation(m) => self.reporter.participation(m),
                 CoreEvent::RoomClosed(m) => self.reporter.room_closed(m),
+                CoreEvent::Chat(m) => self.reporter.chat(m),
                 CoreEvent::ControlReply(reply, r) => {
                     let _ = reply.send(r);
                 }

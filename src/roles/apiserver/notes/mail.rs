@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use std::collections::{BTreeSet, HashMap};
 
 use super::current;
-use crate::db::entities::{file, invitation, meeting, user};
+use crate::db::entities::{chat_message, file, invitation, meeting, user};
 use crate::error::ApiError;
 use crate::proto::files::FileOp;
 use crate::roles::apiserver::ApiState;
@@ -208,6 +208,34 @@ pub async fn send(
             ));
         }
         files_html.push_str("</ul>");
+    }
+    // The chat, when the owner chose so: messages to everyone only (never private ones).
+    if m.chat_in_notes {
+        use sea_orm::QueryOrder;
+        let lines = chat_message::Entity::find()
+            .filter(chat_message::Column::MeetingId.eq(m.id))
+            .filter(chat_message::Column::ToParticipant.is_null())
+            .filter(chat_message::Column::ToHosts.eq(false))
+            .order_by_asc(chat_message::Column::Id)
+            .all(&st.db)
+            .await?;
+        if !lines.is_empty() {
+            text.push_str("\n\nChat:\n");
+            files_html.push_str("<h3>Chat</h3><ul>");
+            for l in &lines {
+                let at = chrono::DateTime::<chrono::Utc>::from_timestamp(l.at, 0)
+                    .map(|d| d.format("%H:%M").to_string())
+                    .unwrap_or_default();
+                text.push_str(&format!("[{at}] {}: {}\n", l.from_name, l.text));
+                files_html.push_str(&format!(
+                    "<li><small>{}</small> <b>{}</b>: {}</li>",
+                    esc(&at),
+                    esc(&l.from_name),
+                    esc(&l.text)
+                ));
+            }
+            files_html.push_str("</ul>");
+        }
     }
     let days = ttl / 86400;
     text.push_str(&format!(

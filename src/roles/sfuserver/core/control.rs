@@ -637,6 +637,10 @@ impl Core {
             },
             out,
         );
+        out.events.push(super::CoreEvent::Chat(crate::proto::ChatPosted {
+            meeting,
+            line: line.clone(),
+        }));
         self.deliver_chat(meeting, line, out);
     }
 

@@ -271,6 +271,8 @@ pub enum ToClient {
 
 pub enum CoreEvent {
     Participation(ParticipationChanged),
+    /// A chat message sent by a participant of this worker (reported once, by its worker).
+    Chat(crate::proto::ChatPosted),
     RoomClosed(MeetingId),
     ControlReply(oneshot::Sender<Result<(), String>>, Result<(), String>),
     ShutdownDone(oneshot::Sender<()>),
