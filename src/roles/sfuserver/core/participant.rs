@@ -173,6 +173,14 @@ pub struct Participant {
     /// Muted by the host: its audio is dropped until it unmutes itself.
     pub forced_mute: bool,
     pub hand: bool,
+    /// When its last reaction was relayed (one per `REACTION_INTERVAL_MS`).
+    pub last_reaction: Option<Instant>,
+    /// Its connection as str0m's last stats saw it: loss (percent, the worse direction),
+    /// round-trip time, and whether anything arrived from it since the stats before.
+    pub loss_pct: f32,
+    pub rtt_ms: u32,
+    pub receiving: bool,
+    pub peer_bytes_rx: u64,
     pub next_timeout: Instant,
     pub dirty: bool,
     /// Latest egress bandwidth estimate towards this participant, bits per second.
@@ -251,6 +259,11 @@ impl Participant {
             video_muted: false,
             forced_mute: false,
             hand: false,
+            last_reaction: None,
+            loss_pct: 0.0,
+            rtt_ms: 0,
+            receiving: true,
+            peer_bytes_rx: 0,
             next_timeout: now,
             dirty: false,
             bwe_bps: None,
