@@ -1,9 +1,9 @@
-//! The meeting room people expect (issue 21), end to end: the real binary with the client
+//! The meeting room people expect, end to end: the real binary with the client
 //! built in, Debian's headless Chromium driven by `tests/browser/room.cjs`, inside a private
 //! network namespace (only loopback). Fake microphones and cameras play files generated
 //! here: a voice-like tone burst, silence, noise, a checkerboard video. Screenshots go to
 //! docs/screenshots. Figures (noise reduction, blur CPU, join time) are printed; the only
-//! thresholds are the ones the issue names (15 dB, 1 s for the muted hint).
+//! thresholds are the product's targets (15 dB, 1 s for the muted hint).
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Split deployment (issue 7): apiserver, sfuserver, turnserver and fsserver as separate
+//! Split deployment: apiserver, sfuserver, turnserver and fsserver as separate
 //! processes started with the seed's command lines, the node roles registering with the
 //! apiserver over the remote bridge.
 //!

@@ -151,7 +151,7 @@ const en = {
   notes_kind_restore: 'restored',
   notes_image_blocked: '[image not shown: {alt} (only images attached to these notes are shown)]',
   notes_no_history: 'No versions yet: one is kept when typing pauses.',
-  // Enterprise sign-in (issue 19)
+  // Enterprise sign-in
   sign_in_with: 'Sign in with {name}',
   or: 'or',
   username: 'Username',
@@ -203,7 +203,7 @@ const en = {
   admin_col_actor: 'Who',
   admin_col_target: 'Whom / what',
   admin_col_detail: 'Detail',
-  // The meeting room (issue 21).
+  // The meeting room.
   controls: 'Meeting controls',
   videos: 'Videos',
   settings: 'Settings',
@@ -475,7 +475,7 @@ const zh: Record<Key, string> = {
   admin_col_actor: '操作者',
   admin_col_target: '对象',
   admin_col_detail: '详情',
-  // The meeting room (issue 21).
+  // The meeting room.
   controls: '会议控制',
   videos: '视频',
   settings: '设置',
