@@ -3,7 +3,7 @@
 # with the web client embedded, checked by lintian and rpmlint (any error fails).
 #   scripts/package.sh              build web client + release binary, package, lint
 #   scripts/package.sh --no-build   package the binary already at $CARGO_TARGET_DIR/release
-# Prints `deb: PATH` and `rpm: PATH` last. Metadata: the end of Cargo.toml; files: pkg/.
+# Prints `deb: PATH` and `rpm: PATH` last. Metadata: the end of Cargo.toml; files: packaging/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
@@ -47,7 +47,7 @@ RPM=$(ls "$TARGET"/generate-rpm/meeting-appliance-*.rpm)
 echo "== lintian $DEB" >&2
 lintian --fail-on error --info "$DEB" >&2
 echo "== rpmlint $RPM" >&2
-rpmlint -r pkg/rpm/rpmlintrc "$RPM" >&2
+rpmlint -r packaging/rpm/rpmlintrc "$RPM" >&2
 
 echo "deb: $DEB"
 echo "rpm: $RPM"

@@ -171,6 +171,9 @@ pub struct JoinClaims {
     /// The meeting lets only hosts share their screen.
     #[serde(default)]
     pub screens_hosts_only: bool,
+    /// An invitee who may claim host powers when no host is in the meeting.
+    #[serde(default)]
+    pub may_claim_host: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +203,7 @@ mod tests {
             role: crate::proto::signal::Role::Owner,
             lobby: false,
             screens_hosts_only: false,
+            may_claim_host: false,
         }
     }
 

@@ -468,12 +468,13 @@ fn run_browser(app: &Appliance, sink: &SmtpSink, scenario: &str) -> Value {
             ("NEED_CODE ", email) => {
                 // The next sign-in code mail to them (invitations arrive in between).
                 let used = codes_used.entry(email.clone()).or_default();
-                let mail = support::wait_until(Duration::from_secs(30), "a sign-in code mail", || {
-                    mails_to(sink, &email)
-                        .into_iter()
-                        .filter(|m| m.text_body().contains("Your sign-in code is "))
-                        .nth(*used)
-                });
+                let mail =
+                    support::wait_until(Duration::from_secs(30), "a sign-in code mail", || {
+                        mails_to(sink, &email)
+                            .into_iter()
+                            .filter(|m| m.text_body().contains("Your sign-in code is "))
+                            .nth(*used)
+                    });
                 *used += 1;
                 sc.cue(&support::api::code_in(&mail));
             }
@@ -513,6 +514,7 @@ fn web_lobby_cohost_and_mute_all() {
     assert_eq!(r["default_lobby"], "guests");
     assert_eq!(r["cohost_role"], "cohost");
     assert_eq!(r["waiting"]["title"], "Board review");
+    assert_eq!(r["waiting_zh"], "你在等候室中，主持人很快会允许你进入。");
     let refusals = &r["lobby_refusals"];
     assert_eq!(
         refusals["errs"],
@@ -620,12 +622,17 @@ async fn the_mailed_notes_include_the_chat_when_chosen() {
         "POST",
         &app.url("/api/v1/meetings"),
         Some(&owner),
-        Some(json!({"title": "Retro", "begin_at": now - 240, "end_at": now - 230,
-                    "invitees": ["ivy@corp.test"], "lobby": "off", "chat_in_notes": true})),
+        Some(
+            json!({"title": "Retro", "begin_at": now - 240, "end_at": now - 230,
+                    "invitees": ["ivy@corp.test"], "lobby": "off", "chat_in_notes": true}),
+        ),
     )
     .await;
     assert_eq!(m.status, 201, "{}", m.body);
-    let (id, code) = (m.body["id"].as_i64().expect("id"), m.body["code"].as_str().expect("code").to_string());
+    let (id, code) = (
+        m.body["id"].as_i64().expect("id"),
+        m.body["code"].as_str().expect("code").to_string(),
+    );
     let jo = join(&app, &code, Some(&owner), json!({})).await;
     let (mut o, first) = signal(&jo.body).await;
     assert_eq!(first["type"], "joined");
@@ -638,7 +645,9 @@ async fn the_mailed_notes_include_the_chat_when_chosen() {
         json!({"type": "chat", "text": "between us, owner", "to": opid}),
         json!({"type": "chat", "text": "hosts, a secret", "to_hosts": true}),
     ] {
-        g.ws.send(Message::text(msg.to_string())).await.expect("chat");
+        g.ws.send(Message::text(msg.to_string()))
+            .await
+            .expect("chat");
     }
     for _ in 0..3 {
         until_type(&mut o.ws, "chat").await;
@@ -677,15 +686,33 @@ async fn the_mailed_notes_include_the_chat_when_chosen() {
     let notes_mail = |n: usize| support::api::nth_mail_to(&sink, "ivy@corp.test", n);
     let mail = notes_mail(2);
     let text = mail.text_body();
-    assert!(text.contains("Chat:") && text.contains("Gina: Decision: ship <it> on Friday"), "{text}");
-    assert!(!text.contains("between us") && !text.contains("a secret"), "{text}");
+    assert!(
+        text.contains("Chat:") && text.contains("Gina: Decision: ship <it> on Friday"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("between us") && !text.contains("a secret"),
+        "{text}"
+    );
     let html = mail.part("text/html").map(|(_, b)| b).unwrap_or_default();
-    assert!(html.contains("ship &lt;it&gt; on Friday") && !html.contains("<it>"), "{html}");
+    assert!(
+        html.contains("ship &lt;it&gt; on Friday") && !html.contains("<it>"),
+        "{html}"
+    );
     // Not chosen: no chat.
-    let p = call("PATCH", &app.url(&format!("/api/v1/meetings/{id}")), Some(&owner), Some(json!({"chat_in_notes": false}))).await;
+    let p = call(
+        "PATCH",
+        &app.url(&format!("/api/v1/meetings/{id}")),
+        Some(&owner),
+        Some(json!({"chat_in_notes": false})),
+    )
+    .await;
     assert_eq!(p.status, 200, "{}", p.body);
     let r = call("POST", &send, Some(&owner), None).await;
     assert_eq!(r.status, 202, "{}", r.body);
     let again = notes_mail(3).text_body();
-    assert!(again.contains("We talked.") && !again.contains("Chat:"), "{again}");
+    assert!(
+        again.contains("We talked.") && !again.contains("Chat:"),
+        "{again}"
+    );
 }

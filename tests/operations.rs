@@ -1,5 +1,5 @@
 //! What an operator watches, through the real binary: `/healthz`, `/readyz` and `/metrics` on
-//! the all-in-one box and on an fsserver alone, the metric families issue 10 asks for, and
+//! the all-in-one box and on an fsserver alone, the metric families operators need, and
 //! JSON logs (`--logJson`, `log.json`).
 
 mod support;

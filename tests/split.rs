@@ -1,4 +1,4 @@
-//! Split deployment (issue 7): apiserver, sfuserver, turnserver and fsserver as separate
+//! Split deployment: apiserver, sfuserver, turnserver and fsserver as separate
 //! processes started with the seed's command lines, the node roles registering with the
 //! apiserver over the remote bridge.
 //!
@@ -1149,4 +1149,151 @@ async fn commands_survive_a_flapping_bridge_link_exactly_once() {
         "the mute arrived {} times: {mutes:?}",
         mutes.len()
     );
+}
+
+/// A raw signaling session on the split deployment: `join` sent, the first answer read.
+async fn signal_session(
+    j: &Value,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    Value,
+) {
+    let url = j["sfu"]["signal_url"].as_str().expect("signal_url");
+    let u = url::Url::parse(url).expect("url");
+    let tcp = tokio::net::TcpStream::connect(format!(
+        "{}:{}",
+        u.host_str().expect("host"),
+        u.port_or_known_default().expect("port")
+    ))
+    .await
+    .expect("connect to the sfuserver");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("upgrade");
+    ws.send(Message::text(
+        json!({"type": "join", "token": j["token"]}).to_string(),
+    ))
+    .await
+    .expect("join");
+    let first = next_of(&mut ws, "").await;
+    (ws, first)
+}
+
+/// The next signaling message of type `ty` ("": any), within 10 s.
+async fn next_of(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ty: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if ty.is_empty() || v["type"] == ty {
+                    return v;
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no {ty:?} message: {other:?}"),
+        }
+    }
+}
+
+/// Running a meeting on the split deployment: the lobby and a co-host's actions are the
+/// sfuserver's on its own host, and what the apiserver must learn crosses the bridge: a
+/// lobby guest gets no notes until a co-host admits it, a guest the co-host removes over
+/// signaling cannot join again, and the chat is stored by the apiserver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_deployment_runs_the_lobby_cohosts_and_chat() {
+    if !enter_private_netns("split_deployment_runs_the_lobby_cohosts_and_chat") {
+        return;
+    }
+    let d = loopback_deployment();
+    let api = "http://127.0.0.1:443";
+    let owner = sign_in(&d.api, &d.sink, "owner@corp.test").await;
+    let co = sign_in(&d.api, &d.sink, "co@corp.test").await;
+    let m = call(
+        "POST",
+        &format!("{api}/api/v1/meetings"),
+        Some(&owner),
+        Some(json!({"lobby": "guests", "cohosts": ["co@corp.test"]})),
+    )
+    .await;
+    assert_eq!(m.status, 201, "{}", m.body);
+    let (id, code) = (
+        m.body["id"].as_i64().expect("id"),
+        m.body["code"].as_str().expect("code").to_string(),
+    );
+    let jc = join(api, &code, Some(&co), "Co").await;
+    assert_eq!(jc["role"], "cohost");
+    let (mut cohost, first) = signal_session(&jc).await;
+    assert_eq!(first["type"], "joined", "{first}");
+    let jg = join(api, &code, None, "Gina").await;
+    assert_eq!(jg["lobby"], true);
+    let gpid = jg["participant_id"].as_str().expect("pid").to_string();
+    let (mut guest, first) = signal_session(&jg).await;
+    assert_eq!(first["type"], "waiting", "{first}");
+    let notes = |tok: String| async move {
+        support::api::client()
+            .get(format!("{api}/api/v1/meetings/{id}/notes"))
+            .header("X-Join-Token", tok)
+            .send()
+            .await
+            .expect("notes")
+            .status()
+            .as_u16()
+    };
+    let gtok = jg["token"].as_str().expect("token").to_string();
+    assert_eq!(notes(gtok.clone()).await, 403, "no notes from the lobby");
+    cohost
+        .send(Message::text(
+            json!({"type": "host", "action": {"action": "admit", "participant_id": gpid}})
+                .to_string(),
+        ))
+        .await
+        .expect("admit");
+    next_of(&mut guest, "joined").await;
+    support::api::eventually(
+        "the admitted guest's notes (entry reported over the bridge)",
+        || {
+            let t = gtok.clone();
+            async move { notes(t).await == 200 }
+        },
+    )
+    .await;
+    guest
+        .send(Message::text(
+            json!({"type": "chat", "text": "hello over the bridge"}).to_string(),
+        ))
+        .await
+        .expect("chat");
+    next_of(&mut cohost, "chat").await;
+    cohost
+        .send(Message::text(
+            json!({"type": "host", "action": {"action": "remove", "participant_id": gpid}})
+                .to_string(),
+        ))
+        .await
+        .expect("remove");
+    let closed = next_of(&mut guest, "closed").await;
+    assert_eq!(closed["reason"], "removed");
+    // The removal reached the apiserver over the bridge: the same browser may not rejoin.
+    let db = d.db_name.clone();
+    let removed = || {
+        shared_mariadb().root_sql(&format!(
+            "SELECT COUNT(*) FROM `{db}`.participations WHERE participant_id = '{gpid}' AND removed_at IS NOT NULL"
+        ))
+    };
+    support::wait_until(Duration::from_secs(10), "the removal recorded", || {
+        (removed().trim() == "1").then_some(())
+    });
+    let stored = || {
+        shared_mariadb().root_sql(&format!(
+            "SELECT text FROM `{db}`.chat_messages WHERE meeting_id = {id}"
+        ))
+    };
+    support::wait_until(Duration::from_secs(10), "the chat stored", || {
+        stored().contains("hello over the bridge").then_some(())
+    });
 }

@@ -1,4 +1,4 @@
-//! Enterprise sign-in (issue 19) against real peers started by the tests: OpenLDAP (Debian's
+//! Enterprise sign-in against real peers started by the tests: OpenLDAP (Debian's
 //! `slapd`, in a temp dir, data loaded with `slapadd`, LDAPS and StartTLS with a test CA) and
 //! a certified OpenID Provider (`oidc-provider` from npm, run by node) driven by Chromium.
 //! Also: `auth.methods` combinations, account lifecycle (the provider's "no" and the

@@ -1,4 +1,4 @@
-//! Attacks on the turnserver (issue 22, defect 5 and the TURN "Low" items), each run against
+//! Attacks on the turnserver (allocation exhaustion, idle slots, peer policy), each run against
 //! the real binary in its own private network namespace (loopback, plus addresses the test
 //! adds to it), and each showing the limit holding while another client is unharmed:
 //!

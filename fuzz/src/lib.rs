@@ -286,6 +286,7 @@ pub fn tokens(data: &[u8]) {
             role: Default::default(),
             lobby: false,
             screens_hosts_only: false,
+            may_claim_host: false,
         };
         let t = sign_join_token(&serde_json::to_vec(&c).expect("json"));
         assert_eq!(

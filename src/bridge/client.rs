@@ -648,6 +648,7 @@ mod tests {
             NodeCommand::ControlRoom(ControlRoom {
                 meeting: crate::ids::MeetingId(1),
                 action: crate::proto::RoomAction::Lock,
+                by: None,
             })
         };
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -560,6 +560,9 @@ pub struct Meetings {
     /// window is over.
     pub wrong_passcodes: u32,
     pub wrong_passcode_window: Dur,
+    /// When no host (owner or co-host) is in a meeting, an invitee present may claim host
+    /// powers (becoming a co-host).
+    pub claim_host: bool,
 }
 
 /// Who waits in a meeting's lobby.
@@ -603,6 +606,7 @@ impl Default for Meetings {
             lobby: LobbyMode::Guests,
             wrong_passcodes: 5,
             wrong_passcode_window: Dur::secs(900),
+            claim_host: true,
         }
     }
 }

@@ -189,10 +189,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     .start();
     let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
-    let registry =
-        apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient())
-            .chat_to(recorder.clone().recipient())
-            .start();
+    let registry = apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient())
+        .chat_to(recorder.clone().recipient())
+        .start();
     if let Some(n) = &peers.nodes {
         registry.do_send(apiserver::registry::Subscribe(n.clone()));
     }

@@ -71,6 +71,9 @@ impl RoomAction {
 pub struct ControlRoom {
     pub meeting: MeetingId,
     pub action: RoomAction,
+    /// The host's name, shown to the people it concerns ("Ann muted you").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A chat message of a meeting (sfuserver → apiserver), kept per meeting (bounded) for the

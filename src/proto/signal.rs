@@ -72,6 +72,20 @@ pub enum ClientMsg {
     Host {
         action: crate::proto::RoomAction,
     },
+    /// Relayed as [`ServerMsg::Reaction`] to everyone (the sender too), if `emoji` is one of
+    /// [`REACTIONS`] and the sender's last reaction is [`REACTION_INTERVAL_MS`] old (else
+    /// `error` `bad_reaction` or `rate_limited`).
+    Reaction {
+        emoji: String,
+    },
+    /// From a host only: relayed as [`ServerMsg::Spotlight`] to everyone; `None` ends it.
+    /// Others get `error` `not_host`. A newcomer gets the current spotlight after `joined`.
+    Spotlight {
+        participant_id: Option<String>,
+    },
+    /// An invitee takes host powers (as a co-host) when no host is in the meeting and the
+    /// meeting allows it (`meetings.claim_host`); else `error` `not_allowed` or `host_present`.
+    ClaimHost,
     Leave,
     Ping,
 }
@@ -248,7 +262,8 @@ pub enum ServerMsg {
     Pong,
     /// Every participant's network quality as the server measures it on their connection
     /// (loss and round-trip time of what it receives from and sends to them). Sent to
-    /// everyone in the room every [`QUALITY_INTERVAL_MS`], and at once to a newcomer.
+    /// everyone in the room every [`QUALITY_INTERVAL_MS`]; one message may list only some of
+    /// the room (each media worker reports its own participants), so clients merge by id.
     Quality {
         participants: Vec<QualityReport>,
     },
@@ -302,22 +317,6 @@ impl QualityReport {
     }
 }
 
-/// Client → sfuserver messages the web client already sends but the sfuserver does not
-/// handle yet (it answers `error` `bad_message` "unknown variant …" and the client hides the
-/// feature for that session). They become [`ClientMsg`] variants when the sfuserver handles
-/// them; kept apart so the sfuserver's exhaustive `match` on `ClientMsg` compiles meanwhile.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ClientMsgNext {
-    /// Relay as [`ServerMsg::Reaction`] to everyone (the sender too), if `emoji` is one of
-    /// [`REACTIONS`] and the sender's last reaction is [`REACTION_INTERVAL_MS`] old.
-    Reaction { emoji: String },
-    /// From a host only: relay as [`ServerMsg::Spotlight`] to everyone; `None` ends it.
-    /// Others get `error` `not_host`. A newcomer's `joined` should be followed by the
-    /// current spotlight.
-    Spotlight { participant_id: Option<String> },
-}
-
 impl ServerMsg {
     pub fn error(code: &str, message: impl Into<String>) -> ServerMsg {
         ServerMsg::Error {
@@ -328,32 +327,27 @@ impl ServerMsg {
 }
 
 #[cfg(test)]
-mod next_tests {
+mod room_extras_tests {
     use super::*;
 
     #[test]
-    fn next_messages_parse_as_the_web_client_sends_them() {
-        let r: ClientMsgNext =
+    fn reaction_and_spotlight_parse_as_the_web_client_sends_them() {
+        let r: ClientMsg =
             serde_json::from_str(r#"{"type":"reaction","emoji":"👍"}"#).expect("reaction parses");
         assert_eq!(
             r,
-            ClientMsgNext::Reaction {
+            ClientMsg::Reaction {
                 emoji: "👍".into()
             }
         );
-        let s: ClientMsgNext =
-            serde_json::from_str(r#"{"type":"spotlight","participant_id":null}"#)
-                .expect("spotlight parses");
+        let s: ClientMsg = serde_json::from_str(r#"{"type":"spotlight","participant_id":null}"#)
+            .expect("spotlight parses");
         assert_eq!(
             s,
-            ClientMsgNext::Spotlight {
+            ClientMsg::Spotlight {
                 participant_id: None
             }
         );
-        // Today's ClientMsg refuses them with the message the client recognises.
-        let e = serde_json::from_str::<ClientMsg>(r#"{"type":"reaction","emoji":"👍"}"#)
-            .expect_err("not a ClientMsg yet");
-        assert!(e.to_string().contains("unknown variant `reaction`"), "{e}");
     }
 
     #[test]

@@ -123,6 +123,10 @@ const scenarios = {
     const greg = await newPage(browser, 'greg');
     await greg.goto(`${BASE}/m/${code}?name=${encodeURIComponent('Guest Greg')}&autojoin=1`);
     await greg.waitForSelector('#lobby-wait');
+    // The waiting screen in Chinese (the language switch redraws it).
+    await greg.click('#lang');
+    out.waiting_zh = await greg.textContent('#lobby-text');
+    await greg.click('#lang');
     await co.waitForSelector('#lobby li:has-text("Guest Greg")', { timeout: 15000 });
     await co.fill('#deny-reason', 'Invite only today');
     await co.click('#lobby li:has-text("Guest Greg") .lobby-deny');

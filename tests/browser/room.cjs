@@ -161,7 +161,7 @@ async function corners(p, selector) {
 const scenarios = {
   // Speaker view follows the talker, pin overrides, full screen, hide self view, layer
   // requests follow tile sizes, talking-while-muted hint, indicators, details, shortcuts,
-  // help overlay, reactions (refused by today's server), audio-only mode, zh-CN.
+  // help overlay, reactions, spotlight for all, server quality, audio-only mode, zh-CN.
   async room(_) {
     const out = {};
     const talkers = await launch({ audio: 'voice.wav' });
@@ -256,27 +256,35 @@ const scenarios = {
       // The hand by shortcut, announced to the others.
       await key(bob, 'h');
       out.hand_announced = await waitFor('hand announced', async () => { const t = await carol.textContent('#announce'); return { ok: t.includes('Bob raised a hand'), t }; }, 10000);
-      // Reactions: today's server does not relay them; the client says so and hides them.
+      // Reactions: relayed by the server to everyone; shown on the sender's tile.
       await bob.click('#ctl-react');
       await bob.click('.react >> nth=0');
-      out.reactions = await waitFor('reactions refused', async () => {
-        const r = await bob.evaluate(() => ({ unsupported: [...window.room.client.unsupported], button: !!document.getElementById('ctl-react'), toast: document.getElementById('toast')?.textContent || '' }));
-        return { ok: r.unsupported.includes('reaction') && !r.button, ...r };
+      out.reactions = await waitFor('reaction seen', async () => {
+        const r = await carol.evaluate((b) => ({ onTile: [...document.querySelectorAll(`figure.tile[data-pid="${b}"] .reaction`)].map((x) => x.textContent), said: document.getElementById('announce')?.textContent || '' }), B);
+        return { ok: r.onTile.length > 0, ...r };
       }, 10000);
-      // Spotlight for everyone (host): refused the same way; the tile button goes away.
+      // A second reaction within the second: the client holds it back (the server would refuse it).
+      await bob.click('.react >> nth=1');
+      out.reaction_wait = await bob.evaluate(() => document.getElementById('toast')?.textContent || '');
+      // Spotlight for everyone (host only): Carol's view follows Alice's choice.
       const spotSel = `figure.tile[data-pid="${B}"] .tile-spot`;
       out.spot_button_for_host = !!(await alice.$(spotSel));
       out.spot_button_for_guest = !!(await carol.$('.tile-spot'));
       if (out.spot_button_for_host) { await alice.hover(`figure.tile[data-pid="${B}"]`); await alice.click(spotSel); }
-      out.spotlight = await waitFor('spotlight refused', async () => {
-        const r = await alice.evaluate(() => ({ unsupported: [...window.room.client.unsupported], buttons: document.querySelectorAll('.tile-spot').length }));
-        return { ok: r.unsupported.includes('spotlight') && r.buttons === 0, ...r };
+      out.spotlight = await waitFor('spotlight at carol', async () => {
+        const r = await carol.evaluate((b) => ({ spot: window.room.spotlight, lit: !!document.querySelector(`figure.tile[data-pid="${b}"].spotlit`) }), B);
+        return { ok: r.spot === B && r.lit, ...r };
       }, 10000);
-      // The client side of the quality report (the server does not send it yet): a report
-      // fed to Carol's client turns Bob's bars red and says where they come from.
-      await carol.evaluate((b) => window.room.client._onMessage({ type: 'quality', participants: [{ participant_id: b, level: 1, loss_pct: 12, rtt_ms: 320 }] }), B);
-      const q = (await state(carol)).tiles.find((t) => t.pid === B);
-      out.quality_msg = { level: q.netq, from: q.netqFrom, label: q.netqLabel };
+      await alice.click(spotSel);
+      out.spotlight_off = await waitFor('spotlight off at carol', async () => {
+        const spot = await carol.evaluate(() => window.room.spotlight);
+        return { ok: spot === null, spot };
+      }, 10000);
+      // Quality as the server measures it: bars on Bob's tile at Carol, from the server.
+      out.quality_msg = await waitFor('server quality', async () => {
+        const q = (await state(carol)).tiles.find((t) => t.pid === B);
+        return { ok: !!q && q.netqFrom === 'server', level: q && q.netq, from: q && q.netqFrom, label: q && q.netqLabel };
+      }, 10000);
       // Grid again and a picture; then the same room in Chinese.
       await key(carol, 'l');
       await sleep(1500);

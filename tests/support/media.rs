@@ -15,6 +15,12 @@ pub fn enter_private_netns(test: &str) -> bool {
     if std::env::var("APPLIANCE_IN_NETNS").as_deref() == Ok("1") {
         return true;
     }
+    // One media test at a time across every test binary: two browsers sending media and a
+    // server on two cores is the whole machine; a second such test beside it starves both
+    // (noise suppression, blur and frame-rate measurements go wrong under starvation).
+    let lock = std::fs::File::create(std::env::temp_dir().join("meeting-appliance-media.lock"))
+        .expect("media test lock file");
+    lock.lock().expect("media test lock");
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new("unshare")
         .args([
@@ -30,6 +36,7 @@ pub fn enter_private_netns(test: &str) -> bool {
         .env("APPLIANCE_IN_NETNS", "1")
         .output()
         .expect("unshare (util-linux) runs; tests run as root");
+    drop(lock);
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1144,8 +1144,7 @@ impl Appliance {
         // so each takes free ports unless the test sets them (flags win over these).
         cmd.env("MEETING_SFU__UDP_PORT", "0")
             .env("MEETING_TURN__PORT", "0")
-            .env("MEETING_TURN__TLS_PORT", "0")
-            .env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
+            .env("MEETING_TURN__TLS_PORT", "0");
         cmd.envs(envs.iter().copied());
         Appliance::spawn(cmd, data_dir)
     }
@@ -1155,9 +1154,7 @@ impl Appliance {
     pub fn start_exact(args: &[&str], cwd: &Path) -> Appliance {
         fs::create_dir_all(cwd).expect("create the working dir");
         let mut cmd = Command::new(appliance_bin!());
-        cmd.args(args)
-            .current_dir(cwd)
-            .env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
+        cmd.args(args).current_dir(cwd);
         let data_dir = cwd.join("meeting-data");
         fs::create_dir_all(&data_dir).expect("create appliance data dir");
         Appliance::spawn(cmd, &data_dir)
@@ -1165,6 +1162,9 @@ impl Appliance {
 
     /// Starts `cmd`, keeps its log, and waits (60 s) for its `listening on http(s)://` line.
     pub fn spawn(mut cmd: Command, data_dir: &Path) -> Appliance {
+        if !cmd.get_envs().any(|(k, _)| k == "MEETING_MEETINGS__LOBBY") {
+            cmd.env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
+        }
         let bin = format!("{:?}", cmd.get_program());
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -35,6 +35,7 @@ export interface Meeting {
 export interface JoinAnswer {
   participant_id: string; token: string; display_name: string; host: boolean;
   role?: 'owner' | 'cohost' | 'participant' | 'guest'; lobby?: boolean; screens_hosts_only?: boolean;
+  may_claim_host?: boolean;
   meeting: { id: number; code: string; title: string; kind: string };
   sfu: { signal_url: string }; ice_servers: RTCIceServer[];
 }

@@ -151,7 +151,7 @@ const en = {
   notes_kind_restore: 'restored',
   notes_image_blocked: '[image not shown: {alt} (only images attached to these notes are shown)]',
   notes_no_history: 'No versions yet: one is kept when typing pauses.',
-  // Enterprise sign-in (issue 19)
+  // Enterprise sign-in
   sign_in_with: 'Sign in with {name}',
   or: 'or',
   username: 'Username',
@@ -203,7 +203,7 @@ const en = {
   admin_col_actor: 'Who',
   admin_col_target: 'Whom / what',
   admin_col_detail: 'Detail',
-  // The meeting room (issue 21).
+  // The meeting room.
   controls: 'Meeting controls',
   videos: 'Videos',
   settings: 'Settings',
@@ -328,6 +328,7 @@ const en = {
   s_save: 'Save settings',
   s_saved: 'Settings saved',
   s_back: 'Back',
+  claim_host: 'No host is here: take over as host',
   s_chat_notes: 'Include the chat (messages to everyone) in the mailed notes',
 };
 
@@ -534,7 +535,7 @@ const zh: Record<Key, string> = {
   admin_col_actor: '操作者',
   admin_col_target: '对象',
   admin_col_detail: '详情',
-  // The meeting room (issue 21).
+  // The meeting room.
   controls: '会议控制',
   videos: '视频',
   settings: '设置',
@@ -659,6 +660,7 @@ const zh: Record<Key, string> = {
   s_save: '保存设置',
   s_saved: '设置已保存',
   s_back: '返回',
+  claim_host: '当前没有主持人：接任主持人',
   s_chat_notes: '在邮寄的会议纪要中包含聊天记录（发给所有人的消息）',
 };
 

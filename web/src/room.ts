@@ -91,6 +91,8 @@ export class Room {
   /** From the deep link (`?pwd=`) or typed when the server asked for it. */
   passcode = new URLSearchParams(location.search).get('pwd') || '';
   private passcodeAsked = false;
+  /** The role the join answer gave (the meeting's settings), before any change in the meeting. */
+  private joinRole = '';
   private levels = new Map<string, { level: Level; talk: Talk; trackId: string }>();
   private selfTalk = new Talk(-50, 4, 10);
   private tiles = new Map<string, Tile>();
@@ -166,6 +168,7 @@ export class Room {
   private async connectOnce(): Promise<void> {
     const answer = await api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), { display_name: this.choice.name, passcode: this.passcode || undefined });
     this.answer = answer;
+    this.joinRole = answer.role || (answer.host ? 'owner' : 'participant');
     const c = new MeetingClient({ signalUrl: answer.sfu.signal_url, token: answer.token, iceServers: answer.ice_servers });
     this.client = c;
     const on = (type: string, f: (d: any) => void) => c.addEventListener(type, (e) => { if (this.client === c) f((e as CustomEvent).detail); });
@@ -226,7 +229,7 @@ export class Room {
     });
     on('ask_unmute', (d) => { if (this.audioMuted) toast(t('asked_unmute', { name: d.by })); this.announce(t('asked_unmute', { name: d.by })); });
     on('permissions', (d) => this.onPermissions(d));
-    on('error', (d) => { if (d.code === 'not_allowed') toast(t('not_allowed', { msg: d.message })); else if (d.code === 'not_host' || d.code === 'not_done' || d.code === 'bad_chat') toast(t('error', { msg: d.message })); });
+    on('error', (d) => { if (d.code === 'host_present') toast(t('error', { msg: d.message })); else if (d.code === 'not_allowed') toast(t('not_allowed', { msg: d.message })); else if (d.code === 'not_host' || d.code === 'not_done' || d.code === 'bad_chat') toast(t('error', { msg: d.message })); });
     on('locked', (d) => { this.locked = d.locked; this.update(); });
     on('quality', (d) => {
       this.serverQualityAt = performance.now();
@@ -463,6 +466,14 @@ export class Room {
   }
 
   hostAction(a: HostAction): void {
+    // Owners and co-hosts by the meeting's settings act through the API (each action in the
+    // audit log, under their account); hosts made in the meeting (a promoted guest) over
+    // signaling, where the sfuserver knows them.
+    const signedHost = this.choice.signedIn && (this.joinRole === 'owner' || this.joinRole === 'cohost');
+    if (signedHost && this.answer) {
+      api('POST', `/meetings/${this.answer.meeting.id}/control`, a).catch((e) => toast(t('error', { msg: (e as Error).message })));
+      return;
+    }
     if (!this.client?.host(a)) toast(t('error', { msg: t('reconnecting', { n: 1 }) }));
   }
 
@@ -671,6 +682,7 @@ export class Room {
     for (const a of this.audios.values()) this.els.audio.append(a);
     this.update();
     this.drawHelp();
+    this.showWaiting();
   }
 
   private chatForm(): HTMLElement {
@@ -935,6 +947,8 @@ export class Room {
           h('button', { type: 'button', class: 'danger small', id: 'host-end', onclick: () => this.control('end') }, t('end_all'))) : '',
         host ? hostTools(this.perm, act) : '',
         host ? handQueue(this.people(), act) : '',
+        !host && this.answer?.may_claim_host && this.client && !this.people().some((p) => p.host)
+          ? h('p', {}, h('button', { type: 'button', class: 'secondary small', id: 'claim-host', onclick: () => this.client?.claimHost() }, t('claim_host'))) : '',
         h('ul', { class: 'people', id: 'people' }, ...this.people().map((p) => {
           const self = p.participant_id === (this.me || 'me');
           const owner = p.role === 'owner' || (p.host && p.role !== 'cohost');

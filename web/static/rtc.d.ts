@@ -48,6 +48,7 @@ export class MeetingClient extends EventTarget {
   setLayer(mid: string, width: number, height: number): void;
   chat(text: string, to?: string): void;
   host(action: { action: string; [k: string]: unknown }): boolean;
+  claimHost(): boolean;
   mute(kind: 'audio' | 'video', muted: boolean): void;
   raiseHand(raised: boolean): void;
   inboundStats(): Promise<Record<string, any>>;

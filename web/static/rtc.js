@@ -256,6 +256,8 @@ export class MeetingClient extends EventTarget {
   }
   // A host action (src/proto/room.rs RoomAction): {action: 'mute_all'} …
   host(action) { return this._send({ type: 'host', action }); }
+  // An invitee takes over as host when no host is left (if the meeting allows it).
+  claimHost() { return this._send({ type: 'claim_host' }); }
   mute(kind, muted) {
     const tr = this.published.get(kind === 'audio' ? 'microphone' : 'camera');
     if (tr && tr.sender.track) tr.sender.track.enabled = !muted;

@@ -1012,6 +1012,7 @@ pub async fn join(
         role,
         lobby,
         screens_hosts_only: m.screen_share == "hosts",
+        may_claim_host: st.cfg.meetings.claim_host && invited && !host,
     };
     let token = st.keys.sign_join(&claims);
     let (username, credential) = st.keys.turn_credentials(
@@ -1060,6 +1061,7 @@ pub async fn join(
         "role": role,
         "lobby": lobby,
         "screens_hosts_only": m.screen_share == "hosts",
+        "may_claim_host": claims.may_claim_host,
         "meeting": { "id": m.id, "code": m.code, "title": m.title, "kind": m.kind,
                      "begin_at": m.begin_at, "end_at": m.end_at },
         "sfu": { "address": sfu, "signal_url": signal_url },
@@ -1171,6 +1173,7 @@ pub async fn control(
             control: ControlRoom {
                 meeting: MeetingId(m.id),
                 action: action.clone(),
+                by: Some(me.user.display_name.clone()),
             },
         })
         .await;

@@ -672,6 +672,7 @@ mod tests {
             control: ControlRoom {
                 meeting: MeetingId(1),
                 action: RoomAction::Lock,
+                by: None,
             },
         });
         let waiter = actix_rt::spawn(control);

@@ -93,6 +93,7 @@ impl Handler<ControlRoom> for SfuServer {
             if w.send(WorkerCmd::Control {
                 meeting: m.meeting,
                 action: m.action.clone(),
+                by: m.by.clone(),
                 reply,
             })
             .is_ok()

@@ -370,6 +370,7 @@ pub async fn close_connections(st: &ApiState, user_id: i64, since: Option<i64>) 
                     action: RoomAction::Remove {
                         participant_id: ParticipantId(p.participant_id.clone()),
                     },
+                    by: None,
                 },
             })
             .await;

@@ -95,6 +95,7 @@ impl Core {
     }
 
     /// A waiter left the lobby (any worker): the replica forgets it, hosts are told.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_waiter_down(
         &mut self,
         now: Instant,
@@ -487,6 +488,57 @@ impl Core {
         Ok(())
     }
 
+    /// An invitee claims host powers: allowed only when the meeting allows it for them and no
+    /// host (owner or co-host) is in the room; they become a co-host.
+    pub(super) fn claim_host(&mut self, slot: usize, out: &mut Outputs) {
+        let Some(p) = self.peers[slot].as_ref() else {
+            return;
+        };
+        let refuse = |code: &str, m: &str| ToClient::Msg {
+            slot,
+            msg: ServerMsg::error(code, m),
+        };
+        if p.host {
+            out.clients
+                .push(refuse("not_done", "You are a host already."));
+            return;
+        }
+        if !p.may_claim_host {
+            out.clients.push(refuse(
+                "not_allowed",
+                "Only invitees may claim host, and only where the meeting allows it.",
+            ));
+            return;
+        }
+        let meeting = p.meeting;
+        let hosts = self
+            .rooms
+            .get(&meeting)
+            .is_some_and(|r| r.members.iter().any(|m| m.info.role.is_host()));
+        if hosts {
+            out.clients.push(refuse(
+                "host_present",
+                "A host is in the meeting; ask them instead.",
+            ));
+            return;
+        }
+        let Some(p) = self.peers[slot].as_mut() else {
+            return;
+        };
+        p.host = true;
+        p.role = Role::Cohost;
+        let m = ServerMsg::Role {
+            participant_id: p.pid.0.clone(),
+            role: Role::Cohost,
+            host: true,
+            by: p.name.clone(),
+        };
+        tracing::info!(%meeting, participant = %p.pid, "an invitee claimed host");
+        self.member_changed(slot, out);
+        self.broadcast(meeting, None, m, out);
+        self.send_lobby_to(meeting, slot, out);
+    }
+
     /// The slot of `key` if it is a participant of this worker.
     fn local_slot(&self, key: PeerKey) -> Option<usize> {
         let slot = key.slot as usize;
@@ -637,10 +689,11 @@ impl Core {
             },
             out,
         );
-        out.events.push(super::CoreEvent::Chat(crate::proto::ChatPosted {
-            meeting,
-            line: line.clone(),
-        }));
+        out.events
+            .push(super::CoreEvent::Chat(crate::proto::ChatPosted {
+                meeting,
+                line: line.clone(),
+            }));
         self.deliver_chat(meeting, line, out);
     }
 

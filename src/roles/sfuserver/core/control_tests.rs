@@ -441,3 +441,48 @@ fn promote_demote_and_permissions_hold_at_the_server() {
     sim.run(50);
     assert!(has_error(&sim, a, "not_host"));
 }
+
+#[test]
+fn an_invitee_claims_host_only_when_no_host_is_left() {
+    let mut sim = Sim::new(2, 0);
+    let owner = sim.join(0, false, false, false, true);
+    let stranger = sim.join(1, false, false, false, false);
+    sim.may_claim_next = true;
+    let invitee = sim.join(0, false, false, false, false);
+    let other = sim.join(1, false, false, false, false);
+    sim.may_claim_next = false;
+    sim.run(100);
+    // While the owner is here: refused.
+    sim.signal(invitee, ClientMsg::ClaimHost);
+    sim.run(20);
+    assert!(has_error(&sim, invitee, "host_present"));
+    sim.signal(owner, ClientMsg::Leave);
+    sim.run(50);
+    // Not invited: refused; invited: a co-host now, everyone sees it; then the next claim
+    // finds a host.
+    sim.signal(stranger, ClientMsg::ClaimHost);
+    sim.run(20);
+    assert!(has_error(&sim, stranger, "not_allowed"));
+    sim.signal(invitee, ClientMsg::ClaimHost);
+    sim.run(50);
+    let ipid = sim.clients[invitee].pid.0.clone();
+    for x in [stranger, invitee, other] {
+        assert!(sim.clients[x].msgs.iter().any(|m| matches!(
+            m,
+            ServerMsg::Role { participant_id, role: Role::Cohost, host: true, .. } if *participant_id == ipid
+        )), "{x}");
+    }
+    sim.signal(other, ClientMsg::ClaimHost);
+    sim.run(20);
+    assert!(has_error(&sim, other, "host_present"));
+    // The new co-host acts as one.
+    sim.signal(invitee, host(RoomAction::MuteAll));
+    sim.run(20);
+    assert!(!has_error(&sim, invitee, "not_host"));
+    assert!(
+        sim.clients[other]
+            .msgs
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Mute { by_host: true, .. }))
+    );
+}

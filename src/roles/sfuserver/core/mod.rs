@@ -61,7 +61,8 @@ use self::participant::{
 };
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::signal::{
-    ChatLine, ClientMsg, LobbyEntry, MediaKind, ParticipantInfo, Role, ServerMsg, Source,
+    ChatLine, ClientMsg, LobbyEntry, MediaKind, ParticipantInfo, QUALITY_INTERVAL_MS,
+    QualityReport, REACTION_INTERVAL_MS, REACTIONS, Role, ServerMsg, Source,
 };
 use crate::proto::{ParticipationChanged, RoomAction};
 use crate::tokens::JoinClaims;
@@ -143,6 +144,8 @@ pub enum WorkerCmd {
     Control {
         meeting: MeetingId,
         action: RoomAction,
+        /// The host's name, if the apiserver knows it.
+        by: Option<String>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// The server stops: every session is told (`closed`, reason `server_shutdown`, so clients
@@ -376,6 +379,8 @@ struct Room {
     on_worker: Vec<u32>,
     locked: bool,
     speaker: Option<ParticipantId>,
+    /// Who a host put in the spotlight for everyone, and which host.
+    spotlight: Option<(String, String)>,
     empty_since: Option<Instant>,
     audio: Arc<RoomAudio>,
     /// The lobby (people on any worker), in arrival order.
@@ -420,6 +425,8 @@ pub struct Core {
     sources: HashMap<TrackKey, SourceTrack>,
     dirty: Vec<usize>,
     next_housekeeping: Option<Instant>,
+    /// When the rooms' participants are next told everyone's connection quality.
+    next_quality: Option<Instant>,
     /// Per meeting, participants a host removed and when (oldest first): their join tokens
     /// are still valid for a while and must not bring them back.
     removed: HashMap<MeetingId, std::collections::VecDeque<(ParticipantId, Instant)>>,
@@ -451,6 +458,7 @@ impl Core {
             sources: HashMap::new(),
             dirty: Vec::new(),
             next_housekeeping: None,
+            next_quality: None,
             removed: HashMap::new(),
             denied: HashMap::new(),
             clock: (Instant::now(), crate::util::now_ms()),
@@ -734,6 +742,18 @@ impl Core {
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 p.bwe_bps = Some(estimate.as_u64());
+            }
+            Event::PeerStats(s) => {
+                let loss = s
+                    .ingress_loss_fraction
+                    .unwrap_or(0.0)
+                    .max(s.egress_loss_fraction.unwrap_or(0.0));
+                p.loss_pct = (loss * 100.0).clamp(0.0, 100.0);
+                if let Some(rtt) = s.rtt {
+                    p.rtt_ms = rtt.as_millis().min(u32::MAX as u128) as u32;
+                }
+                p.receiving = s.peer_bytes_rx > p.peer_bytes_rx;
+                p.peer_bytes_rx = s.peer_bytes_rx;
             }
             _ => {}
         }
@@ -1247,7 +1267,10 @@ impl Core {
                 meeting,
                 except,
                 msg,
-            } => self.broadcast_local(meeting, except, &msg, out),
+            } => {
+                self.note_spotlight(meeting, &msg);
+                self.broadcast_local(meeting, except, &msg, out)
+            }
             Ctl::Keyframe { track, layer } => self.keyframe_local(now, track, layer),
             Ctl::WaiterUp {
                 meeting,
@@ -1306,6 +1329,15 @@ impl Core {
         }
     }
 
+    /// Every worker's replica of the room keeps the spotlight, for newcomers.
+    fn note_spotlight(&mut self, meeting: MeetingId, msg: &ServerMsg) {
+        if let ServerMsg::Spotlight { participant_id, by } = msg
+            && let Some(room) = self.rooms.get_mut(&meeting)
+        {
+            room.spotlight = participant_id.clone().map(|p| (p, by.clone()));
+        }
+    }
+
     fn room_entry(&mut self, meeting: MeetingId, audio: Option<Arc<RoomAudio>>) -> &mut Room {
         let workers = usize::from(self.cfg.workers.max(1));
         let rooms = &self.cfg.rooms;
@@ -1315,6 +1347,7 @@ impl Core {
             on_worker: vec![0; workers],
             locked: false,
             speaker: None,
+            spotlight: None,
             empty_since: None,
             audio: audio.unwrap_or_else(|| rooms.audio(meeting)),
             waiting: Vec::new(),
@@ -1352,6 +1385,14 @@ impl Core {
         {
             room.speaker = None;
         }
+        // Whoever was in the spotlight left: it ends (each worker tells its own people).
+        let spotlight_ended = room
+            .spotlight
+            .as_ref()
+            .is_some_and(|(p, _)| *p == m.info.participant_id);
+        if spotlight_ended {
+            room.spotlight = None;
+        }
         for t in &m.tracks {
             self.apply_track_down(now, meeting, t.key, out);
         }
@@ -1369,11 +1410,18 @@ impl Core {
             meeting,
             Some(key),
             &ServerMsg::ParticipantLeft {
-                participant_id: m.info.participant_id,
+                participant_id: m.info.participant_id.clone(),
                 reason: reason.to_string(),
             },
             out,
         );
+        if spotlight_ended {
+            let end = ServerMsg::Spotlight {
+                participant_id: None,
+                by: m.info.participant_id,
+            };
+            self.broadcast_local(meeting, Some(key), &end, out);
+        }
     }
 
     fn broadcast_local(
@@ -1447,9 +1495,10 @@ impl Core {
             WorkerCmd::Control {
                 meeting,
                 action,
+                by,
                 reply,
             } => {
-                let r = self.apply_action(now, meeting, action, None, out);
+                let r = self.apply_action(now, meeting, action, by.as_deref(), out);
                 out.events.push(CoreEvent::ControlReply(reply, r));
             }
             WorkerCmd::Shutdown { reply } => {
@@ -1493,7 +1542,8 @@ impl Core {
             .enable_vp8(true)
             .enable_h264(true)
             .enable_bwe(Some(Bitrate::kbps(800)))
-            .set_stats_interval(None)
+            // Per-participant loss and RTT for `ServerMsg::Quality`.
+            .set_stats_interval(Some(Duration::from_millis(QUALITY_INTERVAL_MS)))
     }
 
     fn join(
@@ -1641,6 +1691,7 @@ impl Core {
             _ => Role::Participant,
         };
         peer.screens_hosts_only = claims.screens_hosts_only;
+        peer.may_claim_host = claims.may_claim_host;
         let room = self.room_entry(meeting, None);
         room.empty_since = None;
         let lobby = claims.lobby && !claims.host && !room.admitted.contains(&claims.participant);
@@ -1681,7 +1732,8 @@ impl Core {
                     .map(|t| (t.clone(), ParticipantId(m.info.participant_id.clone())))
             })
             .collect();
-        let (locked, speaker) = (room.locked, room.speaker.clone());
+        let (locked, speaker, spotlight) =
+            (room.locked, room.speaker.clone(), room.spotlight.clone());
         let (cameras, screens) = (room.cameras, room.screens);
         let history: Vec<ChatLine> = room
             .chat
@@ -1737,6 +1789,15 @@ impl Core {
                 slot,
                 msg: ServerMsg::ActiveSpeaker {
                     participant_id: speaker.map(|s| s.0),
+                },
+            });
+        }
+        if let Some((participant_id, by)) = spotlight {
+            out.clients.push(ToClient::Msg {
+                slot,
+                msg: ServerMsg::Spotlight {
+                    participant_id: Some(participant_id),
+                    by,
                 },
             });
         }
@@ -1925,6 +1986,67 @@ impl Core {
             ClientMsg::Host { action } => {
                 self.host_action(now, slot, action, out);
                 return;
+            }
+            ClientMsg::ClaimHost => {
+                self.claim_host(slot, out);
+                return;
+            }
+            ClientMsg::Reaction { emoji } => {
+                if !REACTIONS.contains(&emoji.as_str()) {
+                    out.clients.push(ToClient::Msg {
+                        slot,
+                        msg: ServerMsg::error("bad_reaction", "Not one of the reactions."),
+                    });
+                    return;
+                }
+                let gap = Duration::from_millis(REACTION_INTERVAL_MS);
+                if p.last_reaction
+                    .is_some_and(|t| now.saturating_duration_since(t) < gap)
+                {
+                    out.clients.push(ToClient::Msg {
+                        slot,
+                        msg: ServerMsg::error("rate_limited", "One reaction a second at most."),
+                    });
+                    return;
+                }
+                p.last_reaction = Some(now);
+                let m = ServerMsg::Reaction {
+                    participant_id: p.pid.0.clone(),
+                    emoji,
+                    at: crate::util::now(),
+                };
+                self.broadcast(meeting, None, m, out);
+            }
+            ClientMsg::Spotlight { participant_id } => {
+                if !p.host {
+                    out.clients.push(ToClient::Msg {
+                        slot,
+                        msg: ServerMsg::error(
+                            "not_host",
+                            "Only a host can spotlight for everyone.",
+                        ),
+                    });
+                    return;
+                }
+                let by = p.pid.0.clone();
+                let present = |id: &String| {
+                    self.rooms
+                        .get(&meeting)
+                        .is_some_and(|r| r.members.iter().any(|m| &m.info.participant_id == id))
+                };
+                if participant_id.as_ref().is_some_and(|id| !present(id)) {
+                    out.clients.push(ToClient::Msg {
+                        slot,
+                        msg: ServerMsg::error(
+                            "not_in_meeting",
+                            "That participant is not in this meeting.",
+                        ),
+                    });
+                    return;
+                }
+                let m = ServerMsg::Spotlight { participant_id, by };
+                self.note_spotlight(meeting, &m);
+                self.broadcast(meeting, None, m, out);
             }
             ClientMsg::Leave => self.remove_peer(now, slot, "left", out),
             ClientMsg::Ping => out.clients.push(ToClient::Msg {
@@ -2150,6 +2272,10 @@ impl Core {
 
     fn housekeeping(&mut self, now: Instant, out: &mut Outputs) {
         self.report_wants(out);
+        if self.next_quality.is_none_or(|t| t <= now) {
+            self.next_quality = Some(now + Duration::from_millis(QUALITY_INTERVAL_MS));
+            self.report_quality(out);
+        }
         for slot in 0..self.peers.len() {
             self.update_desired(slot);
         }
@@ -2222,6 +2348,34 @@ impl Core {
                 out.events.push(CoreEvent::RoomClosed(m));
                 tracing::info!(meeting = %m, "room closed");
             }
+        }
+    }
+}
+
+impl Core {
+    /// Each worker reports the connection quality of its own participants to their whole
+    /// room (clients merge the partial lists by participant).
+    fn report_quality(&mut self, out: &mut Outputs) {
+        let mut reports = Vec::new();
+        for (meeting, room) in &self.rooms {
+            let participants: Vec<QualityReport> = room
+                .local
+                .iter()
+                .filter_map(|&s| self.peers[s].as_ref())
+                .filter(|p| p.connected)
+                .map(|p| QualityReport {
+                    participant_id: p.pid.0.clone(),
+                    level: QualityReport::level_for(p.loss_pct, p.rtt_ms, p.receiving),
+                    loss_pct: (p.loss_pct * 10.0).round() / 10.0,
+                    rtt_ms: p.rtt_ms,
+                })
+                .collect();
+            if !participants.is_empty() {
+                reports.push((*meeting, participants));
+            }
+        }
+        for (meeting, participants) in reports {
+            self.broadcast(meeting, None, ServerMsg::Quality { participants }, out);
         }
     }
 }

@@ -183,6 +183,16 @@ pub struct Participant {
     pub lobby: bool,
     /// The meeting lets only hosts share their screen.
     pub screens_hosts_only: bool,
+    /// An invitee who may claim host powers when no host is left.
+    pub may_claim_host: bool,
+    /// When its last reaction was relayed (one per `REACTION_INTERVAL_MS`).
+    pub last_reaction: Option<Instant>,
+    /// Its connection as str0m's last stats saw it: loss (percent, the worse direction),
+    /// round-trip time, and whether anything arrived from it since the stats before.
+    pub loss_pct: f32,
+    pub rtt_ms: u32,
+    pub receiving: bool,
+    pub peer_bytes_rx: u64,
     pub next_timeout: Instant,
     pub dirty: bool,
     /// Latest egress bandwidth estimate towards this participant, bits per second.
@@ -266,6 +276,12 @@ impl Participant {
             base_role: Role::Participant,
             lobby: false,
             screens_hosts_only: false,
+            may_claim_host: false,
+            last_reaction: None,
+            loss_pct: 0.0,
+            rtt_ms: 0,
+            receiving: true,
+            peer_bytes_rx: 0,
             next_timeout: now,
             dirty: false,
             bwe_bps: None,

@@ -111,6 +111,8 @@ pub struct Sim {
     pub lobby_next: bool,
     /// The role the next joins' tokens give (default: owner for hosts, else participant).
     pub role_next: Option<crate::proto::signal::Role>,
+    /// Whether the next joins' tokens let them claim host when no host is left.
+    pub may_claim_next: bool,
     /// Participation events the cores reported.
     pub events: Vec<crate::proto::ParticipationChanged>,
     pub now: Instant,
@@ -161,6 +163,7 @@ impl Sim {
         Sim {
             lobby_next: false,
             role_next: None,
+            may_claim_next: false,
             events: Vec::new(),
             now,
             cores,
@@ -265,6 +268,7 @@ impl Sim {
             }),
             lobby: self.lobby_next,
             screens_hosts_only: false,
+            may_claim_host: self.may_claim_next,
         };
         self.cmd(
             worker,
@@ -306,6 +310,7 @@ impl Sim {
                 WorkerCmd::Control {
                     meeting: MEETING,
                     action: action.clone(),
+                    by: None,
                     reply,
                 },
             );

@@ -524,3 +524,167 @@ fn a_removed_participant_cannot_come_back_with_its_token() {
     sim.run(1500);
     assert!(sim.cores.iter().all(|c| c.removed.is_empty()));
 }
+
+#[test]
+fn reactions_are_relayed_to_the_room_across_workers_at_one_a_second() {
+    let mut sim = Sim::new(2, 0);
+    let a = sim.join(0, true, false, false, false);
+    let b = sim.join(1, true, false, false, false);
+    sim.run(500);
+    let reactions = |sim: &Sim, x: usize| {
+        sim.clients[x]
+            .msgs
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Reaction { .. }))
+            .count()
+    };
+    sim.signal(
+        a,
+        ClientMsg::Reaction {
+            emoji: "👍".into()
+        },
+    );
+    sim.run(50);
+    // Within the second: refused, not relayed.
+    sim.signal(
+        a,
+        ClientMsg::Reaction {
+            emoji: "🎉".into()
+        },
+    );
+    // Not one of the reactions: refused.
+    sim.signal(
+        b,
+        ClientMsg::Reaction {
+            emoji: "💩".into()
+        },
+    );
+    sim.run(50);
+    for x in [a, b] {
+        assert_eq!(reactions(&sim, x), 1, "client {x} sees one reaction");
+    }
+    assert!(sim.clients[b].msgs.iter().any(|m| matches!(
+        m,
+        ServerMsg::Reaction { participant_id, emoji, .. }
+            if *participant_id == sim.clients[a].pid.0 && emoji == "👍"
+    )));
+    let codes = |sim: &Sim, x: usize| -> Vec<String> {
+        sim.errors(x)
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Error { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(codes(&sim, a), ["rate_limited"]);
+    assert_eq!(codes(&sim, b), ["bad_reaction"]);
+    // A second later the next one goes through.
+    sim.run(1000);
+    sim.signal(
+        a,
+        ClientMsg::Reaction {
+            emoji: "🎉".into()
+        },
+    );
+    sim.run(50);
+    assert_eq!(reactions(&sim, b), 2);
+}
+
+#[test]
+fn only_a_host_spotlights_and_a_newcomer_learns_the_spotlight() {
+    let mut sim = Sim::new(2, 0);
+    let host = sim.join(0, false, false, false, true);
+    let a = sim.join(1, true, true, false, false);
+    sim.run(500);
+    let a_id = sim.clients[a].pid.0.clone();
+    // Not a host: refused, nobody told.
+    sim.signal(
+        a,
+        ClientMsg::Spotlight {
+            participant_id: Some(a_id.clone()),
+        },
+    );
+    // Someone who is not here: refused.
+    sim.signal(
+        host,
+        ClientMsg::Spotlight {
+            participant_id: Some("nobody".into()),
+        },
+    );
+    sim.run(50);
+    assert!(
+        sim.errors(a)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Error { code, .. } if code == "not_host"))
+    );
+    assert!(
+        sim.errors(host)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::Error { code, .. } if code == "not_in_meeting"))
+    );
+    let spot = |sim: &Sim, x: usize| -> Vec<Option<String>> {
+        sim.clients[x]
+            .msgs
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Spotlight { participant_id, .. } => Some(participant_id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(spot(&sim, a).is_empty());
+    // The host spotlights A (on the other worker): both are told.
+    sim.signal(
+        host,
+        ClientMsg::Spotlight {
+            participant_id: Some(a_id.clone()),
+        },
+    );
+    sim.run(50);
+    for x in [host, a] {
+        assert_eq!(spot(&sim, x), [Some(a_id.clone())], "client {x}");
+    }
+    // A newcomer on either worker gets it after `joined`.
+    let c = sim.join(0, false, false, false, false);
+    let d = sim.join(1, false, false, false, false);
+    sim.run(200);
+    for x in [c, d] {
+        assert_eq!(spot(&sim, x), [Some(a_id.clone())], "newcomer {x}");
+    }
+    // A leaves: the spotlight ends for everyone, and a later newcomer gets none.
+    sim.signal(a, ClientMsg::Leave);
+    sim.run(200);
+    for x in [host, c, d] {
+        assert_eq!(spot(&sim, x).last(), Some(&None), "client {x}");
+    }
+    let e = sim.join(1, false, false, false, false);
+    sim.run(200);
+    assert!(spot(&sim, e).is_empty());
+}
+
+#[test]
+fn everyone_learns_everyones_connection_quality_from_both_workers() {
+    let mut sim = Sim::new(2, 0);
+    let a = sim.join(0, true, true, false, false);
+    let b = sim.join(1, true, true, false, false);
+    sim.run(5000);
+    for x in [a, b] {
+        let mut seen: Vec<String> = sim.clients[x]
+            .msgs
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Quality { participants } => Some(participants.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|q| q.level == 3)
+            .map(|q| q.participant_id)
+            .collect();
+        seen.sort();
+        seen.dedup();
+        let mut both = vec![sim.clients[a].pid.0.clone(), sim.clients[b].pid.0.clone()];
+        both.sort();
+        assert_eq!(seen, both, "client {x} sees good quality for both");
+    }
+}
