@@ -206,6 +206,7 @@ export class Room {
     });
     on('connection', (d) => { if (d.state === 'connected') mark('media-connected'); if (d.state === 'failed') this.restartIce('failed'); });
     on('ice', (d) => {
+      mark('ice-' + d.state);
       if (d.state === 'disconnected') setTimeout(() => { if (this.client === c && c.pc.iceConnectionState === 'disconnected') this.restartIce('disconnected'); }, 2000);
       if (d.state === 'connected' || d.state === 'completed') { if (this.iceRestartedAt) this.banner(null); this.iceRestartedAt = 0; }
     });
