@@ -79,7 +79,10 @@ start_app() {
   local name=$1 port=$2 workers=$3 topk=$4 cpus=$5
   # The generator joins hundreds of guests from one address and one account: the join rate
   # limits (meetings.joins_per_*_per_minute) are lifted for the benchmark.
+  # Capacity (forwarded pkt/s the allocator plans with) lifted too: a round right after a
+  # saturating one would otherwise be refused until the next load report.
   MEETING_SFU__WORKERS=$workers MEETING_SFU__AUDIO_TOP_K=$topk MEETING_SFU__UDP_PORT=0 \
+  MEETING_SFU__CAPACITY_PPS=100000000 \
   MEETING_MEETINGS__JOINS_PER_USER_PER_MINUTE=0 MEETING_MEETINGS__JOINS_PER_IP_PER_MINUTE=0 \
   MEETING_TURN__PORT=0 MEETING_TURN__TLS_PORT=0 MEETING_LOG__LEVEL=warn NO_COLOR=1 \
     taskset -c "$cpus" "$BIN" --dataDir "$WORK/app-$name" --listen "127.0.0.1:$port" \

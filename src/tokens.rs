@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -81,12 +81,7 @@ impl Keys {
     }
 
     pub fn sign_join(&self, claims: &JoinClaims) -> String {
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let body = URL_SAFE_NO_PAD.encode(&payload);
-        let mut m = mac(&self.join);
-        m.update(body.as_bytes());
-        let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
-        format!("{body}.{sig}")
+        sign_claims(&self.join, JOIN, claims)
     }
 
     /// Checks signature, expiry and that the token is for `meeting`. Used by the sfuserver.
@@ -96,18 +91,7 @@ impl Keys {
         meeting: MeetingId,
         now: i64,
     ) -> Result<JoinClaims, TokenError> {
-        let (body, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD
-            .decode(sig)
-            .map_err(|_| TokenError::Malformed)?;
-        let mut m = mac(&self.join);
-        m.update(body.as_bytes());
-        m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| TokenError::Malformed)?;
-        let claims: JoinClaims =
-            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let claims: JoinClaims = verify_claims(&self.join, JOIN, token)?;
         if claims.exp < now {
             return Err(TokenError::Expired);
         }
@@ -144,6 +128,54 @@ pub fn turn_password(secret: &str, username: &str) -> String {
 
 fn mac(key: &[u8; 32]) -> HmacSha256 {
     <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+const JOIN: &str = "join";
+
+/// The longest signed token accepted: far above any real one, so parsing work is bounded.
+const MAX_TOKEN: usize = 8192;
+
+/// The one signed-token format (join tokens, file grants and receipts):
+/// `base64url(JSON claims) "." base64url(HMAC-SHA256(key, purpose "." body))`. The purpose in
+/// the MAC keeps a token of one kind from passing as another under the same key.
+pub fn sign_claims<T: Serialize>(key: &[u8; 32], purpose: &str, claims: &T) -> String {
+    // Claims are plain structs of strings and numbers: serializing them cannot fail, and
+    // signing an empty payload instead would hide a broken type.
+    let payload = serde_json::to_vec(claims).expect("token claims serialize");
+    let body = URL_SAFE_NO_PAD.encode(payload);
+    let sig = URL_SAFE_NO_PAD.encode(purpose_mac(key, purpose, &body).finalize().into_bytes());
+    format!("{body}.{sig}")
+}
+
+/// Checks a [`sign_claims`] token's size and signature and reads its claims (the caller
+/// checks expiry and what the claims are for).
+pub fn verify_claims<T: DeserializeOwned>(
+    key: &[u8; 32],
+    purpose: &str,
+    token: &str,
+) -> Result<T, TokenError> {
+    if token.len() > MAX_TOKEN {
+        return Err(TokenError::Malformed);
+    }
+    let (body, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Malformed)?;
+    purpose_mac(key, purpose, body)
+        .verify_slice(&sig)
+        .map_err(|_| TokenError::BadSignature)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)
+}
+
+fn purpose_mac(key: &[u8; 32], purpose: &str, body: &str) -> HmacSha256 {
+    let mut m = mac(key);
+    m.update(purpose.as_bytes());
+    m.update(b".");
+    m.update(body.as_bytes());
+    m
 }
 
 /// SHA-256 hex of an opaque token (session tokens are stored only as this).
@@ -248,6 +280,18 @@ mod tests {
         assert_eq!(
             k.verify_join("a.b.c", MeetingId(7), 0),
             Err(TokenError::Malformed)
+        );
+        // Oversized: refused before any decoding or MAC work.
+        let huge = format!("{}.{sig}", "A".repeat(MAX_TOKEN));
+        assert_eq!(
+            k.verify_join(&huge, MeetingId(7), 0),
+            Err(TokenError::Malformed)
+        );
+        // A token of another kind under the same key (the purpose is in the MAC).
+        let other_kind = sign_claims(&k.join, "grant", &claims(1000));
+        assert_eq!(
+            k.verify_join(&other_kind, MeetingId(7), 999),
+            Err(TokenError::BadSignature)
         );
     }
 

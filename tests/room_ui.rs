@@ -511,4 +511,11 @@ fn room_fast_join() {
         r["median_ms"],
         joins.iter().map(|j| j["ms"].clone()).collect::<Vec<_>>()
     );
+    // Where the time goes, per join: page interactive, then the stages the client marks.
+    for j in joins {
+        println!(
+            "  {} ms: dom interactive {}, marks {}",
+            j["ms"], j["domInteractive"], j["marks"]
+        );
+    }
 }

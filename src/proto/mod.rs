@@ -29,8 +29,10 @@
 //! - **Media** flows over one UDP port per media worker; the server advertises exactly its
 //!   configured address as its only ICE candidate.
 //! - **Presence**: `participant_joined`, `participant_left` (with a reason), `mute`,
-//!   `hand`, `active_speaker`, `chat`. `layer` tells the server the size a received video is
-//!   shown at, so it picks the simulcast layer (0×0 pauses it).
+//!   `hand`, `active_speaker`, `chat`, `reaction` (one a second per person), `spotlight` (a
+//!   host's choice for everyone), `quality` (each participant's loss and RTT as the server
+//!   measures them, every 2 s). `layer` tells the server the size a received video is shown
+//!   at, so it picks the simulcast layer (0×0 pauses it).
 //! - **Errors**: a bad message gets `error` and the session goes on; `closed` (removed, ended,
 //!   replaced, locked, bad token, timeout) ends it. `ping` → `pong`; the server pings too.
 //!

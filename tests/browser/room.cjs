@@ -602,7 +602,7 @@ const scenarios = {
           const v = await p.evaluate(() => window.room && window.room.firstFrameAt);
           return { ok: v > 0, v };
         }, 20000);
-        const nav = await p.evaluate(() => { const n = performance.getEntriesByType('navigation')[0]; return { domInteractive: n.domInteractive, load: n.loadEventEnd }; });
+        const nav = await p.evaluate(() => { const n = performance.getEntriesByType('navigation')[0]; const m = {}; for (const e of performance.getEntriesByType('mark')) m[e.name] = Math.round(e.startTime); return { domInteractive: Math.round(n.domInteractive), load: Math.round(n.loadEventEnd), marks: m }; });
         out.joins.push({ ms: Math.round(r.v), ...nav });
         await p.click('#ctl-leave');
         await ctx.close();

@@ -684,6 +684,13 @@ impl Core {
             Event::Connected => {
                 p.connected = true;
                 tracing::info!(participant = %p.pid, "media connected");
+                // What it views can be decoded from the next keyframe on: ask for them now.
+                // (A keyframe asked for at the answer, before DTLS is up, could not be sent
+                // to it, and the publisher's own limit would hold the next ask back.)
+                let asks = video_asks(p);
+                for (track, layer) in asks {
+                    self.ask_keyframe(now, track, layer, true, out);
+                }
             }
             // A brief Disconnected is survivable (the client may restart ICE); the
             // signaling session decides when the participant is gone.
@@ -1909,8 +1916,10 @@ impl Core {
             ClientMsg::Answer { sdp } => match p.accept_answer(&sdp) {
                 Ok(opened) => {
                     p.params = Arc::from(p.rtc.codec_config().params().to_vec());
+                    // Not connected yet (a join): the keyframes are asked for once it is.
                     let asks: Vec<(TrackKey, u8)> = opened
                         .iter()
+                        .filter(|_| p.connected)
                         .filter_map(|&i| p.tracks_out[i].as_ref())
                         .filter(|t| t.kind == MediaKind::Video)
                         .map(|t| (t.src, t.target.unwrap_or(0)))
@@ -2378,6 +2387,16 @@ impl Core {
             self.broadcast(meeting, None, ServerMsg::Quality { participants }, out);
         }
     }
+}
+
+/// The video a participant views: (source track, layer it is to get).
+fn video_asks(p: &Participant) -> Vec<(TrackKey, u8)> {
+    p.tracks_out
+        .iter()
+        .flatten()
+        .filter(|t| t.kind == MediaKind::Video && !t.paused)
+        .map(|t| (t.src, t.target.unwrap_or(0)))
+        .collect()
 }
 
 /// A client sends at most camera, microphone, screen and screen audio, each on its own

@@ -688,3 +688,33 @@ fn everyone_learns_everyones_connection_quality_from_both_workers() {
         assert_eq!(seen, both, "client {x} sees good quality for both");
     }
 }
+
+#[test]
+fn a_newcomer_sees_video_right_after_it_connects() {
+    let mut sim = Sim::new(2, 0);
+    let a = sim.join(0, true, true, false, false);
+    // Long enough that the publisher's own keyframe cadence is settled.
+    sim.run(3000);
+    let b = sim.join(1, false, false, false, false);
+    let (mut connected, mut first) = (None, None);
+    for ms in 0..3000u32 {
+        sim.run(1);
+        if connected.is_none() && sim.clients[b].connected {
+            connected = Some(ms);
+        }
+        if first.is_none() && !sim.clients[b].frames_from(a as u32, true).is_empty() {
+            first = Some(ms);
+            break;
+        }
+    }
+    let (connected, first) = (connected.expect("connected"), first.expect("a frame"));
+    // Simulated time: the picture does not wait for the publisher's next own keyframe
+    // (every 50 frames here). The simulation connects within a millisecond of the answer,
+    // so it does not show the difference between asking at the answer and at connection
+    // (in browsers, 100-250 ms apart); the browser test's stage marks do.
+    assert!(
+        first - connected <= 100,
+        "connected at {connected} ms, first frame at {first} ms"
+    );
+    assert!(sim.clients[b].frames_from(a as u32, true)[0].key);
+}
