@@ -690,6 +690,8 @@ export class Room {
     this.update();
     this.drawHelp();
     this.showWaiting();
+    // Labelled at once (a redraw after a language switch must not leave it nameless).
+    this.drawQuality();
   }
 
   private chatForm(): HTMLElement {
@@ -1062,6 +1064,18 @@ export class Room {
 
   // ---- every second: layers, statistics, quality -----------------------------------------
 
+  /** The connection indicator in the top bar, from the last measured quality. */
+  private drawQuality(): void {
+    const q = this.quality;
+    const el = this.els.quality;
+    if (!el) return;
+    const label = t('quality', { q: t(`q_${q}` as any) });
+    el.className = `quality q-${q}`;
+    el.title = label;
+    el.setAttribute('aria-label', label);
+    el.textContent = '▂▄▆'.slice(0, q === 'good' ? 3 : q === 'fair' ? 2 : 1);
+  }
+
   private async tick(): Promise<void> {
     const c = this.client;
     if (!c) return;
@@ -1080,11 +1094,7 @@ export class Room {
       const q = c.pc.connectionState !== 'connected' ? 'connecting' : ['poor', 'poor', 'fair', 'good'][grade(d.lossPct, d.rttMs)];
       if (q !== this.quality || !this.els.quality.title) {
         this.quality = q;
-        const label = t('quality', { q: t(`q_${q}` as any) });
-        this.els.quality.className = `quality q-${q}`;
-        this.els.quality.title = label;
-        this.els.quality.setAttribute('aria-label', label);
-        this.els.quality.textContent = '▂▄▆'.slice(0, q === 'good' ? 3 : q === 'fair' ? 2 : 1);
+        this.drawQuality();
       }
       this.drawDetails();
     } catch { /* closed meanwhile */ }
