@@ -417,3 +417,48 @@ impl Handler<crate::proto::ChatPosted> for ParticipationRecorder {
         self.pump(ctx);
     }
 }
+
+#[cfg(test)]
+mod chat_store_tests {
+    use super::*;
+    use crate::ids::{MeetingId, ParticipantId};
+    use crate::proto::ChatPosted;
+    use crate::proto::signal::ChatLine;
+
+    #[actix_rt::test]
+    async fn a_meeting_keeps_its_newest_chat_only() {
+        use crate::db::entities::chat_message;
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+        let db = crate::db::connect("sqlite::memory:", 1, std::time::Duration::from_secs(5))
+            .await
+            .expect("db");
+        let line = |i: u64| ChatPosted {
+            meeting: MeetingId(1),
+            line: ChatLine {
+                participant_id: ParticipantId("p".into()).0,
+                name: "P".into(),
+                text: format!("message {i}"),
+                at: 1,
+                to: None,
+                to_hosts: false,
+            },
+        };
+        for i in 0..MAX_STORED_CHAT + 25 {
+            record_chat(&db, &line(i)).await.expect("stored");
+        }
+        // Another meeting's chat is not touched by this one's bound.
+        let mut other = line(0);
+        other.meeting = MeetingId(2);
+        record_chat(&db, &other).await.expect("stored");
+        let of = |m: i64| chat_message::Entity::find().filter(chat_message::Column::MeetingId.eq(m));
+        assert_eq!(of(1).count(&db).await.expect("count"), MAX_STORED_CHAT);
+        assert_eq!(of(2).count(&db).await.expect("count"), 1);
+        let oldest = of(1)
+            .order_by_asc(chat_message::Column::Id)
+            .one(&db)
+            .await
+            .expect("query")
+            .expect("a row");
+        assert_eq!(oldest.text, "message 25", "the oldest went first");
+    }
+}

@@ -486,3 +486,61 @@ fn an_invitee_claims_host_only_when_no_host_is_left() {
             .any(|m| matches!(m, ServerMsg::Mute { by_host: true, .. }))
     );
 }
+
+#[test]
+fn the_lobby_and_the_chat_history_are_bounded() {
+    use super::control::{MAX_CHAT_HISTORY, MAX_WAITING};
+    let mut sim = Sim::new(2, 0);
+    let owner = sim.join(0, false, false, false, true);
+    let talker = sim.join(1, false, false, false, false);
+    sim.run(50);
+    // More chat than a room keeps: a late joiner gets the newest MAX_CHAT_HISTORY, in order.
+    for i in 0..MAX_CHAT_HISTORY + 30 {
+        sim.signal(talker, chat(&format!("m{i}"), None, false));
+        if i % 100 == 99 {
+            sim.run(2); // the clients read
+        }
+    }
+    sim.run(20);
+    let late = sim.join(0, false, false, false, false);
+    sim.run(20);
+    let history: Vec<String> = sim.clients[late]
+        .msgs
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::ChatHistory { messages } => {
+                Some(messages.iter().map(|l| l.text.clone()).collect())
+            }
+            _ => None,
+        })
+        .expect("a history");
+    assert_eq!(history.len(), MAX_CHAT_HISTORY);
+    assert_eq!(history.first().map(String::as_str), Some("m30"));
+    assert_eq!(
+        history.last().cloned(),
+        Some(format!("m{}", MAX_CHAT_HISTORY + 29))
+    );
+    // A full lobby refuses the next one (told why); the room goes on.
+    sim.lobby_next = true;
+    let first = sim.clients.len();
+    for i in 0..MAX_WAITING {
+        sim.join(i % 2, false, false, false, false);
+        if i % 50 == 49 {
+            sim.run(2);
+        }
+    }
+    sim.run(20);
+    let extra = sim.join(1, false, false, false, false);
+    sim.run(20);
+    assert_eq!(sim.clients[extra].closed.as_deref(), Some("lobby_full"));
+    assert_eq!(
+        lobby_of(&sim, owner).map(|l| l.len()),
+        Some(MAX_WAITING),
+        "the hosts see everyone who waits"
+    );
+    assert!(sim.clients[first].closed.is_none());
+    sim.signal(owner, host(RoomAction::Deny { participant_id: None, reason: None }));
+    sim.run(50);
+    assert_eq!(lobby_of(&sim, owner), Some(vec![]));
+    assert!((first..extra).all(|c| sim.clients[c].closed.as_deref() == Some("denied")));
+}
