@@ -453,11 +453,25 @@ async fn a_lobby_guest_is_refused_everything_until_a_cohost_admits_it() {
     .await;
 }
 
+/// A screenshot the scenario wrote (docs/screenshots), not empty.
+fn shot_written(name: &str) {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/screenshots")
+        .join(name);
+    let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 10_000, "{} written ({len} bytes)", p.display());
+}
+
 /// Runs `controls.cjs` `scenario` against `app`, signing people in with codes from `sink`,
 /// answering invitation-link questions from the mails.
 fn run_browser(app: &Appliance, sink: &SmtpSink, scenario: &str) -> Value {
     let base = app.base_url();
-    let mut sc = Scenario::start("controls.cjs", scenario, &[("BASE", base.as_str())]);
+    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
+    let mut sc = Scenario::start(
+        "controls.cjs",
+        scenario,
+        &[("BASE", base.as_str()), ("SHOTS", shots)],
+    );
     let ctx = || {
         let log = app.log_lines();
         log[log.len().saturating_sub(60)..].join("\n")
@@ -537,17 +551,25 @@ fn web_lobby_cohost_and_mute_all() {
         r["denied"]["text"],
         "A host did not let you in. Invite only today"
     );
-    assert!(
-        r["audio_before"].as_u64().unwrap_or(0) > 50,
-        "audio flowed: {}",
-        r["audio_before"]
-    );
+    // Both guests' audio at the co-host and at each other: flowing, then stopped.
+    let flows = |k: &str| -> Vec<u64> {
+        r[k].as_array()
+            .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(u64::MAX)).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (flows("audio_before"), flows("audio_after"));
+    assert!(before.len() == 4 && before.iter().all(|&n| n > 50), "audio flowed: {before:?}");
     assert_eq!(r["gina_muted"]["ok"], true);
-    assert!(
-        r["audio_after"].as_u64().unwrap_or(99) <= 2,
-        "audio stopped: {}",
-        r["audio_after"]
-    );
+    assert_eq!(r["gus_muted"], true);
+    assert!(after.len() == 4 && after.iter().all(|&n| n <= 2), "audio stopped: {after:?}");
+    for f in [
+        "lobby-waiting.png",
+        "lobby-waiting-zh.png",
+        "lobby-host.png",
+        "meeting-settings.png",
+    ] {
+        shot_written(f);
+    }
     assert_eq!(r["cohost_sees_muted"], true);
     assert_eq!(r["still_muted"], true);
 }
@@ -606,6 +628,7 @@ fn web_passcode_chat_and_hands() {
         "{ivy_log}"
     );
     assert_eq!(r["queue"], json!(["Gail", "ivy", "Gus"]));
+    shot_written("hand-queue.png");
     assert_eq!(r["lowered"]["ok"], true);
 }
 

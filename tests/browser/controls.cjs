@@ -4,7 +4,7 @@
 // Same protocol as web.cjs (NEED_CODE / RESULT / FAIL), plus:
 //   stdout `NEED_INVITE <email>` → stdin: the join link of the newest invitation mail to them.
 'use strict';
-const { BASE, log, sleep, waitFor, cue, newPage, signIn, run } = require('./web.cjs');
+const { BASE, log, sleep, waitFor, cue, newPage, signIn, shot, run } = require('./web.cjs');
 
 // The room's connection state as the page shows it.
 async function state(page) {
@@ -55,6 +55,7 @@ async function settings(page, code, fill) {
   await fill();
   await page.click('#s-save');
   await page.waitForSelector('.toast:has-text("Settings saved")');
+  await shot(page, 'meeting-settings.png');
   return before;
 }
 
@@ -84,6 +85,7 @@ const scenarios = {
     await gina.goto(`${BASE}/m/${code}?name=${encodeURIComponent('Guest Gina')}&autojoin=1`);
     await gina.waitForSelector('#lobby-wait');
     out.waiting = { title: await gina.textContent('#lobby-title'), text: await gina.textContent('#lobby-text') };
+    await shot(gina, 'lobby-waiting.png');
     out.lobby_refusals = await gina.evaluate(async () => {
       const c = window.room.client;
       const errs = [];
@@ -108,6 +110,8 @@ const scenarios = {
       }, 15000);
     }
     await openPeople(co);
+    await co.waitForSelector('#lobby li .lobby-admit');
+    await shot(co, 'lobby-host.png');
     await co.click('#lobby li .lobby-admit');
     await gina.waitForSelector('#lobby-wait', { state: 'detached', timeout: 20000 });
     await waitIn('gina', gina, ['owner', 'cohost']);
@@ -126,6 +130,7 @@ const scenarios = {
     // The waiting screen in Chinese (the language switch redraws it).
     await greg.click('#lang');
     out.waiting_zh = await greg.textContent('#lobby-text');
+    await shot(greg, 'lobby-waiting-zh.png');
     await greg.click('#lang');
     await co.waitForSelector('#lobby li:has-text("Guest Greg")', { timeout: 15000 });
     await co.fill('#deny-reason', 'Invite only today');
@@ -133,11 +138,29 @@ const scenarios = {
     await greg.waitForSelector('#ended', { timeout: 15000 });
     out.denied = { reason: await greg.getAttribute('#ended', 'data-reason'), text: await greg.textContent('#ended-why') };
 
-    // The owner leaves; the co-host mutes everyone; Gina's audio stops reaching the co-host.
+    // A third guest is let in with everyone waiting ("let everyone in").
+    const gus = await newPage(browser, 'gus');
+    await gus.goto(`${BASE}/m/${code}?name=Gus&autojoin=1`);
+    await gus.waitForSelector('#lobby-wait');
+    await co.waitForSelector('#lobby li:has-text("Gus")', { timeout: 15000 });
+    await co.click('#lobby-admit-all');
+    await waitIn('gus', gus, ['owner', 'cohost', 'Guest Gina']);
+
+    // The owner leaves; the co-host mutes everyone: the guests' audio stops reaching everyone.
     const gpid = await gina.evaluate(() => window.room.client.participantId);
-    const a0 = await audioFrom(co, gpid);
+    const upid = await gus.evaluate(() => window.room.client.participantId);
+    const flows = [[co, gpid], [co, upid], [gus, gpid], [gina, upid]];
+    const counts = () => Promise.all(flows.map(([p, pid]) => audioFrom(p, pid)));
+    await waitFor('audio from both guests at everyone', async () => {
+      const c0 = await counts();
+      await sleep(2000);
+      const c1 = await counts();
+      const d = c1.map((x, i) => x - c0[i]);
+      return { ok: d.every((x) => x > 40), d };
+    }, 30000);
+    const b0 = await counts();
     await sleep(3000);
-    out.audio_before = (await audioFrom(co, gpid)) - a0;
+    out.audio_before = (await counts()).map((x, i) => x - b0[i]);
     await owner.click('#ctl-leave');
     await waitFor('the owner gone', async () => { const s = await state(co); return { ok: !s.people.includes('owner'), people: s.people }; }, 15000);
     await openPeople(co);
@@ -149,9 +172,10 @@ const scenarios = {
       return { ok: s.audioMuted === true && pressed === 'true' && toast, pressed, toast };
     }, 15000);
     await sleep(1000);
-    const a1 = await audioFrom(co, gpid);
+    const a1 = await counts();
     await sleep(3000);
-    out.audio_after = (await audioFrom(co, gpid)) - a1;
+    out.audio_after = (await counts()).map((x, i) => x - a1[i]);
+    out.gus_muted = (await state(gus)).audioMuted;
     out.cohost_sees_muted = await co.evaluate((pid) => window.room.client.participants.get(pid).audio_muted, gpid);
     // Asking to unmute does not unmute.
     await co.click('#host-ask-unmute');
@@ -248,6 +272,7 @@ const scenarios = {
       const q = await owner.$$eval('#hand-queue li .grow', (x) => x.map((e) => e.textContent));
       return { ok: q.length === 3, q };
     }, 15000)).q;
+    await shot(owner, 'hand-queue.png');
     await owner.click('#host-lower-all');
     out.lowered = await waitFor('all hands down', async () => {
       const q = await owner.$$('#hand-queue li');

@@ -65,7 +65,7 @@ export function roleLabel(p: Participant): string {
 export function waitingScreen(title: string): HTMLElement {
   return h('section', { class: 'lobby-wait card', id: 'lobby-wait', role: 'status', 'aria-live': 'polite' },
     h('h2', { id: 'lobby-title' }, title),
-    h('p', { class: 'spinner', 'aria-hidden': 'true' }, '⏳'),
+    h('div', { class: 'spinner', 'aria-hidden': 'true' }),
     h('p', { id: 'lobby-text' }, t('waiting_text')));
 }
 

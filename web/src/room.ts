@@ -530,6 +530,8 @@ export class Room {
 
   /** The waiting screen while in the lobby (gone once let in). */
   private showWaiting(): void {
+    // While waiting only the devices and leaving make sense (the server refuses the rest).
+    this.root.querySelector('.room')?.classList.toggle('in-lobby', this.inLobby);
     const old = document.getElementById('lobby-wait');
     if (!this.inLobby) { old?.remove(); return; }
     const el = waitingScreen(this.answer?.meeting.title || this.code);
