@@ -512,10 +512,13 @@ fn run_browser(app: &Appliance, sink: &SmtpSink, scenario: &str) -> Value {
     }
 }
 
-/// A guest by link waits in the lobby (the waiting screen shows the meeting's title; its own
-/// signaling, notes and files are refused); both hosts hear the knock; the co-host, not the
-/// owner, lets her in; a second guest is denied and sees why; the owner leaves and the co-host
-/// mutes everyone: her audio stops reaching the co-host and she sees who muted her.
+/// A guest by link waits in the lobby (the waiting screen shows the meeting's title, also in
+/// Chinese; its own signaling, notes and files are refused); both hosts hear the knock; the
+/// co-host, not the owner, lets her in; a second guest is denied and sees why; a third is let
+/// in with everyone waiting; the owner leaves and the co-host mutes everyone: both guests'
+/// audio stops at every other browser and they see who muted them; asking to unmute does not
+/// unmute; the co-host promotes a guest (who gets the host tools) and turns participants'
+/// cameras off: the other guest's camera stops, the promoted one's does not.
 #[test]
 fn web_lobby_cohost_and_mute_all() {
     if !enter_private_netns("web_lobby_cohost_and_mute_all") {
@@ -558,10 +561,16 @@ fn web_lobby_cohost_and_mute_all() {
             .unwrap_or_default()
     };
     let (before, after) = (flows("audio_before"), flows("audio_after"));
-    assert!(before.len() == 4 && before.iter().all(|&n| n > 50), "audio flowed: {before:?}");
+    assert!(
+        before.len() == 4 && before.iter().all(|&n| n > 50),
+        "audio flowed: {before:?}"
+    );
     assert_eq!(r["gina_muted"]["ok"], true);
     assert_eq!(r["gus_muted"], true);
-    assert!(after.len() == 4 && after.iter().all(|&n| n <= 2), "audio stopped: {after:?}");
+    assert!(
+        after.len() == 4 && after.iter().all(|&n| n <= 2),
+        "audio stopped: {after:?}"
+    );
     for f in [
         "lobby-waiting.png",
         "lobby-waiting-zh.png",
@@ -572,6 +581,13 @@ fn web_lobby_cohost_and_mute_all() {
     }
     assert_eq!(r["cohost_sees_muted"], true);
     assert_eq!(r["still_muted"], true);
+    assert_eq!(r["gus_promoted"]["ok"], true);
+    assert_eq!(r["gina_camera_off"]["ok"], true);
+    let video = &r["video_after_off"];
+    assert!(
+        video[0].as_i64().unwrap_or(1) <= 0 && video[1].as_i64().unwrap_or(0) > 20,
+        "Gina's camera stopped, the promoted Gus's did not: {video}"
+    );
 }
 
 /// The passcode from the settings page reaches the invitee's mail; a guest guessing it is

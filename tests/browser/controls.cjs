@@ -181,6 +181,32 @@ const scenarios = {
     await co.click('#host-ask-unmute');
     await gina.waitForSelector('.toast:has-text("cohost asks everyone to unmute.")', { timeout: 15000 });
     out.still_muted = (await state(gina)).audioMuted;
+
+    // The co-host promotes Gus (a guest): he gets the host tools.
+    await openPeople(co);
+    await co.click(`#people li[data-pid="${upid}"] .host-role`);
+    out.gus_promoted = await waitFor('Gus a co-host', async () => {
+      await openPeople(gus);
+      const tools = await gus.isVisible('#host-mute-all');
+      const role = await gus.evaluate(() => window.room.answer.role);
+      return { ok: tools && role === 'cohost', tools, role };
+    }, 15000);
+    // Cameras off for participants: Gina's camera stops reaching the co-host (the server ends
+    // it, her page unpublishes it); Gus, a host now, keeps his.
+    const videoFrom = async (page, pid) => ((await state(page)).stats || [])
+      .filter((x) => x.kind === 'video' && x.participantId === pid && x.source === 'camera')
+      .reduce((a, x) => a + (x.framesDecoded || 0), 0);
+    await openPeople(co);
+    await co.uncheck('#perm-cameras');
+    out.gina_camera_off = await waitFor('Gina told and unpublished', async () => {
+      const published = await gina.evaluate(() => window.room.client.published.has('camera'));
+      const toast = await gina.isVisible('.toast:has-text("The hosts turned cameras off for participants.")');
+      return { ok: !published && toast, published, toast };
+    }, 15000);
+    await sleep(1500);
+    const v0 = [await videoFrom(co, gpid), await videoFrom(co, upid)];
+    await sleep(3000);
+    out.video_after_off = [(await videoFrom(co, gpid)) - v0[0], (await videoFrom(co, upid)) - v0[1]];
     return out;
   },
 

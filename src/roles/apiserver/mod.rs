@@ -450,7 +450,8 @@ mod chat_store_tests {
         let mut other = line(0);
         other.meeting = MeetingId(2);
         record_chat(&db, &other).await.expect("stored");
-        let of = |m: i64| chat_message::Entity::find().filter(chat_message::Column::MeetingId.eq(m));
+        let of =
+            |m: i64| chat_message::Entity::find().filter(chat_message::Column::MeetingId.eq(m));
         assert_eq!(of(1).count(&db).await.expect("count"), MAX_STORED_CHAT);
         assert_eq!(of(2).count(&db).await.expect("count"), 1);
         let oldest = of(1)

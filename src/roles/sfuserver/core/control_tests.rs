@@ -539,7 +539,13 @@ fn the_lobby_and_the_chat_history_are_bounded() {
         "the hosts see everyone who waits"
     );
     assert!(sim.clients[first].closed.is_none());
-    sim.signal(owner, host(RoomAction::Deny { participant_id: None, reason: None }));
+    sim.signal(
+        owner,
+        host(RoomAction::Deny {
+            participant_id: None,
+            reason: None,
+        }),
+    );
     sim.run(50);
     assert_eq!(lobby_of(&sim, owner), Some(vec![]));
     assert!((first..extra).all(|c| sim.clients[c].closed.as_deref() == Some("denied")));
