@@ -45,7 +45,9 @@ use std::time::Duration;
 use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
 
 /// The bridge protocol version. Bump on any incompatible change of the frames below.
-pub const PROTO: u32 = 1;
+/// 2: `NodeEvent::Chat` (an apiserver of version 1 could not read it, would not acknowledge
+/// it, and the node's later events would wait behind it).
+pub const PROTO: u32 = 2;
 /// Where the apiserver accepts bridge links.
 pub const PATH: &str = "/bridge/v1";
 /// How often a node reports.
