@@ -451,6 +451,32 @@ async fn a_lobby_guest_is_refused_everything_until_a_cohost_admits_it() {
         notes_as_guest().await != 200
     })
     .await;
+    // Host actions taken over signaling are in the audit log, under the participant.
+    {
+        use meeting_appliance::db::entities::audit;
+        use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+        let db = app.data_dir().join("meeting.db");
+        let conn = Database::connect(format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .expect("open the database");
+        let cpid = ja.body["participant_id"].as_str().expect("pid").to_string();
+        support::api::eventually("host actions over signaling in the audit log", || async {
+            let rows = audit::Entity::find()
+                .filter(audit::Column::MeetingId.eq(id.as_i64()))
+                .all(&conn)
+                .await
+                .unwrap_or_default();
+            ["host.admit", "host.remove"].iter().all(|a| {
+                rows.iter().any(|r| {
+                    r.action == *a
+                        && r.result == "ok"
+                        && r.actor == format!("co ({cpid})")
+                        && r.target.contains(&gpid)
+                })
+            })
+        })
+        .await;
+    }
 }
 
 /// A screenshot the scenario wrote (docs/screenshots), not empty.

@@ -118,6 +118,13 @@ impl Handler<crate::proto::ChatPosted> for BridgeLink {
     }
 }
 
+impl Handler<crate::proto::HostActed> for BridgeLink {
+    type Result = ();
+    fn handle(&mut self, m: crate::proto::HostActed, _: &mut Context<Self>) {
+        let _ = self.tx.send(Outbound::Event(NodeEvent::HostActed(m)));
+    }
+}
+
 /// Tell the apiserver this node stops (it is marked down at once); resolves when sent or after
 /// a second.
 #[derive(Message)]

@@ -45,8 +45,8 @@ use std::time::Duration;
 use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
 
 /// The bridge protocol version. Bump on any incompatible change of the frames below.
-/// 2: `NodeEvent::Chat` (an apiserver of version 1 could not read it, would not acknowledge
-/// it, and the node's later events would wait behind it).
+/// 2: `NodeEvent::Chat` and `NodeEvent::HostActed` (an apiserver of version 1 could not read
+/// them, would not acknowledge them, and the node's later events would wait behind them).
 pub const PROTO: u32 = 2;
 /// Where the apiserver accepts bridge links.
 pub const PATH: &str = "/bridge/v1";
@@ -173,6 +173,7 @@ pub enum NodeCommand {
 pub enum NodeEvent {
     Participation(ParticipationChanged),
     Chat(crate::proto::ChatPosted),
+    HostActed(crate::proto::HostActed),
 }
 
 /// The sentence both sides log when protocol versions differ: which side to upgrade.

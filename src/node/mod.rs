@@ -191,6 +191,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
     let registry = apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient())
         .chat_to(recorder.clone().recipient())
+        .host_actions_to(recorder.clone().recipient())
         .start();
     if let Some(n) = &peers.nodes {
         registry.do_send(apiserver::registry::Subscribe(n.clone()));
@@ -209,6 +210,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         crate::roles::sfuserver::Reports {
             participation: recorder.clone().recipient(),
             chat: recorder.clone().recipient(),
+            host_acted: recorder.clone().recipient(),
         },
     )?;
     wiring::register_local(&registry, started.nodes).await;
@@ -417,6 +419,7 @@ async fn serve_node(
         crate::roles::sfuserver::Reports {
             participation: sfu_link.clone().recipient(),
             chat: sfu_link.clone().recipient(),
+            host_acted: sfu_link.clone().recipient(),
         },
     )?;
     let links = wiring::connect_remote(&target, &keys, started.nodes, (sfu_link, sfu_outbox));

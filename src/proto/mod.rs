@@ -47,7 +47,7 @@ pub mod room;
 pub mod signal;
 
 pub use nodes::{NodeInfo, NodeLoad, NodeRole, NodesChanged};
-pub use room::{ChatPosted, ControlRoom, ParticipationChanged, RoomAction};
+pub use room::{ChatPosted, ControlRoom, HostActed, ParticipationChanged, RoomAction};
 
 pub use allocate::{
     AllocateFileServer, AllocateServers, AllocationError, FsAssignment, ServerAssignment,

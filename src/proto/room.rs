@@ -86,6 +86,20 @@ pub struct ChatPosted {
     pub line: crate::proto::signal::ChatLine,
 }
 
+/// A host action someone took over signaling (sfuserver → apiserver), for the audit log:
+/// the apiserver records actions through its own API itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
+#[rtype(result = "()")]
+pub struct HostActed {
+    pub meeting: MeetingId,
+    pub by: ParticipantId,
+    pub by_name: String,
+    pub action: RoomAction,
+    /// Why it was not done (None: done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
 /// A participant entered or left a meeting's media session (for participation history).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
 #[rtype(result = "()")]

@@ -231,24 +231,7 @@ pub async fn host_action(
     a: &crate::proto::RoomAction,
     result: &Result<Result<(), super::registry::ControlError>, actix::MailboxError>,
 ) {
-    use crate::proto::RoomAction;
-    let (name, pid) = match a {
-        RoomAction::Mute { participant_id } => (action::HOST_MUTE, Some(participant_id)),
-        RoomAction::Remove { participant_id } => (action::HOST_REMOVE, Some(participant_id)),
-        RoomAction::Lock => (action::HOST_LOCK, None),
-        RoomAction::Unlock => (action::HOST_UNLOCK, None),
-        RoomAction::End => (action::HOST_END, None),
-        RoomAction::MuteAll => (action::HOST_MUTE_ALL, None),
-        RoomAction::AskUnmute => (action::HOST_ASK_UNMUTE, None),
-        RoomAction::LowerHands => (action::HOST_LOWER_HANDS, None),
-        RoomAction::LowerHand { participant_id } => {
-            (action::HOST_LOWER_HANDS, Some(participant_id))
-        }
-        RoomAction::Admit { participant_id } => (action::HOST_ADMIT, participant_id.as_ref()),
-        RoomAction::Deny { participant_id, .. } => (action::HOST_DENY, participant_id.as_ref()),
-        RoomAction::SetRole { participant_id, .. } => (action::HOST_SET_ROLE, Some(participant_id)),
-        RoomAction::Permissions { .. } => (action::HOST_PERMISSIONS, None),
-    };
+    let (name, pid) = action_name(a);
     let target = match pid {
         Some(p) => {
             use crate::db::entities::participation;
@@ -404,6 +387,64 @@ pub async fn page_after(
         .into_iter()
         .map(View::from)
         .collect())
+}
+
+/// A host action taken in the meeting over signaling, as the sfuserver reported it: the
+/// actor is the participant (a guest made host has no account).
+pub async fn host_acted(db: &DatabaseConnection, limiter: &Limiter, h: &crate::proto::HostActed) {
+    let (name, pid) = action_name(&h.action);
+    let target = match pid {
+        Some(p) => {
+            use crate::db::entities::participation;
+            let who = participation::Entity::find()
+                .filter(participation::Column::ParticipantId.eq(p.0.clone()))
+                .filter(participation::Column::MeetingId.eq(h.meeting.0))
+                .one(db)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.display_name)
+                .unwrap_or_default();
+            format!("{who} ({})", p.0)
+        }
+        None => format!("meeting {}", h.meeting.0),
+    };
+    let (outcome, detail) = match &h.refused {
+        None => (Outcome::Ok, "in the meeting".to_string()),
+        Some(why) => (Outcome::Failed, why.clone()),
+    };
+    record(
+        db,
+        limiter,
+        Entry::new(name, outcome)
+            .actor(None, format!("{} ({})", h.by_name, h.by.0))
+            .target(target)
+            .meeting(h.meeting.0)
+            .detail(detail),
+    )
+    .await;
+}
+
+/// The audit action name of a host action, and whom it concerns.
+fn action_name(a: &crate::proto::RoomAction) -> (&'static str, Option<&crate::ids::ParticipantId>) {
+    use crate::proto::RoomAction;
+    match a {
+        RoomAction::Mute { participant_id } => (action::HOST_MUTE, Some(participant_id)),
+        RoomAction::Remove { participant_id } => (action::HOST_REMOVE, Some(participant_id)),
+        RoomAction::Lock => (action::HOST_LOCK, None),
+        RoomAction::Unlock => (action::HOST_UNLOCK, None),
+        RoomAction::End => (action::HOST_END, None),
+        RoomAction::MuteAll => (action::HOST_MUTE_ALL, None),
+        RoomAction::AskUnmute => (action::HOST_ASK_UNMUTE, None),
+        RoomAction::LowerHands => (action::HOST_LOWER_HANDS, None),
+        RoomAction::LowerHand { participant_id } => {
+            (action::HOST_LOWER_HANDS, Some(participant_id))
+        }
+        RoomAction::Admit { participant_id } => (action::HOST_ADMIT, participant_id.as_ref()),
+        RoomAction::Deny { participant_id, .. } => (action::HOST_DENY, participant_id.as_ref()),
+        RoomAction::SetRole { participant_id, .. } => (action::HOST_SET_ROLE, Some(participant_id)),
+        RoomAction::Permissions { .. } => (action::HOST_PERMISSIONS, None),
+    }
 }
 
 #[cfg(test)]

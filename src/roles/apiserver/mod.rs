@@ -262,6 +262,9 @@ pub struct ParticipationRecorder {
     db: DatabaseConnection,
     queue: std::collections::VecDeque<Record>,
     busy: bool,
+    /// Host actions taken over signaling are all successes or refusals of hosts: the
+    /// per-IP failure limiter of the audit log has nothing to count (no client IP).
+    audit_limiter: std::sync::Arc<audit::Limiter>,
 }
 
 /// What the recorder writes, in arrival order.
@@ -269,6 +272,7 @@ pub struct ParticipationRecorder {
 enum Record {
     Participation(ParticipationChanged),
     Chat(crate::proto::ChatPosted),
+    HostActed(crate::proto::HostActed),
 }
 
 /// Chat messages kept per meeting (the oldest go first): what the mailed notes carry.
@@ -284,6 +288,7 @@ impl ParticipationRecorder {
             db,
             queue: std::collections::VecDeque::new(),
             busy: false,
+            audit_limiter: Default::default(),
         }
     }
 
@@ -296,11 +301,16 @@ impl ParticipationRecorder {
         };
         self.busy = true;
         let db = self.db.clone();
+        let limiter = self.audit_limiter.clone();
         ctx.spawn(
             async move {
                 match &m {
                     Record::Participation(p) => record_participation(&db, p).await,
                     Record::Chat(c) => record_chat(&db, c).await,
+                    Record::HostActed(h) => {
+                        audit::host_acted(&db, &limiter, h).await;
+                        Ok(())
+                    }
                 }
             }
                 .into_actor(self)
@@ -402,6 +412,18 @@ impl Handler<ParticipationChanged> for ParticipationRecorder {
             tracing::error!(?lost, "participation backlog full: oldest event dropped");
         }
         self.queue.push_back(Record::Participation(m));
+        self.pump(ctx);
+    }
+}
+
+impl Handler<crate::proto::HostActed> for ParticipationRecorder {
+    type Result = ();
+    fn handle(&mut self, m: crate::proto::HostActed, ctx: &mut Context<Self>) {
+        if self.queue.len() >= RECORDER_BACKLOG {
+            let lost = self.queue.pop_front();
+            tracing::error!(?lost, "participation backlog full: oldest event dropped");
+        }
+        self.queue.push_back(Record::HostActed(m));
         self.pump(ctx);
     }
 }

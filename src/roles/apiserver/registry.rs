@@ -77,6 +77,8 @@ pub struct Registry {
     recorder: Recipient<ParticipationChanged>,
     /// Where nodes' chat reports go (the chat store); unset: they are dropped.
     chat: Option<Recipient<crate::proto::ChatPosted>>,
+    /// Where nodes' reports of host actions go (the audit log); unset: dropped.
+    host_acted: Option<Recipient<crate::proto::HostActed>>,
     nodes: HashMap<String, Entry>,
     next_session: u64,
     pending: HashMap<String, Pending>,
@@ -101,6 +103,7 @@ impl Registry {
             db,
             recorder,
             chat: None,
+            host_acted: None,
             nodes: HashMap::new(),
             next_session: 1,
             pending: HashMap::new(),
@@ -113,6 +116,12 @@ impl Registry {
     /// Nodes' chat reports go to `r`.
     pub fn chat_to(mut self, r: Recipient<crate::proto::ChatPosted>) -> Self {
         self.chat = Some(r);
+        self
+    }
+
+    /// Nodes' reports of host actions go to `r`.
+    pub fn host_actions_to(mut self, r: Recipient<crate::proto::HostActed>) -> Self {
+        self.host_acted = Some(r);
         self
     }
 
@@ -462,6 +471,11 @@ impl Handler<Event> for Registry {
             NodeEvent::Chat(c) => {
                 if let Some(r) = &self.chat {
                     r.do_send(c);
+                }
+            }
+            NodeEvent::HostActed(h) => {
+                if let Some(r) = &self.host_acted {
+                    r.do_send(h);
                 }
             }
         }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::ids::MeetingId;
-use crate::proto::{ChatPosted, ControlRoom, ParticipationChanged};
+use crate::proto::{ChatPosted, ControlRoom, HostActed, ParticipationChanged};
 use crate::tokens::Keys;
 
 pub use self::core::WorkerCmd;
@@ -156,6 +156,7 @@ impl Handler<ShutdownRooms> for SfuServer {
 pub struct Reports {
     pub participation: Recipient<ParticipationChanged>,
     pub chat: Recipient<ChatPosted>,
+    pub host_acted: Recipient<HostActed>,
 }
 
 struct ActorReporter {
@@ -171,6 +172,11 @@ impl worker::Reporter for ActorReporter {
     fn chat(&self, m: ChatPosted) {
         if let Some(r) = &self.reports {
             r.chat.do_send(m);
+        }
+    }
+    fn host_acted(&self, m: HostActed) {
+        if let Some(r) = &self.reports {
+            r.host_acted.do_send(m);
         }
     }
     fn room_closed(&self, meeting: MeetingId) {

@@ -76,6 +76,8 @@ pub trait Reporter: Send + 'static {
     fn room_closed(&self, meeting: MeetingId);
     /// A chat message, for the meeting's record.
     fn chat(&self, m: crate::proto::ChatPosted);
+    /// A host action over signaling, for the audit log.
+    fn host_acted(&self, m: crate::proto::HostActed);
 }
 
 /// Wakes a worker sleeping in `epoll`: an eventfd, written only when the worker said it
@@ -453,6 +455,7 @@ impl Worker {
                 CoreEvent::Participation(m) => self.reporter.participation(m),
                 CoreEvent::RoomClosed(m) => self.reporter.room_closed(m),
                 CoreEvent::Chat(m) => self.reporter.chat(m),
+                CoreEvent::HostActed(m) => self.reporter.host_acted(m),
                 CoreEvent::ControlReply(reply, r) => {
                     let _ = reply.send(r);
                 }

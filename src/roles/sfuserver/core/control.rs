@@ -257,9 +257,21 @@ impl Core {
             },
             out,
         );
-        if let Err(e) = self.apply_action(now, meeting, action, Some(&by), out) {
-            out.clients.push(err("not_done", e));
+        let pid = p.pid.clone();
+        let refused = self
+            .apply_action(now, meeting, action.clone(), Some(&by), out)
+            .err();
+        if let Some(e) = &refused {
+            out.clients.push(err("not_done", e.clone()));
         }
+        out.events
+            .push(super::CoreEvent::HostActed(crate::proto::HostActed {
+                meeting,
+                by: pid,
+                by_name: by,
+                action,
+                refused,
+            }));
     }
 
     /// Applies a host action to this worker's participants (every worker gets it). `by`: the
@@ -534,6 +546,17 @@ impl Core {
             by: p.name.clone(),
         };
         tracing::info!(%meeting, participant = %p.pid, "an invitee claimed host");
+        out.events
+            .push(super::CoreEvent::HostActed(crate::proto::HostActed {
+                meeting,
+                by: p.pid.clone(),
+                by_name: p.name.clone(),
+                action: RoomAction::SetRole {
+                    participant_id: p.pid.clone(),
+                    cohost: true,
+                },
+                refused: None,
+            }));
         self.member_changed(slot, out);
         self.broadcast(meeting, None, m, out);
         self.send_lobby_to(meeting, slot, out);

@@ -276,6 +276,8 @@ pub enum CoreEvent {
     Participation(ParticipationChanged),
     /// A chat message sent by a participant of this worker (reported once, by its worker).
     Chat(crate::proto::ChatPosted),
+    /// A host action over signaling (for the audit log), reported by the host's worker.
+    HostActed(crate::proto::HostActed),
     RoomClosed(MeetingId),
     ControlReply(oneshot::Sender<Result<(), String>>, Result<(), String>),
     ShutdownDone(oneshot::Sender<()>),
