@@ -268,7 +268,10 @@ fn join_key() -> &'static [u8; 32] {
 
 fn sign_join_token(json: &[u8]) -> String {
     let body = URL_SAFE_NO_PAD.encode(json);
-    format!("{body}.{}", hmac_b64(join_key(), &[body.as_bytes()]))
+    format!(
+        "{body}.{}",
+        hmac_b64(join_key(), &[b"join", b".", body.as_bytes()])
+    )
 }
 
 /// Join tokens (what a client presents to the sfuserver) and TURN REST usernames (what a

@@ -657,7 +657,8 @@ export class Room {
     const title = h('h1', { class: 'room-title' }, this.answer?.meeting.title || this.code);
     this.els = {
       title,
-      quality: h('span', { class: 'quality', id: 'quality', role: 'img' }),
+      // Labelled from the start (and again in a new language): a role=img needs its text.
+      quality: h('span', { class: `quality q-${this.quality}`, id: 'quality', role: 'img', title: t('quality', { q: t(`q_${this.quality}` as any) }), 'aria-label': t('quality', { q: t(`q_${this.quality}` as any) }) }, '▂▄▆'.slice(0, this.quality === 'good' ? 3 : this.quality === 'fair' ? 2 : 1)),
       banner: h('div', { class: 'banner', id: 'banner', role: 'status', hidden: true }),
       mutedHint: h('div', { class: 'muted-hint', id: 'muted-hint', role: 'alert', hidden: !this.mutedHint }),
       announce: h('div', { class: 'sr-only', id: 'announce', 'aria-live': 'polite' }),
@@ -692,8 +693,6 @@ export class Room {
     this.update();
     this.drawHelp();
     this.showWaiting();
-    // Labelled at once (a redraw after a language switch must not leave it nameless).
-    this.drawQuality();
   }
 
   private chatForm(): HTMLElement {
