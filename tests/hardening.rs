@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 use support::api::{call, code_in, mail_args, nth_mail_to};
 use support::files::rss_kib;
 use support::media::sign_in_from_log;
+use support::signal::{self, Session};
 use support::{Appliance, SmtpSink};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws = WebSocketStream<TcpStream>;
 
 // ------------------------------------------------------------------------------------------
 // Sign-in codes
@@ -192,14 +190,6 @@ async fn nobody_can_lock_someone_else_out_of_sign_in() {
 // Signaling
 // ------------------------------------------------------------------------------------------
 
-/// A joined signaling session.
-struct Session {
-    ws: Ws,
-    participant: String,
-    /// The reason in the server's close frame, once it came.
-    close_reason: Option<String>,
-}
-
 /// `POST /join/{code}` as a guest named `name`: the join answer.
 async fn join_answer(app: &Appliance, code: &str, name: &str) -> Value {
     let a = call(
@@ -213,116 +203,8 @@ async fn join_answer(app: &Appliance, code: &str, name: &str) -> Value {
     a.body
 }
 
-/// Opens signaling with a join answer over `tcp` and waits for `joined`.
-async fn open_with(tcp: TcpStream, answer: &Value) -> Session {
-    let url = answer["sfu"]["signal_url"].as_str().expect("signal_url");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
-        .await
-        .expect("websocket upgrade");
-    let join = json!({"type": "join", "token": answer["token"]});
-    ws.send(Message::text(join.to_string()))
-        .await
-        .expect("send join");
-    let mut s = Session {
-        ws,
-        participant: answer["participant_id"]
-            .as_str()
-            .expect("participant_id")
-            .to_string(),
-        close_reason: None,
-    };
-    s.until("joined", Duration::from_secs(10)).await;
-    s
-}
-
 async fn open(app: &Appliance, code: &str, name: &str) -> Session {
-    let answer = join_answer(app, code, name).await;
-    let url = url::Url::parse(answer["sfu"]["signal_url"].as_str().expect("url")).expect("url");
-    let addr = format!(
-        "{}:{}",
-        url.host_str().expect("host"),
-        url.port_or_known_default().expect("port")
-    );
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    open_with(tcp, &answer).await
-}
-
-impl Session {
-    async fn send(&mut self, v: Value) -> bool {
-        self.ws.send(Message::text(v.to_string())).await.is_ok()
-    }
-
-    /// The next JSON message, or None when the session ended.
-    async fn next(&mut self, deadline: Duration) -> Option<Value> {
-        loop {
-            match tokio::time::timeout(deadline, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(&t).expect("server sends JSON"));
-                }
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    self.close_reason = frame.map(|f| f.reason.to_string());
-                    return None;
-                }
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(_))) => continue,
-                Err(_) => panic!("nothing from the server for {deadline:?}"),
-            }
-        }
-    }
-
-    /// Reads until a message of type `ty` (panics if the session ends first).
-    async fn until(&mut self, ty: &str, deadline: Duration) -> Value {
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let m = self
-                .next(left.max(Duration::from_millis(1)))
-                .await
-                .unwrap_or_else(|| panic!("session ended while waiting for {ty}"));
-            if m["type"] == ty {
-                return m;
-            }
-        }
-    }
-
-    /// Reads until the session ends; returns the `closed` message's reason, or the close
-    /// frame's (a flooder that did not read may find its queue cut short).
-    async fn until_closed(&mut self, deadline: Duration) -> Option<String> {
-        let end = Instant::now() + deadline;
-        let mut reason = None;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the session was not closed within {deadline:?}"
-            );
-            match self.next(left).await {
-                None => return reason.or_else(|| self.close_reason.take()),
-                Some(m) if m["type"] == "closed" => {
-                    reason = m["reason"].as_str().map(str::to_string);
-                }
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// A ping answered: the session works.
-    async fn alive(&mut self) {
-        assert!(self.send(json!({"type": "ping"})).await, "send ping");
-        self.until("pong", Duration::from_secs(10)).await;
-    }
-}
-
-/// The `reason` of the `participant_left` for `who` that `s` sees.
-async fn left_reason(s: &mut Session, who: &str, deadline: Duration) -> String {
-    let end = Instant::now() + deadline;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let m = s.until("participant_left", left).await;
-        if m["participant_id"] == who {
-            return m["reason"].as_str().unwrap_or("").to_string();
-        }
-    }
+    signal::open(&join_answer(app, code, name).await).await
 }
 
 /// An appliance with one signed-in host and its instant meeting: (app, meeting code).
@@ -376,7 +258,7 @@ async fn an_offer_flood_is_bounded_and_disconnected() {
     );
     let pid = attacker.participant.clone();
     assert_eq!(
-        left_reason(&mut bystander, &pid, Duration::from_secs(10)).await,
+        bystander.left_reason(&pid, Duration::from_secs(10)).await,
         "rate_limited"
     );
     bystander.alive().await;
@@ -496,7 +378,7 @@ async fn a_participant_that_stops_reading_is_disconnected() {
     sock.connect(&addr.into()).expect("connect");
     sock.set_nonblocking(true).expect("nonblocking");
     let tcp = TcpStream::from_std(sock.into()).expect("tokio stream");
-    let mut sleeper = open_with(tcp, &answer).await;
+    let mut sleeper = signal::open_over(tcp, &answer).await;
     let pid = sleeper.participant.clone();
     // The sleeper now reads nothing; eight people chat as much as they may.
     let mut talkers = Vec::new();
@@ -569,8 +451,9 @@ async fn a_replaced_session_ending_does_not_remove_its_successor() {
         url.host_str().expect("host"),
         url.port_or_known_default().expect("port")
     );
-    let mut first = open_with(TcpStream::connect(&addr).await.expect("tcp"), &answer).await;
-    let mut second = open_with(TcpStream::connect(&addr).await.expect("tcp"), &answer).await;
+    let mut first = signal::open_over(TcpStream::connect(&addr).await.expect("tcp"), &answer).await;
+    let mut second =
+        signal::open_over(TcpStream::connect(&addr).await.expect("tcp"), &answer).await;
     assert_eq!(
         first.until_closed(Duration::from_secs(10)).await.as_deref(),
         Some("replaced")
@@ -1444,7 +1327,7 @@ async fn a_database_outage_answers_fast_and_loses_nothing() {
     assert!(bob.send(json!({"type": "leave"})).await);
     let _ = bob.until_closed(Duration::from_secs(10)).await;
     drop(bob);
-    let left = left_reason(&mut ann, &bob_id, Duration::from_secs(10)).await;
+    let left = ann.left_reason(&bob_id, Duration::from_secs(10)).await;
     assert_eq!(left, "left");
     ann.alive().await;
 

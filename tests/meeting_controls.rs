@@ -44,23 +44,7 @@ async fn join(
 
 /// A raw signaling session: sends `join`, returns the socket and the first message.
 async fn signal(answer: &Value) -> (support::api::Presence, Value) {
-    let url = answer["sfu"]["signal_url"].as_str().expect("signal_url");
-    let u = url::Url::parse(url).expect("url");
-    let tcp = tokio::net::TcpStream::connect(format!(
-        "{}:{}",
-        u.host_str().expect("host"),
-        u.port_or_known_default().expect("port")
-    ))
-    .await
-    .expect("connect");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
-        .await
-        .expect("upgrade");
-    ws.send(Message::text(
-        json!({"type": "join", "token": answer["token"]}).to_string(),
-    ))
-    .await
-    .expect("join");
+    let mut ws = support::signal::connect(answer).await.ws;
     let first = next_json(&mut ws).await;
     (support::api::Presence { ws }, first)
 }

@@ -10,25 +10,14 @@
 
 mod support;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::Appliance;
 use support::api::call;
 use support::media::sign_in_from_log;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use support::signal::{connect, open};
 
 /// One signaling session.
-struct Session {
-    ws: WebSocketStream<TcpStream>,
-    participant: String,
-    /// Every message seen so far, in order.
-    seen: Vec<Value>,
-    close_reason: Option<String>,
-}
-
 /// An appliance with a signed-in host and its instant meeting: (app, host token, code, id).
 async fn hosted(workers: &str) -> (Appliance, String, String, i64) {
     let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", workers], &[]);
@@ -57,126 +46,6 @@ async fn join_answer(app: &Appliance, code: &str, name: &str) -> Value {
     .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     a.body
-}
-
-/// Opens signaling with a join answer's token and sends `join`; does not wait for `joined`.
-async fn connect(answer: &Value) -> Session {
-    let url = answer["sfu"]["signal_url"].as_str().expect("signal_url");
-    let u = url::Url::parse(url).expect("url");
-    let tcp = TcpStream::connect(format!(
-        "{}:{}",
-        u.host_str().expect("host"),
-        u.port_or_known_default().expect("port")
-    ))
-    .await
-    .expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(url, tcp)
-        .await
-        .expect("websocket upgrade");
-    let mut s = Session {
-        ws,
-        participant: answer["participant_id"]
-            .as_str()
-            .expect("participant_id")
-            .to_string(),
-        seen: Vec::new(),
-        close_reason: None,
-    };
-    assert!(
-        s.send(json!({"type": "join", "token": answer["token"]}))
-            .await
-    );
-    s
-}
-
-/// Opens signaling and waits for `joined`.
-async fn open(answer: &Value) -> Session {
-    let mut s = connect(answer).await;
-    s.until("joined", Duration::from_secs(10)).await;
-    s
-}
-
-impl Session {
-    async fn send(&mut self, v: Value) -> bool {
-        self.ws.send(Message::text(v.to_string())).await.is_ok()
-    }
-
-    /// The next JSON message, or None when the session ended.
-    async fn next(&mut self, deadline: Duration) -> Option<Value> {
-        loop {
-            match tokio::time::timeout(deadline, self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
-                    self.seen.push(v.clone());
-                    return Some(v);
-                }
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    self.close_reason = frame.map(|f| f.reason.to_string());
-                    return None;
-                }
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(_))) => continue,
-                Err(_) => panic!("nothing from the server for {deadline:?}"),
-            }
-        }
-    }
-
-    /// Reads until a message of type `ty` (panics if the session ends first).
-    async fn until(&mut self, ty: &str, deadline: Duration) -> Value {
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let m = self
-                .next(left.max(Duration::from_millis(1)))
-                .await
-                .unwrap_or_else(|| panic!("session ended while waiting for {ty}"));
-            if m["type"] == ty {
-                return m;
-            }
-        }
-    }
-
-    /// Reads until the session ends: the `closed` message's reason (or the close frame's).
-    async fn until_closed(&mut self, deadline: Duration) -> Option<String> {
-        let end = Instant::now() + deadline;
-        let mut reason = None;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the session was not closed within {deadline:?}"
-            );
-            match self.next(left).await {
-                None => return reason.or_else(|| self.close_reason.take()),
-                Some(m) if m["type"] == "closed" => {
-                    reason = m["reason"].as_str().map(str::to_string);
-                }
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// A ping the media worker answers (the signaling session hands it to the worker).
-    async fn alive(&mut self) {
-        assert!(self.send(json!({"type": "ping"})).await, "send ping");
-        self.until("pong", Duration::from_secs(10)).await;
-    }
-
-    /// The reason of the `participant_left` for `who` (seen already or still to come).
-    async fn left_reason(&mut self, who: &str, deadline: Duration) -> String {
-        let is_it = |m: &Value| m["type"] == "participant_left" && m["participant_id"] == who;
-        if let Some(m) = self.seen.iter().find(|m| is_it(m)) {
-            return m["reason"].as_str().unwrap_or("").to_string();
-        }
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let m = self.until("participant_left", left).await;
-            if is_it(&m) {
-                return m["reason"].as_str().unwrap_or("").to_string();
-            }
-        }
-    }
 }
 
 /// A well-formed offer publishing one audio track, as a client makes it (str0m as the client).

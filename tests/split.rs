@@ -1158,23 +1158,7 @@ async fn signal_session(
     tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     Value,
 ) {
-    let url = j["sfu"]["signal_url"].as_str().expect("signal_url");
-    let u = url::Url::parse(url).expect("url");
-    let tcp = tokio::net::TcpStream::connect(format!(
-        "{}:{}",
-        u.host_str().expect("host"),
-        u.port_or_known_default().expect("port")
-    ))
-    .await
-    .expect("connect to the sfuserver");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
-        .await
-        .expect("upgrade");
-    ws.send(Message::text(
-        json!({"type": "join", "token": j["token"]}).to_string(),
-    ))
-    .await
-    .expect("join");
+    let mut ws = support::signal::connect(j).await.ws;
     let first = next_of(&mut ws, "").await;
     (ws, first)
 }

@@ -158,34 +158,9 @@ pub struct Presence {
 /// polls until the apiserver has recorded the entry (`GET /meetings/{id}/notes` with the join
 /// token, or `check` for signed-in people, answers 200).
 pub async fn enter(answer: &Value) -> Presence {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let url = answer["sfu"]["signal_url"].as_str().expect("signal_url");
-    let u = url::Url::parse(url).expect("signal url");
-    let tcp = tokio::net::TcpStream::connect(format!(
-        "{}:{}",
-        u.host_str().expect("host"),
-        u.port_or_known_default().expect("port")
-    ))
-    .await
-    .expect("connect to the sfuserver");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
-        .await
-        .expect("signaling upgrade");
-    let join = serde_json::json!({"type": "join", "token": answer["token"]});
-    ws.send(Message::text(join.to_string()))
-        .await
-        .expect("send join");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"joined\"") => break,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no `joined` from the sfuserver: {other:?}"),
-        }
+    Presence {
+        ws: super::signal::open(answer).await.ws,
     }
-    Presence { ws }
 }
 
 /// Waits until `f` answers true (the apiserver recorded what the sfuserver reported).

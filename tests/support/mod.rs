@@ -1460,5 +1460,6 @@ pub mod media;
 pub mod oidc;
 pub mod postgres;
 pub mod rtc_client;
+pub mod signal;
 pub mod split;
 pub mod tls;

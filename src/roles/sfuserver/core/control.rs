@@ -70,15 +70,14 @@ impl Core {
             return;
         };
         if room.waiting.len() >= MAX_WAITING {
-            out.clients.push(ToClient::Msg {
-                slot,
-                msg: ServerMsg::Closed {
-                    reason: "lobby_full".into(),
-                    message: "Too many people are waiting to be let in; try again later.".into(),
-                },
-            });
             // Not yet listed anywhere: only the slot goes.
-            self.remove_peer(now, slot, "lobby_full", out);
+            self.close_peer(
+                now,
+                slot,
+                "lobby_full",
+                "Too many people are waiting to be let in; try again later.",
+                out,
+            );
             return;
         }
         room.waiting.push((key, entry.clone()));
@@ -400,37 +399,34 @@ impl Core {
                     return Err("The meeting's owner cannot be removed.".into());
                 }
                 if let Some(slot) = self.local_slot(key) {
-                    out.clients.push(ToClient::Msg {
+                    self.close_peer(
+                        now,
                         slot,
-                        msg: ServerMsg::Closed {
-                            reason: "removed".into(),
-                            message: "The host removed you from the meeting.".into(),
-                        },
-                    });
-                    self.remove_peer(now, slot, "removed", out);
+                        "removed",
+                        "The host removed you from the meeting.",
+                        out,
+                    );
                 }
             }
             RoomAction::End => {
                 for s in room.local.clone() {
-                    out.clients.push(ToClient::Msg {
-                        slot: s,
-                        msg: ServerMsg::Closed {
-                            reason: "ended".into(),
-                            message: "The host ended the meeting for everyone.".into(),
-                        },
-                    });
-                    self.remove_peer(now, s, "ended", out);
+                    self.close_peer(
+                        now,
+                        s,
+                        "ended",
+                        "The host ended the meeting for everyone.",
+                        out,
+                    );
                 }
                 // The lobby empties too: nobody is left to let them in.
                 for s in self.local_waiters(meeting, None) {
-                    out.clients.push(ToClient::Msg {
-                        slot: s,
-                        msg: ServerMsg::Closed {
-                            reason: "ended".into(),
-                            message: "The host ended the meeting for everyone.".into(),
-                        },
-                    });
-                    self.remove_peer(now, s, "ended", out);
+                    self.close_peer(
+                        now,
+                        s,
+                        "ended",
+                        "The host ended the meeting for everyone.",
+                        out,
+                    );
                 }
             }
             RoomAction::Admit { participant_id } => {

@@ -1325,14 +1325,7 @@ impl Core {
                     .and_then(Option::as_ref)
                     .is_some_and(|p| p.key == key)
                 {
-                    out.clients.push(ToClient::Msg {
-                        slot,
-                        msg: ServerMsg::Closed {
-                            reason: reason.into(),
-                            message: message.into(),
-                        },
-                    });
-                    self.remove_peer(now, slot, reason, out);
+                    self.close_peer(now, slot, reason, message, out);
                 }
             }
         }
@@ -1515,14 +1508,13 @@ impl Core {
                     .filter(|&s| self.peers[s].is_some())
                     .collect();
                 for s in slots {
-                    out.clients.push(ToClient::Msg {
-                        slot: s,
-                        msg: ServerMsg::Closed {
-                            reason: "server_shutdown".into(),
-                            message: "This media server is restarting; reconnecting.".into(),
-                        },
-                    });
-                    self.remove_peer(now, s, "server_shutdown", out);
+                    self.close_peer(
+                        now,
+                        s,
+                        "server_shutdown",
+                        "This media server is restarting; reconnecting.",
+                        out,
+                    );
                 }
                 out.events.push(CoreEvent::ShutdownDone(reply));
             }
@@ -1627,14 +1619,13 @@ impl Core {
         if let Some(old) = old {
             if old.worker == self.cfg.worker {
                 let slot = old.slot as usize;
-                out.clients.push(ToClient::Msg {
+                self.close_peer(
+                    now,
                     slot,
-                    msg: ServerMsg::Closed {
-                        reason: "replaced".into(),
-                        message: "You joined from another connection.".into(),
-                    },
-                });
-                self.remove_peer(now, slot, "replaced", out);
+                    "replaced",
+                    "You joined from another connection.",
+                    out,
+                );
             } else {
                 out.ctl.push((
                     Dest::Worker(old.worker),
@@ -2135,6 +2126,25 @@ impl Core {
                 .bwe()
                 .set_bitrate(Bitrate::kbps(300), Bitrate::bps(want));
         }
+    }
+
+    /// Tells a participant why its session ends, then removes it.
+    fn close_peer(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        reason: &str,
+        message: impl Into<String>,
+        out: &mut Outputs,
+    ) {
+        out.clients.push(ToClient::Msg {
+            slot,
+            msg: ServerMsg::Closed {
+                reason: reason.into(),
+                message: message.into(),
+            },
+        });
+        self.remove_peer(now, slot, reason, out);
     }
 
     fn remove_peer(&mut self, now: Instant, slot: usize, reason: &str, out: &mut Outputs) {
