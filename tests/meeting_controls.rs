@@ -571,8 +571,10 @@ fn web_lobby_cohost_and_mute_all() {
             .unwrap_or_default()
     };
     let (before, after) = (flows("audio_before"), flows("audio_after"));
+    // Flowing: more than 20 packets in the 3 s window (a quiet fake microphone may send
+    // only ~17 a second with Opus DTX); stopped is at most 2 (below).
     assert!(
-        before.len() == 4 && before.iter().all(|&n| n > 50),
+        before.len() == 4 && before.iter().all(|&n| n > 20),
         "audio flowed: {before:?}"
     );
     assert_eq!(r["gina_muted"]["ok"], true);
