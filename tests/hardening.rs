@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::api::{call, code_in, mail_args, nth_mail_to};
 use support::files::rss_kib;
-use support::media::sign_in_from_log;
+use support::media::{instant_meeting, sign_in_from_log};
 use support::signal::{self, Session};
 use support::{Appliance, SmtpSink};
 use tokio::net::TcpStream;
@@ -210,16 +210,7 @@ async fn open(app: &Appliance, code: &str, name: &str) -> Session {
 /// An appliance with one signed-in host and its instant meeting: (app, meeting code).
 async fn meeting() -> (Appliance, String) {
     let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", "1"], &[]);
-    let host = sign_in_from_log(&app, "host@corp.test").await;
-    let m = call(
-        "POST",
-        &app.url("/api/v1/meetings"),
-        Some(&host),
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(m.status, 201, "{:?}", m.body);
-    let code = m.body["code"].as_str().expect("code").to_string();
+    let (_, code, _) = instant_meeting(&app).await;
     (app, code)
 }
 

@@ -14,24 +14,13 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::Appliance;
 use support::api::call;
-use support::media::sign_in_from_log;
+use support::media::instant_meeting;
 use support::signal::{connect, open};
 
-/// One signaling session.
 /// An appliance with a signed-in host and its instant meeting: (app, host token, code, id).
 async fn hosted(workers: &str) -> (Appliance, String, String, i64) {
     let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", workers], &[]);
-    let host = sign_in_from_log(&app, "host@corp.test").await;
-    let m = call(
-        "POST",
-        &app.url("/api/v1/meetings"),
-        Some(&host),
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(m.status, 201, "{:?}", m.body);
-    let code = m.body["code"].as_str().expect("code").to_string();
-    let id = m.body["id"].as_i64().expect("id");
+    let (host, code, id) = instant_meeting(&app).await;
     (app, host, code, id)
 }
 
