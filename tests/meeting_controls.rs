@@ -16,6 +16,7 @@ use std::time::Duration;
 use support::api::{call, mail_args, mails_to, sign_in};
 use support::browser::Scenario;
 use support::media::enter_private_netns;
+use support::split::loopback_deployment;
 use support::{Appliance, SmtpSink};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -463,8 +464,19 @@ async fn a_lobby_guest_is_refused_everything_until_a_cohost_admits_it() {
     }
 }
 
+/// Whether a browser scenario writes its screenshots to docs/screenshots (the one-box runs)
+/// or none (the same scenario again on the split deployment).
+#[derive(Clone, Copy, PartialEq)]
+enum Shots {
+    Docs,
+    None,
+}
+
 /// A screenshot the scenario wrote (docs/screenshots), not empty.
-fn shot_written(name: &str) {
+fn shot_written(shots: Shots, name: &str) {
+    if shots == Shots::None {
+        return;
+    }
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("docs/screenshots")
         .join(name);
@@ -474,9 +486,12 @@ fn shot_written(name: &str) {
 
 /// Runs `controls.cjs` `scenario` against `app`, signing people in with codes from `sink`,
 /// answering invitation-link questions from the mails.
-fn run_browser(app: &Appliance, sink: &SmtpSink, scenario: &str) -> Value {
+fn run_browser(app: &Appliance, sink: &SmtpSink, scenario: &str, shots: Shots) -> Value {
     let base = app.base_url();
-    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
+    let shots = match shots {
+        Shots::Docs => concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots"),
+        Shots::None => "",
+    };
     let mut sc = Scenario::start(
         "controls.cjs",
         scenario,
@@ -536,7 +551,24 @@ fn web_lobby_cohost_and_mute_all() {
     }
     let sink = SmtpSink::start();
     let app = start(&sink);
-    let r = run_browser(&app, &sink, "lobby");
+    let r = run_browser(&app, &sink, "lobby", Shots::Docs);
+    check_lobby(&r, Shots::Docs);
+}
+
+/// The same lobby scenario on the split deployment (tests/support/split.rs): the lobby, the
+/// co-host's actions and mute-all are the sfuserver's on its own address, the refusals and
+/// admissions the apiserver learns over the bridge.
+#[test]
+fn web_lobby_cohost_and_mute_all_on_the_split_deployment() {
+    if !enter_private_netns("web_lobby_cohost_and_mute_all_on_the_split_deployment") {
+        return;
+    }
+    let d = loopback_deployment(PRODUCT_LOBBY.1);
+    let r = run_browser(&d.api, &d.sink, "lobby", Shots::None);
+    check_lobby(&r, Shots::None);
+}
+
+fn check_lobby(r: &Value, shots: Shots) {
     eprintln!("{r:#}");
     assert_eq!(r["default_lobby"], "guests");
     assert_eq!(r["cohost_role"], "cohost");
@@ -589,7 +621,7 @@ fn web_lobby_cohost_and_mute_all() {
         "lobby-host.png",
         "meeting-settings.png",
     ] {
-        shot_written(f);
+        shot_written(shots, f);
     }
     assert_eq!(r["cohost_sees_muted"], true);
     assert_eq!(r["still_muted"], true);
@@ -614,13 +646,26 @@ fn web_passcode_chat_and_hands() {
     }
     let sink = SmtpSink::start();
     let app = start(&sink);
-    let r = run_browser(&app, &sink, "hands_chat_passcode");
+    let r = run_browser(&app, &sink, "hands_chat_passcode", Shots::Docs);
+    check_passcode_chat_and_hands(&r, &app.base_url(), Shots::Docs);
+}
+
+/// The same passcode, chat and hands scenario on the split deployment: the chat history and
+/// the private messages cross the sfuserver, the passcode limit is the apiserver's.
+#[test]
+fn web_passcode_chat_and_hands_on_the_split_deployment() {
+    if !enter_private_netns("web_passcode_chat_and_hands_on_the_split_deployment") {
+        return;
+    }
+    let d = loopback_deployment(PRODUCT_LOBBY.1);
+    let r = run_browser(&d.api, &d.sink, "hands_chat_passcode", Shots::None);
+    check_passcode_chat_and_hands(&r, &d.api.base_url(), Shots::None);
+}
+
+fn check_passcode_chat_and_hands(r: &Value, base: &str, shots: Shots) {
     eprintln!("{r:#}");
     let code = r["code"].as_str().expect("code");
-    assert_eq!(
-        r["invite_link"],
-        format!("{}/m/{code}?pwd=Blue42", app.base_url())
-    );
+    assert_eq!(r["invite_link"], format!("{base}/m/{code}?pwd=Blue42"));
     assert_eq!(r["passcode_first"], "passcode_required");
     assert_eq!(
         r["passcode_tries"],
@@ -656,7 +701,7 @@ fn web_passcode_chat_and_hands() {
         "{ivy_log}"
     );
     assert_eq!(r["queue"], json!(["Gail", "ivy", "Gus"]));
-    shot_written("hand-queue.png");
+    shot_written(shots, "hand-queue.png");
     assert_eq!(r["lowered"]["ok"], true);
 }
 

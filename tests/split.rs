@@ -16,7 +16,6 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -27,14 +26,10 @@ use meeting_appliance::proto::NodeRole;
 use meeting_appliance::tokens::Keys;
 use support::api::{call, mail_args, sign_in};
 use support::media::{enter_private_netns, sign_in_from_log};
-use support::split::{Hosts, Listener, Talker, join};
+use support::split::{
+    Hosts, Listener, SECRET, Talker, join, loopback_deployment, s, wait_registered,
+};
 use support::{Appliance, FakeAllocator, SmtpSink, shared_mariadb};
-
-const SECRET: &str = "split-deployment-secret-0123456789";
-
-fn s(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// What the scenario leaves for further checks.
 struct Meeting {
@@ -198,127 +193,6 @@ async fn rejoin_and_talk(base: &str, code: &str, host: &str, sfu: &str, what: &s
     talker.leave().await;
 }
 
-fn wait_registered(api: &Appliance, from: usize, ids: &[&str]) {
-    for id in ids {
-        api.wait_log_from(
-            from,
-            &format!("node registered node={id}"),
-            Duration::from_secs(30),
-        );
-    }
-}
-
-struct Loopback {
-    api: Appliance,
-    api_args: Vec<String>,
-    sfu: Appliance,
-    turn: Appliance,
-    fs: Appliance,
-    alloc: FakeAllocator,
-    dir: tempfile::TempDir,
-    sink: SmtpSink,
-    db_name: String,
-}
-
-fn dir_of(root: &Path, name: &str) -> std::path::PathBuf {
-    root.join(name)
-}
-
-/// The four roles on 127.0.0.1 … 127.0.0.4, port 443 each, seed command lines exactly.
-fn loopback_deployment() -> Loopback {
-    let sink = SmtpSink::start();
-    let db = shared_mariadb();
-    let db_name = db.unique_database("split");
-    let alloc = FakeAllocator::start();
-    alloc.set_response(
-        200,
-        r#"{"sfu":"127.0.0.2:443","turn":"127.0.0.3:3478","fs":"127.0.0.4:443"}"#,
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut api_args: Vec<String> = [
-        "apiserver",
-        "--secret",
-        SECRET,
-        "--mysqlAddress",
-        &db.address(),
-        "--mysqlUser",
-        db.user(),
-        "--mysqlPassword",
-        db.password(),
-        "--mysqlDatabase",
-        &db_name,
-        "--domainaddress",
-        "127.0.0.1:443",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    api_args.extend(mail_args(sink.port()));
-    api_args.extend(["--allocateserver".into(), alloc.url("/x7Qp-unguessable")]);
-    let api = Appliance::start_exact(&s(&api_args), &dir_of(dir.path(), "api"));
-    let sfu = Appliance::start_exact(
-        &[
-            "sfuserver",
-            "--secret",
-            SECRET,
-            "--domainaddress",
-            "127.0.0.2:443",
-            "--apiserver",
-            "127.0.0.1:443",
-        ],
-        &dir_of(dir.path(), "sfu"),
-    );
-    let turn = Appliance::start_exact(
-        &[
-            "turnserver",
-            "--secret",
-            SECRET,
-            "--port",
-            "3478",
-            "--ip",
-            "127.0.0.3",
-            "--apiserver",
-            "127.0.0.1:443",
-        ],
-        &dir_of(dir.path(), "turn"),
-    );
-    let files = dir.path().join("files");
-    let fs = Appliance::start_exact(
-        &[
-            "fsserver",
-            "--secret",
-            SECRET,
-            "--domainaddress",
-            "127.0.0.4:443",
-            "--directory",
-            files.to_str().expect("utf-8 path"),
-            "--apiserver",
-            "127.0.0.1:443",
-        ],
-        &dir_of(dir.path(), "fs"),
-    );
-    wait_registered(
-        &api,
-        0,
-        &[
-            "sfuserver@127.0.0.2:443",
-            "turnserver@127.0.0.3:3478",
-            "fsserver@127.0.0.4:443",
-        ],
-    );
-    Loopback {
-        api,
-        api_args,
-        sfu,
-        turn,
-        fs,
-        alloc,
-        dir,
-        sink,
-        db_name,
-    }
-}
-
 fn nodes_table(db_name: &str) -> String {
     shared_mariadb().root_sql(&format!(
         "SELECT id, state FROM `{db_name}`.nodes ORDER BY id"
@@ -330,7 +204,7 @@ async fn split_roles_on_loopback_run_the_one_box_scenario() {
     if !enter_private_netns("split_roles_on_loopback_run_the_one_box_scenario") {
         return;
     }
-    let d = loopback_deployment();
+    let d = loopback_deployment(support::TEST_LOBBY);
     let api = "http://127.0.0.1:443";
     let host = sign_in(&d.api, &d.sink, "host@corp.test").await;
     let m = scenario(api, &host, false).await;
@@ -554,7 +428,7 @@ async fn split_survives_apiserver_restart_and_sfuserver_loss() {
     if !enter_private_netns("split_survives_apiserver_restart_and_sfuserver_loss") {
         return;
     }
-    let mut d = loopback_deployment();
+    let mut d = loopback_deployment(support::TEST_LOBBY);
     // A second sfuserver, for when the first is lost.
     let sfu2 = Appliance::start_exact(
         &[
@@ -1193,7 +1067,7 @@ async fn split_deployment_runs_the_lobby_cohosts_and_chat() {
     if !enter_private_netns("split_deployment_runs_the_lobby_cohosts_and_chat") {
         return;
     }
-    let d = loopback_deployment();
+    let d = loopback_deployment(support::TEST_LOBBY);
     let api = "http://127.0.0.1:443";
     let owner = sign_in(&d.api, &d.sink, "owner@corp.test").await;
     let co = sign_in(&d.api, &d.sink, "co@corp.test").await;

@@ -156,7 +156,7 @@ const scenarios = {
       await sleep(2000);
       const c1 = await counts();
       const d = c1.map((x, i) => x - c0[i]);
-      return { ok: d.every((x) => x > 40), d };
+      return { ok: d.every((x) => x > 15), d };
     }, 30000);
     const b0 = await counts();
     await sleep(3000);

@@ -1152,9 +1152,15 @@ impl Appliance {
     /// Runs this package's binary with exactly `args` (nothing added: the seed's command
     /// lines) in the working directory `cwd`, whose `meeting-data` is then the data dir.
     pub fn start_exact(args: &[&str], cwd: &Path) -> Appliance {
+        Appliance::start_exact_with(args, cwd, &[])
+    }
+
+    /// [`Appliance::start_exact`] with environment variables `envs` (the appliance's
+    /// `MEETING_…` settings: the command line stays the seed's).
+    pub fn start_exact_with(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Appliance {
         fs::create_dir_all(cwd).expect("create the working dir");
         let mut cmd = Command::new(appliance_bin!());
-        cmd.args(args).current_dir(cwd);
+        cmd.args(args).current_dir(cwd).envs(envs.iter().copied());
         let data_dir = cwd.join("meeting-data");
         fs::create_dir_all(&data_dir).expect("create appliance data dir");
         Appliance::spawn(cmd, &data_dir)

@@ -23,8 +23,10 @@ use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirecti
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 
-use super::api::call;
+use super::api::{call, mail_args};
 use super::rtc_client::{RtcClient, loopback_peer_connection, peer_connection};
+use super::{Appliance, FakeAllocator, SmtpSink, shared_mariadb};
+use std::path::Path;
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -315,5 +317,137 @@ impl Flappy {
 impl Drop for Flappy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+pub const SECRET: &str = "split-deployment-secret-0123456789";
+
+pub fn s(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+pub fn wait_registered(api: &Appliance, from: usize, ids: &[&str]) {
+    for id in ids {
+        api.wait_log_from(
+            from,
+            &format!("node registered node={id}"),
+            Duration::from_secs(30),
+        );
+    }
+}
+
+pub struct Loopback {
+    pub api: Appliance,
+    pub api_args: Vec<String>,
+    pub sfu: Appliance,
+    pub turn: Appliance,
+    pub fs: Appliance,
+    pub alloc: FakeAllocator,
+    pub dir: tempfile::TempDir,
+    pub sink: SmtpSink,
+    pub db_name: String,
+}
+
+pub fn dir_of(root: &Path, name: &str) -> std::path::PathBuf {
+    root.join(name)
+}
+
+/// The four roles on 127.0.0.1 … 127.0.0.4, port 443 each, seed command lines exactly; new
+/// meetings' lobby as `lobby` says (`MEETING_MEETINGS__LOBBY` of the apiserver).
+pub fn loopback_deployment(lobby: &str) -> Loopback {
+    let sink = SmtpSink::start();
+    let db = shared_mariadb();
+    let db_name = db.unique_database("split");
+    let alloc = FakeAllocator::start();
+    alloc.set_response(
+        200,
+        r#"{"sfu":"127.0.0.2:443","turn":"127.0.0.3:3478","fs":"127.0.0.4:443"}"#,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut api_args: Vec<String> = [
+        "apiserver",
+        "--secret",
+        SECRET,
+        "--mysqlAddress",
+        &db.address(),
+        "--mysqlUser",
+        db.user(),
+        "--mysqlPassword",
+        db.password(),
+        "--mysqlDatabase",
+        &db_name,
+        "--domainaddress",
+        "127.0.0.1:443",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    api_args.extend(mail_args(sink.port()));
+    api_args.extend(["--allocateserver".into(), alloc.url("/x7Qp-unguessable")]);
+    let api = Appliance::start_exact_with(
+        &s(&api_args),
+        &dir_of(dir.path(), "api"),
+        &[("MEETING_MEETINGS__LOBBY", lobby)],
+    );
+    let sfu = Appliance::start_exact(
+        &[
+            "sfuserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            "127.0.0.2:443",
+            "--apiserver",
+            "127.0.0.1:443",
+        ],
+        &dir_of(dir.path(), "sfu"),
+    );
+    let turn = Appliance::start_exact(
+        &[
+            "turnserver",
+            "--secret",
+            SECRET,
+            "--port",
+            "3478",
+            "--ip",
+            "127.0.0.3",
+            "--apiserver",
+            "127.0.0.1:443",
+        ],
+        &dir_of(dir.path(), "turn"),
+    );
+    let files = dir.path().join("files");
+    let fs = Appliance::start_exact(
+        &[
+            "fsserver",
+            "--secret",
+            SECRET,
+            "--domainaddress",
+            "127.0.0.4:443",
+            "--directory",
+            files.to_str().expect("utf-8 path"),
+            "--apiserver",
+            "127.0.0.1:443",
+        ],
+        &dir_of(dir.path(), "fs"),
+    );
+    wait_registered(
+        &api,
+        0,
+        &[
+            "sfuserver@127.0.0.2:443",
+            "turnserver@127.0.0.3:3478",
+            "fsserver@127.0.0.4:443",
+        ],
+    );
+    Loopback {
+        api,
+        api_args,
+        sfu,
+        turn,
+        fs,
+        alloc,
+        dir,
+        sink,
+        db_name,
     }
 }
