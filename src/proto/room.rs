@@ -111,5 +111,5 @@ pub struct ParticipationChanged {
     pub at: i64,
     /// Why they left (`removed`: a host removed them; they may not come back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<crate::proto::signal::CloseReason>,
 }

@@ -1,6 +1,7 @@
 //! The signaling protocol between a browser (or any client) and its meeting's sfuserver.
 //! See the module doc of `proto` for the conversation in prose.
 
+use crate::ids::ParticipantId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -60,7 +61,7 @@ pub enum ClientMsg {
     Chat {
         text: String,
         #[serde(default)]
-        to: Option<String>,
+        to: Option<ParticipantId>,
         #[serde(default)]
         to_hosts: bool,
     },
@@ -81,7 +82,7 @@ pub enum ClientMsg {
     /// From a host only: relayed as [`ServerMsg::Spotlight`] to everyone; `None` ends it.
     /// Others get `error` `not_host`. A newcomer gets the current spotlight after `joined`.
     Spotlight {
-        participant_id: Option<String>,
+        participant_id: Option<ParticipantId>,
     },
     /// An invitee takes host powers (as a co-host) when no host is in the meeting and the
     /// meeting allows it (`meetings.claim_host`); else `error` `not_allowed` or `host_present`.
@@ -111,7 +112,7 @@ impl Role {
 /// Someone waiting in the lobby, as hosts see them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LobbyEntry {
-    pub participant_id: String,
+    pub participant_id: ParticipantId,
     pub name: String,
     pub role: Role,
     /// Unix seconds when they started waiting.
@@ -121,13 +122,13 @@ pub struct LobbyEntry {
 /// One chat message, as delivered live and in the history.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ChatLine {
-    pub participant_id: String,
+    pub participant_id: ParticipantId,
     pub name: String,
     pub text: String,
     pub at: i64,
     /// A private message to this participant (only they and the sender get it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
+    pub to: Option<ParticipantId>,
     /// A private message to the hosts (only hosts and the sender get it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub to_hosts: bool,
@@ -135,7 +136,7 @@ pub struct ChatLine {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ParticipantInfo {
-    pub participant_id: String,
+    pub participant_id: ParticipantId,
     pub name: String,
     pub host: bool,
     pub audio_muted: bool,
@@ -152,9 +153,89 @@ pub struct ParticipantInfo {
 pub struct TrackInfo {
     /// The mid of this track in the receiving client's session.
     pub mid: String,
-    pub participant_id: String,
+    pub participant_id: ParticipantId,
     pub kind: MediaKind,
     pub source: Source,
+}
+
+/// Why a participant's session ended: `closed.reason` to them, `participant_left.reason` to
+/// the others, and the participation record's reason at the apiserver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// They left (the `leave` message, or their socket closed).
+    Left,
+    /// A host removed them; they may not join again.
+    Removed,
+    /// A host did not let them in from the lobby.
+    Denied,
+    /// The room is locked.
+    Locked,
+    /// A host ended the meeting for everyone.
+    Ended,
+    /// The same participant joined again from another connection.
+    Replaced,
+    /// The lobby is full.
+    LobbyFull,
+    /// The sfuserver stops; clients rejoin (perhaps elsewhere).
+    ServerShutdown,
+    ServerError,
+    /// The connection did not read what the server sent.
+    SlowReader,
+    /// The connection sent more than a client may.
+    RateLimited,
+    /// Their media connection failed.
+    MediaError,
+    /// No media or signaling from them for too long.
+    ConnectionLost,
+    /// An offer or answer that could not be applied.
+    BadSdp,
+    /// The WebSocket broke its protocol.
+    ProtocolError,
+    /// No join message in time, or no sign of life on the socket.
+    Timeout,
+    /// The first message was not a readable `join`.
+    BadJoin,
+    /// The join token was refused.
+    BadToken,
+    /// The join token names another sfuserver.
+    WrongServer,
+    /// The server closed the session itself (a `closed` was sent before).
+    Closed,
+}
+
+impl CloseReason {
+    /// The wire name (`"slow_reader"`), also the WebSocket close frame's description.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Left => "left",
+            CloseReason::Removed => "removed",
+            CloseReason::Denied => "denied",
+            CloseReason::Locked => "locked",
+            CloseReason::Ended => "ended",
+            CloseReason::Replaced => "replaced",
+            CloseReason::LobbyFull => "lobby_full",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ServerError => "server_error",
+            CloseReason::SlowReader => "slow_reader",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::MediaError => "media_error",
+            CloseReason::ConnectionLost => "connection_lost",
+            CloseReason::BadSdp => "bad_sdp",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Timeout => "timeout",
+            CloseReason::BadJoin => "bad_join",
+            CloseReason::BadToken => "bad_token",
+            CloseReason::WrongServer => "wrong_server",
+            CloseReason::Closed => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Sfuserver → client.
@@ -162,7 +243,7 @@ pub struct TrackInfo {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     Joined {
-        participant_id: String,
+        participant_id: ParticipantId,
         name: String,
         host: bool,
         meeting: i64,
@@ -172,8 +253,8 @@ pub enum ServerMsg {
         participant: ParticipantInfo,
     },
     ParticipantLeft {
-        participant_id: String,
-        reason: String,
+        participant_id: ParticipantId,
+        reason: CloseReason,
     },
     /// Which participant and source each received mid carries. Sent before every offer.
     Tracks {
@@ -186,7 +267,7 @@ pub enum ServerMsg {
         sdp: String,
     },
     Mute {
-        participant_id: String,
+        participant_id: ParticipantId,
         kind: MediaKind,
         muted: bool,
         by_host: bool,
@@ -195,7 +276,7 @@ pub enum ServerMsg {
         by: Option<String>,
     },
     ActiveSpeaker {
-        participant_id: Option<String>,
+        participant_id: Option<ParticipantId>,
     },
     Chat(ChatLine),
     /// The chat so far (what this participant may read), right after `joined`.
@@ -203,7 +284,7 @@ pub enum ServerMsg {
         messages: Vec<ChatLine>,
     },
     Hand {
-        participant_id: String,
+        participant_id: ParticipantId,
         raised: bool,
         /// When it went up (unix ms; 0 when lowered).
         #[serde(default)]
@@ -215,7 +296,7 @@ pub enum ServerMsg {
     /// You are in the lobby: no media and no other messages until a host admits you
     /// (`joined` follows) or denies you (`closed`, reason `denied`).
     Waiting {
-        participant_id: String,
+        participant_id: ParticipantId,
         name: String,
     },
     /// To hosts: who waits in the lobby now (sent whenever it changes, and after `joined`).
@@ -224,7 +305,7 @@ pub enum ServerMsg {
     },
     /// Someone's role changed (promoted to co-host or demoted).
     Role {
-        participant_id: String,
+        participant_id: ParticipantId,
         role: Role,
         host: bool,
         by: String,
@@ -256,7 +337,7 @@ pub enum ServerMsg {
     },
     /// The session ends; the WebSocket closes right after.
     Closed {
-        reason: String,
+        reason: CloseReason,
         message: String,
     },
     Pong,
@@ -269,14 +350,14 @@ pub enum ServerMsg {
     },
     /// Someone reacted (one of [`REACTIONS`]); clients show it briefly on their tile.
     Reaction {
-        participant_id: String,
+        participant_id: ParticipantId,
         emoji: String,
         at: i64,
     },
     /// A host put someone in the spotlight for everyone (`None`: spotlight off).
     Spotlight {
-        participant_id: Option<String>,
-        by: String,
+        participant_id: Option<ParticipantId>,
+        by: ParticipantId,
     },
 }
 
@@ -293,7 +374,7 @@ pub const REACTION_INTERVAL_MS: u64 = 1000;
 /// One participant's line in [`ServerMsg::Quality`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct QualityReport {
-    pub participant_id: String,
+    pub participant_id: ParticipantId,
     /// 3 good, 2 fair, 1 poor, 0 no media from them for a whole interval.
     pub level: u8,
     /// Packets lost on their upstream in the last interval, percent.
@@ -366,5 +447,47 @@ mod room_extras_tests {
         assert_eq!(QualityReport::level_for(5.0, 40, true), 2);
         assert_eq!(QualityReport::level_for(20.0, 40, true), 1);
         assert_eq!(QualityReport::level_for(0.0, 0, false), 0);
+    }
+}
+
+#[cfg(test)]
+mod close_reason_tests {
+    use super::CloseReason;
+
+    /// `as_str` (close frames, logs) and serde (messages, the bridge) say the same name.
+    #[test]
+    fn wire_names_agree() {
+        use CloseReason::*;
+        for r in [
+            Left,
+            Removed,
+            Denied,
+            Locked,
+            Ended,
+            Replaced,
+            LobbyFull,
+            ServerShutdown,
+            ServerError,
+            SlowReader,
+            RateLimited,
+            MediaError,
+            ConnectionLost,
+            BadSdp,
+            ProtocolError,
+            Timeout,
+            BadJoin,
+            BadToken,
+            WrongServer,
+            Closed,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&r).expect("serializes"),
+                format!("\"{}\"", r.as_str())
+            );
+            assert_eq!(
+                serde_json::from_str::<CloseReason>(&format!("\"{r}\"")).expect("parses"),
+                r
+            );
+        }
     }
 }

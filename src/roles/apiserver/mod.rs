@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::{ApiError, json_error, path_error, query_error};
 use crate::metrics::Metrics;
+use crate::proto::signal::CloseReason;
 use crate::proto::{AllocateFileServer, AllocateServers, ParticipationChanged};
 use crate::tokens::Keys;
 
@@ -344,7 +345,7 @@ async fn record_participation(
         q.col_expr(participation::Column::EnteredAt, Expr::value(m.at))
             .col_expr(participation::Column::LeftAt, Expr::value(None::<i64>))
             .filter(participation::Column::RemovedAt.is_null())
-    } else if m.reason.as_deref() == Some("removed") {
+    } else if m.reason == Some(CloseReason::Removed) {
         // A host removed them in the meeting: no notes or files any more, no coming back.
         q.col_expr(participation::Column::LeftAt, Expr::value(m.at))
             .col_expr(participation::Column::RemovedAt, Expr::value(m.at))
@@ -370,9 +371,9 @@ async fn record_chat(
     let row = chat_message::ActiveModel {
         meeting_id: Set(c.meeting.0),
         at: Set(c.line.at),
-        from_participant: Set(c.line.participant_id.clone()),
+        from_participant: Set(c.line.participant_id.0.clone()),
         from_name: Set(c.line.name.chars().take(128).collect()),
-        to_participant: Set(c.line.to.clone()),
+        to_participant: Set(c.line.to.as_ref().map(|t| t.0.clone())),
         to_hosts: Set(c.line.to_hosts),
         text: Set(c.line.text.clone()),
         ..Default::default()
@@ -457,7 +458,7 @@ mod chat_store_tests {
         let line = |i: u64| ChatPosted {
             meeting: MeetingId(1),
             line: ChatLine {
-                participant_id: ParticipantId("p".into()).0,
+                participant_id: ParticipantId("p".into()),
                 name: "P".into(),
                 text: format!("message {i}"),
                 at: 1,

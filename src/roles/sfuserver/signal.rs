@@ -12,14 +12,14 @@
 //! `WRITE_TIMEOUT` ends the session the same way), and what an offer may declare (worker).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use actix_ws::{AggregatedMessage, CloseCode};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{PickWorker, SfuState, WorkerCmd};
 use crate::ids::MeetingId;
-use crate::proto::signal::{ClientMsg, ServerMsg};
+use crate::proto::signal::{ClientMsg, CloseReason, ServerMsg};
 
 /// The largest signaling message: an SDP for a 25-person meeting (two m-lines per person,
 /// simulcast and RTX) is well over 64 KiB.
@@ -131,11 +131,11 @@ async fn send(session: &mut actix_ws::Session, m: &ServerMsg) -> bool {
     }
 }
 
-async fn close(mut session: actix_ws::Session, reason: &str, message: &str) {
+async fn close(mut session: actix_ws::Session, reason: CloseReason, message: &str) {
     let _ = send(
         &mut session,
         &ServerMsg::Closed {
-            reason: reason.into(),
+            reason,
             message: message.into(),
         },
     )
@@ -143,16 +143,18 @@ async fn close(mut session: actix_ws::Session, reason: &str, message: &str) {
     close_socket(session, reason).await;
 }
 
-async fn close_socket(session: actix_ws::Session, reason: &str) {
+async fn close_socket(session: actix_ws::Session, reason: CloseReason) {
     let code = match reason {
-        "rate_limited" | "protocol_error" | "bad_join" => CloseCode::Policy,
+        CloseReason::RateLimited | CloseReason::ProtocolError | CloseReason::BadJoin => {
+            CloseCode::Policy
+        }
         _ => CloseCode::Normal,
     };
     let _ = tokio::time::timeout(
         WRITE_TIMEOUT,
-        session.close(Some(CloseReason {
+        session.close(Some(actix_ws::CloseReason {
             code,
-            description: Some(reason.into()),
+            description: Some(reason.as_str().into()),
         })),
     )
     .await;
@@ -172,17 +174,24 @@ async fn run(
             _ => {
                 return close(
                     session,
-                    "bad_join",
+                    CloseReason::BadJoin,
                     "The first message must be {\"type\":\"join\",\"token\":…}.",
                 )
                 .await;
             }
         },
-        Err(_) => return close(session, "timeout", "No join message within 10 seconds.").await,
+        Err(_) => {
+            return close(
+                session,
+                CloseReason::Timeout,
+                "No join message within 10 seconds.",
+            )
+            .await;
+        }
         _ => {
             return close(
                 session,
-                "bad_join",
+                CloseReason::BadJoin,
                 "The first message must be a join message.",
             )
             .await;
@@ -194,7 +203,7 @@ async fn run(
             tracing::info!(%meeting, error = %e, "join token refused");
             return close(
                 session,
-                "bad_token",
+                CloseReason::BadToken,
                 &format!("Join refused: {e}. Ask for a new join link."),
             )
             .await;
@@ -203,7 +212,7 @@ async fn run(
     if claims.sfu != st.own_address {
         return close(
             session,
-            "wrong_server",
+            CloseReason::WrongServer,
             "This join token is for another media server.",
         )
         .await;
@@ -212,7 +221,7 @@ async fn run(
     let Ok(Some(worker)) = st.sfu.send(PickWorker { meeting }).await else {
         return close(
             session,
-            "server_error",
+            CloseReason::ServerError,
             "The media server is not available.",
         )
         .await;
@@ -229,7 +238,7 @@ async fn run(
     {
         return close(
             session,
-            "server_error",
+            CloseReason::ServerError,
             "The media server is not available.",
         )
         .await;
@@ -240,7 +249,7 @@ async fn run(
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     let mut last_seen = Instant::now();
     let mut limits = Limits::new(Instant::now());
-    let reason: &'static str = loop {
+    let reason = loop {
         tokio::select! {
             m = stream.next() => match m {
                 Some(Ok(AggregatedMessage::Text(t))) => {
@@ -250,11 +259,11 @@ async fn run(
                     match judge(&mut limits, t.len(), parsed.as_ref().ok(), now) {
                         Verdict::Disconnect => {
                             tracing::info!(%participant, "signaling rate limit exceeded; disconnecting");
-                            break "rate_limited";
+                            break CloseReason::RateLimited;
                         }
                         Verdict::Refuse(why) => {
                             if !send(&mut session, &ServerMsg::error("rate_limited", why)).await {
-                                break "slow_reader";
+                                break CloseReason::SlowReader;
                             }
                             continue;
                         }
@@ -264,16 +273,16 @@ async fn run(
                         Ok(msg) => {
                             let leave = matches!(msg, ClientMsg::Leave);
                             if worker.send(WorkerCmd::Signal { participant: participant.clone(), session: sid, msg }).is_err() {
-                                break "server_error";
+                                break CloseReason::ServerError;
                             }
                             if leave {
-                                break "left";
+                                break CloseReason::Left;
                             }
                         }
                         Err(e) => {
                             let e = ServerMsg::error("bad_message", format!("Unreadable message: {e}"));
                             if !send(&mut session, &e).await {
-                                break "slow_reader";
+                                break CloseReason::SlowReader;
                             }
                         }
                     }
@@ -282,50 +291,50 @@ async fn run(
                     let now = Instant::now();
                     last_seen = now;
                     if let Verdict::Disconnect = judge(&mut limits, b.len(), None, now) {
-                        break "rate_limited";
+                        break CloseReason::RateLimited;
                     }
                     if !send(&mut session, &ServerMsg::error("bad_message", "Send JSON text messages.")).await {
-                        break "slow_reader";
+                        break CloseReason::SlowReader;
                     }
                 }
                 Some(Ok(AggregatedMessage::Ping(b))) => {
                     let now = Instant::now();
                     last_seen = now;
                     if let Verdict::Disconnect = judge(&mut limits, b.len(), None, now) {
-                        break "rate_limited";
+                        break CloseReason::RateLimited;
                     }
                     if tokio::time::timeout(WRITE_TIMEOUT, session.pong(&b)).await.is_err() {
-                        break "slow_reader";
+                        break CloseReason::SlowReader;
                     }
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => last_seen = Instant::now(),
-                Some(Ok(AggregatedMessage::Close(_))) | None => break "left",
+                Some(Ok(AggregatedMessage::Close(_))) | None => break CloseReason::Left,
                 Some(Err(e)) => {
                     tracing::info!(%participant, error = %e, "signaling protocol error");
-                    let _ = send(&mut session, &ServerMsg::Closed { reason: "protocol_error".into(), message: format!("{e}") }).await;
-                    break "protocol_error";
+                    let _ = send(&mut session, &ServerMsg::Closed { reason: CloseReason::ProtocolError, message: format!("{e}") }).await;
+                    break CloseReason::ProtocolError;
                 }
             },
             out = rx.recv() => match out {
                 Some(msg) => {
                     let closing = matches!(msg, ServerMsg::Closed { .. });
                     if !send(&mut session, &msg).await {
-                        break "slow_reader";
+                        break CloseReason::SlowReader;
                     }
                     if closing {
-                        break "closed";
+                        break CloseReason::Closed;
                     }
                 }
-                None => break "closed",
+                None => break CloseReason::Closed,
             },
             _ = ping.tick() => {
                 if last_seen.elapsed() > Duration::from_secs(45) {
-                    break "timeout";
+                    break CloseReason::Timeout;
                 }
                 match tokio::time::timeout(WRITE_TIMEOUT, session.ping(b"")).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => break "left",
-                    Err(_) => break "slow_reader",
+                    Ok(Err(_)) => break CloseReason::Left,
+                    Err(_) => break CloseReason::SlowReader,
                 }
             }
         }
@@ -335,15 +344,15 @@ async fn run(
         session: sid,
         reason,
     });
-    if matches!(reason, "rate_limited" | "slow_reader") {
-        let message = if reason == "rate_limited" {
+    if matches!(reason, CloseReason::RateLimited | CloseReason::SlowReader) {
+        let message = if reason == CloseReason::RateLimited {
             "This connection sent more than a client may; it was closed."
         } else {
             "This connection did not read what the server sent; it was closed."
         };
         // Best effort: a slow reader may never see it.
         let closed = ServerMsg::Closed {
-            reason: reason.into(),
+            reason,
             message: message.into(),
         };
         let _ = send(&mut session, &closed).await;

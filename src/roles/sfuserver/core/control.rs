@@ -24,7 +24,7 @@ use std::time::Instant;
 use super::{Core, Ctl, MAX_REMOVED_PER_MEETING, Outputs, PeerKey, ToClient};
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::RoomAction;
-use crate::proto::signal::{ChatLine, LobbyEntry, MediaKind, Role, ServerMsg, Source};
+use crate::proto::signal::{ChatLine, CloseReason, LobbyEntry, MediaKind, Role, ServerMsg, Source};
 
 /// Chat messages a room keeps for late joiners (the oldest are forgotten first).
 pub const MAX_CHAT_HISTORY: usize = 500;
@@ -54,7 +54,7 @@ impl Core {
         p.lobby = true;
         let (meeting, key) = (p.meeting, p.key);
         let entry = LobbyEntry {
-            participant_id: p.pid.0.clone(),
+            participant_id: p.pid.clone(),
             name: p.name.clone(),
             role: p.role,
             since: crate::util::now(),
@@ -62,7 +62,7 @@ impl Core {
         out.clients.push(ToClient::Msg {
             slot,
             msg: ServerMsg::Waiting {
-                participant_id: p.pid.0.clone(),
+                participant_id: p.pid.clone(),
                 name: p.name.clone(),
             },
         });
@@ -74,7 +74,7 @@ impl Core {
             self.close_peer(
                 now,
                 slot,
-                "lobby_full",
+                CloseReason::LobbyFull,
                 "Too many people are waiting to be let in; try again later.",
                 out,
             );
@@ -195,11 +195,11 @@ impl Core {
         out.clients.push(ToClient::Msg {
             slot,
             msg: ServerMsg::Closed {
-                reason: "denied".into(),
+                reason: CloseReason::Denied,
                 message,
             },
         });
-        self.remove_peer(now, slot, "denied", out);
+        self.remove_peer(now, slot, CloseReason::Denied, out);
     }
 
     /// Local waiters of `meeting` the action names (`None`: all), by slot.
@@ -210,7 +210,7 @@ impl Core {
         room.waiting
             .iter()
             .filter(|(k, e)| {
-                k.worker == self.cfg.worker && pid.is_none_or(|p| p.0 == e.participant_id)
+                k.worker == self.cfg.worker && pid.is_none_or(|p| *p == e.participant_id)
             })
             .map(|(k, _)| k.slot as usize)
             .filter(|&s| self.peers[s].as_ref().is_some_and(|p| p.lobby))
@@ -301,7 +301,7 @@ impl Core {
         let member = |pid: &ParticipantId| -> Result<(PeerKey, Role), String> {
             room.members
                 .iter()
-                .find(|m| m.info.participant_id == pid.0)
+                .find(|m| m.info.participant_id == *pid)
                 .map(|m| (m.key, m.info.role))
                 .ok_or_else(|| "no such participant in this meeting".to_string())
         };
@@ -315,7 +315,7 @@ impl Core {
                 let (key, _) = member(&participant_id)?;
                 self.force_mute(key, out);
                 let m = ServerMsg::Mute {
-                    participant_id: participant_id.0,
+                    participant_id,
                     kind: MediaKind::Audio,
                     muted: true,
                     by_host: true,
@@ -324,7 +324,7 @@ impl Core {
                 self.broadcast_local(meeting, None, &m, out);
             }
             RoomAction::MuteAll => {
-                let targets: Vec<(PeerKey, String)> = room
+                let targets: Vec<(PeerKey, ParticipantId)> = room
                     .members
                     .iter()
                     .filter(|m| !m.info.role.is_host())
@@ -357,11 +357,11 @@ impl Core {
                 let only = match &action {
                     RoomAction::LowerHand { participant_id } => {
                         member(participant_id)?;
-                        Some(participant_id.0.clone())
+                        Some(participant_id.clone())
                     }
                     _ => None,
                 };
-                let targets: Vec<(PeerKey, String)> = room
+                let targets: Vec<(PeerKey, ParticipantId)> = room
                     .members
                     .iter()
                     .filter(|m| m.info.hand_raised)
@@ -402,7 +402,7 @@ impl Core {
                     self.close_peer(
                         now,
                         slot,
-                        "removed",
+                        CloseReason::Removed,
                         "The host removed you from the meeting.",
                         out,
                     );
@@ -413,7 +413,7 @@ impl Core {
                     self.close_peer(
                         now,
                         s,
-                        "ended",
+                        CloseReason::Ended,
                         "The host ended the meeting for everyone.",
                         out,
                     );
@@ -423,7 +423,7 @@ impl Core {
                     self.close_peer(
                         now,
                         s,
-                        "ended",
+                        CloseReason::Ended,
                         "The host ended the meeting for everyone.",
                         out,
                     );
@@ -431,7 +431,7 @@ impl Core {
             }
             RoomAction::Admit { participant_id } => {
                 if let Some(pid) = &participant_id
-                    && !room.waiting.iter().any(|(_, e)| e.participant_id == pid.0)
+                    && !room.waiting.iter().any(|(_, e)| e.participant_id == *pid)
                 {
                     return Err("nobody by that id waits in the lobby".into());
                 }
@@ -444,7 +444,7 @@ impl Core {
                 reason,
             } => {
                 if let Some(pid) = &participant_id
-                    && !room.waiting.iter().any(|(_, e)| e.participant_id == pid.0)
+                    && !room.waiting.iter().any(|(_, e)| e.participant_id == *pid)
                 {
                     return Err("nobody by that id waits in the lobby".into());
                 }
@@ -466,7 +466,7 @@ impl Core {
                     p.host = cohost;
                     p.role = if cohost { Role::Cohost } else { p.base_role };
                     let m = ServerMsg::Role {
-                        participant_id: participant_id.0,
+                        participant_id,
                         role: p.role,
                         host: p.host,
                         by: byname.unwrap_or_default(),
@@ -536,7 +536,7 @@ impl Core {
         p.host = true;
         p.role = Role::Cohost;
         let m = ServerMsg::Role {
-            participant_id: p.pid.0.clone(),
+            participant_id: p.pid.clone(),
             role: Role::Cohost,
             host: true,
             by: p.name.clone(),
@@ -653,7 +653,7 @@ impl Core {
         &mut self,
         slot: usize,
         text: String,
-        to: Option<String>,
+        to: Option<ParticipantId>,
         to_hosts: bool,
         out: &mut Outputs,
     ) {
@@ -684,7 +684,7 @@ impl Core {
             && !self.rooms.get(&meeting).is_some_and(|r| {
                 r.members
                     .iter()
-                    .any(|m| m.info.participant_id == *to && *to != p.pid.0)
+                    .any(|m| m.info.participant_id == *to && *to != p.pid)
             })
         {
             out.clients.push(refuse(
@@ -694,7 +694,7 @@ impl Core {
             return;
         }
         let line = ChatLine {
-            participant_id: p.pid.0.clone(),
+            participant_id: p.pid.clone(),
             name: p.name.clone(),
             text: text.to_string(),
             at: crate::util::now(),
@@ -749,7 +749,7 @@ mod tests {
             name: "A".into(),
             text: "hi".into(),
             at: 0,
-            to: to.map(str::to_string),
+            to: to.map(ParticipantId::from),
             to_hosts,
         }
     }

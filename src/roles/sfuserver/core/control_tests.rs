@@ -4,7 +4,7 @@
 use super::sim::*;
 use crate::ids::ParticipantId;
 use crate::proto::RoomAction;
-use crate::proto::signal::{ChatLine, ClientMsg, MediaKind, Role, ServerMsg};
+use crate::proto::signal::{ChatLine, ClientMsg, CloseReason, MediaKind, Role, ServerMsg};
 
 fn host(action: RoomAction) -> ClientMsg {
     ClientMsg::Host { action }
@@ -13,7 +13,7 @@ fn host(action: RoomAction) -> ClientMsg {
 fn chat(text: &str, to: Option<&ParticipantId>, to_hosts: bool) -> ClientMsg {
     ClientMsg::Chat {
         text: text.into(),
-        to: to.map(|p| p.0.clone()),
+        to: to.cloned(),
         to_hosts,
     }
 }
@@ -27,7 +27,7 @@ fn has_error(sim: &Sim, c: usize, code: &str) -> bool {
 fn lobby_of(sim: &Sim, c: usize) -> Option<Vec<String>> {
     sim.clients[c].msgs.iter().rev().find_map(|m| match m {
         ServerMsg::Lobby { waiting } => {
-            Some(waiting.iter().map(|w| w.participant_id.clone()).collect())
+            Some(waiting.iter().map(|w| w.participant_id.0.clone()).collect())
         }
         _ => None,
     })
@@ -83,7 +83,7 @@ fn a_lobby_guest_gets_nothing_until_a_cohost_admits_and_a_denied_one_is_told_why
     );
     assert!(!sim.clients[member].msgs.iter().any(|m| matches!(
         m,
-        ServerMsg::ParticipantJoined { participant } if participant.participant_id == gpid.0
+        ServerMsg::ParticipantJoined { participant } if participant.participant_id == gpid
     )));
     assert!(!sim.events.iter().any(|e| e.participant == gpid && e.joined));
     // Its direct signaling is refused: offers, chat, hands, host actions.
@@ -156,8 +156,8 @@ fn a_lobby_guest_gets_nothing_until_a_cohost_admits_and_a_denied_one_is_told_why
     sim.run(100);
     assert!(sim.errors(owner).is_empty(), "{:?}", sim.errors(owner));
     assert_eq!(
-        sim.clients[second].closed.as_deref(),
-        Some("denied"),
+        sim.clients[second].closed,
+        Some(CloseReason::Denied),
         "{:?}",
         sim.clients[second].msgs
     );
@@ -168,7 +168,7 @@ fn a_lobby_guest_gets_nothing_until_a_cohost_admits_and_a_denied_one_is_told_why
     assert_eq!(lobby_of(&sim, cohost), Some(vec![]));
     let again = sim.join_as(Some(second), 1, false, false, false, false);
     sim.run(50);
-    assert_eq!(sim.clients[again].closed.as_deref(), Some("denied"));
+    assert_eq!(sim.clients[again].closed, Some(CloseReason::Denied));
     // The admitted guest reconnecting with its token skips the lobby.
     let back = sim.join_as(Some(guest), 0, false, false, false, false);
     sim.run(100);
@@ -261,7 +261,7 @@ fn hands_queue_in_raise_order_and_a_host_lowers_them_all() {
                 raised: true,
                 at,
                 ..
-            } => Some((participant_id.clone(), *at)),
+            } => Some((participant_id.0.clone(), *at)),
             _ => None,
         })
         .collect();
@@ -415,7 +415,7 @@ fn promote_demote_and_permissions_hold_at_the_server() {
     sim.run(50);
     assert!(sim.clients[b].msgs.iter().any(|m| matches!(
         m,
-        ServerMsg::Role { participant_id, role: Role::Cohost, host: true, .. } if *participant_id == pa.0
+        ServerMsg::Role { participant_id, role: Role::Cohost, host: true, .. } if *participant_id == pa
     )));
     sim.signal(
         a,
@@ -532,7 +532,7 @@ fn the_lobby_and_the_chat_history_are_bounded() {
     sim.run(20);
     let extra = sim.join(1, false, false, false, false);
     sim.run(20);
-    assert_eq!(sim.clients[extra].closed.as_deref(), Some("lobby_full"));
+    assert_eq!(sim.clients[extra].closed, Some(CloseReason::LobbyFull));
     assert_eq!(
         lobby_of(&sim, owner).map(|l| l.len()),
         Some(MAX_WAITING),
@@ -548,5 +548,5 @@ fn the_lobby_and_the_chat_history_are_bounded() {
     );
     sim.run(50);
     assert_eq!(lobby_of(&sim, owner), Some(vec![]));
-    assert!((first..extra).all(|c| sim.clients[c].closed.as_deref() == Some("denied")));
+    assert!((first..extra).all(|c| sim.clients[c].closed == Some(CloseReason::Denied)));
 }

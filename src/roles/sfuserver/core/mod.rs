@@ -61,7 +61,7 @@ use self::participant::{
 };
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::signal::{
-    ChatLine, ClientMsg, LobbyEntry, MediaKind, ParticipantInfo, QUALITY_INTERVAL_MS,
+    ChatLine, ClientMsg, CloseReason, LobbyEntry, MediaKind, ParticipantInfo, QUALITY_INTERVAL_MS,
     QualityReport, REACTION_INTERVAL_MS, REACTIONS, Role, ServerMsg, Source,
 };
 use crate::proto::{ParticipationChanged, RoomAction};
@@ -138,7 +138,7 @@ pub enum WorkerCmd {
     Leave {
         participant: ParticipantId,
         session: u64,
-        reason: &'static str,
+        reason: CloseReason,
     },
     /// A host action; every worker gets it and applies what concerns its participants.
     Control {
@@ -178,7 +178,7 @@ pub enum Ctl {
     MemberDown {
         meeting: MeetingId,
         key: PeerKey,
-        reason: String,
+        reason: CloseReason,
     },
     MemberInfo {
         meeting: MeetingId,
@@ -240,7 +240,7 @@ pub enum Ctl {
     /// End a participant (it joined again elsewhere).
     Kick {
         key: PeerKey,
-        reason: &'static str,
+        reason: CloseReason,
         message: &'static str,
     },
 }
@@ -382,7 +382,7 @@ struct Room {
     locked: bool,
     speaker: Option<ParticipantId>,
     /// Who a host put in the spotlight for everyone, and which host.
-    spotlight: Option<(String, String)>,
+    spotlight: Option<(ParticipantId, ParticipantId)>,
     empty_since: Option<Instant>,
     audio: Arc<RoomAudio>,
     /// The lobby (people on any worker), in arrival order.
@@ -509,7 +509,7 @@ impl Core {
             Input::Cmd(c) => self.on_cmd(now, c, out),
             Input::SlowReader { slot } => {
                 if self.peers.get(slot).is_some_and(Option::is_some) {
-                    self.remove_peer(now, slot, "slow_reader", out);
+                    self.remove_peer(now, slot, CloseReason::SlowReader, out);
                 }
             }
             Input::Timeout => self.on_timeout(now, net, out),
@@ -571,7 +571,7 @@ impl Core {
         };
         if let Err(e) = p.rtc.handle_input(input) {
             tracing::info!(participant = %p.pid, error = %e, "dropping participant after a media error");
-            self.remove_peer(now, slot, "media_error", out);
+            self.remove_peer(now, slot, CloseReason::MediaError, out);
             return;
         }
         self.poll_peer(now, slot, net, out);
@@ -585,7 +585,7 @@ impl Core {
             if p.next_timeout <= now {
                 if let Err(e) = p.rtc.handle_input(str0m::Input::Timeout(now)) {
                     tracing::info!(participant = %p.pid, error = %e, "dropping participant after a timer error");
-                    self.remove_peer(now, slot, "media_error", out);
+                    self.remove_peer(now, slot, CloseReason::MediaError, out);
                     continue;
                 }
                 self.poll_peer(now, slot, net, out);
@@ -640,7 +640,7 @@ impl Core {
         };
         p.dirty = false;
         if !p.rtc.is_alive() {
-            self.remove_peer(now, slot, "connection_lost", out);
+            self.remove_peer(now, slot, CloseReason::ConnectionLost, out);
             return Next::Gone;
         }
         if let Some(msgs) = p.negotiate_if_needed() {
@@ -664,7 +664,7 @@ impl Core {
             }
             Err(e) => {
                 tracing::info!(participant = %p.pid, error = %e, "dropping participant after an output error");
-                self.remove_peer(now, slot, "media_error", out);
+                self.remove_peer(now, slot, CloseReason::MediaError, out);
                 Next::Gone
             }
         }
@@ -1114,7 +1114,7 @@ impl Core {
             Some(t) => *t = desc.clone(),
             None => m.tracks.push(desc.clone()),
         }
-        let from_pid = ParticipantId(m.info.participant_id.clone());
+        let from_pid = m.info.participant_id.clone();
         let local = room.local.clone();
         for s in local {
             self.subscribe(s, meeting, &desc, &from_pid);
@@ -1260,7 +1260,7 @@ impl Core {
                 meeting,
                 key,
                 reason,
-            } => self.apply_member_down(now, meeting, key, &reason, out),
+            } => self.apply_member_down(now, meeting, key, reason, out),
             Ctl::MemberInfo { meeting, key, info } => {
                 if let Some(m) = self
                     .rooms
@@ -1366,7 +1366,7 @@ impl Core {
         now: Instant,
         meeting: MeetingId,
         key: PeerKey,
-        reason: &str,
+        reason: CloseReason,
         out: &mut Outputs,
     ) {
         let Some(room) = self.rooms.get_mut(&meeting) else {
@@ -1383,7 +1383,7 @@ impl Core {
         if room
             .speaker
             .as_ref()
-            .is_some_and(|s| s.0 == m.info.participant_id)
+            .is_some_and(|s| *s == m.info.participant_id)
         {
             room.speaker = None;
         }
@@ -1413,14 +1413,14 @@ impl Core {
             Some(key),
             &ServerMsg::ParticipantLeft {
                 participant_id: m.info.participant_id.clone(),
-                reason: reason.to_string(),
+                reason,
             },
             out,
         );
         if spotlight_ended {
             let end = ServerMsg::Spotlight {
                 participant_id: None,
-                by: m.info.participant_id,
+                by: m.info.participant_id.clone(),
             };
             self.broadcast_local(meeting, Some(key), &end, out);
         }
@@ -1511,7 +1511,7 @@ impl Core {
                     self.close_peer(
                         now,
                         s,
-                        "server_shutdown",
+                        CloseReason::ServerShutdown,
                         "This media server is restarting; reconnecting.",
                         out,
                     );
@@ -1567,7 +1567,7 @@ impl Core {
             out.clients.push(ToClient::Refuse {
                 tx,
                 msg: ServerMsg::Closed {
-                    reason: "removed".into(),
+                    reason: CloseReason::Removed,
                     message: "The host removed you from this meeting.".into(),
                 },
             });
@@ -1581,7 +1581,7 @@ impl Core {
             out.clients.push(ToClient::Refuse {
                 tx,
                 msg: ServerMsg::Closed {
-                    reason: "denied".into(),
+                    reason: CloseReason::Denied,
                     message: "A host did not let you in.".into(),
                 },
             });
@@ -1591,7 +1591,7 @@ impl Core {
             out.clients.push(ToClient::Refuse {
                 tx,
                 msg: ServerMsg::Closed {
-                    reason: "locked".into(),
+                    reason: CloseReason::Locked,
                     message: "The host has locked this meeting.".into(),
                 },
             });
@@ -1605,14 +1605,14 @@ impl Core {
             .and_then(|r| {
                 r.members
                     .iter()
-                    .find(|m| m.info.participant_id == claims.participant.0)
+                    .find(|m| m.info.participant_id == claims.participant)
             })
             .map(|m| m.key);
         let old = old.or_else(|| {
             self.rooms.get(&meeting).and_then(|r| {
                 r.waiting
                     .iter()
-                    .find(|(_, e)| e.participant_id == claims.participant.0)
+                    .find(|(_, e)| e.participant_id == claims.participant)
                     .map(|(k, _)| *k)
             })
         });
@@ -1622,7 +1622,7 @@ impl Core {
                 self.close_peer(
                     now,
                     slot,
-                    "replaced",
+                    CloseReason::Replaced,
                     "You joined from another connection.",
                     out,
                 );
@@ -1631,12 +1631,12 @@ impl Core {
                     Dest::Worker(old.worker),
                     Ctl::Kick {
                         key: old,
-                        reason: "replaced",
+                        reason: CloseReason::Replaced,
                         message: "You joined from another connection.",
                     },
                 ));
                 // Our replica forgets it now; its worker's MemberDown follows.
-                self.apply_member_down(now, meeting, old, "replaced", out);
+                self.apply_member_down(now, meeting, old, CloseReason::Replaced, out);
             }
         }
         let mut rtc = self.rtc_config().build(now);
@@ -1649,7 +1649,7 @@ impl Core {
                 out.clients.push(ToClient::Refuse {
                     tx,
                     msg: ServerMsg::Closed {
-                        reason: "server_error".into(),
+                        reason: CloseReason::ServerError,
                         message: "The media server is misconfigured.".into(),
                     },
                 });
@@ -1729,7 +1729,7 @@ impl Core {
             .flat_map(|m| {
                 m.tracks
                     .iter()
-                    .map(|t| (t.clone(), ParticipantId(m.info.participant_id.clone())))
+                    .map(|t| (t.clone(), m.info.participant_id.clone()))
             })
             .collect();
         let (locked, speaker, spotlight) =
@@ -1752,7 +1752,7 @@ impl Core {
         out.clients.push(ToClient::Msg {
             slot,
             msg: ServerMsg::Joined {
-                participant_id: pid.0.clone(),
+                participant_id: pid.clone(),
                 name,
                 host,
                 meeting: meeting.0,
@@ -1788,7 +1788,7 @@ impl Core {
             out.clients.push(ToClient::Msg {
                 slot,
                 msg: ServerMsg::ActiveSpeaker {
-                    participant_id: speaker.map(|s| s.0),
+                    participant_id: speaker,
                 },
             });
         }
@@ -1853,7 +1853,7 @@ impl Core {
         if p.lobby {
             // The lobby: no media, no presence, no chat; only waiting or leaving.
             match msg {
-                ClientMsg::Leave => self.remove_peer(now, slot, "left", out),
+                ClientMsg::Leave => self.remove_peer(now, slot, CloseReason::Left, out),
                 ClientMsg::Ping => out.clients.push(ToClient::Msg {
                     slot,
                     msg: ServerMsg::Pong,
@@ -1948,7 +1948,7 @@ impl Core {
                     MediaKind::Video => p.video_muted = muted,
                 }
                 let m = ServerMsg::Mute {
-                    participant_id: p.pid.0.clone(),
+                    participant_id: p.pid.clone(),
                     kind,
                     muted,
                     by_host: false,
@@ -1977,7 +1977,7 @@ impl Core {
                 p.hand = raised;
                 p.hand_at = if raised { now_ms } else { 0 };
                 let m = ServerMsg::Hand {
-                    participant_id: p.pid.0.clone(),
+                    participant_id: p.pid.clone(),
                     raised,
                     at: p.hand_at,
                     by: None,
@@ -2013,7 +2013,7 @@ impl Core {
                 }
                 p.last_reaction = Some(now);
                 let m = ServerMsg::Reaction {
-                    participant_id: p.pid.0.clone(),
+                    participant_id: p.pid.clone(),
                     emoji,
                     at: crate::util::now(),
                 };
@@ -2030,8 +2030,8 @@ impl Core {
                     });
                     return;
                 }
-                let by = p.pid.0.clone();
-                let present = |id: &String| {
+                let by = p.pid.clone();
+                let present = |id: &ParticipantId| {
                     self.rooms
                         .get(&meeting)
                         .is_some_and(|r| r.members.iter().any(|m| &m.info.participant_id == id))
@@ -2050,7 +2050,7 @@ impl Core {
                 self.note_spotlight(meeting, &m);
                 self.broadcast(meeting, None, m, out);
             }
-            ClientMsg::Leave => self.remove_peer(now, slot, "left", out),
+            ClientMsg::Leave => self.remove_peer(now, slot, CloseReason::Left, out),
             ClientMsg::Ping => out.clients.push(ToClient::Msg {
                 slot,
                 msg: ServerMsg::Pong,
@@ -2079,11 +2079,11 @@ impl Core {
         out.clients.push(ToClient::Msg {
             slot,
             msg: ServerMsg::Closed {
-                reason: "bad_sdp".into(),
+                reason: CloseReason::BadSdp,
                 message: format!("The media server cannot use this {what}: {e}."),
             },
         });
-        self.remove_peer(now, slot, "bad_sdp", out);
+        self.remove_peer(now, slot, CloseReason::BadSdp, out);
     }
 
     /// A local participant's state (mute, hand) changed: update replicas and the audio table.
@@ -2133,21 +2133,21 @@ impl Core {
         &mut self,
         now: Instant,
         slot: usize,
-        reason: &str,
+        reason: CloseReason,
         message: impl Into<String>,
         out: &mut Outputs,
     ) {
         out.clients.push(ToClient::Msg {
             slot,
             msg: ServerMsg::Closed {
-                reason: reason.into(),
+                reason,
                 message: message.into(),
             },
         });
         self.remove_peer(now, slot, reason, out);
     }
 
-    fn remove_peer(&mut self, now: Instant, slot: usize, reason: &str, out: &mut Outputs) {
+    fn remove_peer(&mut self, now: Instant, slot: usize, reason: CloseReason, out: &mut Outputs) {
         let Some(mut p) = self.peers[slot].take() else {
             return;
         };
@@ -2164,7 +2164,7 @@ impl Core {
                     key: p.key,
                     pid: p.pid.clone(),
                     admitted: false,
-                    denied: reason == "denied",
+                    denied: reason == CloseReason::Denied,
                 },
                 out,
             );
@@ -2174,10 +2174,10 @@ impl Core {
                 p.key,
                 p.pid.clone(),
                 false,
-                reason == "denied",
+                reason == CloseReason::Denied,
                 out,
             );
-            tracing::info!(worker = self.cfg.worker, meeting = %p.meeting, participant = %p.pid, reason, "left the lobby");
+            tracing::info!(worker = self.cfg.worker, meeting = %p.meeting, participant = %p.pid, %reason, "left the lobby");
             return;
         }
         self.by_pid.remove(&p.pid);
@@ -2195,7 +2195,7 @@ impl Core {
             Ctl::MemberDown {
                 meeting,
                 key: p.key,
-                reason: reason.to_string(),
+                reason,
             },
             out,
         );
@@ -2207,9 +2207,9 @@ impl Core {
                 participant: p.pid.clone(),
                 joined: false,
                 at: crate::util::now(),
-                reason: (reason == "removed").then(|| reason.to_string()),
+                reason: (reason == CloseReason::Removed).then_some(reason),
             }));
-        tracing::info!(worker = self.cfg.worker, %meeting, participant = %p.pid, reason, "participant left");
+        tracing::info!(worker = self.cfg.worker, %meeting, participant = %p.pid, %reason, "participant left");
     }
 
     // ---- dynacast ------------------------------------------------------------------
@@ -2309,7 +2309,7 @@ impl Core {
                 room.members
                     .iter()
                     .find(|m| m.audio_slot == Some(s))
-                    .map(|m| ParticipantId(m.info.participant_id.clone()))
+                    .map(|m| m.info.participant_id.clone())
             });
             if loudest.is_some() && loudest != room.speaker {
                 room.speaker = loudest.clone();
@@ -2321,7 +2321,7 @@ impl Core {
                 meeting,
                 None,
                 &ServerMsg::ActiveSpeaker {
-                    participant_id: speaker.map(|s| s.0),
+                    participant_id: speaker,
                 },
                 out,
             );
@@ -2385,7 +2385,7 @@ impl Core {
                 .filter_map(|&s| self.peers[s].as_ref())
                 .filter(|p| p.connected)
                 .map(|p| QualityReport {
-                    participant_id: p.pid.0.clone(),
+                    participant_id: p.pid.clone(),
                     level: QualityReport::level_for(p.loss_pct, p.rtt_ms, p.receiving),
                     loss_pct: (p.loss_pct * 10.0).round() / 10.0,
                     rtt_ms: p.rtt_ms,

@@ -295,7 +295,7 @@ impl Participant {
 
     pub fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
-            participant_id: self.pid.0.clone(),
+            participant_id: self.pid.clone(),
             name: self.name.clone(),
             host: self.host,
             audio_muted: self.audio_muted || self.forced_mute,
@@ -494,7 +494,7 @@ impl Participant {
             .filter_map(|(_, t)| {
                 t.mid().map(|m| TrackInfo {
                     mid: m.to_string(),
-                    participant_id: t.from_pid.0.clone(),
+                    participant_id: t.from_pid.clone(),
                     kind: t.kind,
                     source: t.source,
                 })

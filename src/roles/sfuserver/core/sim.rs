@@ -69,7 +69,7 @@ pub struct Client {
     /// Loudness sent in the audio-level extension (127 − |level|).
     pub loudness: u8,
     pub connected: bool,
-    pub closed: Option<String>,
+    pub closed: Option<CloseReason>,
     pub force_key: bool,
     pub frame_no: u32,
     pub audio_no: u32,
@@ -77,7 +77,7 @@ pub struct Client {
     /// Received frames by our mid.
     pub frames: HashMap<Mid, Vec<Frame>>,
     /// Mid → (publisher id, kind) from the `tracks` messages.
-    pub tracks: HashMap<String, (String, MediaKind)>,
+    pub tracks: HashMap<String, (ParticipantId, MediaKind)>,
     pub msgs: Vec<ServerMsg>,
     pub keyframe_requests: u32,
     pub joined: bool,
@@ -89,7 +89,7 @@ impl Client {
     pub fn mid_of(&self, publisher: &ParticipantId, kind: MediaKind) -> Option<Mid> {
         self.tracks
             .iter()
-            .find(|(_, (p, k))| *p == publisher.0 && *k == kind)
+            .find(|(_, (p, k))| *p == *publisher && *k == kind)
             .map(|(m, _)| Mid::from(m.as_str()))
     }
 

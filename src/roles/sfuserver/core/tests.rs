@@ -39,7 +39,7 @@ fn one_meeting_on_two_workers_carries_audio_and_video_both_ways() {
     // Everyone learns of everyone else exactly once, whichever worker they are on (from
     // the `joined` list or a later `participant_joined`).
     for x in [a, b, c] {
-        let mut known: Vec<String> = Vec::new();
+        let mut known: Vec<ParticipantId> = Vec::new();
         for m in &sim.clients[x].msgs {
             match m {
                 ServerMsg::Joined { participants, .. } => {
@@ -66,7 +66,7 @@ fn one_meeting_on_two_workers_carries_audio_and_video_both_ways() {
     for x in [a, c] {
         assert!(sim.clients[x].msgs.iter().any(|m| matches!(
             m,
-            ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == sim.clients[b].pid.0
+            ServerMsg::ParticipantLeft { participant_id, .. } if *participant_id == sim.clients[b].pid
         )));
     }
     let before = sim.clients[c].frames_from(b as u32, true).len();
@@ -142,7 +142,7 @@ fn host_locks_mutes_removes_and_ends_across_workers() {
     assert_eq!(sim.control(RoomAction::Lock), Ok(()));
     let late = sim.join(1, false, false, false, false);
     sim.run(50);
-    assert_eq!(sim.clients[late].closed.as_deref(), Some("locked"));
+    assert_eq!(sim.clients[late].closed, Some(CloseReason::Locked));
     assert!(
         sim.clients[b]
             .msgs
@@ -193,12 +193,12 @@ fn host_locks_mutes_removes_and_ends_across_workers() {
         Ok(())
     );
     sim.run(100);
-    assert_eq!(sim.clients[a].closed.as_deref(), Some("removed"));
+    assert_eq!(sim.clients[a].closed, Some(CloseReason::Removed));
     assert!(sim.clients[b].closed.is_none());
     assert_eq!(sim.control(RoomAction::End), Ok(()));
     sim.run(100);
-    assert_eq!(sim.clients[host].closed.as_deref(), Some("ended"));
-    assert_eq!(sim.clients[b].closed.as_deref(), Some("ended"));
+    assert_eq!(sim.clients[host].closed, Some(CloseReason::Ended));
+    assert_eq!(sim.clients[b].closed, Some(CloseReason::Ended));
 }
 
 #[test]
@@ -433,8 +433,8 @@ fn an_offer_that_makes_str0m_panic_drops_only_its_sender() {
         );
         sim.run(100);
         assert_eq!(
-            sim.clients[attacker].closed.as_deref(),
-            Some("bad_sdp"),
+            sim.clients[attacker].closed,
+            Some(CloseReason::BadSdp),
             "{:?}",
             sim.errors(attacker)
         );
@@ -444,7 +444,7 @@ fn an_offer_that_makes_str0m_panic_drops_only_its_sender() {
                 sim.clients[x].msgs.iter().any(|m| matches!(
                     m,
                     ServerMsg::ParticipantLeft { participant_id, reason }
-                        if *participant_id == pid && reason == "bad_sdp"
+                        if *participant_id == pid && *reason == CloseReason::BadSdp
                 )),
                 "{x} is told the attacker left"
             );
@@ -479,17 +479,17 @@ fn a_removed_participant_cannot_come_back_with_its_token() {
         Ok(())
     );
     sim.run(100);
-    assert_eq!(sim.clients[a].closed.as_deref(), Some("removed"));
+    assert_eq!(sim.clients[a].closed, Some(CloseReason::Removed));
     // The same join token (participant id) again, on either worker: refused.
     for worker in [1, 0] {
         let again = sim.join_as(Some(a), worker, true, false, false, false);
         sim.run(100);
-        assert_eq!(sim.clients[again].closed.as_deref(), Some("removed"));
+        assert_eq!(sim.clients[again].closed, Some(CloseReason::Removed));
     }
     let joined_a = sim.clients[b]
         .msgs
         .iter()
-        .filter(|m| matches!(m, ServerMsg::ParticipantJoined { participant } if participant.participant_id == sim.clients[a].pid.0))
+        .filter(|m| matches!(m, ServerMsg::ParticipantJoined { participant } if participant.participant_id == sim.clients[a].pid))
         .count();
     assert_eq!(joined_a, 1, "the others saw A join once, never again");
     // Everyone else stays; a new participant id (a new join the apiserver allowed) enters.
@@ -566,7 +566,7 @@ fn reactions_are_relayed_to_the_room_across_workers_at_one_a_second() {
     assert!(sim.clients[b].msgs.iter().any(|m| matches!(
         m,
         ServerMsg::Reaction { participant_id, emoji, .. }
-            if *participant_id == sim.clients[a].pid.0 && emoji == "👍"
+            if *participant_id == sim.clients[a].pid && emoji == "👍"
     )));
     let codes = |sim: &Sim, x: usize| -> Vec<String> {
         sim.errors(x)
@@ -597,7 +597,7 @@ fn only_a_host_spotlights_and_a_newcomer_learns_the_spotlight() {
     let host = sim.join(0, false, false, false, true);
     let a = sim.join(1, true, true, false, false);
     sim.run(500);
-    let a_id = sim.clients[a].pid.0.clone();
+    let a_id = sim.clients[a].pid.clone();
     // Not a host: refused, nobody told.
     sim.signal(
         a,
@@ -623,7 +623,7 @@ fn only_a_host_spotlights_and_a_newcomer_learns_the_spotlight() {
             .iter()
             .any(|m| matches!(m, ServerMsg::Error { code, .. } if code == "not_in_meeting"))
     );
-    let spot = |sim: &Sim, x: usize| -> Vec<Option<String>> {
+    let spot = |sim: &Sim, x: usize| -> Vec<Option<ParticipantId>> {
         sim.clients[x]
             .msgs
             .iter()
@@ -679,7 +679,7 @@ fn everyone_learns_everyones_connection_quality_from_both_workers() {
             })
             .flatten()
             .filter(|q| q.level == 3)
-            .map(|q| q.participant_id)
+            .map(|q| q.participant_id.0)
             .collect();
         seen.sort();
         seen.dedup();
