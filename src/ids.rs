@@ -69,10 +69,6 @@ macro_rules! str_id {
 }
 
 int_id!(
-    /// A user account (database row id).
-    UserId
-);
-int_id!(
     /// A meeting (database row id). The public handle is its [`MeetingCode`].
     MeetingId
 );
@@ -83,10 +79,6 @@ str_id!(
 str_id!(
     /// One participant's presence in one meeting (one join); random, issued at join time.
     ParticipantId
-);
-str_id!(
-    /// A registered server node (sfu, turn, fs) in the node registry.
-    NodeId
 );
 str_id!(
     /// A stored file blob of meeting notes.

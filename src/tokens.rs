@@ -73,11 +73,11 @@ impl Keys {
     /// A sign-in code as stored: keyed hash, so a copied database does not reveal codes
     /// without the secret too.
     pub fn hash_code(&self, email: &str, code: &str) -> String {
-        let mut mac = mac(&self.codes);
-        mac.update(email.as_bytes());
-        mac.update(b"\0");
-        mac.update(code.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hex::encode(
+            mac(&self.codes, &[email.as_bytes(), code.as_bytes()])
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     pub fn sign_join(&self, claims: &JoinClaims) -> String {
@@ -126,8 +126,17 @@ pub fn turn_password(secret: &str, username: &str) -> String {
     STANDARD.encode(m.finalize().into_bytes())
 }
 
-fn mac(key: &[u8; 32]) -> HmacSha256 {
-    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length")
+/// HMAC-SHA256 of `parts` under `key`, each part prefixed with its length (8 bytes, big
+/// endian) so that no two different lists of parts authenticate alike. The appliance's one
+/// MAC construction: signed tokens, sign-in code hashes, the bridge handshake, TURN nonces.
+/// (TURN passwords are HMAC-SHA1 because coturn's REST format says so: [`turn_password`].)
+pub fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(&(p.len() as u64).to_be_bytes());
+        m.update(p);
+    }
+    m
 }
 
 const JOIN: &str = "join";
@@ -136,8 +145,8 @@ const JOIN: &str = "join";
 const MAX_TOKEN: usize = 8192;
 
 /// The one signed-token format (join tokens, file grants and receipts):
-/// `base64url(JSON claims) "." base64url(HMAC-SHA256(key, purpose "." body))`. The purpose in
-/// the MAC keeps a token of one kind from passing as another under the same key.
+/// `base64url(JSON claims) "." base64url([mac](key, [purpose, body]))`. The purpose in the
+/// MAC keeps a token of one kind from passing as another under the same key.
 pub fn sign_claims<T: Serialize>(key: &[u8; 32], purpose: &str, claims: &T) -> String {
     // Claims are plain structs of strings and numbers: serializing them cannot fail, and
     // signing an empty payload instead would hide a broken type.
@@ -171,11 +180,7 @@ pub fn verify_claims<T: DeserializeOwned>(
 }
 
 fn purpose_mac(key: &[u8; 32], purpose: &str, body: &str) -> HmacSha256 {
-    let mut m = mac(key);
-    m.update(purpose.as_bytes());
-    m.update(b".");
-    m.update(body.as_bytes());
-    m
+    mac(key, &[purpose.as_bytes(), body.as_bytes()])
 }
 
 /// SHA-256 hex of an opaque token (session tokens are stored only as this).

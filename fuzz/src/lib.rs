@@ -41,9 +41,11 @@ fn mode(data: &[u8]) -> (u8, &[u8]) {
     }
 }
 
+/// HMAC-SHA256 over length-prefixed parts (8 bytes big endian each), as `tokens::mac`.
 fn hmac_b64(key: &[u8], parts: &[&[u8]]) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
+        m.update(&(p.len() as u64).to_be_bytes());
         m.update(p);
     }
     URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
@@ -198,13 +200,10 @@ pub fn bridge(data: &[u8]) {
     }
 }
 
-/// `base64url(body) "." base64url(HMAC-SHA256(files key, purpose "." body))` (proto/files.rs).
+/// `base64url(body) "." base64url(HMAC-SHA256(files key, [purpose, body]))` (tokens.rs).
 fn sign_file_token(purpose: &str, json: &[u8]) -> String {
     let body = URL_SAFE_NO_PAD.encode(json);
-    let sig = hmac_b64(
-        keys().files_key(),
-        &[purpose.as_bytes(), b".", body.as_bytes()],
-    );
+    let sig = hmac_b64(keys().files_key(), &[purpose.as_bytes(), body.as_bytes()]);
     format!("{body}.{sig}")
 }
 
@@ -270,7 +269,7 @@ fn sign_join_token(json: &[u8]) -> String {
     let body = URL_SAFE_NO_PAD.encode(json);
     format!(
         "{body}.{}",
-        hmac_b64(join_key(), &[b"join", b".", body.as_bytes()])
+        hmac_b64(join_key(), &[b"join", body.as_bytes()])
     )
 }
 

@@ -36,6 +36,7 @@
 
 pub mod client;
 
+use crate::tokens::mac;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -198,15 +199,6 @@ pub fn version_mismatch(
 /// A fresh random nonce (hex of 32 bytes).
 pub fn nonce() -> String {
     hex::encode(rand::random::<[u8; 32]>())
-}
-
-fn mac(key: &[u8; 32], parts: &[&[u8]]) -> Hmac<Sha256> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    for p in parts {
-        m.update(&(p.len() as u64).to_be_bytes());
-        m.update(p);
-    }
-    m
 }
 
 /// The MAC behind a node's proof. Parts are length-prefixed, so no two different inputs hash

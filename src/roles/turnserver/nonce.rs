@@ -3,8 +3,7 @@
 //! client's address, under a key random per process. A spoofed source never sees its nonce;
 //! a nonce is good for an hour, from the address it was issued to only.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use std::net::IpAddr;
 
 /// A nonce is good this long (clients then get 438 and take a new one).
@@ -26,14 +25,12 @@ impl NonceSigner {
     }
 
     fn mac(&self, ts: [u8; 4], ip: IpAddr) -> [u8; 12] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(&ts);
-        match crate::config::ipnet::canonical(ip) {
-            IpAddr::V4(v4) => mac.update(&v4.octets()),
-            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        let full = match crate::config::ipnet::canonical(ip) {
+            IpAddr::V4(v4) => crate::tokens::mac(&self.key, &[&ts, &v4.octets()]),
+            IpAddr::V6(v6) => crate::tokens::mac(&self.key, &[&ts, &v6.octets()]),
         }
-        let full = mac.finalize().into_bytes();
+        .finalize()
+        .into_bytes();
         let mut out = [0u8; 12];
         out.copy_from_slice(&full[..12]);
         out
