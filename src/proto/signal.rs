@@ -158,78 +158,70 @@ pub struct TrackInfo {
     pub source: Source,
 }
 
-/// Why a participant's session ended: `closed.reason` to them, `participant_left.reason` to
-/// the others, and the participation record's reason at the apiserver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// They left (the `leave` message, or their socket closed).
-    Left,
-    /// A host removed them; they may not join again.
-    Removed,
-    /// A host did not let them in from the lobby.
-    Denied,
-    /// The room is locked.
-    Locked,
-    /// A host ended the meeting for everyone.
-    Ended,
-    /// The same participant joined again from another connection.
-    Replaced,
-    /// The lobby is full.
-    LobbyFull,
-    /// The sfuserver stops; clients rejoin (perhaps elsewhere).
-    ServerShutdown,
-    ServerError,
-    /// The connection did not read what the server sent.
-    SlowReader,
-    /// The connection sent more than a client may.
-    RateLimited,
-    /// Their media connection failed.
-    MediaError,
-    /// No media or signaling from them for too long.
-    ConnectionLost,
-    /// An offer or answer that could not be applied.
-    BadSdp,
-    /// The WebSocket broke its protocol.
-    ProtocolError,
-    /// No join message in time, or no sign of life on the socket.
-    Timeout,
-    /// The first message was not a readable `join`.
-    BadJoin,
-    /// The join token was refused.
-    BadToken,
-    /// The join token names another sfuserver.
-    WrongServer,
-    /// The server closed the session itself (a `closed` was sent before).
-    Closed,
+/// Declares [`CloseReason`]: each variant with its wire name, once.
+macro_rules! close_reasons {
+    ($($(#[$doc:meta])* $variant:ident => $wire:literal,)*) => {
+        /// Why a participant's session ended: `closed.reason` to them, `participant_left.reason`
+        /// to the others, and the participation record's reason at the apiserver.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum CloseReason {
+            $($(#[$doc])* #[serde(rename = $wire)] $variant,)*
+        }
+
+        impl CloseReason {
+            /// Every reason (tests, documentation).
+            pub const ALL: &[CloseReason] = &[$(CloseReason::$variant,)*];
+
+            /// The wire name (`"slow_reader"`), also the WebSocket close frame's description.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(CloseReason::$variant => $wire,)*
+                }
+            }
+        }
+    };
 }
 
-impl CloseReason {
-    /// The wire name (`"slow_reader"`), also the WebSocket close frame's description.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Left => "left",
-            CloseReason::Removed => "removed",
-            CloseReason::Denied => "denied",
-            CloseReason::Locked => "locked",
-            CloseReason::Ended => "ended",
-            CloseReason::Replaced => "replaced",
-            CloseReason::LobbyFull => "lobby_full",
-            CloseReason::ServerShutdown => "server_shutdown",
-            CloseReason::ServerError => "server_error",
-            CloseReason::SlowReader => "slow_reader",
-            CloseReason::RateLimited => "rate_limited",
-            CloseReason::MediaError => "media_error",
-            CloseReason::ConnectionLost => "connection_lost",
-            CloseReason::BadSdp => "bad_sdp",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::Timeout => "timeout",
-            CloseReason::BadJoin => "bad_join",
-            CloseReason::BadToken => "bad_token",
-            CloseReason::WrongServer => "wrong_server",
-            CloseReason::Closed => "closed",
-        }
-    }
+close_reasons! {
+    /// They left (the `leave` message, or their socket closed).
+    Left => "left",
+    /// A host removed them; they may not join again.
+    Removed => "removed",
+    /// A host did not let them in from the lobby.
+    Denied => "denied",
+    /// The room is locked.
+    Locked => "locked",
+    /// A host ended the meeting for everyone.
+    Ended => "ended",
+    /// The same participant joined again from another connection.
+    Replaced => "replaced",
+    /// The lobby is full.
+    LobbyFull => "lobby_full",
+    /// The sfuserver stops; clients rejoin (perhaps elsewhere).
+    ServerShutdown => "server_shutdown",
+    ServerError => "server_error",
+    /// The connection did not read what the server sent.
+    SlowReader => "slow_reader",
+    /// The connection sent more than a client may.
+    RateLimited => "rate_limited",
+    /// Their media connection failed.
+    MediaError => "media_error",
+    /// No media or signaling from them for too long.
+    ConnectionLost => "connection_lost",
+    /// An offer or answer that could not be applied.
+    BadSdp => "bad_sdp",
+    /// The WebSocket broke its protocol.
+    ProtocolError => "protocol_error",
+    /// No join message in time, or no sign of life on the socket.
+    Timeout => "timeout",
+    /// The first message was not a readable `join`.
+    BadJoin => "bad_join",
+    /// The join token was refused.
+    BadToken => "bad_token",
+    /// The join token names another sfuserver.
+    WrongServer => "wrong_server",
+    /// The server closed the session itself (a `closed` was sent before).
+    Closed => "closed",
 }
 
 impl std::fmt::Display for CloseReason {
@@ -457,29 +449,7 @@ mod close_reason_tests {
     /// `as_str` (close frames, logs) and serde (messages, the bridge) say the same name.
     #[test]
     fn wire_names_agree() {
-        use CloseReason::*;
-        for r in [
-            Left,
-            Removed,
-            Denied,
-            Locked,
-            Ended,
-            Replaced,
-            LobbyFull,
-            ServerShutdown,
-            ServerError,
-            SlowReader,
-            RateLimited,
-            MediaError,
-            ConnectionLost,
-            BadSdp,
-            ProtocolError,
-            Timeout,
-            BadJoin,
-            BadToken,
-            WrongServer,
-            Closed,
-        ] {
+        for &r in CloseReason::ALL {
             assert_eq!(
                 serde_json::to_string(&r).expect("serializes"),
                 format!("\"{}\"", r.as_str())
@@ -489,5 +459,6 @@ mod close_reason_tests {
                 r
             );
         }
+        assert_eq!(CloseReason::SlowReader.as_str(), "slow_reader");
     }
 }

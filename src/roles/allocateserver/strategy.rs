@@ -40,6 +40,31 @@ fn next_id(state: &mut State) -> u64 {
     state.seq
 }
 
+/// Records that `ask`'s meeting holds `sfu` from `from` to `until` (its own `server` when
+/// one is made for it).
+fn reserve(
+    w: &mut World<'_>,
+    id: u64,
+    kind: ReservationKind,
+    ask: &Ask<'_>,
+    (from, until): (i64, i64),
+    sfu: &str,
+    server: Option<String>,
+) {
+    w.state.reservations.push(Reservation {
+        id,
+        kind,
+        email: ask.email.to_string(),
+        begin_at: ask.begin_at,
+        end_at: ask.end_at,
+        from,
+        until,
+        sfu: sfu.to_string(),
+        server,
+        made_at: w.now,
+    });
+}
+
 /// Pool sfuservers for this kind of meeting. A server we provisioned for one meeting or owner
 /// registers like any other node; it is theirs, never part of a pool.
 fn sfu_candidates(pools: &Pools, state: &State, kind: Serves) -> Vec<Candidate> {
@@ -108,18 +133,15 @@ impl SfuStrategy for Dedicated {
         };
         let sfu = pick.address.clone();
         let id = next_id(w.state);
-        w.state.reservations.push(Reservation {
+        reserve(
+            w,
             id,
-            kind: ReservationKind::Dedicated,
-            email: ask.email.to_string(),
-            begin_at: ask.begin_at,
-            end_at: ask.end_at,
-            from,
-            until,
-            sfu: sfu.clone(),
-            server: None,
-            made_at: w.now,
-        });
+            ReservationKind::Dedicated,
+            ask,
+            (from, until),
+            &sfu,
+            None,
+        );
         Ok(sfu)
     }
 }
@@ -161,18 +183,15 @@ impl SfuStrategy for ScheduledOnDemand {
                 last_error: None,
             },
         );
-        w.state.reservations.push(Reservation {
+        reserve(
+            w,
             id,
-            kind: ReservationKind::OnDemand,
-            email: ask.email.to_string(),
-            begin_at: ask.begin_at,
-            end_at: ask.end_at,
-            from,
-            until,
-            sfu: sfu.clone(),
-            server: Some(name),
-            made_at: w.now,
-        });
+            ReservationKind::OnDemand,
+            ask,
+            (from, until),
+            &sfu,
+            Some(name),
+        );
         Ok(sfu)
     }
 }
@@ -225,18 +244,15 @@ impl SfuStrategy for Shared {
             .ok_or_else(|| not_ready("no sfuserver is up with room for a scheduled meeting"))?;
             let sfu = pick.address.clone();
             let id = next_id(w.state);
-            w.state.reservations.push(Reservation {
+            reserve(
+                w,
                 id,
-                kind: ReservationKind::Shared,
-                email: ask.email.to_string(),
-                begin_at: ask.begin_at,
-                end_at: ask.end_at,
-                from,
-                until,
-                sfu: sfu.clone(),
-                server: None,
-                made_at: now,
-            });
+                ReservationKind::Shared,
+                ask,
+                (from, until),
+                &sfu,
+                None,
+            );
             return Ok(sfu);
         }
         let cands: Vec<Candidate> = sfu_candidates(w.pools, w.state, Serves::Instant)

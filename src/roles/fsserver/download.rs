@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::http::{RangeAnswer, content_disposition, http_date, none_match, range};
 use super::{FsState, authorize, no_such_file, store};
 use crate::error::ApiError;
+use crate::ids::{FileId, MeetingId};
 use crate::proto::files::FileOp;
 use crate::util::now;
 
@@ -26,13 +27,7 @@ pub async fn get(
     st: web::Data<FsState>,
 ) -> Result<HttpResponse, ApiError> {
     let (meeting, file, grant) = authorize(&st, &req, &path, FileOp::Get)?;
-    let opened = {
-        let (st, file) = (st.clone(), file.clone());
-        web::block(move || store::open(&st.store, meeting, &file))
-            .await
-            .map_err(|e| ApiError::internal(format_args!("opening a file: {e}")))?
-            .map_err(|e| ApiError::internal(format_args!("opening a file: {e}")))?
-    };
+    let opened = on_disk("opening a file", &st, meeting, &file, store::open).await?;
     let Some((meta, data, len)) = opened else {
         return Err(no_such_file());
     };
@@ -127,13 +122,7 @@ pub async fn delete(
     st: web::Data<FsState>,
 ) -> Result<HttpResponse, ApiError> {
     let (meeting, file, _) = authorize(&st, &req, &path, FileOp::Delete)?;
-    let freed = {
-        let (st, file) = (st.clone(), file.clone());
-        web::block(move || store::delete(&st.store, meeting, &file))
-            .await
-            .map_err(|e| ApiError::internal(format_args!("deleting a file: {e}")))?
-            .map_err(|e| ApiError::internal(format_args!("deleting a file: {e}")))?
-    };
+    let freed = on_disk("deleting a file", &st, meeting, &file, store::delete).await?;
     match freed {
         Some(size) => {
             st.stats.deleted();
@@ -151,13 +140,7 @@ pub async fn keep(
     st: web::Data<FsState>,
 ) -> Result<HttpResponse, ApiError> {
     let (meeting, file, _) = authorize(&st, &req, &path, FileOp::Keep)?;
-    let kept = {
-        let (st, file) = (st.clone(), file.clone());
-        web::block(move || store::keep(&st.store, meeting, &file))
-            .await
-            .map_err(|e| ApiError::internal(format_args!("keeping a file: {e}")))?
-            .map_err(|e| ApiError::internal(format_args!("keeping a file: {e}")))?
-    };
+    let kept = on_disk("keeping a file", &st, meeting, &file, store::keep).await?;
     if kept {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -167,4 +150,19 @@ pub async fn keep(
             "This upload was not recorded in time and has been deleted; upload it again.",
         ))
     }
+}
+
+/// Runs a store operation on `file` off the async threads; any failure is a 500 saying `what`.
+async fn on_disk<T: Send + 'static>(
+    what: &'static str,
+    st: &web::Data<FsState>,
+    meeting: MeetingId,
+    file: &FileId,
+    op: fn(&store::Store, MeetingId, &FileId) -> std::io::Result<T>,
+) -> Result<T, ApiError> {
+    let (st, file) = (st.clone(), file.clone());
+    web::block(move || op(&st.store, meeting, &file))
+        .await
+        .map_err(|e| ApiError::internal(format_args!("{what}: {e}")))?
+        .map_err(|e| ApiError::internal(format_args!("{what}: {e}")))
 }

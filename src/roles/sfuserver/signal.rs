@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::{PickWorker, SfuState, WorkerCmd};
 use crate::ids::MeetingId;
 use crate::proto::signal::{ClientMsg, CloseReason, ServerMsg};
+use crate::ratelimit::Bucket;
 
 /// The largest signaling message: an SDP for a 25-person meeting (two m-lines per person,
 /// simulcast and RTX) is well over 64 KiB.
@@ -34,38 +35,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sessions are numbered so the worker can tell a reconnect's session from the one it replaced.
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
-
-/// A token bucket: `rate` per second, up to `burst` at once.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
-        Bucket {
-            tokens: burst,
-            rate,
-            burst,
-            at: now,
-        }
-    }
-
-    /// Takes `n` tokens if there are that many.
-    fn take(&mut self, n: f64, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// What one session may send. A browser sends a few messages per second at most (mute,
 /// layer sizes, an offer when a track comes or goes, chat typed by a person).

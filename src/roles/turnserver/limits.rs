@@ -9,47 +9,7 @@ use std::time::Instant;
 
 use crate::config::ipnet::canonical;
 
-/// `rate` units per second, at most `burst` saved up.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate: f64, burst: f64, now: Instant) -> TokenBucket {
-        TokenBucket {
-            rate,
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        self.last = now;
-    }
-
-    /// Takes `n` tokens if there are that many.
-    pub fn take(&mut self, n: f64, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= self.burst
-    }
-}
+use crate::ratelimit::Bucket;
 
 /// Most source addresses tracked at once. Above it, buckets that have refilled are forgotten;
 /// if all are busy (a flood from many addresses), new sources are refused until some refill.
@@ -59,7 +19,7 @@ const MAX_SOURCES: usize = 65_536;
 pub struct SourceLimiter {
     rate: f64,
     burst: f64,
-    sources: HashMap<IpAddr, TokenBucket>,
+    sources: HashMap<IpAddr, Bucket>,
 }
 
 impl SourceLimiter {
@@ -87,7 +47,7 @@ impl SourceLimiter {
                 return false;
             }
         }
-        let mut b = TokenBucket::new(self.rate, self.burst, now);
+        let mut b = Bucket::new(self.rate, self.burst, now);
         let ok = b.take(1.0, now);
         self.sources.insert(ip, b);
         ok
@@ -383,16 +343,6 @@ mod tests {
         let _again = s.take(a).expect("a slot was given back");
         drop((two, three));
         assert_eq!(s.count(a), (1, 1));
-    }
-
-    #[test]
-    fn bucket_refills_at_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(100.0, 10.0, t0);
-        assert!((0..10).all(|_| b.take(1.0, t0)));
-        assert!(!b.take(1.0, t0));
-        assert!(b.take(5.0, t0 + Duration::from_millis(50)));
-        assert!(!b.take(1.0, t0 + Duration::from_millis(50)));
     }
 
     #[test]

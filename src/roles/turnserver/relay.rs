@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::net::UdpSocket;
 
-use super::limits::TokenBucket;
 use super::policy::PeerPolicy;
 use super::stats::{Dropped, TurnStats};
+use crate::ratelimit::Bucket;
 
 /// Socket buffers for every TURN socket: with the kernel default (208 KiB) a busy relay
 /// loses packets in bursts (TURN-NOTES.md); coturn sets the same.
@@ -99,7 +99,7 @@ impl turn::relay::RelayAddressGenerator for RelayGen {
         let bucket = || {
             // Bursts of a quarter second (a video keyframe) pass at full speed.
             let rate = s.bytes_per_sec as f64;
-            Mutex::new(TokenBucket::new(rate, (rate / 4.0).max(16_384.0), now))
+            Mutex::new(Bucket::new(rate, (rate / 4.0).max(16_384.0), now))
         };
         let relayed = SocketAddr::new(s.relay_ip, port);
         // Other allocations on this server may relay to this one (see policy.rs).
@@ -121,8 +121,8 @@ struct RelaySocket {
     sock: UdpSocket,
     relayed: SocketAddr,
     shared: Arc<RelayShared>,
-    out: Mutex<TokenBucket>,
-    inbound: Mutex<TokenBucket>,
+    out: Mutex<Bucket>,
+    inbound: Mutex<Bucket>,
 }
 
 impl Drop for RelaySocket {
@@ -134,7 +134,7 @@ impl Drop for RelaySocket {
 }
 
 impl RelaySocket {
-    fn within_cap(&self, bucket: &Mutex<TokenBucket>, n: usize) -> bool {
+    fn within_cap(&self, bucket: &Mutex<Bucket>, n: usize) -> bool {
         if self.shared.bytes_per_sec == 0 {
             return true;
         }

@@ -36,7 +36,9 @@ fn key(k: &[u8; 32]) -> LessSafeKey {
 pub fn seal<T: Serialize>(k: &[u8; 32], plain: &T) -> String {
     let mut nonce = [0u8; NONCE_LEN];
     rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
-    let mut buf = serde_json::to_vec(plain).unwrap_or_default();
+    // What is sealed are plain structs of strings (tokens, a passcode): serializing them
+    // cannot fail, and sealing an empty payload instead would hide a broken type.
+    let mut buf = serde_json::to_vec(plain).expect("sealed values serialize");
     // Sealing in place only fails for inputs beyond 256 GiB.
     key(k)
         .seal_in_place_append_tag(

@@ -6,49 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A token bucket: `capacity` at most, refilled at `rate` per second.
-#[derive(Clone, Debug)]
-pub struct Bucket {
-    capacity: f64,
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    pub fn new(capacity: f64, rate: f64, now: Instant) -> Bucket {
-        Bucket {
-            capacity,
-            rate,
-            tokens: capacity,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate).min(self.capacity);
-        self.at = now;
-    }
-
-    /// Takes `n` tokens, or says how long until there are enough (nothing is taken then).
-    pub fn take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
-        if self.tokens >= n {
-            self.tokens -= n;
-            Ok(())
-        } else {
-            let missing = n.min(self.capacity) - self.tokens;
-            Err(Duration::from_secs_f64(missing / self.rate))
-        }
-    }
-
-    /// Full again (nothing to remember about this member).
-    fn full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= self.capacity
-    }
-}
+use crate::ratelimit::Bucket;
 
 /// Saves through REST: a count. Live changes: messages and bytes.
 struct MemberLimits {
@@ -84,19 +42,19 @@ impl Limits {
             .entry((meeting, member.to_string()))
             .or_insert_with(|| MemberLimits {
                 saves: Bucket::new(
-                    f64::from(c.save_burst),
                     f64::from(c.saves_per_minute) / 60.0,
+                    f64::from(c.save_burst),
                     now,
                 ),
                 messages: Bucket::new(
-                    10.0 * f64::from(c.live_updates_per_second),
                     f64::from(c.live_updates_per_second),
+                    10.0 * f64::from(c.live_updates_per_second),
                     now,
                 ),
                 // A burst as large as the largest notes (a paste), refilled per minute.
                 bytes: Bucket::new(
-                    (c.live_bytes_per_minute as f64 / 4.0).max(2.0 * super::MAX_NOTES_BYTES as f64),
                     c.live_bytes_per_minute as f64 / 60.0,
+                    (c.live_bytes_per_minute as f64 / 4.0).max(2.0 * super::MAX_NOTES_BYTES as f64),
                     now,
                 ),
             });
@@ -105,7 +63,7 @@ impl Limits {
 
     /// One REST save (PUT or restore).
     pub fn save(&self, meeting: i64, member: &str, now: Instant) -> Result<(), Duration> {
-        self.with(meeting, member, now, |m| m.saves.take(1.0, now))
+        self.with(meeting, member, now, |m| m.saves.wait_for(1.0, now))
     }
 
     /// One live message of `bytes` bytes.
@@ -117,34 +75,23 @@ impl Limits {
         now: Instant,
     ) -> Result<(), Duration> {
         self.with(meeting, member, now, |m| {
-            m.messages.take(1.0, now)?;
-            m.bytes.take(bytes as f64, now)
+            m.messages.wait_for(1.0, now)?;
+            m.bytes.wait_for(bytes as f64, now)
         })
     }
 
     /// Forgets members whose buckets are full again.
     pub fn forget_idle(&self, now: Instant) {
         let mut map = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, m| !(m.saves.full(now) && m.messages.full(now) && m.bytes.full(now)));
+        map.retain(|_, m| {
+            !(m.saves.is_full(now) && m.messages.is_full(now) && m.bytes.is_full(now))
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_allows_the_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut b = Bucket::new(3.0, 1.0, t0);
-        for _ in 0..3 {
-            assert!(b.take(1.0, t0).is_ok());
-        }
-        let wait = b.take(1.0, t0).expect_err("empty");
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
-        assert!(b.take(1.0, t0 + Duration::from_secs(1)).is_ok());
-        assert!(b.take(1.0, t0 + Duration::from_secs(1)).is_err());
-    }
 
     #[test]
     fn members_are_limited_separately() {
