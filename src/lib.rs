@@ -25,3 +25,4 @@ pub mod roles;
 pub mod tls;
 pub mod tokens;
 pub mod util;
+pub mod ws;

@@ -9,7 +9,7 @@
 //! (a client beyond them is disconnected, reason `rate_limited`), chat per second (excess chat
 //! gets an `error` and is dropped), the queue of messages to the client (a client that stops
 //! reading is disconnected, reason `slow_reader`, and a write that cannot complete within
-//! `WRITE_TIMEOUT` ends the session the same way), and what an offer may declare (worker).
+//! `ws::WRITE_TIMEOUT` ends the session the same way), and what an offer may declare (worker).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode};
@@ -21,6 +21,7 @@ use super::{PickWorker, SfuState, WorkerCmd};
 use crate::ids::MeetingId;
 use crate::proto::signal::{ClientMsg, CloseReason, ServerMsg};
 use crate::ratelimit::Bucket;
+use crate::ws::{Keepalive, Silence, WriteError};
 
 /// The largest signaling message: an SDP for a 25-person meeting (two m-lines per person,
 /// simulcast and RTX) is well over 64 KiB.
@@ -29,9 +30,6 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 /// Messages waiting for the client. A meeting's busiest moments (a room full of people
 /// joining, a burst of chat) stay far below; a client that reads nothing fills it.
 const OUT_QUEUE: usize = 512;
-
-/// A write to the client's socket that takes longer than this means it is not reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sessions are numbered so the worker can tell a reconnect's session from the one it replaced.
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
@@ -80,22 +78,16 @@ pub async fn signal(
     meeting: web::Path<i64>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let meeting = MeetingId(meeting.into_inner());
-    let (resp, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream
-        .max_frame_size(MAX_MESSAGE)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_MESSAGE);
+    let (resp, session, stream) = crate::ws::accept(&req, body, MAX_MESSAGE)?;
     actix_web::rt::spawn(run(st.into_inner(), meeting, session, stream));
     Ok(resp)
 }
 
-/// Writes one message; false when the client is gone or does not read within `WRITE_TIMEOUT`.
+/// Writes one message; false when the client is gone or does not read within
+/// [`crate::ws::WRITE_TIMEOUT`].
 async fn send(session: &mut actix_ws::Session, m: &ServerMsg) -> bool {
     match serde_json::to_string(m) {
-        Ok(s) => matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, session.text(s)).await,
-            Ok(Ok(()))
-        ),
+        Ok(s) => crate::ws::text(session, s).await.is_ok(),
         Err(_) => false,
     }
 }
@@ -119,14 +111,7 @@ async fn close_socket(session: actix_ws::Session, reason: CloseReason) {
         }
         _ => CloseCode::Normal,
     };
-    let _ = tokio::time::timeout(
-        WRITE_TIMEOUT,
-        session.close(Some(actix_ws::CloseReason {
-            code,
-            description: Some(reason.as_str().into()),
-        })),
-    )
-    .await;
+    crate::ws::close(session, code, reason.as_str()).await;
 }
 
 async fn run(
@@ -214,16 +199,15 @@ async fn run(
     }
 
     // 2. Relay both ways until either side ends. Nothing in this loop waits on the client
-    //    for longer than WRITE_TIMEOUT, so the liveness check always runs.
-    let mut ping = tokio::time::interval(Duration::from_secs(15));
-    let mut last_seen = Instant::now();
+    //    for longer than ws::WRITE_TIMEOUT, so the liveness check always runs.
+    let mut keepalive = Keepalive::new(Duration::from_secs(15), Duration::from_secs(45));
     let mut limits = Limits::new(Instant::now());
     let reason = loop {
         tokio::select! {
             m = stream.next() => match m {
                 Some(Ok(AggregatedMessage::Text(t))) => {
                     let now = Instant::now();
-                    last_seen = now;
+                    keepalive.seen();
                     let parsed = serde_json::from_str::<ClientMsg>(&t);
                     match judge(&mut limits, t.len(), parsed.as_ref().ok(), now) {
                         Verdict::Disconnect => {
@@ -258,7 +242,7 @@ async fn run(
                 }
                 Some(Ok(AggregatedMessage::Binary(b))) => {
                     let now = Instant::now();
-                    last_seen = now;
+                    keepalive.seen();
                     if let Verdict::Disconnect = judge(&mut limits, b.len(), None, now) {
                         break CloseReason::RateLimited;
                     }
@@ -268,15 +252,15 @@ async fn run(
                 }
                 Some(Ok(AggregatedMessage::Ping(b))) => {
                     let now = Instant::now();
-                    last_seen = now;
+                    keepalive.seen();
                     if let Verdict::Disconnect = judge(&mut limits, b.len(), None, now) {
                         break CloseReason::RateLimited;
                     }
-                    if tokio::time::timeout(WRITE_TIMEOUT, session.pong(&b)).await.is_err() {
+                    if crate::ws::pong(&mut session, &b).await.is_err() {
                         break CloseReason::SlowReader;
                     }
                 }
-                Some(Ok(AggregatedMessage::Pong(_))) => last_seen = Instant::now(),
+                Some(Ok(AggregatedMessage::Pong(_))) => keepalive.seen(),
                 Some(Ok(AggregatedMessage::Close(_))) | None => break CloseReason::Left,
                 Some(Err(e)) => {
                     tracing::info!(%participant, error = %e, "signaling protocol error");
@@ -296,16 +280,12 @@ async fn run(
                 }
                 None => break CloseReason::Closed,
             },
-            _ = ping.tick() => {
-                if last_seen.elapsed() > Duration::from_secs(45) {
-                    break CloseReason::Timeout;
-                }
-                match tokio::time::timeout(WRITE_TIMEOUT, session.ping(b"")).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break CloseReason::Left,
-                    Err(_) => break CloseReason::SlowReader,
-                }
-            }
+            _ = keepalive.due() => match keepalive.ping(&mut session).await {
+                Ok(()) => {}
+                Err(Silence::Idle) => break CloseReason::Timeout,
+                Err(Silence::Write(WriteError::Closed)) => break CloseReason::Left,
+                Err(Silence::Write(WriteError::NotReading)) => break CloseReason::SlowReader,
+            },
         }
     };
     let _ = worker.send(WorkerCmd::Leave {

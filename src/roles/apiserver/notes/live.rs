@@ -29,7 +29,7 @@
 //! changes gets the whole document again instead of the ones it missed.
 
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use actix_ws::{AggregatedMessage, CloseCode};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +47,7 @@ use super::crdt;
 use super::hub::{self, Author, Event, LiveDoc, LiveRefused};
 use crate::error::ApiError;
 use crate::roles::apiserver::ApiState;
+use crate::ws::Keepalive;
 
 /// The largest message: a change that pastes the largest notes, with room for its encoding.
 const MAX_MESSAGE: usize = 2 * super::MAX_NOTES_BYTES + 64 * 1024;
@@ -92,30 +93,23 @@ pub async fn live(
     } else {
         Some(member(&st, &creds, id).await?)
     };
-    let (resp, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+    let (resp, session, stream) = crate::ws::accept(&req, body, MAX_MESSAGE).map_err(|e| {
         ApiError::bad_request("websocket_expected", format!("Open a WebSocket here: {e}"))
     })?;
-    let stream = stream
-        .max_frame_size(MAX_MESSAGE)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_MESSAGE);
     actix_web::rt::spawn(run(st.into_inner(), id, known, session, stream));
     Ok(resp)
 }
 
+/// Writes a text message; false when the peer is gone or does not read
+/// ([`crate::ws::WRITE_TIMEOUT`]).
 async fn send(session: &mut actix_ws::Session, s: &str) -> bool {
-    session.text(s.to_owned()).await.is_ok()
+    crate::ws::text(session, s).await.is_ok()
 }
 
 async fn close(mut session: actix_ws::Session, reason: &str, message: &str) {
     let msg = serde_json::json!({"type": "closed", "reason": reason, "message": message});
     let _ = send(&mut session, &msg.to_string()).await;
-    let _ = session
-        .close(Some(CloseReason {
-            code: CloseCode::Policy,
-            description: Some(reason.into()),
-        }))
-        .await;
+    crate::ws::close(session, CloseCode::Policy, reason).await;
 }
 
 /// Reads the auth message and resolves it.
@@ -197,7 +191,7 @@ async fn run(
 
 /// Sends a y-sync frame.
 async fn send_bin(session: &mut actix_ws::Session, b: Vec<u8>) -> bool {
-    session.binary(b).await.is_ok()
+    crate::ws::binary(session, b).await.is_ok()
 }
 
 /// Serves one connection until it ends; `Some((reason, message))` when the server ends it.
@@ -229,9 +223,8 @@ async fn follow(
         return None;
     }
     let mut acks: u64 = 0;
-    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    let mut keepalive = Keepalive::new(Duration::from_secs(20), Duration::from_secs(60));
     let mut recheck = tokio::time::interval(RECHECK);
-    let mut last_seen = Instant::now();
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -253,7 +246,7 @@ async fn follow(
                 Err(RecvError::Closed) => return None,
             },
             incoming = stream.next() => {
-                last_seen = Instant::now();
+                keepalive.seen();
                 match incoming {
                     Some(Ok(AggregatedMessage::Binary(b))) => {
                         if let Err(e) = st.notes_hub.limits(st).live(doc.meeting, &author.tag, b.len(), Instant::now()) {
@@ -277,7 +270,9 @@ async fn follow(
                         }
                     }
                     Some(Ok(AggregatedMessage::Ping(b))) => {
-                        let _ = session.pong(&b).await;
+                        if crate::ws::pong(session, &b).await.is_err() {
+                            return None;
+                        }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     Some(Ok(AggregatedMessage::Close(_))) | None => return None,
@@ -287,11 +282,8 @@ async fn follow(
                     }
                 }
             },
-            _ = ping.tick() => {
-                if last_seen.elapsed() > Duration::from_secs(60) {
-                    return None;
-                }
-                if session.ping(b"").await.is_err() {
+            _ = keepalive.due() => {
+                if keepalive.ping(session).await.is_err() {
                     return None;
                 }
             }
