@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The package test (tests/package.rs runs it): packages BIN (the test build, so no release
+# The package test (tests/it/package.rs runs it): packages BIN (the test build, so no release
 # build is needed here; `make package` packages the release binary the same way), lints both
 # packages, checks the .rpm with rpm -qlp / rpm -K, and installs the .deb into a clean
 # Debian root (mmdebstrap minbase + the package's dependencies, made once and cached as a

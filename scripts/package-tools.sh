@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs cargo-deb and cargo-generate-rpm into a cache when missing (first time ~15 min of
 # compiling; then instant), and the apt tools that check and install packages. Prints the
-# bin folder to put on PATH. Used by `make package` and tests/package.rs, not by `make deps`:
+# bin folder to put on PATH. Used by `make package` and tests/it/package.rs, not by `make deps`:
 # only the package test pays for it.
 set -euo pipefail
 TOOLS=${APPLIANCE_PKG_TOOLS:-/var/tmp/meeting-appliance-tools}

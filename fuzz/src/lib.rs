@@ -3,7 +3,7 @@
 //! Each feeds one input to a parser that takes bytes from the network, and checks what must
 //! hold for any input: no panic, and where a value was accepted, that it survives a round
 //! trip or meets the checks it was accepted under. The same functions run over every file of
-//! `fuzz/corpus/NAME` in the normal test suite (tests/fuzz_corpus.rs includes this file), on
+//! `fuzz/corpus/NAME` in the normal test suite (tests/it/fuzz_corpus.rs includes this file), on
 //! the stable toolchain and without fuzzing.
 //!
 //! Parsers behind a signature (file grants, join tokens) are reached by signing the input

@@ -1,4 +1,4 @@
-// Running a meeting in the real web client (tests/meeting_controls.rs): the lobby with a
+// Running a meeting in the real web client (tests/it/meeting_controls.rs): the lobby with a
 // co-host letting a guest in and turning another away, mute all after the owner left, the
 // passcode and its limit, chat with private messages and history, the hand queue.
 // Same protocol as web.cjs (NEED_CODE / RESULT / FAIL), plus:

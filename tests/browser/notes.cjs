@@ -1,5 +1,5 @@
 // The notes in real browsers (Debian's Chromium through playwright-core), driven like web.cjs
-// (same stdio protocol, helpers from there) by tests/web_client.rs: two people writing into
+// (same stdio protocol, helpers from there) by tests/it/web_client.rs: two people writing into
 // the same line at once, a Chinese input method composing while the other edits, undo of
 // one's own edit only, offline editing, pasted images and attached files, links and images
 // that must not leave the site, history with a diff and a restore, the Chinese screen; and

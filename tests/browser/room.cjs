@@ -1,5 +1,5 @@
 // The meeting room as people use it (issue 21), in Debian's headless Chromium through
-// playwright-core, inside the private network namespace of tests/room_ui.rs. Each browser
+// playwright-core, inside the private network namespace of tests/it/room_ui.rs. Each browser
 // gets its fake microphone/camera from files the Rust test generated (a voice-like tone
 // burst, silence, noise, a checkerboard video). Same stdio protocol as web.cjs:
 //   stdout `READY_DROP` → stdin `dropped` (UDP on lo blocked); `READY_RESTORE` → `restored`

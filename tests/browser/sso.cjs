@@ -1,4 +1,4 @@
-// Enterprise sign-in in Debian's headless Chromium (playwright-core), for tests/sso.rs: the
+// Enterprise sign-in in Debian's headless Chromium (playwright-core), for tests/it/sso.rs: the
 // sign-in page with every method enabled, LDAP through the form, OpenID Connect through the
 // real provider's login and consent pages (oidc-provider, tests/peers/oidc-provider.mjs), the
 // attacks on the callback (replayed URL, tampered state, replayed code, a token issued to

@@ -1,6 +1,6 @@
 // Drives the real web client (web/, embedded in the binary) in Debian's headless Chromium
 // through playwright-core: only what a person does (typing, clicking) plus reading state the
-// page shows or its MeetingClient's getStats. Used by tests/web_client.rs inside a private
+// page shows or its MeetingClient's getStats. Used by tests/it/web_client.rs inside a private
 // network namespace. Talks to the Rust test over stdio:
 //   stdout `NEED_CODE <email>`   → stdin: the sign-in code (the test reads it from mail or log)
 //   stdout `SCHEDULED <code>`    → stdin: `ok` once the test checked the invitation mail

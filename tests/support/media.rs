@@ -22,6 +22,13 @@ pub fn enter_private_netns(test: &str) -> bool {
         .expect("media test lock file");
     lock.lock().expect("media test lock");
     let exe = std::env::current_exe().expect("test binary path");
+    // libtest runs each test on a thread named with its whole path (`module::test`), which
+    // `--exact` needs in the one test binary.
+    let test = std::thread::current()
+        .name()
+        .filter(|n| n.ends_with(test))
+        .map_or_else(|| test.to_string(), str::to_string);
+    let test = test.as_str();
     let out = Command::new("unshare")
         .args([
             "-n",

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: real peers (an SMTP sink, a throwaway MariaDB,
 //! a scriptable allocator over HTTP) and the appliance binary run as a child process.
 //!
-//! Include with `mod support;`. Everything here is plain std (threads, processes, sockets), so
+//! The one test binary (`tests/it/main.rs`) includes it as `support`. Everything here is plain std (threads, processes, sockets), so
 //! it works from sync tests and from `#[tokio::test]` alike. Every peer listens on loopback
 //! only, every wait polls with a deadline, and a missing tool panics with what to install
 //! (`scripts/test-deps.sh`). Child processes are tied to the test process with
@@ -1103,7 +1103,7 @@ pub struct Appliance {
 }
 
 /// New meetings' lobby in tests: off, so the many scenarios where a guest joins by link are
-/// about what they test; the lobby's own tests (tests/meeting_controls.rs) turn it on (the
+/// about what they test; the lobby's own tests (tests/it/meeting_controls.rs) turn it on (the
 /// product's default, "guests", is checked there too).
 pub const TEST_LOBBY: &str = "off";
 

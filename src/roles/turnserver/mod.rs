@@ -79,7 +79,7 @@ use relay::{RelayGen, RelayShared};
 
 /// Runs fuzzed input through the guard, the turnserver's first reader of every packet: for
 /// the `turn_guard` fuzz target (fuzz/) and the replay of its corpus in the test suite
-/// (tests/fuzz_corpus.rs). The input is a series of records `[flags, source, length (u16
+/// (tests/it/fuzz_corpus.rs). The input is a series of records `[flags, source, length (u16
 /// big-endian), bytes]`, each a datagram to a UDP guard (small quotas, a null socket) from
 /// one of 8 sources. Flags: 1 = decode the bytes as STUN and sign them with valid
 /// credentials (username chosen by bits 5–7: the old form, or one of four meetings) so the

@@ -5,7 +5,7 @@
 //! release build:
 //! `RUSH_BIN=target/release/meeting-appliance cargo test --test rush -- --nocapture`).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! private network and mount namespace (`unshare -n -m`) with their own /etc/hosts, so no
 //! query can leave the box.
 
-mod support;
+use crate::support;
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::Output;

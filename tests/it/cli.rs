@@ -2,7 +2,7 @@
 //! naming the bad flag or key, precedence of file < environment < flags, masked secrets,
 //! roles that are not built yet, a busy port, a database that is down, graceful stop.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::{Appliance, appliance_bin, run_cli, run_cli_env};
@@ -229,7 +229,7 @@ fn split_layout_samples_are_valid() {
         for e in std::fs::read_dir(root.join(layout)).expect("layout dir") {
             let p = e.expect("entry").path();
             if p.file_name().is_some_and(|n| n == "allocate.toml") {
-                continue; // the allocateserver's own format (tests/allocator_protocol.rs)
+                continue; // the allocateserver's own format (tests/it/allocator_protocol.rs)
             }
             let o = run_cli(
                 appliance_bin!(),

@@ -1,7 +1,7 @@
 //! Email sign-in end to end, over real HTTP, with a real SMTP server receiving the codes —
 //! on SQLite and on a real MariaDB.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! kind of bad upload refused with nothing partial left; and an fsserver on its own
 //! (`meeting-appliance fsserver …`) that serves the apiserver's uploads with only the secret.
 
-mod support;
+use crate::support;
 
 use meeting_appliance::ids::{FileId, MeetingId};
 use meeting_appliance::proto::files::{FileGrant, FileOp};

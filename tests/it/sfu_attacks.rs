@@ -8,7 +8,7 @@
 //! - A participant a host removed comes back with its join token, still valid for minutes:
 //!   refused (`removed`) on every worker; before, it simply joined again.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

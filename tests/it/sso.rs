@@ -4,7 +4,7 @@
 //! Also: `auth.methods` combinations, account lifecycle (the provider's "no" and the
 //! administrator's disable end access and close meeting connections), the audit log.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! history stays under its budget, floods are refused while others go on, and the notes are
 //! mailed rendered with file links that work.
 
-mod support;
+use crate::support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

@@ -12,7 +12,7 @@
 //! - Faults: the apiserver killed for 10 s mid-meeting while media keeps flowing, the nodes
 //!   re-registering on their own; an sfuserver killed and its clients rejoining on a second.
 
-mod support;
+use crate::support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

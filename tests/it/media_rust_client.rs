@@ -10,7 +10,7 @@
 //! filler. The sfuserver depacketizes each frame (str0m frame API) and packetizes it again
 //! for the subscriber, so this checks both str0m directions plus our forwarding.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! private network namespace: garbage on the media port and on signaling must not disturb
 //! a running call; loss on one subscriber's path is repaired by NACK/RTX.
 
-mod support;
+use crate::support;
 
 use rand::Rng;
 use serde_json::json;

@@ -11,7 +11,7 @@
 //! Credentials are minted with the deployment's keys exactly as `POST /api/v1/join` mints
 //! them (one join checks that), so an attacker's hundreds of joins take no time here.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};

@@ -2,7 +2,7 @@
 //! wrong content types, unknown endpoints, and a database that goes away under a running
 //! apiserver (a clear 500/503 without SQL in it, and readiness reports it).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::api::{call, post_raw};

@@ -5,7 +5,7 @@
 //! this tiny load, latency samples exist for every checked frame, and the server's CPU and
 //! memory were read. No timing assertions: the box is shared.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::process::Command;

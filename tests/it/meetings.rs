@@ -3,7 +3,7 @@
 //! the join answer (a join token the sfuserver's verifier accepts, coturn-style TURN
 //! credentials).
 
-mod support;
+use crate::support;
 
 use icalendar::{CalendarComponent, CalendarDateTime, Component, DatePerhapsTime};
 use meeting_appliance::ids::MeetingId;

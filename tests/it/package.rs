@@ -11,7 +11,7 @@
 //! about three minutes, most of it lintian reading the binary. The test is skipped, with
 //! the reason printed, only when a tool cannot be installed or namespaces are not allowed.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use support::appliance_bin;

@@ -8,7 +8,7 @@
 //! These appliances run with the product's default lobby ("guests"); the other test files
 //! turn it off (tests/support `TEST_LOBBY`).
 
-mod support;
+use crate::support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! remove (the guest is told why), lock (a newcomer is refused), end for all; and the
 //! participation history the sfuserver reports back.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

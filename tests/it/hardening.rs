@@ -1,7 +1,7 @@
 //! Attacks, run against the real binary: each test performs the abuse and shows the limit
 //! holding, the attacker refused or disconnected, and everyone else unharmed.
 
-mod support;
+use crate::support;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

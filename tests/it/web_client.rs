@@ -3,7 +3,7 @@
 //! namespace (only loopback). What a person does is typed and clicked; what they see is read
 //! from the page. Needs `make web` (or `scripts/test-deps.sh`) before the build.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,7 +2,7 @@
 //! reloaded on change without dropping open connections), a self-signed certificate for an
 //! IP, and ACME HTTP-01 against a real ACME server (Pebble) — obtained, reused, renewed.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Real headless Chromium browsers (fake camera and microphone) meeting through our
 //! sfuserver, inside a private network namespace on loopback.
 
-mod support;
+use crate::support;
 
 use support::Appliance;
 use support::media::{browser_scenario, enter_private_netns, instant_meeting, metric};

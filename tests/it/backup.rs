@@ -4,7 +4,7 @@
 //! must serve every one of them unchanged: sessions, meetings, the notes text of a version
 //! that was really written, and every file byte for byte.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 //! right now with how many, and the mail outbox (a mail to a domain whose mail server is down
 //! is counted queued and failing, with the server's error).
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::time::Duration;

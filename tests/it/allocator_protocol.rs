@@ -2,7 +2,7 @@
 //! strings for scheduled, instant and FS requests, the answers flowing into join answers, and
 //! a non-200 (or a broken allocator) becoming 503 `servers_not_ready` with `Retry-After`.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the all-in-one box and on an fsserver alone, the metric families operators need, and
 //! JSON logs (`--logJson`, `log.json`).
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::Appliance;

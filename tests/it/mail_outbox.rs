@@ -1,7 +1,7 @@
 //! The outbox: a mail queued while the SMTP server is down is delivered once it is back —
 //! across a restart of the appliance in between. Nothing is lost.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! docs/screenshots. Figures (noise reduction, blur CPU, join time) are printed; the only
 //! thresholds are the product's targets (15 dB, 1 s for the muted hint).
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::io::Write;

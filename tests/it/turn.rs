@@ -4,7 +4,7 @@
 //! our `turn-check`, and our TURN client for the safety rules (private peers, quota,
 //! lifetime, bandwidth, rate limits, TCP disconnects).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};

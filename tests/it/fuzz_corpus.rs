@@ -5,7 +5,7 @@
 //! that breaks what the fuzzer once proved is caught by the normal suite. Fuzzing itself is
 //! `cargo +nightly fuzz run TARGET` in fuzz/ (BENCHMARKS.md, "Fuzzing").
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod targets;
 
 use std::path::Path;
