@@ -126,9 +126,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let secret = ensure_secret(&cfg)?;
     let keys = Keys::derive(&secret);
     let want = effective_listen(&cfg)?;
-    let listener = std::net::TcpListener::bind(want).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {want}: {e}; is another server using the port? Change `listen` (--listen)")
-    })?;
+    let listener = crate::listen::http_listener(want)?;
     let bound = listener.local_addr()?;
     let here: IpAddr = if bound.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)

@@ -1094,7 +1094,7 @@ pub(crate) use appliance_bin;
 pub struct Appliance {
     child: TiedChild,
     addr: SocketAddr,
-    /// It said `listening on https://`.
+    /// `/readyz` answered over TLS.
     https: bool,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
@@ -1120,7 +1120,7 @@ impl Appliance {
     }
 
     /// Runs `bin` with `args` + `--dataDir <data_dir> --listen 127.0.0.1:0` (each left out when
-    /// `args` already has it) and waits (60 s) for its `listening on http://ADDR` line.
+    /// `args` already has it) and waits (60 s) until it is ready (`GET /readyz`).
     pub fn start_bin(
         bin: &str,
         data_dir: &Path,
@@ -1166,18 +1166,40 @@ impl Appliance {
         Appliance::spawn(cmd, &data_dir)
     }
 
-    /// Starts `cmd`, keeps its log, and waits (60 s) for its `listening on http(s)://` line.
-    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Appliance {
+    /// Starts `cmd` on a listener this test binds (the address `cmd`'s `--listen` or
+    /// `--domainaddress` names, as the appliance would; [`ready::listen_address`]), keeps its
+    /// log, and waits (60 s) until `GET /readyz` answers 200.
+    pub fn spawn(cmd: Command, data_dir: &Path) -> Appliance {
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let env_listen = cmd.get_envs().find_map(|(k, v)| {
+            (k == "MEETING_LISTEN")
+                .then(|| v.map(|v| v.to_string_lossy().into_owned()))
+                .flatten()
+        });
+        let listener = ready::bind(ready::listen_address(&args, env_listen));
+        Appliance::spawn_on(cmd, data_dir, listener)
+    }
+
+    /// Starts `cmd` with `listener` handed over by socket activation (fd 3), keeps its log, and
+    /// waits (60 s) until `GET /readyz` on the listener's address answers 200.
+    pub fn spawn_on(cmd: Command, data_dir: &Path, listener: TcpListener) -> Appliance {
+        let addr = listener.local_addr().expect("the listener's address");
+        let mut cmd = ready::socket_activated(&cmd, &listener);
         if !cmd.get_envs().any(|(k, _)| k == "MEETING_MEETINGS__LOBBY") {
             cmd.env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
         }
-        let bin = format!("{:?}", cmd.get_program());
+        let bin = format!("{:?}", cmd.get_args().nth(2).unwrap_or_default());
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child =
             TiedChild::spawn(cmd).unwrap_or_else(|e| panic!("spawn appliance {bin}: {e}"));
+        // The child holds the socket now; closing ours lets the port go when it exits.
+        drop(listener);
 
         let log = Arc::new(Mutex::new(Vec::new()));
         let log_file = Arc::new(Mutex::new(
@@ -1227,29 +1249,28 @@ impl Appliance {
         }
 
         let started = Instant::now();
-        let addr = loop {
-            if let Some(addr) = lock(&log).iter().find_map(|l| parse_listening(l)) {
-                break addr;
+        let https = loop {
+            match ready::probe(addr) {
+                ready::Probe::Http => break false,
+                ready::Probe::Https => break true,
+                ready::Probe::NotYet => {}
             }
             if let Some(status) = child.try_wait() {
                 // Give the readers a moment to drain the pipes.
                 thread::sleep(Duration::from_millis(200));
                 panic!(
-                    "appliance exited ({status}) before listening; last log lines:\n{}",
+                    "appliance exited ({status}) before it was ready; last log lines:\n{}",
                     tail(&lock(&log), 40)
                 );
             }
             if started.elapsed() > Duration::from_secs(60) {
                 panic!(
-                    "appliance not listening after 60s (no `listening on http(s)://` line); last log lines:\n{}",
+                    "appliance not ready after 60s (GET {addr}/readyz); last log lines:\n{}",
                     tail(&lock(&log), 40)
                 );
             }
             thread::sleep(POLL);
         };
-        let https = lock(&log)
-            .iter()
-            .any(|l| l.contains("listening on https://"));
         Appliance {
             child,
             addr,
@@ -1366,22 +1387,6 @@ impl Drop for Appliance {
     }
 }
 
-/// Parses `listening on http://HOST:PORT` (or `https://`) anywhere in a line.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let (at, skip) = match line.find("listening on http://") {
-        Some(i) => (i, "listening on http://".len()),
-        None => (
-            line.find("listening on https://")?,
-            "listening on https://".len(),
-        ),
-    };
-    let rest = &line[at + skip..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
@@ -1465,6 +1470,7 @@ pub mod ldap;
 pub mod media;
 pub mod oidc;
 pub mod postgres;
+pub mod ready;
 pub mod rtc_client;
 pub mod signal;
 pub mod split;
