@@ -1096,6 +1096,10 @@ pub struct Appliance {
     addr: SocketAddr,
     /// `/readyz` answered over TLS.
     https: bool,
+    /// The command line it was started with (without the socket-activation wrapper).
+    args: Vec<String>,
+    /// When it was started (unix seconds): what its database wrote before is older.
+    started_unix: i64,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
@@ -1187,6 +1191,13 @@ impl Appliance {
     /// waits (60 s) until `GET /readyz` on the listener's address answers 200.
     pub fn spawn_on(cmd: Command, data_dir: &Path, listener: TcpListener) -> Appliance {
         let addr = listener.local_addr().expect("the listener's address");
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let started_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let mut cmd = ready::socket_activated(&cmd, &listener);
         if !cmd.get_envs().any(|(k, _)| k == "MEETING_MEETINGS__LOBBY") {
             cmd.env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
@@ -1275,6 +1286,8 @@ impl Appliance {
             child,
             addr,
             https,
+            args,
+            started_unix,
             data_dir: data_dir.to_path_buf(),
             log,
             readers,
@@ -1307,6 +1320,34 @@ impl Appliance {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// When it was started, in unix seconds.
+    pub fn started_unix(&self) -> i64 {
+        self.started_unix
+    }
+
+    /// Its database, as its command line names it: the seed's `--mysql…` flags, else the
+    /// SQLite file in its data dir (the appliance's default), opened read-only.
+    pub fn database_url(&self) -> String {
+        let flag = |name: &str| {
+            self.args
+                .iter()
+                .position(|a| a == name)
+                .and_then(|i| self.args.get(i + 1).cloned())
+        };
+        match flag("--mysqlAddress") {
+            Some(addr) => format!(
+                "mysql://{}:{}@{addr}/{}",
+                flag("--mysqlUser").unwrap_or_else(|| "root".into()),
+                flag("--mysqlPassword").unwrap_or_default(),
+                flag("--mysqlDatabase").unwrap_or_else(|| "Meeting".into()),
+            ),
+            None => format!(
+                "sqlite://{}?mode=ro",
+                self.data_dir.join("meeting.db").display()
+            ),
+        }
     }
 
     /// Every line printed so far (stdout and stderr interleaved as read).
