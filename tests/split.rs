@@ -561,7 +561,7 @@ async fn split_roles_on_separate_hosts_run_the_one_box_scenario() {
         let mut cmd = hosts.command(host, bin);
         cmd.args(&args).current_dir(&cwd);
         let listener = hosts.bind(host, support::ready::listen_address(&args, None));
-        Appliance::spawn_on(cmd, &cwd.join("meeting-data"), listener)
+        Appliance::spawn_in_netns(cmd, &cwd.join("meeting-data"), listener, hosts.netns(host))
     };
     let apiserver = format!("{api_ip}:443");
     // No mail server reachable from that host: sign-in codes go to its log.
@@ -665,10 +665,7 @@ async fn config_file_split_registers_each_role() {
         &["--config", file.to_str().expect("utf-8")],
         &[],
     );
-    wait_registered(
-        &api,
-        &["sfuserver@127.0.0.1:1", "turnserver@127.0.0.1:"],
-    );
+    wait_registered(&api, &["sfuserver@127.0.0.1:1", "turnserver@127.0.0.1:"]);
     // Stopping the node says goodbye: both are marked down at once, not after missed beats.
     let mark = api.log_len();
     node.stop();

@@ -119,7 +119,8 @@ pub fn start(
             audio_top_k: cfg.sfu.audio_top_k,
             removed_for: cfg.meetings.join_token_ttl.0 + std::time::Duration::from_secs(60),
         };
-        let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(reports))?;
+        let media = crate::listen::media_sockets()?;
+        let (addr, state, stats) = sfuserver::start(&settings, media, keys.clone(), Some(reports))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));
         let capacity = match cfg.sfu.capacity_pps {
             0 => u32::try_from(workers)

@@ -1100,6 +1100,8 @@ pub struct Appliance {
     args: Vec<String>,
     /// When it was started (unix seconds): what its database wrote before is older.
     started_unix: i64,
+    /// The media sockets the test handed over (empty: the appliance bound its own).
+    media: Vec<SocketAddr>,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
@@ -1123,6 +1125,20 @@ impl Appliance {
         app
     }
 
+    /// [`Appliance::start`] with the sfuserver's one media socket bound by the test on
+    /// 127.0.0.1 and handed over, so its address is known ([`Appliance::media`]).
+    pub fn start_with_media(args: &[&str], envs: &[(&str, &str)]) -> Appliance {
+        let dir = tempfile::Builder::new()
+            .prefix("appliance-")
+            .tempdir()
+            .expect("create appliance data dir");
+        let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a media socket");
+        let mut app =
+            Appliance::start_bin_with(appliance_bin!(), dir.path(), args, envs, vec![media]);
+        app.own_dir = Some(dir);
+        app
+    }
+
     /// Runs `bin` with `args` + `--dataDir <data_dir> --listen 127.0.0.1:0` (each left out when
     /// `args` already has it) and waits (60 s) until it is ready (`GET /readyz`).
     pub fn start_bin(
@@ -1130,6 +1146,17 @@ impl Appliance {
         data_dir: &Path,
         args: &[&str],
         envs: &[(&str, &str)],
+    ) -> Appliance {
+        Appliance::start_bin_with(bin, data_dir, args, envs, Vec::new())
+    }
+
+    /// [`Appliance::start_bin`] handing over `media` as the sfuserver's media sockets.
+    pub fn start_bin_with(
+        bin: &str,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        media: Vec<std::net::UdpSocket>,
     ) -> Appliance {
         fs::create_dir_all(data_dir).expect("create appliance data dir");
         let has = |flag: &str| {
@@ -1150,7 +1177,15 @@ impl Appliance {
             .env("MEETING_TURN__PORT", "0")
             .env("MEETING_TURN__TLS_PORT", "0");
         cmd.envs(envs.iter().copied());
-        Appliance::spawn(cmd, data_dir)
+        let listener = ready::bind(ready::listen_address(
+            &cmd.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            envs.iter()
+                .find(|(k, _)| *k == "MEETING_LISTEN")
+                .map(|(_, v)| v.to_string()),
+        ));
+        Appliance::spawn_with(cmd, data_dir, listener, media)
     }
 
     /// Runs this package's binary with exactly `args` (nothing added: the seed's command
@@ -1190,7 +1225,43 @@ impl Appliance {
     /// Starts `cmd` with `listener` handed over by socket activation (fd 3), keeps its log, and
     /// waits (60 s) until `GET /readyz` on the listener's address answers 200.
     pub fn spawn_on(cmd: Command, data_dir: &Path, listener: TcpListener) -> Appliance {
+        Appliance::spawn_with(cmd, data_dir, listener, Vec::new())
+    }
+
+    /// [`Appliance::spawn_on`] with `media`, the sfuserver's media sockets (one per worker),
+    /// handed over after the listener (fds 4, …).
+    pub fn spawn_with(
+        cmd: Command,
+        data_dir: &Path,
+        listener: TcpListener,
+        media: Vec<std::net::UdpSocket>,
+    ) -> Appliance {
+        Appliance::spawn_full(cmd, data_dir, listener, media, None)
+    }
+
+    /// [`Appliance::spawn_on`] for a process in the network namespace at `netns` (a file in
+    /// /run/netns): readiness is asked from inside it, where its listener is reachable.
+    pub fn spawn_in_netns(
+        cmd: Command,
+        data_dir: &Path,
+        listener: TcpListener,
+        netns: PathBuf,
+    ) -> Appliance {
+        Appliance::spawn_full(cmd, data_dir, listener, Vec::new(), Some(netns))
+    }
+
+    fn spawn_full(
+        cmd: Command,
+        data_dir: &Path,
+        listener: TcpListener,
+        media: Vec<std::net::UdpSocket>,
+        netns: Option<PathBuf>,
+    ) -> Appliance {
         let addr = listener.local_addr().expect("the listener's address");
+        let media_addrs: Vec<SocketAddr> = media
+            .iter()
+            .map(|m| m.local_addr().expect("a media socket's address"))
+            .collect();
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -1198,7 +1269,7 @@ impl Appliance {
         let started_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let mut cmd = ready::socket_activated(&cmd, &listener);
+        let mut cmd = ready::socket_activated(&cmd, &listener, &media);
         if !cmd.get_envs().any(|(k, _)| k == "MEETING_MEETINGS__LOBBY") {
             cmd.env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
         }
@@ -1209,8 +1280,9 @@ impl Appliance {
             .stderr(Stdio::piped());
         let mut child =
             TiedChild::spawn(cmd).unwrap_or_else(|e| panic!("spawn appliance {bin}: {e}"));
-        // The child holds the socket now; closing ours lets the port go when it exits.
+        // The child holds the sockets now; closing ours lets the ports go when it exits.
         drop(listener);
+        drop(media);
 
         let log = Arc::new(Mutex::new(Vec::new()));
         let log_file = Arc::new(Mutex::new(
@@ -1261,7 +1333,7 @@ impl Appliance {
 
         let started = Instant::now();
         let https = loop {
-            match ready::probe(addr) {
+            match ready::probe_in(netns.as_deref(), addr) {
                 ready::Probe::Http => break false,
                 ready::Probe::Https => break true,
                 ready::Probe::NotYet => {}
@@ -1288,6 +1360,7 @@ impl Appliance {
             https,
             args,
             started_unix,
+            media: media_addrs,
             data_dir: data_dir.to_path_buf(),
             log,
             readers,
@@ -1320,6 +1393,11 @@ impl Appliance {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The sfuserver's media addresses handed over by [`Appliance::start_with_media`].
+    pub fn media(&self) -> &[SocketAddr] {
+        &self.media
     }
 
     /// When it was started, in unix seconds.

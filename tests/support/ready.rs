@@ -5,7 +5,7 @@
 //! the appliance's log, so its wording is free to change.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -46,12 +46,23 @@ pub fn bind(addr: SocketAddr) -> TcpListener {
 }
 
 /// `cmd` run through `/bin/sh`, which sets `LISTEN_PID` to its own id and then `exec`s the
-/// program (keeping that id), with `listener` as fd 3: the socket-activation handover that
-/// systemd does between fork and exec.
-pub fn socket_activated(cmd: &Command, listener: &TcpListener) -> Command {
+/// program (keeping that id), with `listener` as fd 3 and `media` as fds 4, 5, …: the
+/// socket-activation handover that systemd does between fork and exec.
+pub fn socket_activated(cmd: &Command, listener: &TcpListener, media: &[UdpSocket]) -> Command {
+    /// Enough for the sockets a test hands over; a fixed array keeps `pre_exec` allocation-free.
+    const MAX: usize = 8;
+    let mut fds = [-1; MAX];
+    let n = 1 + media.len();
+    assert!(n <= MAX, "at most {MAX} sockets");
+    fds[0] = listener.as_raw_fd();
+    for (i, m) in media.iter().enumerate() {
+        fds[i + 1] = m.as_raw_fd();
+    }
     let mut sh = Command::new("/bin/sh");
     sh.arg("-c")
-        .arg(r#"export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@""#)
+        .arg(format!(
+            r#"export LISTEN_PID=$$ LISTEN_FDS={n}; exec "$0" "$@""#
+        ))
         .arg(cmd.get_program())
         .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
@@ -63,17 +74,24 @@ pub fn socket_activated(cmd: &Command, listener: &TcpListener) -> Command {
     if let Some(d) = cmd.get_current_dir() {
         sh.current_dir(d);
     }
-    let fd = listener.as_raw_fd();
-    // SAFETY: runs between fork and exec and calls only the async-signal-safe dup2 and fcntl.
+    // SAFETY: runs between fork and exec and calls only the async-signal-safe fcntl, dup2 and
+    // close, on a copied array.
     unsafe {
         sh.pre_exec(move || {
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
+            // Out of the way first (to 100 and up), so that no source is overwritten by an
+            // earlier target; dup2's copies are inherited across exec, the originals are not.
+            let mut high = [-1; MAX];
+            for i in 0..n {
+                high[i] = libc::fcntl(fds[i], libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate().take(n) {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(*fd);
             }
             Ok(())
         });
@@ -89,6 +107,32 @@ pub enum Probe {
     Https,
     /// Not (yet) ready: no answer in time, or not 200.
     NotYet,
+}
+
+/// [`probe`] from inside the network namespace at `netns` (none: this thread's).
+pub fn probe_in(netns: Option<&std::path::Path>, addr: SocketAddr) -> Probe {
+    let Some(ns) = netns else {
+        return probe(addr);
+    };
+    // setns changes the calling thread's namespace only: a thread that ends here.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let f = std::fs::File::open(ns)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
+                // SAFETY: setns(2) with a namespace fd that stays open for the call.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    panic!(
+                        "setns {}: {}",
+                        ns.display(),
+                        std::io::Error::last_os_error()
+                    );
+                }
+                probe(addr)
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 /// One `GET /readyz` on `addr`: plain HTTP first; a peer that answers that with something other

@@ -106,18 +106,13 @@ impl Hosts {
     /// ([`Appliance::spawn_on`]): a socket stays in the namespace it was made in.
     pub fn bind(&self, host: &str, addr: std::net::SocketAddr) -> std::net::TcpListener {
         use std::os::fd::AsRawFd;
-        let ns = &self
-            .names
-            .iter()
-            .find(|(h, _, _)| h == host)
-            .unwrap_or_else(|| panic!("no host {host}"))
-            .1;
-        let path = format!("/run/netns/{ns}");
+        let path = self.netns(host);
+        let path = path.display();
         // setns changes the namespace of the calling thread only: a thread that ends here.
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let f = std::fs::File::open(&path)
+                    let f = std::fs::File::open(self.netns(host))
                         .unwrap_or_else(|e| panic!("open {path}: {e}"));
                     // SAFETY: setns(2) with a namespace fd that stays open for the call.
                     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -129,6 +124,17 @@ impl Hosts {
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
+    }
+
+    /// The file of `host`'s network namespace.
+    pub fn netns(&self, host: &str) -> std::path::PathBuf {
+        let ns = &self
+            .names
+            .iter()
+            .find(|(h, _, _)| h == host)
+            .unwrap_or_else(|| panic!("no host {host}"))
+            .1;
+        std::path::PathBuf::from(format!("/run/netns/{ns}"))
     }
 
     /// `program` run on `host` (`ip netns exec`, which execs it: the pid is the program's).
@@ -403,9 +409,9 @@ async fn poll_registered(url: &str, since: i64, ids: &[String]) {
         let missing: Vec<&String> = ids
             .iter()
             .filter(|id| {
-                !rows
-                    .iter()
-                    .any(|(n, state, seen)| n.starts_with(id.as_str()) && state == "up" && *seen >= since)
+                !rows.iter().any(|(n, state, seen)| {
+                    n.starts_with(id.as_str()) && state == "up" && *seen >= since
+                })
             })
             .collect();
         if missing.is_empty() {
