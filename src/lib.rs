@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod ids;
 pub mod listen;
+pub mod load;
 pub mod loadtest;
 pub mod logging;
 pub mod metrics;

@@ -4,7 +4,6 @@
 //! (with migrations) → actors, wired by `wiring::wire` → HTTP server. SIGINT/SIGTERM stop
 //! accepting, let requests in flight finish (bounded by `SHUTDOWN`), then stop the actors.
 
-pub mod load;
 pub mod roles;
 pub mod wiring;
 

@@ -7,9 +7,9 @@ use actix::prelude::*;
 use actix_web::web;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-use super::load::{self, Sampler};
 use crate::bridge::client::NodeSpec;
 use crate::config::{Config, Role};
+use crate::load::{self, Sampler};
 use crate::metrics::Metrics;
 use crate::proto::{ControlRoom, NodeRole, NodesChanged};
 use crate::roles::{fsserver, sfuserver, turnserver};
@@ -137,7 +137,7 @@ pub fn start(
             },
             control: Some(addr.recipient()),
             nodes: None,
-            load: load::sfu(stats),
+            load: sfuserver::metrics::load_report(stats),
         });
         out.sfu = Some(web::Data::new(state));
     }
@@ -166,7 +166,7 @@ pub fn start(
             },
             control: None,
             nodes: Some(turnserver::PeerUpdater(learned).start().recipient()),
-            load: load::turn(stats),
+            load: turnserver::stats::load_report(stats),
         });
     }
     if cfg.has_role(Role::Fsserver) {
