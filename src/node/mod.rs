@@ -253,6 +253,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
     let m = metrics.clone();
     let sfu_state = started.sfu;
+    let sfu_actor = sfu_state.as_ref().map(|s| s.sfu.clone());
     let metrics_access = cfg.metrics.clone();
     let server = HttpServer::new(move || {
         let m = m.clone();
@@ -286,6 +287,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .configure(apiserver::routes)
     })
     .on_connect(crate::bridge::on_connect)
+    .disable_signals()
     .shutdown_timeout(SHUTDOWN_SECS);
     let server = match tls_config {
         Some(tc) => server.listen_rustls_0_23(listener, tc)?,
@@ -294,6 +296,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .run();
     let scheme = if tls { "https" } else { "http" };
     tracing::info!(public = %public_url, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
+    // In-process node roles have no bridge link to say bye on: the registry goes down with
+    // this process.
+    actix_rt::spawn(stop_gracefully(server.handle(), sfu_actor, Vec::new()));
     server.await?;
     tracing::info!("stopped");
     System::current().stop();
@@ -446,27 +451,34 @@ async fn serve_node(
     .run();
     let scheme = if tls { "https" } else { "http" };
     tracing::info!(address = %own_address, apiserver = %apiserver, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
-    // Stopping (SIGTERM/SIGINT): the sessions are told first (their clients rejoin through
-    // the apiserver), then the apiserver hears bye and marks these nodes down at once — in
-    // that order on the link, so the participants' leaves arrive before the bye.
-    let handle = server.handle();
-    actix_rt::spawn(async move {
-        stop_signal().await;
-        tracing::info!("stopping: telling the clients and the apiserver");
-        if let Some(sfu) = sfu_actor {
-            let _ = sfu.send(sfuserver::ShutdownRooms).await;
-        }
-        for l in &links {
-            if let Err(e) = l.send(crate::bridge::client::SayBye).await {
-                tracing::debug!(error = %e, "bridge link already gone at stop");
-            }
-        }
-        handle.stop(true).await;
-    });
+    actix_rt::spawn(stop_gracefully(server.handle(), sfu_actor, links));
     server.await?;
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
+}
+
+/// On SIGTERM/SIGINT, the same for every process: the signaling sessions are told first
+/// (`closed`, reason `server_shutdown`: their clients rejoin through the apiserver), then the
+/// apiserver hears bye on each bridge link and marks those nodes down at once (in that order
+/// on a link, so the participants' leaves arrive before the bye), then the HTTP server stops
+/// accepting and lets requests in flight finish.
+async fn stop_gracefully(
+    server: actix_web::dev::ServerHandle,
+    sfu: Option<Addr<sfuserver::SfuServer>>,
+    links: Vec<Addr<crate::bridge::client::BridgeLink>>,
+) {
+    stop_signal().await;
+    tracing::info!("stopping: telling the clients and the apiserver");
+    if let Some(sfu) = sfu {
+        let _ = sfu.send(sfuserver::ShutdownRooms).await;
+    }
+    for l in &links {
+        if let Err(e) = l.send(crate::bridge::client::SayBye).await {
+            tracing::debug!(error = %e, "bridge link already gone at stop");
+        }
+    }
+    server.stop(true).await;
 }
 
 /// SIGTERM or SIGINT.
