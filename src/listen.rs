@@ -52,6 +52,12 @@ fn passed() -> i32 {
     var("LISTEN_FDS").map_or(0, |n| i32::try_from(n.min(64)).unwrap_or(0))
 }
 
+/// Whether the service manager passed the HTTP listener (and, with `media`, the sfuserver's
+/// media sockets too): then those ports are not this process's to bind, or to check.
+pub fn handed_over(media: bool) -> bool {
+    passed() >= if media { 2 } else { 1 }
+}
+
 /// The datagram sockets passed after the HTTP listener (fds 4, 5, ...; `ListenDatagram=` in
 /// the unit), in order: the sfuserver's media sockets, one per worker, used instead of binding
 /// `sfu.udp_port`. Empty when none were passed.

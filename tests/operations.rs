@@ -189,3 +189,18 @@ async fn all_in_one_sigterm_tells_clients_server_shutdown() {
     );
     assert!(status.success(), "{status}");
 }
+
+/// A listener handed over by the service manager (socket activation) is bound on purpose:
+/// preflight does not report its port as taken.
+#[test]
+fn a_handed_over_listener_is_not_a_port_in_use() {
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let app = Appliance::start(&["--listen", &listen], &[]);
+    assert_eq!(app.addr().to_string(), listen);
+    let log = app.log_lines();
+    assert!(
+        !log.iter().any(|l| l.contains("port_in_use")),
+        "{}",
+        log.join("\n")
+    );
+}
