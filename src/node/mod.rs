@@ -170,6 +170,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             roles::TurnBound::address,
         ),
         fs: own_address.clone(),
+        turn_tls: turn_tls_port.map(|p| {
+            let host = own_address
+                .rsplit_once(':')
+                .map_or(own_address.as_str(), |(h, _)| h);
+            format!("{host}:{p}")
+        }),
     };
     let peers = wiring::wire(&cfg, &own, &db)?;
     let mailer = mail::Mailer::new(&cfg.mail)?;
@@ -225,6 +231,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         db,
         cfg: Arc::new(api_cfg),
         keys,
+        own_turns_url: peers.own_turns,
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
         registry,
