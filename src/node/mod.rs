@@ -1,8 +1,10 @@
 //! Starts the actix System and the enabled roles of this process, and stops them gracefully.
 //!
-//! Order: data dir and secret → listener bound (fail fast if the port is taken) → database
-//! (with migrations) → actors, wired by `wiring::wire` → HTTP server. SIGINT/SIGTERM stop
-//! accepting, let requests in flight finish (bounded by `SHUTDOWN`), then stop the actors.
+//! Order: data dir and secret → listener handed over by the service manager or bound (fail
+//! fast if the port is taken; `crate::listen`) → database (with migrations) → actors, wired by
+//! `wiring::wire` → HTTP server. SIGINT/SIGTERM (`stop_gracefully`, the same on one box and
+//! on a node alone): signaling sessions are told `server_shutdown`, bridge links say bye, then
+//! the server stops accepting and lets requests in flight finish (bounded by `SHUTDOWN_SECS`).
 
 pub mod roles;
 pub mod wiring;
