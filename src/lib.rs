@@ -14,6 +14,8 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod listen;
+pub mod load;
 pub mod loadtest;
 pub mod logging;
 pub mod metrics;

@@ -197,12 +197,16 @@ pub fn ports(cfg: &Config) -> Vec<Warning> {
     } else {
         listen.ip()
     };
-    let mut wants = vec![Want {
-        what: "the HTTP(S) listener",
-        proto: Proto::Tcp,
-        addr: listen,
-        setting: "`listen` (--listen)",
-    }];
+    let mut wants = Vec::new();
+    // A socket handed over by the service manager is bound already (by it, on purpose).
+    if !crate::listen::handed_over(false) {
+        wants.push(Want {
+            what: "the HTTP(S) listener",
+            proto: Proto::Tcp,
+            addr: listen,
+            setting: "`listen` (--listen)",
+        });
+    }
     let mode = tls_mode(cfg);
     if matches!(mode, Some(crate::tls::Mode::Acme { .. })) {
         wants.push(Want {
@@ -231,7 +235,7 @@ pub fn ports(cfg: &Config) -> Vec<Warning> {
             });
         }
     }
-    if cfg.has_role(Role::Sfuserver) && cfg.sfu.udp_port != 0 {
+    if cfg.has_role(Role::Sfuserver) && cfg.sfu.udp_port != 0 && !crate::listen::handed_over(true) {
         let ip = cfg.sfu.ip.first().copied().unwrap_or(listen.ip());
         let workers = match cfg.sfu.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

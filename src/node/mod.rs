@@ -1,10 +1,11 @@
 //! Starts the actix System and the enabled roles of this process, and stops them gracefully.
 //!
-//! Order: data dir and secret → listener bound (fail fast if the port is taken) → database
-//! (with migrations) → actors, wired by `wiring::wire` → HTTP server. SIGINT/SIGTERM stop
-//! accepting, let requests in flight finish (bounded by `SHUTDOWN`), then stop the actors.
+//! Order: data dir and secret → listener handed over by the service manager or bound (fail
+//! fast if the port is taken; `crate::listen`) → database (with migrations) → actors, wired by
+//! `wiring::wire` → HTTP server. SIGINT/SIGTERM (`stop_gracefully`, the same on one box and
+//! on a node alone): signaling sessions are told `server_shutdown`, bridge links say bye, then
+//! the server stops accepting and lets requests in flight finish (bounded by `SHUTDOWN_SECS`).
 
-pub mod load;
 pub mod roles;
 pub mod wiring;
 
@@ -126,9 +127,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let secret = ensure_secret(&cfg)?;
     let keys = Keys::derive(&secret);
     let want = effective_listen(&cfg)?;
-    let listener = std::net::TcpListener::bind(want).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {want}: {e}; is another server using the port? Change `listen` (--listen)")
-    })?;
+    let listener = crate::listen::http_listener(want)?;
     let bound = listener.local_addr()?;
     let here: IpAddr = if bound.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -173,6 +172,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             roles::TurnBound::address,
         ),
         fs: own_address.clone(),
+        turn_tls: turn_tls_port.map(|p| {
+            let host = own_address
+                .rsplit_once(':')
+                .map_or(own_address.as_str(), |(h, _)| h);
+            format!("{host}:{p}")
+        }),
     };
     let peers = wiring::wire(&cfg, &own, &db)?;
     let mailer = mail::Mailer::new(&cfg.mail)?;
@@ -228,6 +233,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         db,
         cfg: Arc::new(api_cfg),
         keys,
+        own_turns_url: peers.own_turns,
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
         registry,
@@ -256,6 +262,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
     let m = metrics.clone();
     let sfu_state = started.sfu;
+    let sfu_actor = sfu_state.as_ref().map(|s| s.sfu.clone());
     let metrics_access = cfg.metrics.clone();
     let server = HttpServer::new(move || {
         let m = m.clone();
@@ -289,6 +296,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .configure(apiserver::routes)
     })
     .on_connect(crate::bridge::on_connect)
+    .disable_signals()
     .shutdown_timeout(SHUTDOWN_SECS);
     let server = match tls_config {
         Some(tc) => server.listen_rustls_0_23(listener, tc)?,
@@ -297,6 +305,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .run();
     let scheme = if tls { "https" } else { "http" };
     tracing::info!(public = %public_url, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
+    // In-process node roles have no bridge link to say bye on: the registry goes down with
+    // this process.
+    actix_rt::spawn(stop_gracefully(server.handle(), sfu_actor, Vec::new()));
     server.await?;
     tracing::info!("stopped");
     System::current().stop();
@@ -449,27 +460,34 @@ async fn serve_node(
     .run();
     let scheme = if tls { "https" } else { "http" };
     tracing::info!(address = %own_address, apiserver = %apiserver, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
-    // Stopping (SIGTERM/SIGINT): the sessions are told first (their clients rejoin through
-    // the apiserver), then the apiserver hears bye and marks these nodes down at once — in
-    // that order on the link, so the participants' leaves arrive before the bye.
-    let handle = server.handle();
-    actix_rt::spawn(async move {
-        stop_signal().await;
-        tracing::info!("stopping: telling the clients and the apiserver");
-        if let Some(sfu) = sfu_actor {
-            let _ = sfu.send(sfuserver::ShutdownRooms).await;
-        }
-        for l in &links {
-            if let Err(e) = l.send(crate::bridge::client::SayBye).await {
-                tracing::debug!(error = %e, "bridge link already gone at stop");
-            }
-        }
-        handle.stop(true).await;
-    });
+    actix_rt::spawn(stop_gracefully(server.handle(), sfu_actor, links));
     server.await?;
     tracing::info!("stopped");
     System::current().stop();
     Ok(())
+}
+
+/// On SIGTERM/SIGINT, the same for every process: the signaling sessions are told first
+/// (`closed`, reason `server_shutdown`: their clients rejoin through the apiserver), then the
+/// apiserver hears bye on each bridge link and marks those nodes down at once (in that order
+/// on a link, so the participants' leaves arrive before the bye), then the HTTP server stops
+/// accepting and lets requests in flight finish.
+async fn stop_gracefully(
+    server: actix_web::dev::ServerHandle,
+    sfu: Option<Addr<sfuserver::SfuServer>>,
+    links: Vec<Addr<crate::bridge::client::BridgeLink>>,
+) {
+    stop_signal().await;
+    tracing::info!("stopping: telling the clients and the apiserver");
+    if let Some(sfu) = sfu {
+        let _ = sfu.send(sfuserver::ShutdownRooms).await;
+    }
+    for l in &links {
+        if let Err(e) = l.send(crate::bridge::client::SayBye).await {
+            tracing::debug!(error = %e, "bridge link already gone at stop");
+        }
+    }
+    server.stop(true).await;
 }
 
 /// SIGTERM or SIGINT.

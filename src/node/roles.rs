@@ -7,9 +7,9 @@ use actix::prelude::*;
 use actix_web::web;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
-use super::load::{self, Sampler};
 use crate::bridge::client::NodeSpec;
 use crate::config::{Config, Role};
+use crate::load::{self, Sampler};
 use crate::metrics::Metrics;
 use crate::proto::{ControlRoom, NodeRole, NodesChanged};
 use crate::roles::{fsserver, sfuserver, turnserver};
@@ -119,7 +119,8 @@ pub fn start(
             audio_top_k: cfg.sfu.audio_top_k,
             removed_for: cfg.meetings.join_token_ttl.0 + std::time::Duration::from_secs(60),
         };
-        let (addr, state, stats) = sfuserver::start(&settings, keys.clone(), Some(reports))?;
+        let media = crate::listen::media_sockets()?;
+        let (addr, state, stats) = sfuserver::start(&settings, media, keys.clone(), Some(reports))?;
         metrics.register_collector(Box::new(sfuserver::metrics::SfuCollector(stats.clone())));
         let capacity = match cfg.sfu.capacity_pps {
             0 => u32::try_from(workers)
@@ -136,7 +137,7 @@ pub fn start(
             },
             control: Some(addr.recipient()),
             nodes: None,
-            load: load::sfu(stats),
+            load: sfuserver::metrics::load_report(stats),
         });
         out.sfu = Some(web::Data::new(state));
     }
@@ -165,7 +166,7 @@ pub fn start(
             },
             control: None,
             nodes: Some(turnserver::PeerUpdater(learned).start().recipient()),
-            load: load::turn(stats),
+            load: turnserver::stats::load_report(stats),
         });
     }
     if cfg.has_role(Role::Fsserver) {

@@ -25,6 +25,10 @@ pub struct Peers {
     pub allocate_fs: Recipient<AllocateFileServer>,
     /// Where the node registry's snapshots go (the built-in allocator's live view of nodes).
     pub nodes: Option<Recipient<NodesChanged>>,
+    /// `turns:host:port?transport=tcp` for join answers when meetings get this box's own
+    /// turnserver and it serves TLS. An external allocator or a configured pool names a
+    /// turnserver only as `host:port` (the seed's protocol): no `turns:` for those.
+    pub own_turns: Option<String>,
 }
 
 /// This box's own addresses, as the built-in allocator hands them out on a single box.
@@ -32,6 +36,9 @@ pub struct OwnAddresses {
     pub sfu: String,
     pub turn: String,
     pub fs: String,
+    /// This box's turnserver over TLS, `public-host:port`, when it runs here with a
+    /// certificate (the certificate is for the public host).
+    pub turn_tls: Option<String>,
 }
 
 pub fn wire(
@@ -46,14 +53,21 @@ pub fn wire(
             allocate: a.clone().recipient(),
             allocate_fs: a.recipient(),
             nodes: None,
+            own_turns: None,
         });
     }
     let a = Allocator::start_in_process(cfg, &own.sfu, &own.turn, &own.fs, db.clone())?;
     tracing::info!("allocation: built-in allocator, in-process");
+    let own_turns = own
+        .turn_tls
+        .as_ref()
+        .filter(|_| cfg.allocator.turn.is_empty())
+        .map(|a| format!("turns:{a}?transport=tcp"));
     Ok(Peers {
         allocate: a.clone().recipient(),
         allocate_fs: a.clone().recipient(),
         nodes: Some(a.recipient()),
+        own_turns,
     })
 }
 

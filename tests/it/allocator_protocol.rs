@@ -470,7 +470,10 @@ dry_run = true
         &args,
         &[],
     );
-    app.wait_log("listening on https://", Duration::from_secs(5));
+    assert!(
+        app.base_url().starts_with("https://"),
+        "the allocateserver with a certificate serves HTTPS"
+    );
     let ask = || {
         let mut c = support::tls::TlsConn::connect(app.addr(), "127.0.0.1", &ca.pem)
             .expect("TLS with the configured certificate");

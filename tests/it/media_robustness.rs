@@ -40,7 +40,7 @@ async fn garbage_on_signaling_and_media_port_leaves_the_call_running() {
     if !enter_private_netns("garbage_on_signaling_and_media_port_leaves_the_call_running") {
         return;
     }
-    let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", "1"], &[]);
+    let app = Appliance::start_with_media(&["--sfuWorkers", "1"], &[]);
     let (_, code, _) = instant_meeting(&app).await;
     let target = media_addr(&app);
     let mut run = BrowserRun::start(&app, &code, "under_fire", &[]);
@@ -167,7 +167,7 @@ async fn loss_on_a_subscriber_path_is_repaired_by_nack() {
     if !enter_private_netns("loss_on_a_subscriber_path_is_repaired_by_nack") {
         return;
     }
-    let app = Appliance::start(&["--udpPort", "0", "--sfuWorkers", "1"], &[]);
+    let app = Appliance::start_with_media(&["--sfuWorkers", "1"], &[]);
     let (_, code, _) = instant_meeting(&app).await;
     let (lossy, dropped) = (
         Arc::new(AtomicBool::new(false)),

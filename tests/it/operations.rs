@@ -160,3 +160,47 @@ async fn json_logs_are_one_object_per_line() {
     let first = app.log_lines().into_iter().next().expect("a line");
     serde_json::from_str::<Value>(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
 }
+
+/// The all-in-one stops like a node on its own: SIGTERM first tells every signaling session
+/// (`closed`, reason `server_shutdown`, so clients know to rejoin), then the process exits
+/// successfully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_in_one_sigterm_tells_clients_server_shutdown() {
+    let mut app = Appliance::start(&[], &[]);
+    let (_host, code, _id) = instant_meeting(&app).await;
+    let answer = call(
+        "POST",
+        &app.url(&format!("/api/v1/join/{code}")),
+        None,
+        Some(serde_json::json!({"display_name": "Guest"})),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let mut session = support::signal::open(&answer.body).await;
+    app.signal(libc::SIGTERM);
+    let reason = session
+        .until_closed(std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(reason.as_deref(), Some("server_shutdown"));
+    let status = support::wait_until(
+        std::time::Duration::from_secs(15),
+        "the appliance to exit",
+        || app.try_wait(),
+    );
+    assert!(status.success(), "{status}");
+}
+
+/// A listener handed over by the service manager (socket activation) is bound on purpose:
+/// preflight does not report its port as taken.
+#[test]
+fn a_handed_over_listener_is_not_a_port_in_use() {
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let app = Appliance::start(&["--listen", &listen], &[]);
+    assert_eq!(app.addr().to_string(), listen);
+    let log = app.log_lines();
+    assert!(
+        !log.iter().any(|l| l.contains("port_in_use")),
+        "{}",
+        log.join("\n")
+    );
+}

@@ -529,8 +529,12 @@ async fn private_peers_are_refused_unless_listed_but_our_sfu_is_reachable() {
         CountingPeer::start("169.254.10.1", true).await,
     ];
 
-    // Default policy. The sfuserver has a fixed port so that only it is trusted on 127.0.0.1.
-    let app = appliance(&[], &["--udpPort", "47000", "--sfuWorkers", "1"]);
+    // Default policy. The sfuserver's one media socket is handed over by the test, so its
+    // address is known: only it is trusted on 127.0.0.1.
+    let app = Appliance::start_with_media(
+        &["--secret", SECRET, "--port", "0", "--sfuWorkers", "1"],
+        &[],
+    );
     let creds = join_credentials(&app).await;
     let (mut a, _ra, mut b, rb) = pair(&creds).await;
     for p in &peers {

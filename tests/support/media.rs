@@ -249,16 +249,12 @@ impl Drop for BrowserRun {
     }
 }
 
-/// The media UDP address of worker 0, from the appliance's log.
+/// The media UDP address of worker 0: the socket the test handed over
+/// ([`Appliance::start_with_media`]).
 pub fn media_addr(app: &Appliance) -> std::net::SocketAddr {
-    let line = app.wait_log("sfuserver media worker", Duration::from_secs(10));
-    let at = line.find("media=").expect("media= in the log line");
-    line[at + 6..]
-        .split_whitespace()
-        .next()
-        .expect("address")
-        .parse()
-        .expect("socket address")
+    *app.media()
+        .first()
+        .expect("start the appliance with Appliance::start_with_media to know its media address")
 }
 
 /// Signs in a host from the log and creates its instant meeting: (token, code, id).

@@ -1094,8 +1094,14 @@ pub(crate) use appliance_bin;
 pub struct Appliance {
     child: TiedChild,
     addr: SocketAddr,
-    /// It said `listening on https://`.
+    /// `/readyz` answered over TLS.
     https: bool,
+    /// The command line it was started with (without the socket-activation wrapper).
+    args: Vec<String>,
+    /// When it was started (unix seconds): what its database wrote before is older.
+    started_unix: i64,
+    /// The media sockets the test handed over (empty: the appliance bound its own).
+    media: Vec<SocketAddr>,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
@@ -1119,13 +1125,38 @@ impl Appliance {
         app
     }
 
+    /// [`Appliance::start`] with the sfuserver's one media socket bound by the test on
+    /// 127.0.0.1 and handed over, so its address is known ([`Appliance::media`]).
+    pub fn start_with_media(args: &[&str], envs: &[(&str, &str)]) -> Appliance {
+        let dir = tempfile::Builder::new()
+            .prefix("appliance-")
+            .tempdir()
+            .expect("create appliance data dir");
+        let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a media socket");
+        let mut app =
+            Appliance::start_bin_with(appliance_bin!(), dir.path(), args, envs, vec![media]);
+        app.own_dir = Some(dir);
+        app
+    }
+
     /// Runs `bin` with `args` + `--dataDir <data_dir> --listen 127.0.0.1:0` (each left out when
-    /// `args` already has it) and waits (60 s) for its `listening on http://ADDR` line.
+    /// `args` already has it) and waits (60 s) until it is ready (`GET /readyz`).
     pub fn start_bin(
         bin: &str,
         data_dir: &Path,
         args: &[&str],
         envs: &[(&str, &str)],
+    ) -> Appliance {
+        Appliance::start_bin_with(bin, data_dir, args, envs, Vec::new())
+    }
+
+    /// [`Appliance::start_bin`] handing over `media` as the sfuserver's media sockets.
+    pub fn start_bin_with(
+        bin: &str,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        media: Vec<std::net::UdpSocket>,
     ) -> Appliance {
         fs::create_dir_all(data_dir).expect("create appliance data dir");
         let has = |flag: &str| {
@@ -1146,7 +1177,15 @@ impl Appliance {
             .env("MEETING_TURN__PORT", "0")
             .env("MEETING_TURN__TLS_PORT", "0");
         cmd.envs(envs.iter().copied());
-        Appliance::spawn(cmd, data_dir)
+        let listener = ready::bind(ready::listen_address(
+            &cmd.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            envs.iter()
+                .find(|(k, _)| *k == "MEETING_LISTEN")
+                .map(|(_, v)| v.to_string()),
+        ));
+        Appliance::spawn_with(cmd, data_dir, listener, media)
     }
 
     /// Runs this package's binary with exactly `args` (nothing added: the seed's command
@@ -1166,18 +1205,84 @@ impl Appliance {
         Appliance::spawn(cmd, &data_dir)
     }
 
-    /// Starts `cmd`, keeps its log, and waits (60 s) for its `listening on http(s)://` line.
-    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Appliance {
+    /// Starts `cmd` on a listener this test binds (the address `cmd`'s `--listen` or
+    /// `--domainaddress` names, as the appliance would; [`ready::listen_address`]), keeps its
+    /// log, and waits (60 s) until `GET /readyz` answers 200.
+    pub fn spawn(cmd: Command, data_dir: &Path) -> Appliance {
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let env_listen = cmd.get_envs().find_map(|(k, v)| {
+            (k == "MEETING_LISTEN")
+                .then(|| v.map(|v| v.to_string_lossy().into_owned()))
+                .flatten()
+        });
+        let listener = ready::bind(ready::listen_address(&args, env_listen));
+        Appliance::spawn_on(cmd, data_dir, listener)
+    }
+
+    /// Starts `cmd` with `listener` handed over by socket activation (fd 3), keeps its log, and
+    /// waits (60 s) until `GET /readyz` on the listener's address answers 200.
+    pub fn spawn_on(cmd: Command, data_dir: &Path, listener: TcpListener) -> Appliance {
+        Appliance::spawn_with(cmd, data_dir, listener, Vec::new())
+    }
+
+    /// [`Appliance::spawn_on`] with `media`, the sfuserver's media sockets (one per worker),
+    /// handed over after the listener (fds 4, …).
+    pub fn spawn_with(
+        cmd: Command,
+        data_dir: &Path,
+        listener: TcpListener,
+        media: Vec<std::net::UdpSocket>,
+    ) -> Appliance {
+        Appliance::spawn_full(cmd, data_dir, listener, media, None)
+    }
+
+    /// [`Appliance::spawn_on`] for a process in the network namespace at `netns` (a file in
+    /// /run/netns): readiness is asked from inside it, where its listener is reachable.
+    pub fn spawn_in_netns(
+        cmd: Command,
+        data_dir: &Path,
+        listener: TcpListener,
+        netns: PathBuf,
+    ) -> Appliance {
+        Appliance::spawn_full(cmd, data_dir, listener, Vec::new(), Some(netns))
+    }
+
+    fn spawn_full(
+        cmd: Command,
+        data_dir: &Path,
+        listener: TcpListener,
+        media: Vec<std::net::UdpSocket>,
+        netns: Option<PathBuf>,
+    ) -> Appliance {
+        let addr = listener.local_addr().expect("the listener's address");
+        let media_addrs: Vec<SocketAddr> = media
+            .iter()
+            .map(|m| m.local_addr().expect("a media socket's address"))
+            .collect();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let started_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut cmd = ready::socket_activated(&cmd, &listener, &media);
         if !cmd.get_envs().any(|(k, _)| k == "MEETING_MEETINGS__LOBBY") {
             cmd.env("MEETING_MEETINGS__LOBBY", TEST_LOBBY);
         }
-        let bin = format!("{:?}", cmd.get_program());
+        let bin = format!("{:?}", cmd.get_args().nth(2).unwrap_or_default());
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child =
             TiedChild::spawn(cmd).unwrap_or_else(|e| panic!("spawn appliance {bin}: {e}"));
+        // The child holds the sockets now; closing ours lets the ports go when it exits.
+        drop(listener);
+        drop(media);
 
         let log = Arc::new(Mutex::new(Vec::new()));
         let log_file = Arc::new(Mutex::new(
@@ -1227,33 +1332,35 @@ impl Appliance {
         }
 
         let started = Instant::now();
-        let addr = loop {
-            if let Some(addr) = lock(&log).iter().find_map(|l| parse_listening(l)) {
-                break addr;
+        let https = loop {
+            match ready::probe_in(netns.as_deref(), addr) {
+                ready::Probe::Http => break false,
+                ready::Probe::Https => break true,
+                ready::Probe::NotYet => {}
             }
             if let Some(status) = child.try_wait() {
                 // Give the readers a moment to drain the pipes.
                 thread::sleep(Duration::from_millis(200));
                 panic!(
-                    "appliance exited ({status}) before listening; last log lines:\n{}",
+                    "appliance exited ({status}) before it was ready; last log lines:\n{}",
                     tail(&lock(&log), 40)
                 );
             }
             if started.elapsed() > Duration::from_secs(60) {
                 panic!(
-                    "appliance not listening after 60s (no `listening on http(s)://` line); last log lines:\n{}",
+                    "appliance not ready after 60s (GET {addr}/readyz); last log lines:\n{}",
                     tail(&lock(&log), 40)
                 );
             }
             thread::sleep(POLL);
         };
-        let https = lock(&log)
-            .iter()
-            .any(|l| l.contains("listening on https://"));
         Appliance {
             child,
             addr,
             https,
+            args,
+            started_unix,
+            media: media_addrs,
             data_dir: data_dir.to_path_buf(),
             log,
             readers,
@@ -1286,6 +1393,39 @@ impl Appliance {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The sfuserver's media addresses handed over by [`Appliance::start_with_media`].
+    pub fn media(&self) -> &[SocketAddr] {
+        &self.media
+    }
+
+    /// When it was started, in unix seconds.
+    pub fn started_unix(&self) -> i64 {
+        self.started_unix
+    }
+
+    /// Its database, as its command line names it: the seed's `--mysql…` flags, else the
+    /// SQLite file in its data dir (the appliance's default), opened read-only.
+    pub fn database_url(&self) -> String {
+        let flag = |name: &str| {
+            self.args
+                .iter()
+                .position(|a| a == name)
+                .and_then(|i| self.args.get(i + 1).cloned())
+        };
+        match flag("--mysqlAddress") {
+            Some(addr) => format!(
+                "mysql://{}:{}@{addr}/{}",
+                flag("--mysqlUser").unwrap_or_else(|| "root".into()),
+                flag("--mysqlPassword").unwrap_or_default(),
+                flag("--mysqlDatabase").unwrap_or_else(|| "Meeting".into()),
+            ),
+            None => format!(
+                "sqlite://{}?mode=ro",
+                self.data_dir.join("meeting.db").display()
+            ),
+        }
     }
 
     /// Every line printed so far (stdout and stderr interleaved as read).
@@ -1364,22 +1504,6 @@ impl Drop for Appliance {
         self.child.kill();
         self.join_readers();
     }
-}
-
-/// Parses `listening on http://HOST:PORT` (or `https://`) anywhere in a line.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let (at, skip) = match line.find("listening on http://") {
-        Some(i) => (i, "listening on http://".len()),
-        None => (
-            line.find("listening on https://")?,
-            "listening on https://".len(),
-        ),
-    };
-    let rest = &line[at + skip..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -1465,6 +1589,7 @@ pub mod ldap;
 pub mod media;
 pub mod oidc;
 pub mod postgres;
+pub mod ready;
 pub mod rtc_client;
 pub mod signal;
 pub mod split;

@@ -102,6 +102,41 @@ impl Hosts {
             .2
     }
 
+    /// A TCP listener on `addr` in `host`'s namespace, to hand to a process started there
+    /// ([`Appliance::spawn_on`]): a socket stays in the namespace it was made in.
+    pub fn bind(&self, host: &str, addr: std::net::SocketAddr) -> std::net::TcpListener {
+        use std::os::fd::AsRawFd;
+        let path = self.netns(host);
+        let path = path.display();
+        // setns changes the namespace of the calling thread only: a thread that ends here.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let f = std::fs::File::open(self.netns(host))
+                        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    // SAFETY: setns(2) with a namespace fd that stays open for the call.
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        panic!("setns {path}: {}", std::io::Error::last_os_error());
+                    }
+                    std::net::TcpListener::bind(addr)
+                        .unwrap_or_else(|e| panic!("bind {addr} on {host}: {e}"))
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// The file of `host`'s network namespace.
+    pub fn netns(&self, host: &str) -> std::path::PathBuf {
+        let ns = &self
+            .names
+            .iter()
+            .find(|(h, _, _)| h == host)
+            .unwrap_or_else(|| panic!("no host {host}"))
+            .1;
+        std::path::PathBuf::from(format!("/run/netns/{ns}"))
+    }
+
     /// `program` run on `host` (`ip netns exec`, which execs it: the pid is the program's).
     pub fn command(&self, host: &str, program: &str) -> Command {
         let ns = &self
@@ -326,13 +361,67 @@ pub fn s(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-pub fn wait_registered(api: &Appliance, from: usize, ids: &[&str]) {
-    for id in ids {
-        api.wait_log_from(
-            from,
-            &format!("node registered node={id}"),
-            Duration::from_secs(30),
+/// Waits (30 s) until the apiserver's node registry, in its database (what the admin
+/// overview shows), has every node of `ids` (`role@address`; a prefix is enough) up and
+/// registered since that apiserver started.
+pub fn wait_registered(api: &Appliance, ids: &[&str]) {
+    let (url, since) = (api.database_url(), api.started_unix());
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    // Its own runtime on its own thread: callers are sync and async tests alike.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(poll_registered(&url, since, &ids))
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    });
+}
+
+async fn poll_registered(url: &str, since: i64, ids: &[String]) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let start = std::time::Instant::now();
+    let mut rows: Vec<(String, String, i64)> = Vec::new();
+    loop {
+        if let Ok(db) = sea_orm::Database::connect(url).await {
+            let sql = "SELECT id, state, last_seen FROM nodes";
+            if let Ok(found) = db
+                .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+            {
+                rows = found
+                    .iter()
+                    .filter_map(|r| {
+                        Some((
+                            r.try_get::<String>("", "id").ok()?,
+                            r.try_get::<String>("", "state").ok()?,
+                            r.try_get::<i64>("", "last_seen").ok()?,
+                        ))
+                    })
+                    .collect();
+            }
+            let _ = db.close().await;
+        }
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| {
+                !rows.iter().any(|(n, state, seen)| {
+                    n.starts_with(id.as_str()) && state == "up" && *seen >= since
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not registered after 30 s: {missing:?}; nodes (id, state, last_seen; apiserver started {since}): {rows:?}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -432,7 +521,6 @@ pub fn loopback_deployment(lobby: &str) -> Loopback {
     );
     wait_registered(
         &api,
-        0,
         &[
             "sfuserver@127.0.0.2:443",
             "turnserver@127.0.0.3:3478",

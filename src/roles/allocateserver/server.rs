@@ -5,7 +5,7 @@
 //! `GET <path>?Kind=SFUTURN&Email=e&BeginAt=ts&EndAt=ts` → 200 `{"sfu":"h:p","turn":"h:p"}`
 //! `GET <path>?Kind=FS&Email=e` → 200 `{"fs":"h:p"}`
 //! No capacity right now → 503 with `Retry-After` (any non-200 means "ask again shortly").
-//! `GET <path>/report` → the report as JSON. Any other path → 404; a client outside `allow`
+//! `GET <path>/report` → the report as JSON; `/healthz`, `/readyz`. Any other path → 404; a client outside `allow`
 //! → 403. Its state is a JSON file in the data dir; it registers with no apiserver, so its
 //! pools are the configured ones (it gets no node registry snapshots).
 
@@ -164,7 +164,8 @@ async fn report(req: HttpRequest, ep: web::Data<Endpoint>) -> HttpResponse {
     }
 }
 
-/// The routes: the protocol at `path`, the report at `path/report`, and `/healthz`.
+/// The routes: the protocol at `path`, the report at `path/report`, `/healthz`, and
+/// `/readyz` (its state is loaded before it listens, so answering means ready).
 pub fn routes(c: &mut web::ServiceConfig, path: &str) {
     let report_path = format!("{}/report", path.trim_end_matches('/'));
     c.route(path, web::get().to(answer))
@@ -173,7 +174,8 @@ pub fn routes(c: &mut web::ServiceConfig, path: &str) {
             "/healthz",
             web::get()
                 .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-        );
+        )
+        .route("/readyz", web::get().to(crate::health::readyz));
 }
 
 /// Runs the standalone allocateserver until a stop signal.
@@ -186,9 +188,7 @@ pub async fn serve_alone(cfg: &Config) -> anyhow::Result<()> {
     // A damaged state file stops start-up here, with what to do, instead of double-booking.
     store.load().await?;
     let want = cfg.listen_addr()?;
-    let listener = std::net::TcpListener::bind(want).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {want}: {e}; is another server using the port? Change `listen` (--listen)")
-    })?;
+    let listener = crate::listen::http_listener(want)?;
     let bound = listener.local_addr()?;
     let own_address = cfg.domain_address.clone().unwrap_or_else(|| {
         let ip = if bound.ip().is_unspecified() {

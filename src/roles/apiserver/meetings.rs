@@ -1128,23 +1128,10 @@ async fn present_count(st: &ApiState, meeting: i64) -> Result<u64, ApiError> {
         .await?)
 }
 
-/// `turns:` (TURN over TLS) when the meeting's turnserver is this box's own and this box has
-/// a certificate: the host is this box's public name, which the certificate is for. With an
-/// allocator or a pool, a turnserver is known only as `host:port` (the seed's protocol), so
-/// those meetings get `turn:` alone.
+/// `turns:` (TURN over TLS) when the meeting's turnserver is this box's own and it has a
+/// certificate; the wiring decided that once (`ApiState::own_turns_url`).
 fn turns_url(st: &ApiState) -> Option<String> {
-    let c = &st.cfg;
-    let own_turnserver = c.has_role(crate::config::Role::Turnserver)
-        && c.allocator.url.is_none()
-        && c.allocator.turn.is_empty();
-    if !own_turnserver || !st.tls {
-        return None;
-    }
-    let host = st
-        .own_address
-        .rsplit_once(':')
-        .map_or(st.own_address.as_str(), |(h, _)| h);
-    Some(format!("turns:{host}:{}?transport=tcp", c.turn.tls_port))
+    st.own_turns_url.clone()
 }
 
 /// `POST /api/v1/meetings/{id}/control {"action": "mute"|"remove"|"lock"|"unlock"|"end",

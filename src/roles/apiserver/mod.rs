@@ -48,6 +48,8 @@ pub struct ApiState {
     pub public_url: String,
     /// Whether this box serves HTTPS (cookies get `Secure`, URLs `https`/`wss`).
     pub tls: bool,
+    /// The `turns:` URL join answers add, decided by the wiring (`node::wiring::Peers`).
+    pub own_turns_url: Option<String>,
     /// This process as reached from itself (`http(s)://<bound ip or 127.0.0.1>:<port>`): for
     /// calls to a role of this box without going out to its public name and back.
     pub self_url: String,

@@ -8,6 +8,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::WorkerStats;
+use crate::load::{Cpu, Rate, Sampler};
+use crate::proto::NodeLoad;
+
+/// What this sfuserver reports in its heartbeats: rooms and participants now, and since the
+/// previous heartbeat the bitrate, forwarded packets per second (the allocator's measure of
+/// load) and CPU share.
+pub fn load_report(stats: Vec<Arc<WorkerStats>>) -> Sampler {
+    let st = std::sync::Mutex::new((Cpu::default(), Rate::default(), Rate::default()));
+    Arc::new(move || {
+        let (mut meetings, mut sessions, mut bytes, mut packets) = (0u64, 0u64, 0u64, 0u64);
+        for w in &stats {
+            // Rooms are counted per worker (a meeting spread over two counts twice); the
+            // allocator goes by packets, this is for people reading the registry.
+            meetings += w.rooms.load(Ordering::Relaxed);
+            sessions += w.participants.load(Ordering::Relaxed);
+            bytes += w.bytes_in.load(Ordering::Relaxed) + w.bytes_out.load(Ordering::Relaxed);
+            packets += w.rtp_out.load(Ordering::Relaxed);
+        }
+        let mut g = st.lock().unwrap_or_else(|p| p.into_inner());
+        NodeLoad {
+            meetings: u32::try_from(meetings).unwrap_or(u32::MAX),
+            sessions: u32::try_from(sessions).unwrap_or(u32::MAX),
+            bitrate: g.1.bps(bytes),
+            cpu: g.0.sample(),
+            // The byte-rate helper gives 8 × count per second.
+            packets: g.2.bps(packets) / 8,
+        }
+    })
+}
 
 /// A histogram read from the workers' atomics at scrape time.
 struct LatencyHistogram {

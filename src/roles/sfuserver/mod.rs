@@ -226,23 +226,32 @@ fn media_socket(ip: IpAddr, port: u16) -> anyhow::Result<std::net::UdpSocket> {
 }
 
 /// Starts the workers and the `SfuServer` actor. Returns the actor and the per-worker stats.
+/// `bound`: media sockets bound already (handed over by the service manager), one per
+/// worker, used instead of `workers` and `udp_port`; empty: bound here from the settings.
 pub fn start(
     s: &SfuSettings,
+    bound: Vec<std::net::UdpSocket>,
     keys: Keys,
     reports: Option<Reports>,
 ) -> anyhow::Result<(Addr<SfuServer>, SfuState, Vec<Arc<WorkerStats>>)> {
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
-    let n = s.workers.clamp(1, 64);
-    let mut sockets = Vec::with_capacity(n);
-    for i in 0..n {
-        let port = if s.udp_port == 0 {
-            0
-        } else {
-            s.udp_port
-                .saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
-        };
-        sockets.push(media_socket(s.advertised_ip, port)?);
-    }
+    let sockets = if bound.is_empty() {
+        let n = s.workers.clamp(1, 64);
+        let mut sockets = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if s.udp_port == 0 {
+                0
+            } else {
+                s.udp_port
+                    .saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+            };
+            sockets.push(media_socket(s.advertised_ip, port)?);
+        }
+        sockets
+    } else {
+        bound.into_iter().take(64).collect()
+    };
+    let n = sockets.len();
     let rooms = Arc::new(self::core::Rooms::new(s.audio_top_k));
     let handoff = Arc::new(worker::Handoff::new(n));
     let peers: Arc<Mutex<Vec<WorkerHandle>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));

@@ -8,6 +8,28 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::load::{Cpu, Rate, Sampler};
+use crate::proto::NodeLoad;
+
+/// What this turnserver reports in its heartbeats: allocations now (its sessions, the unit of
+/// its capacity), and since the previous heartbeat the relayed bitrate and CPU share.
+pub fn load_report(stats: Arc<TurnStats>) -> Sampler {
+    let st = std::sync::Mutex::new((Cpu::default(), Rate::default()));
+    Arc::new(move || {
+        let bytes = stats.bytes_to_peers.load(Ordering::Relaxed)
+            + stats.bytes_from_peers.load(Ordering::Relaxed);
+        let mut g = st.lock().unwrap_or_else(|p| p.into_inner());
+        NodeLoad {
+            meetings: 0,
+            sessions: u32::try_from(stats.allocations.load(Ordering::Relaxed).max(0))
+                .unwrap_or(u32::MAX),
+            bitrate: g.1.bps(bytes),
+            cpu: g.0.sample(),
+            packets: 0,
+        }
+    })
+}
+
 /// Why a request got an error answer (or none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejected {
