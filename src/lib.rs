@@ -1,10 +1,29 @@
 //! meeting-appliance: self-hosted video meetings in one binary.
 //!
-//! Layout (ARCHITECTURE.md section 7): `cli` and `config` turn flags, environment and file
-//! into one typed `Config`; `node` starts the actix System and the roles of this process and
-//! wires them (`node::wiring`, the single local-or-remote decision); `roles/*` are the five
-//! roles, which share nothing but the messages in `proto`; `db` is the database; `tokens`
-//! derives per-purpose keys from the deployment secret and makes and checks tokens.
+//! ```text
+//!  main.rs ─ cli ─ config ──► node ─────────────── starts this process's roles, one wiring
+//!                             │  wiring             point: each peer role local or, over
+//!                             │  listen             the bridge, on another host
+//!                             ▼
+//!   roles/apiserver ◄── bridge (WebSocket, MAC'd hello) ──► roles/{sfuserver,turnserver,fsserver}
+//!     auth/ notes/ meetings       │                          sfuserver: core/ (sans-IO SFU,
+//!     registry (nodes) mail       │                            simulcast, lobby, chat),
+//!     web (embedded web/dist)     │                            worker (sockets, timers),
+//!          │                      │                            signal (WebSocket)
+//!          ▼                      ▼                          turnserver: guard, relay
+//!   roles/allocateserver      proto/ ─ the only types roles share: signaling (signal.rs),
+//!     built in, or the seed's      room control, node registry, allocation, file grants
+//!     HTTP protocol
+//!
+//!   db/        entities and migrations (SQLite, MariaDB, PostgreSQL)
+//!   tokens     keys from the deployment secret, signed tokens, the one MAC
+//!   ws         the WebSocket session shape (limits, keepalive, close)
+//!   ratelimit  keyed limits and the token bucket     tls/  certificates, ACME
+//!   health, metrics, logging, load, backup, preflight, loadtest (the load generator)
+//! ```
+//!
+//! Media packets never pass through an actor mailbox: the sfuserver's workers own their
+//! sockets; actors carry control only. ARCHITECTURE.md has the contracts.
 
 pub mod backup;
 pub mod bridge;
