@@ -1,4 +1,5 @@
-//! `/readyz` for every role's listener (`/healthz` and `/metrics` are in `node::ops_routes`).
+//! `/healthz` and `/readyz` for every listener of the appliance ([`routes`]; `/metrics` is
+//! added by `node::ops_routes`).
 //!
 //! Liveness (`/healthz`) says the process answers; readiness says it can do its work, so a
 //! load balancer or orchestrator sends traffic only then:
@@ -13,6 +14,15 @@ use crate::roles::apiserver::ApiState;
 
 /// How long the database may take to answer the readiness ping.
 const DB_PING: Duration = Duration::from_secs(2);
+
+/// Registers `/healthz` (200 `{"status":"ok"}`) and `/readyz`.
+pub fn routes(c: &mut web::ServiceConfig) {
+    c.route(
+        "/healthz",
+        web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+    )
+    .route("/readyz", web::get().to(readyz));
+}
 
 /// `GET /readyz`: 200 `{"status":"ready"}` or 503 `{"status":"not_ready","reason":…}`.
 pub async fn readyz(api: Option<web::Data<ApiState>>) -> HttpResponse {

@@ -336,12 +336,8 @@ fn node_routes(
 /// the addresses and the token of `[metrics]` when they are set (403 / 401 otherwise).
 fn ops_routes(c: &mut web::ServiceConfig, metrics: Metrics, access: crate::config::MetricsAccess) {
     let access = std::sync::Arc::new(access);
+    crate::health::routes(c);
     c.route(
-        "/healthz",
-        web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-    )
-    .route("/readyz", web::get().to(crate::health::readyz))
-    .route(
         "/metrics",
         web::get().to(move |req: actix_web::HttpRequest| {
             let refused = metrics_refused(&access, &req);

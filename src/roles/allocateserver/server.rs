@@ -169,13 +169,8 @@ async fn report(req: HttpRequest, ep: web::Data<Endpoint>) -> HttpResponse {
 pub fn routes(c: &mut web::ServiceConfig, path: &str) {
     let report_path = format!("{}/report", path.trim_end_matches('/'));
     c.route(path, web::get().to(answer))
-        .route(&report_path, web::get().to(report))
-        .route(
-            "/healthz",
-            web::get()
-                .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/readyz", web::get().to(crate::health::readyz));
+        .route(&report_path, web::get().to(report));
+    crate::health::routes(c);
 }
 
 /// Runs the standalone allocateserver until a stop signal.
