@@ -69,8 +69,8 @@ struct LiveMeeting {
     id: i64,
     code: String,
     title: String,
-    kind: String,
-    status: String,
+    kind: crate::db::entities::meeting::Kind,
+    status: crate::db::entities::meeting::Status,
     owner_email: String,
     /// People in the meeting now (open participations).
     participants: u64,

@@ -135,7 +135,7 @@ impl Member {
     }
     /// Changes are refused on a cancelled meeting (reading stays possible).
     pub fn check_writable(&self) -> Result<(), ApiError> {
-        if self.meeting.status == "cancelled" {
+        if self.meeting.status == meeting::Status::Cancelled {
             return Err(ApiError::new(
                 actix_web::http::StatusCode::GONE,
                 "meeting_cancelled",

@@ -147,13 +147,13 @@ pub async fn send(
             ApiError::not_found("No such meeting.")
         });
     }
-    if m.kind != "scheduled" {
+    if m.kind != meeting::Kind::Scheduled {
         return Err(ApiError::bad_request(
             "not_scheduled",
             "Notes are sent to the invitees of a scheduled meeting; an instant room has none.",
         ));
     }
-    if m.status == "cancelled" {
+    if m.status == meeting::Status::Cancelled {
         return Err(ApiError::new(
             StatusCode::GONE,
             "meeting_cancelled",
