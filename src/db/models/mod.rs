@@ -8,4 +8,5 @@
 
 pub mod meeting;
 pub mod participation;
+pub mod session;
 pub mod user;

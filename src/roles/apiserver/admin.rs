@@ -341,8 +341,7 @@ async fn users(
     let mut live: LiveSessions = HashMap::new();
     for s in session::Entity::find()
         .filter(session::Column::UserId.is_in(people.iter().map(|u| u.id)))
-        .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(t))
+        .filter(crate::db::models::session::live(t))
         .all(&st.db)
         .await?
     {

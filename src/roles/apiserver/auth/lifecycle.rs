@@ -200,8 +200,7 @@ async fn recheck_due(st: &ApiState, tick: Duration) -> Vec<i64> {
     let due = t - i64::try_from(every.as_secs()).unwrap_or(i64::MAX).max(1);
     let rows = session::Entity::find()
         .filter(session::Column::Method.is_in([AuthMethod::Oidc.name(), AuthMethod::Ldap.name()]))
-        .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(t))
+        .filter(crate::db::models::session::live(t))
         .filter(
             Condition::any()
                 .add(session::Column::CheckedAt.is_null())

@@ -37,6 +37,7 @@ use super::mail::{Outgoing, enqueue};
 use super::{ApiState, client_ip};
 use crate::config::{AuthMethod, Config};
 use crate::db::entities::{login_code, password_attempt, session, sso_login, user};
+use crate::db::models;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tokens::{Keys, sha256_hex};
@@ -578,11 +579,7 @@ pub async fn logout(
     req: HttpRequest,
     me: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now()))
-        .filter(session::Column::Id.eq(me.session_id))
-        .exec(&st.db)
-        .await?;
+    models::session::revoke(&st.db, me.session_id, now()).await?;
     st.audit(
         Entry::new(action::SIGN_OUT, Outcome::Ok)
             .method(me.method)
@@ -652,26 +649,10 @@ fn presented(req: &HttpRequest) -> Presented {
     }
 }
 
-/// The one rule for a session: not revoked, not expired, and its person not disabled (by an
-/// admin, or by the identity provider since the session began). Every way in (API, cookie,
-/// the notes WebSocket, its periodic re-check) goes through here.
-fn session_valid(s: &session::Model, user: &user::Model, now: i64) -> bool {
-    s.revoked_at.is_none()
-        && s.expires_at >= now
-        && user.disabled_at.is_none()
-        // Disabling revokes sessions too; this also covers a session made in the same instant.
-        && user.idp_disabled_at.is_none_or(|d| d < s.created_at)
-}
-
-/// Whether a session (by id) is still valid: for connections that outlive a request.
+/// Whether a session (by id) is still valid: for connections that outlive a request. The
+/// rule is [`models::session::is_valid`], the same as for every request.
 pub async fn session_still_valid(st: &ApiState, session_id: i64) -> Result<bool, ApiError> {
-    let Some(s) = session::Entity::find_by_id(session_id).one(&st.db).await? else {
-        return Ok(false);
-    };
-    let Some(user) = user::Entity::find_by_id(s.user_id).one(&st.db).await? else {
-        return Ok(false);
-    };
-    Ok(session_valid(&s, &user, now()))
+    Ok(models::session::still_valid(&st.db, session_id, now()).await?)
 }
 
 /// The signed-in person a session token stands for, if the session is valid.
@@ -679,19 +660,11 @@ pub async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiE
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
-    let Some(s) = session::Entity::find()
-        .filter(session::Column::TokenHash.eq(sha256_hex(token)))
-        .one(&st.db)
-        .await?
+    let Some((s, user)) =
+        models::session::valid_by_token_hash(&st.db, &sha256_hex(token), now()).await?
     else {
         return Ok(None);
     };
-    let Some(user) = user::Entity::find_by_id(s.user_id).one(&st.db).await? else {
-        return Ok(None);
-    };
-    if !session_valid(&s, &user, now()) {
-        return Ok(None);
-    }
     let (can_create, admin) = rights(&user, &s, st);
     Ok(Some(AuthUser {
         user,
