@@ -6,6 +6,7 @@
 //! Errors are the database's own ([`sea_orm::DbErr`]); the handler's error type maps them
 //! (unavailable → 503, anything else → 500 with the cause logged).
 
+pub mod chat;
 pub mod meeting;
 pub mod participation;
 pub mod session;
