@@ -7,6 +7,7 @@
 //! (unavailable → 503, anything else → 500 with the cause logged).
 
 pub mod chat;
+pub mod file;
 pub mod meeting;
 pub mod participation;
 pub mod session;
