@@ -345,3 +345,30 @@ pub async fn change_code<C: ConnectionTrait>(
     a.updated_at = Set(now);
     a.update(db).await
 }
+
+/// The sfuserver of each of the meetings `ids` (None: not assigned).
+pub async fn sfus_of<C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<HashMap<i64, Option<String>>, DbErr> {
+    Ok(meeting::Entity::find()
+        .select_only()
+        .column(meeting::Column::Id)
+        .column(meeting::Column::Sfu)
+        .filter(meeting::Column::Id.is_in(ids))
+        .into_tuple::<(i64, Option<String>)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+pub async fn by_ids<C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<Vec<meeting::Model>, DbErr> {
+    meeting::Entity::find()
+        .filter(meeting::Column::Id.is_in(ids))
+        .all(db)
+        .await
+}

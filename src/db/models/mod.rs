@@ -8,7 +8,12 @@
 
 pub mod chat;
 pub mod file;
+pub mod login_code;
+pub mod mail;
 pub mod meeting;
+pub mod node;
+pub mod note;
 pub mod participation;
 pub mod session;
+pub mod sso_login;
 pub mod user;

@@ -3,8 +3,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use crate::db::entities::participation;
@@ -129,6 +129,43 @@ pub async fn of_meeting<C: ConnectionTrait>(
     participation::Entity::find()
         .filter(participation::Column::MeetingId.eq(meeting_id))
         .order_by_desc(participation::Column::Id)
+        .all(db)
+        .await
+}
+
+/// `user_id`'s participations that joined since `joined_since` and are open, or (with
+/// `left_since`) left after it.
+pub async fn recent_of_user<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    joined_since: i64,
+    left_since: Option<i64>,
+) -> Result<Vec<participation::Model>, DbErr> {
+    let mut open = Condition::any().add(participation::Column::LeftAt.is_null());
+    if let Some(s) = left_since {
+        open = open.add(participation::Column::LeftAt.gte(s));
+    }
+    participation::Entity::find()
+        .filter(participation::Column::UserId.eq(user_id))
+        .filter(participation::Column::JoinedAt.gte(joined_since))
+        .filter(open)
+        .all(db)
+        .await
+}
+
+/// (meeting id, joined at) of everyone in a media session now who joined since `oldest`.
+pub async fn present_since<C: ConnectionTrait>(
+    db: &C,
+    oldest: i64,
+) -> Result<Vec<(i64, i64)>, DbErr> {
+    participation::Entity::find()
+        .select_only()
+        .column(participation::Column::MeetingId)
+        .column(participation::Column::JoinedAt)
+        .filter(participation::Column::LeftAt.is_null())
+        .filter(participation::Column::EnteredAt.is_not_null())
+        .filter(participation::Column::JoinedAt.gte(oldest))
+        .into_tuple()
         .all(db)
         .await
 }

@@ -7,7 +7,9 @@
 //! (disabled) is applied when those sessions are used.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
 
 use crate::db::entities::{session, user};
 
@@ -71,4 +73,39 @@ pub async fn revoke<C: ConnectionTrait>(db: &C, id: i64, now: i64) -> Result<(),
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Up to `limit` live sessions made by one of `methods` that their provider has not confirmed
+/// since `due` (or ever).
+pub async fn due_for_recheck<C: ConnectionTrait>(
+    db: &C,
+    methods: &[&str],
+    now: i64,
+    due: i64,
+    limit: u64,
+) -> Result<Vec<session::Model>, DbErr> {
+    session::Entity::find()
+        .filter(session::Column::Method.is_in(methods.iter().copied()))
+        .filter(live(now))
+        .filter(
+            Condition::any()
+                .add(session::Column::CheckedAt.is_null())
+                .add(session::Column::CheckedAt.lte(due)),
+        )
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// The live sessions of the people `user_ids` (see [`live`]).
+pub async fn live_of<C: ConnectionTrait>(
+    db: &C,
+    user_ids: impl IntoIterator<Item = i64>,
+    now: i64,
+) -> Result<Vec<session::Model>, DbErr> {
+    session::Entity::find()
+        .filter(session::Column::UserId.is_in(user_ids))
+        .filter(live(now))
+        .all(db)
+        .await
 }

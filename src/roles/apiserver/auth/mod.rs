@@ -24,10 +24,7 @@ mod throttle;
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
 use rand::Rng;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -158,11 +155,7 @@ async fn upsert_user(
             .take(128)
             .collect::<String>()
     });
-    match user::Entity::find()
-        .filter(user::Column::Email.eq(email))
-        .one(&st.db)
-        .await?
-    {
+    match models::user::by_email(&st.db, email).await? {
         Some(u) => {
             if let Some(n) = &name
                 && *n != u.display_name
@@ -330,35 +323,26 @@ pub async fn request_code(
     // counts requests from this client IP only, so nobody can use up someone else's codes
     // from their own network; a looser limit over all IPs bounds the mail one address gets.
     let auth = &st.cfg.auth;
-    let recent = |filter: sea_orm::Condition| async move {
-        login_code::Entity::find()
-            .filter(filter)
-            .filter(login_code::Column::CreatedAt.gt(hour_ago))
-            .order_by_asc(login_code::Column::CreatedAt)
-            .all(db)
-            .await
-    };
+    use models::login_code::Requester;
     let limits = [
         (
-            sea_orm::Condition::all()
-                .add(login_code::Column::Email.eq(email.clone()))
-                .add(login_code::Column::Ip.eq(ip.clone())),
+            Requester::EmailFromIp(&email, &ip),
             auth.codes_per_email_per_hour,
             "this address from your network",
         ),
         (
-            sea_orm::Condition::all().add(login_code::Column::Ip.eq(ip.clone())),
+            Requester::Ip(&ip),
             auth.codes_per_ip_per_hour,
             "your network address",
         ),
         (
-            sea_orm::Condition::all().add(login_code::Column::Email.eq(email.clone())),
+            Requester::Email(&email),
             auth.codes_per_email_per_hour_all_ips,
             "this address",
         ),
     ];
-    for (filter, limit, whom) in limits {
-        let recent = recent(filter).await?;
+    for (who, limit, whom) in limits {
+        let recent = models::login_code::requested_since(db, who, hour_ago).await?;
         if recent.len() >= limit as usize {
             let oldest = recent.first().map(|r| r.created_at).unwrap_or(t);
             st.metrics
@@ -373,23 +357,16 @@ pub async fn request_code(
     }
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     // A new code voids any earlier one for this address.
-    login_code::Entity::update_many()
-        .col_expr(login_code::Column::ConsumedAt, Expr::value(t))
-        .filter(login_code::Column::Email.eq(email.clone()))
-        .filter(login_code::Column::ConsumedAt.is_null())
-        .exec(db)
-        .await?;
-    login_code::ActiveModel {
-        email: Set(email.clone()),
-        code_hash: Set(st.keys.hash_code(&email, &code)),
-        ip: Set(ip),
-        created_at: Set(t),
-        expires_at: Set(t + st.cfg.auth.code_ttl.as_secs_i64()),
-        attempts: Set(0),
-        consumed_at: Set(None),
-        ..Default::default()
-    }
-    .insert(db)
+    models::login_code::replace(
+        db,
+        models::login_code::NewCode {
+            email: email.clone(),
+            code_hash: st.keys.hash_code(&email, &code),
+            ip,
+            now: t,
+            expires_at: t + st.cfg.auth.code_ttl.as_secs_i64(),
+        },
+    )
     .await?;
     let minutes = st.cfg.auth.code_ttl.as_secs().div_ceil(60);
     enqueue(
@@ -493,25 +470,13 @@ async fn verify_code(
     }
     let t = now();
     let db = &st.db;
-    let Some(row) = login_code::Entity::find()
-        .filter(login_code::Column::Email.eq(email.clone()))
-        .filter(login_code::Column::ConsumedAt.is_null())
-        .order_by_desc(login_code::Column::Id)
-        .one(db)
+    let Some(row) = models::login_code::open_for(db, &email)
         .await
         .map_err(db_err)?
     else {
         return Err(fail("no_code", invalid()));
     };
-    let consume = |id: i64| async move {
-        login_code::Entity::update_many()
-            .col_expr(login_code::Column::ConsumedAt, Expr::value(t))
-            .filter(login_code::Column::Id.eq(id))
-            .filter(login_code::Column::ConsumedAt.is_null())
-            .exec(db)
-            .await
-            .map(|r| r.rows_affected == 1)
-    };
+    let consume = |id: i64| models::login_code::consume(db, id, t);
     if row.expires_at < t {
         consume(row.id).await.map_err(db_err)?;
         return Err(fail(
@@ -523,19 +488,9 @@ async fn verify_code(
     // Claim this attempt before comparing, in one statement: of any number of guesses that
     // arrive together, at most `max` find a row to count themselves against; the rest never
     // reach the comparison.
-    let claimed = login_code::Entity::update_many()
-        .col_expr(
-            login_code::Column::Attempts,
-            Expr::col(login_code::Column::Attempts).add(1),
-        )
-        .filter(login_code::Column::Id.eq(row.id))
-        .filter(login_code::Column::ConsumedAt.is_null())
-        .filter(login_code::Column::Attempts.lt(max))
-        .exec(db)
+    let claimed = models::login_code::claim_attempt(db, row.id, max)
         .await
-        .map_err(db_err)?
-        .rows_affected
-        == 1;
+        .map_err(db_err)?;
     let too_many = || {
         ApiError::bad_request(
             "too_many_attempts",
@@ -547,11 +502,10 @@ async fn verify_code(
         return Err(fail("attempts_exhausted", too_many()));
     }
     if !ct_eq(&row.code_hash, &st.keys.hash_code(&email, code)) {
-        let used = login_code::Entity::find_by_id(row.id)
-            .one(db)
+        let used = models::login_code::attempts(db, row.id)
             .await
             .map_err(db_err)?
-            .map_or(max, |r| r.attempts);
+            .unwrap_or(max);
         if used >= max {
             consume(row.id).await.map_err(db_err)?;
             return Err(fail("too_many_attempts", too_many()));
