@@ -155,17 +155,16 @@ pub async fn member(st: &ApiState, creds: &Credentials, id: i64) -> Result<Membe
     let m = models::meeting::by_id(&st.db, id)
         .await?
         .ok_or_else(no_such_meeting)?;
-    if let Some(u) = &creds.user {
-        if m.owner_id == u.id
+    if let Some(u) = &creds.user
+        && (m.owner_id == u.id
             || models::meeting::is_invited(&st.db, m.id, &u.email).await?
-            || models::participation::user_was_present(&st.db, m.id, u.id, m.access_since).await?
-        {
-            return Ok(Member {
-                meeting: m,
-                who: Who::User(u.clone()),
-                session_id: creds.session_id,
-            });
-        }
+            || models::participation::user_was_present(&st.db, m.id, u.id, m.access_since).await?)
+    {
+        return Ok(Member {
+            meeting: m,
+            who: Who::User(u.clone()),
+            session_id: creds.session_id,
+        });
     }
     if let Some(token) = &creds.join_token {
         return guest(st, m, token).await;
