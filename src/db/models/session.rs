@@ -109,3 +109,69 @@ pub async fn live_of<C: ConnectionTrait>(
         .all(db)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> session::Model {
+        session::Model {
+            id: 1,
+            token_hash: String::new(),
+            user_id: 7,
+            created_at: 1_000,
+            expires_at: 2_000,
+            revoked_at: None,
+            method: "oidc".into(),
+            idp_subject: None,
+            idp_tokens: None,
+            checked_at: None,
+            can_create: None,
+            is_admin: None,
+            ip: None,
+        }
+    }
+
+    fn person() -> user::Model {
+        user::Model {
+            id: 7,
+            email: "ann@corp.test".into(),
+            display_name: "Ann".into(),
+            created_at: 0,
+            last_login_at: 0,
+            disabled_at: None,
+            idp_disabled_at: None,
+        }
+    }
+
+    #[test]
+    fn a_session_is_valid_until_expired_revoked_or_its_person_disabled() {
+        let (s, p) = (session(), person());
+        assert!(is_valid(&s, &p, 1_500));
+        assert!(is_valid(&s, &p, 2_000), "valid through its last second");
+        assert!(!is_valid(&s, &p, 2_001), "expired");
+        let revoked = session::Model {
+            revoked_at: Some(1_200),
+            ..session()
+        };
+        assert!(!is_valid(&revoked, &p, 1_500));
+        let disabled = user::Model {
+            disabled_at: Some(1_100),
+            ..person()
+        };
+        assert!(!is_valid(&s, &disabled, 1_500));
+        // The provider's "no" ends the sessions from before it (and one made in that second),
+        // not those of a later sign-in through the provider.
+        for (idp_disabled_at, valid) in [(900, true), (1_000, false), (1_100, false)] {
+            let p = user::Model {
+                idp_disabled_at: Some(idp_disabled_at),
+                ..person()
+            };
+            assert_eq!(
+                is_valid(&s, &p, 1_500),
+                valid,
+                "idp disabled at {idp_disabled_at}"
+            );
+        }
+    }
+}
