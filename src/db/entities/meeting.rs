@@ -31,10 +31,8 @@ pub struct Model {
     /// Participations with an id up to this give no access (and no ban): set to the newest
     /// participation's id when the owner changes the code.
     pub access_since: i64,
-    /// Who waits in the lobby until a host lets them in: "off", "guests" (people who are
-    /// neither invited nor co-hosts: guests and other signed-in people), "everyone" (all
-    /// but hosts).
-    pub lobby: String,
+    /// Who waits in the lobby until a host lets them in.
+    pub lobby: Lobby,
     /// Argon2 PHC string of the passcode (None: no passcode).
     pub passcode_hash: Option<String>,
     /// The passcode sealed under a key from the deployment secret, for invitation mails.
@@ -79,6 +77,33 @@ pub enum Status {
     Active,
     #[sea_orm(string_value = "cancelled")]
     Cancelled,
+}
+
+/// Who waits in a meeting's lobby until a host lets them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, serde::Serialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "snake_case")]
+pub enum Lobby {
+    #[sea_orm(string_value = "off")]
+    Off,
+    /// People who are neither invited nor co-hosts: guests and other signed-in people.
+    #[sea_orm(string_value = "guests")]
+    Guests,
+    /// All but hosts.
+    #[sea_orm(string_value = "everyone")]
+    Everyone,
+}
+
+/// The deployment's default for new meetings (`meetings.lobby`) is the same choice.
+impl From<crate::config::LobbyMode> for Lobby {
+    fn from(m: crate::config::LobbyMode) -> Lobby {
+        use crate::config::LobbyMode;
+        match m {
+            LobbyMode::Off => Lobby::Off,
+            LobbyMode::Guests => Lobby::Guests,
+            LobbyMode::Everyone => Lobby::Everyone,
+        }
+    }
 }
 
 /// Who may share a screen in the meeting.

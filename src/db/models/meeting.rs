@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use std::collections::HashMap;
 
-use crate::db::entities::meeting::{self, Kind, ScreenShare, Status};
+use crate::db::entities::meeting::{self, Kind, Lobby, ScreenShare, Status};
 use crate::db::entities::{cohost, invitation, participation, user};
 
 /// What a new meeting is made of; the rest of its row has one default for every kind.
@@ -23,7 +23,7 @@ pub struct Draft {
     pub begin_at: i64,
     pub end_at: i64,
     pub guests_allowed: bool,
-    pub lobby: String,
+    pub lobby: Lobby,
     pub sfu: String,
     pub turn: String,
     pub now: i64,

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use super::ApiState;
 use crate::config::LobbyMode;
-use crate::db::entities::meeting::{self, ScreenShare};
+use crate::db::entities::meeting::{self, Lobby, ScreenShare};
 use crate::db::entities::user;
 use crate::db::models;
 use crate::error::ApiError;
@@ -58,7 +58,7 @@ pub fn apply(st: &ApiState, a: &mut meeting::ActiveModel, s: &Settings) -> Resul
                 "The lobby is \"off\", \"guests\" or \"everyone\".",
             )
         })?;
-        a.lobby = Set(mode.as_str().to_string());
+        a.lobby = Set(mode.into());
     }
     if let Some(p) = &s.passcode {
         if p.is_empty() {
@@ -149,10 +149,10 @@ pub fn waits_in_lobby(m: &meeting::Model, role: Role, invited: bool) -> bool {
     if role.is_host() {
         return false;
     }
-    match LobbyMode::parse(&m.lobby).unwrap_or(LobbyMode::Guests) {
-        LobbyMode::Off => false,
-        LobbyMode::Guests => !invited,
-        LobbyMode::Everyone => true,
+    match m.lobby {
+        Lobby::Off => false,
+        Lobby::Guests => !invited,
+        Lobby::Everyone => true,
     }
 }
 

@@ -12,7 +12,7 @@ use super::auth::{AuthUser, MaybeUser};
 use super::ics::{Invite, Method};
 use super::mail::{Outgoing, enqueue};
 use super::registry::ControlError;
-use crate::db::entities::meeting::{self, Kind, ScreenShare, Status};
+use crate::db::entities::meeting::{self, Kind, Lobby, ScreenShare, Status};
 use crate::db::entities::user;
 use crate::db::models;
 use crate::error::ApiError;
@@ -86,8 +86,7 @@ pub struct MeetingView {
     /// Owner or co-host.
     pub is_host: bool,
     pub cohosts: Vec<String>,
-    /// "off", "guests" or "everyone".
-    pub lobby: String,
+    pub lobby: Lobby,
     pub has_passcode: bool,
     /// The passcode itself, for the owner.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,7 +226,7 @@ async fn views(
             MeetingView {
                 is_host: is_owner || co.contains(&me.email),
                 cohosts: co,
-                lobby: m.lobby.clone(),
+                lobby: m.lobby,
                 has_passcode: m.passcode_hash.is_some(),
                 passcode,
                 screen_share: m.screen_share,
@@ -465,7 +464,7 @@ fn new_meeting(
         guests_allowed: body
             .guests_allowed
             .unwrap_or(st.cfg.meetings.guests_allowed),
-        lobby: st.cfg.meetings.lobby.as_str().into(),
+        lobby: st.cfg.meetings.lobby.into(),
         sfu: servers.sfu,
         turn: servers.turn,
         now: now(),
