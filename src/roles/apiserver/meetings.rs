@@ -4,15 +4,12 @@
 
 use actix_web::{HttpResponse, web};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set, TransactionTrait};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use serde::Serialize;
 
 use super::ApiState;
 use super::auth::{AuthUser, MaybeUser};
-use super::ics::{Invite, Method};
-use super::mail::{Outgoing, enqueue};
 use super::registry::ControlError;
-use crate::db::entities::meeting::{self, Kind, Lobby, ScreenShare, Status};
+use crate::db::entities::meeting::{self, Kind, ScreenShare, Status};
 use crate::db::entities::user;
 use crate::db::models;
 use crate::error::ApiError;
@@ -23,145 +20,17 @@ use crate::proto::{
     ServerAssignment,
 };
 use crate::tokens::JoinClaims;
-use crate::util::{normalize_email, now};
+use crate::util::now;
 
-/// The body of `POST /api/v1/meetings` and of `PATCH /api/v1/meetings/{id}` (absent: keep).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct MeetingBody {
-    pub title: Option<String>,
-    pub begin_at: Option<i64>,
-    pub end_at: Option<i64>,
-    pub invitees: Option<Vec<String>>,
-    pub guests_allowed: Option<bool>,
-    pub lobby: Option<String>,
-    pub passcode: Option<String>,
-    pub cohosts: Option<Vec<String>>,
-    pub screen_share: Option<String>,
-    pub chat_in_notes: Option<bool>,
-}
+mod input;
+mod invites;
+mod view;
 
-impl MeetingBody {
-    /// The running-a-meeting settings of the body.
-    fn settings(&self) -> super::controls::Settings {
-        super::controls::Settings {
-            lobby: self.lobby.clone(),
-            passcode: self.passcode.clone(),
-            cohosts: self.cohosts.clone(),
-            screen_share: self.screen_share.clone(),
-            chat_in_notes: self.chat_in_notes,
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    pub display_name: Option<String>,
-    /// The meeting's passcode, when it has one (hosts need none).
-    pub passcode: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct Person {
-    pub email: String,
-    pub display_name: String,
-}
-
-#[derive(Serialize)]
-pub struct MeetingView {
-    pub id: i64,
-    pub code: String,
-    pub join_url: String,
-    pub kind: Kind,
-    pub title: String,
-    pub begin_at: i64,
-    pub end_at: i64,
-    pub status: Status,
-    pub sequence: i32,
-    pub guests_allowed: bool,
-    pub owner: Person,
-    pub is_owner: bool,
-    pub invitees: Vec<String>,
-    /// Owner or co-host.
-    pub is_host: bool,
-    pub cohosts: Vec<String>,
-    pub lobby: Lobby,
-    pub has_passcode: bool,
-    /// The passcode itself, for the owner.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub passcode: Option<String>,
-    pub screen_share: ScreenShare,
-    pub chat_in_notes: bool,
-}
-
-fn clean_title(t: &str) -> Result<String, ApiError> {
-    let t = t.trim();
-    if t.is_empty() || t.chars().count() > 200 {
-        return Err(ApiError::bad_request(
-            "invalid_title",
-            "A title has 1 to 200 characters.",
-        ));
-    }
-    if t.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_title",
-            "A title cannot contain control characters.",
-        ));
-    }
-    Ok(t.to_string())
-}
-
-fn clean_invitees(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<String>, ApiError> {
-    let mut out = BTreeSet::new();
-    for raw in list {
-        let e = normalize_email(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_email",
-                format!("Invitee {raw:?} is not a valid email address."),
-            )
-        })?;
-        if e != owner {
-            out.insert(e);
-        }
-    }
-    if out.len() > st.cfg.meetings.max_invitees {
-        return Err(ApiError::bad_request(
-            "too_many_invitees",
-            format!(
-                "At most {} invitees per meeting.",
-                st.cfg.meetings.max_invitees
-            ),
-        ));
-    }
-    Ok(out.into_iter().collect())
-}
-
-fn check_times(st: &ApiState, begin: i64, end: i64) -> Result<(), ApiError> {
-    let t = now();
-    if begin <= 0 || end <= begin {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            "The end must be after the beginning.",
-        ));
-    }
-    if begin < t - 300 {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            "The meeting cannot begin in the past.",
-        ));
-    }
-    if end - begin > st.cfg.meetings.max_duration.as_secs_i64() {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            format!(
-                "A meeting lasts at most {}.",
-                humantime::format_duration(st.cfg.meetings.max_duration.0)
-            ),
-        ));
-    }
-    Ok(())
-}
+pub use input::{JoinRequest, MeetingBody};
+use input::{check_times, clean_invitees, clean_title};
+use invites::{Notice, send_invites};
+pub use view::{MeetingView, Person};
+use view::{view, views};
 
 /// Asks the allocator; its "no" becomes 503 `servers_not_ready` with `Retry-After`.
 async fn allocate(
@@ -199,152 +68,6 @@ async fn owner_of(st: &ApiState, m: &meeting::Model) -> Result<user::Model, ApiE
     models::user::by_id(&st.db, m.owner_id)
         .await?
         .ok_or_else(|| ApiError::internal(format_args!("meeting {} has no owner row", m.id)))
-}
-
-async fn views(
-    st: &ApiState,
-    me: &user::Model,
-    ms: Vec<meeting::Model>,
-) -> Result<Vec<MeetingView>, ApiError> {
-    let models::meeting::People {
-        owners,
-        mut invitees,
-        mut cohosts,
-    } = models::meeting::people_of(&st.db, &ms).await?;
-    Ok(ms
-        .into_iter()
-        .map(|m| {
-            let owner = owners.get(&m.owner_id);
-            let inv = invitees.remove(&m.id).unwrap_or_default();
-            let co = cohosts.remove(&m.id).unwrap_or_default();
-            let is_owner = m.owner_id == me.id;
-            let passcode = if is_owner {
-                super::controls::passcode_of(st, &m)
-            } else {
-                None
-            };
-            MeetingView {
-                is_host: is_owner || co.contains(&me.email),
-                cohosts: co,
-                lobby: m.lobby,
-                has_passcode: m.passcode_hash.is_some(),
-                passcode,
-                screen_share: m.screen_share,
-                chat_in_notes: m.chat_in_notes,
-                id: m.id,
-                join_url: st.join_url(&m.code),
-                code: m.code,
-                kind: m.kind,
-                title: m.title,
-                begin_at: m.begin_at,
-                end_at: m.end_at,
-                status: m.status,
-                sequence: m.sequence,
-                guests_allowed: m.guests_allowed,
-                owner: Person {
-                    email: owner.map(|o| o.email.clone()).unwrap_or_default(),
-                    display_name: owner.map(|o| o.display_name.clone()).unwrap_or_default(),
-                },
-                is_owner,
-                invitees: inv,
-            }
-        })
-        .collect())
-}
-
-async fn view(st: &ApiState, me: &user::Model, m: meeting::Model) -> Result<MeetingView, ApiError> {
-    views(st, me, vec![m])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal("view of one meeting is empty"))
-}
-
-/// What an invitation mail tells its recipient.
-#[derive(Clone, Copy)]
-enum Notice {
-    Invite,
-    Update,
-    Cancel,
-}
-
-/// Queues one invitation mail (REQUEST or CANCEL) per recipient, in the caller's transaction.
-async fn send_invites<C: ConnectionTrait>(
-    db: &C,
-    st: &ApiState,
-    m: &meeting::Model,
-    owner: &user::Model,
-    attendees: &[String],
-    recipients: &[String],
-    notice: Notice,
-) -> Result<(), ApiError> {
-    let passcode = super::controls::passcode_of(st, m);
-    let url = match &passcode {
-        // Letters and digits only (see `controls::apply`): safe in a URL as they are.
-        Some(p) => format!("{}?pwd={p}", st.join_url(&m.code)),
-        None => st.join_url(&m.code),
-    };
-    let pass_line = passcode
-        .as_deref()
-        .map(|p| format!("Passcode: {p}\n"))
-        .unwrap_or_default();
-    let when = chrono::DateTime::<chrono::Utc>::from_timestamp(m.begin_at, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default();
-    let minutes = (m.end_at - m.begin_at) / 60;
-    super::mail::check_quota(db, &st.cfg.mail, owner.id, recipients.len()).await?;
-    for to in recipients {
-        let inv = Invite {
-            method: match notice {
-                Notice::Invite | Notice::Update => Method::Request,
-                Notice::Cancel => Method::Cancel,
-            },
-            uid: &m.ical_uid,
-            sequence: m.sequence,
-            title: &m.title,
-            begin_at: m.begin_at,
-            end_at: m.end_at,
-            organizer_email: &owner.email,
-            organizer_name: &owner.display_name,
-            attendees,
-            join_url: &url,
-            now: now(),
-        };
-        let (subject, text) = match notice {
-            Notice::Update => (
-                format!("Updated invitation: {} @ {when}", m.title),
-                format!(
-                    "{} changed the meeting \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n{pass_line}",
-                    owner.display_name, m.title
-                ),
-            ),
-            Notice::Invite => (
-                format!("Invitation: {} @ {when}", m.title),
-                format!(
-                    "{} ({}) invites you to \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n{pass_line}",
-                    owner.display_name, owner.email, m.title
-                ),
-            ),
-            Notice::Cancel => (
-                format!("Cancelled: {} @ {when}", m.title),
-                format!(
-                    "{} cancelled the meeting \"{}\" ({when}).\n",
-                    owner.display_name, m.title
-                ),
-            ),
-        };
-        let ics = inv.render();
-        enqueue(
-            db,
-            &st.mailer,
-            Outgoing {
-                calendar: Some((inv.method_name(), ics)),
-                ..Outgoing::by(owner.id, to.clone(), subject, text)
-            },
-        )
-        .await
-        .map_err(ApiError::internal)?;
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/meetings`: without `begin_at`, my instant room; with it, a scheduled meeting.
