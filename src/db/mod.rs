@@ -5,6 +5,7 @@
 
 pub mod entities;
 mod migrations;
+pub mod models;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;

@@ -9,6 +9,7 @@ use icalendar::{CalendarComponent, CalendarDateTime, Component, DatePerhapsTime}
 use meeting_appliance::ids::MeetingId;
 use meeting_appliance::tokens::{Keys, TokenError, turn_password};
 use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use support::api::{Answer, call, mail_args, mails_to, nth_mail_to, sign_in};
 use support::{Appliance, Mail, SmtpSink};
 
@@ -449,4 +450,122 @@ async fn meeting_input_is_validated() {
     .await;
     assert_eq!(a.status, 404);
     assert_eq!(a.error_code(), "not_found");
+}
+
+/// An allocator in the seed's protocol that hands out a new sfuserver and turnserver on every
+/// request (`sfu-N.test:443`), slowly, so that joins asking at the same time overlap.
+/// Answers how many SFUTURN requests it got.
+fn allocator_giving_a_new_server_each_time() -> (String, std::sync::Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind allocator");
+    let url = format!("http://{}/alloc", listener.local_addr().expect("address"));
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let k = if head.contains("Kind=SFUTURN") {
+                    counter.fetch_add(1, SeqCst) + 1
+                } else {
+                    0
+                };
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let body = format!(
+                    r#"{{"sfu": "sfu-{k}.test:443", "turn": "turn-{k}.test:3478", "fs": "fs.test:443"}}"#
+                );
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (url, asked)
+}
+
+/// A meeting's sfuserver is lost; several people join at once, each finding it down. They are
+/// all sent to one new sfuserver (the first assignment stored), not each to their own.
+async fn concurrent_joins_after_sfuserver_loss(database_url: &str) {
+    let (alloc_url, asked) = allocator_giving_a_new_server_each_time();
+    let sink = SmtpSink::start();
+    let mut args = mail_args(sink.port());
+    args.extend(["--allocateserver".into(), alloc_url]);
+    args.extend(["--databaseUrl".into(), database_url.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().expect("data dir");
+    let bin = env!("CARGO_BIN_EXE_meeting-appliance");
+
+    let app = Appliance::start_bin(bin, dir.path(), &args, &[]);
+    let ann = sign_in(&app, &sink, "ann@corp.test").await;
+    let room = post(&app, "/api/v1/meetings", Some(&ann), json!({})).await;
+    assert_eq!(room.status, 201, "{:?}", room.body);
+    let code = room.body["code"].as_str().expect("code").to_string();
+    app.stop();
+
+    // The registry starts from what the last run knew: the meeting's sfuserver, down.
+    let db = sea_orm::Database::connect(database_url)
+        .await
+        .expect("database");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &db,
+        &format!(
+            "INSERT INTO nodes (id, role, address, capacity, version, state, `load`, last_seen) \
+             VALUES ('sfuserver@sfu-1.test:443', 'sfuserver', 'sfu-1.test:443', 100, 'test', \
+             'down', 0, {})",
+            now()
+        ),
+    )
+    .await
+    .expect("mark the sfuserver down");
+    db.close().await.expect("close");
+
+    let app = Appliance::start_bin(bin, dir.path(), &args, &[]);
+    let join_path = format!("/api/v1/join/{code}");
+    let joins = (0..8).map(|i| {
+        post(
+            &app,
+            &join_path,
+            None,
+            json!({"display_name": format!("G{i}")}),
+        )
+    });
+    let answers = futures_util::future::join_all(joins).await;
+    let sfus: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, 200, "{:?}", a.body);
+            a.body["sfu"]["address"].as_str().expect("sfu").to_string()
+        })
+        .collect();
+    assert_eq!(
+        sfus.len(),
+        1,
+        "joins were sent to different sfuservers: {sfus:?}"
+    );
+    assert!(!sfus.contains("sfu-1.test:443"), "{sfus:?}");
+    assert!(asked.load(SeqCst) >= 2, "the joins did not race: {asked:?}");
+    // Later joins get the same one without asking again.
+    let before = asked.load(SeqCst);
+    let again = post(&app, &join_path, None, json!({"display_name": "Late"})).await;
+    assert_eq!(
+        again.body["sfu"]["address"].as_str(),
+        sfus.first().map(String::as_str)
+    );
+    assert_eq!(asked.load(SeqCst), before);
+    app.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_after_sfuserver_loss_agree_on_one_sfuserver() {
+    let dir = tempfile::tempdir().expect("db dir");
+    let sqlite = format!("sqlite://{}/cas.db?mode=rwc", dir.path().display());
+    concurrent_joins_after_sfuserver_loss(&sqlite).await;
+    let db = support::shared_mariadb();
+    let url = db.url_for(&db.unique_database("cas"));
+    concurrent_joins_after_sfuserver_loss(&url).await;
 }

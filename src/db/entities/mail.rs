@@ -12,8 +12,7 @@ pub struct Model {
     pub subject: String,
     /// The whole RFC 5322 message, as it will be sent.
     pub message: String,
-    /// "pending", "sent" or "logged" (no mail server: written to the log).
-    pub status: String,
+    pub status: Status,
     pub attempts: i32,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -28,3 +27,24 @@ pub struct Model {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Where a mail is in the outbox; stored and shown (admin page) as the same strings as ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, serde::Serialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for its (next) attempt.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// No mail server configured: written to the log instead.
+    #[sea_orm(string_value = "logged")]
+    Logged,
+    #[sea_orm(string_value = "sent")]
+    Sent,
+    /// Given up: refused for good, or out of attempts.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// A sign-in code nobody could use any more: never sent.
+    #[sea_orm(string_value = "expired")]
+    Expired,
+}

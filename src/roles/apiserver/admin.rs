@@ -19,15 +19,13 @@
 //!   are purged once a mail is sent or given up).
 
 use actix_web::{HttpResponse, web};
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
 use super::ApiState;
 use super::auth::AuthUser;
-use crate::db::entities::{mail, meeting, node, participation, user};
+use crate::db::entities::user;
+use crate::db::models;
 use crate::error::ApiError;
 use crate::util::now;
 
@@ -69,8 +67,8 @@ struct LiveMeeting {
     id: i64,
     code: String,
     title: String,
-    kind: String,
-    status: String,
+    kind: crate::db::entities::meeting::Kind,
+    status: crate::db::entities::meeting::Status,
     owner_email: String,
     /// People in the meeting now (open participations).
     participants: u64,
@@ -86,7 +84,7 @@ struct MailFailure {
     id: i64,
     recipient: String,
     subject: String,
-    status: String,
+    status: crate::db::entities::mail::Status,
     attempts: i32,
     last_error: String,
     next_attempt_at: i64,
@@ -105,10 +103,7 @@ struct MailView {
 pub async fn overview(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpResponse, ApiError> {
     require_admin(&me)?;
     let t = now();
-    let nodes = node::Entity::find()
-        .order_by_asc(node::Column::Role)
-        .order_by_asc(node::Column::Id)
-        .all(&st.db)
+    let nodes = models::node::all(&st.db)
         .await?
         .into_iter()
         .map(|n| NodeView {
@@ -142,16 +137,7 @@ pub async fn overview(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpRespo
 
 async fn live_meetings(st: &ApiState, t: i64) -> Result<Vec<LiveMeeting>, ApiError> {
     let oldest = t - st.cfg.meetings.max_duration.as_secs_i64();
-    let open: Vec<(i64, i64)> = participation::Entity::find()
-        .select_only()
-        .column(participation::Column::MeetingId)
-        .column(participation::Column::JoinedAt)
-        .filter(participation::Column::LeftAt.is_null())
-        .filter(participation::Column::EnteredAt.is_not_null())
-        .filter(participation::Column::JoinedAt.gte(oldest))
-        .into_tuple()
-        .all(&st.db)
-        .await?;
+    let open = models::participation::present_since(&st.db, oldest).await?;
     // meeting id → (participants, earliest join)
     let mut live: BTreeMap<i64, (u64, i64)> = BTreeMap::new();
     for (m, joined) in open {
@@ -162,17 +148,8 @@ async fn live_meetings(st: &ApiState, t: i64) -> Result<Vec<LiveMeeting>, ApiErr
     if live.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = meeting::Entity::find()
-        .filter(meeting::Column::Id.is_in(live.keys().copied()))
-        .all(&st.db)
-        .await?;
-    let owners: HashMap<i64, String> = user::Entity::find()
-        .filter(user::Column::Id.is_in(rows.iter().map(|m| m.owner_id)))
-        .all(&st.db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.email))
-        .collect();
+    let rows = models::meeting::by_ids(&st.db, live.keys().copied()).await?;
+    let owners = models::user::emails_of(&st.db, rows.iter().map(|m| m.owner_id)).await?;
     let mut out: Vec<LiveMeeting> = rows
         .into_iter()
         .filter_map(|m| {
@@ -201,36 +178,9 @@ async fn live_meetings(st: &ApiState, t: i64) -> Result<Vec<LiveMeeting>, ApiErr
     Ok(out)
 }
 
-/// Mail that has had trouble: still being retried with an error, or given up.
-fn troubled() -> Condition {
-    Condition::any()
-        .add(
-            Condition::all()
-                .add(mail::Column::Status.eq("pending"))
-                .add(mail::Column::LastError.is_not_null()),
-        )
-        .add(mail::Column::Status.eq("failed"))
-}
-
 async fn mail_view(st: &ApiState) -> Result<MailView, ApiError> {
-    let queued = mail::Entity::find()
-        .filter(mail::Column::Status.eq("pending"))
-        .count(&st.db)
-        .await?;
-    let failed = mail::Entity::find()
-        .filter(troubled())
-        .count(&st.db)
-        .await?;
-    let given_up = mail::Entity::find()
-        .filter(mail::Column::Status.eq("failed"))
-        .count(&st.db)
-        .await?;
-    let latest_failures = mail::Entity::find()
-        .filter(troubled())
-        .order_by_desc(mail::Column::NextAttemptAt)
-        .order_by_desc(mail::Column::Id)
-        .limit(FAILURES_SHOWN)
-        .all(&st.db)
+    let counts = models::mail::counts(&st.db).await?;
+    let latest_failures = models::mail::latest_troubled(&st.db, FAILURES_SHOWN)
         .await?
         .into_iter()
         .map(|m| MailFailure {
@@ -245,9 +195,9 @@ async fn mail_view(st: &ApiState) -> Result<MailView, ApiError> {
         })
         .collect();
     Ok(MailView {
-        queued,
-        failed,
-        given_up,
+        queued: counts.queued,
+        failed: counts.troubled,
+        given_up: counts.given_up,
         latest_failures,
     })
 }
@@ -321,31 +271,13 @@ async fn users(
     me: AuthUser,
     q: web::Query<UsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::db::entities::session;
     require_admin(&me)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut find = user::Entity::find();
-    if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        find = find.filter(
-            Condition::any()
-                .add(user::Column::Email.contains(text))
-                .add(user::Column::DisplayName.contains(text)),
-        );
-    }
-    let people = find
-        .order_by_desc(user::Column::LastLoginAt)
-        .limit(limit)
-        .all(&st.db)
-        .await?;
+    let text = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let people = models::user::search(&st.db, text, limit).await?;
     let t = now();
     let mut live: LiveSessions = HashMap::new();
-    for s in session::Entity::find()
-        .filter(session::Column::UserId.is_in(people.iter().map(|u| u.id)))
-        .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(t))
-        .all(&st.db)
-        .await?
-    {
+    for s in models::session::live_of(&st.db, people.iter().map(|u| u.id), t).await? {
         let e = live.entry(s.user_id).or_default();
         e.0 += 1;
         if !e.1.contains(&s.method) {
@@ -379,8 +311,7 @@ async fn users(
 }
 
 async fn target_user(st: &ApiState, id: i64) -> Result<user::Model, ApiError> {
-    user::Entity::find_by_id(id)
-        .one(&st.db)
+    models::user::by_id(&st.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("No such user."))
 }

@@ -234,17 +234,7 @@ pub async fn host_action(
     let (name, pid) = action_name(a);
     let target = match pid {
         Some(p) => {
-            use crate::db::entities::participation;
-            let who = participation::Entity::find()
-                .filter(participation::Column::ParticipantId.eq(p.0.clone()))
-                .filter(participation::Column::MeetingId.eq(m.id))
-                .one(&st.db)
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.display_name)
-                .unwrap_or_default();
-            format!("{who} ({})", p.0)
+            format!("{} ({})", display_name(&st.db, m.id, p).await, p.0)
         }
         None => format!("meeting {}", m.code),
     };
@@ -389,23 +379,28 @@ pub async fn page_after(
         .collect())
 }
 
+/// The name participant `p` joined meeting `meeting` with ("" when it cannot be read: the
+/// audit entry is written anyway).
+async fn display_name(
+    db: &DatabaseConnection,
+    meeting: i64,
+    p: &crate::ids::ParticipantId,
+) -> String {
+    crate::db::models::participation::by_participant(db, meeting, &p.0)
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.display_name)
+        .unwrap_or_default()
+}
+
 /// A host action taken in the meeting over signaling, as the sfuserver reported it: the
 /// actor is the participant (a guest made host has no account).
 pub async fn host_acted(db: &DatabaseConnection, limiter: &Limiter, h: &crate::proto::HostActed) {
     let (name, pid) = action_name(&h.action);
     let target = match pid {
         Some(p) => {
-            use crate::db::entities::participation;
-            let who = participation::Entity::find()
-                .filter(participation::Column::ParticipantId.eq(p.0.clone()))
-                .filter(participation::Column::MeetingId.eq(h.meeting.0))
-                .one(db)
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.display_name)
-                .unwrap_or_default();
-            format!("{who} ({})", p.0)
+            format!("{} ({})", display_name(db, h.meeting.0, p).await, p.0)
         }
         None => format!("meeting {}", h.meeting.0),
     };

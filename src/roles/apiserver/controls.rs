@@ -10,13 +10,15 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ConnectionTrait, Set};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
 use super::ApiState;
 use crate::config::LobbyMode;
-use crate::db::entities::{cohost, invitation, meeting, user};
+use crate::db::entities::meeting::{self, Lobby, ScreenShare};
+use crate::db::entities::user;
+use crate::db::models;
 use crate::error::ApiError;
 use crate::proto::signal::Role;
 use crate::util::normalize_email;
@@ -56,7 +58,7 @@ pub fn apply(st: &ApiState, a: &mut meeting::ActiveModel, s: &Settings) -> Resul
                 "The lobby is \"off\", \"guests\" or \"everyone\".",
             )
         })?;
-        a.lobby = Set(mode.as_str().to_string());
+        a.lobby = Set(mode.into());
     }
     if let Some(p) = &s.passcode {
         if p.is_empty() {
@@ -77,13 +79,13 @@ pub fn apply(st: &ApiState, a: &mut meeting::ActiveModel, s: &Settings) -> Resul
         }
     }
     if let Some(w) = &s.screen_share {
-        if w != "everyone" && w != "hosts" {
-            return Err(ApiError::bad_request(
+        let who = ScreenShare::parse(w).ok_or_else(|| {
+            ApiError::bad_request(
                 "invalid_screen_share",
                 "Screen sharing is for \"everyone\" or \"hosts\".",
-            ));
-        }
-        a.screen_share = Set(w.clone());
+            )
+        })?;
+        a.screen_share = Set(who);
     }
     if let Some(c) = s.chat_in_notes {
         a.chat_in_notes = Set(c);
@@ -114,50 +116,13 @@ pub fn clean_cohosts(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<
     Ok(out.into_iter().collect())
 }
 
-/// Replaces the meeting's co-hosts with `list` (already clean).
-pub async fn set_cohosts<C: ConnectionTrait>(
-    db: &C,
-    meeting_id: i64,
-    list: &[String],
-) -> Result<(), ApiError> {
-    cohost::Entity::delete_many()
-        .filter(cohost::Column::MeetingId.eq(meeting_id))
-        .exec(db)
-        .await?;
-    let t = crate::util::now();
-    for e in list {
-        cohost::ActiveModel {
-            meeting_id: Set(meeting_id),
-            email: Set(e.clone()),
-            created_at: Set(t),
-            ..Default::default()
-        }
-        .insert(db)
-        .await?;
-    }
-    Ok(())
-}
-
-pub async fn is_cohost<C: ConnectionTrait>(
-    db: &C,
-    meeting_id: i64,
-    email: &str,
-) -> Result<bool, ApiError> {
-    Ok(cohost::Entity::find()
-        .filter(cohost::Column::MeetingId.eq(meeting_id))
-        .filter(cohost::Column::Email.eq(email))
-        .one(db)
-        .await?
-        .is_some())
-}
-
 /// Owner or co-host of `m`.
 pub async fn is_host<C: ConnectionTrait>(
     db: &C,
     m: &meeting::Model,
     me: &user::Model,
 ) -> Result<bool, ApiError> {
-    Ok(m.owner_id == me.id || is_cohost(db, m.id, &me.email).await?)
+    Ok(m.owner_id == me.id || models::meeting::is_cohost(db, m.id, &me.email).await?)
 }
 
 /// The role `user` (None: a guest) has in `m`, and whether they are invited.
@@ -172,15 +137,10 @@ pub async fn role_of<C: ConnectionTrait>(
     if u.id == m.owner_id {
         return Ok((Role::Owner, true));
     }
-    if is_cohost(db, m.id, &u.email).await? {
+    if models::meeting::is_cohost(db, m.id, &u.email).await? {
         return Ok((Role::Cohost, true));
     }
-    let invited = invitation::Entity::find()
-        .filter(invitation::Column::MeetingId.eq(m.id))
-        .filter(invitation::Column::Email.eq(u.email.clone()))
-        .one(db)
-        .await?
-        .is_some();
+    let invited = models::meeting::is_invited(db, m.id, &u.email).await?;
     Ok((Role::Participant, invited))
 }
 
@@ -189,10 +149,10 @@ pub fn waits_in_lobby(m: &meeting::Model, role: Role, invited: bool) -> bool {
     if role.is_host() {
         return false;
     }
-    match LobbyMode::parse(&m.lobby).unwrap_or(LobbyMode::Guests) {
-        LobbyMode::Off => false,
-        LobbyMode::Guests => !invited,
-        LobbyMode::Everyone => true,
+    match m.lobby {
+        Lobby::Off => false,
+        Lobby::Guests => !invited,
+        Lobby::Everyone => true,
     }
 }
 

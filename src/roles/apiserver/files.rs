@@ -17,12 +17,13 @@
 //! one the allocator names (`Kind=FS`), asked once and kept with the meeting.
 
 use actix_web::{HttpResponse, http::StatusCode, web};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, SqlErr};
+use sea_orm::Set;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::notes::{Credentials, Member, member};
-use crate::db::entities::{file, meeting, user};
+use crate::db::entities::file;
+use crate::db::models;
 use crate::error::ApiError;
 use crate::ids::{FileId, MeetingId};
 use crate::proto::AllocateFileServer;
@@ -148,20 +149,14 @@ async fn fs_of(st: &ApiState, m: &Member) -> Result<String, ApiError> {
     }
     let email = match m.email() {
         Some(e) => e.to_string(),
-        None => user::Entity::find_by_id(m.meeting.owner_id)
-            .one(&st.db)
+        None => models::user::by_id(&st.db, m.meeting.owner_id)
             .await?
             .map(|u| u.email)
             .unwrap_or_default(),
     };
     let not_ready = || ApiError::servers_not_ready(st.cfg.allocator.retry_after.as_secs());
     match st.fs_allocator.send(AllocateFileServer { email }).await {
-        Ok(Ok(a)) => {
-            let mut am: meeting::ActiveModel = m.meeting.clone().into();
-            am.fs = Set(Some(a.fs.clone()));
-            am.update(&st.db).await?;
-            Ok(a.fs)
-        }
+        Ok(Ok(a)) => Ok(models::meeting::assign_fs_once(&st.db, m.meeting.id, a.fs).await?),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, meeting = m.meeting.id, "no file server for this meeting");
             Err(not_ready())
@@ -174,12 +169,7 @@ async fn fs_of(st: &ApiState, m: &Member) -> Result<String, ApiError> {
 }
 
 async fn files_of(st: &ApiState, meeting: i64) -> Result<Vec<file::Model>, ApiError> {
-    Ok(file::Entity::find()
-        .filter(file::Column::MeetingId.eq(meeting))
-        .order_by_asc(file::Column::CreatedAt)
-        .order_by_asc(file::Column::Id)
-        .all(&st.db)
-        .await?)
+    Ok(models::file::of_meeting(&st.db, meeting).await?)
 }
 
 /// The files of a meeting, for other parts of the apiserver (the notes mail).
@@ -293,7 +283,7 @@ pub async fn commit(
             "That upload receipt is for another file.",
         ));
     }
-    if let Some(f) = file::Entity::find_by_id(path.1.clone()).one(&st.db).await? {
+    if let Some(f) = models::file::by_id(&st.db, &path.1).await? {
         return Ok(HttpResponse::Ok().json(view(&st, &m, &f)));
     }
     keep_upload(&st, &r).await?;
@@ -313,19 +303,7 @@ pub async fn commit(
         uploaded_by: Set(uploaded_by),
         created_at: Set(r.stored_at),
     };
-    match file::Entity::insert(row)
-        .exec_without_returning(&st.db)
-        .await
-    {
-        Ok(_) => {}
-        // Committed twice at once: the other one recorded it.
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let f = file::Entity::find_by_id(path.1.clone())
-        .one(&st.db)
-        .await?
-        .ok_or_else(|| ApiError::internal("a committed file row is missing"))?;
+    let f = models::file::record(&st.db, &path.1, row).await?;
     tracing::info!(meeting = m.meeting.id, file = %f.id, size = f.size, "file recorded");
     Ok(HttpResponse::Created().json(view(&st, &m, &f)))
 }
@@ -391,8 +369,7 @@ pub async fn list(
 }
 
 async fn one(st: &ApiState, m: &Member, id: &str) -> Result<file::Model, ApiError> {
-    file::Entity::find_by_id(id.to_string())
-        .one(&st.db)
+    models::file::by_id(&st.db, id)
         .await?
         .filter(|f| f.meeting_id == m.meeting.id)
         .ok_or_else(|| ApiError::not_found("No such file."))
@@ -452,9 +429,7 @@ pub async fn delete(
         Ok(r) => return Err(unreachable(format!("answered {}", r.status()))),
         Err(e) => return Err(unreachable(e.to_string())),
     }
-    file::Entity::delete_by_id(f.id.clone())
-        .exec(&st.db)
-        .await?;
+    models::file::delete(&st.db, &f.id).await?;
     tracing::info!(meeting = m.meeting.id, file = %f.id, "file deleted");
     Ok(HttpResponse::NoContent().finish())
 }

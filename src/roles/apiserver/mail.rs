@@ -15,15 +15,13 @@ use lettre::message::{Mailbox, Message, MultiPart, SinglePart, header::ContentTy
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, Set};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Mail as MailConfig, MailServer, MailTls};
-use crate::db::entities::mail;
+use crate::db::entities::mail::{self, Status};
+use crate::db::models;
 use crate::metrics::Metrics;
 use crate::util::now;
 
@@ -74,11 +72,7 @@ pub async fn check_quota<C: ConnectionTrait>(
     n: usize,
 ) -> Result<(), crate::error::ApiError> {
     let day_ago = now() - 86_400;
-    let used = mail::Entity::find()
-        .filter(mail::Column::UserId.eq(user_id))
-        .filter(mail::Column::CreatedAt.gt(day_ago))
-        .count(db)
-        .await?;
+    let used = models::mail::caused_by_since(db, user_id, day_ago).await?;
     let limit = u64::from(cfg.per_user_per_day);
     if used.saturating_add(n as u64) > limit {
         return Err(crate::error::ApiError::rate_limited(
@@ -223,7 +217,11 @@ pub async fn enqueue<C: ConnectionTrait>(
         subject: Set(m.subject.chars().take(255).collect()),
         // Written to the log: nothing to keep.
         message: Set(if logged { String::new() } else { raw }),
-        status: Set(if logged { "logged" } else { "pending" }.into()),
+        status: Set(if logged {
+            Status::Logged
+        } else {
+            Status::Pending
+        }),
         attempts: Set(0),
         next_attempt_at: Set(t),
         last_error: Set(None),
@@ -341,7 +339,7 @@ async fn attempt(
         Ok(()) => {
             tracing::info!(id = row.id, to = %row.recipient, server = %server.host, "mail sent");
             metrics.mail_sent.inc();
-            upd.status = Set("sent".into());
+            upd.status = Set(Status::Sent);
             upd.sent_at = Set(Some(now()));
             upd.last_error = Set(None);
             upd.message = Set(String::new());
@@ -349,7 +347,7 @@ async fn attempt(
         Err((permanent, e)) if permanent || attempts >= max => {
             tracing::warn!(id = row.id, to = %row.recipient, server = %server.host, attempts, permanent, error = %e, "mail given up");
             metrics.mail_failed.inc();
-            upd.status = Set("failed".into());
+            upd.status = Set(Status::Failed);
             upd.last_error = Set(Some(e.chars().take(1000).collect()));
             upd.message = Set(String::new());
         }
@@ -383,29 +381,14 @@ async fn deliver_due(
     const PASS_BUDGET: Duration = Duration::from_secs(10);
     const PER_SERVER: usize = 8;
     let started = std::time::Instant::now();
-    use sea_orm::sea_query::Expr;
     let t = now();
     // Sign-in codes nobody can use any more are not worth a try.
-    mail::Entity::update_many()
-        .col_expr(mail::Column::Status, Expr::value("expired"))
-        .col_expr(mail::Column::Message, Expr::value(""))
-        .filter(mail::Column::Status.eq("pending"))
-        .filter(mail::Column::ExpiresAt.lt(t))
-        .exec(db)
-        .await?;
-    let lane_filter = match lane {
-        Priority::SignIn => mail::Column::Priority.eq(Priority::SignIn as i32),
-        Priority::Normal => mail::Column::Priority.ne(Priority::SignIn as i32),
+    models::mail::expire(db, t).await?;
+    let lane = match lane {
+        Priority::SignIn => models::mail::Lane::Only(Priority::SignIn as i32),
+        Priority::Normal => models::mail::Lane::AllBut(Priority::SignIn as i32),
     };
-    let due = mail::Entity::find()
-        .filter(mail::Column::Status.eq("pending"))
-        .filter(mail::Column::NextAttemptAt.lte(t))
-        .filter(lane_filter)
-        .order_by_asc(mail::Column::NextAttemptAt)
-        .order_by_asc(mail::Column::Id)
-        .limit(500)
-        .all(db)
-        .await?;
+    let due = models::mail::due(db, t, lane, 500).await?;
     // Each mail server gets its own sequence of attempts: a server that never answers delays
     // only the mail it is to deliver.
     let mut by_server: Vec<Vec<mail::Model>> = vec![Vec::new(); mailer.transports.len()];
@@ -436,10 +419,7 @@ async fn deliver_due(
     for r in futures_util::future::join_all(passes).await {
         r?;
     }
-    let pending = mail::Entity::find()
-        .filter(mail::Column::Status.eq("pending"))
-        .count(db)
-        .await?;
+    let pending = models::mail::pending_count(db).await?;
     metrics
         .mail_pending
         .set(i64::try_from(pending).unwrap_or(i64::MAX));

@@ -3,19 +3,15 @@
 //! answer a client needs to reach the meeting's sfuserver, turnserver and fsserver.
 
 use actix_web::{HttpResponse, web};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, Set,
-    TransactionTrait,
-};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set, TransactionTrait};
+use serde::Serialize;
 
 use super::ApiState;
 use super::auth::{AuthUser, MaybeUser};
-use super::ics::{Invite, Method};
-use super::mail::{Outgoing, enqueue};
 use super::registry::ControlError;
-use crate::db::entities::{cohost, invitation, meeting, participation, user};
+use crate::db::entities::meeting::{self, Kind, ScreenShare, Status};
+use crate::db::entities::user;
+use crate::db::models;
 use crate::error::ApiError;
 use crate::ids::{MeetingCode, MeetingId, ParticipantId};
 use crate::metrics::Metrics;
@@ -24,166 +20,17 @@ use crate::proto::{
     ServerAssignment,
 };
 use crate::tokens::JoinClaims;
-use crate::util::{normalize_email, now};
+use crate::util::now;
 
-const INSTANT: &str = "instant";
-const SCHEDULED: &str = "scheduled";
-const ACTIVE: &str = "active";
-const CANCELLED: &str = "cancelled";
+mod input;
+mod invites;
+mod view;
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreateMeeting {
-    pub title: Option<String>,
-    pub begin_at: Option<i64>,
-    pub end_at: Option<i64>,
-    pub invitees: Option<Vec<String>>,
-    pub guests_allowed: Option<bool>,
-    pub lobby: Option<String>,
-    pub passcode: Option<String>,
-    pub cohosts: Option<Vec<String>>,
-    pub screen_share: Option<String>,
-    pub chat_in_notes: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PatchMeeting {
-    pub title: Option<String>,
-    pub begin_at: Option<i64>,
-    pub end_at: Option<i64>,
-    pub invitees: Option<Vec<String>>,
-    pub guests_allowed: Option<bool>,
-    pub lobby: Option<String>,
-    pub passcode: Option<String>,
-    pub cohosts: Option<Vec<String>>,
-    pub screen_share: Option<String>,
-    pub chat_in_notes: Option<bool>,
-}
-
-/// The running-a-meeting settings of a create or patch body.
-macro_rules! settings_of {
-    ($b:expr) => {
-        super::controls::Settings {
-            lobby: $b.lobby.clone(),
-            passcode: $b.passcode.clone(),
-            cohosts: $b.cohosts.clone(),
-            screen_share: $b.screen_share.clone(),
-            chat_in_notes: $b.chat_in_notes,
-        }
-    };
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    pub display_name: Option<String>,
-    /// The meeting's passcode, when it has one (hosts need none).
-    pub passcode: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct Person {
-    pub email: String,
-    pub display_name: String,
-}
-
-#[derive(Serialize)]
-pub struct MeetingView {
-    pub id: i64,
-    pub code: String,
-    pub join_url: String,
-    pub kind: String,
-    pub title: String,
-    pub begin_at: i64,
-    pub end_at: i64,
-    pub status: String,
-    pub sequence: i32,
-    pub guests_allowed: bool,
-    pub owner: Person,
-    pub is_owner: bool,
-    pub invitees: Vec<String>,
-    /// Owner or co-host.
-    pub is_host: bool,
-    pub cohosts: Vec<String>,
-    /// "off", "guests" or "everyone".
-    pub lobby: String,
-    pub has_passcode: bool,
-    /// The passcode itself, for the owner.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub passcode: Option<String>,
-    /// "everyone" or "hosts".
-    pub screen_share: String,
-    pub chat_in_notes: bool,
-}
-
-fn clean_title(t: &str) -> Result<String, ApiError> {
-    let t = t.trim();
-    if t.is_empty() || t.chars().count() > 200 {
-        return Err(ApiError::bad_request(
-            "invalid_title",
-            "A title has 1 to 200 characters.",
-        ));
-    }
-    if t.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_title",
-            "A title cannot contain control characters.",
-        ));
-    }
-    Ok(t.to_string())
-}
-
-fn clean_invitees(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<String>, ApiError> {
-    let mut out = BTreeSet::new();
-    for raw in list {
-        let e = normalize_email(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_email",
-                format!("Invitee {raw:?} is not a valid email address."),
-            )
-        })?;
-        if e != owner {
-            out.insert(e);
-        }
-    }
-    if out.len() > st.cfg.meetings.max_invitees {
-        return Err(ApiError::bad_request(
-            "too_many_invitees",
-            format!(
-                "At most {} invitees per meeting.",
-                st.cfg.meetings.max_invitees
-            ),
-        ));
-    }
-    Ok(out.into_iter().collect())
-}
-
-fn check_times(st: &ApiState, begin: i64, end: i64) -> Result<(), ApiError> {
-    let t = now();
-    if begin <= 0 || end <= begin {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            "The end must be after the beginning.",
-        ));
-    }
-    if begin < t - 300 {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            "The meeting cannot begin in the past.",
-        ));
-    }
-    if end - begin > st.cfg.meetings.max_duration.as_secs_i64() {
-        return Err(ApiError::bad_request(
-            "invalid_time",
-            format!(
-                "A meeting lasts at most {}.",
-                humantime::format_duration(st.cfg.meetings.max_duration.0)
-            ),
-        ));
-    }
-    Ok(())
-}
+pub use input::{JoinRequest, MeetingBody};
+use input::{check_times, clean_invitees, clean_title};
+use invites::{Notice, send_invites};
+pub use view::{MeetingView, Person};
+use view::{view, views};
 
 /// Asks the allocator; its "no" becomes 503 `servers_not_ready` with `Retry-After`.
 async fn allocate(
@@ -218,197 +65,16 @@ async fn allocate(
 }
 
 async fn owner_of(st: &ApiState, m: &meeting::Model) -> Result<user::Model, ApiError> {
-    user::Entity::find_by_id(m.owner_id)
-        .one(&st.db)
+    models::user::by_id(&st.db, m.owner_id)
         .await?
         .ok_or_else(|| ApiError::internal(format_args!("meeting {} has no owner row", m.id)))
-}
-
-async fn invitees_of<C: ConnectionTrait>(db: &C, id: i64) -> Result<Vec<String>, ApiError> {
-    let mut v: Vec<String> = invitation::Entity::find()
-        .filter(invitation::Column::MeetingId.eq(id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|i| i.email)
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-async fn views(
-    st: &ApiState,
-    me: &user::Model,
-    ms: Vec<meeting::Model>,
-) -> Result<Vec<MeetingView>, ApiError> {
-    let ids: Vec<i64> = ms.iter().map(|m| m.id).collect();
-    let owner_ids: Vec<i64> = ms.iter().map(|m| m.owner_id).collect();
-    let owners: HashMap<i64, user::Model> = user::Entity::find()
-        .filter(user::Column::Id.is_in(owner_ids))
-        .all(&st.db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u))
-        .collect();
-    let mut invites: HashMap<i64, Vec<String>> = HashMap::new();
-    for i in invitation::Entity::find()
-        .filter(invitation::Column::MeetingId.is_in(ids.clone()))
-        .all(&st.db)
-        .await?
-    {
-        invites.entry(i.meeting_id).or_default().push(i.email);
-    }
-    let mut cohosts: HashMap<i64, Vec<String>> = HashMap::new();
-    for c in cohost::Entity::find()
-        .filter(cohost::Column::MeetingId.is_in(ids))
-        .all(&st.db)
-        .await?
-    {
-        cohosts.entry(c.meeting_id).or_default().push(c.email);
-    }
-    Ok(ms
-        .into_iter()
-        .map(|m| {
-            let owner = owners.get(&m.owner_id);
-            let mut inv = invites.remove(&m.id).unwrap_or_default();
-            inv.sort();
-            let mut co = cohosts.remove(&m.id).unwrap_or_default();
-            co.sort();
-            let is_owner = m.owner_id == me.id;
-            let passcode = if is_owner {
-                super::controls::passcode_of(st, &m)
-            } else {
-                None
-            };
-            MeetingView {
-                is_host: is_owner || co.contains(&me.email),
-                cohosts: co,
-                lobby: m.lobby.clone(),
-                has_passcode: m.passcode_hash.is_some(),
-                passcode,
-                screen_share: m.screen_share.clone(),
-                chat_in_notes: m.chat_in_notes,
-                id: m.id,
-                join_url: st.join_url(&m.code),
-                code: m.code,
-                kind: m.kind,
-                title: m.title,
-                begin_at: m.begin_at,
-                end_at: m.end_at,
-                status: m.status,
-                sequence: m.sequence,
-                guests_allowed: m.guests_allowed,
-                owner: Person {
-                    email: owner.map(|o| o.email.clone()).unwrap_or_default(),
-                    display_name: owner.map(|o| o.display_name.clone()).unwrap_or_default(),
-                },
-                is_owner,
-                invitees: inv,
-            }
-        })
-        .collect())
-}
-
-async fn view(st: &ApiState, me: &user::Model, m: meeting::Model) -> Result<MeetingView, ApiError> {
-    views(st, me, vec![m])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal("view of one meeting is empty"))
-}
-
-/// What an invitation mail tells its recipient.
-#[derive(Clone, Copy)]
-enum Notice {
-    Invite,
-    Update,
-    Cancel,
-}
-
-/// Queues one invitation mail (REQUEST or CANCEL) per recipient, in the caller's transaction.
-async fn send_invites<C: ConnectionTrait>(
-    db: &C,
-    st: &ApiState,
-    m: &meeting::Model,
-    owner: &user::Model,
-    attendees: &[String],
-    recipients: &[String],
-    notice: Notice,
-) -> Result<(), ApiError> {
-    let passcode = super::controls::passcode_of(st, m);
-    let url = match &passcode {
-        // Letters and digits only (see `controls::apply`): safe in a URL as they are.
-        Some(p) => format!("{}?pwd={p}", st.join_url(&m.code)),
-        None => st.join_url(&m.code),
-    };
-    let pass_line = passcode
-        .as_deref()
-        .map(|p| format!("Passcode: {p}\n"))
-        .unwrap_or_default();
-    let when = chrono::DateTime::<chrono::Utc>::from_timestamp(m.begin_at, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default();
-    let minutes = (m.end_at - m.begin_at) / 60;
-    super::mail::check_quota(db, &st.cfg.mail, owner.id, recipients.len()).await?;
-    for to in recipients {
-        let inv = Invite {
-            method: match notice {
-                Notice::Invite | Notice::Update => Method::Request,
-                Notice::Cancel => Method::Cancel,
-            },
-            uid: &m.ical_uid,
-            sequence: m.sequence,
-            title: &m.title,
-            begin_at: m.begin_at,
-            end_at: m.end_at,
-            organizer_email: &owner.email,
-            organizer_name: &owner.display_name,
-            attendees,
-            join_url: &url,
-            now: now(),
-        };
-        let (subject, text) = match notice {
-            Notice::Update => (
-                format!("Updated invitation: {} @ {when}", m.title),
-                format!(
-                    "{} changed the meeting \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n{pass_line}",
-                    owner.display_name, m.title
-                ),
-            ),
-            Notice::Invite => (
-                format!("Invitation: {} @ {when}", m.title),
-                format!(
-                    "{} ({}) invites you to \"{}\".\n\nWhen: {when} ({minutes} minutes)\nJoin: {url}\n{pass_line}",
-                    owner.display_name, owner.email, m.title
-                ),
-            ),
-            Notice::Cancel => (
-                format!("Cancelled: {} @ {when}", m.title),
-                format!(
-                    "{} cancelled the meeting \"{}\" ({when}).\n",
-                    owner.display_name, m.title
-                ),
-            ),
-        };
-        let ics = inv.render();
-        enqueue(
-            db,
-            &st.mailer,
-            Outgoing {
-                calendar: Some((inv.method_name(), ics)),
-                ..Outgoing::by(owner.id, to.clone(), subject, text)
-            },
-        )
-        .await
-        .map_err(ApiError::internal)?;
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/meetings`: without `begin_at`, my instant room; with it, a scheduled meeting.
 pub async fn create(
     st: web::Data<ApiState>,
     me: AuthUser,
-    body: web::Json<CreateMeeting>,
+    body: web::Json<MeetingBody>,
 ) -> Result<HttpResponse, ApiError> {
     // `allowed_domains`, and the groups of the session's identity provider.
     if !me.can_create {
@@ -419,7 +85,7 @@ pub async fn create(
     }
     let me = me.user;
     let body = body.into_inner();
-    let settings = settings_of!(body);
+    let settings = body.settings();
     let cohosts = match &settings.cohosts {
         Some(list) => Some(super::controls::clean_cohosts(&st, list, &me.email)?),
         None => None,
@@ -430,7 +96,6 @@ pub async fn create(
         &mut <meeting::ActiveModel as Default>::default(),
         &settings,
     )?;
-    let t = now();
     let begin = body.begin_at.unwrap_or(0);
     if begin == 0 {
         if body.end_at.unwrap_or(0) != 0 || body.invitees.as_ref().is_some_and(|v| !v.is_empty()) {
@@ -444,12 +109,8 @@ pub async fn create(
             None => None,
         };
         let servers = allocate(&st, &me.email, 0, 0).await?;
-        let existing = meeting::Entity::find()
-            .filter(meeting::Column::OwnerId.eq(me.id))
-            .filter(meeting::Column::Kind.eq(INSTANT))
-            .one(&st.db)
-            .await?;
-        let (m, status) = match existing {
+        let t = now();
+        let (m, status) = match models::meeting::instant_of(&st.db, me.id).await? {
             Some(m) => {
                 let mut a: meeting::ActiveModel = m.into();
                 if let Some(title) = title {
@@ -465,40 +126,15 @@ pub async fn create(
                 (a.update(&st.db).await?, actix_web::http::StatusCode::OK)
             }
             None => {
-                let mut am = meeting::ActiveModel {
-                    code: Set(MeetingCode::random().0),
-                    owner_id: Set(me.id),
-                    title: Set(title.unwrap_or_else(|| format!("{}'s meeting", me.display_name))),
-                    kind: Set(INSTANT.into()),
-                    begin_at: Set(0),
-                    end_at: Set(0),
-                    ical_uid: Set(format!("{}@meeting-appliance", uuid::Uuid::new_v4())),
-                    sequence: Set(0),
-                    status: Set(ACTIVE.into()),
-                    guests_allowed: Set(body
-                        .guests_allowed
-                        .unwrap_or(st.cfg.meetings.guests_allowed)),
-                    sfu: Set(Some(servers.sfu)),
-                    turn: Set(Some(servers.turn)),
-                    fs: Set(None),
-                    created_at: Set(t),
-                    updated_at: Set(t),
-                    lobby: Set(st.cfg.meetings.lobby.as_str().into()),
-                    screen_share: Set("everyone".into()),
-                    chat_in_notes: Set(false),
-                    ..Default::default()
-                };
-                super::controls::apply(&st, &mut am, &settings)?;
-                let m = am.insert(&st.db).await?;
-                st.metrics
-                    .meetings_created
-                    .get_or_create(&Metrics::label("kind", INSTANT))
-                    .inc();
+                let title = title.unwrap_or_else(|| format!("{}'s meeting", me.display_name));
+                let draft = new_meeting(&st, &me, &body, Kind::Instant, title, (0, 0), servers);
+                let m = insert_meeting(&st, &st.db, draft, &settings).await?;
+                count_created(&st, Kind::Instant);
                 (m, actix_web::http::StatusCode::CREATED)
             }
         };
         if let Some(list) = &cohosts {
-            super::controls::set_cohosts(&st.db, m.id, list).await?;
+            models::meeting::set_cohosts(&st.db, m.id, list, now()).await?;
         }
         return Ok(HttpResponse::build(status).json(view(&st, &me, m).await?));
     }
@@ -508,86 +144,84 @@ pub async fn create(
     let title = clean_title(body.title.as_deref().unwrap_or("Meeting"))?;
     let invitees = clean_invitees(&st, body.invitees.as_deref().unwrap_or(&[]), &me.email)?;
     let servers = allocate(&st, &me.email, begin, end).await?;
+    let draft = new_meeting(
+        &st,
+        &me,
+        &body,
+        Kind::Scheduled,
+        title,
+        (begin, end),
+        servers,
+    );
+    let t = now();
     let txn = st.db.begin().await?;
-    let mut am = meeting::ActiveModel {
-        code: Set(MeetingCode::random().0),
-        owner_id: Set(me.id),
-        title: Set(title),
-        kind: Set(SCHEDULED.into()),
-        begin_at: Set(begin),
-        end_at: Set(end),
-        ical_uid: Set(format!("{}@meeting-appliance", uuid::Uuid::new_v4())),
-        sequence: Set(0),
-        status: Set(ACTIVE.into()),
-        guests_allowed: Set(body
-            .guests_allowed
-            .unwrap_or(st.cfg.meetings.guests_allowed)),
-        sfu: Set(Some(servers.sfu)),
-        turn: Set(Some(servers.turn)),
-        fs: Set(None),
-        created_at: Set(t),
-        updated_at: Set(t),
-        lobby: Set(st.cfg.meetings.lobby.as_str().into()),
-        screen_share: Set("everyone".into()),
-        chat_in_notes: Set(false),
-        ..Default::default()
-    };
-    super::controls::apply(&st, &mut am, &settings)?;
-    let m = am.insert(&txn).await?;
+    let m = insert_meeting(&st, &txn, draft, &settings).await?;
     if let Some(list) = &cohosts {
-        super::controls::set_cohosts(&txn, m.id, list).await?;
+        models::meeting::set_cohosts(&txn, m.id, list, t).await?;
     }
-    for e in &invitees {
-        invitation::ActiveModel {
-            meeting_id: Set(m.id),
-            email: Set(e.clone()),
-            created_at: Set(t),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-    }
+    models::meeting::invite(&txn, m.id, &invitees, t).await?;
     send_invites(&txn, &st, &m, &me, &invitees, &invitees, Notice::Invite).await?;
     txn.commit().await?;
     st.kick_mail();
+    count_created(&st, Kind::Scheduled);
+    Ok(HttpResponse::Created().json(view(&st, &me, m).await?))
+}
+
+/// A new meeting of `me`'s, with the deployment's defaults where the body says nothing.
+fn new_meeting(
+    st: &ApiState,
+    me: &user::Model,
+    body: &MeetingBody,
+    kind: Kind,
+    title: String,
+    (begin_at, end_at): (i64, i64),
+    servers: ServerAssignment,
+) -> models::meeting::Draft {
+    models::meeting::Draft {
+        code: MeetingCode::random().0,
+        owner_id: me.id,
+        title,
+        kind,
+        begin_at,
+        end_at,
+        guests_allowed: body
+            .guests_allowed
+            .unwrap_or(st.cfg.meetings.guests_allowed),
+        lobby: st.cfg.meetings.lobby.into(),
+        sfu: servers.sfu,
+        turn: servers.turn,
+        now: now(),
+    }
+}
+
+/// Inserts `draft` with the owner's `settings` applied.
+async fn insert_meeting<C: ConnectionTrait>(
+    st: &ApiState,
+    db: &C,
+    draft: models::meeting::Draft,
+    settings: &super::controls::Settings,
+) -> Result<meeting::Model, ApiError> {
+    let mut row = models::meeting::draft(draft);
+    super::controls::apply(st, &mut row, settings)?;
+    Ok(row.insert(db).await?)
+}
+
+/// Counts a meeting made (once it is stored for good).
+fn count_created(st: &ApiState, kind: Kind) {
     st.metrics
         .meetings_created
-        .get_or_create(&Metrics::label("kind", SCHEDULED))
+        .get_or_create(&Metrics::label("kind", kind.as_str()))
         .inc();
-    Ok(HttpResponse::Created().json(view(&st, &me, m).await?))
 }
 
 /// `GET /api/v1/meetings`: mine and those I am invited to; my instant room first, then
 /// upcoming meetings soonest first, then past ones latest first.
 pub async fn list(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpResponse, ApiError> {
     let me = me.user;
-    let invited: Vec<i64> = invitation::Entity::find()
-        .filter(invitation::Column::Email.eq(me.email.clone()))
-        .all(&st.db)
-        .await?
-        .into_iter()
-        .map(|i| i.meeting_id)
-        .chain(
-            cohost::Entity::find()
-                .filter(cohost::Column::Email.eq(me.email.clone()))
-                .all(&st.db)
-                .await?
-                .into_iter()
-                .map(|c| c.meeting_id),
-        )
-        .collect();
-    let mut ms = meeting::Entity::find()
-        .filter(meeting::Column::Status.eq(ACTIVE))
-        .filter(
-            meeting::Column::OwnerId
-                .eq(me.id)
-                .or(meeting::Column::Id.is_in(invited)),
-        )
-        .all(&st.db)
-        .await?;
+    let mut ms = models::meeting::listed_for(&st.db, me.id, &me.email).await?;
     let t = now();
     ms.sort_by_key(|m| {
-        if m.kind == INSTANT {
+        if m.kind == Kind::Instant {
             (0, 0)
         } else if m.end_at >= t {
             (1, m.begin_at)
@@ -598,25 +232,30 @@ pub async fn list(st: web::Data<ApiState>, me: AuthUser) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(views(&st, &me, ms).await?))
 }
 
+fn no_such_meeting() -> ApiError {
+    ApiError::not_found("No such meeting.")
+}
+
+fn cancelled() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::GONE,
+        "meeting_cancelled",
+        "This meeting was cancelled.",
+    )
+}
+
 /// A meeting I own or am invited to; otherwise 404 (not 403: do not confirm it exists).
 async fn visible(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Model, ApiError> {
-    let m = meeting::Entity::find_by_id(id)
-        .one(&st.db)
+    let m = models::meeting::by_id(&st.db, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("No such meeting."))?;
-    if m.owner_id == me.id {
-        return Ok(m);
-    }
-    let invited = invitation::Entity::find()
-        .filter(invitation::Column::MeetingId.eq(id))
-        .filter(invitation::Column::Email.eq(me.email.clone()))
-        .one(&st.db)
-        .await?
-        .is_some();
-    if invited || super::controls::is_cohost(&st.db, id, &me.email).await? {
+        .ok_or_else(no_such_meeting)?;
+    if m.owner_id == me.id
+        || models::meeting::is_invited(&st.db, id, &me.email).await?
+        || models::meeting::is_cohost(&st.db, id, &me.email).await?
+    {
         Ok(m)
     } else {
-        Err(ApiError::not_found("No such meeting."))
+        Err(no_such_meeting())
     }
 }
 
@@ -626,17 +265,12 @@ async fn visible_to_host(
     me: &user::Model,
     id: i64,
 ) -> Result<meeting::Model, ApiError> {
-    let m = meeting::Entity::find_by_id(id)
-        .one(&st.db)
+    let m = models::meeting::by_id(&st.db, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("No such meeting."))?;
+        .ok_or_else(no_such_meeting)?;
     if super::controls::is_host(&st.db, &m, me).await? {
-        if m.status == CANCELLED {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::GONE,
-                "meeting_cancelled",
-                "This meeting was cancelled.",
-            ));
+        if m.status == Status::Cancelled {
+            return Err(cancelled());
         }
         return Ok(m);
     }
@@ -656,12 +290,8 @@ async fn owned(st: &ApiState, me: &user::Model, id: i64) -> Result<meeting::Mode
             "Only the meeting's owner can change it.",
         ));
     }
-    if m.status == CANCELLED {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::GONE,
-            "meeting_cancelled",
-            "This meeting was cancelled.",
-        ));
+    if m.status == Status::Cancelled {
+        return Err(cancelled());
     }
     Ok(m)
 }
@@ -682,17 +312,17 @@ pub async fn patch(
     st: web::Data<ApiState>,
     me: AuthUser,
     id: web::Path<i64>,
-    body: web::Json<PatchMeeting>,
+    body: web::Json<MeetingBody>,
 ) -> Result<HttpResponse, ApiError> {
     let me = me.user;
     let m = owned(&st, &me, id.into_inner()).await?;
     let body = body.into_inner();
-    let settings = settings_of!(body);
+    let settings = body.settings();
     let cohosts = match &settings.cohosts {
         Some(list) => Some(super::controls::clean_cohosts(&st, list, &me.email)?),
         None => None,
     };
-    let scheduled = m.kind == SCHEDULED;
+    let scheduled = m.kind == Kind::Scheduled;
     if !scheduled && (body.begin_at.is_some() || body.end_at.is_some() || body.invitees.is_some()) {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -711,7 +341,7 @@ pub async fn patch(
     if times_changed {
         check_times(&st, begin, end)?;
     }
-    let old_invitees = invitees_of(&st.db, m.id).await?;
+    let old_invitees = models::meeting::invitees(&st.db, m.id).await?;
     let new_invitees = match &body.invitees {
         Some(list) => clean_invitees(&st, list, &me.email)?,
         None => old_invitees.clone(),
@@ -757,25 +387,10 @@ pub async fn patch(
     a.updated_at = Set(t);
     let m = a.update(&txn).await?;
     if let Some(list) = &cohosts {
-        super::controls::set_cohosts(&txn, m.id, list).await?;
+        models::meeting::set_cohosts(&txn, m.id, list, t).await?;
     }
-    if !removed.is_empty() {
-        invitation::Entity::delete_many()
-            .filter(invitation::Column::MeetingId.eq(m.id))
-            .filter(invitation::Column::Email.is_in(removed.clone()))
-            .exec(&txn)
-            .await?;
-    }
-    for e in &added {
-        invitation::ActiveModel {
-            meeting_id: Set(m.id),
-            email: Set(e.clone()),
-            created_at: Set(t),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-    }
+    models::meeting::uninvite(&txn, m.id, &removed).await?;
+    models::meeting::invite(&txn, m.id, &added, t).await?;
     if scheduled {
         let recipients: Vec<String> = if details_changed {
             new_invitees.clone()
@@ -811,19 +426,15 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let me = me.user;
     let m = owned(&st, &me, id.into_inner()).await?;
-    if m.kind == INSTANT {
+    if m.kind == Kind::Instant {
         return Err(ApiError::bad_request(
             "instant_meeting",
             "Your instant meeting room is permanent; it cannot be cancelled.",
         ));
     }
-    let invitees = invitees_of(&st.db, m.id).await?;
+    let invitees = models::meeting::invitees(&st.db, m.id).await?;
     let txn = st.db.begin().await?;
-    let mut a: meeting::ActiveModel = m.clone().into();
-    a.status = Set(CANCELLED.into());
-    a.sequence = Set(m.sequence + 1);
-    a.updated_at = Set(now());
-    let m = a.update(&txn).await?;
+    let m = models::meeting::cancel(&txn, m, now()).await?;
     send_invites(&txn, &st, &m, &me, &invitees, &invitees, Notice::Cancel).await?;
     txn.commit().await?;
     st.kick_mail();
@@ -857,17 +468,11 @@ pub async fn join(
     if !MeetingCode::is_well_formed(&code) {
         return Err(ApiError::not_found("No meeting has that code."));
     }
-    let m = meeting::Entity::find()
-        .filter(meeting::Column::Code.eq(code))
-        .one(&st.db)
+    let m = models::meeting::by_code(&st.db, &code)
         .await?
         .ok_or_else(|| ApiError::not_found("No meeting has that code."))?;
-    if m.status == CANCELLED {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::GONE,
-            "meeting_cancelled",
-            "This meeting was cancelled.",
-        ));
+    if m.status == Status::Cancelled {
+        return Err(cancelled());
     }
     let name_given = match req.display_name.as_deref().map(str::trim) {
         Some(n) if !n.is_empty() => {
@@ -952,11 +557,14 @@ pub async fn join(
         Some(x) => x,
         None => {
             let a = allocate(&st, &owner.email, m.begin_at, m.end_at).await?;
-            let mut am: meeting::ActiveModel = m.clone().into();
-            am.sfu = Set(Some(a.sfu.clone()));
-            am.turn = Set(Some(a.turn.clone()));
-            am.update(&st.db).await?;
-            (a.sfu, a.turn)
+            // Joins racing here all answer with the assignment that was stored first.
+            models::meeting::reassign_servers(
+                &st.db,
+                m.id,
+                (m.sfu.as_deref(), m.turn.as_deref()),
+                (a.sfu, a.turn),
+            )
+            .await?
         }
     };
     let fs = match &m.fs {
@@ -967,12 +575,7 @@ pub async fn join(
                 .map(|u| u.email.clone())
                 .unwrap_or_else(|| owner.email.clone());
             match st.fs_allocator.send(AllocateFileServer { email }).await {
-                Ok(Ok(a)) => {
-                    let mut am: meeting::ActiveModel = m.clone().into();
-                    am.fs = Set(Some(a.fs.clone()));
-                    am.update(&st.db).await?;
-                    Some(a.fs)
-                }
+                Ok(Ok(a)) => Some(models::meeting::assign_fs_once(&st.db, m.id, a.fs).await?),
                 // Notes files are unavailable, but the meeting itself can go on.
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, meeting = m.id, "no file server for this meeting yet");
@@ -987,20 +590,17 @@ pub async fn join(
     };
     let t = now();
     let participant = ParticipantId::random();
-    participation::ActiveModel {
-        meeting_id: Set(m.id),
-        participant_id: Set(participant.0.clone()),
-        user_id: Set(user.as_ref().map(|u| u.id)),
-        display_name: Set(name.clone()),
-        joined_at: Set(t),
-        left_at: Set(None),
-        // Set when the sfuserver reports the participant in the media session.
-        entered_at: Set(None),
-        removed_at: Set(None),
-        guest_key: Set(guest_key),
-        ..Default::default()
-    }
-    .insert(&st.db)
+    models::participation::open(
+        &st.db,
+        models::participation::Opened {
+            meeting_id: m.id,
+            participant_id: participant.0.clone(),
+            user_id: user.as_ref().map(|u| u.id),
+            display_name: name.clone(),
+            guest_key,
+            now: t,
+        },
+    )
     .await?;
     let claims = JoinClaims {
         meeting: MeetingId(m.id),
@@ -1011,7 +611,7 @@ pub async fn join(
         exp: t + st.cfg.meetings.join_token_ttl.as_secs_i64(),
         role,
         lobby,
-        screens_hosts_only: m.screen_share == "hosts",
+        screens_hosts_only: m.screen_share == ScreenShare::Hosts,
         may_claim_host: st.cfg.meetings.claim_host && invited && !host,
     };
     let token = st.keys.sign_join(&claims);
@@ -1060,7 +660,7 @@ pub async fn join(
         "host": host,
         "role": role,
         "lobby": lobby,
-        "screens_hosts_only": m.screen_share == "hosts",
+        "screens_hosts_only": m.screen_share == ScreenShare::Hosts,
         "may_claim_host": claims.may_claim_host,
         "meeting": { "id": m.id, "code": m.code, "title": m.title, "kind": m.kind,
                      "begin_at": m.begin_at, "end_at": m.end_at },
@@ -1083,49 +683,28 @@ async fn check_may_enter(
     guest_key: Option<&str>,
     host: bool,
 ) -> Result<(), ApiError> {
-    let mut removed = participation::Entity::find()
-        .filter(participation::Column::MeetingId.eq(m.id))
-        .filter(participation::Column::RemovedAt.is_not_null())
-        .filter(participation::Column::Id.gt(m.access_since));
-    removed = match (user, guest_key) {
-        (Some(u), _) => removed.filter(participation::Column::UserId.eq(u.id)),
-        (None, Some(k)) => removed.filter(participation::Column::GuestKey.eq(k)),
+    use models::participation::Person;
+    let who = match (user, guest_key) {
+        (Some(u), _) => Person::User(u.id),
+        (None, Some(k)) => Person::Guest(k),
         (None, None) => return Ok(()),
     };
-    if !host && removed.one(&st.db).await?.is_some() {
+    if !host && models::participation::was_removed(&st.db, m.id, m.access_since, who).await? {
         return Err(ApiError::forbidden(
             "removed",
             "The host removed you from this meeting; you cannot join it again.",
         ));
     }
     if m.locked && !host {
-        if present_count(st, m.id).await? > 0 {
+        if models::participation::present_count(&st.db, m.id).await? > 0 {
             return Err(ApiError::forbidden(
                 "locked",
                 "The host has locked this meeting: nobody new may join.",
             ));
         }
-        meeting::Entity::update_many()
-            .col_expr(
-                meeting::Column::Locked,
-                sea_orm::sea_query::Expr::value(false),
-            )
-            .filter(meeting::Column::Id.eq(m.id))
-            .exec(&st.db)
-            .await?;
+        models::meeting::set_locked(&st.db, m.id, false).await?;
     }
     Ok(())
-}
-
-/// How many people the sfuserver reports in the meeting's media session now.
-async fn present_count(st: &ApiState, meeting: i64) -> Result<u64, ApiError> {
-    use sea_orm::PaginatorTrait;
-    Ok(participation::Entity::find()
-        .filter(participation::Column::MeetingId.eq(meeting))
-        .filter(participation::Column::EnteredAt.is_not_null())
-        .filter(participation::Column::LeftAt.is_null())
-        .count(&st.db)
-        .await?)
 }
 
 /// `turns:` (TURN over TLS) when the meeting's turnserver is this box's own and it has a
@@ -1190,27 +769,13 @@ async fn remember_control(
     meeting: i64,
     action: &RoomAction,
 ) -> Result<(), ApiError> {
-    use sea_orm::sea_query::Expr;
     match action {
         RoomAction::Lock | RoomAction::Unlock | RoomAction::End => {
-            meeting::Entity::update_many()
-                .col_expr(
-                    meeting::Column::Locked,
-                    Expr::value(matches!(action, RoomAction::Lock)),
-                )
-                .filter(meeting::Column::Id.eq(meeting))
-                .exec(&st.db)
+            models::meeting::set_locked(&st.db, meeting, matches!(action, RoomAction::Lock))
                 .await?;
         }
         RoomAction::Remove { participant_id } => {
-            let t = now();
-            participation::Entity::update_many()
-                .col_expr(participation::Column::RemovedAt, Expr::value(t))
-                .col_expr(participation::Column::LeftAt, Expr::value(t))
-                .filter(participation::Column::MeetingId.eq(meeting))
-                .filter(participation::Column::ParticipantId.eq(participant_id.0.clone()))
-                .exec(&st.db)
-                .await?;
+            models::participation::mark_removed(&st.db, meeting, &participant_id.0, now()).await?;
         }
         _ => {}
     }
@@ -1225,22 +790,8 @@ pub async fn new_code(
     me: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    use sea_orm::{QueryOrder, QuerySelect};
     let m = owned(&st, &me.user, id.into_inner()).await?;
-    let t = now();
-    let last: Option<i64> = participation::Entity::find()
-        .select_only()
-        .column(participation::Column::Id)
-        .filter(participation::Column::MeetingId.eq(m.id))
-        .order_by_desc(participation::Column::Id)
-        .into_tuple()
-        .one(&st.db)
-        .await?;
-    let mut am: meeting::ActiveModel = m.into();
-    am.code = Set(MeetingCode::random().0);
-    am.access_since = Set(last.unwrap_or(0));
-    am.updated_at = Set(t);
-    let m = am.update(&st.db).await?;
+    let m = models::meeting::change_code(&st.db, m, MeetingCode::random().0, now()).await?;
     tracing::info!(meeting = m.id, "meeting code changed");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": m.id,
@@ -1255,13 +806,8 @@ pub async fn participants(
     me: AuthUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    use sea_orm::QueryOrder;
     let m = visible(&st, &me.user, id.into_inner()).await?;
-    let rows = participation::Entity::find()
-        .filter(participation::Column::MeetingId.eq(m.id))
-        .order_by_desc(participation::Column::Id)
-        .all(&st.db)
-        .await?;
+    let rows = models::participation::of_meeting(&st.db, m.id).await?;
     let list: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|p| {

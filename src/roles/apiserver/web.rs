@@ -61,14 +61,11 @@ fn content_type(path: &str) -> &'static str {
 /// that registered), so notes cannot make readers' browsers fetch anything elsewhere (no
 /// tracking pixels). `data:` stays for the page's own blank icon.
 async fn page_csp(st: &super::ApiState) -> String {
-    use crate::db::entities::node;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let mut sources = vec!["'self'".to_string(), "data:".into(), "blob:".into()];
-    let registered = node::Entity::find()
-        .filter(node::Column::Role.eq(crate::proto::NodeRole::Fsserver.name()))
-        .all(&st.db)
-        .await
-        .unwrap_or_default();
+    let registered =
+        crate::db::models::node::of_role(&st.db, crate::proto::NodeRole::Fsserver.name())
+            .await
+            .unwrap_or_default();
     let addresses = st
         .cfg
         .allocator

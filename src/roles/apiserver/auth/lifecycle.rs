@@ -22,13 +22,14 @@ use actix::prelude::*;
 use actix_web::web;
 use futures_util::StreamExt;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::oidc::Recheck;
 use crate::config::AuthMethod;
-use crate::db::entities::{meeting, participation, session, user};
+use crate::db::entities::{session, user};
+use crate::db::models;
 use crate::ids::{MeetingId, ParticipantId};
 use crate::proto::{ControlRoom, RoomAction};
 use crate::roles::apiserver::ApiState;
@@ -198,18 +199,8 @@ async fn recheck_due(st: &ApiState, tick: Duration) -> Vec<i64> {
     let t = now();
     let every = st.cfg.auth.recheck_every.0.saturating_sub(tick);
     let due = t - i64::try_from(every.as_secs()).unwrap_or(i64::MAX).max(1);
-    let rows = session::Entity::find()
-        .filter(session::Column::Method.is_in([AuthMethod::Oidc.name(), AuthMethod::Ldap.name()]))
-        .filter(session::Column::RevokedAt.is_null())
-        .filter(session::Column::ExpiresAt.gt(t))
-        .filter(
-            Condition::any()
-                .add(session::Column::CheckedAt.is_null())
-                .add(session::Column::CheckedAt.lte(due)),
-        )
-        .limit(BATCH)
-        .all(&st.db)
-        .await;
+    let methods = [AuthMethod::Oidc.name(), AuthMethod::Ldap.name()];
+    let rows = models::session::due_for_recheck(&st.db, &methods, t, due, BATCH).await;
     let rows = match rows {
         Ok(r) => r,
         Err(e) => {
@@ -273,8 +264,7 @@ async fn recheck_due(st: &ApiState, tick: Duration) -> Vec<i64> {
                 if !ended.insert(s.user_id) {
                     continue;
                 }
-                let email = user::Entity::find_by_id(s.user_id)
-                    .one(&st.db)
+                let email = models::user::by_id(&st.db, s.user_id)
                     .await
                     .ok()
                     .flatten()
@@ -333,29 +323,16 @@ pub async fn end_access(st: &ApiState, user_id: i64) -> (u64, usize) {
 /// `since`, also those that left after it (a reconnect with an old join token). Returns how
 /// many the sfuservers removed.
 pub async fn close_connections(st: &ApiState, user_id: i64, since: Option<i64>) -> usize {
-    let t = now();
-    let mut open = Condition::any().add(participation::Column::LeftAt.is_null());
-    if let Some(s) = since {
-        open = open.add(participation::Column::LeftAt.gte(s));
-    }
-    let rows = participation::Entity::find()
-        .filter(participation::Column::UserId.eq(user_id))
-        .filter(participation::Column::JoinedAt.gte(t - st.cfg.meetings.max_duration.as_secs_i64()))
-        .filter(open)
-        .all(&st.db)
+    let joined_since = now() - st.cfg.meetings.max_duration.as_secs_i64();
+    let rows = models::participation::recent_of_user(&st.db, user_id, joined_since, since)
         .await
         .unwrap_or_default();
     if rows.is_empty() {
         return 0;
     }
-    let meetings: std::collections::HashMap<i64, Option<String>> = meeting::Entity::find()
-        .filter(meeting::Column::Id.is_in(rows.iter().map(|p| p.meeting_id)))
-        .all(&st.db)
+    let meetings = models::meeting::sfus_of(&st.db, rows.iter().map(|p| p.meeting_id))
         .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.id, m.sfu))
-        .collect();
+        .unwrap_or_default();
     let mut closed = 0;
     for p in rows {
         let Some(Some(sfu)) = meetings.get(&p.meeting_id) else {

@@ -24,10 +24,7 @@ mod throttle;
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
 use rand::Rng;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +34,7 @@ use super::mail::{Outgoing, enqueue};
 use super::{ApiState, client_ip};
 use crate::config::{AuthMethod, Config};
 use crate::db::entities::{login_code, password_attempt, session, sso_login, user};
+use crate::db::models;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tokens::{Keys, sha256_hex};
@@ -157,11 +155,7 @@ async fn upsert_user(
             .take(128)
             .collect::<String>()
     });
-    match user::Entity::find()
-        .filter(user::Column::Email.eq(email))
-        .one(&st.db)
-        .await?
-    {
+    match models::user::by_email(&st.db, email).await? {
         Some(u) => {
             if let Some(n) = &name
                 && *n != u.display_name
@@ -329,35 +323,26 @@ pub async fn request_code(
     // counts requests from this client IP only, so nobody can use up someone else's codes
     // from their own network; a looser limit over all IPs bounds the mail one address gets.
     let auth = &st.cfg.auth;
-    let recent = |filter: sea_orm::Condition| async move {
-        login_code::Entity::find()
-            .filter(filter)
-            .filter(login_code::Column::CreatedAt.gt(hour_ago))
-            .order_by_asc(login_code::Column::CreatedAt)
-            .all(db)
-            .await
-    };
+    use models::login_code::Requester;
     let limits = [
         (
-            sea_orm::Condition::all()
-                .add(login_code::Column::Email.eq(email.clone()))
-                .add(login_code::Column::Ip.eq(ip.clone())),
+            Requester::EmailFromIp(&email, &ip),
             auth.codes_per_email_per_hour,
             "this address from your network",
         ),
         (
-            sea_orm::Condition::all().add(login_code::Column::Ip.eq(ip.clone())),
+            Requester::Ip(&ip),
             auth.codes_per_ip_per_hour,
             "your network address",
         ),
         (
-            sea_orm::Condition::all().add(login_code::Column::Email.eq(email.clone())),
+            Requester::Email(&email),
             auth.codes_per_email_per_hour_all_ips,
             "this address",
         ),
     ];
-    for (filter, limit, whom) in limits {
-        let recent = recent(filter).await?;
+    for (who, limit, whom) in limits {
+        let recent = models::login_code::requested_since(db, who, hour_ago).await?;
         if recent.len() >= limit as usize {
             let oldest = recent.first().map(|r| r.created_at).unwrap_or(t);
             st.metrics
@@ -372,23 +357,16 @@ pub async fn request_code(
     }
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     // A new code voids any earlier one for this address.
-    login_code::Entity::update_many()
-        .col_expr(login_code::Column::ConsumedAt, Expr::value(t))
-        .filter(login_code::Column::Email.eq(email.clone()))
-        .filter(login_code::Column::ConsumedAt.is_null())
-        .exec(db)
-        .await?;
-    login_code::ActiveModel {
-        email: Set(email.clone()),
-        code_hash: Set(st.keys.hash_code(&email, &code)),
-        ip: Set(ip),
-        created_at: Set(t),
-        expires_at: Set(t + st.cfg.auth.code_ttl.as_secs_i64()),
-        attempts: Set(0),
-        consumed_at: Set(None),
-        ..Default::default()
-    }
-    .insert(db)
+    models::login_code::replace(
+        db,
+        models::login_code::NewCode {
+            email: email.clone(),
+            code_hash: st.keys.hash_code(&email, &code),
+            ip,
+            now: t,
+            expires_at: t + st.cfg.auth.code_ttl.as_secs_i64(),
+        },
+    )
     .await?;
     let minutes = st.cfg.auth.code_ttl.as_secs().div_ceil(60);
     enqueue(
@@ -492,25 +470,13 @@ async fn verify_code(
     }
     let t = now();
     let db = &st.db;
-    let Some(row) = login_code::Entity::find()
-        .filter(login_code::Column::Email.eq(email.clone()))
-        .filter(login_code::Column::ConsumedAt.is_null())
-        .order_by_desc(login_code::Column::Id)
-        .one(db)
+    let Some(row) = models::login_code::open_for(db, &email)
         .await
         .map_err(db_err)?
     else {
         return Err(fail("no_code", invalid()));
     };
-    let consume = |id: i64| async move {
-        login_code::Entity::update_many()
-            .col_expr(login_code::Column::ConsumedAt, Expr::value(t))
-            .filter(login_code::Column::Id.eq(id))
-            .filter(login_code::Column::ConsumedAt.is_null())
-            .exec(db)
-            .await
-            .map(|r| r.rows_affected == 1)
-    };
+    let consume = |id: i64| models::login_code::consume(db, id, t);
     if row.expires_at < t {
         consume(row.id).await.map_err(db_err)?;
         return Err(fail(
@@ -522,19 +488,9 @@ async fn verify_code(
     // Claim this attempt before comparing, in one statement: of any number of guesses that
     // arrive together, at most `max` find a row to count themselves against; the rest never
     // reach the comparison.
-    let claimed = login_code::Entity::update_many()
-        .col_expr(
-            login_code::Column::Attempts,
-            Expr::col(login_code::Column::Attempts).add(1),
-        )
-        .filter(login_code::Column::Id.eq(row.id))
-        .filter(login_code::Column::ConsumedAt.is_null())
-        .filter(login_code::Column::Attempts.lt(max))
-        .exec(db)
+    let claimed = models::login_code::claim_attempt(db, row.id, max)
         .await
-        .map_err(db_err)?
-        .rows_affected
-        == 1;
+        .map_err(db_err)?;
     let too_many = || {
         ApiError::bad_request(
             "too_many_attempts",
@@ -546,11 +502,10 @@ async fn verify_code(
         return Err(fail("attempts_exhausted", too_many()));
     }
     if !ct_eq(&row.code_hash, &st.keys.hash_code(&email, code)) {
-        let used = login_code::Entity::find_by_id(row.id)
-            .one(db)
+        let used = models::login_code::attempts(db, row.id)
             .await
             .map_err(db_err)?
-            .map_or(max, |r| r.attempts);
+            .unwrap_or(max);
         if used >= max {
             consume(row.id).await.map_err(db_err)?;
             return Err(fail("too_many_attempts", too_many()));
@@ -578,11 +533,7 @@ pub async fn logout(
     req: HttpRequest,
     me: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(now()))
-        .filter(session::Column::Id.eq(me.session_id))
-        .exec(&st.db)
-        .await?;
+    models::session::revoke(&st.db, me.session_id, now()).await?;
     st.audit(
         Entry::new(action::SIGN_OUT, Outcome::Ok)
             .method(me.method)
@@ -652,26 +603,10 @@ fn presented(req: &HttpRequest) -> Presented {
     }
 }
 
-/// The one rule for a session: not revoked, not expired, and its person not disabled (by an
-/// admin, or by the identity provider since the session began). Every way in (API, cookie,
-/// the notes WebSocket, its periodic re-check) goes through here.
-fn session_valid(s: &session::Model, user: &user::Model, now: i64) -> bool {
-    s.revoked_at.is_none()
-        && s.expires_at >= now
-        && user.disabled_at.is_none()
-        // Disabling revokes sessions too; this also covers a session made in the same instant.
-        && user.idp_disabled_at.is_none_or(|d| d < s.created_at)
-}
-
-/// Whether a session (by id) is still valid: for connections that outlive a request.
+/// Whether a session (by id) is still valid: for connections that outlive a request. The
+/// rule is [`models::session::is_valid`], the same as for every request.
 pub async fn session_still_valid(st: &ApiState, session_id: i64) -> Result<bool, ApiError> {
-    let Some(s) = session::Entity::find_by_id(session_id).one(&st.db).await? else {
-        return Ok(false);
-    };
-    let Some(user) = user::Entity::find_by_id(s.user_id).one(&st.db).await? else {
-        return Ok(false);
-    };
-    Ok(session_valid(&s, &user, now()))
+    Ok(models::session::still_valid(&st.db, session_id, now()).await?)
 }
 
 /// The signed-in person a session token stands for, if the session is valid.
@@ -679,19 +614,11 @@ pub async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiE
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
-    let Some(s) = session::Entity::find()
-        .filter(session::Column::TokenHash.eq(sha256_hex(token)))
-        .one(&st.db)
-        .await?
+    let Some((s, user)) =
+        models::session::valid_by_token_hash(&st.db, &sha256_hex(token), now()).await?
     else {
         return Ok(None);
     };
-    let Some(user) = user::Entity::find_by_id(s.user_id).one(&st.db).await? else {
-        return Ok(None);
-    };
-    if !session_valid(&s, &user, now()) {
-        return Ok(None);
-    }
     let (can_create, admin) = rights(&user, &s, st);
     Ok(Some(AuthUser {
         user,

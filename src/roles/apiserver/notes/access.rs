@@ -17,13 +17,13 @@
 //! they presented nothing.
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::future::Future;
 use std::pin::Pin;
 
 use super::super::ApiState;
 use super::super::auth::MaybeUser;
-use crate::db::entities::{invitation, meeting, participation, user};
+use crate::db::entities::{meeting, user};
+use crate::db::models;
 use crate::error::ApiError;
 use crate::ids::{MeetingId, ParticipantId};
 use crate::util::now;
@@ -135,7 +135,7 @@ impl Member {
     }
     /// Changes are refused on a cancelled meeting (reading stays possible).
     pub fn check_writable(&self) -> Result<(), ApiError> {
-        if self.meeting.status == "cancelled" {
+        if self.meeting.status == meeting::Status::Cancelled {
             return Err(ApiError::new(
                 actix_web::http::StatusCode::GONE,
                 "meeting_cancelled",
@@ -152,37 +152,19 @@ fn no_such_meeting() -> ApiError {
 
 /// The member the credentials make of the asker, or why not.
 pub async fn member(st: &ApiState, creds: &Credentials, id: i64) -> Result<Member, ApiError> {
-    let m = meeting::Entity::find_by_id(id)
-        .one(&st.db)
+    let m = models::meeting::by_id(&st.db, id)
         .await?
         .ok_or_else(no_such_meeting)?;
-    if let Some(u) = &creds.user {
-        let invited = || async {
-            invitation::Entity::find()
-                .filter(invitation::Column::MeetingId.eq(m.id))
-                .filter(invitation::Column::Email.eq(u.email.clone()))
-                .one(&st.db)
-                .await
-                .map(|r| r.is_some())
-        };
-        let joined = || async {
-            participation::Entity::find()
-                .filter(participation::Column::MeetingId.eq(m.id))
-                .filter(participation::Column::UserId.eq(u.id))
-                .filter(participation::Column::EnteredAt.is_not_null())
-                .filter(participation::Column::RemovedAt.is_null())
-                .filter(participation::Column::Id.gt(m.access_since))
-                .one(&st.db)
-                .await
-                .map(|r| r.is_some())
-        };
-        if m.owner_id == u.id || invited().await? || joined().await? {
-            return Ok(Member {
-                meeting: m,
-                who: Who::User(u.clone()),
-                session_id: creds.session_id,
-            });
-        }
+    if let Some(u) = &creds.user
+        && (m.owner_id == u.id
+            || models::meeting::is_invited(&st.db, m.id, &u.email).await?
+            || models::participation::user_was_present(&st.db, m.id, u.id, m.access_since).await?)
+    {
+        return Ok(Member {
+            meeting: m,
+            who: Who::User(u.clone()),
+            session_id: creds.session_id,
+        });
     }
     if let Some(token) = &creds.join_token {
         return guest(st, m, token).await;
@@ -205,11 +187,7 @@ async fn guest(st: &ApiState, m: meeting::Model, token: &str) -> Result<Member, 
             tracing::info!(meeting = m.id, error = %e, "join token refused for notes");
             ApiError::unauthorized("That join token is not valid for this meeting.")
         })?;
-    let p = participation::Entity::find()
-        .filter(participation::Column::MeetingId.eq(m.id))
-        .filter(participation::Column::ParticipantId.eq(claims.participant.0.clone()))
-        .one(&st.db)
-        .await?;
+    let p = models::participation::by_participant(&st.db, m.id, &claims.participant.0).await?;
     let oldest = now() - st.cfg.meetings.max_duration.as_secs_i64();
     match p {
         Some(p)

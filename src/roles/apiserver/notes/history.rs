@@ -11,12 +11,11 @@
 
 use actix_web::{HttpResponse, web};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
 
 use super::access::{Credentials, member};
 use crate::db::entities::note_version;
+use crate::db::models;
 use crate::error::ApiError;
 use crate::roles::apiserver::ApiState;
 
@@ -106,27 +105,13 @@ pub async fn prune<C: ConnectionTrait>(
     budget: u64,
     now: i64,
 ) -> Result<usize, DbErr> {
-    let rows: Vec<(i64, i64, i64)> = note_version::Entity::find()
-        .select_only()
-        .column(note_version::Column::Id)
-        .column(note_version::Column::CreatedAt)
-        .column(note_version::Column::Bytes)
-        .filter(note_version::Column::MeetingId.eq(meeting))
-        .order_by_asc(note_version::Column::Version)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let rows: Vec<Kept> = rows
+    let rows: Vec<Kept> = models::note::version_sizes(db, meeting)
+        .await?
         .into_iter()
         .map(|(id, at, bytes)| Kept { id, at, bytes })
         .collect();
     let gone = plan_prune(&rows, now, budget);
-    for chunk in gone.chunks(500) {
-        note_version::Entity::delete_many()
-            .filter(note_version::Column::Id.is_in(chunk.iter().copied()))
-            .exec(db)
-            .await?;
-    }
+    models::note::delete_versions(db, &gone).await?;
     if !gone.is_empty() {
         tracing::debug!(meeting, dropped = gone.len(), "notes history pruned");
     }
@@ -135,15 +120,7 @@ pub async fn prune<C: ConnectionTrait>(
 
 /// The newest kept version number (0: none).
 pub async fn newest<C: ConnectionTrait>(db: &C, meeting: i64) -> Result<i64, DbErr> {
-    let v: Option<i64> = note_version::Entity::find()
-        .select_only()
-        .column(note_version::Column::Version)
-        .filter(note_version::Column::MeetingId.eq(meeting))
-        .order_by_desc(note_version::Column::Version)
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(v.unwrap_or(0))
+    models::note::newest_version(db, meeting).await
 }
 
 fn authors_of(json: Option<&str>) -> serde_json::Value {
@@ -158,20 +135,7 @@ pub async fn versions(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let m = member(&st, &creds, id.into_inner()).await?;
-    type Row = (i64, i64, Option<i64>, Option<String>, String, i64);
-    let rows: Vec<Row> = note_version::Entity::find()
-        .select_only()
-        .column(note_version::Column::Version)
-        .column(note_version::Column::CreatedAt)
-        .column(note_version::Column::CreatedBy)
-        .column(note_version::Column::Authors)
-        .column(note_version::Column::Kind)
-        .column(note_version::Column::Bytes)
-        .filter(note_version::Column::MeetingId.eq(m.meeting.id))
-        .order_by_desc(note_version::Column::Version)
-        .into_tuple()
-        .all(&st.db)
-        .await?;
+    let rows = models::note::versions(&st.db, m.meeting.id).await?;
     let list: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|(version, created_at, created_by, authors, kind, bytes)| {
@@ -186,10 +150,7 @@ pub async fn versions(
 
 /// One kept version, or 404.
 pub async fn find(st: &ApiState, meeting: i64, v: i64) -> Result<note_version::Model, ApiError> {
-    note_version::Entity::find()
-        .filter(note_version::Column::MeetingId.eq(meeting))
-        .filter(note_version::Column::Version.eq(v))
-        .one(&st.db)
+    models::note::version(&st.db, meeting, v)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(

@@ -19,9 +19,7 @@
 //! database would need a shared bus (not built), as the notes module doc says.
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, TransactionTrait};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,6 +35,7 @@ use super::history::{self, NewVersion};
 use super::limits::Limits;
 use super::{MAX_NOTES_BYTES, NotesView};
 use crate::db::entities::{note, note_update};
+use crate::db::models;
 use crate::error::ApiError;
 use crate::roles::apiserver::ApiState;
 use crate::util::now;
@@ -242,12 +241,7 @@ impl NotesHub {
 /// Reads a meeting's notes: the compacted state, then every change after it.
 async fn load(db: &DatabaseConnection, meeting: i64) -> Result<LiveDoc, ApiError> {
     let txn = db.begin().await?;
-    let row = note::Entity::find_by_id(meeting).one(&txn).await?;
-    let changes = note_update::Entity::find()
-        .filter(note_update::Column::MeetingId.eq(meeting))
-        .order_by_asc(note_update::Column::Seq)
-        .all(&txn)
-        .await?;
+    let (row, changes) = models::note::state_and_changes(&txn, meeting, None).await?;
     let kept_version = history::newest(&txn, meeting).await?;
     txn.commit().await?;
     let (doc, text) = crdt::new_doc();
@@ -375,13 +369,7 @@ async fn rebuild(
     meeting: i64,
     version: i64,
 ) -> Result<(Doc, TextRef), ApiError> {
-    let row = note::Entity::find_by_id(meeting).one(db).await?;
-    let changes = note_update::Entity::find()
-        .filter(note_update::Column::MeetingId.eq(meeting))
-        .filter(note_update::Column::Seq.lte(version))
-        .order_by_asc(note_update::Column::Seq)
-        .all(db)
-        .await?;
+    let (row, changes) = models::note::state_and_changes(db, meeting, Some(version)).await?;
     let (doc, text) = crdt::new_doc();
     let bad =
         |e: UpdateRefused| ApiError::internal(format!("meeting {meeting}: rebuilding notes: {e}"));

@@ -398,14 +398,7 @@ async fn handle_binary(
 
 /// Whether a guest's participation is still open.
 async fn guest_still_in(st: &ApiState, id: i64, participant: &crate::ids::ParticipantId) -> bool {
-    use crate::db::entities::participation;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    match participation::Entity::find()
-        .filter(participation::Column::MeetingId.eq(id))
-        .filter(participation::Column::ParticipantId.eq(participant.0.clone()))
-        .one(&st.db)
-        .await
-    {
+    match crate::db::models::participation::by_participant(&st.db, id, &participant.0).await {
         Ok(Some(p)) => p.left_at.is_none(),
         Ok(None) => false,
         // A database hiccup does not throw people out.

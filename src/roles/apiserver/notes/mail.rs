@@ -10,11 +10,12 @@
 
 use actix_web::{HttpResponse, http::StatusCode, web};
 use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, html};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::TransactionTrait;
 use std::collections::{BTreeSet, HashMap};
 
 use super::current;
-use crate::db::entities::{chat_message, file, invitation, meeting, user};
+use crate::db::entities::{file, meeting};
+use crate::db::models;
 use crate::error::ApiError;
 use crate::proto::files::FileOp;
 use crate::roles::apiserver::ApiState;
@@ -130,30 +131,24 @@ pub async fn send(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let me = me.user;
-    let m = meeting::Entity::find_by_id(id.into_inner())
-        .one(&st.db)
+    let m = models::meeting::by_id(&st.db, id.into_inner())
         .await?
         .ok_or_else(|| ApiError::not_found("No such meeting."))?;
     if m.owner_id != me.id {
-        let invited = invitation::Entity::find()
-            .filter(invitation::Column::MeetingId.eq(m.id))
-            .filter(invitation::Column::Email.eq(me.email.clone()))
-            .one(&st.db)
-            .await?
-            .is_some();
+        let invited = models::meeting::is_invited(&st.db, m.id, &me.email).await?;
         return Err(if invited {
             ApiError::forbidden("not_owner", "Only the meeting's owner can send its notes.")
         } else {
             ApiError::not_found("No such meeting.")
         });
     }
-    if m.kind != "scheduled" {
+    if m.kind != meeting::Kind::Scheduled {
         return Err(ApiError::bad_request(
             "not_scheduled",
             "Notes are sent to the invitees of a scheduled meeting; an instant room has none.",
         ));
     }
-    if m.status == "cancelled" {
+    if m.status == meeting::Status::Cancelled {
         return Err(ApiError::new(
             StatusCode::GONE,
             "meeting_cancelled",
@@ -211,14 +206,7 @@ pub async fn send(
     }
     // The chat, when the owner chose so: messages to everyone only (never private ones).
     if m.chat_in_notes {
-        use sea_orm::QueryOrder;
-        let lines = chat_message::Entity::find()
-            .filter(chat_message::Column::MeetingId.eq(m.id))
-            .filter(chat_message::Column::ToParticipant.is_null())
-            .filter(chat_message::Column::ToHosts.eq(false))
-            .order_by_asc(chat_message::Column::Id)
-            .all(&st.db)
-            .await?;
+        let lines = models::chat::to_everyone(&st.db, m.id).await?;
         if !lines.is_empty() {
             text.push_str("\n\nChat:\n");
             files_html.push_str("<h3>Chat</h3><ul>");
@@ -250,14 +238,11 @@ pub async fn send(
         when = esc(&when),
         version = notes.version,
     );
-    let mut recipients: BTreeSet<String> = invitation::Entity::find()
-        .filter(invitation::Column::MeetingId.eq(m.id))
-        .all(&st.db)
+    let mut recipients: BTreeSet<String> = models::meeting::invitees(&st.db, m.id)
         .await?
         .into_iter()
-        .map(|i| i.email)
         .collect();
-    if let Some(owner) = user::Entity::find_by_id(m.owner_id).one(&st.db).await? {
+    if let Some(owner) = models::user::by_id(&st.db, m.owner_id).await? {
         recipients.insert(owner.email);
     }
     let txn = st.db.begin().await?;

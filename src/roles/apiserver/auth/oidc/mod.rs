@@ -31,14 +31,14 @@ use openidconnect::{
     AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
     PkceCodeVerifier, RequestTokenError, Scope, TokenResponse,
 };
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, Set};
 use serde::Deserialize;
 
 use super::seal::IdpTokens;
 use super::{NewSession, client_ip, open_session, upsert_user};
 use crate::config::AuthMethod;
 use crate::db::entities::sso_login;
+use crate::db::models;
 use crate::roles::apiserver::ApiState;
 use crate::roles::apiserver::audit::{Entry, Outcome, action};
 use crate::tokens::sha256_hex;
@@ -128,12 +128,7 @@ pub async fn login(
         return back_with_error("method_disabled");
     };
     let t = now();
-    let in_flight = sso_login::Entity::find()
-        .filter(sso_login::Column::Ip.eq(ip.clone()))
-        .filter(sso_login::Column::CreatedAt.gt(t - LOGIN_TTL))
-        .filter(sso_login::Column::ConsumedAt.is_null())
-        .count(&st.db)
-        .await;
+    let in_flight = models::sso_login::in_flight_from(&st.db, &ip, t - LOGIN_TTL).await;
     match in_flight {
         Ok(n) if n >= LOGINS_IN_FLIGHT_PER_IP => {
             return refuse(
@@ -276,9 +271,7 @@ async fn finish_login(
     if state.is_empty() || state.len() > 256 {
         return Err(refusal("state_invalid", "no state"));
     }
-    let row = sso_login::Entity::find()
-        .filter(sso_login::Column::StateHash.eq(sha256_hex(state)))
-        .one(&st.db)
+    let row = models::sso_login::by_state_hash(&st.db, &sha256_hex(state))
         .await
         .map_err(db_err)?
         .ok_or_else(|| refusal("state_invalid", "unknown state"))?;
@@ -304,15 +297,9 @@ async fn finish_login(
             "the sign-in was started in another browser",
         ));
     }
-    let consumed = sso_login::Entity::update_many()
-        .col_expr(sso_login::Column::ConsumedAt, Expr::value(t))
-        .filter(sso_login::Column::Id.eq(row.id))
-        .filter(sso_login::Column::ConsumedAt.is_null())
-        .exec(&st.db)
+    let consumed = models::sso_login::consume(&st.db, row.id, t)
         .await
-        .map_err(db_err)?
-        .rows_affected
-        == 1;
+        .map_err(db_err)?;
     if !consumed {
         return Err(refusal(
             "state_invalid",
