@@ -323,7 +323,7 @@ fn node_routes(
 ) {
     if let Some(st) = sfu {
         c.app_data(st).route(
-            "/sfu/v1/signal/{meeting}",
+            crate::proto::signal::SIGNAL_ROUTE,
             web::get().to(sfuserver::signal::signal),
         );
     }

@@ -353,6 +353,21 @@ pub enum ServerMsg {
     },
 }
 
+/// The signaling WebSocket's path on an sfuserver, up to the meeting id.
+macro_rules! signal_prefix {
+    () => {
+        "/sfu/v1/signal/"
+    };
+}
+
+/// The route of the signaling WebSocket on an sfuserver's listener.
+pub const SIGNAL_ROUTE: &str = concat!(signal_prefix!(), "{meeting}");
+
+/// The path of `meeting`'s signaling WebSocket (the join answer's `signal_url` ends so).
+pub fn signal_path(meeting: crate::ids::MeetingId) -> String {
+    format!(concat!(signal_prefix!(), "{}"), meeting)
+}
+
 /// How often the sfuserver sends [`ServerMsg::Quality`].
 pub const QUALITY_INTERVAL_MS: u64 = 2000;
 
@@ -460,5 +475,12 @@ mod close_reason_tests {
             );
         }
         assert_eq!(CloseReason::SlowReader.as_str(), "slow_reader");
+    }
+
+    #[test]
+    fn the_signal_path_fits_its_route() {
+        use super::{SIGNAL_ROUTE, signal_path};
+        assert_eq!(SIGNAL_ROUTE, "/sfu/v1/signal/{meeting}");
+        assert_eq!(signal_path(crate::ids::MeetingId(7)), "/sfu/v1/signal/7");
     }
 }

@@ -640,7 +640,11 @@ pub async fn join(
         },
     ];
     st.metrics.joins.inc();
-    let signal_url = format!("{}/sfu/v1/signal/{}", st.base_url(&sfu, true), m.id);
+    let signal_url = format!(
+        "{}{}",
+        st.base_url(&sfu, true),
+        crate::proto::signal::signal_path(MeetingId(m.id))
+    );
     let mut resp = HttpResponse::Ok();
     if let (true, Some(c)) = (new_guest_cookie, guest_cookie) {
         resp.cookie(
