@@ -168,7 +168,7 @@ struct State {
     instance: String,
     next_event: u64,
     unacked: VecDeque<(u64, NodeEvent)>,
-    done: HashMap<String, Result<(), String>>,
+    done: HashMap<String, Result<(), crate::proto::ControlRefused>>,
     done_order: VecDeque<String>,
     running: HashSet<String>,
     rx: mpsc::UnboundedReceiver<Outbound>,
@@ -377,7 +377,8 @@ impl State {
                 return End::Lost(e);
             }
         }
-        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        let (reply_tx, mut reply_rx) =
+            mpsc::unbounded_channel::<(String, Result<(), crate::proto::ControlRefused>)>();
         let mut beat = tokio::time::interval(super::HEARTBEAT);
         let mut last_heard = Instant::now();
         loop {
@@ -461,7 +462,7 @@ impl State {
         &mut self,
         id: String,
         command: NodeCommand,
-        reply: &mpsc::UnboundedSender<(String, Result<(), String>)>,
+        reply: &mpsc::UnboundedSender<(String, Result<(), crate::proto::ControlRefused>)>,
     ) {
         if let Some(r) = self.done.get(&id) {
             let _ = reply.send((id, r.clone()));
@@ -478,9 +479,9 @@ impl State {
                     let r = match target {
                         Some(t) => match t.send(c).await {
                             Ok(r) => r,
-                            Err(e) => Err(format!("the sfuserver did not answer: {e}")),
+                            Err(_) => Err(crate::proto::ControlRefused::WorkerGone),
                         },
-                        None => Err("this node is not an sfuserver".to_string()),
+                        None => Err(crate::proto::ControlRefused::NoMeeting),
                     };
                     let _ = reply.send((id, r));
                 });
@@ -488,7 +489,7 @@ impl State {
         }
     }
 
-    fn remember(&mut self, id: String, r: Result<(), String>) {
+    fn remember(&mut self, id: String, r: Result<(), crate::proto::ControlRefused>) {
         if self.done.insert(id.clone(), r).is_none() {
             self.done_order.push_back(id);
         }
@@ -621,7 +622,7 @@ mod tests {
         type Context = Context<Self>;
     }
     impl Handler<ControlRoom> for CountingSfu {
-        type Result = Result<(), String>;
+        type Result = Result<(), crate::proto::ControlRefused>;
         fn handle(&mut self, _: ControlRoom, _: &mut Context<Self>) -> Self::Result {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())

@@ -48,7 +48,7 @@ use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged, ParticipationC
 /// The bridge protocol version. Bump on any incompatible change of the frames below.
 /// 2: `NodeEvent::Chat` and `NodeEvent::HostActed` (an apiserver of version 1 could not read
 /// them, would not acknowledge them, and the node's later events would wait behind them).
-pub const PROTO: u32 = 2;
+pub const PROTO: u32 = 3;
 /// Where the apiserver accepts bridge links.
 pub const PATH: &str = "/bridge/v1";
 /// How often a node reports.
@@ -97,7 +97,7 @@ pub enum ToApi {
     },
     Reply {
         id: String,
-        result: Result<(), String>,
+        result: Result<(), crate::proto::ControlRefused>,
     },
     /// A graceful stop: mark me down now rather than after missed heartbeats.
     Bye,

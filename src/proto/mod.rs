@@ -47,7 +47,9 @@ pub mod room;
 pub mod signal;
 
 pub use nodes::{NodeInfo, NodeLoad, NodeRole, NodesChanged};
-pub use room::{ChatPosted, ControlRoom, HostActed, ParticipationChanged, RoomAction};
+pub use room::{
+    ChatPosted, ControlRefused, ControlRoom, HostActed, ParticipationChanged, RoomAction,
+};
 
 pub use allocate::{
     AllocateFileServer, AllocateServers, AllocationError, FsAssignment, ServerAssignment,

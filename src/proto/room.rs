@@ -66,8 +66,45 @@ impl RoomAction {
     }
 }
 
+/// Why an sfuserver did not carry out a host action ([`ControlRoom`]); it crosses the bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "refused", content = "message", rename_all = "snake_case")]
+pub enum ControlRefused {
+    /// Nobody is in the meeting on this sfuserver.
+    #[error("nobody is in this meeting")]
+    NoMeeting,
+    /// The participant the action names is not in the meeting.
+    #[error("no such participant in this meeting")]
+    NoParticipant,
+    /// The action names someone who is not waiting in the lobby.
+    #[error("nobody by that id waits in the lobby")]
+    NotWaiting,
+    /// The action may not be done to this person (the owner cannot be removed or demoted).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The action itself is unacceptable (a reason too long).
+    #[error("{0}")]
+    BadAction(String),
+    /// The sfuserver's media workers did not take or answer it.
+    #[error("the media worker did not answer")]
+    WorkerGone,
+}
+
+impl ControlRefused {
+    /// The API's error code for it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlRefused::NoMeeting | ControlRefused::NoParticipant => "not_in_meeting",
+            ControlRefused::NotWaiting => "not_waiting",
+            ControlRefused::NotAllowed(_) => "not_allowed",
+            ControlRefused::BadAction(_) => "invalid_action",
+            ControlRefused::WorkerGone => "sfu_unavailable",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ControlRefused>")]
 pub struct ControlRoom {
     pub meeting: MeetingId,
     pub action: RoomAction,

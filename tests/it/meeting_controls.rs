@@ -411,6 +411,33 @@ async fn a_lobby_guest_is_refused_everything_until_a_cohost_admits_it() {
     )
     .await;
     assert_eq!((r.status, r.error_code()), (400, "invalid_action"));
+    // Refusals say which: the admitted guest no longer waits; nobody has that id.
+    let r = call(
+        "POST",
+        &ctl,
+        Some(&co),
+        Some(json!({"action": "admit", "participant_id": gpid})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "not_waiting"),
+        "{}",
+        r.body
+    );
+    let r = call(
+        "POST",
+        &ctl,
+        Some(&co),
+        Some(json!({"action": "mute", "participant_id": "p-nobody"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "not_in_meeting"),
+        "{}",
+        r.body
+    );
     // A participant's signaling host action is refused.
     guest
         .ws

@@ -240,7 +240,7 @@ pub async fn host_action(
     };
     let (outcome, detail) = match result {
         Ok(Ok(())) => (Outcome::Ok, String::new()),
-        Ok(Err(super::registry::ControlError::Refused(why))) => (Outcome::Failed, why.clone()),
+        Ok(Err(super::registry::ControlError::Refused(why))) => (Outcome::Failed, why.to_string()),
         Ok(Err(super::registry::ControlError::Unreachable(why))) => {
             (Outcome::Failed, format!("sfuserver unreachable: {why}"))
         }

@@ -753,7 +753,15 @@ pub async fn control(
             remember_control(&st, m.id, &action).await?;
             Ok(HttpResponse::NoContent().finish())
         }
-        Ok(Err(ControlError::Refused(why))) => Err(ApiError::conflict("not_in_meeting", why)),
+        Ok(Err(ControlError::Refused(why))) => {
+            use crate::proto::ControlRefused;
+            let status = match why {
+                ControlRefused::BadAction(_) => actix_web::http::StatusCode::BAD_REQUEST,
+                ControlRefused::WorkerGone => actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                _ => actix_web::http::StatusCode::CONFLICT,
+            };
+            Err(ApiError::new(status, why.code(), why.to_string()))
+        }
         Ok(Err(ControlError::Unreachable(why))) => Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "sfu_unreachable",

@@ -487,7 +487,7 @@ impl Handler<Event> for Registry {
 #[rtype(result = "()")]
 pub struct Replied {
     pub id: String,
-    pub result: Result<(), String>,
+    pub result: Result<(), crate::proto::ControlRefused>,
 }
 
 impl Handler<Replied> for Registry {
@@ -503,7 +503,7 @@ impl Handler<Replied> for Registry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlError {
     /// The sfuserver answered no (e.g. nobody of that id is in the meeting).
-    Refused(String),
+    Refused(crate::proto::ControlRefused),
     /// The sfuserver could not be reached (down, not registered, no answer in time).
     Unreachable(String),
 }
@@ -723,7 +723,9 @@ mod tests {
         });
         registry.do_send(Replied {
             id: again,
-            result: Err("a late duplicate answer is ignored".into()),
+            result: Err(crate::proto::ControlRefused::NotAllowed(
+                "a late duplicate answer is ignored".into(),
+            )),
         });
         assert_eq!(waiter.await.expect("join").expect("mailbox"), Ok(()));
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::ids::MeetingId;
-use crate::proto::{ChatPosted, ControlRoom, HostActed, ParticipationChanged};
+use crate::proto::{ChatPosted, ControlRefused, ControlRoom, HostActed, ParticipationChanged};
 use crate::tokens::Keys;
 
 pub use self::core::WorkerCmd;
@@ -84,7 +84,7 @@ impl Handler<PickWorker> for SfuServer {
 }
 
 impl Handler<ControlRoom> for SfuServer {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), ControlRefused>>;
     fn handle(&mut self, m: ControlRoom, _: &mut Context<Self>) -> Self::Result {
         // Every worker applies what concerns its own participants (a meeting spans workers).
         let mut waits = Vec::with_capacity(self.workers.len());
@@ -103,7 +103,7 @@ impl Handler<ControlRoom> for SfuServer {
         }
         Box::pin(async move {
             if waits.is_empty() {
-                return Err("the media worker is gone".to_string());
+                return Err(ControlRefused::WorkerGone);
             }
             let mut first_err = None;
             let mut ok = false;
@@ -114,14 +114,14 @@ impl Handler<ControlRoom> for SfuServer {
                         first_err.get_or_insert(e);
                     }
                     Err(_) => {
-                        first_err.get_or_insert("the media worker did not answer".to_string());
+                        first_err.get_or_insert(ControlRefused::WorkerGone);
                     }
                 }
             }
             if ok {
                 Ok(())
             } else {
-                Err(first_err.unwrap_or_else(|| "nobody is in this meeting".to_string()))
+                Err(first_err.unwrap_or(ControlRefused::NoMeeting))
             }
         })
     }

@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use super::{Core, Ctl, MAX_REMOVED_PER_MEETING, Outputs, PeerKey, ToClient};
 use crate::ids::{MeetingId, ParticipantId};
-use crate::proto::RoomAction;
 use crate::proto::signal::{ChatLine, CloseReason, LobbyEntry, MediaKind, Role, ServerMsg, Source};
+use crate::proto::{ControlRefused, RoomAction};
 
 /// Chat messages a room keeps for late joiners (the oldest are forgotten first).
 pub const MAX_CHAT_HISTORY: usize = 500;
@@ -261,7 +261,7 @@ impl Core {
             .apply_action(now, meeting, action.clone(), Some(&by), out)
             .err();
         if let Some(e) = &refused {
-            out.clients.push(err("not_done", e.clone()));
+            out.clients.push(err("not_done", e.to_string()));
         }
         out.events
             .push(super::CoreEvent::HostActed(crate::proto::HostActed {
@@ -269,7 +269,7 @@ impl Core {
                 by: pid,
                 by_name: by,
                 action,
-                refused,
+                refused: refused.map(|e| e.to_string()),
             }));
     }
 
@@ -282,7 +282,7 @@ impl Core {
         action: RoomAction,
         by: Option<&str>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlRefused> {
         if let RoomAction::Remove { participant_id } = &action {
             // Remembered even when the participant is not (or no longer) here: it could
             // come back with its token to any worker.
@@ -295,15 +295,15 @@ impl Core {
             }
         }
         let Some(room) = self.rooms.get_mut(&meeting) else {
-            return Err("nobody is in this meeting".into());
+            return Err(ControlRefused::NoMeeting);
         };
         let byname = by.map(str::to_string);
-        let member = |pid: &ParticipantId| -> Result<(PeerKey, Role), String> {
+        let member = |pid: &ParticipantId| -> Result<(PeerKey, Role), ControlRefused> {
             room.members
                 .iter()
                 .find(|m| m.info.participant_id == *pid)
                 .map(|m| (m.key, m.info.role))
-                .ok_or_else(|| "no such participant in this meeting".to_string())
+                .ok_or(ControlRefused::NoParticipant)
         };
         match action {
             RoomAction::Lock | RoomAction::Unlock => {
@@ -396,7 +396,9 @@ impl Core {
             RoomAction::Remove { participant_id } => {
                 let (key, role) = member(&participant_id)?;
                 if role == Role::Owner && by.is_some() {
-                    return Err("The meeting's owner cannot be removed.".into());
+                    return Err(ControlRefused::NotAllowed(
+                        "The meeting's owner cannot be removed.".into(),
+                    ));
                 }
                 if let Some(slot) = self.local_slot(key) {
                     self.close_peer(
@@ -433,7 +435,7 @@ impl Core {
                 if let Some(pid) = &participant_id
                     && !room.waiting.iter().any(|(_, e)| e.participant_id == *pid)
                 {
-                    return Err("nobody by that id waits in the lobby".into());
+                    return Err(ControlRefused::NotWaiting);
                 }
                 for s in self.local_waiters(meeting, participant_id.as_ref()) {
                     self.admit_local(now, s, out);
@@ -446,7 +448,7 @@ impl Core {
                 if let Some(pid) = &participant_id
                     && !room.waiting.iter().any(|(_, e)| e.participant_id == *pid)
                 {
-                    return Err("nobody by that id waits in the lobby".into());
+                    return Err(ControlRefused::NotWaiting);
                 }
                 for s in self.local_waiters(meeting, participant_id.as_ref()) {
                     self.deny_local(now, s, reason.as_deref(), out);
@@ -458,7 +460,9 @@ impl Core {
             } => {
                 let (key, role) = member(&participant_id)?;
                 if role == Role::Owner {
-                    return Err("The owner's role cannot change.".into());
+                    return Err(ControlRefused::NotAllowed(
+                        "The owner's role cannot change.".into(),
+                    ));
                 }
                 if let Some(slot) = self.local_slot(key)
                     && let Some(p) = self.peers[slot].as_mut()

@@ -146,7 +146,7 @@ pub enum WorkerCmd {
         action: RoomAction,
         /// The host's name, if the apiserver knows it.
         by: Option<String>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), crate::proto::ControlRefused>>,
     },
     /// The server stops: every session is told (`closed`, reason `server_shutdown`, so clients
     /// rejoin through the apiserver, which sends them to an sfuserver that is up) and ended.
@@ -279,7 +279,10 @@ pub enum CoreEvent {
     /// A host action over signaling (for the audit log), reported by the host's worker.
     HostActed(crate::proto::HostActed),
     RoomClosed(MeetingId),
-    ControlReply(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    ControlReply(
+        oneshot::Sender<Result<(), crate::proto::ControlRefused>>,
+        Result<(), crate::proto::ControlRefused>,
+    ),
     ShutdownDone(oneshot::Sender<()>),
 }
 

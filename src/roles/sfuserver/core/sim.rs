@@ -124,7 +124,7 @@ pub struct Sim {
     pub net: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     pub inbox: Vec<VecDeque<Ctl>>,
     pub fwd: Vec<VecDeque<Fwd>>,
-    pub replies: Vec<Result<(), String>>,
+    pub replies: Vec<Result<(), crate::proto::ControlRefused>>,
     /// Drop every n-th RTP datagram to this client index.
     pub lossy: Option<(usize, u32)>,
     /// RTP from this client to a core is kept in `captured` instead of delivered.
@@ -301,7 +301,7 @@ impl Sim {
     }
 
     /// A host action, given to every worker as the `SfuServer` does; the replies are kept.
-    pub fn control(&mut self, action: RoomAction) -> Result<(), String> {
+    pub fn control(&mut self, action: RoomAction) -> Result<(), crate::proto::ControlRefused> {
         let mut rxs = Vec::new();
         for w in 0..self.cores.len() {
             let (reply, rx) = tokio::sync::oneshot::channel();
@@ -316,9 +316,12 @@ impl Sim {
             );
             rxs.push(rx);
         }
-        let results: Vec<Result<(), String>> = rxs
+        let results: Vec<Result<(), crate::proto::ControlRefused>> = rxs
             .into_iter()
-            .map(|mut r| r.try_recv().unwrap_or(Err("no reply".into())))
+            .map(|mut r| {
+                r.try_recv()
+                    .unwrap_or(Err(crate::proto::ControlRefused::WorkerGone))
+            })
             .collect();
         let r = if results.iter().any(Result::is_ok) {
             Ok(())
