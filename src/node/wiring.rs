@@ -12,8 +12,10 @@
 use actix::prelude::*;
 
 use super::roles::LocalNode;
+use crate::bridge::NodeCommand;
 use crate::bridge::client::{self as bridge_client, BridgeLink, Handlers, Outbox, Target};
 use crate::config::Config;
+use crate::proto::ControlRoom;
 use crate::proto::{AllocateFileServer, AllocateServers, NodesChanged};
 use crate::roles::allocateserver::{Allocator, HttpAllocator};
 use crate::roles::apiserver::registry::{self, Registry};
@@ -187,11 +189,23 @@ async fn register_in_process(registry: &Addr<Registry>, n: LocalNode) {
         media: n.spec.media.clone(),
         instance: crate::ids::random_token(16),
     };
-    let link = registry::Link::Local {
-        control: n.control,
+    let link = registry::Link {
+        commands: n.control.map(|control| {
+            LocalCommands {
+                control,
+                registry: registry.clone(),
+            }
+            .start()
+            .recipient()
+        }),
         nodes: n.nodes,
     };
-    let Ok((session, node)) = registry.send(registry::Connect { reg, link }).await else {
+    let connect = registry::Connect {
+        reg,
+        link,
+        remote: false,
+    };
+    let Ok((session, node)) = registry.send(connect).await else {
         tracing::error!("the node registry is not running");
         return;
     };
@@ -210,4 +224,33 @@ async fn register_in_process(registry: &Addr<Registry>, n: LocalNode) {
             }
         }
     });
+}
+
+/// A role of this process takes the registry's commands the way a node over the bridge
+/// does: by id, answered with `Replied`. So the registry has one path for commands.
+struct LocalCommands {
+    control: Recipient<ControlRoom>,
+    registry: Addr<Registry>,
+}
+
+impl Actor for LocalCommands {
+    type Context = Context<Self>;
+}
+
+impl Handler<registry::Deliver> for LocalCommands {
+    type Result = ();
+    fn handle(&mut self, m: registry::Deliver, ctx: &mut Context<Self>) {
+        let NodeCommand::ControlRoom(c) = m.command;
+        let (control, registry, id) = (self.control.clone(), self.registry.clone(), m.id);
+        ctx.spawn(
+            async move {
+                // A role whose mailbox is gone gives no answer, as a node that does not answer:
+                // the command ends as unreachable at its deadline.
+                if let Ok(result) = control.send(c).await {
+                    registry.do_send(registry::Replied { id, result });
+                }
+            }
+            .into_actor(self),
+        );
+    }
 }
