@@ -1,10 +1,13 @@
 //! Starts the actix System and the enabled roles of this process, and stops them gracefully.
 //!
-//! Order: data dir and secret → listener handed over by the service manager or bound (fail
-//! fast if the port is taken; `crate::listen`) → database (with migrations) → actors, wired by
-//! `wiring::wire` → HTTP server. SIGINT/SIGTERM (`stop_gracefully`, the same on one box and
-//! on a node alone): signaling sessions are told `server_shutdown`, bridge links say bye, then
-//! the server stops accepting and lets requests in flight finish (bounded by `SHUTDOWN_SECS`).
+//! Order: data dir → listener handed over by the service manager or bound (fail fast if the
+//! port is taken; `crate::listen`) → secret → with the apiserver: database (with migrations)
+//! and its actors (`wiring::wire`) → node roles, each `start(settings, sockets, shutdown)`
+//! with settings from `settings` → registration (`wiring::Registrar`: in-process or over the
+//! bridge) → one HTTP server. The same function runs a box and a node alone; only the
+//! registrar differs. SIGINT/SIGTERM (`stop_gracefully`): the shutdown fires, the roles stop
+//! (signaling sessions are told `server_shutdown`), bridge links say bye, then the server
+//! stops accepting and lets requests in flight finish (bounded by `SHUTDOWN_SECS`).
 
 pub mod roles;
 pub mod settings;
@@ -45,7 +48,7 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
         && cfg.has_role(Role::Allocateserver)
         && cfg.roles != [Role::Allocateserver]
     {
-        // Roles on other hosts register with the apiserver over the bridge (`serve_node`);
+        // Roles on other hosts register with the apiserver over the bridge (`wiring::Registrar`);
         // the allocateserver answers the apiserver's HTTP questions instead.
         anyhow::bail!(
             "the allocateserver runs alone (`meeting-appliance allocateserver --config allocate.toml`) or in-process with the apiserver"
