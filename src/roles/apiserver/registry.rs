@@ -118,11 +118,9 @@ struct Pending {
 
 pub struct Registry {
     db: DatabaseConnection,
-    recorder: Recipient<ParticipationChanged>,
-    /// Where nodes' chat reports go (the chat store); unset: they are dropped.
-    chat: Option<Recipient<crate::proto::ChatPosted>>,
-    /// Where nodes' reports of host actions go (the audit log); unset: dropped.
-    host_acted: Option<Recipient<crate::proto::HostActed>>,
+    /// Where nodes' events go by kind: participation to the recorder, chat to the chat
+    /// store and host actions to the audit log when those are set; others are dropped.
+    events: bridge::EventRoutes,
     nodes: HashMap<String, Entry>,
     next_session: u64,
     pending: HashMap<String, Pending>,
@@ -145,9 +143,7 @@ impl Registry {
     pub fn new(db: DatabaseConnection, recorder: Recipient<ParticipationChanged>) -> Self {
         Registry {
             db,
-            recorder,
-            chat: None,
-            host_acted: None,
+            events: bridge::EventRoutes::default().route(recorder),
             nodes: HashMap::new(),
             next_session: 1,
             pending: HashMap::new(),
@@ -159,13 +155,13 @@ impl Registry {
 
     /// Nodes' chat reports go to `r`.
     pub fn chat_to(mut self, r: Recipient<crate::proto::ChatPosted>) -> Self {
-        self.chat = Some(r);
+        self.events = self.events.route(r);
         self
     }
 
     /// Nodes' reports of host actions go to `r`.
     pub fn host_actions_to(mut self, r: Recipient<crate::proto::HostActed>) -> Self {
-        self.host_acted = Some(r);
+        self.events = self.events.route(r);
         self
     }
 
@@ -509,19 +505,7 @@ impl Handler<Event> for Registry {
             return;
         }
         *seen = m.id;
-        match m.event {
-            NodeEvent::Participation(p) => self.recorder.do_send(p),
-            NodeEvent::Chat(c) => {
-                if let Some(r) = &self.chat {
-                    r.do_send(c);
-                }
-            }
-            NodeEvent::HostActed(h) => {
-                if let Some(r) = &self.host_acted {
-                    r.do_send(h);
-                }
-            }
-        }
+        self.events.deliver(m.event);
     }
 }
 
@@ -699,13 +683,14 @@ mod tests {
         let ev = |id| Event {
             instance: "i1".into(),
             id,
-            event: NodeEvent::Participation(ParticipationChanged {
+            event: NodeEvent::of(&ParticipationChanged {
                 meeting: MeetingId(1),
                 participant: ParticipantId("p".into()),
                 joined: true,
                 at: 1,
                 reason: None,
-            }),
+            })
+            .expect("a proto event is a JSON object"),
         };
         for id in [1, 1, 2, 1, 2] {
             registry.send(ev(id)).await.expect("event");
