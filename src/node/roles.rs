@@ -1,7 +1,7 @@
 //! Starting the node roles (sfuserver, turnserver, fsserver) of this process, the same way
-//! whether the apiserver is in this process or on another host. What registers with the node
-//! registry comes back as [`LocalNode`]s; `wiring` connects them to the registry in-process or
-//! over the bridge.
+//! whether the apiserver is in this process or on another host: each role's `start` with its
+//! settings (`settings`), its sockets and the process's shutdown. What registers with the node
+//! registry comes back as [`LocalNode`]s, each with the `wiring::Uplink` it registers through.
 
 use actix::prelude::*;
 use actix_web::web;

@@ -5,9 +5,10 @@
 //!   `--allocateserver`) or the HTTP client of the seed's protocol (`--allocateserver URL`).
 //! - Node roles (sfuserver, turnserver, fsserver) register with the apiserver's node registry:
 //!   in-process when the apiserver runs here, else over the remote bridge ([`Registrar`]: one
-//!   [`Uplink`] per role, made before the role so that its reports have somewhere to go). Either way the registry reaches them through the same messages
-//!   (`ControlRoom`, `NodesChanged`) and hears the same ones back (`ParticipationChanged`,
-//!   heartbeats with load).
+//!   [`Uplink`] per role, made before the role so that its reports have somewhere to go).
+//!   Either way the registry reaches them through the same messages (commands carrying
+//!   `ControlRoom`, answered by id; `NodesChanged`) and hears the same ones back
+//!   (`ParticipationChanged`, chat, host actions, heartbeats with load).
 
 use actix::prelude::*;
 
