@@ -43,6 +43,7 @@ pub mod preflight;
 pub mod proto;
 pub mod ratelimit;
 pub mod roles;
+pub mod shutdown;
 pub mod tls;
 pub mod tokens;
 pub mod util;

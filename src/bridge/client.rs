@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Hello, NodeCommand, NodeEvent, PATH, PROTO, Refusal, ToApi, ToNode};
-use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
+use super::{Carried, Hello, NodeCommand, NodeEvent, PATH, PROTO, Refusal, ToApi, ToNode};
+use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged};
 
 /// Events kept for the apiserver while the link is down (oldest dropped beyond this).
 const MAX_UNACKED: usize = 10_000;
@@ -104,24 +104,13 @@ impl Actor for BridgeLink {
     type Context = Context<Self>;
 }
 
-impl Handler<ParticipationChanged> for BridgeLink {
+/// Every event a role reports takes the one typed path up the bridge.
+impl<M: Carried> Handler<M> for BridgeLink {
     type Result = ();
-    fn handle(&mut self, m: ParticipationChanged, _: &mut Context<Self>) {
-        let _ = self.tx.send(Outbound::Event(NodeEvent::Participation(m)));
-    }
-}
-
-impl Handler<crate::proto::ChatPosted> for BridgeLink {
-    type Result = ();
-    fn handle(&mut self, m: crate::proto::ChatPosted, _: &mut Context<Self>) {
-        let _ = self.tx.send(Outbound::Event(NodeEvent::Chat(m)));
-    }
-}
-
-impl Handler<crate::proto::HostActed> for BridgeLink {
-    type Result = ();
-    fn handle(&mut self, m: crate::proto::HostActed, _: &mut Context<Self>) {
-        let _ = self.tx.send(Outbound::Event(NodeEvent::HostActed(m)));
+    fn handle(&mut self, m: M, _: &mut Context<Self>) {
+        if let Some(e) = NodeEvent::of(&m) {
+            let _ = self.tx.send(Outbound::Event(e));
+        }
     }
 }
 

@@ -37,7 +37,9 @@
 pub mod client;
 
 use crate::tokens::mac;
+use actix::{Message, Recipient};
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::net::SocketAddr;
@@ -168,13 +170,81 @@ pub enum NodeCommand {
     ControlRoom(ControlRoom),
 }
 
-/// What a node reports besides load.
+/// What a node reports besides load: a `proto` event named by its kind, its fields beside
+/// the kind (`{"kind": "participation", "meeting": …}`). Any [`Carried`] message travels this
+/// one way; the apiserver hands it on by kind ([`EventRoutes`]). A kind the apiserver has no
+/// route for is acknowledged and dropped, so it never holds up the events behind it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum NodeEvent {
-    Participation(ParticipationChanged),
-    Chat(crate::proto::ChatPosted),
-    HostActed(crate::proto::HostActed),
+pub struct NodeEvent {
+    pub kind: String,
+    #[serde(flatten)]
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A `proto` message a node sends up the bridge exactly as it would to an actor of the
+/// apiserver on one box.
+pub trait Carried: Message<Result = ()> + Serialize + DeserializeOwned + Send + 'static {
+    /// Its name on the wire: stable, never reused for another message.
+    const KIND: &'static str;
+}
+
+impl Carried for ParticipationChanged {
+    const KIND: &'static str = "participation";
+}
+
+impl Carried for crate::proto::ChatPosted {
+    const KIND: &'static str = "chat";
+}
+
+impl Carried for crate::proto::HostActed {
+    const KIND: &'static str = "host_acted";
+}
+
+impl NodeEvent {
+    /// None only if `m` does not serialize to a JSON object, which no `proto` struct does.
+    pub fn of<M: Carried>(m: &M) -> Option<NodeEvent> {
+        match serde_json::to_value(m) {
+            Ok(serde_json::Value::Object(body)) => Some(NodeEvent {
+                kind: M::KIND.to_string(),
+                body,
+            }),
+            other => {
+                tracing::error!(kind = M::KIND, value = ?other, "an event that is not a JSON object cannot cross the bridge");
+                None
+            }
+        }
+    }
+
+    pub fn decode<M: Carried>(self) -> Result<M, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::Object(self.body))
+    }
+}
+
+type Route = Box<dyn Fn(NodeEvent)>;
+
+/// Where each kind of node event goes on the apiserver: the recipient of its type.
+#[derive(Default)]
+pub struct EventRoutes(std::collections::HashMap<&'static str, Route>);
+
+impl EventRoutes {
+    /// Events of `M`'s kind go to `to`.
+    pub fn route<M: Carried>(mut self, to: Recipient<M>) -> Self {
+        let deliver = move |e: NodeEvent| match e.decode::<M>() {
+            Ok(m) => to.do_send(m),
+            Err(err) => {
+                tracing::warn!(kind = M::KIND, error = %err, "a node sent an event that does not decode; dropped")
+            }
+        };
+        self.0.insert(M::KIND, Box::new(deliver));
+        self
+    }
+
+    pub fn deliver(&self, e: NodeEvent) {
+        match self.0.get(e.kind.as_str()) {
+            Some(deliver) => deliver(e),
+            None => tracing::debug!(kind = %e.kind, "no route for this node event here; dropped"),
+        }
+    }
 }
 
 /// The sentence both sides log when protocol versions differ: which side to upgrade.
@@ -275,6 +345,24 @@ pub fn frame_proto(text: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::tokens::Keys;
+
+    /// The frames of protocol 2 are unchanged: the kind beside the event's own fields.
+    #[test]
+    fn events_keep_their_wire_form_and_decode_to_their_type() {
+        let p = ParticipationChanged {
+            meeting: crate::ids::MeetingId(7),
+            participant: crate::ids::ParticipantId("p1".into()),
+            joined: true,
+            at: 5,
+            reason: None,
+        };
+        let e = NodeEvent::of(&p).expect("an object");
+        let mut want = serde_json::to_value(&p).expect("serializes");
+        want["kind"] = "participation".into();
+        assert_eq!(serde_json::to_value(&e).expect("serializes"), want);
+        let back: NodeEvent = serde_json::from_value(want).expect("parses");
+        assert_eq!(back.decode::<ParticipationChanged>().expect("decodes"), p);
+    }
 
     fn hello(challenge: &str) -> Hello {
         Hello {

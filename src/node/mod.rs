@@ -1,12 +1,16 @@
 //! Starts the actix System and the enabled roles of this process, and stops them gracefully.
 //!
-//! Order: data dir and secret → listener handed over by the service manager or bound (fail
-//! fast if the port is taken; `crate::listen`) → database (with migrations) → actors, wired by
-//! `wiring::wire` → HTTP server. SIGINT/SIGTERM (`stop_gracefully`, the same on one box and
-//! on a node alone): signaling sessions are told `server_shutdown`, bridge links say bye, then
-//! the server stops accepting and lets requests in flight finish (bounded by `SHUTDOWN_SECS`).
+//! Order: data dir → listener handed over by the service manager or bound (fail fast if the
+//! port is taken; `crate::listen`) → secret → with the apiserver: database (with migrations)
+//! and its actors (`wiring::wire`) → node roles, each `start(settings, sockets, shutdown)`
+//! with settings from `settings` → registration (`wiring::Registrar`: in-process or over the
+//! bridge) → one HTTP server. The same function runs a box and a node alone; only the
+//! registrar differs. SIGINT/SIGTERM (`stop_gracefully`): the shutdown fires, the roles stop
+//! (signaling sessions are told `server_shutdown`), bridge links say bye, then the server
+//! stops accepting and lets requests in flight finish (bounded by `SHUTDOWN_SECS`).
 
 pub mod roles;
+pub mod settings;
 pub mod wiring;
 
 use crate::error::ApiError;
@@ -44,7 +48,7 @@ fn check_roles(cfg: &Config) -> anyhow::Result<()> {
         && cfg.has_role(Role::Allocateserver)
         && cfg.roles != [Role::Allocateserver]
     {
-        // Roles on other hosts register with the apiserver over the bridge (`serve_node`);
+        // Roles on other hosts register with the apiserver over the bridge (`wiring::Registrar`);
         // the allocateserver answers the apiserver's HTTP questions instead.
         anyhow::bail!(
             "the allocateserver runs alone (`meeting-appliance allocateserver --config allocate.toml`) or in-process with the apiserver"
@@ -115,40 +119,143 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This process's HTTP listener and what follows from it.
+pub struct Listening {
+    pub listener: std::net::TcpListener,
+    pub bound: SocketAddr,
+    /// A loopback address when `bound` is on all addresses: where this process reaches itself.
+    pub here: IpAddr,
+    /// The `host:port` this process is known by (`--domainaddress`, else the bound address).
+    pub own_address: String,
+    pub tls: Option<rustls::ServerConfig>,
+}
+
+impl Listening {
+    /// Creates the data dir, takes the handed-over listener or binds `want`, and sets up TLS.
+    fn open(cfg: &Config, want: SocketAddr) -> anyhow::Result<Listening> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display())
+        })?;
+        let listener = crate::listen::http_listener(want)?;
+        let bound = listener.local_addr()?;
+        let here = if bound.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            bound.ip()
+        };
+        let own_address = cfg
+            .domain_address
+            .clone()
+            .unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
+        let tls = crate::tls::setup(cfg, &own_address, bound.ip(), bound.port())?
+            .map(|store| store.server_config());
+        Ok(Listening {
+            listener,
+            bound,
+            here,
+            own_address,
+            tls,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     check_roles(&cfg)?;
     if cfg.roles == [Role::Allocateserver] {
-        return crate::roles::allocateserver::server::serve_alone(&cfg).await;
+        return serve_allocator(&cfg).await;
     }
     crate::preflight::log_warnings(&cfg).await;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display())
-    })?;
-    let secret = ensure_secret(&cfg)?;
-    let keys = Keys::derive(&secret);
-    let want = effective_listen(&cfg)?;
-    let listener = crate::listen::http_listener(want)?;
-    let bound = listener.local_addr()?;
-    let here: IpAddr = if bound.ip().is_unspecified() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    let at = Listening::open(&cfg, effective_listen(&cfg)?)?;
+    let keys = Keys::derive(&ensure_secret(&cfg)?);
+    let metrics = Metrics::new();
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let turn_bound = roles::bind_turn(&cfg, at.here, at.bound.ip(), at.tls.is_some())?;
+
+    // The one decision: the apiserver here (its registry takes the node roles in-process), or
+    // on another host (the node roles register over the bridge).
+    let (api, registrar) = if cfg.has_role(Role::Apiserver) {
+        let api = start_api(&cfg, &keys, &metrics, &at, turn_bound.as_ref()).await?;
+        let registrar = wiring::Registrar::InProcess {
+            registry: api.state.registry.clone(),
+            reports: api.reports.clone(),
+        };
+        (Some(api.state), registrar)
     } else {
-        bound.ip()
+        let Some(apiserver) = cfg.apiserver.as_deref() else {
+            anyhow::bail!(
+                "roles without the apiserver need --apiserver host:port to register with"
+            );
+        };
+        let target = crate::bridge::client::Target::parse(apiserver)?;
+        (None, wiring::Registrar::bridge(target, &keys))
     };
-    let own_address = cfg
-        .domain_address
-        .clone()
-        .unwrap_or_else(|| SocketAddr::new(here, bound.port()).to_string());
 
-    let tls_config = crate::tls::setup(&cfg, &own_address, bound.ip(), bound.port())?
-        .map(|store| store.server_config());
-    let tls = tls_config.is_some();
-    let public_url = public_url(&own_address, tls);
-
-    // ---- roles on their own host: they register with the apiserver over the bridge ----
-    if !cfg.has_role(Role::Apiserver) {
-        return serve_node(&cfg, keys, listener, tls_config, &own_address).await;
+    let started = roles::start(
+        &cfg, &keys, &metrics, &at, turn_bound, &registrar, &shutdown,
+    )?;
+    let mut links = Vec::new();
+    for (uplink, node) in started.nodes {
+        links.extend(uplink.register(node).await);
     }
+    let public_url = api.as_ref().map(|a| a.public_url.clone());
+    let server = http_server(&cfg, at, metrics, api, started.sfu, started.fs)?;
+    let roles = cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>();
+    match (&public_url, cfg.apiserver.as_deref()) {
+        (Some(public), _) => {
+            tracing::info!(public = %public, ?roles, "listening on {}", server.url)
+        }
+        (None, apiserver) => {
+            tracing::info!(address = %server.own_address, apiserver = %apiserver.unwrap_or_default(), ?roles, "listening on {}", server.url)
+        }
+    }
+    let handle = server.server.handle();
+    actix_rt::spawn(stop_gracefully(trigger, handle, started.stopped, links));
+    server.server.await?;
+    tracing::info!("stopped");
+    System::current().stop();
+    Ok(())
+}
 
+/// The allocateserver on its own (`meeting-appliance allocateserver --config allocate.toml`):
+/// its own listener, no secret, no database.
+async fn serve_allocator(cfg: &Config) -> anyhow::Result<()> {
+    let at = Listening::open(cfg, cfg.listen_addr()?)?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let settings = settings::allocate(cfg, at.tls);
+    let h = crate::roles::allocateserver::server::start(settings, at.listener, shutdown).await?;
+    actix_rt::spawn(async move {
+        stop_signal().await;
+        trigger.fire();
+    });
+    h.stopped.wait().await;
+    tracing::info!("stopped");
+    System::current().stop();
+    Ok(())
+}
+
+/// What the apiserver of this process brings to the rest of it.
+struct Api {
+    state: web::Data<ApiState>,
+    /// Where this process's sfuserver reports (the recorder).
+    reports: sfuserver::Reports,
+}
+
+/// The apiserver's database, actors and shared state. Its node registry is started here; the
+/// node roles of this process register with it afterwards.
+async fn start_api(
+    cfg: &Config,
+    keys: &Keys,
+    metrics: &Metrics,
+    at: &Listening,
+    turn_bound: Option<&roles::TurnBound>,
+) -> anyhow::Result<Api> {
+    let own_address = &at.own_address;
+    let tls = at.tls.is_some();
+    let public_url = public_url(own_address, tls);
     let db_url = cfg.database.effective_url(&cfg.data_dir);
     tracing::info!(db = %crate::db::redact(&db_url), "connecting to the database");
     let db = crate::db::connect(
@@ -157,18 +264,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.database.connect_timeout.0,
     )
     .await?;
-
-    let metrics = Metrics::new();
     metrics.register_collector(crate::metrics::DbPoolCollector::boxed(&db, &cfg.database));
-    let turn_bound = roles::bind_turn(&cfg, here, bound.ip(), tls_config.is_some())?;
-    let turn_port = turn_bound
-        .as_ref()
-        .map_or(cfg.turn.port, |b| b.bound.port());
-    let turn_tls_port = turn_bound.as_ref().and_then(|b| b.bound.tls_port());
+    let turn_port = turn_bound.map_or(cfg.turn.port, |b| b.bound.port());
+    let turn_tls_port = turn_bound.and_then(|b| b.bound.tls_port());
     let own = wiring::OwnAddresses {
         sfu: own_address.clone(),
-        turn: turn_bound.as_ref().map_or_else(
-            || SocketAddr::new(cfg.turn.ip.unwrap_or(here), turn_port).to_string(),
+        turn: turn_bound.map_or_else(
+            || SocketAddr::new(cfg.turn.ip.unwrap_or(at.here), turn_port).to_string(),
             roles::TurnBound::address,
         ),
         fs: own_address.clone(),
@@ -179,7 +281,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             format!("{host}:{p}")
         }),
     };
-    let peers = wiring::wire(&cfg, &own, &db)?;
+    let peers = wiring::wire(cfg, &own, &db)?;
     let mailer = mail::Mailer::new(&cfg.mail)?;
     if cfg.mail.servers.is_empty() {
         tracing::warn!(
@@ -187,7 +289,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let outbox = mail::MailOutbox::new(db.clone(), mailer.clone(), metrics.clone()).start();
-    let limits = Arc::new(apiserver::ApiLimits::new(&cfg));
+    let limits = Arc::new(apiserver::ApiLimits::new(cfg));
     apiserver::Janitor {
         db: db.clone(),
         limits: limits.clone(),
@@ -202,37 +304,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         registry.do_send(apiserver::registry::Subscribe(n.clone()));
     }
 
-    // The node roles of this box register with the registry in-process (same messages as over
-    // the bridge).
-    let started = roles::start(
-        &cfg,
-        &keys,
-        &metrics,
-        bound.ip(),
-        &own_address,
-        tls_config.as_ref(),
-        turn_bound,
-        crate::roles::sfuserver::Reports {
-            participation: recorder.clone().recipient(),
-            chat: recorder.clone().recipient(),
-            host_acted: recorder.clone().recipient(),
-        },
-    )?;
-    wiring::register_local(&registry, started.nodes).await;
-
     // Join answers name the TURN ports really bound (0 in the config: any free port).
     let mut api_cfg = cfg.clone();
     api_cfg.turn.port = turn_port;
     if let Some(p) = turn_tls_port {
         api_cfg.turn.tls_port = p;
     }
-    let fs_state = started.fs;
-
-    let keys_for_sso = keys.clone();
     let state = web::Data::new(ApiState {
         db,
         cfg: Arc::new(api_cfg),
-        keys,
+        keys: keys.clone(),
         own_turns_url: peers.own_turns,
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
@@ -245,38 +326,57 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls,
         self_url: format!(
             "{}://{}",
-            if tls { "https" } else { "http" },
-            SocketAddr::new(
-                if bound.ip().is_unspecified() {
-                    IpAddr::from([127, 0, 0, 1])
-                } else {
-                    bound.ip()
-                },
-                bound.port()
-            )
+            at.scheme(),
+            SocketAddr::new(at.here, at.bound.port())
         ),
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
         limits,
-        sso: Arc::new(apiserver::auth::Sso::new(&cfg, &keys_for_sso, &public_url)?),
+        sso: Arc::new(apiserver::auth::Sso::new(cfg, keys, &public_url)?),
     });
     apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
-    let m = metrics.clone();
-    let sfu_state = started.sfu;
-    let sfu_actor = sfu_state.as_ref().map(|s| s.sfu.clone());
+    Ok(Api {
+        state,
+        reports: sfuserver::Reports {
+            participation: recorder.clone().recipient(),
+            chat: recorder.clone().recipient(),
+            host_acted: recorder.recipient(),
+        },
+    })
+}
+
+/// The process's HTTP server, running.
+struct Serving {
+    server: actix_web::dev::Server,
+    url: String,
+    own_address: String,
+}
+
+/// One HTTP server for whatever runs here: the node roles' routes, `/healthz`, `/readyz`,
+/// `/metrics`, and with the apiserver its API and web client (and the bridge's listener);
+/// without it, a JSON 404 for anything else.
+fn http_server(
+    cfg: &Config,
+    at: Listening,
+    metrics: Metrics,
+    api: Option<web::Data<ApiState>>,
+    sfu: Option<web::Data<sfuserver::SfuState>>,
+    fs: Option<web::Data<fsserver::FsState>>,
+) -> anyhow::Result<Serving> {
+    let tls = at.tls.is_some();
     let metrics_access = cfg.metrics.clone();
     let server = HttpServer::new(move || {
-        let m = m.clone();
-        let m2 = m.clone();
-        let sfu_state = sfu_state.clone();
-        let fs_state = fs_state.clone();
+        let (m, m2) = (metrics.clone(), metrics.clone());
+        let (sfu, fs, api) = (sfu.clone(), fs.clone(), api.clone());
         let mut security = actix_web::middleware::DefaultHeaders::new();
         for h in crate::tls::headers::security_headers(tls) {
             security = security.add(h);
         }
+        let is_api = api.is_some();
         App::new()
-            .wrap(security)
-            .app_data(state.clone())
-            .configure(move |c| node_routes(c, sfu_state, fs_state))
+            // Security headers are for what browsers open as pages: the apiserver's. A node
+            // on a host of its own answers only signaling and files, which set what they need.
+            .wrap(actix_web::middleware::Condition::new(is_api, security))
+            .configure(move |c| node_routes(c, sfu, fs))
             .wrap_fn(move |req, srv| {
                 let m = m.clone();
                 let fut = srv.call(req);
@@ -293,25 +393,34 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 let access = metrics_access.clone();
                 move |c| ops_routes(c, m2, access)
             })
-            .configure(apiserver::routes)
+            .configure(move |c| match api {
+                Some(state) => {
+                    c.app_data(state);
+                    apiserver::routes(c);
+                }
+                None => {
+                    c.default_service(web::to(|| async {
+                        HttpResponse::NotFound().json(
+                            serde_json::json!({"error": "not_found", "message": "No such resource."}),
+                        )
+                    }));
+                }
+            })
     })
     .on_connect(crate::bridge::on_connect)
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_SECS);
-    let server = match tls_config {
-        Some(tc) => server.listen_rustls_0_23(listener, tc)?,
-        None => server.listen(listener)?,
+    let url = format!("{}://{}", at.scheme(), at.bound);
+    let server = match at.tls {
+        Some(tc) => server.listen_rustls_0_23(at.listener, tc)?,
+        None => server.listen(at.listener)?,
     }
     .run();
-    let scheme = if tls { "https" } else { "http" };
-    tracing::info!(public = %public_url, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
-    // In-process node roles have no bridge link to say bye on: the registry goes down with
-    // this process.
-    actix_rt::spawn(stop_gracefully(server.handle(), sfu_actor, Vec::new()));
-    server.await?;
-    tracing::info!("stopped");
-    System::current().stop();
-    Ok(())
+    Ok(Serving {
+        server,
+        url,
+        own_address: at.own_address,
+    })
 }
 
 /// The node roles' routes on this process's listener: the sfuserver's signaling and the
@@ -390,93 +499,22 @@ fn metrics_refused(
     None
 }
 
-/// Node roles on their own host (`meeting-appliance sfuserver|turnserver|fsserver … --apiserver
-/// host:port`, or `roles = [...]` plus `apiserver = "…"` in a file): no database, no mail. Each
-/// role registers with the apiserver over the bridge and then carries the same messages as on a
-/// single box. Tokens and signed URLs are checked with the secret alone.
-async fn serve_node(
-    cfg: &Config,
-    keys: Keys,
-    listener: std::net::TcpListener,
-    tls_config: Option<rustls::ServerConfig>,
-    own_address: &str,
-) -> anyhow::Result<()> {
-    let bound = listener.local_addr()?;
-    let here = if bound.ip().is_unspecified() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        bound.ip()
-    };
-    let Some(apiserver) = cfg.apiserver.as_deref() else {
-        anyhow::bail!("roles without the apiserver need --apiserver host:port to register with");
-    };
-    let target = crate::bridge::client::Target::parse(apiserver)?;
-    let metrics = Metrics::new();
-    let turn_bound = roles::bind_turn(cfg, here, bound.ip(), tls_config.is_some())?;
-    // The sfuserver's participation events go up the bridge: its link exists before it does.
-    let (sfu_link, sfu_outbox) = crate::bridge::client::link();
-    let started = roles::start(
-        cfg,
-        &keys,
-        &metrics,
-        bound.ip(),
-        own_address,
-        tls_config.as_ref(),
-        turn_bound,
-        crate::roles::sfuserver::Reports {
-            participation: sfu_link.clone().recipient(),
-            chat: sfu_link.clone().recipient(),
-            host_acted: sfu_link.clone().recipient(),
-        },
-    )?;
-    let links = wiring::connect_remote(&target, &keys, started.nodes, (sfu_link, sfu_outbox));
-    let (sfu_state, fs_state) = (started.sfu, started.fs);
-    let sfu_actor = sfu_state.as_ref().map(|s| s.sfu.clone());
-    let metrics_access = cfg.metrics.clone();
-    let server = HttpServer::new(move || {
-        let (m, sfu_state, fs_state) = (metrics.clone(), sfu_state.clone(), fs_state.clone());
-        App::new()
-            .configure(move |c| node_routes(c, sfu_state, fs_state))
-            .configure({
-                let access = metrics_access.clone();
-                move |c| ops_routes(c, m, access)
-            })
-            .default_service(web::to(|| async {
-                HttpResponse::NotFound()
-                    .json(serde_json::json!({"error": "not_found", "message": "No such resource."}))
-            }))
-    })
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_SECS);
-    let tls = tls_config.is_some();
-    let server = match tls_config {
-        Some(tc) => server.listen_rustls_0_23(listener, tc)?,
-        None => server.listen(listener)?,
-    }
-    .run();
-    let scheme = if tls { "https" } else { "http" };
-    tracing::info!(address = %own_address, apiserver = %apiserver, roles = ?cfg.roles.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening on {scheme}://{bound}");
-    actix_rt::spawn(stop_gracefully(server.handle(), sfu_actor, links));
-    server.await?;
-    tracing::info!("stopped");
-    System::current().stop();
-    Ok(())
-}
-
-/// On SIGTERM/SIGINT, the same for every process: the signaling sessions are told first
-/// (`closed`, reason `server_shutdown`: their clients rejoin through the apiserver), then the
-/// apiserver hears bye on each bridge link and marks those nodes down at once (in that order
-/// on a link, so the participants' leaves arrive before the bye), then the HTTP server stops
-/// accepting and lets requests in flight finish.
+/// On SIGTERM/SIGINT, the same for every process: the roles are told (the signaling
+/// sessions hear `closed`, reason `server_shutdown`, and their clients rejoin through the
+/// apiserver), then the apiserver hears bye on each bridge link and marks those nodes down at
+/// once (after the roles have stopped, so the participants' leaves arrive before the bye),
+/// then the HTTP server stops accepting and lets requests in flight finish.
 async fn stop_gracefully(
+    trigger: crate::shutdown::Trigger,
     server: actix_web::dev::ServerHandle,
-    sfu: Option<Addr<sfuserver::SfuServer>>,
+    roles: Vec<crate::shutdown::Stopped>,
     links: Vec<Addr<crate::bridge::client::BridgeLink>>,
 ) {
     stop_signal().await;
     tracing::info!("stopping: telling the clients and the apiserver");
-    if let Some(sfu) = sfu {
-        let _ = sfu.send(sfuserver::ShutdownRooms).await;
+    trigger.fire();
+    for r in roles {
+        r.wait().await;
     }
     for l in &links {
         if let Err(e) = l.send(crate::bridge::client::SayBye).await {

@@ -4,19 +4,23 @@
 //! - The allocator is the built-in actor (single box, or an apiserver without
 //!   `--allocateserver`) or the HTTP client of the seed's protocol (`--allocateserver URL`).
 //! - Node roles (sfuserver, turnserver, fsserver) register with the apiserver's node registry:
-//!   in-process when the apiserver runs here ([`register_local`]), else over the remote bridge
-//!   ([`connect_remote`]). Either way the registry reaches them through the same messages
-//!   (`ControlRoom`, `NodesChanged`) and hears the same ones back (`ParticipationChanged`,
-//!   heartbeats with load).
+//!   in-process when the apiserver runs here, else over the remote bridge ([`Registrar`]: one
+//!   [`Uplink`] per role, made before the role so that its reports have somewhere to go).
+//!   Either way the registry reaches them through the same messages (commands carrying
+//!   `ControlRoom`, answered by id; `NodesChanged`) and hears the same ones back
+//!   (`ParticipationChanged`, chat, host actions, heartbeats with load).
 
 use actix::prelude::*;
 
 use super::roles::LocalNode;
+use crate::bridge::NodeCommand;
 use crate::bridge::client::{self as bridge_client, BridgeLink, Handlers, Outbox, Target};
 use crate::config::Config;
+use crate::proto::ControlRoom;
 use crate::proto::{AllocateFileServer, AllocateServers, NodesChanged};
 use crate::roles::allocateserver::{Allocator, HttpAllocator};
 use crate::roles::apiserver::registry::{self, Registry};
+use crate::roles::sfuserver::Reports;
 use crate::tokens::Keys;
 
 /// What the apiserver needs from other roles.
@@ -71,74 +75,183 @@ pub fn wire(
     })
 }
 
-/// This process's node roles join the registry in-process and heartbeat to it.
-pub async fn register_local(registry: &Addr<Registry>, nodes: Vec<LocalNode>) {
-    for n in nodes {
-        let reg = registry::Registration {
-            role: n.spec.role,
-            address: n.spec.address.clone(),
-            capacity: n.spec.capacity,
-            version: crate::bridge::version().to_string(),
-            media: n.spec.media.clone(),
-            instance: crate::ids::random_token(16),
-        };
-        let link = registry::Link::Local {
-            control: n.control,
-            nodes: n.nodes,
-        };
-        let Ok((session, node)) = registry.send(registry::Connect { reg, link }).await else {
-            tracing::error!("the node registry is not running");
-            return;
-        };
-        let (registry, load) = (registry.clone(), n.load);
-        actix_rt::spawn(async move {
-            let mut beat = tokio::time::interval(crate::bridge::HEARTBEAT);
-            loop {
-                beat.tick().await;
-                let b = registry::Beat {
-                    session,
-                    node: node.clone(),
-                    load: load(),
-                };
-                if registry.send(b).await.is_err() {
-                    return;
+/// Where this process's node roles register, report and take commands from: the node
+/// registry in this process, or the apiserver on another host over the bridge. Decided once
+/// (by whether the apiserver runs here); each role then gets an [`Uplink`] from it.
+pub enum Registrar {
+    InProcess {
+        registry: Addr<Registry>,
+        /// The apiserver's recorder, for the sfuserver's reports.
+        reports: Reports,
+    },
+    Bridge {
+        target: Target,
+        key: [u8; 32],
+    },
+}
+
+impl Registrar {
+    pub fn bridge(target: Target, keys: &Keys) -> Registrar {
+        Registrar::Bridge {
+            target,
+            key: *keys.bridge_key(),
+        }
+    }
+
+    /// One role's way up, made before the role starts: the role reports through it.
+    pub fn uplink(&self) -> Uplink {
+        match self {
+            Registrar::InProcess { registry, reports } => Uplink {
+                reports: reports.clone(),
+                via: Via::InProcess(registry.clone()),
+            },
+            Registrar::Bridge { target, key } => {
+                // The link queues what the role sends until it has dialed and registered.
+                let (link, outbox) = bridge_client::link();
+                Uplink {
+                    reports: Reports {
+                        participation: link.clone().recipient(),
+                        chat: link.clone().recipient(),
+                        host_acted: link.clone().recipient(),
+                    },
+                    via: Via::Bridge {
+                        target: target.clone(),
+                        key: *key,
+                        link,
+                        outbox,
+                    },
                 }
             }
-        });
+        }
     }
 }
 
-/// This process's node roles dial the apiserver over the bridge, one link per role. The
-/// sfuserver's link was made before it started (it reports participation through it).
-pub fn connect_remote(
-    target: &Target,
-    keys: &Keys,
-    nodes: Vec<LocalNode>,
-    sfu_link: (Addr<BridgeLink>, Outbox),
-) -> Vec<Addr<BridgeLink>> {
-    let mut sfu_link = Some(sfu_link);
-    let mut links = Vec::new();
-    for n in nodes {
-        let (addr, outbox) = match n.spec.role {
-            crate::proto::NodeRole::Sfuserver => match sfu_link.take() {
-                Some(l) => l,
-                None => bridge_client::link(),
-            },
-            _ => bridge_client::link(),
-        };
-        tracing::info!(role = n.spec.role.name(), address = %n.spec.address, "registering with the apiserver over the bridge");
-        bridge_client::start(
-            outbox,
-            target.clone(),
-            *keys.bridge_key(),
-            n.spec,
-            Handlers {
-                control: n.control,
-                nodes: n.nodes,
-                load: n.load,
-            },
-        );
-        links.push(addr);
+/// One node role's connection to the node registry, whichever side of the bridge that is.
+pub struct Uplink {
+    reports: Reports,
+    via: Via,
+}
+
+enum Via {
+    InProcess(Addr<Registry>),
+    Bridge {
+        target: Target,
+        key: [u8; 32],
+        link: Addr<BridgeLink>,
+        outbox: Outbox,
+    },
+}
+
+impl Uplink {
+    /// Where the role's reports go.
+    pub fn reports(&self) -> Reports {
+        self.reports.clone()
     }
-    links
+
+    /// Registers the started role and heartbeats for it. Returns the bridge link to say bye
+    /// on at a stop (None in-process: the registry goes down with this process).
+    pub async fn register(self, n: LocalNode) -> Option<Addr<BridgeLink>> {
+        match self.via {
+            Via::InProcess(registry) => {
+                register_in_process(&registry, n).await;
+                None
+            }
+            Via::Bridge {
+                target,
+                key,
+                link,
+                outbox,
+            } => {
+                tracing::info!(role = n.spec.role.name(), address = %n.spec.address, "registering with the apiserver over the bridge");
+                bridge_client::start(
+                    outbox,
+                    target,
+                    key,
+                    n.spec,
+                    Handlers {
+                        control: n.control,
+                        nodes: n.nodes,
+                        load: n.load,
+                    },
+                );
+                Some(link)
+            }
+        }
+    }
+}
+
+/// A role of this process joins the registry in-process and heartbeats to it.
+async fn register_in_process(registry: &Addr<Registry>, n: LocalNode) {
+    let reg = registry::Registration {
+        role: n.spec.role,
+        address: n.spec.address.clone(),
+        capacity: n.spec.capacity,
+        version: crate::bridge::version().to_string(),
+        media: n.spec.media.clone(),
+        instance: crate::ids::random_token(16),
+    };
+    let link = registry::Link {
+        commands: n.control.map(|control| {
+            LocalCommands {
+                control,
+                registry: registry.clone(),
+            }
+            .start()
+            .recipient()
+        }),
+        nodes: n.nodes,
+    };
+    let connect = registry::Connect {
+        reg,
+        link,
+        remote: false,
+    };
+    let Ok((session, node)) = registry.send(connect).await else {
+        tracing::error!("the node registry is not running");
+        return;
+    };
+    let (registry, load) = (registry.clone(), n.load);
+    actix_rt::spawn(async move {
+        let mut beat = tokio::time::interval(crate::bridge::HEARTBEAT);
+        loop {
+            beat.tick().await;
+            let b = registry::Beat {
+                session,
+                node: node.clone(),
+                load: load(),
+            };
+            if registry.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A role of this process takes the registry's commands the way a node over the bridge
+/// does: by id, answered with `Replied`. So the registry has one path for commands.
+struct LocalCommands {
+    control: Recipient<ControlRoom>,
+    registry: Addr<Registry>,
+}
+
+impl Actor for LocalCommands {
+    type Context = Context<Self>;
+}
+
+impl Handler<registry::Deliver> for LocalCommands {
+    type Result = ();
+    fn handle(&mut self, m: registry::Deliver, ctx: &mut Context<Self>) {
+        let NodeCommand::ControlRoom(c) = m.command;
+        let (control, registry, id) = (self.control.clone(), self.registry.clone(), m.id);
+        ctx.spawn(
+            async move {
+                // A role whose mailbox is gone gives no answer, as a node that does not answer:
+                // the command ends as unreachable at its deadline.
+                if let Ok(result) = control.send(c).await {
+                    registry.do_send(registry::Replied { id, result });
+                }
+            }
+            .into_actor(self),
+        );
+    }
 }

@@ -12,7 +12,6 @@
 use actix::prelude::*;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::store::{FileStore, Store};
@@ -173,28 +172,34 @@ pub fn routes(c: &mut web::ServiceConfig, path: &str) {
     crate::health::routes(c);
 }
 
-/// Runs the standalone allocateserver until a stop signal.
-pub async fn serve_alone(cfg: &Config) -> anyhow::Result<()> {
-    let a = &cfg.allocator;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create the data dir {}: {e}", cfg.data_dir.display())
-    })?;
-    let store = Arc::new(FileStore::in_data_dir(&cfg.data_dir));
+/// What the standalone allocateserver needs to start.
+pub struct AllocateSettings {
+    /// The `[allocator]` table (or the standalone file).
+    pub allocator: crate::config::Allocator,
+    /// Where its state file lives.
+    pub data_dir: std::path::PathBuf,
+    /// HTTPS with this certificate; None: plain HTTP.
+    pub tls: Option<rustls::ServerConfig>,
+}
+
+/// A running standalone allocateserver.
+pub struct AllocateHandle {
+    /// Resolves once the HTTP server has stopped after the shutdown fired (requests in
+    /// flight finished, bounded by `SHUTDOWN_SECS`).
+    pub stopped: crate::shutdown::Stopped,
+}
+
+/// Loads the state and serves the protocol on `listener` until `shutdown`.
+pub async fn start(
+    s: AllocateSettings,
+    listener: std::net::TcpListener,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<AllocateHandle> {
+    let a = &s.allocator;
+    let store = Arc::new(FileStore::in_data_dir(&s.data_dir));
     // A damaged state file stops start-up here, with what to do, instead of double-booking.
     store.load().await?;
-    let want = cfg.listen_addr()?;
-    let listener = crate::listen::http_listener(want)?;
     let bound = listener.local_addr()?;
-    let own_address = cfg.domain_address.clone().unwrap_or_else(|| {
-        let ip = if bound.ip().is_unspecified() {
-            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-        } else {
-            bound.ip()
-        };
-        SocketAddr::new(ip, bound.port()).to_string()
-    });
-    let tls_config = crate::tls::setup(cfg, &own_address, bound.ip(), bound.port())?
-        .map(|store| store.server_config());
     let needs_pool = a.scheduled.strategy != ScheduledStrategy::OnDemand
         || a.instant.strategy != crate::config::InstantStrategy::OnDemand;
     if needs_pool && a.sfu.is_empty() {
@@ -238,19 +243,29 @@ pub async fn serve_alone(cfg: &Config) -> anyhow::Result<()> {
                 )
             }))
     })
+    .disable_signals()
     .shutdown_timeout(SHUTDOWN_SECS);
-    let tls = tls_config.is_some();
-    let server = match tls_config {
+    let tls = s.tls.is_some();
+    let server = match s.tls {
         Some(tc) => server.listen_rustls_0_23(listener, tc)?,
         None => server.listen(listener)?,
     }
     .run();
     let scheme = if tls { "https" } else { "http" };
     tracing::info!(allow = ?a.allow.iter().map(ToString::to_string).collect::<Vec<_>>(), roles = ?["allocateserver"], "listening on {scheme}://{bound} (the protocol on the configured path)");
-    server.await?;
-    tracing::info!("stopped");
-    System::current().stop();
-    Ok(())
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        shutdown.wait().await;
+        handle.stop(true).await;
+    });
+    let (done, stopped) = crate::shutdown::Stopped::pair();
+    actix_rt::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the allocateserver's HTTP server failed");
+        }
+        done.finish();
+    });
+    Ok(AllocateHandle { stopped })
 }
 
 /// `meeting-appliance allocateserver --config f --report`: the report from the saved state,

@@ -152,7 +152,8 @@ async fn run(
                 media: hello.media.clone(),
                 instance: instance.clone(),
             },
-            link: Link::Remote(tx),
+            link: Link::bridge_session(tx),
+            remote: true,
         })
         .await
     else {

@@ -1,7 +1,7 @@
 //! The node registry: every sfuserver, turnserver and fsserver of the deployment, whether it is
-//! up, and its load. Nodes on this box register in-process ([`Link::Local`]); nodes on other
-//! hosts over the bridge ([`Link::Remote`], see `bridge.rs` here and `crate::bridge`). Same
-//! messages, same bookkeeping.
+//! up, and its load. Nodes on this box register in-process; nodes on other hosts over the
+//! bridge (see `bridge.rs` here and `crate::bridge`). Either way the registry holds a [`Link`]
+//! of recipients: same messages, same bookkeeping.
 //!
 //! - The truth is kept in the `nodes` table, so an apiserver restart starts from what it knew;
 //!   known nodes get one down-interval of grace to re-register before they are marked down.
@@ -9,8 +9,8 @@
 //!   without a heartbeat. The allocator (a subscriber) gets a full `NodesChanged` snapshot on
 //!   every change and never hands out a down node; turnservers get it when the set of nodes
 //!   changes, to learn the sfuservers they may relay to.
-//! - Host actions go to the sfuserver that owns a meeting ([`Control`]). To a remote node a
-//!   command carries a unique id and is sent again after a reconnect until answered; the node
+//! - Host actions go to the sfuserver that owns a meeting ([`Control`]). A command carries a
+//!   unique id and is sent again after a reconnect until answered; a node over the bridge
 //!   answers a repeated id without acting twice. Events from nodes carry per-instance ids and
 //!   are passed on once.
 
@@ -31,16 +31,60 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// return (up to `COMMAND_TIMEOUT`) instead of failing at once.
 const FLAP_GRACE: Duration = Duration::from_secs(10);
 
-/// How a node is reached.
+/// How the registry reaches a node: the same two recipients whether the node is a role of
+/// this process or behind a bridge session ([`Link::bridge_session`]). Commands carry an id
+/// and are answered with [`Replied`] either way, so one path keeps them until answered and
+/// sends them again after a reconnect.
 #[derive(Clone)]
-pub enum Link {
-    /// A role of this process.
-    Local {
-        control: Option<Recipient<ControlRoom>>,
-        nodes: Option<Recipient<NodesChanged>>,
-    },
-    /// A bridge session; frames to send.
-    Remote(mpsc::UnboundedSender<ToNode>),
+pub struct Link {
+    /// Commands for the node (None: it takes none, e.g. a turnserver in this process).
+    pub commands: Option<Recipient<Deliver>>,
+    /// Snapshots of the registry (turnservers learn the sfuservers' media addresses).
+    pub nodes: Option<Recipient<NodesChanged>>,
+}
+
+/// A command for a node, with the id its answer ([`Replied`]) names.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub id: String,
+    pub command: NodeCommand,
+}
+
+impl Link {
+    /// A bridge session's link: what the registry sends becomes frames for the node.
+    pub fn bridge_session(tx: mpsc::UnboundedSender<ToNode>) -> Link {
+        let out = SessionFrames(tx).start();
+        Link {
+            commands: Some(out.clone().recipient()),
+            nodes: Some(out.recipient()),
+        }
+    }
+}
+
+/// Turns the registry's messages into frames on a bridge session. It stops when the registry
+/// lets go of the link (the node went down or registered again).
+struct SessionFrames(mpsc::UnboundedSender<ToNode>);
+
+impl Actor for SessionFrames {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for SessionFrames {
+    type Result = ();
+    fn handle(&mut self, m: Deliver, _: &mut Context<Self>) {
+        let _ = self.0.send(ToNode::Command {
+            id: m.id,
+            command: m.command,
+        });
+    }
+}
+
+impl Handler<NodesChanged> for SessionFrames {
+    type Result = ();
+    fn handle(&mut self, m: NodesChanged, _: &mut Context<Self>) {
+        let _ = self.0.send(ToNode::Nodes(m));
+    }
 }
 
 /// Who registers.
@@ -74,11 +118,9 @@ struct Pending {
 
 pub struct Registry {
     db: DatabaseConnection,
-    recorder: Recipient<ParticipationChanged>,
-    /// Where nodes' chat reports go (the chat store); unset: they are dropped.
-    chat: Option<Recipient<crate::proto::ChatPosted>>,
-    /// Where nodes' reports of host actions go (the audit log); unset: dropped.
-    host_acted: Option<Recipient<crate::proto::HostActed>>,
+    /// Where nodes' events go by kind: participation to the recorder, chat to the chat
+    /// store and host actions to the audit log when those are set; others are dropped.
+    events: bridge::EventRoutes,
     nodes: HashMap<String, Entry>,
     next_session: u64,
     pending: HashMap<String, Pending>,
@@ -101,9 +143,7 @@ impl Registry {
     pub fn new(db: DatabaseConnection, recorder: Recipient<ParticipationChanged>) -> Self {
         Registry {
             db,
-            recorder,
-            chat: None,
-            host_acted: None,
+            events: bridge::EventRoutes::default().route(recorder),
             nodes: HashMap::new(),
             next_session: 1,
             pending: HashMap::new(),
@@ -115,13 +155,13 @@ impl Registry {
 
     /// Nodes' chat reports go to `r`.
     pub fn chat_to(mut self, r: Recipient<crate::proto::ChatPosted>) -> Self {
-        self.chat = Some(r);
+        self.events = self.events.route(r);
         self
     }
 
     /// Nodes' reports of host actions go to `r`.
     pub fn host_actions_to(mut self, r: Recipient<crate::proto::HostActed>) -> Self {
-        self.host_acted = Some(r);
+        self.events = self.events.route(r);
         self
     }
 
@@ -150,12 +190,8 @@ impl Registry {
             if e.info.role != NodeRole::Turnserver || !e.info.up {
                 continue;
             }
-            match &e.link {
-                Some(Link::Local { nodes: Some(r), .. }) => r.do_send(snap.clone()),
-                Some(Link::Remote(tx)) => {
-                    let _ = tx.send(ToNode::Nodes(snap.clone()));
-                }
-                _ => {}
+            if let Some(r) = e.link.as_ref().and_then(|l| l.nodes.as_ref()) {
+                r.do_send(snap.clone());
             }
         }
     }
@@ -226,12 +262,13 @@ impl Registry {
         let Some(p) = self.pending.get(cmd_id) else {
             return;
         };
-        if let Some(Entry {
-            link: Some(Link::Remote(tx)),
-            ..
-        }) = self.nodes.get(&p.node)
+        if let Some(c) = self
+            .nodes
+            .get(&p.node)
+            .and_then(|e| e.link.as_ref())
+            .and_then(|l| l.commands.as_ref())
         {
-            let _ = tx.send(ToNode::Command {
+            c.do_send(Deliver {
                 id: cmd_id.to_string(),
                 command: p.command.clone(),
             });
@@ -338,6 +375,8 @@ impl Actor for Registry {
 pub struct Connect {
     pub reg: Registration,
     pub link: Link,
+    /// Over the bridge (for the log).
+    pub remote: bool,
 }
 
 impl Handler<Connect> for Registry {
@@ -357,7 +396,7 @@ impl Handler<Connect> for Registry {
             version: m.reg.version.clone(),
             last_seen: now,
         };
-        let remote = matches!(m.link, Link::Remote(_));
+        let remote = m.remote;
         if let Some(old) = self.nodes.get(&id)
             && old.link.is_some()
             && old.instance != m.reg.instance
@@ -466,19 +505,7 @@ impl Handler<Event> for Registry {
             return;
         }
         *seen = m.id;
-        match m.event {
-            NodeEvent::Participation(p) => self.recorder.do_send(p),
-            NodeEvent::Chat(c) => {
-                if let Some(r) = &self.chat {
-                    r.do_send(c);
-                }
-            }
-            NodeEvent::HostActed(h) => {
-                if let Some(r) = &self.host_acted {
-                    r.do_send(h);
-                }
-            }
-        }
+        self.events.deliver(m.event);
     }
 }
 
@@ -519,7 +546,7 @@ pub struct Control {
 impl Handler<Control> for Registry {
     type Result = ResponseFuture<Result<(), ControlError>>;
     fn handle(&mut self, m: Control, _: &mut Context<Self>) -> Self::Result {
-        use ControlError::{Refused, Unreachable};
+        use ControlError::Unreachable;
         let id = node_id(NodeRole::Sfuserver, &m.sfu);
         let Some(e) = self.nodes.get(&id) else {
             return Box::pin(async move {
@@ -534,43 +561,30 @@ impl Handler<Control> for Registry {
                 Err(Unreachable(format!("the sfuserver {} is down", m.sfu)))
             });
         }
-        match &e.link {
-            Some(Link::Local {
-                control: Some(c), ..
-            }) => {
-                let c = c.clone();
-                Box::pin(async move {
-                    match c.send(m.control).await {
-                        Ok(r) => r.map_err(Refused),
-                        Err(e) => Err(Unreachable(format!("the sfuserver did not answer: {e}"))),
-                    }
-                })
-            }
-            Some(Link::Local { control: None, .. }) => {
-                Box::pin(async { Err(Unreachable("that node takes no room commands".to_string())) })
-            }
-            // Remote; or known but not yet re-registered after an apiserver restart, or its
-            // link just dropped (a flap): the command waits for the link (bounded by
-            // COMMAND_TIMEOUT) and goes with the same id after a reconnect.
-            _ => {
-                let cmd_id = uuid::Uuid::new_v4().to_string();
-                let (tx, rx) = oneshot::channel();
-                self.pending.insert(
-                    cmd_id.clone(),
-                    Pending {
-                        node: id,
-                        command: NodeCommand::ControlRoom(m.control),
-                        reply: tx,
-                        deadline: Instant::now() + COMMAND_TIMEOUT,
-                    },
-                );
-                self.send_command(&cmd_id);
-                Box::pin(async move {
-                    rx.await
-                        .unwrap_or_else(|_| Err(Unreachable("the registry stopped".to_string())))
-                })
-            }
+        if let Some(Link { commands: None, .. }) = &e.link {
+            return Box::pin(async {
+                Err(Unreachable("that node takes no room commands".to_string()))
+            });
         }
+        // Linked; or known but not yet re-registered after an apiserver restart, or its link
+        // just dropped (a flap): the command waits for the link (bounded by COMMAND_TIMEOUT)
+        // and goes with the same id after a reconnect.
+        let cmd_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(
+            cmd_id.clone(),
+            Pending {
+                node: id,
+                command: NodeCommand::ControlRoom(m.control),
+                reply: tx,
+                deadline: Instant::now() + COMMAND_TIMEOUT,
+            },
+        );
+        self.send_command(&cmd_id);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Unreachable("the registry stopped".to_string())))
+        })
     }
 }
 
@@ -660,7 +674,8 @@ mod tests {
         let (s1, node) = registry
             .send(Connect {
                 reg: reg("i1"),
-                link: Link::Remote(tx1),
+                link: Link::bridge_session(tx1),
+                remote: true,
             })
             .await
             .expect("connect");
@@ -668,13 +683,14 @@ mod tests {
         let ev = |id| Event {
             instance: "i1".into(),
             id,
-            event: NodeEvent::Participation(ParticipationChanged {
+            event: NodeEvent::of(&ParticipationChanged {
                 meeting: MeetingId(1),
                 participant: ParticipantId("p".into()),
                 joined: true,
                 at: 1,
                 reason: None,
-            }),
+            })
+            .expect("a proto event is a JSON object"),
         };
         for id in [1, 1, 2, 1, 2] {
             registry.send(ev(id)).await.expect("event");
@@ -706,7 +722,8 @@ mod tests {
         registry
             .send(Connect {
                 reg: reg("i1"),
-                link: Link::Remote(tx2),
+                link: Link::bridge_session(tx2),
+                remote: true,
             })
             .await
             .expect("reconnect");

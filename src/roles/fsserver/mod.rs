@@ -27,6 +27,7 @@ mod upload;
 use actix_web::{HttpRequest, HttpResponse, middleware::DefaultHeaders, web};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::ApiError;
 use crate::ids::{FileId, MeetingId};
@@ -45,28 +46,12 @@ pub struct FsSettings {
     pub inline_types: Vec<String>,
     /// How long an upload waits for the apiserver to record it (`keep`) before it is reaped.
     pub unclaimed_ttl: std::time::Duration,
-}
-
-impl FsSettings {
-    pub fn from_config(cfg: &crate::config::Config, own_address: &str) -> FsSettings {
-        FsSettings {
-            directory: cfg
-                .fs
-                .directory
-                .clone()
-                .unwrap_or_else(|| cfg.data_dir.join("files")),
-            own_address: own_address.to_string(),
-            max_file_size: cfg.fs.max_file_size,
-            meeting_quota: cfg.fs.meeting_quota,
-            unclaimed_ttl: cfg.fs.unclaimed_ttl.0,
-            inline_types: cfg.fs.inline_types.clone(),
-        }
-    }
+    /// Grants are checked with these (the deployment secret alone).
+    pub keys: Keys,
 }
 
 /// Shared by the fsserver's request handlers.
 pub struct FsState {
-    keys: Keys,
     settings: FsSettings,
     store: Arc<store::Store>,
     stats: Arc<FsStats>,
@@ -79,8 +64,20 @@ impl FsState {
     }
 }
 
-/// Opens the store (creating folders, removing unfinished uploads of an earlier run).
-pub fn start(settings: FsSettings, keys: Keys) -> anyhow::Result<FsState> {
+/// A running fsserver. It has no listener of its own: [`routes`] mounts it on the process's
+/// HTTP server, which stops it from taking requests.
+pub struct FsHandle {
+    pub state: FsState,
+    /// Resolves once the upload reaper is told to stop after the shutdown fired.
+    pub stopped: crate::shutdown::Stopped,
+}
+
+/// Opens the store (creating folders, removing unfinished uploads of an earlier run) and
+/// reaps uploads nobody recorded until `shutdown`.
+pub fn start(
+    settings: FsSettings,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<FsHandle> {
     let store = store::Store::open(&settings.directory, settings.meeting_quota)?;
     tracing::info!(
         directory = %settings.directory.display(),
@@ -90,18 +87,32 @@ pub fn start(settings: FsSettings, keys: Keys) -> anyhow::Result<FsState> {
         "fsserver: file store ready"
     );
     let stats: Arc<FsStats> = Arc::default();
-    spawn_reaper(store.clone(), stats.clone(), settings.unclaimed_ttl);
-    Ok(FsState {
-        keys,
-        settings,
-        store,
-        stats,
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_reaper(
+        store.clone(),
+        stats.clone(),
+        settings.unclaimed_ttl,
+        stop.clone(),
+    );
+    let stopped = shutdown.then(async move { stop.store(true, Ordering::Relaxed) });
+    Ok(FsHandle {
+        state: FsState {
+            settings,
+            store,
+            stats,
+        },
+        stopped,
     })
 }
 
 /// Deletes uploads the apiserver never recorded once their time is up, so they stop holding
 /// the meeting's quota. Runs on a thread of its own (blocking file I/O, a few per minute).
-fn spawn_reaper(store: Arc<store::Store>, stats: Arc<FsStats>, ttl: std::time::Duration) {
+fn spawn_reaper(
+    store: Arc<store::Store>,
+    stats: Arc<FsStats>,
+    ttl: std::time::Duration,
+    stop: Arc<AtomicBool>,
+) {
     let every = (ttl / 4).clamp(
         std::time::Duration::from_millis(500),
         std::time::Duration::from_secs(60),
@@ -113,6 +124,9 @@ fn spawn_reaper(store: Arc<store::Store>, stats: Arc<FsStats>, ttl: std::time::D
         .spawn(move || {
             loop {
                 std::thread::sleep(every);
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
                 let Some(store) = weak.upgrade() else { return };
                 for (meeting, file) in store.unclaimed_due(crate::util::now()) {
                     match store::delete(&store, meeting, &file) {
@@ -209,7 +223,7 @@ fn authorize(
             ))
         })?;
     let grant = FileGrant::verify(
-        st.keys.files_key(),
+        st.settings.keys.files_key(),
         &token,
         op,
         meeting,

@@ -189,7 +189,7 @@ pub async fn put(
         "size": total,
         "sha256": meta.sha256,
         "inline": meta.inline,
-        "receipt": receipt.sign(st.keys.files_key()),
+        "receipt": receipt.sign(st.settings.keys.files_key()),
     })))
 }
 

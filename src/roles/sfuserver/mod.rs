@@ -51,6 +51,11 @@ pub struct SfuSettings {
     /// A participant a host removed is refused this long if it comes back with its join
     /// token: the join tokens' lifetime (`meetings.join_token_ttl`) and some clock slack.
     pub removed_for: Duration,
+    /// Join tokens are checked with these (the deployment secret alone).
+    pub keys: Keys,
+    /// Where participation, chat and host-action reports go (chosen by the node's wiring);
+    /// None: nowhere (benchmarks).
+    pub reports: Option<Reports>,
 }
 
 pub struct SfuServer {
@@ -225,15 +230,25 @@ fn media_socket(ip: IpAddr, port: u16) -> anyhow::Result<std::net::UdpSocket> {
     Ok(sock.into())
 }
 
-/// Starts the workers and the `SfuServer` actor. Returns the actor and the per-worker stats.
-/// `bound`: media sockets bound already (handed over by the service manager), one per
-/// worker, used instead of `workers` and `udp_port`; empty: bound here from the settings.
+/// A running sfuserver.
+pub struct SfuHandle {
+    /// For the signaling route, and the actor host actions go to (`state.sfu`).
+    pub state: SfuState,
+    /// Per-worker counters (metrics and load reports).
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Resolves once every session was told `server_shutdown` after the shutdown fired.
+    pub stopped: crate::shutdown::Stopped,
+}
+
+/// Starts the workers and the `SfuServer` actor. `bound`: media sockets bound already
+/// (handed over by the service manager), one per worker, used instead of `workers` and
+/// `udp_port`; empty: bound here from the settings. At `shutdown` every session is told
+/// (`ShutdownRooms`), so clients rejoin elsewhere instead of waiting for media to time out.
 pub fn start(
-    s: &SfuSettings,
+    s: SfuSettings,
     bound: Vec<std::net::UdpSocket>,
-    keys: Keys,
-    reports: Option<Reports>,
-) -> anyhow::Result<(Addr<SfuServer>, SfuState, Vec<Arc<WorkerStats>>)> {
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<SfuHandle> {
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
     let sockets = if bound.is_empty() {
         let n = s.workers.clamp(1, 64);
@@ -275,7 +290,7 @@ pub fn start(
             removed_for: s.removed_for,
         });
         let reporter = Box::new(ActorReporter {
-            reports: reports.clone(),
+            reports: s.reports.clone(),
         });
         let (w, handle) = worker::Worker::new(
             i,
@@ -300,11 +315,19 @@ pub fn start(
         tracing::info!(worker = i, media = %advertised, "sfuserver media worker");
     }
     let sfu = SfuServer { workers: handles }.start();
+    let stopping = sfu.clone();
+    let stopped = shutdown.then(async move {
+        let _ = stopping.send(ShutdownRooms).await;
+    });
     let state = SfuState {
-        keys,
-        own_address: s.own_address.clone(),
-        sfu: sfu.clone(),
+        keys: s.keys,
+        own_address: s.own_address,
+        sfu,
         media,
     };
-    Ok((sfu, state, all_stats))
+    Ok(SfuHandle {
+        state,
+        stats: all_stats,
+        stopped,
+    })
 }

@@ -43,7 +43,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{self, IpNet};
+use crate::config::IpNet;
 use guard::{Guard, GuardShared};
 pub use policy::{TrustedPeer, TrustedPeers};
 
@@ -113,27 +113,10 @@ pub struct TurnSettings {
     pub max_bandwidth_kbps: u32,
     pub max_lifetime: Duration,
     pub unauthenticated_per_second: u32,
-}
-
-impl TurnSettings {
-    pub fn new(t: &config::Turn, relay_ip: IpAddr, sfu_peers: Vec<TrustedPeer>) -> Self {
-        TurnSettings {
-            relay_ip,
-            realm: t.realm.clone(),
-            relay_port_min: t.relay_port_min,
-            relay_port_max: t.relay_port_max,
-            allowed_peers: t.allowed_peers.clone(),
-            sfu_peers,
-            learned_peers: TrustedPeers::default(),
-            max_allocations_per_user: t.max_allocations_per_user,
-            max_allocations_per_ip: t.max_allocations_per_ip,
-            max_allocations_per_meeting: t.max_allocations_per_meeting,
-            max_tcp_connections_per_ip: t.max_tcp_connections_per_ip,
-            max_bandwidth_kbps: t.max_bandwidth_kbps,
-            max_lifetime: t.max_lifetime.0,
-            unauthenticated_per_second: t.unauthenticated_per_second,
-        }
-    }
+    /// The TURN REST key (`Keys::turn_secret`): credentials are checked with it alone.
+    pub secret: String,
+    /// The certificate this process serves, for TURN over TLS (when `bind` got a TLS port).
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 /// The UDP socket and TCP listener of one port (and the TLS listener, if any), bound but
@@ -229,18 +212,30 @@ pub fn bind(ip: IpAddr, port: u16, tls_port: Option<u16>) -> anyhow::Result<Boun
     anyhow::bail!("cannot find a port free for both UDP and TCP for TURN")
 }
 
-/// Serves `bound` on a thread of its own, its TLS listener (if bound) with `tls` (the
-/// certificate the rest of this process serves). Returns the counters (for `/metrics`) once
-/// the relay is running.
+/// A running turnserver.
+pub struct TurnHandle {
+    /// Its counters (metrics and load reports).
+    pub stats: Arc<TurnStats>,
+    /// The sfuservers it may relay to besides its own (fed by a [`PeerUpdater`]).
+    pub learned_peers: TrustedPeers,
+    /// Resolves once its listeners are closed after the shutdown fired.
+    pub stopped: crate::shutdown::Stopped,
+}
+
+/// How long closing the TURN engines may take at a stop.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Serves `bound` on a thread of its own (its TLS listener, if bound, with `s.tls`) until
+/// `shutdown`. Returns once the relay is running.
 pub fn start(
-    bound: Bound,
     s: TurnSettings,
-    turn_secret: &str,
-    tls: Option<rustls::ServerConfig>,
-) -> anyhow::Result<Arc<TurnStats>> {
+    bound: Bound,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<TurnHandle> {
     let stats = Arc::new(TurnStats::default());
+    let learned_peers = s.learned_peers.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let secret = turn_secret.to_string();
+    let (done, stopped) = crate::shutdown::Stopped::pair();
     let st = stats.clone();
     std::thread::Builder::new()
         .name("turn".into())
@@ -261,12 +256,14 @@ pub fn start(
                 }
             };
             rt.block_on(async move {
-                match serve(bound, s, &secret, st, tls).await {
+                match serve(bound, s, st).await {
                     Ok(servers) => {
                         let _ = ready_tx.send(Ok(()));
-                        // Runs until the process ends; the servers live as long.
-                        std::future::pending::<()>().await;
-                        drop(servers);
+                        shutdown.wait().await;
+                        for server in servers {
+                            let _ = tokio::time::timeout(CLOSE_WITHIN, server.close()).await;
+                        }
+                        done.finish();
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));
@@ -275,7 +272,11 @@ pub fn start(
             });
         })?;
     match ready_rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(Ok(())) => Ok(stats),
+        Ok(Ok(())) => Ok(TurnHandle {
+            stats,
+            learned_peers,
+            stopped,
+        }),
         Ok(Err(e)) => anyhow::bail!("the turnserver did not start: {e}"),
         Err(_) => anyhow::bail!("the turnserver did not start within 20 s"),
     }
@@ -283,11 +284,10 @@ pub fn start(
 
 async fn serve(
     bound: Bound,
-    s: TurnSettings,
-    secret: &str,
+    mut s: TurnSettings,
     stats: Arc<TurnStats>,
-    tls: Option<rustls::ServerConfig>,
 ) -> anyhow::Result<Vec<turn::server::Server>> {
+    let tls = s.tls.take();
     let udp = tokio::net::UdpSocket::from_std(bound.udp)?;
     let tcp = tokio::net::TcpListener::from_std(bound.tcp)?;
     let local = udp.local_addr()?;
@@ -332,7 +332,7 @@ async fn serve(
         stats: stats.clone(),
         bytes_per_sec: u64::from(s.max_bandwidth_kbps) * 1000 / 8,
     });
-    let auth = auth::RestAuth::new(secret, &s.realm);
+    let auth = auth::RestAuth::new(&s.secret, &s.realm);
     let guard_shared = Arc::new(GuardShared {
         auth: auth.clone(),
         policy,
