@@ -1,10 +1,10 @@
 //! meeting-appliance: self-hosted video meetings in one binary.
 //!
 //! ```text
-//!  main.rs ─ cli ─ config ──► node ─────────────── starts this process's roles, one wiring
-//!                             │  wiring             point: each peer role local or, over
-//!                             │  listen             the bridge, on another host
-//!                             ▼
+//!  main.rs ─ cli ─ config ──► node ─────────────── starts this process's roles, each as
+//!                             │  settings           start(settings, bound sockets, shutdown);
+//!                             │  wiring             one Registrar: the registry here, or the
+//!                             ▼                     bridge to the apiserver on another host
 //!   roles/apiserver ◄── bridge (WebSocket, MAC'd hello) ──► roles/{sfuserver,turnserver,fsserver}
 //!     auth/ notes/ meetings       │                          sfuserver: core/ (sans-IO SFU,
 //!     registry (nodes) mail       │                            simulcast, lobby, chat),
@@ -15,7 +15,8 @@
 //!     built in, or the seed's      room control, node registry, allocation, file grants
 //!     HTTP protocol
 //!
-//!   db/        entities and migrations (SQLite, MariaDB, PostgreSQL)
+//!   db/        entities, models (one function per query or rule), migrations
+//!   listen     sockets handed over (systemd socket activation)    shutdown  one stop signal
 //!   tokens     keys from the deployment secret, signed tokens, the one MAC
 //!   ws         the WebSocket session shape (limits, keepalive, close)
 //!   ratelimit  keyed limits and the token bucket     tls/  certificates, ACME
