@@ -18,7 +18,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
 };
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -266,39 +265,8 @@ pub async fn prune(db: &DatabaseConnection, retention_secs: i64) -> Result<u64, 
     Ok(r.rows_affected)
 }
 
-/// One entry as the admin page and the export show it.
-#[derive(Serialize)]
-pub struct View {
-    pub id: i64,
-    pub at: i64,
-    pub action: String,
-    pub result: String,
-    pub method: Option<String>,
-    pub ip: Option<String>,
-    pub actor_id: Option<i64>,
-    pub actor: String,
-    pub target: String,
-    pub meeting_id: Option<i64>,
-    pub detail: String,
-}
-
-impl From<audit::Model> for View {
-    fn from(m: audit::Model) -> View {
-        View {
-            id: m.id,
-            at: m.at,
-            action: m.action,
-            result: m.result,
-            method: m.method,
-            ip: m.ip,
-            actor_id: m.actor_id,
-            actor: m.actor,
-            target: m.target,
-            meeting_id: m.meeting_id,
-            detail: m.detail,
-        }
-    }
-}
+/// One entry as the admin page and the export show it: the row itself.
+pub type View = audit::Model;
 
 /// What the admin page asks for.
 #[derive(Default)]
@@ -349,15 +317,12 @@ pub async fn newest(
     f: &Filter,
     limit: u64,
 ) -> Result<Vec<View>, sea_orm::DbErr> {
-    Ok(audit::Entity::find()
+    audit::Entity::find()
         .filter(condition(f))
         .order_by_desc(audit::Column::Id)
         .limit(limit)
         .all(db)
-        .await?
-        .into_iter()
-        .map(View::from)
-        .collect())
+        .await
 }
 
 /// Up to `limit` entries matching `f` with an id above `after`, oldest first (the export).
@@ -367,16 +332,13 @@ pub async fn page_after(
     after: i64,
     limit: u64,
 ) -> Result<Vec<View>, sea_orm::DbErr> {
-    Ok(audit::Entity::find()
+    audit::Entity::find()
         .filter(condition(f))
         .filter(audit::Column::Id.gt(after))
         .order_by_asc(audit::Column::Id)
         .limit(limit)
         .all(db)
-        .await?
-        .into_iter()
-        .map(View::from)
-        .collect())
+        .await
 }
 
 /// The name participant `p` joined meeting `meeting` with ("" when it cannot be read: the
