@@ -3,8 +3,9 @@
 //! after a refusal), forever.
 //!
 //! [`start`] returns a [`BridgeLink`] actor: the local roles send it the same messages they
-//! send the apiserver's actors on a single box (`ParticipationChanged`), and it delivers the
-//! apiserver's commands to their local recipients (`ControlRoom`, `NodesChanged`).
+//! send the apiserver's actors on a single box (any [`Carried`] message), and it delivers the
+//! apiserver's commands to their local recipients by kind ([`CommandRoutes`]) and its
+//! snapshots (`NodesChanged`).
 
 use actix::prelude::*;
 use futures_util::{SinkExt, StreamExt};
@@ -16,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Carried, Hello, NodeCommand, NodeEvent, PATH, PROTO, Refusal, ToApi, ToNode};
-use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged};
+use super::{Carried, CommandRoutes, Hello, PATH, PROTO, Refusal, Tagged, ToApi, ToNode};
+use crate::proto::{NodeLoad, NodeRole, NodesChanged};
 
 /// Events kept for the apiserver while the link is down (oldest dropped beyond this).
 const MAX_UNACKED: usize = 10_000;
@@ -36,7 +37,7 @@ pub struct NodeSpec {
 /// Where the apiserver's messages go on this node, and how load is sampled.
 #[derive(Clone)]
 pub struct Handlers {
-    pub control: Option<Recipient<ControlRoom>>,
+    pub commands: Arc<CommandRoutes>,
     pub nodes: Option<Recipient<NodesChanged>>,
     pub load: Arc<dyn Fn() -> NodeLoad + Send + Sync>,
 }
@@ -91,7 +92,7 @@ impl Target {
 }
 
 pub enum Outbound {
-    Event(NodeEvent),
+    Event(Tagged),
     Bye(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -108,7 +109,7 @@ impl Actor for BridgeLink {
 impl<M: Carried> Handler<M> for BridgeLink {
     type Result = ();
     fn handle(&mut self, m: M, _: &mut Context<Self>) {
-        if let Some(e) = NodeEvent::of(&m) {
+        if let Some(e) = Tagged::of(M::KIND, &m) {
             let _ = self.tx.send(Outbound::Event(e));
         }
     }
@@ -156,8 +157,8 @@ struct State {
     handlers: Handlers,
     instance: String,
     next_event: u64,
-    unacked: VecDeque<(u64, NodeEvent)>,
-    done: HashMap<String, Result<(), crate::proto::ControlRefused>>,
+    unacked: VecDeque<(u64, Tagged)>,
+    done: HashMap<String, Answer>,
     done_order: VecDeque<String>,
     running: HashSet<String>,
     rx: mpsc::UnboundedReceiver<Outbound>,
@@ -187,6 +188,9 @@ impl State {
         }
     }
 }
+
+/// A command's answer as it goes back: JSON, or why it could not run.
+type Answer = Result<serde_json::Value, String>;
 
 /// Why a session ended.
 enum End {
@@ -366,8 +370,7 @@ impl State {
                 return End::Lost(e);
             }
         }
-        let (reply_tx, mut reply_rx) =
-            mpsc::unbounded_channel::<(String, Result<(), crate::proto::ControlRefused>)>();
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(String, Answer)>();
         let mut beat = tokio::time::interval(super::HEARTBEAT);
         let mut last_heard = Instant::now();
         loop {
@@ -400,10 +403,10 @@ impl State {
                         Err(e) => tracing::warn!(role, error = %e, "unreadable bridge frame"),
                     }
                 }
-                Some((id, result)) = reply_rx.recv() => {
+                Some((id, answer)) = reply_rx.recv() => {
                     self.running.remove(&id);
-                    self.remember(id.clone(), result.clone());
-                    if let Err(e) = send(&mut ws, &ToApi::Reply { id, result }).await {
+                    self.remember(id.clone(), answer.clone());
+                    if let Err(e) = send(&mut ws, &ToApi::Reply { id, answer }).await {
                         return End::Lost(e);
                     }
                 }
@@ -450,8 +453,8 @@ impl State {
     fn command(
         &mut self,
         id: String,
-        command: NodeCommand,
-        reply: &mpsc::UnboundedSender<(String, Result<(), crate::proto::ControlRefused>)>,
+        command: Tagged,
+        reply: &mpsc::UnboundedSender<(String, Answer)>,
     ) {
         if let Some(r) = self.done.get(&id) {
             let _ = reply.send((id, r.clone()));
@@ -460,25 +463,13 @@ impl State {
         if !self.running.insert(id.clone()) {
             return; // in progress: its answer will come
         }
-        let reply = reply.clone();
-        match command {
-            NodeCommand::ControlRoom(c) => {
-                let target = self.handlers.control.clone();
-                actix_rt::spawn(async move {
-                    let r = match target {
-                        Some(t) => match t.send(c).await {
-                            Ok(r) => r,
-                            Err(_) => Err(crate::proto::ControlRefused::WorkerGone),
-                        },
-                        None => Err(crate::proto::ControlRefused::NoMeeting),
-                    };
-                    let _ = reply.send((id, r));
-                });
-            }
-        }
+        let (reply, run) = (reply.clone(), self.handlers.commands.run(command));
+        actix_rt::spawn(async move {
+            let _ = reply.send((id, run.await));
+        });
     }
 
-    fn remember(&mut self, id: String, r: Result<(), crate::proto::ControlRefused>) {
+    fn remember(&mut self, id: String, r: Answer) {
         if self.done.insert(id.clone(), r).is_none() {
             self.done_order.push_back(id);
         }
@@ -604,6 +595,8 @@ impl rustls::client::danger::ServerCertVerifier for ProofVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::Asked;
+    use crate::proto::{ControlRefused, ControlRoom};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     struct CountingSfu(Arc<AtomicU32>);
@@ -611,7 +604,7 @@ mod tests {
         type Context = Context<Self>;
     }
     impl Handler<ControlRoom> for CountingSfu {
-        type Result = Result<(), crate::proto::ControlRefused>;
+        type Result = Result<(), ControlRefused>;
         fn handle(&mut self, _: ControlRoom, _: &mut Context<Self>) -> Self::Result {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -636,31 +629,40 @@ mod tests {
                 media: vec![],
             },
             Handlers {
-                control: Some(sfu.recipient()),
+                commands: Arc::new(CommandRoutes::default().route(sfu.recipient())),
                 nodes: None,
                 load: Arc::new(NodeLoad::default),
             },
         );
         let cmd = || {
-            NodeCommand::ControlRoom(ControlRoom {
+            let c = ControlRoom {
                 meeting: crate::ids::MeetingId(1),
                 action: crate::proto::RoomAction::Lock,
                 by: None,
-            })
+            };
+            Tagged::of(ControlRoom::KIND, &c).expect("an object")
         };
+        let ok = || Ok(serde_json::to_value(Ok::<(), ControlRefused>(())).expect("json"));
         let (tx, mut rx) = mpsc::unbounded_channel();
         st.command("c1".into(), cmd(), &tx);
         st.command("c1".into(), cmd(), &tx); // while running: no second run, no second reply
         let (id, r) = rx.recv().await.expect("reply");
-        assert_eq!((id.as_str(), r.clone()), ("c1", Ok(())));
+        assert_eq!((id.as_str(), r.clone()), ("c1", ok()));
         st.running.remove(&id);
         st.remember(id, r);
         st.command("c1".into(), cmd(), &tx); // after a flap: the remembered answer
-        assert_eq!(rx.recv().await.expect("reply"), ("c1".to_string(), Ok(())));
+        assert_eq!(rx.recv().await.expect("reply"), ("c1".to_string(), ok()));
         st.command("c2".into(), cmd(), &tx);
         assert_eq!(rx.recv().await.expect("reply").0, "c2");
         assert_eq!(done.load(Ordering::SeqCst), 2, "c1 once, c2 once");
         assert!(rx.try_recv().is_err(), "no extra replies");
+        // A kind this node has no route for is answered as not runnable, not dropped.
+        let mut other = cmd();
+        other.kind = "reboot".into();
+        st.command("c3".into(), other, &tx);
+        let (id, r) = rx.recv().await.expect("reply");
+        assert_eq!(id, "c3");
+        assert!(r.is_err_and(|why| why.contains("reboot")));
     }
 
     #[test]

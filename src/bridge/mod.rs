@@ -26,18 +26,24 @@
 //! A different `proto` is refused before anything else is read, naming the side to upgrade.
 //!
 //! # After the handshake
-//! - node → apiserver: `heartbeat {load}` every [`HEARTBEAT`]; `event {id, event}` (e.g.
-//!   participation) with a per-instance increasing id, kept until the apiserver's `ack {id}` and
-//!   sent again after a reconnect (the apiserver drops ids it has seen); `reply {id, result}`.
-//! - apiserver → node: `command {id, command}` (e.g. `ControlRoom`), with a unique id; sent
-//!   again after a reconnect until replied, and a node answers a repeated id from its memory
-//!   without doing it twice; `nodes {…}` (the registry's snapshot, for turnservers).
+//! - node → apiserver: `heartbeat {load}` every [`HEARTBEAT`]; `event {id, event}` (any
+//!   [`Carried`] message, e.g. participation) with a per-instance increasing id, kept until the
+//!   apiserver's `ack {id}` and sent again after a reconnect (the apiserver drops ids it has
+//!   seen); `reply {id, answer}`.
+//! - apiserver → node: `command {id, command}` (any [`Asked`] message, e.g. `ControlRoom`), with
+//!   a unique id; sent again after a reconnect until replied, and a node answers a repeated id
+//!   from its memory without doing it twice; `nodes {…}` (the registry's snapshot).
 //! - A node missing [`DOWN_AFTER`] of heartbeats, or whose link closed, is marked down.
+//!
+//! Both kinds of message travel as a [`Tagged`]: the message's own JSON with its kind beside
+//! it. The retries and the de-duplication are this module's: [`client`] on the node,
+//! [`remote`] on the apiserver. The registry and the roles only send and answer messages.
 
 pub mod client;
+pub mod remote;
 
 use crate::tokens::mac;
-use actix::{Message, Recipient};
+use actix::prelude::*;
 use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,9 +54,10 @@ use std::time::Duration;
 use crate::proto::{ControlRoom, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
 
 /// The bridge protocol version. Bump on any incompatible change of the frames below.
-/// 2: `NodeEvent::Chat` and `NodeEvent::HostActed` (an apiserver of version 1 could not read
-/// them, would not acknowledge them, and the node's later events would wait behind them).
-pub const PROTO: u32 = 3;
+/// 2: chat and host-action events (an apiserver of version 1 could not read them, would not
+/// acknowledge them, and the node's later events would wait behind them). 3: typed refusals
+/// in replies. 4: a reply carries the command's own answer, or why the node could not run it.
+pub const PROTO: u32 = 4;
 /// Where the apiserver accepts bridge links.
 pub const PATH: &str = "/bridge/v1";
 /// How often a node reports.
@@ -95,11 +102,13 @@ pub enum ToApi {
     },
     Event {
         id: u64,
-        event: NodeEvent,
+        event: Tagged,
     },
     Reply {
         id: String,
-        result: Result<(), crate::proto::ControlRefused>,
+        /// The command's answer as JSON, or why the node could not run it (no such command
+        /// here, or it did not decode).
+        answer: Result<serde_json::Value, String>,
     },
     /// A graceful stop: mark me down now rather than after missed heartbeats.
     Bye,
@@ -142,7 +151,7 @@ pub enum ToNode {
     },
     Command {
         id: String,
-        command: NodeCommand,
+        command: Tagged,
     },
     Ack {
         id: u64,
@@ -163,22 +172,36 @@ pub enum Refusal {
     Malformed,
 }
 
-/// What the apiserver asks a node to do.
+/// A `proto` message on the bridge, named by its kind, its fields beside the kind
+/// (`{"kind": "participation", "meeting": …}`). Events up ([`Carried`]) and commands down
+/// ([`Asked`]) take this one form; each side hands it on by kind ([`EventRoutes`],
+/// [`CommandRoutes`]). A kind with no route is dropped (an event: acknowledged all the same,
+/// so it never holds up the events behind it) or answered as not runnable (a command).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum NodeCommand {
-    ControlRoom(ControlRoom),
-}
-
-/// What a node reports besides load: a `proto` event named by its kind, its fields beside
-/// the kind (`{"kind": "participation", "meeting": …}`). Any [`Carried`] message travels this
-/// one way; the apiserver hands it on by kind ([`EventRoutes`]). A kind the apiserver has no
-/// route for is acknowledged and dropped, so it never holds up the events behind it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeEvent {
+pub struct Tagged {
     pub kind: String,
     #[serde(flatten)]
     pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Tagged {
+    /// None only if `m` does not serialize to a JSON object, which no `proto` struct does.
+    pub fn of<M: Serialize>(kind: &str, m: &M) -> Option<Tagged> {
+        match serde_json::to_value(m) {
+            Ok(serde_json::Value::Object(body)) => Some(Tagged {
+                kind: kind.to_string(),
+                body,
+            }),
+            other => {
+                tracing::error!(kind, value = ?other, "a message that is not a JSON object cannot cross the bridge");
+                None
+            }
+        }
+    }
+
+    pub fn decode<M: DeserializeOwned>(self) -> Result<M, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::Object(self.body))
+    }
 }
 
 /// A `proto` message a node sends up the bridge exactly as it would to an actor of the
@@ -200,27 +223,85 @@ impl Carried for crate::proto::HostActed {
     const KIND: &'static str = "host_acted";
 }
 
-impl NodeEvent {
-    /// None only if `m` does not serialize to a JSON object, which no `proto` struct does.
-    pub fn of<M: Carried>(m: &M) -> Option<NodeEvent> {
-        match serde_json::to_value(m) {
-            Ok(serde_json::Value::Object(body)) => Some(NodeEvent {
-                kind: M::KIND.to_string(),
-                body,
-            }),
-            other => {
-                tracing::error!(kind = M::KIND, value = ?other, "an event that is not a JSON object cannot cross the bridge");
-                None
-            }
-        }
-    }
+/// What an answer must be to cross the bridge.
+pub trait Answer: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Answer for T {}
 
-    pub fn decode<M: Carried>(self) -> Result<M, serde_json::Error> {
-        serde_json::from_value(serde_json::Value::Object(self.body))
+/// A `proto` message the apiserver asks a node, answered with the message's own result
+/// (which must be an [`Answer`]), exactly as the node's actor answers it on one box.
+pub trait Asked: Message + Serialize + DeserializeOwned + Send + 'static {
+    /// Its name on the wire: stable, never reused for another message.
+    const KIND: &'static str;
+}
+
+impl Asked for ControlRoom {
+    const KIND: &'static str = "control_room";
+}
+
+/// Asks a node `M`, wherever it runs: the answer, or why none came. The registry holds a
+/// `Recipient<Request<M>>` per node: [`direct`] for a role of this process, a
+/// [`remote::Remote`] for one over the bridge.
+pub struct Request<M>(pub M);
+
+impl<M: Asked> Message for Request<M>
+where
+    M::Result: Answer,
+{
+    type Result = Result<M::Result, Unanswered>;
+}
+
+/// Why a [`Request`] got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// None within the deadline (the node is away, or did not answer in time).
+    Timeout,
+    /// The node's end is gone (its mailbox closed, the process stops).
+    Gone,
+    /// The node cannot run it: no such command there, or it did not decode.
+    NotRunnable(String),
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unanswered::Timeout => f.write_str("no answer in time"),
+            Unanswered::Gone => f.write_str("gone"),
+            Unanswered::NotRunnable(why) => write!(f, "cannot run it: {why}"),
+        }
     }
 }
 
-type Route = Box<dyn Fn(NodeEvent)>;
+/// A role of this process, asked as a node over the bridge is.
+pub fn direct<M: Asked>(to: Recipient<M>) -> Recipient<Request<M>>
+where
+    M::Result: Answer,
+{
+    Direct(to).start().recipient()
+}
+
+struct Direct<M: Asked>(Recipient<M>)
+where
+    M::Result: Answer;
+
+impl<M: Asked> Actor for Direct<M>
+where
+    M::Result: Answer,
+{
+    type Context = Context<Self>;
+}
+
+impl<M: Asked> Handler<Request<M>> for Direct<M>
+where
+    M::Result: Answer,
+{
+    type Result = ResponseFuture<Result<M::Result, Unanswered>>;
+    fn handle(&mut self, Request(m): Request<M>, _: &mut Context<Self>) -> Self::Result {
+        let to = self.0.clone();
+        Box::pin(async move { to.send(m).await.map_err(|_| Unanswered::Gone) })
+    }
+}
+
+type Route = Box<dyn Fn(Tagged) + Send + Sync>;
 
 /// Where each kind of node event goes on the apiserver: the recipient of its type.
 #[derive(Default)]
@@ -229,7 +310,7 @@ pub struct EventRoutes(std::collections::HashMap<&'static str, Route>);
 impl EventRoutes {
     /// Events of `M`'s kind go to `to`.
     pub fn route<M: Carried>(mut self, to: Recipient<M>) -> Self {
-        let deliver = move |e: NodeEvent| match e.decode::<M>() {
+        let deliver = move |e: Tagged| match e.decode::<M>() {
             Ok(m) => to.do_send(m),
             Err(err) => {
                 tracing::warn!(kind = M::KIND, error = %err, "a node sent an event that does not decode; dropped")
@@ -239,10 +320,59 @@ impl EventRoutes {
         self
     }
 
-    pub fn deliver(&self, e: NodeEvent) {
+    pub fn deliver(&self, e: Tagged) {
         match self.0.get(e.kind.as_str()) {
             Some(deliver) => deliver(e),
             None => tracing::debug!(kind = %e.kind, "no route for this node event here; dropped"),
+        }
+    }
+}
+
+type Run = Box<
+    dyn Fn(Tagged) -> futures_util::future::BoxFuture<'static, Result<serde_json::Value, String>>
+        + Send
+        + Sync,
+>;
+
+/// Where each kind of command goes on a node: the recipient of its type, whose answer goes
+/// back as JSON.
+#[derive(Default)]
+pub struct CommandRoutes(std::collections::HashMap<&'static str, Run>);
+
+impl CommandRoutes {
+    /// Commands of `M`'s kind go to `to`.
+    pub fn route<M: Asked>(mut self, to: Recipient<M>) -> Self
+    where
+        M::Result: Answer,
+    {
+        let run = move |t: Tagged| -> futures_util::future::BoxFuture<'static, _> {
+            let to = to.clone();
+            Box::pin(async move {
+                let m = t
+                    .decode::<M>()
+                    .map_err(|e| format!("a {} that does not decode: {e}", M::KIND))?;
+                let answer = to
+                    .send(m)
+                    .await
+                    .map_err(|_| format!("the {} handler is gone", M::KIND))?;
+                serde_json::to_value(answer).map_err(|e| e.to_string())
+            })
+        };
+        self.0.insert(M::KIND, Box::new(run));
+        self
+    }
+
+    /// Runs a command: its answer, or why it could not run.
+    pub fn run(
+        &self,
+        t: Tagged,
+    ) -> futures_util::future::BoxFuture<'static, Result<serde_json::Value, String>> {
+        match self.0.get(t.kind.as_str()) {
+            Some(run) => run(t),
+            None => {
+                let why = format!("no {:?} here", t.kind);
+                Box::pin(async move { Err(why) })
+            }
         }
     }
 }
@@ -356,12 +486,23 @@ mod tests {
             at: 5,
             reason: None,
         };
-        let e = NodeEvent::of(&p).expect("an object");
+        let e = Tagged::of(ParticipationChanged::KIND, &p).expect("an object");
         let mut want = serde_json::to_value(&p).expect("serializes");
         want["kind"] = "participation".into();
         assert_eq!(serde_json::to_value(&e).expect("serializes"), want);
-        let back: NodeEvent = serde_json::from_value(want).expect("parses");
+        let back: Tagged = serde_json::from_value(want).expect("parses");
         assert_eq!(back.decode::<ParticipationChanged>().expect("decodes"), p);
+        // A command takes the same form: the kind beside the message's fields.
+        let c = ControlRoom {
+            meeting: crate::ids::MeetingId(7),
+            action: crate::proto::RoomAction::Lock,
+            by: None,
+        };
+        let t = Tagged::of(ControlRoom::KIND, &c).expect("an object");
+        let mut want = serde_json::to_value(&c).expect("serializes");
+        want["kind"] = "control_room".into();
+        assert_eq!(serde_json::to_value(&t).expect("serializes"), want);
+        assert_eq!(t.decode::<ControlRoom>().expect("decodes"), c);
     }
 
     fn hello(challenge: &str) -> Hello {

@@ -296,10 +296,15 @@ async fn start_api(
     }
     .start();
     let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
-    let registry = apiserver::registry::Registry::new(db.clone(), recorder.clone().recipient())
-        .chat_to(recorder.clone().recipient())
-        .host_actions_to(recorder.clone().recipient())
-        .start();
+    // Nodes over the bridge report participation to the recorder, chat to the chat store and
+    // host actions to the audit log, as the roles of this process do.
+    let remotes = crate::bridge::remote::Remotes::new(
+        crate::bridge::EventRoutes::default()
+            .route::<crate::proto::ParticipationChanged>(recorder.clone().recipient())
+            .route::<crate::proto::ChatPosted>(recorder.clone().recipient())
+            .route::<crate::proto::HostActed>(recorder.clone().recipient()),
+    );
+    let registry = apiserver::registry::Registry::new(db.clone(), remotes.clone()).start();
     if let Some(n) = &peers.nodes {
         registry.do_send(apiserver::registry::Subscribe(n.clone()));
     }
@@ -318,6 +323,7 @@ async fn start_api(
         allocator: peers.allocate,
         fs_allocator: peers.allocate_fs,
         registry,
+        remotes,
         mailer,
         outbox,
         metrics: metrics.clone(),

@@ -6,17 +6,17 @@
 //! - Node roles (sfuserver, turnserver, fsserver) register with the apiserver's node registry:
 //!   in-process when the apiserver runs here, else over the remote bridge ([`Registrar`]: one
 //!   [`Uplink`] per role, made before the role so that its reports have somewhere to go).
-//!   Either way the registry reaches them through the same messages (commands carrying
-//!   `ControlRoom`, answered by id; `NodesChanged`) and hears the same ones back
-//!   (`ParticipationChanged`, chat, host actions, heartbeats with load).
+//!   Either way the registry reaches them through the same messages (`bridge::Request` of
+//!   `ControlRoom`; `NodesChanged`) and hears the same ones back (`ParticipationChanged`,
+//!   chat, host actions, heartbeats with load).
 
 use actix::prelude::*;
+use std::sync::Arc;
 
 use super::roles::LocalNode;
-use crate::bridge::NodeCommand;
 use crate::bridge::client::{self as bridge_client, BridgeLink, Handlers, Outbox, Target};
+use crate::bridge::{CommandRoutes, direct};
 use crate::config::Config;
-use crate::proto::ControlRoom;
 use crate::proto::{AllocateFileServer, AllocateServers, NodesChanged};
 use crate::roles::allocateserver::{Allocator, HttpAllocator};
 use crate::roles::apiserver::registry::{self, Registry};
@@ -169,7 +169,10 @@ impl Uplink {
                     key,
                     n.spec,
                     Handlers {
-                        control: n.control,
+                        commands: Arc::new(match n.control {
+                            Some(c) => CommandRoutes::default().route(c),
+                            None => CommandRoutes::default(),
+                        }),
                         nodes: n.nodes,
                         load: n.load,
                     },
@@ -191,14 +194,7 @@ async fn register_in_process(registry: &Addr<Registry>, n: LocalNode) {
         instance: crate::ids::random_token(16),
     };
     let link = registry::Link {
-        commands: n.control.map(|control| {
-            LocalCommands {
-                control,
-                registry: registry.clone(),
-            }
-            .start()
-            .recipient()
-        }),
+        control: n.control.map(direct),
         nodes: n.nodes,
     };
     let connect = registry::Connect {
@@ -225,33 +221,4 @@ async fn register_in_process(registry: &Addr<Registry>, n: LocalNode) {
             }
         }
     });
-}
-
-/// A role of this process takes the registry's commands the way a node over the bridge
-/// does: by id, answered with `Replied`. So the registry has one path for commands.
-struct LocalCommands {
-    control: Recipient<ControlRoom>,
-    registry: Addr<Registry>,
-}
-
-impl Actor for LocalCommands {
-    type Context = Context<Self>;
-}
-
-impl Handler<registry::Deliver> for LocalCommands {
-    type Result = ();
-    fn handle(&mut self, m: registry::Deliver, ctx: &mut Context<Self>) {
-        let NodeCommand::ControlRoom(c) = m.command;
-        let (control, registry, id) = (self.control.clone(), self.registry.clone(), m.id);
-        ctx.spawn(
-            async move {
-                // A role whose mailbox is gone gives no answer, as a node that does not answer:
-                // the command ends as unreachable at its deadline.
-                if let Ok(result) = control.send(c).await {
-                    registry.do_send(registry::Replied { id, result });
-                }
-            }
-            .into_actor(self),
-        );
-    }
 }

@@ -27,7 +27,7 @@ use meeting_appliance::tokens::Keys;
 use support::api::{call, mail_args, sign_in};
 use support::media::{enter_private_netns, sign_in_from_log};
 use support::split::{
-    Hosts, Listener, SECRET, Talker, join, loopback_deployment, s, wait_registered,
+    Flappy, Hosts, Listener, SECRET, Talker, join, loopback_deployment, s, wait_registered,
 };
 use support::{Appliance, FakeAllocator, SmtpSink, shared_mariadb};
 
@@ -355,10 +355,7 @@ async fn bridge_refuses_replays_wrong_secrets_and_other_versions() {
         }
         other => panic!("a good hello was refused: {other:?}"),
     }
-    app.wait_log(
-        "node registered node=sfuserver@127.0.0.77:443",
-        Duration::from_secs(5),
-    );
+    wait_registered(&app, &["sfuserver@127.0.0.77:443"]);
 
     // A wrong secret.
     let mut three = bridge_conn(&url).await;
@@ -971,10 +968,13 @@ async fn commands_survive_a_flapping_bridge_link_exactly_once() {
     let listener = Listener::join(&lj, "listener", false, Arc::new(AtomicU64::new(0))).await;
     let guest = listener.client.participant_id().to_string();
 
-    // Cut the link; the apiserver sees it drop, the node dials again through the relay.
-    let mark = api.log_len();
+    relay.wait_for("registrations", Flappy::registered, 1).await;
+    // Cut the link (the relay closes both ends); the node dials again through the relay.
+    let dialed = relay.accepted();
     relay.cut();
-    api.wait_log_from(mark, "node down:", Duration::from_secs(10));
+    relay
+        .wait_for("new links", Flappy::accepted, dialed + 1)
+        .await;
     let control_url = format!("{base}/api/v1/meetings/{id}/control");
     let mute = call(
         "POST",
@@ -996,15 +996,14 @@ async fn commands_survive_a_flapping_bridge_link_exactly_once() {
             !c.messages_of("mute").is_empty()
         })
         .await;
-    // More flaps after it was done: it is not done again.
+    // More flaps after it was done, each until the node is registered again: it is not done
+    // again.
     for _ in 0..2 {
-        let mark = api.log_len();
+        let n = relay.registered();
         relay.cut();
-        api.wait_log_from(
-            mark,
-            "node registered node=sfuserver@127.0.0.2:443",
-            Duration::from_secs(10),
-        );
+        relay
+            .wait_for("registrations", Flappy::registered, n + 1)
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mutes = listener.client.messages_of("mute");

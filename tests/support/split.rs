@@ -301,36 +301,65 @@ impl Listener {
 }
 
 /// A TCP relay on loopback whose links can be cut at will: a bridge link that flaps.
+///
+/// It also tells when a link it carries is registered, without reading any log: a node
+/// writes, each only after the apiserver's answer to the one before, its upgrade request,
+/// its hello (after the challenge) and its first heartbeat (after the welcome, i.e. after
+/// the registry took it). So a link on which the node's side was read from three times
+/// carries a registered node.
 pub struct Flappy {
     pub addr: std::net::SocketAddr,
     generation: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    registered: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Flappy {
     pub async fn start(target: std::net::SocketAddr) -> Flappy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind relay");
         let addr = listener.local_addr().expect("addr");
         let generation = Arc::new(AtomicU64::new(0));
-        let g = generation.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let registered = Arc::new(AtomicU64::new(0));
+        let (g, acc, reg) = (generation.clone(), accepted.clone(), registered.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
                 let born = g.load(Ordering::SeqCst);
-                let g = g.clone();
+                let (g, reg) = (g.clone(), reg.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let (mut node_r, mut node_w) = inbound.into_split();
+                    let (mut api_r, mut api_w) = outbound.into_split();
+                    let up = async {
+                        let (mut buf, mut reads) = (vec![0u8; 64 * 1024], 0u32);
+                        while let Ok(n @ 1..) = node_r.read(&mut buf).await {
+                            reads += 1;
+                            if reads == 3 {
+                                reg.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if api_w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut api_r, &mut node_w).await;
+                    };
                     let cut = async {
                         while g.load(Ordering::SeqCst) == born {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                     };
                     tokio::select! {
-                        _ = copy => {}
+                        _ = up => {}
+                        _ = down => {}
                         _ = cut => {}
                     }
                 });
@@ -339,6 +368,8 @@ impl Flappy {
         Flappy {
             addr,
             generation,
+            accepted,
+            registered,
             task,
         }
     }
@@ -346,6 +377,29 @@ impl Flappy {
     /// Drops every link open now (new ones are relayed again).
     pub fn cut(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Links dialed through the relay so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Links that carried a registration so far.
+    pub fn registered(&self) -> u64 {
+        self.registered.load(Ordering::SeqCst)
+    }
+
+    /// Waits (10 s) until `count()` reaches `n`.
+    pub async fn wait_for(&self, what: &str, count: impl Fn(&Flappy) -> u64, n: u64) {
+        let t0 = std::time::Instant::now();
+        while count(self) < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the relay saw {} {what} in 10 s, wanted {n}",
+                count(self)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -1,17 +1,25 @@
 //! The apiserver's end of the remote bridge (`GET /bridge/v1`, a WebSocket): challenge, check
-//! the node's proof, prove the secret back, then hand the session to the node registry. The
-//! protocol is described in `crate::bridge`.
+//! the node's proof, prove the secret back, then register the node and carry its frames: to
+//! the node's [`Remote`] (events, answers; it keeps commands across sessions) and the registry
+//! (heartbeats, the session's end). The protocol is described in `crate::bridge`; the session
+//! has the shape of every WebSocket here (`crate::ws`).
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::CloseCode;
 use futures_util::StreamExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::ApiState;
-use super::registry::{Beat, Connect, Disconnect, Event, Link, Registration, Registry, Replied};
+use super::registry::{Beat, Connect, Disconnect, Registration, Registry, node_id};
+use crate::bridge::remote::{Attach, Detach, Received, Remote, Remotes, Replied};
 use crate::bridge::{self, Hello, PROTO, Refusal, ToApi, ToNode};
 use crate::proto::NodeRole;
+use crate::ws;
+
+/// The largest frame a node may send.
+const MAX_FRAME: usize = 1 << 20;
 
 pub async fn bridge(
     req: HttpRequest,
@@ -25,27 +33,26 @@ pub async fn bridge(
     let peer = req
         .peer_addr()
         .map_or_else(|| "?".to_string(), |a| a.to_string());
-    let (res, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(1 << 20).aggregate_continuations();
+    let (res, session, stream) = ws::accept(&req, body, MAX_FRAME)?;
     let key = *st.keys.bridge_key();
-    let registry = st.registry.clone();
+    let (registry, remotes) = (st.registry.clone(), st.remotes.clone());
     actix_rt::spawn(async move {
-        run(session, stream, binding, peer, key, registry).await;
+        run(session, stream, binding, peer, key, registry, remotes).await;
     });
     Ok(res)
 }
 
-async fn refuse(mut session: actix_ws::Session, reason: Refusal, message: String) {
-    let f = ToNode::Refused { reason, message };
-    if let Ok(t) = serde_json::to_string(&f) {
-        let _ = session.text(t).await;
+async fn send(session: &mut actix_ws::Session, f: &ToNode) -> Result<(), ws::WriteError> {
+    match serde_json::to_string(f) {
+        Ok(t) => ws::text(session, t).await,
+        // No frame of ours fails to serialize; if one did, the link could not go on.
+        Err(_) => Err(ws::WriteError::Closed),
     }
-    let _ = session
-        .close(Some(actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Policy,
-            description: Some("refused".into()),
-        }))
-        .await;
+}
+
+async fn refuse(mut session: actix_ws::Session, reason: Refusal, message: String) {
+    let _ = send(&mut session, &ToNode::Refused { reason, message }).await;
+    ws::close(session, CloseCode::Policy, "refused").await;
 }
 
 async fn run(
@@ -55,6 +62,7 @@ async fn run(
     peer: String,
     key: [u8; 32],
     registry: Addr<Registry>,
+    remotes: Remotes,
 ) {
     let challenge = bridge::nonce();
     let hello = ToNode::Challenge {
@@ -62,10 +70,7 @@ async fn run(
         version: bridge::version().to_string(),
         nonce: challenge.clone(),
     };
-    let Ok(t) = serde_json::to_string(&hello) else {
-        return;
-    };
-    if session.text(t).await.is_err() {
+    if send(&mut session, &hello).await.is_err() {
         return;
     }
     // The hello, within the handshake timeout.
@@ -73,12 +78,12 @@ async fn run(
         match tokio::time::timeout(bridge::HANDSHAKE_TIMEOUT, stream.next()).await {
             Ok(Some(Ok(actix_ws::AggregatedMessage::Text(t)))) => break t.to_string(),
             Ok(Some(Ok(actix_ws::AggregatedMessage::Ping(p)))) => {
-                let _ = session.pong(&p).await;
+                let _ = ws::pong(&mut session, &p).await;
             }
             Ok(Some(Ok(_))) => {}
             _ => {
                 tracing::info!(%peer, "bridge: no handshake from the peer; closing");
-                let _ = session.close(None).await;
+                ws::close(session, CloseCode::Policy, "no_handshake").await;
                 return;
             }
         }
@@ -140,7 +145,13 @@ async fn run(
         .await;
         return;
     }
+    let node = node_id(hello.role, &hello.address);
+    let remote = remotes.of(&node);
     let (tx, mut rx) = mpsc::unbounded_channel::<ToNode>();
+    let Ok(attached) = remote.send(Attach(tx)).await else {
+        ws::close(session, CloseCode::Error, "shutting_down").await;
+        return;
+    };
     let instance = hello.instance.clone();
     let Ok((session_id, node)) = registry
         .send(Connect {
@@ -152,86 +163,107 @@ async fn run(
                 media: hello.media.clone(),
                 instance: instance.clone(),
             },
-            link: Link::bridge_session(tx),
+            link: remotes.link(&node),
             remote: true,
         })
         .await
     else {
-        let _ = session.close(None).await;
+        remote.do_send(Detach(attached));
+        ws::close(session, CloseCode::Error, "shutting_down").await;
         return;
     };
     let welcome = ToNode::Welcome {
         proof: bridge::api_proof(&key, &hello.nonce, &challenge, &binding),
         node_id: node.clone(),
     };
-    if let Ok(t) = serde_json::to_string(&welcome)
-        && session.text(t).await.is_err()
-    {
-        registry.do_send(Disconnect {
-            session: session_id,
-            node,
-            why: "link closed during the handshake".into(),
-        });
-        return;
-    }
-    let mut ping = tokio::time::interval(bridge::HEARTBEAT);
-    let mut last_heard = Instant::now();
-    let why: String = loop {
+    let why = match send(&mut session, &welcome).await {
+        Ok(()) => {
+            carry(
+                &mut session,
+                &mut stream,
+                &mut rx,
+                &remote,
+                &registry,
+                &node,
+                session_id,
+                &instance,
+            )
+            .await
+        }
+        Err(_) => "link closed during the handshake".to_string(),
+    };
+    remote.do_send(Detach(attached));
+    registry.do_send(Disconnect {
+        session: session_id,
+        node,
+        why,
+    });
+    ws::close(session, CloseCode::Normal, "closed").await;
+}
+
+/// Carries an authenticated session's frames until it ends; says why it ended.
+#[allow(clippy::too_many_arguments)]
+async fn carry(
+    session: &mut actix_ws::Session,
+    stream: &mut actix_ws::AggregatedMessageStream,
+    rx: &mut mpsc::UnboundedReceiver<ToNode>,
+    remote: &Addr<Remote>,
+    registry: &Addr<Registry>,
+    node: &str,
+    session_id: u64,
+    instance: &str,
+) -> String {
+    let mut alive = ws::Keepalive::new(
+        bridge::HEARTBEAT,
+        bridge::DOWN_AFTER + Duration::from_secs(1),
+    );
+    loop {
         tokio::select! {
             msg = stream.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => break format!("bridge read error: {e}"),
-                    None => break "link closed".into(),
+                    Some(Err(e)) => return format!("bridge read error: {e}"),
+                    None => return "link closed".into(),
                 };
-                last_heard = Instant::now();
+                alive.seen();
                 let text = match msg {
                     actix_ws::AggregatedMessage::Text(t) => t,
                     actix_ws::AggregatedMessage::Ping(p) => {
-                        let _ = session.pong(&p).await;
+                        if ws::pong(session, &p).await.is_err() {
+                            return "link closed".into();
+                        }
                         continue;
                     }
-                    actix_ws::AggregatedMessage::Close(_) => break "link closed".into(),
+                    actix_ws::AggregatedMessage::Close(_) => return "link closed".into(),
                     _ => continue,
                 };
                 match serde_json::from_str::<ToApi>(&text) {
-                    Ok(ToApi::Heartbeat { load }) => registry.do_send(Beat { session: session_id, node: node.clone(), load }),
+                    Ok(ToApi::Heartbeat { load }) => registry.do_send(Beat { session: session_id, node: node.to_string(), load }),
                     Ok(ToApi::Event { id, event }) => {
-                        let _ = registry.send(Event { instance: instance.clone(), id, event }).await;
-                        if let Ok(t) = serde_json::to_string(&ToNode::Ack { id })
-                            && session.text(t).await.is_err() {
-                            break "link closed".into();
+                        let _ = remote.send(Received { instance: instance.to_string(), id, event }).await;
+                        if send(session, &ToNode::Ack { id }).await.is_err() {
+                            return "link closed".into();
                         }
                     }
-                    Ok(ToApi::Reply { id, result }) => registry.do_send(Replied { id, result }),
-                    Ok(ToApi::Bye) => break "the node stopped (bye)".into(),
-                    Ok(ToApi::Hello(_)) => tracing::warn!(node = %node, "bridge: a second hello on one link; ignored"),
-                    Err(e) => tracing::warn!(node = %node, error = %e, "bridge: unreadable frame"),
+                    Ok(ToApi::Reply { id, answer }) => remote.do_send(Replied { id, answer }),
+                    Ok(ToApi::Bye) => return "the node stopped (bye)".into(),
+                    Ok(ToApi::Hello(_)) => tracing::warn!(node, "bridge: a second hello on one link; ignored"),
+                    Err(e) => tracing::warn!(node, error = %e, "bridge: unreadable frame"),
                 }
             }
             out = rx.recv() => match out {
                 Some(f) => {
-                    let Ok(t) = serde_json::to_string(&f) else { continue };
-                    if session.text(t).await.is_err() {
-                        break "link closed".into();
+                    if send(session, &f).await.is_err() {
+                        return "link closed".into();
                     }
                 }
-                None => break "replaced by a newer link".into(),
+                None => return "replaced by a newer link".into(),
             },
-            _ = ping.tick() => {
-                if last_heard.elapsed() > bridge::DOWN_AFTER + Duration::from_secs(1) {
-                    break "no heartbeat".into();
-                }
-                if session.ping(b"").await.is_err() {
-                    break "link closed".into();
-                }
-            }
+            _ = alive.due() => match alive.ping(session).await {
+                Ok(()) => {}
+                Err(ws::Silence::Idle) => return "no heartbeat".into(),
+                Err(ws::Silence::Write(_)) => return "link closed".into(),
+            },
         }
-    };
-    registry.do_send(Disconnect {
-        session: session_id,
-        node,
-        why: why.clone(),
-    });
-    let _ = session.close(None).await;
+    }
 }

@@ -39,6 +39,8 @@ pub struct ApiState {
     /// The node registry: which sfuservers, turnservers and fsservers are up; host actions
     /// go through it to the meeting's sfuserver, local or remote.
     pub registry: Addr<registry::Registry>,
+    /// Each node over the bridge's end here, across its sessions.
+    pub remotes: crate::bridge::remote::Remotes,
     pub mailer: Arc<mail::Mailer>,
     pub outbox: Addr<mail::MailOutbox>,
     pub metrics: Metrics,

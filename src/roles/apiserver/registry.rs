@@ -9,83 +9,25 @@
 //!   without a heartbeat. The allocator (a subscriber) gets a full `NodesChanged` snapshot on
 //!   every change and never hands out a down node; turnservers get it when the set of nodes
 //!   changes, to learn the sfuservers they may relay to.
-//! - Host actions go to the sfuserver that owns a meeting ([`Control`]). A command carries a
-//!   unique id and is sent again after a reconnect until answered; a node over the bridge
-//!   answers a repeated id without acting twice. Events from nodes carry per-instance ids and
-//!   are passed on once.
+//! - Host actions go to the sfuserver that owns a meeting ([`Control`]) as a
+//!   `bridge::Request`; waiting across a node's reconnects and passing its events on once are
+//!   the bridge's (`bridge::remote`), not the registry's.
 
 use actix::prelude::*;
 use sea_orm::{DatabaseConnection, EntityTrait, sea_query::OnConflict};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::bridge::{self, NodeCommand, NodeEvent, ToNode};
+pub use crate::bridge::remote::Link;
+use crate::bridge::remote::Remotes;
+use crate::bridge::{self, Request, Unanswered};
 use crate::db::entities::node;
-use crate::proto::{ControlRoom, NodeInfo, NodeLoad, NodeRole, NodesChanged, ParticipationChanged};
+use crate::proto::{ControlRoom, NodeInfo, NodeLoad, NodeRole, NodesChanged};
 
-/// How long a command to a remote node may wait for its answer (across reconnects).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// A node down for less than this is taken to be flapping: commands for it wait for its
-/// return (up to `COMMAND_TIMEOUT`) instead of failing at once.
+/// return (up to `bridge::remote::COMMAND_TIMEOUT`) instead of failing at once.
 const FLAP_GRACE: Duration = Duration::from_secs(10);
-
-/// How the registry reaches a node: the same two recipients whether the node is a role of
-/// this process or behind a bridge session ([`Link::bridge_session`]). Commands carry an id
-/// and are answered with [`Replied`] either way, so one path keeps them until answered and
-/// sends them again after a reconnect.
-#[derive(Clone)]
-pub struct Link {
-    /// Commands for the node (None: it takes none, e.g. a turnserver in this process).
-    pub commands: Option<Recipient<Deliver>>,
-    /// Snapshots of the registry (turnservers learn the sfuservers' media addresses).
-    pub nodes: Option<Recipient<NodesChanged>>,
-}
-
-/// A command for a node, with the id its answer ([`Replied`]) names.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub id: String,
-    pub command: NodeCommand,
-}
-
-impl Link {
-    /// A bridge session's link: what the registry sends becomes frames for the node.
-    pub fn bridge_session(tx: mpsc::UnboundedSender<ToNode>) -> Link {
-        let out = SessionFrames(tx).start();
-        Link {
-            commands: Some(out.clone().recipient()),
-            nodes: Some(out.recipient()),
-        }
-    }
-}
-
-/// Turns the registry's messages into frames on a bridge session. It stops when the registry
-/// lets go of the link (the node went down or registered again).
-struct SessionFrames(mpsc::UnboundedSender<ToNode>);
-
-impl Actor for SessionFrames {
-    type Context = Context<Self>;
-}
-
-impl Handler<Deliver> for SessionFrames {
-    type Result = ();
-    fn handle(&mut self, m: Deliver, _: &mut Context<Self>) {
-        let _ = self.0.send(ToNode::Command {
-            id: m.id,
-            command: m.command,
-        });
-    }
-}
-
-impl Handler<NodesChanged> for SessionFrames {
-    type Result = ();
-    fn handle(&mut self, m: NodesChanged, _: &mut Context<Self>) {
-        let _ = self.0.send(ToNode::Nodes(m));
-    }
-}
 
 /// Who registers.
 #[derive(Clone, Debug)]
@@ -109,24 +51,13 @@ struct Entry {
     down_since: Option<Instant>,
 }
 
-struct Pending {
-    node: String,
-    command: NodeCommand,
-    reply: oneshot::Sender<Result<(), ControlError>>,
-    deadline: Instant,
-}
-
 pub struct Registry {
     db: DatabaseConnection,
-    /// Where nodes' events go by kind: participation to the recorder, chat to the chat
-    /// store and host actions to the audit log when those are set; others are dropped.
-    events: bridge::EventRoutes,
+    /// Nodes known from the table before they re-register are reached over the bridge.
+    remotes: Remotes,
     nodes: HashMap<String, Entry>,
     next_session: u64,
-    pending: HashMap<String, Pending>,
     subscribers: Vec<Recipient<NodesChanged>>,
-    /// Highest event id passed on, per node instance.
-    seen_events: HashMap<String, u64>,
     /// What turnservers were last told (role, address, up, media), to tell them only changes.
     told_shape: Vec<(NodeRole, String, bool, Vec<SocketAddr>)>,
 }
@@ -140,29 +71,15 @@ fn now_secs() -> i64 {
 }
 
 impl Registry {
-    pub fn new(db: DatabaseConnection, recorder: Recipient<ParticipationChanged>) -> Self {
+    pub fn new(db: DatabaseConnection, remotes: Remotes) -> Self {
         Registry {
             db,
-            events: bridge::EventRoutes::default().route(recorder),
+            remotes,
             nodes: HashMap::new(),
             next_session: 1,
-            pending: HashMap::new(),
             subscribers: Vec::new(),
-            seen_events: HashMap::new(),
             told_shape: Vec::new(),
         }
-    }
-
-    /// Nodes' chat reports go to `r`.
-    pub fn chat_to(mut self, r: Recipient<crate::proto::ChatPosted>) -> Self {
-        self.events = self.events.route(r);
-        self
-    }
-
-    /// Nodes' reports of host actions go to `r`.
-    pub fn host_actions_to(mut self, r: Recipient<crate::proto::HostActed>) -> Self {
-        self.events = self.events.route(r);
-        self
     }
 
     fn snapshot(&self) -> NodesChanged {
@@ -244,10 +161,10 @@ impl Registry {
     }
 
     fn mark_down(&mut self, id: &str, why: &str, ctx: &mut Context<Self>) {
+        // The link stays: a node over the bridge keeps its end, where commands wait for it.
         let Some(e) = self.nodes.get_mut(id) else {
             return;
         };
-        e.link = None;
         if !e.info.up {
             return;
         }
@@ -256,23 +173,6 @@ impl Registry {
         tracing::warn!(node = id, "node down: {why}");
         self.persist(id, ctx);
         self.publish(false);
-    }
-
-    fn send_command(&mut self, cmd_id: &str) {
-        let Some(p) = self.pending.get(cmd_id) else {
-            return;
-        };
-        if let Some(c) = self
-            .nodes
-            .get(&p.node)
-            .and_then(|e| e.link.as_ref())
-            .and_then(|l| l.commands.as_ref())
-        {
-            c.do_send(Deliver {
-                id: cmd_id.to_string(),
-                command: p.command.clone(),
-            });
-        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -285,20 +185,6 @@ impl Registry {
             .collect();
         for id in silent {
             self.mark_down(&id, "no heartbeat", ctx);
-        }
-        let expired: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in expired {
-            if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(ControlError::Unreachable(format!(
-                    "the sfuserver {} did not answer in time",
-                    p.node
-                ))));
-            }
         }
     }
 }
@@ -337,11 +223,14 @@ impl Actor for Registry {
                                 version: r.version.clone(),
                                 last_seen: r.last_seen,
                             };
+                            // Not this process's (its roles register before anyone asks):
+                            // over the bridge, where commands wait for it.
+                            let link = act.remotes.link(&r.id);
                             act.nodes.insert(
                                 r.id.clone(),
                                 Entry {
                                     info,
-                                    link: None,
+                                    link: Some(link),
                                     session: 0,
                                     instance: String::new(),
                                     last_beat: Instant::now(),
@@ -398,7 +287,7 @@ impl Handler<Connect> for Registry {
         };
         let remote = m.remote;
         if let Some(old) = self.nodes.get(&id)
-            && old.link.is_some()
+            && old.info.up
             && old.instance != m.reg.instance
         {
             tracing::warn!(node = %id, "a second process registered with the same role and address; the newer one replaces the older");
@@ -417,16 +306,6 @@ impl Handler<Connect> for Registry {
         );
         tracing::info!(node = %id, version = %m.reg.version, remote, media = ?m.reg.media, "node registered");
         self.persist(&id, ctx);
-        // Commands that waited for this node (a flap, or an apiserver restart) go again.
-        let waiting: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.node == id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for c in waiting {
-            self.send_command(&c);
-        }
         self.publish(m.reg.role == NodeRole::Turnserver);
         MessageResult((session, id))
     }
@@ -488,44 +367,6 @@ impl Handler<Disconnect> for Registry {
     }
 }
 
-/// An event from a node; passed on once per (instance, id).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Event {
-    pub instance: String,
-    pub id: u64,
-    pub event: NodeEvent,
-}
-
-impl Handler<Event> for Registry {
-    type Result = ();
-    fn handle(&mut self, m: Event, _: &mut Context<Self>) {
-        let seen = self.seen_events.entry(m.instance).or_insert(0);
-        if m.id <= *seen {
-            return;
-        }
-        *seen = m.id;
-        self.events.deliver(m.event);
-    }
-}
-
-/// A node's answer to a command.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Replied {
-    pub id: String,
-    pub result: Result<(), crate::proto::ControlRefused>,
-}
-
-impl Handler<Replied> for Registry {
-    type Result = ();
-    fn handle(&mut self, m: Replied, _: &mut Context<Self>) {
-        if let Some(p) = self.pending.remove(&m.id) {
-            let _ = p.reply.send(m.result.map_err(ControlError::Refused));
-        }
-    }
-}
-
 /// Why a host action was not done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlError {
@@ -561,29 +402,23 @@ impl Handler<Control> for Registry {
                 Err(Unreachable(format!("the sfuserver {} is down", m.sfu)))
             });
         }
-        if let Some(Link { commands: None, .. }) = &e.link {
+        let Some(to) = e.link.as_ref().and_then(|l| l.control.clone()) else {
             return Box::pin(async {
                 Err(Unreachable("that node takes no room commands".to_string()))
             });
-        }
-        // Linked; or known but not yet re-registered after an apiserver restart, or its link
-        // just dropped (a flap): the command waits for the link (bounded by COMMAND_TIMEOUT)
-        // and goes with the same id after a reconnect.
-        let cmd_id = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(
-            cmd_id.clone(),
-            Pending {
-                node: id,
-                command: NodeCommand::ControlRoom(m.control),
-                reply: tx,
-                deadline: Instant::now() + COMMAND_TIMEOUT,
-            },
-        );
-        self.send_command(&cmd_id);
+        };
+        // Up; or down for a moment (a flap), or known but not re-registered since this
+        // apiserver started: the bridge keeps the command until the node is back.
+        let sfu = m.sfu;
         Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(Unreachable("the registry stopped".to_string())))
+            match to.send(Request(m.control)).await {
+                Ok(Ok(r)) => r.map_err(ControlError::Refused),
+                Ok(Err(Unanswered::Timeout)) => Err(Unreachable(format!(
+                    "the sfuserver {sfu} did not answer in time"
+                ))),
+                Ok(Err(why)) => Err(Unreachable(format!("the sfuserver {sfu}: {why}"))),
+                Err(_) => Err(Unreachable(format!("the sfuserver {sfu}: gone"))),
+            }
         })
     }
 }
@@ -628,122 +463,5 @@ impl Handler<GetNodes> for Registry {
     type Result = MessageResult<GetNodes>;
     fn handle(&mut self, _: GetNodes, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.snapshot())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::{MeetingId, ParticipantId};
-    use crate::proto::RoomAction;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    struct Recorder(Arc<AtomicU32>);
-    impl Actor for Recorder {
-        type Context = Context<Self>;
-    }
-    impl Handler<ParticipationChanged> for Recorder {
-        type Result = ();
-        fn handle(&mut self, _: ParticipationChanged, _: &mut Context<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn reg(instance: &str) -> Registration {
-        Registration {
-            role: NodeRole::Sfuserver,
-            address: "10.0.0.3:443".into(),
-            capacity: 0,
-            version: "t".into(),
-            media: vec![],
-            instance: instance.into(),
-        }
-    }
-
-    /// Events are passed on once per (instance, id) however often they come; a command whose
-    /// link dropped goes again, with the same id, on the node's next link, and is answered once.
-    #[actix_rt::test]
-    async fn events_once_and_commands_again_after_a_flap() {
-        let db = crate::db::connect("sqlite::memory:", 1, Duration::from_secs(5))
-            .await
-            .expect("db");
-        let seen = Arc::new(AtomicU32::new(0));
-        let registry = Registry::new(db, Recorder(seen.clone()).start().recipient()).start();
-        let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (s1, node) = registry
-            .send(Connect {
-                reg: reg("i1"),
-                link: Link::bridge_session(tx1),
-                remote: true,
-            })
-            .await
-            .expect("connect");
-        assert_eq!(node, "sfuserver@10.0.0.3:443");
-        let ev = |id| Event {
-            instance: "i1".into(),
-            id,
-            event: NodeEvent::of(&ParticipationChanged {
-                meeting: MeetingId(1),
-                participant: ParticipantId("p".into()),
-                joined: true,
-                at: 1,
-                reason: None,
-            })
-            .expect("a proto event is a JSON object"),
-        };
-        for id in [1, 1, 2, 1, 2] {
-            registry.send(ev(id)).await.expect("event");
-        }
-        assert_eq!(seen.load(Ordering::SeqCst), 2);
-
-        let control = registry.send(Control {
-            sfu: "10.0.0.3:443".into(),
-            control: ControlRoom {
-                meeting: MeetingId(1),
-                action: RoomAction::Lock,
-                by: None,
-            },
-        });
-        let waiter = actix_rt::spawn(control);
-        let first = loop {
-            match rx1.recv().await.expect("a frame") {
-                ToNode::Command { id, .. } => break id,
-                _ => continue,
-            }
-        };
-        // The link drops before the answer; the node comes back on a new link.
-        registry.do_send(Disconnect {
-            session: s1,
-            node: node.clone(),
-            why: "flap".into(),
-        });
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
-        registry
-            .send(Connect {
-                reg: reg("i1"),
-                link: Link::bridge_session(tx2),
-                remote: true,
-            })
-            .await
-            .expect("reconnect");
-        let again = loop {
-            match rx2.recv().await.expect("a frame") {
-                ToNode::Command { id, .. } => break id,
-                _ => continue,
-            }
-        };
-        assert_eq!(first, again, "the same command id on the new link");
-        registry.do_send(Replied {
-            id: again.clone(),
-            result: Ok(()),
-        });
-        registry.do_send(Replied {
-            id: again,
-            result: Err(crate::proto::ControlRefused::NotAllowed(
-                "a late duplicate answer is ignored".into(),
-            )),
-        });
-        assert_eq!(waiter.await.expect("join").expect("mailbox"), Ok(()));
     }
 }
