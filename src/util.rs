@@ -63,3 +63,51 @@ mod tests {
         assert!(ct_eq("abc", "abc") && !ct_eq("abc", "abd") && !ct_eq("abc", "ab"));
     }
 }
+
+/// One at a time per key, within this process: for work that must not run twice at once for
+/// the same thing (asking the allocator for a meeting's servers). Entries go when unused.
+#[derive(Default)]
+pub struct KeyedLocks(
+    std::sync::Mutex<std::collections::HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+);
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|_, w| w.strong_count() > 0);
+            match all.get(&key).and_then(std::sync::Weak::upgrade) {
+                Some(m) => m,
+                None => {
+                    let m = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+                    all.insert(key, std::sync::Arc::downgrade(&m));
+                    m
+                }
+            }
+        };
+        m.lock_owned().await
+    }
+}
+
+#[cfg(test)]
+mod keyed_lock_tests {
+    use super::KeyedLocks;
+
+    #[tokio::test]
+    async fn one_holder_per_key_and_entries_go_when_unused() {
+        let locks = KeyedLocks::default();
+        let a = locks.lock(1).await;
+        let _b = locks.lock(2).await; // another key: not held up
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock(1));
+        assert!(waiting.await.is_err(), "key 1 is held");
+        drop(a);
+        let _again = locks.lock(1).await;
+        drop(_again);
+        drop(_b);
+        let _ = locks.lock(3).await;
+        assert!(
+            locks.0.lock().expect("lock").len() <= 1,
+            "unused entries are pruned"
+        );
+    }
+}

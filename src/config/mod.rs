@@ -319,15 +319,34 @@ pub struct Auth {
     pub ldap: Ldap,
 }
 
-/// One way to sign in (`auth.methods`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// One way to sign in (`auth.methods`); also how a session was made (stored by
+/// [`AuthMethod::name`]).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    sea_orm::EnumIter,
+    sea_orm::DeriveActiveEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(sea_orm::sea_query::StringLen::N(16))"
+)]
 pub enum AuthMethod {
     /// A one-time code by mail.
+    #[sea_orm(string_value = "email_code")]
     EmailCode,
     /// OpenID Connect: authorization code flow with PKCE at the company's identity provider.
+    #[sea_orm(string_value = "oidc")]
     Oidc,
     /// LDAP / Active Directory: username and password checked by binding as the user.
+    #[sea_orm(string_value = "ldap")]
     Ldap,
 }
 

@@ -337,6 +337,7 @@ async fn start_api(
         ),
         notes_hub: Arc::new(apiserver::notes::NotesHub::default()),
         limits,
+        allocating: Arc::default(),
         sso: Arc::new(apiserver::auth::Sso::new(cfg, keys, &public_url)?),
     });
     apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());

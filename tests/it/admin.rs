@@ -57,7 +57,12 @@ fn start(sink: &SmtpSink) -> Appliance {
 }
 
 /// A row in the node registry's table, as a registered server would have it.
-async fn insert_node(app: &Appliance, id: &str, state: &str, last_seen: i64) {
+async fn insert_node(
+    app: &Appliance,
+    id: &str,
+    state: meeting_appliance::db::entities::node::State,
+    last_seen: i64,
+) {
     use meeting_appliance::db::entities::node;
     use sea_orm::{ActiveValue::Set, Database, EntityTrait};
     let url = format!(
@@ -73,7 +78,7 @@ async fn insert_node(app: &Appliance, id: &str, state: &str, last_seen: i64) {
         address: Set("10.9.8.7:8443".into()),
         capacity: Set(250),
         version: Set("9.8.7".into()),
-        state: Set(state.into()),
+        state: Set(state),
         load: Set(17),
         last_seen: Set(last_seen),
     })
@@ -157,7 +162,13 @@ async fn admin_overview_only_for_admins_with_nodes_live_meetings_and_mail() {
     let joined_by = now();
 
     // A registered server, as the registry writes it.
-    insert_node(&app, "sfuserver@10.9.8.7:8443", "down", 1_700_000_000).await;
+    insert_node(
+        &app,
+        "sfuserver@10.9.8.7:8443",
+        meeting_appliance::db::entities::node::State::Down,
+        1_700_000_000,
+    )
+    .await;
 
     // The invitation to down.test fails at least once; then everything is in the overview.
     let body: Value = support::wait_until(

@@ -1198,7 +1198,7 @@ async fn audit_retention() {
             at: Set(now - age_days * 86400),
             action: Set("sign_in".into()),
             result: Set("ok".into()),
-            method: Set(Some("email_code".into())),
+            method: Set(Some(meeting_appliance::config::AuthMethod::EmailCode)),
             ip: Set(Some("192.0.2.1".into())),
             actor_id: Set(None),
             actor: Set(format!("{what}@corp.test")),

@@ -608,7 +608,7 @@ fn web_client_admin_page() {
             address: Set("10.1.2.3:3478".into()),
             capacity: Set(500),
             version: Set("1.2.3".into()),
-            state: Set("up".into()),
+            state: Set(meeting_appliance::db::entities::node::State::Up),
             load: Set(42),
             last_seen: Set(meeting_appliance::util::now()),
         })

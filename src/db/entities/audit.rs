@@ -14,7 +14,7 @@ pub struct Model {
     /// "ok", "failed", "refused" or "throttled".
     pub result: String,
     /// Sign-ins: "email_code", "oidc" or "ldap".
-    pub method: Option<String>,
+    pub method: Option<crate::config::AuthMethod>,
     pub ip: Option<String>,
     pub actor_id: Option<i64>,
     /// Who acted (an email, what was typed as a login, or "system").

@@ -11,10 +11,20 @@ pub struct Model {
     pub address: String,
     pub capacity: i64,
     pub version: String,
-    /// "up" or "down".
-    pub state: String,
+    pub state: State,
     pub load: i64,
     pub last_seen: i64,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Whether the registry last saw the node up; stored as the same strings as before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, serde::Serialize)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(8))")]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    #[sea_orm(string_value = "up")]
+    Up,
+    #[sea_orm(string_value = "down")]
+    Down,
+}

@@ -12,8 +12,21 @@ pub struct Model {
     pub login: String,
     pub ip: String,
     pub created_at: i64,
-    /// "pending" (being checked), "failed" or "ok"; pending and failed count.
-    pub outcome: String,
+    /// Pending and failed attempts count against the limits.
+    pub outcome: Outcome,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Stored as the same strings as before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(8))")]
+pub enum Outcome {
+    /// Being checked with the directory.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "ok")]
+    Ok,
+}

@@ -13,8 +13,8 @@ pub struct Model {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
-    /// How it was made: "email_code", "oidc" or "ldap".
-    pub method: String,
+    /// How it was made.
+    pub method: crate::config::AuthMethod,
     /// The provider's name for the person: OIDC `sub` or LDAP DN.
     pub idp_subject: Option<String>,
     /// The provider's tokens (OIDC refresh and ID token), sealed (`auth::seal`).

@@ -372,3 +372,48 @@ pub async fn by_ids<C: ConnectionTrait>(
         .all(db)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::ActiveModelTrait;
+
+    /// Two apiservers that both found the meeting's servers down each got an assignment from
+    /// the allocator: the one stored first wins, and the second is answered with it.
+    #[actix_rt::test]
+    async fn the_first_reassignment_wins() {
+        let db = crate::db::connect("sqlite::memory:", 1, std::time::Duration::from_secs(5))
+            .await
+            .expect("db");
+        let m = draft(Draft {
+            code: "abc-defg-hij".into(),
+            owner_id: 1,
+            title: "t".into(),
+            kind: Kind::Instant,
+            begin_at: 0,
+            end_at: 0,
+            guests_allowed: true,
+            lobby: Lobby::Off,
+            sfu: "down:443".into(),
+            turn: "turn:3478".into(),
+            now: 0,
+        })
+        .insert(&db)
+        .await
+        .expect("insert");
+        let old = (Some("down:443"), Some("turn:3478"));
+        let first = reassign_servers(&db, m.id, old, ("a:443".into(), "turn:3478".into()))
+            .await
+            .expect("first");
+        let second = reassign_servers(&db, m.id, old, ("b:443".into(), "turn:3478".into()))
+            .await
+            .expect("second");
+        assert_eq!(first, ("a:443".to_string(), "turn:3478".to_string()));
+        assert_eq!(
+            second, first,
+            "the later caller takes the stored assignment"
+        );
+        let stored = by_id(&db, m.id).await.expect("read").expect("row");
+        assert_eq!(stored.sfu.as_deref(), Some("a:443"));
+    }
+}

@@ -122,7 +122,7 @@ mod tests {
             created_at: 1_000,
             expires_at: 2_000,
             revoked_at: None,
-            method: "oidc".into(),
+            method: crate::config::AuthMethod::Oidc,
             idp_subject: None,
             idp_tokens: None,
             checked_at: None,

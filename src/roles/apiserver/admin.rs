@@ -53,8 +53,8 @@ struct NodeView {
     address: String,
     capacity: i64,
     version: String,
-    /// "up" or "down", as the registry recorded it.
-    state: String,
+    /// As the registry recorded it.
+    state: crate::db::entities::node::State,
     /// Load and capacity are in `unit`: "pkt/s" (sfuserver: forwarded RTP packets per second,
     /// for the whole box), "sessions" (turnserver allocations), "" (fsserver).
     load: i64,
@@ -247,7 +247,14 @@ struct UsersQuery {
 }
 
 /// Per user: live sessions, their methods, and (created_at, ip) of the newest.
-type LiveSessions = HashMap<i64, (u64, Vec<String>, Option<(i64, Option<String>)>)>;
+type LiveSessions = HashMap<
+    i64,
+    (
+        u64,
+        Vec<crate::config::AuthMethod>,
+        Option<(i64, Option<String>)>,
+    ),
+>;
 
 #[derive(Serialize)]
 struct UserRow {
@@ -261,7 +268,7 @@ struct UserRow {
     /// Sessions that work now.
     sessions: u64,
     /// Their methods ("email_code", "oidc", "ldap"), and where the latest came from.
-    methods: Vec<String>,
+    methods: Vec<crate::config::AuthMethod>,
     last_ip: Option<String>,
 }
 
@@ -281,7 +288,7 @@ async fn users(
         let e = live.entry(s.user_id).or_default();
         e.0 += 1;
         if !e.1.contains(&s.method) {
-            e.1.push(s.method.clone());
+            e.1.push(s.method);
         }
         if e.2.as_ref().is_none_or(|(at, _)| *at < s.created_at) {
             e.2 = Some((s.created_at, s.ip.clone()));

@@ -207,7 +207,7 @@ pub async fn record(db: &DatabaseConnection, limiter: &Limiter, mut e: Entry) {
         at: Set(t),
         action: Set(e.action.to_string()),
         result: Set(e.outcome.name().to_string()),
-        method: Set(e.method.map(|m| m.name().to_string())),
+        method: Set(e.method),
         ip: Set(e.ip.map(|s| clip(s, 64))),
         actor_id: Set(e.actor_id),
         actor: Set(clip(e.actor, 254)),

@@ -556,15 +556,30 @@ pub async fn join(
     let (sfu, turn) = match assigned {
         Some(x) => x,
         None => {
-            let a = allocate(&st, &owner.email, m.begin_at, m.end_at).await?;
-            // Joins racing here all answer with the assignment that was stored first.
-            models::meeting::reassign_servers(
-                &st.db,
-                m.id,
-                (m.sfu.as_deref(), m.turn.as_deref()),
-                (a.sfu, a.turn),
-            )
-            .await?
+            // One join per meeting asks the allocator; those that waited take its answer.
+            let _one = st.allocating.lock(m.id).await;
+            let stored = models::meeting::by_id(&st.db, m.id)
+                .await?
+                .map(|x| (x.sfu, x.turn));
+            match stored {
+                Some((Some(s), Some(t)))
+                    if (Some(&s), Some(&t)) != (m.sfu.as_ref(), m.turn.as_ref()) =>
+                {
+                    (s, t)
+                }
+                _ => {
+                    let a = allocate(&st, &owner.email, m.begin_at, m.end_at).await?;
+                    // Another apiserver on the same database may have raced us: the
+                    // assignment stored first wins, and every join answers with it.
+                    models::meeting::reassign_servers(
+                        &st.db,
+                        m.id,
+                        (m.sfu.as_deref(), m.turn.as_deref()),
+                        (a.sfu, a.turn),
+                    )
+                    .await?
+                }
+            }
         }
     };
     let fs = match &m.fs {

@@ -61,6 +61,9 @@ pub struct ApiState {
     pub sso: Arc<auth::Sso>,
     /// Rate limits kept in memory (a restart forgives; the database-backed ones are in `auth`).
     pub limits: Arc<ApiLimits>,
+    /// Joins that must ask the allocator for a meeting's servers do it one at a time per
+    /// meeting: the first asks, the others take its answer.
+    pub allocating: Arc<crate::util::KeyedLocks>,
 }
 
 /// The apiserver's in-memory rate limits.

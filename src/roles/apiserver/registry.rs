@@ -125,7 +125,11 @@ impl Registry {
             address: sea_orm::Set(i.address.clone()),
             capacity: sea_orm::Set(i64::from(i.capacity)),
             version: sea_orm::Set(i.version.clone()),
-            state: sea_orm::Set(if i.up { "up" } else { "down" }.to_string()),
+            state: sea_orm::Set(if i.up {
+                node::State::Up
+            } else {
+                node::State::Down
+            }),
             // In the unit of the node's capacity: sfuserver forwarded packets/s, others sessions.
             load: sea_orm::Set(match i.role {
                 NodeRole::Sfuserver => i64::try_from(i.load.packets).unwrap_or(i64::MAX),
@@ -207,7 +211,7 @@ impl Actor for Registry {
                             let info = NodeInfo {
                                 role,
                                 address: r.address.clone(),
-                                up: r.state == "up",
+                                up: r.state == node::State::Up,
                                 capacity: u32::try_from(r.capacity).unwrap_or(0),
                                 load: match role {
                                     NodeRole::Sfuserver => NodeLoad {
@@ -236,7 +240,7 @@ impl Actor for Registry {
                                     last_beat: Instant::now(),
                                     persisted: Instant::now(),
                                     // Down before the restart: not a flap.
-                                    down_since: (r.state != "up").then(|| {
+                                    down_since: (r.state != node::State::Up).then(|| {
                                         Instant::now()
                                             .checked_sub(FLAP_GRACE * 2)
                                             .unwrap_or_else(Instant::now)

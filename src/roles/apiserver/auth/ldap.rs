@@ -361,7 +361,7 @@ pub async fn sign_in(
         Ok(p) => p,
         Err(Failure::Invalid(why)) => {
             counted("ldap_invalid");
-            throttle::finish(&st.db, attempt, throttle::FAILED).await?;
+            throttle::finish(&st.db, attempt, throttle::Outcome::Failed).await?;
             st.audit(failed(Outcome::Failed, why)).await;
             return Err(ApiError::new(
                 actix_web::http::StatusCode::UNAUTHORIZED,
@@ -385,7 +385,7 @@ pub async fn sign_in(
             ));
         }
     };
-    throttle::finish(&st.db, attempt, throttle::OK).await?;
+    throttle::finish(&st.db, attempt, throttle::Outcome::Ok).await?;
     let Some(email) = person.email.as_deref().and_then(normalize_email) else {
         st.audit(failed(
             Outcome::Refused,

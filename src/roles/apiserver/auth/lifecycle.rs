@@ -148,7 +148,7 @@ enum Verdict {
 }
 
 async fn check(st: &ApiState, s: &session::Model) -> Verdict {
-    let method = AuthMethod::parse(&s.method);
+    let method = Some(s.method);
     let sub = s.idp_subject.clone().unwrap_or_default();
     let tokens = st.sso.open(s.idp_tokens.as_deref());
     match method {
@@ -256,7 +256,7 @@ async fn recheck_due(st: &ApiState, tick: Duration) -> Vec<i64> {
                     .await;
                 tracing::info!(
                     session = s.id,
-                    method = %s.method,
+                    method = s.method.name(),
                     "session ended: its sign-in method is no longer in auth.methods"
                 );
             }
@@ -270,22 +270,20 @@ async fn recheck_due(st: &ApiState, tick: Duration) -> Vec<i64> {
                     .flatten()
                     .map(|u| u.email)
                     .unwrap_or_default();
-                tracing::info!(user = %email, method = %s.method, %why, "the provider no longer vouches for this person: access ended");
+                tracing::info!(user = %email, method = s.method.name(), %why, "the provider no longer vouches for this person: access ended");
                 let _ = user::Entity::update_many()
                     .col_expr(user::Column::IdpDisabledAt, Expr::value(now()))
                     .filter(user::Column::Id.eq(s.user_id))
                     .exec(&st.db)
                     .await;
                 let (revoked, closed) = end_access(st, s.user_id).await;
-                let mut e = Entry::new(action::SESSION_ENDED, Outcome::Ok)
+                let e = Entry::new(action::SESSION_ENDED, Outcome::Ok)
                     .actor(None, "system")
                     .target(email)
+                    .method(s.method)
                     .detail(format!(
                         "{why}; {revoked} session(s) revoked, {closed} meeting connection(s) closed"
                     ));
-                if let Some(m) = AuthMethod::parse(&s.method) {
-                    e = e.method(m);
-                }
                 st.audit(e).await;
             }
         }

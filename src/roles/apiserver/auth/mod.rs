@@ -227,7 +227,7 @@ async fn open_session(
         created_at: Set(t),
         expires_at: Set(t + ttl),
         revoked_at: Set(None),
-        method: Set(ns.method.name().to_string()),
+        method: Set(ns.method),
         idp_subject: Set(ns.idp_subject),
         idp_tokens: Set(ns.idp_tokens.as_ref().map(|p| st.sso.seal(p))),
         checked_at: Set(sso.then_some(t)),
@@ -280,8 +280,8 @@ pub struct UserView {
     pub can_create: bool,
     /// `auth.admin_emails`, or an admin group of the session's provider.
     pub admin: bool,
-    /// How this session was made: "email_code", "oidc" or "ldap".
-    pub method: String,
+    /// How this session was made.
+    pub method: AuthMethod,
 }
 
 /// What `u` may do in session `s` (see [`UserView`]).
@@ -300,7 +300,7 @@ impl UserView {
             display_name: u.display_name.clone(),
             can_create,
             admin,
-            method: s.method.clone(),
+            method: s.method,
         }
     }
 }
@@ -623,7 +623,7 @@ pub async fn lookup(st: &ApiState, token: &str) -> Result<Option<AuthUser>, ApiE
     Ok(Some(AuthUser {
         user,
         session_id: s.id,
-        method: AuthMethod::parse(&s.method).unwrap_or(AuthMethod::EmailCode),
+        method: s.method,
         session: s,
         can_create,
         admin,

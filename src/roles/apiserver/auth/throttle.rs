@@ -14,11 +14,8 @@ use sea_orm::{
 
 use crate::config::Auth;
 use crate::db::entities::password_attempt;
+pub use crate::db::entities::password_attempt::Outcome;
 use crate::util::now;
-
-pub const PENDING: &str = "pending";
-pub const FAILED: &str = "failed";
-pub const OK: &str = "ok";
 
 /// Refused: retry after this many seconds.
 pub struct Throttled {
@@ -38,7 +35,7 @@ pub async fn begin(
         login: Set(login.to_string()),
         ip: Set(ip.to_string()),
         created_at: Set(t),
-        outcome: Set(PENDING.into()),
+        outcome: Set(Outcome::Pending),
         ..Default::default()
     }
     .insert(db)
@@ -68,7 +65,7 @@ pub async fn begin(
         let counted = password_attempt::Entity::find()
             .filter(filter)
             .filter(password_attempt::Column::CreatedAt.gt(since))
-            .filter(password_attempt::Column::Outcome.is_in([PENDING, FAILED]))
+            .filter(password_attempt::Column::Outcome.is_in([Outcome::Pending, Outcome::Failed]))
             .order_by_asc(password_attempt::Column::CreatedAt)
             .all(db)
             .await?;
@@ -87,11 +84,11 @@ pub async fn begin(
     Ok(Ok(row.id))
 }
 
-/// Marks attempt `id` as `outcome` (`ok`, `failed`).
+/// Marks attempt `id` as `outcome` (ok, failed).
 pub async fn finish(
     db: &sea_orm::DatabaseConnection,
     id: i64,
-    outcome: &str,
+    outcome: Outcome,
 ) -> Result<(), sea_orm::DbErr> {
     password_attempt::Entity::update_many()
         .col_expr(password_attempt::Column::Outcome, Expr::value(outcome))
