@@ -12,7 +12,6 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sea_orm::{ConnectionTrait, Set};
 use serde::Deserialize;
-use std::collections::BTreeSet;
 
 use super::ApiState;
 use crate::config::LobbyMode;
@@ -21,7 +20,6 @@ use crate::db::entities::user;
 use crate::db::models;
 use crate::error::ApiError;
 use crate::proto::signal::Role;
-use crate::util::normalize_email;
 
 /// The settings a meeting's owner may set (all optional: absent keeps the current value).
 #[derive(Deserialize, Default, Clone)]
@@ -91,29 +89,6 @@ pub fn apply(st: &ApiState, a: &mut meeting::ActiveModel, s: &Settings) -> Resul
         a.chat_in_notes = Set(c);
     }
     Ok(())
-}
-
-/// The co-host list, checked (valid emails, not the owner, at most `max_invitees`).
-pub fn clean_cohosts(st: &ApiState, list: &[String], owner: &str) -> Result<Vec<String>, ApiError> {
-    let mut out = BTreeSet::new();
-    for raw in list {
-        let e = normalize_email(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_email",
-                format!("Co-host {raw:?} is not a valid email address."),
-            )
-        })?;
-        if e != owner {
-            out.insert(e);
-        }
-    }
-    if out.len() > st.cfg.meetings.max_invitees {
-        return Err(ApiError::bad_request(
-            "too_many_cohosts",
-            format!("At most {} co-hosts.", st.cfg.meetings.max_invitees),
-        ));
-    }
-    Ok(out.into_iter().collect())
 }
 
 /// Owner or co-host of `m`.

@@ -45,6 +45,33 @@ pub struct JoinRequest {
     pub passcode: Option<String>,
 }
 
+impl JoinRequest {
+    /// The body of a join: empty, or this JSON.
+    pub fn parse(body: &[u8]) -> Result<JoinRequest, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JoinRequest::default());
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON: {e}")))
+    }
+
+    /// The name given, trimmed (None: none given): 1 to 64 characters, no control characters.
+    pub fn name(&self) -> Result<Option<String>, ApiError> {
+        match self.display_name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => {
+                if n.chars().count() > 64 || n.chars().any(char::is_control) {
+                    return Err(ApiError::bad_request(
+                        "invalid_display_name",
+                        "A name has 1 to 64 characters.",
+                    ));
+                }
+                Ok(Some(n.to_string()))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 pub(super) fn clean_title(t: &str) -> Result<String, ApiError> {
     let t = t.trim();
     if t.is_empty() || t.chars().count() > 200 {
@@ -62,30 +89,42 @@ pub(super) fn clean_title(t: &str) -> Result<String, ApiError> {
     Ok(t.to_string())
 }
 
-pub(super) fn clean_invitees(
+/// A list of people of a meeting, as given: invitees or co-hosts.
+#[derive(Clone, Copy)]
+pub enum People {
+    Invitees,
+    Cohosts,
+}
+
+/// `list` checked: valid emails (normalized), not the owner, no repeats, at most
+/// `max_invitees`.
+pub fn clean_people(
     st: &ApiState,
     list: &[String],
     owner: &str,
+    who: People,
 ) -> Result<Vec<String>, ApiError> {
+    let (one, too_many, at_most) = match who {
+        People::Invitees => ("Invitee", "too_many_invitees", "invitees per meeting"),
+        People::Cohosts => ("Co-host", "too_many_cohosts", "co-hosts"),
+    };
     let mut out = BTreeSet::new();
     for raw in list {
         let e = normalize_email(raw).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_email",
-                format!("Invitee {raw:?} is not a valid email address."),
+                format!("{one} {raw:?} is not a valid email address."),
             )
         })?;
         if e != owner {
             out.insert(e);
         }
     }
-    if out.len() > st.cfg.meetings.max_invitees {
+    let max = st.cfg.meetings.max_invitees;
+    if out.len() > max {
         return Err(ApiError::bad_request(
-            "too_many_invitees",
-            format!(
-                "At most {} invitees per meeting.",
-                st.cfg.meetings.max_invitees
-            ),
+            too_many,
+            format!("At most {max} {at_most}."),
         ));
     }
     Ok(out.into_iter().collect())
