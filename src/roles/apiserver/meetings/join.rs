@@ -137,7 +137,9 @@ pub async fn join(
             urls: [
                 Some(format!("turn:{turn}?transport=udp")),
                 Some(format!("turn:{turn}?transport=tcp")),
-                turns_url(&st),
+                // TURN over TLS when the meeting's turnserver is this box's own and has a
+                // certificate (decided once by the wiring).
+                st.own_turns_url.clone(),
             ]
             .into_iter()
             .flatten()
@@ -216,12 +218,6 @@ async fn check_may_enter(
         models::meeting::set_locked(&st.db, m.id, false).await?;
     }
     Ok(())
-}
-
-/// `turns:` (TURN over TLS) when the meeting's turnserver is this box's own and it has a
-/// certificate; the wiring decided that once (`ApiState::own_turns_url`).
-fn turns_url(st: &ApiState) -> Option<String> {
-    st.own_turns_url.clone()
 }
 
 /// The meeting's sfuserver and turnserver: the assigned ones while they are up; else the
