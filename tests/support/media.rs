@@ -57,6 +57,8 @@ pub fn enter_private_netns(test: &str) -> bool {
         text.contains("1 passed"),
         "test {test} did not run inside the namespace:\n{text}"
     );
+    // What the test printed (figures), for `--nocapture` here.
+    print!("{}", String::from_utf8_lossy(&out.stdout));
     false
 }
 

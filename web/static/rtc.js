@@ -19,7 +19,9 @@ export class MeetingClient extends EventTarget {
     this.signalUrl = signalUrl;
     this.token = token;
     this.log = log;
-    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle' });
+    // A candidate pool of one: the browser gathers its candidates now, while signaling
+    // connects, instead of after the server's first offer is answered.
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle', iceCandidatePoolSize: 1 });
     this.remote = new Map();      // mid -> { participantId, kind, source, track }
     this.trackInfo = new Map();   // mid -> info from the server's `tracks` message
     this.participants = new Map();

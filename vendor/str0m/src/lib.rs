@@ -2202,11 +2202,13 @@ impl Rtc {
             dtls,
             session,
             readiness,
+            send_addr,
             ..
         } = self;
 
         match r.contents.inner {
             Stun(stun) => {
+                let request = stun.is_binding_request();
                 let packet = is::stun::StunPacket {
                     proto: r.proto,
                     source: r.source,
@@ -2214,7 +2216,21 @@ impl Rtc {
                     message: stun,
                 };
                 // ICE is an external crate; arm both on its behalf.
-                ice.handle_packet(recv_time, packet);
+                let accepted = ice.handle_packet(recv_time, packet);
+                // An ice-lite agent sends no checks, so it has no address to answer on until
+                // the controlling peer nominates a pair, which a browser does only on a later
+                // check of an already working pair: its DTLS ClientHello waits meanwhile. Until
+                // then, answer on the pair of the first binding request that proved the ICE
+                // password (a nomination replaces it). This grants no more than a nominating
+                // request, which any holder of the password can send.
+                if accepted && request && ice.ice_lite() && send_addr.is_none() {
+                    debug!("ICE-lite: answering on {:?} until a nomination", Pii(r.source));
+                    *send_addr = Some(SendAddr {
+                        proto: r.proto,
+                        source: r.destination,
+                        destination: r.source,
+                    });
+                }
                 drop(readiness.wake());
             }
             Dtls(dtls_packet) => {

@@ -718,3 +718,113 @@ fn a_newcomer_sees_video_right_after_it_connects() {
     );
     assert!(sim.clients[b].frames_from(a as u32, true)[0].key);
 }
+
+/// The ice-lite server answers DTLS on the first pair whose binding request proved the ICE
+/// password, without waiting for the peer's nomination (vendor/str0m PATCHES.md, change 5):
+/// with every nominating request dropped on the way, the handshake still completes.
+#[test]
+fn ice_lite_handshakes_before_any_nomination() {
+    use std::time::{Duration, Instant};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Event, Input as RtcInput, Output, Rtc, RtcConfig};
+
+    /// Whether a datagram is a STUN binding request carrying USE-CANDIDATE.
+    fn nominates(d: &[u8]) -> bool {
+        if d.len() < 20 || d[0] != 0x00 || d[1] != 0x01 {
+            return false;
+        }
+        let mut at = 20;
+        while at + 4 <= d.len() {
+            let kind = u16::from_be_bytes([d[at], d[at + 1]]);
+            let len = usize::from(u16::from_be_bytes([d[at + 2], d[at + 3]]));
+            if kind == 0x0025 {
+                return true;
+            }
+            at += 4 + len.div_ceil(4) * 4;
+        }
+        false
+    }
+
+    let mut now = Instant::now();
+    let server_addr: std::net::SocketAddr = "10.0.0.1:5000".parse().expect("addr");
+    let client_addr: std::net::SocketAddr = "10.0.0.2:6000".parse().expect("addr");
+    let mut server = RtcConfig::new().set_ice_lite(true).build(now);
+    server.add_local_candidate(Candidate::host(server_addr, "udp").expect("candidate"));
+    let mut client = RtcConfig::new().build(now);
+    client.add_local_candidate(Candidate::host(client_addr, "udp").expect("candidate"));
+    // The server offers (as ours does), the client answers: the client is the DTLS client.
+    let mut change = server.sdp_api();
+    change.add_channel("x".into());
+    let (offer, pending) = change.apply().expect("an offer");
+    let answer = client.sdp_api().accept_offer(offer).expect("an answer");
+    server
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .expect("answer accepted");
+
+    /// Delivers what `from` sends to `to` (nominating requests dropped when `drop_nominations`)
+    /// and runs `from`'s timers; answers (anything moved, `from` connected, dropped).
+    fn pump(
+        now: Instant,
+        from: &mut Rtc,
+        to: &mut Rtc,
+        (from_addr, to_addr): (std::net::SocketAddr, std::net::SocketAddr),
+        drop_nominations: bool,
+    ) -> (bool, bool, u32) {
+        let (mut moved, mut connected, mut dropped) = (false, false, 0);
+        let mut wake = now + Duration::from_millis(5);
+        loop {
+            match from.poll_output().expect("poll") {
+                Output::Timeout(t) => {
+                    wake = wake.min(t);
+                    break;
+                }
+                Output::Transmit(t) => {
+                    moved = true;
+                    if drop_nominations && nominates(&t.contents) {
+                        dropped += 1;
+                        continue;
+                    }
+                    let r = Receive::new(Protocol::Udp, from_addr, to_addr, &t.contents)
+                        .expect("a datagram str0m reads");
+                    to.handle_input(RtcInput::Receive(now, r)).expect("input");
+                }
+                Output::Event(Event::Connected) => connected = true,
+                Output::Event(_) => {}
+            }
+        }
+        from.handle_input(RtcInput::Timeout(wake.max(now)))
+            .expect("timeout");
+        (moved, connected, dropped)
+    }
+
+    let (mut dropped, mut connected) = (0, false);
+    for _ in 0..2000 {
+        let (m1, c, d) = pump(
+            now,
+            &mut client,
+            &mut server,
+            (client_addr, server_addr),
+            true,
+        );
+        let (m2, _, _) = pump(
+            now,
+            &mut server,
+            &mut client,
+            (server_addr, client_addr),
+            false,
+        );
+        dropped += d;
+        connected |= c;
+        if connected {
+            break;
+        }
+        if !m1 && !m2 {
+            now += Duration::from_millis(5);
+        }
+    }
+    assert!(
+        connected,
+        "no DTLS handshake without a nomination ({dropped} nominating requests dropped)"
+    );
+}
