@@ -108,6 +108,25 @@ async function receivedDb(p, pid, source, ms) {
   return { db: d > 0 && e > 0 ? 10 * Math.log10(e / d) : -200, seconds: d, packets: (b.packetsReceived || 0) - (a.packetsReceived || 0) };
 }
 
+/** What `p` sends as its microphone over `ms`: the sent track's mean power in dB (after the
+ *  page's effects, from the `media-source` stats) and the audio packets sent. */
+async function sentDb(p, ms) {
+  const read = () => p.evaluate(async () => {
+    const o = {};
+    (await window.room.client.pc.getStats()).forEach((x) => {
+      if (x.type === 'media-source' && x.kind === 'audio') { o.e = (o.e || 0) + (x.totalAudioEnergy || 0); o.d = (o.d || 0) + (x.totalSamplesDuration || 0); }
+      if (x.type === 'outbound-rtp' && x.kind === 'audio') o.packets = (o.packets || 0) + (x.packetsSent || 0);
+    });
+    return o;
+  });
+  const a = await read();
+  await sleep(ms);
+  const b = await read();
+  const e = (b.e || 0) - (a.e || 0);
+  const d = (b.d || 0) - (a.d || 0);
+  return { db: d > 0 && e > 0 ? 10 * Math.log10(e / d) : -200, packets: (b.packets || 0) - (a.packets || 0) };
+}
+
 /** CPU seconds used by a browser's whole process tree (from /proc, clock ticks of 1/100 s).
  *  The browser is found by `marker`, a string only its own command line has (its fake
  *  device file); its renderers, GPU and utility processes are its descendants. */
@@ -357,11 +376,30 @@ const scenarios = {
       await waitFor('audio from the sender', async () => { const x = (await state(r)).stats.find((y) => y.kind === 'audio' && y.participantId === S); return { ok: !!x && x.packetsReceived > 50 }; }, 30000);
       await s.click('#ctl-devices');
       await s.waitForSelector('#room-fx-noise');
+      // Switching on loads RNNoise (wasm and worklet) first: measure only once the page sends
+      // the track the setting asks for, then let the filter settle (its recurrent state takes
+      // a few seconds to learn a steady noise; this measures the steady state).
+      const sending = (on) => s.evaluate((on) => {
+        const m = window.room.media;
+        const sender = window.room.client.pc.getSenders().find((x) => x.track && x.track.kind === 'audio');
+        const want = on ? m.noise && m.noise.dest.stream.getAudioTracks()[0] : m.rawAudio;
+        return { ok: !!sender && !!want && sender.track === want };
+      }, on);
       const measure = async (on) => {
         await s.setChecked('#room-fx-noise', on);
-        await sleep(2500);
-        return receivedDb(r, S, 'microphone', 5000);
+        await waitFor(`the ${on ? 'filtered' : 'raw'} microphone sent`, () => sending(on), 20000);
+        await sleep(4000);
+        const [received, sent] = await Promise.all([receivedDb(r, S, 'microphone', 5000), sentDb(s, 5000)]);
+        return { ...received, sent };
       };
+      if (process.env.NOISE_SERIES) {
+        await s.setChecked('#room-fx-noise', true);
+        await waitFor('filtered', () => sending(true), 20000);
+        out.series = [];
+        for (let i = 0; i < 15; i++) out.series.push(Math.round((await sentDb(s, 1000)).db));
+        await s.setChecked('#room-fx-noise', false);
+        await waitFor('raw', () => sending(false), 20000);
+      }
       out.off = await measure(false);
       out.on = await measure(true);
       out.off_again = await measure(false);

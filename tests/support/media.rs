@@ -39,7 +39,14 @@ pub fn enter_private_netns(test: &str) -> bool {
             "sh",
         ])
         .arg(&exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        // The parent runs this test, so the child does too, ignored or not (`--ignored` by hand).
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("APPLIANCE_IN_NETNS", "1")
         .output()
         .expect("unshare (util-linux) runs; tests run as root");

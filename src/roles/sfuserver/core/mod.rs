@@ -906,6 +906,15 @@ impl Core {
                 t.need_keyframe = video;
                 continue;
             }
+            if !p.connected {
+                // Nothing reaches it before DTLS is up: a keyframe asked for now would be lost,
+                // and the publisher's limit would then hold back the ask made at `Connected`.
+                // Only the layer it will start on is chosen, for that ask.
+                if src.desc.simulcast {
+                    t.target = choose_layer(t.wanted_height, bwe, avail).or(Some(layer));
+                }
+                continue;
+            }
             if src.desc.simulcast {
                 // Forward one layer; switch only at a keyframe of the new one.
                 let target = choose_layer(t.wanted_height, bwe, avail).or(Some(layer));
