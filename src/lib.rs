@@ -6,8 +6,8 @@
 //!                             │  wiring             one Registrar: the registry here, or the
 //!                             ▼                     bridge to the apiserver on another host
 //!   roles/apiserver ◄── bridge (WebSocket, MAC'd hello) ──► roles/{sfuserver,turnserver,fsserver}
-//!     auth/ notes/ meetings       │                          sfuserver: core/ (sans-IO SFU,
-//!     registry (nodes) mail       │                            simulcast, lobby, chat),
+//!     auth/ notes/ meetings   any proto message, tagged;     sfuserver: core/ (sans-IO SFU,
+//!     registry (nodes) mail   retries: client, remote        simulcast, lobby, chat),
 //!     web (embedded web/dist)     │                            worker (sockets, timers),
 //!          │                      │                            signal (WebSocket)
 //!          ▼                      ▼                          turnserver: guard, relay
