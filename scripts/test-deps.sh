@@ -5,6 +5,8 @@
 #         lintian rpm rpmlint mmdebstrap (the package test; it installs cargo-deb and
 #         cargo-generate-rpm itself, cached: scripts/package-tools.sh)
 #         slapd ldap-utils (OpenLDAP: the LDAP sign-in tests start their own slapd in a temp dir)
+#         xvfb pulseaudio (the tab-audio test runs its sharing browser headed, on its own X and
+#         PulseAudio servers)
 #   venv: /var/tmp/meeting-appliance-venv with aiosmtpd (SMTP sink)
 #   npm:  playwright-core in /var/tmp/meeting-appliance-node (browser tests), and beside it
 #         oidc-provider (the OpenID Provider of the sign-in tests)
@@ -14,7 +16,7 @@ set -euo pipefail
 VENV=${APPLIANCE_VENV:-/var/tmp/meeting-appliance-venv}
 NODE_PREFIX=${APPLIANCE_NODE_PREFIX:-/var/tmp/meeting-appliance-node}
 APT_PACKAGES=(mariadb-server mariadb-client postgresql chromium fonts-liberation coturn janus pebble iproute2 python3-venv
-  lintian rpm rpmlint mmdebstrap fonts-noto-cjk slapd ldap-utils wrk)
+  lintian rpm rpmlint mmdebstrap fonts-noto-cjk slapd ldap-utils wrk xvfb pulseaudio)
 
 die() { echo "test-deps: FAILED: $*" >&2; exit 1; }
 step() { echo "test-deps: $*"; }

@@ -27,7 +27,10 @@ async function launch({ audio, video, tabShare = false } = {}) {
   ];
   if (audio) args.push(`--use-file-for-fake-audio-capture=${path.join(FILES, audio)}`);
   if (video) args.push(`--use-file-for-fake-video-capture=${path.join(FILES, video)}`);
-  return pw.chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args });
+  // Tab audio needs a browser that renders audio: headed, on the X display and PulseAudio
+  // server the test started (headless Chromium mirrors a tab's audio as silence).
+  const headed = tabShare && !!process.env.DISPLAY;
+  return pw.chromium.launch({ executablePath: '/usr/bin/chromium', headless: !headed, args });
 }
 
 async function page(browser, who, { host = false, viewport = { width: 1280, height: 800 }, mobile = false, locale = 'en-US' } = {}) {

@@ -127,23 +127,21 @@ fn setup() -> Setup {
     }
 }
 
-fn start(s: &Setup, scenario: &str) -> Scenario {
+fn start(s: &Setup, scenario: &str, more: &[(&str, &str)]) -> Scenario {
     let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
     let base = s.app.base_url();
     let files = s.files.path().display().to_string();
     let meeting = s.meeting.to_string();
-    Scenario::start(
-        "room.cjs",
-        scenario,
-        &[
-            ("BASE", base.as_str()),
-            ("CODE", s.code.as_str()),
-            ("TOKEN", s.token.as_str()),
-            ("MEETING_ID", meeting.as_str()),
-            ("FILES", files.as_str()),
-            ("SHOTS", shots),
-        ],
-    )
+    let mut env = vec![
+        ("BASE", base.as_str()),
+        ("CODE", s.code.as_str()),
+        ("TOKEN", s.token.as_str()),
+        ("MEETING_ID", meeting.as_str()),
+        ("FILES", files.as_str()),
+        ("SHOTS", shots),
+    ];
+    env.extend_from_slice(more);
+    Scenario::start("room.cjs", scenario, &env)
 }
 
 fn log_tail(app: &Appliance) -> String {
@@ -155,7 +153,11 @@ fn log_tail(app: &Appliance) -> String {
 }
 
 fn run(s: &Setup, scenario: &str) -> Value {
-    let mut sc = start(s, scenario);
+    run_with(s, scenario, &[])
+}
+
+fn run_with(s: &Setup, scenario: &str, env: &[(&str, &str)]) -> Value {
+    let mut sc = start(s, scenario, env);
     let (_, r) = sc.next(&["RESULT "], &|| log_tail(&s.app));
     let v: Value = serde_json::from_str(&r).expect("RESULT is JSON");
     eprintln!("{scenario}: {v:#}");
@@ -362,19 +364,22 @@ fn room_background_blur() {
 /// Screen share with tab audio: the other browser receives a `screen_audio` track and hears
 /// the shared tab's tone in it.
 ///
-/// Ignored: headless Chromium 156 captures the tab (displaySurface "browser", a "Tab audio"
-/// track that is published as screen_audio, relayed and played on the other side) but the
-/// captured audio is digital silence already in the sharing page (-200 dBFS; the tab's
-/// AudioContext runs): headless renders no tab audio to mirror. Run with `--ignored` where
-/// a headed Chromium (Xvfb + PulseAudio) is available.
+/// The sharing browser runs headed, on an X server and a PulseAudio server (null sink) that
+/// the test starts ([`support::browser::Desktop`]): headless Chromium captures a tab's audio
+/// as digital silence (it renders no audio to mirror), though the track is published,
+/// relayed and played all the same.
 #[test]
-#[ignore = "headless Chromium captures tab audio as silence (see the doc comment)"]
 fn room_screen_share_with_tab_audio() {
     if !enter_private_netns("room_screen_share_with_tab_audio") {
         return;
     }
     let s = setup();
-    let r = run(&s, "screen_audio");
+    let desktop = support::browser::Desktop::start();
+    let r = run_with(&s, "screen_audio", &desktop.env());
+    println!(
+        "tab audio: heard {} dB as screen_audio (silent microphone {} dB; in the sharing page {} dB)",
+        r["heard"]["db"], r["mic"]["db"], r["local_capture_db"]
+    );
     let heard = r["heard"]["db"].as_f64().expect("db");
     let mic = r["mic"]["db"].as_f64().unwrap_or(-200.0);
     assert!(
@@ -472,7 +477,7 @@ fn room_ice_restart_without_rejoin() {
         return;
     }
     let s = setup();
-    let mut sc = start(&s, "ice_restart");
+    let mut sc = start(&s, "ice_restart", &[]);
     let ctx = || log_tail(&s.app);
     let mut dropped = false;
     let r = loop {

@@ -111,3 +111,85 @@ impl Drop for Scenario {
         let _ = self.child.wait();
     }
 }
+
+/// A desktop for a headed Chromium: an X server (Xvfb, display number of its choosing) and a
+/// PulseAudio server with a null sink, so pages render audio (a tab shared with its audio is
+/// captured from what the tab plays; headless Chromium plays nothing and captures silence).
+/// Both listen on Unix sockets only, both end with this value.
+pub struct Desktop {
+    x: Child,
+    pulse: Child,
+    display: String,
+    pulse_server: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Desktop {
+    pub fn start() -> Desktop {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut x = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "1280x800x24"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb runs (scripts/test-deps.sh installs xvfb)");
+        let mut number = String::new();
+        BufReader::new(x.stdout.take().expect("Xvfb stdout"))
+            .read_line(&mut number)
+            .expect("Xvfb tells its display number");
+        let display = format!(":{}", number.trim());
+        assert!(display.len() > 1, "Xvfb gave no display number");
+        let socket = dir.path().join("pulse.sock");
+        let pulse = Command::new("pulseaudio")
+            .args([
+                "--daemonize=no",
+                "-n",
+                "--exit-idle-time=-1",
+                "--disallow-exit",
+                "--load=module-null-sink sink_name=null",
+                &format!(
+                    "--load=module-native-protocol-unix auth-anonymous=1 socket={}",
+                    socket.display()
+                ),
+            ])
+            .env("HOME", dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio runs (scripts/test-deps.sh installs pulseaudio)");
+        let t0 = std::time::Instant::now();
+        while !socket.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "PulseAudio did not open {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Desktop {
+            x,
+            pulse,
+            display,
+            pulse_server: format!("unix:{}", socket.display()),
+            _dir: dir,
+        }
+    }
+
+    /// The environment a browser needs to use this desktop.
+    pub fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("DISPLAY", self.display.as_str()),
+            ("PULSE_SERVER", self.pulse_server.as_str()),
+        ]
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for c in [&mut self.x, &mut self.pulse] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
