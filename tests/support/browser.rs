@@ -128,7 +128,15 @@ impl Desktop {
     pub fn start() -> Desktop {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut x = Command::new("Xvfb")
-            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "1280x800x24"])
+            .args([
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "1280x800x24",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
