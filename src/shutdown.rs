@@ -67,13 +67,6 @@ impl Stopped {
         (Done(tx), Stopped(rx))
     }
 
-    /// Nothing to wait for (a role whose stop is only dropping what it holds).
-    pub fn already() -> Stopped {
-        let (done, stopped) = Stopped::pair();
-        done.finish();
-        stopped
-    }
-
     pub async fn wait(self) {
         // A dropped sender means the role's stop task is gone: nothing left to wait for.
         let _ = self.0.await;

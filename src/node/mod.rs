@@ -296,13 +296,19 @@ async fn start_api(
     }
     .start();
     let recorder = apiserver::ParticipationRecorder::new(db.clone()).start();
-    // Nodes over the bridge report participation to the recorder, chat to the chat store and
-    // host actions to the audit log, as the roles of this process do.
+    // Where node roles' reports go: participation to the recorder, chat to the chat store,
+    // host actions to the audit log (all kept by the recorder). Roles of this process send
+    // them there directly; nodes over the bridge through the same recipients, by kind.
+    let reports = sfuserver::Reports {
+        participation: recorder.clone().recipient(),
+        chat: recorder.clone().recipient(),
+        host_acted: recorder.recipient(),
+    };
     let remotes = crate::bridge::remote::Remotes::new(
         crate::bridge::EventRoutes::default()
-            .route::<crate::proto::ParticipationChanged>(recorder.clone().recipient())
-            .route::<crate::proto::ChatPosted>(recorder.clone().recipient())
-            .route::<crate::proto::HostActed>(recorder.clone().recipient()),
+            .route(reports.participation.clone())
+            .route(reports.chat.clone())
+            .route(reports.host_acted.clone()),
     );
     let registry = apiserver::registry::Registry::new(db.clone(), remotes.clone()).start();
     if let Some(n) = &peers.nodes {
@@ -341,14 +347,7 @@ async fn start_api(
         sso: Arc::new(apiserver::auth::Sso::new(cfg, keys, &public_url)?),
     });
     apiserver::auth::lifecycle::Lifecycle::start_for(state.clone());
-    Ok(Api {
-        state,
-        reports: sfuserver::Reports {
-            participation: recorder.clone().recipient(),
-            chat: recorder.clone().recipient(),
-            host_acted: recorder.recipient(),
-        },
-    })
+    Ok(Api { state, reports })
 }
 
 /// The process's HTTP server, running.

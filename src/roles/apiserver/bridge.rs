@@ -176,43 +176,45 @@ async fn run(
         proof: bridge::api_proof(&key, &hello.nonce, &challenge, &binding),
         node_id: node.clone(),
     };
+    let linked = Linked {
+        remote,
+        registry,
+        node,
+        session: session_id,
+        instance,
+    };
     let why = match send(&mut session, &welcome).await {
-        Ok(()) => {
-            carry(
-                &mut session,
-                &mut stream,
-                &mut rx,
-                &remote,
-                &registry,
-                &node,
-                session_id,
-                &instance,
-            )
-            .await
-        }
+        Ok(()) => carry(&mut session, &mut stream, &mut rx, &linked).await,
         Err(_) => "link closed during the handshake".to_string(),
     };
-    remote.do_send(Detach(attached));
-    registry.do_send(Disconnect {
-        session: session_id,
-        node,
+    linked.remote.do_send(Detach(attached));
+    linked.registry.do_send(Disconnect {
+        session: linked.session,
+        node: linked.node,
         why,
     });
     ws::close(session, CloseCode::Normal, "closed").await;
 }
 
+/// A registered node's session: where its frames go.
+struct Linked {
+    remote: Addr<Remote>,
+    registry: Addr<Registry>,
+    node: String,
+    /// The registry's number for this session (heartbeats and the end name it).
+    session: u64,
+    /// The node's process instance (its events are numbered per instance).
+    instance: String,
+}
+
 /// Carries an authenticated session's frames until it ends; says why it ended.
-#[allow(clippy::too_many_arguments)]
 async fn carry(
     session: &mut actix_ws::Session,
     stream: &mut actix_ws::AggregatedMessageStream,
     rx: &mut mpsc::UnboundedReceiver<ToNode>,
-    remote: &Addr<Remote>,
-    registry: &Addr<Registry>,
-    node: &str,
-    session_id: u64,
-    instance: &str,
+    l: &Linked,
 ) -> String {
+    let node = l.node.as_str();
     let mut alive = ws::Keepalive::new(
         bridge::HEARTBEAT,
         bridge::DOWN_AFTER + Duration::from_secs(1),
@@ -238,14 +240,14 @@ async fn carry(
                     _ => continue,
                 };
                 match serde_json::from_str::<ToApi>(&text) {
-                    Ok(ToApi::Heartbeat { load }) => registry.do_send(Beat { session: session_id, node: node.to_string(), load }),
+                    Ok(ToApi::Heartbeat { load }) => l.registry.do_send(Beat { session: l.session, node: l.node.clone(), load }),
                     Ok(ToApi::Event { id, event }) => {
-                        let _ = remote.send(Received { instance: instance.to_string(), id, event }).await;
+                        let _ = l.remote.send(Received { instance: l.instance.clone(), id, event }).await;
                         if send(session, &ToNode::Ack { id }).await.is_err() {
                             return "link closed".into();
                         }
                     }
-                    Ok(ToApi::Reply { id, answer }) => remote.do_send(Replied { id, answer }),
+                    Ok(ToApi::Reply { id, answer }) => l.remote.do_send(Replied { id, answer }),
                     Ok(ToApi::Bye) => return "the node stopped (bye)".into(),
                     Ok(ToApi::Hello(_)) => tracing::warn!(node, "bridge: a second hello on one link; ignored"),
                     Err(e) => tracing::warn!(node, error = %e, "bridge: unreadable frame"),

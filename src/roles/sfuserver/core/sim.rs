@@ -130,6 +130,10 @@ pub struct Sim {
     /// RTP from this client to a core is kept in `captured` instead of delivered.
     pub capture: Option<usize>,
     pub captured: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Datagrams to this client index wait until this time (a slow path: its DTLS, and so
+    /// its connection, completes only then), kept in `held`.
+    pub hold: Option<(usize, Instant)>,
+    pub held: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     pub dropped: u32,
     pub counter: u32,
     pub tick: u64,
@@ -180,6 +184,8 @@ impl Sim {
             lossy: None,
             capture: None,
             captured: VecDeque::new(),
+            hold: None,
+            held: VecDeque::new(),
             dropped: 0,
             counter: 0,
             tick: 0,
@@ -390,6 +396,10 @@ impl Sim {
 
     /// Delivers everything in flight (instantly) until nothing moves.
     pub fn settle(&mut self) {
+        if self.hold.is_some_and(|(_, until)| self.now >= until) {
+            self.hold = None;
+            self.net.extend(self.held.drain(..));
+        }
         for _ in 0..200 {
             let mut moved = false;
             for w in 0..self.cores.len() {
@@ -418,6 +428,10 @@ impl Sim {
                         },
                     );
                 } else if let Some(c) = self.clients.iter().position(|c| c.addr == to) {
+                    if self.hold.is_some_and(|(hc, _)| hc == c) {
+                        self.held.push_back((from, to, d));
+                        continue;
+                    }
                     if let Some((lc, n)) = self.lossy
                         && lc == c
                         && is_rtp(&d)

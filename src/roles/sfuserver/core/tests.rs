@@ -828,3 +828,26 @@ fn ice_lite_handshakes_before_any_nomination() {
         "no DTLS handshake without a nomination ({dropped} nominating requests dropped)"
     );
 }
+
+/// A viewer's first picture is a keyframe asked for once its DTLS is up: none is asked for
+/// (and lost) before, which would let the publisher's limit hold back the one that counts and
+/// leave the viewer with frames it cannot decode.
+#[test]
+fn a_new_viewer_starts_on_a_keyframe_asked_for_once_it_is_connected() {
+    use std::time::Duration;
+    let mut sim = Sim::new(2, 0);
+    let a = sim.join(0, false, true, false, false);
+    sim.run(1500);
+    // Everything to the viewer is late by 300 ms: it is negotiated (the answer goes over
+    // signaling) well before its DTLS completes, while the publisher's frames flow.
+    let v = sim.clients.len();
+    sim.hold = Some((v, sim.now + Duration::from_millis(300)));
+    assert_eq!(sim.join(1, false, false, false, false), v);
+    sim.run(700);
+    let frames = sim.clients[v].frames_from(a as u32, true);
+    assert!(
+        frames.first().is_some_and(|f| f.key),
+        "the viewer's first frame is a keyframe: {:?}",
+        &frames[..frames.len().min(3)]
+    );
+}
