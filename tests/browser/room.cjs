@@ -605,9 +605,12 @@ const scenarios = {
       }
       console.log('READY_DROP');
       if ((await cue()) !== 'dropped') throw new Error('unexpected cue');
-      out.during = await waitFor('ICE to notice and restart', async () => {
-        const r = await x.evaluate(() => ({ ice: window.room.client && window.room.client.pc.iceConnectionState, restarts: window.room.client && window.room.client.iceRestarts, banner: document.getElementById('banner').textContent }));
-        return { ok: r.restarts >= 1, ...r };
+      // Both sides notice on their own (not at the same moment): restore only once both have
+      // restarted, or the later one may recover by itself before its restart is due.
+      out.during = await waitFor('ICE to notice and restart on both sides', async () => {
+        const state = () => ({ ice: window.room.client && window.room.client.pc.iceConnectionState, restarts: window.room.client && window.room.client.iceRestarts, banner: document.getElementById('banner').textContent });
+        const r = { x: await x.evaluate(state), y: await y.evaluate(state) };
+        return { ok: r.x.restarts >= 1 && r.y.restarts >= 1, ...r };
       }, 40000);
       console.log('READY_RESTORE');
       if ((await cue()) !== 'restored') throw new Error('unexpected cue');
@@ -638,12 +641,25 @@ const scenarios = {
       for (let i = 0; i < 5; i++) {
         const ctx = await b.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
         const p = await ctx.newPage();
+        if (process.env.TRACE_DIR) await b.startTracing(p, { path: `${process.env.TRACE_DIR}/join${i}.json`, categories: ['devtools.timeline', 'v8', 'blink', 'toplevel', 'disabled-by-default-devtools.timeline'] });
         await p.goto(`${BASE}/m/${CODE}?name=Joiner${i}&autojoin=1`);
         const r = await waitFor('first frame', async () => {
           const v = await p.evaluate(() => window.room && window.room.firstFrameAt);
           return { ok: v > 0, v };
         }, 20000);
-        const nav = await p.evaluate(() => { const n = performance.getEntriesByType('navigation')[0]; const m = {}; for (const e of performance.getEntriesByType('mark')) m[e.name] = Math.round(e.startTime); return { domInteractive: Math.round(n.domInteractive), load: Math.round(n.loadEventEnd), marks: m }; });
+        const nav = await p.evaluate(() => {
+          const n = performance.getEntriesByType('navigation')[0];
+          const m = {};
+          for (const e of performance.getEntriesByType('mark')) m[e.name] = Math.round(e.startTime);
+          // The page, its scripts and the join request: when each was asked for, answered and done.
+          const fetched = {};
+          for (const e of performance.getEntriesByType('resource')) {
+            if (!/\.js$|\/join\//.test(e.name)) continue;
+            fetched[e.name.replace(/^.*\//, '')] = [e.startTime, e.responseStart, e.responseEnd].map(Math.round);
+          }
+          return { size: window.room.firstFrameSize, adopted: !!(window.room.client && window.room.client.adopted), page: [n.requestStart, n.responseStart, n.responseEnd].map(Math.round), domInteractive: Math.round(n.domInteractive), load: Math.round(n.loadEventEnd), marks: m, fetched };
+        });
+        if (process.env.TRACE_DIR) await b.stopTracing();
         out.joins.push({ ms: Math.round(r.v), ...nav });
         await p.click('#ctl-leave');
         await ctx.close();

@@ -541,10 +541,43 @@ fn room_fast_join() {
         joins.iter().map(|j| j["ms"].clone()).collect::<Vec<_>>()
     );
     // Where the time goes, per join: page interactive, then the stages the client marks.
+    // boot.js also opened the signaling socket, and the room took it over (at least once: the
+    // room may read the join answer before boot.js does, and then opens its own).
+    assert!(
+        joins.iter().any(|j| j["adopted"] == true),
+        "the room took over boot.js's signaling socket: {joins:?}"
+    );
     for j in joins {
+        let mut marks: Vec<(i64, String)> = j["marks"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (v.as_i64().unwrap_or(-1), k.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        marks.sort();
+        // The join went out from boot.js, before the main bundle ran (the page's first
+        // script sends it; the room takes over its answer and signaling socket).
+        let at = |k: &str| j["marks"][k].as_i64();
+        assert!(
+            matches!((at("join-request"), at("module-start")), (Some(a), Some(b)) if a <= b),
+            "the join request left before the main bundle ran: {marks:?}"
+        );
+        let marks: Vec<String> = marks.iter().map(|(t, k)| format!("{k} {t}")).collect();
         println!(
-            "  {} ms: dom interactive {}, marks {}",
-            j["ms"], j["domInteractive"], j["marks"]
+            "  {} ms{}, first frame {}: page {} (asked, first byte, done), dom interactive {}; {}; fetched {}",
+            j["ms"],
+            if j["adopted"] == true {
+                " (boot.js's socket)"
+            } else {
+                ""
+            },
+            j["size"],
+            j["page"],
+            j["domInteractive"],
+            marks.join(", "),
+            j["fetched"]
         );
     }
 }

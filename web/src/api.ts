@@ -16,6 +16,11 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
     headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  return answerOf<T>(r);
+}
+
+/** An API response's JSON, or its error as an ApiError. */
+export async function answerOf<T = any>(r: Response): Promise<T> {
   if (r.status === 204) return undefined as T;
   let j: any = null;
   try { j = await r.json(); } catch { /* not JSON */ }

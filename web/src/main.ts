@@ -10,6 +10,7 @@ import { prejoinScreen, type JoinChoice } from './prejoin';
 import { LocalMedia } from './effects';
 import { settingsPage } from './hosting';
 
+performance.mark('module-start');
 const app = document.getElementById('app') as HTMLElement;
 let rerender: () => void = () => {};
 let user: User | null = null;

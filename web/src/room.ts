@@ -6,7 +6,7 @@
 // What is drawn where is decided by layout.ts; the camera and microphone and their effects
 // live in effects.ts (LocalMedia); statistics for the details panel in details.ts.
 import { MeetingClient, type Participant, type RemoteTrack } from '../static/rtc.js';
-import { api, ApiError, type JoinAnswer } from './api';
+import { answerOf, api, ApiError, type JoinAnswer } from './api';
 import { h, mount, toast } from './dom';
 import { t } from './i18n';
 import { icon, type IconName } from './icons';
@@ -32,6 +32,27 @@ export const REACTIONS = ['👍', '👏', '😂', '🎉', '❤️', '😮'];
 const REACTION_GAP_MS = 1000;
 /** How long an ICE restart may take before the room is joined again. */
 const ICE_RESTART_WAIT_MS = 12000;
+/** A signaling socket web/public/boot.js opened for a deep link, with what it received. */
+interface EarlySocket { url: string; token: string; ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean }
+/** What web/public/boot.js started for a deep link that joins at once. */
+interface Boot { code: string; body: string; join: Promise<Response>; socket: EarlySocket | null; taken?: boolean }
+
+/** boot.js's join, if it is the one this room would send (same meeting, name and passcode). */
+function takeBoot(code: string, body: object): Boot | null {
+  const w = window as unknown as { __boot?: Boot };
+  const b = w.__boot;
+  delete w.__boot;
+  return b && b.code === code && b.body === JSON.stringify(body) ? b : null;
+}
+
+/** A join stage as a performance mark, the first time it happens (read by the fast-join
+ *  test; cheap, kept in production). */
+function mark(name: string): void {
+  if (!performance.getEntriesByName(name).length) performance.mark(name);
+}
+/** When the meeting notes load at the latest after a join (sooner: at the first video frame,
+ *  or when the notes panel is opened). */
+const NOTES_AFTER_MS = 1500;
 
 function pref<T extends string>(key: string, allowed: T[], dflt: T): T {
   const v = localStorage.getItem(key) as T | null;
@@ -78,6 +99,12 @@ export class Room {
   /** performance.now() when the hint was shown / the first remote video frame was drawn. */
   mutedHintAt = 0;
   firstFrameAt = 0;
+  /** Its size (which simulcast layer came first). */
+  firstFrameSize = '';
+  private notesStarted = false;
+  /** The first join request, sent before the room is drawn (or by boot.js, earlier). */
+  private firstJoin: Promise<JoinAnswer> | null = null;
+  private boot: Boot | null = null;
   lastReaction = 0;
   iceRestartedAt = 0;
   help = false;
@@ -114,6 +141,11 @@ export class Room {
   get me(): string { return this.client?.participantId || ''; }
 
   async start(): Promise<void> {
+    // The join request goes first: everything else on this page can happen while it is
+    // answered.
+    this.boot = takeBoot(this.code, this.joinBody());
+    this.firstJoin = this.boot ? this.boot.join.then((r) => answerOf<JoinAnswer>(r)) : this.askJoin();
+    this.firstJoin.catch(() => {});
     this.render();
     this.banner(t('joining'));
     this.timer = window.setInterval(() => this.tick(), 1000);
@@ -165,15 +197,42 @@ export class Room {
     }
   }
 
-  private async connectOnce(): Promise<void> {
-    // Join stages as performance marks (read by the fast-join test; cheap, kept in production).
-    const mark = (name: string) => { if (!performance.getEntriesByName(name).length) performance.mark(name); };
+  private joinBody(): { display_name: string; passcode?: string } {
+    return { display_name: this.choice.name, passcode: this.passcode || undefined };
+  }
+
+  private askJoin(): Promise<JoinAnswer> {
     mark('join-request');
-    const answer = await api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), { display_name: this.choice.name, passcode: this.passcode || undefined });
+    return api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), this.joinBody());
+  }
+
+  /** The signaling socket boot.js opened for this very answer, if it did. */
+  private earlySocket(answer: JoinAnswer): EarlySocket | null {
+    const b = this.boot;
+    this.boot = null;
+    if (!b) return null;
+    b.taken = true;
+    const s = b.socket;
+    if (!s) return null;
+    if (s.url === answer.sfu.signal_url && s.token === answer.token) return s;
+    s.ws.close();
+    return null;
+  }
+
+  private async connectOnce(): Promise<void> {
+    const asked = this.firstJoin ?? this.askJoin();
+    this.firstJoin = null;
+    let answer: JoinAnswer;
+    try {
+      answer = await asked;
+    } finally {
+      // A failed first join: boot.js opens nothing for it, and later joins are ours.
+      if (this.boot) this.boot.taken = true;
+    }
     mark('join-answer');
     this.answer = answer;
     this.joinRole = answer.role || (answer.host ? 'owner' : 'participant');
-    const c = new MeetingClient({ signalUrl: answer.sfu.signal_url, token: answer.token, iceServers: answer.ice_servers });
+    const c = new MeetingClient({ signalUrl: answer.sfu.signal_url, token: answer.token, iceServers: answer.ice_servers, early: this.earlySocket(answer) });
     this.client = c;
     const on = (type: string, f: (d: any) => void) => c.addEventListener(type, (e) => { if (this.client === c) f((e as CustomEvent).detail); });
     // Offers from the server (the people already here) are answered as soon as the socket
@@ -546,7 +605,7 @@ export class Room {
   togglePanel(p: Panel): void {
     this.panel = this.panel === p ? null : p;
     if (this.panel === 'chat') this.unread = 0;
-    if (this.panel === 'notes') this.notesUnread = false;
+    if (this.panel === 'notes') { this.notesUnread = false; this.startNotes(); }
     this.update();
     if (this.panel === 'chat') (document.getElementById('chat-input') as HTMLInputElement | null)?.focus();
     if (this.panel === 'notes') this.notes?.focus();
@@ -574,8 +633,17 @@ export class Room {
       meetingId: answer.meeting.id, joinToken: token,
       onRemoteChange: () => { if (this.panel !== 'notes' && !this.notesUnread) { this.notesUnread = true; this.drawControls(); } },
     });
-    this.notes.start();
+    // The notes (their code, the shared document and its own connection) load once the
+    // first video shows, or after NOTES_AFTER_MS, or when the panel opens: not while the
+    // join's media is being set up, whose every step waits for this page's main thread.
+    window.setTimeout(() => this.startNotes(), NOTES_AFTER_MS);
     window.addEventListener('pagehide', () => this.notes?.flushOnExit());
+  }
+
+  private startNotes(): void {
+    if (this.notesStarted || !this.notes) return;
+    this.notesStarted = true;
+    this.notes.start();
   }
 
   // ---- every 50 ms: who is talking (and am I, while muted?) ----------------------------
@@ -744,7 +812,7 @@ export class Room {
       h('span', { class: 'only-audio', 'aria-hidden': 'true' }, t('audio_only_badge')));
     // The first picture of someone else: when the deep link's join is "done" (BENCHMARKS.md).
     if (!self && 'requestVideoFrameCallback' in video) {
-      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) this.firstFrameAt = performance.now(); else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
+      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => this.startNotes(), 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
       video.requestVideoFrameCallback(first);
     }
     el.addEventListener('dblclick', () => this.fullscreen(p.participant_id));

@@ -24,6 +24,8 @@ export class MeetingClient extends EventTarget {
     iceServers?: RTCIceServer[];
     iceTransportPolicy?: RTCIceTransportPolicy;
     log?: (...a: unknown[]) => void;
+    /** A signaling socket opened (and joined on) before this client: taken over. */
+    early?: { ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean } | null;
   });
   pc: RTCPeerConnection;
   participantId?: string;
@@ -32,6 +34,8 @@ export class MeetingClient extends EventTarget {
   published: Map<string, RTCRtpTransceiver>;
   closed: boolean;
   iceRestarts: number;
+  /** Whether this client took over a socket opened before it (`early`). */
+  adopted: boolean;
   unsupported: Set<string>;
   closeReason?: string;
   connect(): Promise<any>;

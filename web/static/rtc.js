@@ -12,13 +12,21 @@ const LAYERS = [
 export class MeetingClient extends EventTarget {
   // `mungeRemoteSdp`/`mungeLocalSdp` rewrite SDP on its way in/out (tests use them to route
   // media through a lossy relay).
-  constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {}, mungeRemoteSdp = (s) => s, mungeLocalSdp = (s) => s }) {
+  // `early`: a signaling socket the page opened (and sent the join on) before this client
+  // existed, with what arrived on it so far (web/public/boot.js); it is taken over.
+  constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {}, mungeRemoteSdp = (s) => s, mungeLocalSdp = (s) => s, early = null }) {
     super();
     this.munge = mungeRemoteSdp;
     this.mungeLocal = mungeLocalSdp;
     this.signalUrl = signalUrl;
     this.token = token;
     this.log = log;
+    // The signaling socket opens first, so its handshake runs while the peer connection is
+    // made. Nothing arrives on it before the caller's current task ends: listeners added
+    // before the first `await` (then `connect()`) see every message.
+    this.joined = this._open(early);
+    this.adopted = !!early;
+    this.joined.catch(() => {});
     // A candidate pool of one: the browser gathers its candidates now, while signaling
     // connects, instead of after the server's first offer is answered.
     this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle', iceCandidatePoolSize: 1 });
@@ -38,9 +46,15 @@ export class MeetingClient extends EventTarget {
     this.pc.ontrack = (e) => this._onTrack(e);
     this.pc.onconnectionstatechange = () => this._emit('connection', { state: this.pc.connectionState });
     this.pc.oniceconnectionstatechange = () => this._emit('ice', { state: this.pc.iceConnectionState });
+    this.pc.onicegatheringstatechange = () => this._mark('gathering-' + this.pc.iceGatheringState);
+    this.pc.onicecandidate = (e) => { if (e.candidate) this._mark('local-candidate'); };
   }
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  // The first time each connection step happens, as a performance mark (the fast-join test
+  // reads them; cheap, kept in production).
+  _mark(name) { if (!performance.getEntriesByName(name).length) performance.mark(name); }
 
   _send(msg) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
@@ -66,11 +80,14 @@ export class MeetingClient extends EventTarget {
     return this.chain;
   }
 
-  connect() {
+  /** Resolves with the server's `joined` message (the socket opened when this was made). */
+  connect() { return this.joined; }
+
+  _open(early) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.signalUrl);
+      const ws = early ? early.ws : new WebSocket(this.signalUrl);
       this.ws = ws;
-      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: this.token }));
+      if (!early) ws.onopen = () => { this._mark('ws-open'); ws.send(JSON.stringify({ type: 'join', token: this.token })); };
       ws.onerror = () => reject(new Error('signaling connection failed'));
       ws.onclose = (e) => {
         if (!this.closed) {
@@ -93,13 +110,23 @@ export class MeetingClient extends EventTarget {
         }
         this._onMessage(m);
       };
+      if (early) {
+        // What came before, in order, once the caller has added its listeners (before any
+        // later message: those are tasks, this is a microtask).
+        const held = early.messages.splice(0);
+        queueMicrotask(() => {
+          for (const data of held) ws.onmessage({ data });
+          if (early.failed) ws.onerror();
+          if (early.closed) ws.onclose(early.closed);
+        });
+      }
       this.pingTimer = setInterval(() => this._send({ type: 'ping' }), 15000);
     });
   }
 
   _onMessage(m) {
     switch (m.type) {
-      case 'offer': this._serial(() => this._onOffer(m.sdp)); break;
+      case 'offer': this._mark('offer-msg'); this._serial(() => this._onOffer(m.sdp)); break;
       case 'answer': this._serial(() => this._onAnswer(m.sdp)); break;
       case 'tracks':
         for (const t of m.tracks) this.trackInfo.set(t.mid, t);
@@ -153,8 +180,11 @@ export class MeetingClient extends EventTarget {
 
   async _onOffer(sdp) {
     if (this.awaitingAnswer) { this.log('ignoring a crossing server offer (we are impolite)'); return; }
+    this._mark('offer-in');
     await this.pc.setRemoteDescription({ type: 'offer', sdp: this.munge(sdp) });
+    this._mark('offer-applied');
     const answer = await this.pc.createAnswer();
+    this._mark('answer-made');
     await this.pc.setLocalDescription(answer);
     this._send({ type: 'answer', sdp: this.mungeLocal(this.pc.localDescription.sdp) });
     // Received tracks are current (currentDirection set) only now: the UI can show them and

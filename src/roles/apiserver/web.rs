@@ -1,5 +1,6 @@
 //! The browser client (`web/`, built by `make web` into `web/dist` and embedded by `build.rs`):
-//! `/` and `/m/{code}` answer with its page, `/assets/*` with its hashed, immutable files.
+//! `/` and `/m/{code}` answer with its page, `/boot.js` with its first script, `/assets/*` with
+//! its hashed, immutable files.
 //! A binary built without the client answers `/` with a page that says how to build it.
 
 use actix_web::{HttpResponse, web};
@@ -9,6 +10,7 @@ include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/m/{code}", web::get().to(index))
+        .route("/boot.js", web::get().to(boot))
         .route("/assets/{file:.+}", web::get().to(asset));
 }
 
@@ -124,6 +126,20 @@ const FALLBACK: &str = "<!doctype html><meta charset=utf-8><title>Meetings</titl
 <h1>meeting-appliance</h1><p>The HTTP API is running at <code>/api/v1</code>, but this binary \
 was built without the web client. Run <code>make web</code> (needs Node.js and npm), then build \
 the binary again (<code>cargo build --release</code>).</p>";
+
+/// The page's first script (`web/public/boot.js`: starts a deep link's join while the main
+/// bundle loads). Its name has no hash, so it is revalidated like the page.
+async fn boot() -> HttpResponse {
+    match find("/boot.js") {
+        Some((ct, body)) => HttpResponse::Ok()
+            .content_type(ct)
+            .insert_header(("Cache-Control", "no-cache"))
+            .body(body.bytes()),
+        None => HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("Not found"),
+    }
+}
 
 /// Built files carry a content hash in their names: cache them for good.
 async fn asset(file: web::Path<String>) -> HttpResponse {
