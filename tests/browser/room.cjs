@@ -665,6 +665,12 @@ const scenarios = {
         await ctx.close();
         await sleep(1500);
       }
+      // The layers the person already there sends (simulcast; fewer for a small camera).
+      out.host_layers = await host.evaluate(async () => {
+        const r = [];
+        (await window.room.client.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') r.push({ rid: s.rid, w: s.frameWidth, h: s.frameHeight, frames: s.framesEncoded, active: s.active }); });
+        return r;
+      });
       const ms = out.joins.map((j) => j.ms).sort((a, b2) => a - b2);
       out.median_ms = ms[2];
       out.host = H;

@@ -15,18 +15,25 @@
   if (q.get('pwd')) body.passcode = q.get('pwd');
   var boot = { code: code, body: JSON.stringify(body), socket: null };
   performance.mark('join-request');
-  boot.join = fetch('/api/v1/join/' + encodeURIComponent(code), {
+  var join = fetch('/api/v1/join/' + encodeURIComponent(code), {
     method: 'POST', credentials: 'same-origin',
     headers: { 'content-type': 'application/json' }, body: boot.body,
   });
-  boot.join.then(function (r) { return r.ok ? r.clone().json() : null; }).then(function (a) {
-    if (!a || !a.sfu || !a.token || boot.taken) return;
-    var s = { url: a.sfu.signal_url, token: a.token, ws: new WebSocket(a.sfu.signal_url), messages: [], closed: null, failed: false };
-    s.ws.onopen = function () { performance.mark('ws-open'); s.ws.send(JSON.stringify({ type: 'join', token: a.token })); };
-    s.ws.onmessage = function (e) { s.messages.push(e.data); };
-    s.ws.onerror = function () { s.failed = true; };
-    s.ws.onclose = function (e) { s.closed = e; };
-    boot.socket = s;
-  }).catch(function () {});
+  // The response, once the socket for its answer (if it is one) is open: the room reads the
+  // response itself (this reads a copy), so both always agree on which socket is whose.
+  boot.join = join.then(function (r) {
+    if (!r.ok) return r;
+    return r.clone().json().then(function (a) {
+      if (a && a.sfu && a.token) {
+        var s = { url: a.sfu.signal_url, token: a.token, ws: new WebSocket(a.sfu.signal_url), messages: [], closed: null, failed: false };
+        s.ws.onopen = function () { performance.mark('ws-open'); s.ws.send(JSON.stringify({ type: 'join', token: a.token })); };
+        s.ws.onmessage = function (e) { s.messages.push(e.data); };
+        s.ws.onerror = function () { s.failed = true; };
+        s.ws.onclose = function (e) { s.closed = e; };
+        boot.socket = s;
+      }
+      return r;
+    }, function () { return r; });
+  });
   window.__boot = boot;
 })();

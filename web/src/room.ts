@@ -35,7 +35,7 @@ const ICE_RESTART_WAIT_MS = 12000;
 /** A signaling socket web/public/boot.js opened for a deep link, with what it received. */
 interface EarlySocket { url: string; token: string; ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean }
 /** What web/public/boot.js started for a deep link that joins at once. */
-interface Boot { code: string; body: string; join: Promise<Response>; socket: EarlySocket | null; taken?: boolean }
+interface Boot { code: string; body: string; join: Promise<Response>; socket: EarlySocket | null }
 
 /** boot.js's join, if it is the one this room would send (same meeting, name and passcode). */
 function takeBoot(code: string, body: object): Boot | null {
@@ -206,13 +206,11 @@ export class Room {
     return api<JoinAnswer>('POST', '/join/' + encodeURIComponent(this.code), this.joinBody());
   }
 
-  /** The signaling socket boot.js opened for this very answer, if it did. */
+  /** The signaling socket boot.js opened for this very answer, if it did (it has, by the
+   *  time its join resolves). */
   private earlySocket(answer: JoinAnswer): EarlySocket | null {
-    const b = this.boot;
+    const s = this.boot?.socket;
     this.boot = null;
-    if (!b) return null;
-    b.taken = true;
-    const s = b.socket;
     if (!s) return null;
     if (s.url === answer.sfu.signal_url && s.token === answer.token) return s;
     s.ws.close();
@@ -225,9 +223,10 @@ export class Room {
     let answer: JoinAnswer;
     try {
       answer = await asked;
-    } finally {
-      // A failed first join: boot.js opens nothing for it, and later joins are ours.
-      if (this.boot) this.boot.taken = true;
+    } catch (e) {
+      // A failed first join: boot.js opened nothing for it, and later joins are ours.
+      this.boot = null;
+      throw e;
     }
     mark('join-answer');
     this.answer = answer;
