@@ -255,7 +255,13 @@ const scenarios = {
     await caretAt(host.page, 'end');
     await host.page.keyboard.type('A line to be taken back by a restore\n');
     await waitNotes('host', host.page, 'saved', (s) => s.state === 'saved');
-    await sleep(3000); // another pause, another version
+    // Another pause, another version: kept 2–4 s after the last change (a 2 s pause, checked
+    // every 2 s), so wait for the server to list it before the panel fetches the list once.
+    const now = (await server(host.page, out.meeting_id)).version;
+    await waitFor('the host\'s version kept', async () => {
+      const v = await host.page.evaluate(async (id) => (await fetch(`/api/v1/meetings/${id}/notes/versions`)).json(), out.meeting_id);
+      return { ok: Array.isArray(v) && v.length >= 2 && v.some((x) => x.version >= now), now, v: Array.isArray(v) ? v.map((x) => x.version) : v };
+    }, 30000);
     await host.page.click('#notes-history-btn');
     const versions = (await waitFor('versions listed', async () => {
       const v = await host.page.$$eval('#notes-history li[data-version]', (l) => l.map((x) => ({ v: Number(x.dataset.version), text: x.textContent })));
