@@ -647,6 +647,11 @@ const scenarios = {
           const v = await p.evaluate(() => window.room && window.room.firstFrameAt);
           return { ok: v > 0, v };
         }, 20000);
+        // The meeting notes load by themselves (the panel stays closed), after the first frame.
+        const notesAt = (await waitFor('the notes to load', async () => {
+          const v = await p.evaluate(() => { const e = performance.getEntriesByType('resource').find((x) => /notes-live/.test(x.name)); return e ? Math.round(e.startTime) : 0; });
+          return { ok: v > 0, v };
+        }, 10000)).v;
         const nav = await p.evaluate(() => {
           const n = performance.getEntriesByType('navigation')[0];
           const m = {};
@@ -660,7 +665,7 @@ const scenarios = {
           return { size: window.room.firstFrameSize, adopted: !!(window.room.client && window.room.client.adopted), page: [n.requestStart, n.responseStart, n.responseEnd].map(Math.round), domInteractive: Math.round(n.domInteractive), load: Math.round(n.loadEventEnd), marks: m, fetched };
         });
         if (process.env.TRACE_DIR) await b.stopTracing();
-        out.joins.push({ ms: Math.round(r.v), ...nav });
+        out.joins.push({ ms: Math.round(r.v), notes_at: notesAt, ...nav });
         await p.click('#ctl-leave');
         await ctx.close();
         await sleep(1500);

@@ -547,6 +547,18 @@ fn room_fast_join() {
         joins.iter().all(|j| j["adopted"] == true),
         "the room took over boot.js's signaling socket: {joins:?}"
     );
+    // The meeting notes (their code and connection) load after the first frame, not while
+    // the join's media is set up.
+    assert!(
+        joins
+            .iter()
+            .all(|j| j["notes_at"].as_f64() >= j["ms"].as_f64().map(|ms| ms - 1.0)),
+        "the notes loaded after the first frame: {:?}",
+        joins
+            .iter()
+            .map(|j| (&j["notes_at"], &j["ms"]))
+            .collect::<Vec<_>>()
+    );
     for j in joins {
         let mut marks: Vec<(i64, String)> = j["marks"]
             .as_object()

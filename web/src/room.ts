@@ -5,7 +5,7 @@
 //
 // What is drawn where is decided by layout.ts; the camera and microphone and their effects
 // live in effects.ts (LocalMedia); statistics for the details panel in details.ts.
-import { MeetingClient, type Participant, type RemoteTrack } from '../static/rtc.js';
+import { mark, MeetingClient, type Participant, type RemoteTrack } from '../static/rtc.js';
 import { answerOf, api, ApiError, type JoinAnswer } from './api';
 import { h, mount, toast } from './dom';
 import { t } from './i18n';
@@ -45,11 +45,6 @@ function takeBoot(code: string, body: object): Boot | null {
   return b && b.code === code && b.body === JSON.stringify(body) ? b : null;
 }
 
-/** A join stage as a performance mark, the first time it happens (read by the fast-join
- *  test; cheap, kept in production). */
-function mark(name: string): void {
-  if (!performance.getEntriesByName(name).length) performance.mark(name);
-}
 /** When the meeting notes load at the latest after a join (sooner: at the first video frame,
  *  or when the notes panel is opened). */
 const NOTES_AFTER_MS = 1500;

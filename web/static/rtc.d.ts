@@ -17,6 +17,9 @@ export interface Participant {
   /** When the hand went up (unix ms; 0: down). */
   hand_at?: number;
 }
+/** A join stage as a performance mark, the first time it happens. */
+export function mark(name: string): void;
+
 export class MeetingClient extends EventTarget {
   constructor(opts: {
     signalUrl: string;

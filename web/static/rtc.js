@@ -9,6 +9,12 @@ const LAYERS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+/** A join stage as a performance mark, the first time it happens (the fast-join test reads
+ *  them; cheap, kept in production). */
+export function mark(name) {
+  if (!performance.getEntriesByName(name).length) performance.mark(name);
+}
+
 export class MeetingClient extends EventTarget {
   // `mungeRemoteSdp`/`mungeLocalSdp` rewrite SDP on its way in/out (tests use them to route
   // media through a lossy relay).
@@ -46,15 +52,11 @@ export class MeetingClient extends EventTarget {
     this.pc.ontrack = (e) => this._onTrack(e);
     this.pc.onconnectionstatechange = () => this._emit('connection', { state: this.pc.connectionState });
     this.pc.oniceconnectionstatechange = () => this._emit('ice', { state: this.pc.iceConnectionState });
-    this.pc.onicegatheringstatechange = () => this._mark('gathering-' + this.pc.iceGatheringState);
-    this.pc.onicecandidate = (e) => { if (e.candidate) this._mark('local-candidate'); };
+    this.pc.onicegatheringstatechange = () => mark('gathering-' + this.pc.iceGatheringState);
+    this.pc.onicecandidate = (e) => { if (e.candidate) mark('local-candidate'); };
   }
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
-
-  // The first time each connection step happens, as a performance mark (the fast-join test
-  // reads them; cheap, kept in production).
-  _mark(name) { if (!performance.getEntriesByName(name).length) performance.mark(name); }
 
   _send(msg) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
@@ -87,7 +89,7 @@ export class MeetingClient extends EventTarget {
     return new Promise((resolve, reject) => {
       const ws = early ? early.ws : new WebSocket(this.signalUrl);
       this.ws = ws;
-      if (!early) ws.onopen = () => { this._mark('ws-open'); ws.send(JSON.stringify({ type: 'join', token: this.token })); };
+      if (!early) ws.onopen = () => { mark('ws-open'); ws.send(JSON.stringify({ type: 'join', token: this.token })); };
       ws.onerror = () => reject(new Error('signaling connection failed'));
       ws.onclose = (e) => {
         if (!this.closed) {
@@ -126,7 +128,7 @@ export class MeetingClient extends EventTarget {
 
   _onMessage(m) {
     switch (m.type) {
-      case 'offer': this._mark('offer-msg'); this._serial(() => this._onOffer(m.sdp)); break;
+      case 'offer': this._serial(() => this._onOffer(m.sdp)); break;
       case 'answer': this._serial(() => this._onAnswer(m.sdp)); break;
       case 'tracks':
         for (const t of m.tracks) this.trackInfo.set(t.mid, t);
@@ -180,11 +182,11 @@ export class MeetingClient extends EventTarget {
 
   async _onOffer(sdp) {
     if (this.awaitingAnswer) { this.log('ignoring a crossing server offer (we are impolite)'); return; }
-    this._mark('offer-in');
+    mark('offer-in');
     await this.pc.setRemoteDescription({ type: 'offer', sdp: this.munge(sdp) });
-    this._mark('offer-applied');
+    mark('offer-applied');
     const answer = await this.pc.createAnswer();
-    this._mark('answer-made');
+    mark('answer-made');
     await this.pc.setLocalDescription(answer);
     this._send({ type: 'answer', sdp: this.mungeLocal(this.pc.localDescription.sdp) });
     // Received tracks are current (currentDirection set) only now: the UI can show them and

@@ -130,23 +130,23 @@ the binary again (<code>cargo build --release</code>).</p>";
 /// The page's first script (`web/public/boot.js`: starts a deep link's join while the main
 /// bundle loads). Its name has no hash, so it is revalidated like the page.
 async fn boot() -> HttpResponse {
-    match find("/boot.js") {
-        Some((ct, body)) => HttpResponse::Ok()
-            .content_type(ct)
-            .insert_header(("Cache-Control", "no-cache"))
-            .body(body.bytes()),
-        None => HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body("Not found"),
-    }
+    file("/boot.js", "no-cache")
 }
 
 /// Built files carry a content hash in their names: cache them for good.
-async fn asset(file: web::Path<String>) -> HttpResponse {
-    match find(&format!("/assets/{}", file.into_inner())) {
+async fn asset(name: web::Path<String>) -> HttpResponse {
+    file(
+        &format!("/assets/{}", name.into_inner()),
+        "public, max-age=31536000, immutable",
+    )
+}
+
+/// One of the client's files, with how long it may be cached; 404 if there is none.
+fn file(path: &str, cache: &'static str) -> HttpResponse {
+    match find(path) {
         Some((ct, body)) => HttpResponse::Ok()
             .content_type(ct)
-            .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+            .insert_header(("Cache-Control", cache))
             .body(body.bytes()),
         None => HttpResponse::NotFound()
             .content_type("text/plain; charset=utf-8")
