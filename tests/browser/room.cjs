@@ -112,22 +112,22 @@ async function receivedDb(p, pid, source, ms) {
 }
 
 /** What `p` sends as its microphone over `ms`: the sent track's mean power in dB (after the
- *  page's effects, from the `media-source` stats) and the audio packets sent. */
+ *  page's effects, from the `media-source` stats), the audio packets sent, and the power
+ *  second by second (`series`, rounded dB). */
 async function sentDb(p, ms) {
   const read = () => p.evaluate(async () => {
-    const o = {};
+    const o = { e: 0, d: 0, packets: 0 };
     (await window.room.client.pc.getStats()).forEach((x) => {
-      if (x.type === 'media-source' && x.kind === 'audio') { o.e = (o.e || 0) + (x.totalAudioEnergy || 0); o.d = (o.d || 0) + (x.totalSamplesDuration || 0); }
-      if (x.type === 'outbound-rtp' && x.kind === 'audio') o.packets = (o.packets || 0) + (x.packetsSent || 0);
+      if (x.type === 'media-source' && x.kind === 'audio') { o.e += x.totalAudioEnergy || 0; o.d += x.totalSamplesDuration || 0; }
+      if (x.type === 'outbound-rtp' && x.kind === 'audio') o.packets += x.packetsSent || 0;
     });
     return o;
   });
-  const a = await read();
-  await sleep(ms);
-  const b = await read();
-  const e = (b.e || 0) - (a.e || 0);
-  const d = (b.d || 0) - (a.d || 0);
-  return { db: d > 0 && e > 0 ? 10 * Math.log10(e / d) : -200, packets: (b.packets || 0) - (a.packets || 0) };
+  const dB = (a, b) => { const e = b.e - a.e, d = b.d - a.d; return d > 0 && e > 0 ? 10 * Math.log10(e / d) : -200; };
+  const reads = [await read()];
+  for (let t = 0; t < ms; t += 1000) { await sleep(Math.min(1000, ms - t)); reads.push(await read()); }
+  const [a, b] = [reads[0], reads[reads.length - 1]];
+  return { db: dB(a, b), packets: b.packets - a.packets, series: reads.slice(1).map((r, i) => Math.round(dB(reads[i], r))) };
 }
 
 /** CPU seconds used by a browser's whole process tree (from /proc, clock ticks of 1/100 s).
@@ -398,8 +398,7 @@ const scenarios = {
       if (process.env.NOISE_SERIES) {
         await s.setChecked('#room-fx-noise', true);
         await waitFor('filtered', () => sending(true), 20000);
-        out.series = [];
-        for (let i = 0; i < 15; i++) out.series.push(Math.round((await sentDb(s, 1000)).db));
+        out.series = (await sentDb(s, 15000)).series;
         await s.setChecked('#room-fx-noise', false);
         await waitFor('raw', () => sending(false), 20000);
       }
