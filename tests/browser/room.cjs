@@ -640,7 +640,7 @@ const scenarios = {
       for (let i = 0; i < 5; i++) {
         const ctx = await b.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
         const p = await ctx.newPage();
-        if (process.env.TRACE_DIR) await b.startTracing(p, { path: `${process.env.TRACE_DIR}/join${i}.json`, categories: ['devtools.timeline', 'v8', 'blink', 'toplevel', 'disabled-by-default-devtools.timeline'] });
+        if (process.env.TRACE_DIR) await b.startTracing(p, { path: `${process.env.TRACE_DIR}/join${i}.json`, categories: (process.env.TRACE_CATEGORIES || 'devtools.timeline,v8,blink,toplevel,disabled-by-default-devtools.timeline').split(',') });
         await p.goto(`${BASE}/m/${CODE}?name=Joiner${i}&autojoin=1`);
         const r = await waitFor('first frame', async () => {
           const v = await p.evaluate(() => window.room && window.room.firstFrameAt);
