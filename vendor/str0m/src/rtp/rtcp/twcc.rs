@@ -1219,11 +1219,19 @@ impl TwccSendRegister {
             .skip_while(|(seq, _, _)| seq < &head_seq);
         let (first_seq_no, _, first_instant) = iter.next()?;
 
-        // The queue is in seq order: find the report's first record by
-        // binary search rather than walking every older record.
-        let Ok(first_index) = self.queue.binary_search_by_key(&first_seq_no, |r| r.seq()) else {
-            // Old report for which we no longer have any send records.
-            return None;
+        // The queue is in seq order, and nearly always contiguous (every sent
+        // packet is registered with the next transport-wide sequence number):
+        // the report's first record is then at its distance from the head.
+        // Otherwise, find it by binary search rather than walking every older
+        // record.
+        let guess = usize::try_from((*first_seq_no).wrapping_sub(*head_seq)).unwrap_or(usize::MAX);
+        let first_index = match self.queue.get(guess) {
+            Some(r) if r.seq() == first_seq_no => guess,
+            _ => match self.queue.binary_search_by_key(&first_seq_no, |r| r.seq()) {
+                Ok(i) => i,
+                // Old report for which we no longer have any send records.
+                Err(_) => return None,
+            },
         };
         let mut iter2 = self.queue.range_mut(first_index..);
         let first_record = iter2.next()?;
