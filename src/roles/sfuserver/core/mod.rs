@@ -1197,7 +1197,7 @@ impl Core {
         };
         for (s, oi) in src.subs {
             if let Some(p) = self.peers[s].as_mut() {
-                stop_out(p, oi);
+                p.stop_out(oi);
                 self.mark(s);
             }
         }
@@ -2456,18 +2456,6 @@ fn bump(v: &mut Vec<u32>, worker: u8, d: i32) {
 }
 
 /// Stops (renegotiates away) received track `oi` of `p`.
-fn stop_out(p: &mut Participant, oi: usize) {
-    let Some(slot) = p.tracks_out.get_mut(oi) else {
-        return;
-    };
-    let Some(t) = slot.as_mut() else { return };
-    match t.state {
-        OutState::ToOpen => *slot = None,
-        OutState::Negotiating(m) | OutState::Open(m) => t.state = OutState::ToStop(m),
-        _ => {}
-    }
-}
-
 /// RTP, not RTCP (RFC 5761: RTCP packet types 192–223 sit where RTP's marker+PT would), and
 /// not STUN/DTLS (their first byte is below 128). Headers are clear text under SRTP.
 pub fn is_rtp(b: &[u8]) -> bool {
