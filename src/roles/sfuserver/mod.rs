@@ -256,6 +256,36 @@ fn dont_fragment(sock: &std::net::UdpSocket) {
     }
 }
 
+/// The workers' media sockets: `bound` (handed over by the service manager, at most 64) or,
+/// when none, `workers` bound here from `udp_port` (0: any free ports) on `ip`; every one set
+/// to send with don't-fragment.
+fn media_sockets(
+    workers: usize,
+    udp_port: u16,
+    ip: IpAddr,
+    bound: Vec<std::net::UdpSocket>,
+) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+    let sockets = if bound.is_empty() {
+        let n = workers.clamp(1, 64);
+        let mut sockets = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if udp_port == 0 {
+                0
+            } else {
+                udp_port.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
+            };
+            sockets.push(media_socket(ip, port)?);
+        }
+        sockets
+    } else {
+        bound.into_iter().take(64).collect()
+    };
+    for sock in &sockets {
+        dont_fragment(sock);
+    }
+    Ok(sockets)
+}
+
 /// A running sfuserver.
 pub struct SfuHandle {
     /// For the signaling route, and the actor host actions go to (`state.sfu`).
@@ -276,25 +306,7 @@ pub fn start(
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<SfuHandle> {
     let crypto = Arc::new(str0m::crypto::from_feature_flags());
-    let sockets = if bound.is_empty() {
-        let n = s.workers.clamp(1, 64);
-        let mut sockets = Vec::with_capacity(n);
-        for i in 0..n {
-            let port = if s.udp_port == 0 {
-                0
-            } else {
-                s.udp_port
-                    .saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
-            };
-            sockets.push(media_socket(s.advertised_ip, port)?);
-        }
-        sockets
-    } else {
-        bound.into_iter().take(64).collect()
-    };
-    for sock in &sockets {
-        dont_fragment(sock);
-    }
+    let sockets = media_sockets(s.workers, s.udp_port, s.advertised_ip, bound)?;
     let n = sockets.len();
     let rooms = Arc::new(self::core::Rooms::new(s.audio_top_k));
     let handoff = Arc::new(worker::Handoff::new(n));
@@ -385,11 +397,17 @@ mod tests {
 
     #[test]
     fn media_sockets_send_with_dont_fragment_and_no_pmtu_discovery() {
-        let sock = media_socket(IpAddr::from([127, 0, 0, 1]), 0).expect("socket");
+        let lo = IpAddr::from([127, 0, 0, 1]);
         // The kernel's default for a UDP socket: discovery per route (no DF on most routes).
-        assert_ne!(mtu_discover(&sock), libc::IP_PMTUDISC_PROBE);
-        dont_fragment(&sock);
-        assert_eq!(mtu_discover(&sock), libc::IP_PMTUDISC_PROBE);
+        let plain = media_socket(lo, 0).expect("socket");
+        assert_ne!(mtu_discover(&plain), libc::IP_PMTUDISC_PROBE);
+        // Bound here, one per worker, and handed over by the service manager: all set.
+        let made = media_sockets(2, 0, lo, Vec::new()).expect("sockets");
+        assert_eq!(made.len(), 2);
+        let handed = media_sockets(1, 0, lo, vec![plain]).expect("sockets");
+        for sock in made.iter().chain(&handed) {
+            assert_eq!(mtu_discover(sock), libc::IP_PMTUDISC_PROBE);
+        }
         // An IPv6 socket is left alone (and does not fail).
         if let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") {
             dont_fragment(&v6);
