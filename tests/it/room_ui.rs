@@ -535,6 +535,14 @@ fn room_fast_join() {
         joins.iter().map(|j| j["ms"].clone()).collect::<Vec<_>>()
     );
     println!("  the publisher's layers: {}", r["host_layers"]);
+    println!(
+        "  {}",
+        if r["cpus"].as_u64() >= Some(2) {
+            "the two browsers on a CPU each (the joiner on CPU 1), the appliance unpinned"
+        } else {
+            "one CPU: both browsers and the appliance share it"
+        }
+    );
     // Where the time goes, per join: page interactive, then the stages the client marks.
     // boot.js also opened the signaling socket, and the room took it over.
     assert!(
