@@ -262,11 +262,15 @@ impl Worker {
         let mut next_flush = Instant::now() + FLUSH;
         let mut counts_in = (0u64, 0u64);
         'outer: loop {
+            // Another turn at once only if a batch was full: the socket is watched
+            // level-triggered and commands write the eventfd, so what arrives after a read
+            // that left nothing behind wakes the `epoll_wait` below at once (one `recvmmsg`
+            // per wake-up, not a second one that finds nothing).
             let mut busy = false;
             // 1. Datagrams waiting in the socket (never waited for).
             let n = rxb.recv(self.socket.as_raw_fd());
             if n > 0 {
-                busy = true;
+                busy = n == RECV_BATCH;
                 let (mono, real) = (Instant::now(), SystemTime::now());
                 for i in 0..n {
                     let (data, from, ts) = rxb.get(i);
@@ -304,13 +308,12 @@ impl Worker {
                         .handle(now, Input::Forwarded(f), &mut tx, &mut out);
                     self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
                 }
-                busy |= taken > 0;
+                busy |= taken == 4 * SEND_BATCH;
             }
-            // 3. Commands and control messages.
+            // 3. Commands and control messages (each one wrote the eventfd).
             loop {
                 match self.rx.try_recv() {
                     Ok(m) => {
-                        busy = true;
                         let input = match m {
                             WorkerMsg::Cmd(c) => Input::Cmd(c),
                             WorkerMsg::Ctl(c) => Input::Ctl(c),

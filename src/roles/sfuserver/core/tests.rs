@@ -851,3 +851,25 @@ fn a_new_viewer_starts_on_a_keyframe_asked_for_once_it_is_connected() {
         &frames[..frames.len().min(3)]
     );
 }
+
+/// vendor/str0m change 7: mids and rids are made without a `String` and read without
+/// `str::trim`; what they hold is unchanged (each char one byte, `_` for anything not
+/// ASCII alphanumeric, at most 16 bytes, space-padded and trimmed when read).
+#[test]
+fn mids_and_rids_keep_their_text() {
+    use str0m::media::Mid;
+    for (given, kept) in [
+        ("0", "0"),
+        ("a b", "a_b"),
+        ("äx-1", "_x_1"),
+        ("0123456789abcdefXYZ", "0123456789abcdef"),
+        ("", ""),
+    ] {
+        assert_eq!(&*Mid::from(given), kept, "mid {given:?}");
+        assert_eq!(
+            &*Rid::from(given),
+            &kept[..kept.len().min(8)],
+            "rid {given:?}"
+        );
+    }
+}

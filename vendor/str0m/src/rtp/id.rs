@@ -43,25 +43,20 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
-                from_utf8(&self.0).expect("ascii id").trim()
+                // Ids are ASCII (see `From<&str>`): trimming the bytes is enough, and much
+                // cheaper than `str::trim` on every packet header written.
+                from_utf8(self.0.trim_ascii()).expect("ascii id")
             }
         }
 
         impl<'a> From<&'a str> for $id {
             fn from(v: &'a str) -> Self {
-                let v = v
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect::<String>();
-
-                let bytes = v.as_bytes();
-                let bytes = &bytes[0..$num.min(bytes.len())];
-
-                // pad with space.
+                // Each char becomes one ASCII byte, the rest is padded with space. No
+                // allocation: this runs for every received packet carrying a mid or rid.
                 let mut array = [b' '; $num];
-
-                let max = bytes.len().min(array.len());
-                (&mut array[0..max]).copy_from_slice(bytes);
+                for (b, c) in array.iter_mut().zip(v.chars()) {
+                    *b = if c.is_ascii_alphanumeric() { c as u8 } else { b'_' };
+                }
 
                 $id(array)
             }
