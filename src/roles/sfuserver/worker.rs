@@ -262,10 +262,11 @@ impl Worker {
         let mut next_flush = Instant::now() + FLUSH;
         let mut counts_in = (0u64, 0u64);
         'outer: loop {
-            // Another turn at once only if a batch was full: the socket is watched
-            // level-triggered and commands write the eventfd, so what arrives after a read
-            // that left nothing behind wakes the `epoll_wait` below at once (one `recvmmsg`
-            // per wake-up, not a second one that finds nothing).
+            // Another turn at once only if the receive batch was full or another worker
+            // handed packets over: the socket is watched level-triggered and commands write
+            // the eventfd, so what arrives after a read that left nothing behind wakes the
+            // `epoll_wait` below at once (one `recvmmsg` per wake-up, not a second one that
+            // finds nothing).
             let mut busy = false;
             // 1. Datagrams waiting in the socket (never waited for).
             let n = rxb.recv(self.socket.as_raw_fd());
@@ -308,7 +309,7 @@ impl Worker {
                         .handle(now, Input::Forwarded(f), &mut tx, &mut out);
                     self.route(&mut out, &mut links, &mut slow, &mut wake_workers);
                 }
-                busy |= taken == 4 * SEND_BATCH;
+                busy |= taken > 0;
             }
             // 3. Commands and control messages (each one wrote the eventfd).
             loop {
