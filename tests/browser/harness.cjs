@@ -201,6 +201,24 @@ const scenarios = {
     return { before, after };
   },
 
+  // Bob's uplink goes through the lossy relay: what Alice receives of Bob, and what Bob's
+  // camera stream was asked to resend (NACKs from the server) and resent.
+  async lossy_up(browser) {
+    const a = await join(browser, 'Alice', { audio: false });
+    const b = await join(browser, 'Bob', { audio: false, viaPort: Number(process.env.VIA_PORT) });
+    await waitFor('Alice to decode Bob', async () => { const v = await videoOf(a, b); return { ok: v.framesDecoded > 10, v }; });
+    const sent = async () => {
+      const o = (await b.page.evaluate(() => window.client.outboundStats())).filter((x) => x.kind === 'video');
+      return { nackCount: o.reduce((n, x) => n + (x.nackCount || 0), 0), retransmittedPacketsSent: o.reduce((n, x) => n + (x.retransmittedPacketsSent || 0), 0), packetsSent: o.reduce((n, x) => n + (x.packetsSent || 0), 0) };
+    };
+    const before = { alice: await videoOf(a, b), bob: await sent() };
+    console.log('READY');
+    await cue(); // the burst is over
+    await sleep(4000);
+    const after = { alice: await videoOf(a, b), bob: await sent() };
+    return { before, after };
+  },
+
   // The host (signed in, through the API) mutes, then removes the guest; locks; ends.
   async host_controls(browser) {
     const g = await join(browser, 'Guest');

@@ -339,7 +339,7 @@ export class MeetingClient extends EventTarget {
       if (s.type === 'outbound-rtp') {
         const codec = s.codecId && stats.get(s.codecId);
         out.push({ kind: s.kind, rid: s.rid, mid: s.mid, packetsSent: s.packetsSent, bytesSent: s.bytesSent, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
-          retransmittedPacketsSent: s.retransmittedPacketsSent, codec: codec && codec.mimeType, active: s.active, qualityLimitationReason: s.qualityLimitationReason, timestamp: s.timestamp });
+          retransmittedPacketsSent: s.retransmittedPacketsSent, nackCount: s.nackCount, codec: codec && codec.mimeType, active: s.active, qualityLimitationReason: s.qualityLimitationReason, timestamp: s.timestamp });
       }
     });
     return out;

@@ -1465,9 +1465,11 @@ impl Session {
     }
 
     fn nack_at(&self) -> Option<Instant> {
-        // Paused streams stop counting as NACK-enabled once their pending retries finish,
-        // so an idle session doesn't wake every NACK_MIN_INTERVAL for as long as it lives.
-        if !self.streams.any_nack_enabled() {
+        // Only a missing packet with attempts left needs the timer: a session without loss
+        // does not wake every NACK_MIN_INTERVAL (per receiving peer, for as long as it
+        // lives). A gap found on receive makes the timer due at once when the last NACK
+        // round is more than NACK_MIN_INTERVAL ago.
+        if !self.streams.any_nack_pending() {
             return None;
         }
 

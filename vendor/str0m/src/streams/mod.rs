@@ -758,11 +758,12 @@ impl Streams {
             .find(|s| s.ssrc() == ssrc || s.rtx() == Some(ssrc))
     }
 
-    /// Whether any receive stream currently needs NACK reports (see [`StreamRx::nack_enabled`]).
+    /// Whether any receive stream has a missing packet to NACK (see
+    /// [`StreamRx::nack_pending`]).
     ///
-    /// Not cached: the answer changes with pause state and pending NACK retries.
-    pub(crate) fn any_nack_enabled(&self) -> bool {
-        self.streams_rx.values().any(|s| s.nack_enabled())
+    /// Not cached: the answer changes with every packet received and every NACK sent.
+    pub(crate) fn any_nack_pending(&self) -> bool {
+        self.streams_rx.values().any(|s| s.nack_pending())
     }
 
     fn rx_lookup_at(&self) -> Instant {

@@ -829,6 +829,17 @@ impl StreamRx {
         register.has_pending_nacks()
     }
 
+    /// Whether this stream has a missing packet with NACK attempts left (a first request,
+    /// or a retry waiting for its RTT deadline): what the session's NACK timer waits for.
+    /// Without loss the register's active range is one packet long, so this is cheap.
+    pub(crate) fn nack_pending(&self) -> bool {
+        !self.suppress_nack
+            && self
+                .register
+                .as_ref()
+                .is_some_and(|r| r.has_pending_nacks())
+    }
+
     pub(crate) fn maybe_create_nack(
         &mut self,
         now: Instant,
