@@ -634,15 +634,21 @@ const scenarios = {
   // CPU of its own (else the joiner's network service waits behind the other browser's
   // three-layer video encoder, which no real joiner shares a CPU with); the server floats.
   async fast_join(_) {
-    const out = { joins: [], cpus: require('os').cpus().length };
+    // The CPUs this process may run on (a container may allow fewer than the box has).
+    const allowed = (/^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8')) || [])[1] || '';
+    const cpus = allowed.split(',').filter(Boolean).flatMap((r) => {
+      const [a, z = a] = r.split('-').map(Number);
+      return Array.from({ length: z - a + 1 }, (_, i) => a + i);
+    });
+    const out = { joins: [], cpus: cpus.length };
     const on = (cpu) => {
-      if (out.cpus < 2) return undefined;
+      if (cpus.length < 2) return undefined;
       const f = path.join(FILES, `chromium-cpu${cpu}`);
       fs.writeFileSync(f, `#!/bin/sh\nexec taskset -c ${cpu} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
       return f;
     };
-    const b = await launch({ audio: 'silence.wav', exe: on(1) });
-    const there = await launch({ audio: 'silence.wav', exe: on(0) });
+    const b = await launch({ audio: 'silence.wav', exe: on(cpus[1]) });
+    const there = await launch({ audio: 'silence.wav', exe: on(cpus[0]) });
     try {
       const host = await page(there, 'there');
       const H = await joinRoom(host, 'Already there');

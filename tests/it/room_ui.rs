@@ -538,7 +538,7 @@ fn room_fast_join() {
     println!(
         "  {}",
         if r["cpus"].as_u64() >= Some(2) {
-            "the two browsers on a CPU each (the joiner on CPU 1), the appliance unpinned"
+            "the two browsers on a CPU each, the appliance unpinned"
         } else {
             "one CPU: both browsers and the appliance share it"
         }
