@@ -421,6 +421,10 @@ struct SourceTrack {
 
 pub struct Core {
     cfg: CoreConfig,
+    /// This worker's DTLS certificate, made once: every participant's connection presents
+    /// it (as a browser presents one per peer connection), instead of a key pair and a
+    /// certificate generated inside each join (~1 ms of the worker's thread per join).
+    dtls_cert: Option<str0m::config::DtlsCert>,
     peers: Vec<Option<Participant>>,
     gens: Vec<u32>,
     free: Vec<usize>,
@@ -453,6 +457,7 @@ enum Next {
 impl Core {
     pub fn new(cfg: CoreConfig) -> Core {
         Core {
+            dtls_cert: cfg.crypto.dtls_provider.generate_certificate(),
             cfg,
             peers: Vec::new(),
             gens: Vec::new(),
@@ -1546,7 +1551,7 @@ impl Core {
         // ICE-lite: the server never sends connectivity checks, it only answers them. A full
         // agent would probe every candidate a client names, private and link-local addresses
         // (cloud metadata) included, at the client's command.
-        RtcConfig::new()
+        let config = RtcConfig::new()
             .set_ice_lite(true)
             .set_crypto_provider(self.cfg.crypto.clone())
             .set_rtp_mode(true)
@@ -1556,7 +1561,11 @@ impl Core {
             .enable_h264(true)
             .enable_bwe(Some(Bitrate::kbps(800)))
             // Per-participant loss and RTT for `ServerMsg::Quality`.
-            .set_stats_interval(Some(Duration::from_millis(QUALITY_INTERVAL_MS)))
+            .set_stats_interval(Some(Duration::from_millis(QUALITY_INTERVAL_MS)));
+        match &self.dtls_cert {
+            Some(c) => config.set_dtls_cert(c.clone()),
+            None => config,
+        }
     }
 
     fn join(

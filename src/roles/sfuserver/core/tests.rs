@@ -873,3 +873,50 @@ fn mids_and_rids_keep_their_text() {
         );
     }
 }
+
+/// A worker makes its DTLS certificate once: every participant it serves sees the same
+/// fingerprint (no key pair generated inside a join), and media flows both ways with it.
+#[test]
+fn a_worker_presents_one_dtls_certificate_to_everyone() {
+    let mut sim = Sim::new(2, 0);
+    let a = sim.join(0, true, true, false, false);
+    let b = sim.join(0, true, true, false, false);
+    let c = sim.join(1, true, true, false, false);
+    sim.run(2000);
+    let fingerprint = |c: usize| {
+        let sdps: Vec<String> = sim.clients[c]
+            .msgs
+            .iter()
+            .filter_map(|m| match m {
+                ServerMsg::Offer { sdp } | ServerMsg::Answer { sdp } => Some(sdp.clone()),
+                _ => None,
+            })
+            .collect();
+        let fp: Vec<String> = sdps
+            .iter()
+            .flat_map(|s| s.lines())
+            .filter(|l| l.starts_with("a=fingerprint:"))
+            .map(str::to_owned)
+            .collect();
+        assert!(!fp.is_empty(), "client {c} got the server's SDP");
+        assert!(
+            fp.iter().all(|f| *f == fp[0]),
+            "one certificate per session"
+        );
+        fp[0].clone()
+    };
+    assert_eq!(
+        fingerprint(a),
+        fingerprint(b),
+        "the same worker, the same certificate"
+    );
+    assert_ne!(fingerprint(a), fingerprint(c), "each worker made its own");
+    for (viewer, publisher) in [(a, b), (b, a), (c, a)] {
+        let v = sim.clients[viewer].frames_from(publisher as u32, true);
+        assert!(
+            v.len() > 20 && complete(&v),
+            "{viewer} sees {publisher}: {}",
+            v.len()
+        );
+    }
+}
