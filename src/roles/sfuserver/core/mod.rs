@@ -74,6 +74,8 @@ pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// Keyframe requests a worker sends for one source layer, at most this often (the
 /// publisher's worker rate-limits again per publisher).
 const KEYFRAME_ASK: Duration = Duration::from_millis(200);
+/// How long a worker presents one DTLS certificate before it makes a new one.
+const DTLS_CERT_FOR: Duration = Duration::from_secs(24 * 3600);
 /// A simulcast layer not heard from for this long is not available.
 const LAYER_GONE: Duration = Duration::from_secs(1);
 
@@ -421,10 +423,13 @@ struct SourceTrack {
 
 pub struct Core {
     cfg: CoreConfig,
-    /// This worker's DTLS certificate, made once: every participant's connection presents
-    /// it (as a browser presents one per peer connection), instead of a key pair and a
-    /// certificate generated inside each join (~1 ms of the worker's thread per join).
-    dtls_cert: Option<str0m::config::DtlsCert>,
+    /// This worker's DTLS certificate and when it was made: every participant's connection
+    /// presents it (as a browser presents one per peer connection), instead of a key pair
+    /// and a certificate generated inside each join (~1 ms of the worker's thread per join).
+    /// A new one is made after `DTLS_CERT_FOR` (the generated certificate is valid for a
+    /// year; peers check only its fingerprint, but a server should not present an expired
+    /// one).
+    dtls_cert: Option<(str0m::config::DtlsCert, Instant)>,
     peers: Vec<Option<Participant>>,
     gens: Vec<u32>,
     free: Vec<usize>,
@@ -457,7 +462,7 @@ enum Next {
 impl Core {
     pub fn new(cfg: CoreConfig) -> Core {
         Core {
-            dtls_cert: cfg.crypto.dtls_provider.generate_certificate(),
+            dtls_cert: None,
             cfg,
             peers: Vec::new(),
             gens: Vec::new(),
@@ -1563,9 +1568,39 @@ impl Core {
             // Per-participant loss and RTT for `ServerMsg::Quality`.
             .set_stats_interval(Some(Duration::from_millis(QUALITY_INTERVAL_MS)));
         match &self.dtls_cert {
-            Some(c) => config.set_dtls_cert(c.clone()),
+            Some((c, _)) => config.set_dtls_cert(c.clone()),
             None => config,
         }
+    }
+
+    /// Makes this worker's DTLS certificate if it has none or its has served
+    /// `DTLS_CERT_FOR`. (Without one, str0m makes one per connection.)
+    fn refresh_dtls_cert(&mut self, now: Instant) {
+        if self
+            .dtls_cert
+            .as_ref()
+            .is_some_and(|(_, made)| now.saturating_duration_since(*made) < DTLS_CERT_FOR)
+        {
+            return;
+        }
+        self.dtls_cert = self
+            .cfg
+            .crypto
+            .dtls_provider
+            .generate_certificate()
+            .map(|c| (c, now));
+    }
+
+    #[cfg(test)]
+    pub fn dtls_fingerprint(&mut self, now: Instant) -> Option<String> {
+        self.refresh_dtls_cert(now);
+        Some(format!(
+            "{}",
+            self.rtc_config()
+                .build(now)
+                .direct_api()
+                .local_dtls_fingerprint()
+        ))
     }
 
     fn join(
@@ -1660,6 +1695,7 @@ impl Core {
                 self.apply_member_down(now, meeting, old, CloseReason::Replaced, out);
             }
         }
+        self.refresh_dtls_cert(now);
         let mut rtc = self.rtc_config().build(now);
         match Candidate::host(self.cfg.advertised, "udp") {
             Ok(c) => {

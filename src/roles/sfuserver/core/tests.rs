@@ -920,3 +920,27 @@ fn a_worker_presents_one_dtls_certificate_to_everyone() {
         );
     }
 }
+
+/// The worker's certificate is kept for a day, then a new one is made (the generated ones
+/// are valid for a year; a long-running worker never presents an expired one).
+#[test]
+fn a_worker_makes_a_new_dtls_certificate_after_a_day() {
+    let mut sim = Sim::new(1, 0);
+    let t0 = sim.now;
+    let core = &mut sim.cores[0];
+    let first = core.dtls_fingerprint(t0);
+    assert!(first.is_some());
+    assert_eq!(
+        core.dtls_fingerprint(t0 + Duration::from_secs(23 * 3600)),
+        first
+    );
+    let next = core.dtls_fingerprint(t0 + Duration::from_secs(24 * 3600 + 1));
+    assert!(
+        next.is_some() && next != first,
+        "a new certificate after a day"
+    );
+    assert_eq!(
+        core.dtls_fingerprint(t0 + Duration::from_secs(30 * 3600)),
+        next
+    );
+}
