@@ -1573,7 +1573,7 @@ impl Core {
         }
     }
 
-    /// Makes this worker's DTLS certificate if it has none or its has served
+    /// Makes this worker's DTLS certificate if it has none or the one it has has served
     /// `DTLS_CERT_FOR`. (Without one, str0m makes one per connection.)
     fn refresh_dtls_cert(&mut self, now: Instant) {
         if self
