@@ -1,9 +1,11 @@
 //! The sfuserver under bad input and bad networks, with real Chromium calls running, in a
 //! private network namespace: garbage on the media port and on signaling must not disturb
-//! a running call; loss on one subscriber's path is repaired by NACK/RTX.
+//! a running call; loss on one subscriber's path, or on a publisher's way in, is repaired by
+//! NACK/RTX.
 
 use crate::support;
 
+use meeting_appliance::roles::sfuserver::core::is_rtp;
 use rand::Rng;
 use serde_json::json;
 use std::net::UdpSocket;
@@ -133,16 +135,16 @@ fn lossy_relay(
     let back = UdpSocket::bind("127.0.0.1:0").expect("bind back");
     let port = front.local_addr().expect("addr").port();
     let client = Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
-    // RTP (not RTCP, STUN or DTLS) is dropped at random while `lossy` is set.
-    let drop = move |buf: &[u8], rng: &mut rand::rngs::ThreadRng| {
-        let is_rtp = buf.len() >= 12 && buf[0] & 0xC0 == 0x80 && !(192..=223).contains(&buf[1]);
-        let d = is_rtp && lossy.load(Ordering::Relaxed) && rng.random_bool(0.10);
-        if d {
+    // RTP (not RTCP, STUN or DTLS: the sfuserver's own test) is lost at random while
+    // `lossy` is set.
+    let lose = move |buf: &[u8], rng: &mut rand::rngs::ThreadRng| {
+        let lost = is_rtp(buf) && lossy.load(Ordering::Relaxed) && rng.random_bool(0.10);
+        if lost {
             dropped.fetch_add(1, Ordering::Relaxed);
         }
-        d
+        lost
     };
-    let drop_up = drop.clone();
+    let lose_up = lose.clone();
     {
         let (front, back, client) = (
             front.try_clone().expect("clone"),
@@ -156,7 +158,7 @@ fn lossy_relay(
                 if let Ok(mut c) = client.lock() {
                     *c = Some(from);
                 }
-                if uplink && drop_up(&buf[..n], &mut rng) {
+                if uplink && lose_up(&buf[..n], &mut rng) {
                     continue;
                 }
                 let _ = back.send_to(&buf[..n], sfu);
@@ -167,7 +169,7 @@ fn lossy_relay(
         let mut buf = [0u8; 2048];
         let mut rng = rand::rng();
         while let Ok((n, _)) = back.recv_from(&mut buf) {
-            if !uplink && drop(&buf[..n], &mut rng) {
+            if !uplink && lose(&buf[..n], &mut rng) {
                 continue;
             }
             let to = client.lock().ok().and_then(|c| *c);
@@ -179,29 +181,62 @@ fn lossy_relay(
     port
 }
 
+/// A call between Alice and Bob (browser scenario `scenario`) with Bob's media through a
+/// [`lossy_relay`], running and decoding (`READY`).
+struct LossyCall {
+    app: Appliance,
+    run: BrowserRun,
+    lossy: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LossyCall {
+    async fn start(uplink: bool, scenario: &str) -> LossyCall {
+        let app = Appliance::start_with_media(&["--sfuWorkers", "1"], &[]);
+        let (_, code, _) = instant_meeting(&app).await;
+        let (lossy, dropped) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let via = lossy_relay(media_addr(&app), uplink, lossy.clone(), dropped.clone());
+        let mut run = BrowserRun::start(&app, &code, scenario, &[("VIA_PORT", via.to_string())]);
+        tokio::task::block_in_place(|| run.wait_line("READY", Duration::from_secs(120)));
+        LossyCall {
+            app,
+            run,
+            lossy,
+            dropped,
+        }
+    }
+
+    /// A 3-second burst of 10 % loss; then the scenario's result and the packets dropped.
+    /// (Beyond ~15 % str0m stops resending on purpose: retransmissions would deepen
+    /// congestion; a keyframe request recovers then.)
+    async fn burst(self) -> (Appliance, serde_json::Value, u64) {
+        let LossyCall {
+            app,
+            mut run,
+            lossy,
+            dropped,
+        } = self;
+        lossy.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        lossy.store(false, Ordering::Relaxed);
+        run.cue("burst over");
+        let r = tokio::task::block_in_place(|| run.finish());
+        (app, r, dropped.load(Ordering::Relaxed))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_on_a_subscriber_path_is_repaired_by_nack() {
     if !enter_private_netns("loss_on_a_subscriber_path_is_repaired_by_nack") {
         return;
     }
-    let app = Appliance::start_with_media(&["--sfuWorkers", "1"], &[]);
-    let (_, code, _) = instant_meeting(&app).await;
-    let (lossy, dropped) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let via = lossy_relay(media_addr(&app), false, lossy.clone(), dropped.clone());
-    let mut run = BrowserRun::start(&app, &code, "lossy", &[("VIA_PORT", via.to_string())]);
-    tokio::task::block_in_place(|| run.wait_line("READY", Duration::from_secs(120)));
-    let nacks_before = metric(&app, "meeting_sfu_nacks_received_total").await;
-    // A 3-second burst of 10 % loss on Bob's downlink. (Beyond ~15 % str0m stops resending
-    // on purpose: retransmissions would deepen congestion; a keyframe request recovers then.)
-    lossy.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    lossy.store(false, Ordering::Relaxed);
-    run.cue("burst over");
-    let r = tokio::task::block_in_place(|| run.finish());
-    let dropped = dropped.load(Ordering::Relaxed);
+    // The loss is on Bob's downlink.
+    let call = LossyCall::start(false, "lossy").await;
+    let nacks_before = metric(&call.app, "meeting_sfu_nacks_received_total").await;
+    let (app, r, dropped) = call.burst().await;
     // NACK stats arrive with the next 1 s stats report.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let nacks = metric(&app, "meeting_sfu_nacks_received_total").await - nacks_before;
@@ -239,21 +274,7 @@ async fn loss_on_a_publisher_uplink_is_repaired_by_the_servers_nack() {
     if !enter_private_netns("loss_on_a_publisher_uplink_is_repaired_by_the_servers_nack") {
         return;
     }
-    let app = Appliance::start_with_media(&["--sfuWorkers", "1"], &[]);
-    let (_, code, _) = instant_meeting(&app).await;
-    let (lossy, dropped) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let via = lossy_relay(media_addr(&app), true, lossy.clone(), dropped.clone());
-    let mut run = BrowserRun::start(&app, &code, "lossy_up", &[("VIA_PORT", via.to_string())]);
-    tokio::task::block_in_place(|| run.wait_line("READY", Duration::from_secs(120)));
-    lossy.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    lossy.store(false, Ordering::Relaxed);
-    run.cue("burst over");
-    let r = tokio::task::block_in_place(|| run.finish());
-    let dropped = dropped.load(Ordering::Relaxed) as i64;
+    let (_app, r, dropped) = LossyCall::start(true, "lossy_up").await.burst().await;
     let delta = |who: &str, k: &str| {
         r["after"][who][k].as_f64().unwrap_or(0.0) - r["before"][who][k].as_f64().unwrap_or(0.0)
     };

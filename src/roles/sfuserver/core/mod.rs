@@ -1591,9 +1591,12 @@ impl Core {
             .map(|c| (c, now));
     }
 
+    /// The fingerprint a participant joining at `now` is shown; None if this worker has no
+    /// certificate of its own (str0m would then make one per connection).
     #[cfg(test)]
     pub fn dtls_fingerprint(&mut self, now: Instant) -> Option<String> {
         self.refresh_dtls_cert(now);
+        self.dtls_cert.as_ref()?;
         Some(format!(
             "{}",
             self.rtc_config()
@@ -2500,7 +2503,6 @@ fn bump(v: &mut Vec<u32>, worker: u8, d: i32) {
     v[w] = v[w].saturating_add_signed(d);
 }
 
-/// Stops (renegotiates away) received track `oi` of `p`.
 /// RTP, not RTCP (RFC 5761: RTCP packet types 192–223 sit where RTP's marker+PT would), and
 /// not STUN/DTLS (their first byte is below 128). Headers are clear text under SRTP.
 pub fn is_rtp(b: &[u8]) -> bool {
