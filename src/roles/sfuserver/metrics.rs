@@ -85,7 +85,7 @@ impl Collector for SfuCollector {
                 .map(|w| f(w).load(Ordering::Relaxed))
                 .sum::<u64>()
         };
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "sfu_rtp_packets_in",
                 "RTP packets received (media and retransmissions)",
@@ -127,6 +127,11 @@ impl Collector for SfuCollector {
                 "sfu_keyframe_requests",
                 "Keyframe requests (PLI) sent to publishers",
                 sum(|w| &w.keyframe_requests),
+            ),
+            (
+                "sfu_keyframes_replayed",
+                "Video streams a viewer started on a keyframe already received (no new request)",
+                sum(|w| &w.keyframes_replayed),
             ),
             (
                 "sfu_retransmitted",

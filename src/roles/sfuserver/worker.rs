@@ -53,6 +53,8 @@ pub struct WorkerStats {
     pub nacks_received: AtomicU64,
     pub retransmitted: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Viewers that started on a keyframe already at hand instead of asking for one.
+    pub keyframes_replayed: AtomicU64,
     /// Audio packets not forwarded (outside the room's top-K).
     pub audio_held: AtomicU64,
     /// Packets for another worker dropped because its queue was full.
@@ -482,6 +484,8 @@ impl Worker {
             .fetch_add(c.retransmitted, Ordering::Relaxed);
         s.keyframe_requests
             .fetch_add(c.keyframe_requests, Ordering::Relaxed);
+        s.keyframes_replayed
+            .fetch_add(c.keyframes_replayed, Ordering::Relaxed);
         s.audio_held.fetch_add(c.audio_held, Ordering::Relaxed);
         let (p, b) = std::mem::take(counts_in);
         s.packets_in.fetch_add(p, Ordering::Relaxed);

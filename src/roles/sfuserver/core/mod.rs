@@ -78,6 +78,14 @@ const KEYFRAME_ASK: Duration = Duration::from_millis(200);
 const DTLS_CERT_FOR: Duration = Duration::from_secs(24 * 3600);
 /// A simulcast layer not heard from for this long is not available.
 const LAYER_GONE: Duration = Duration::from_secs(1);
+/// A viewer that has just connected starts on a keyframe already here if it is at most this
+/// old (the one asked for while it connected); else it asks the publisher. As long as the
+/// publisher's own limit on keyframe requests, so a keyframe that limit would hold a new
+/// ask back for is always young enough to start on.
+const REPLAY_AGE: Duration = participant::KEYFRAME_INTERVAL;
+/// Every simulcast layer a publisher sends has a packet within this of its first (a frame
+/// interval at 30 frames/s, with margin).
+const LAYERS_SETTLE: Duration = Duration::from_millis(50);
 
 /// The channel to a participant's signaling session (bounded; the I/O side delivers to it
 /// with `try_send` and reports a full one as [`Input::SlowReader`]).
@@ -323,6 +331,8 @@ pub struct Counts {
     pub nacks_received: u64,
     pub retransmitted: u64,
     pub keyframe_requests: u64,
+    /// Viewers that started on a keyframe already here instead of asking for one.
+    pub keyframes_replayed: u64,
     pub audio_held: u64,
     pub fwd_dropped: u64,
 }
@@ -416,6 +426,9 @@ struct SourceTrack {
     /// Per layer: recent packets (video, for NACKs) and when last heard from.
     cache: [Option<Box<PacketRing>>; 3],
     seen: [Option<Instant>; 3],
+    /// When this worker first had a packet of it (which simulcast layers the publisher
+    /// sends is known a frame interval later).
+    first_heard: Option<Instant>,
     last_ask: [Option<Instant>; 3],
     /// Dynacast mask last reported to the publisher's worker.
     wants_sent: u8,
@@ -439,6 +452,10 @@ pub struct Core {
     sources: HashMap<TrackKey, SourceTrack>,
     dirty: Vec<usize>,
     next_housekeeping: Option<Instant>,
+    /// A viewer's wishes changed (a new subscription, an answer, a tile size): dynacast is
+    /// reported at the end of this input rather than at the next housekeeping, so that a
+    /// publisher resumes a layer a new viewer needs while the viewer is still connecting.
+    wants_dirty: bool,
     /// When the rooms' participants are next told everyone's connection quality.
     next_quality: Option<Instant>,
     /// Per meeting, participants a host removed and when (oldest first): their join tokens
@@ -473,6 +490,7 @@ impl Core {
             sources: HashMap::new(),
             dirty: Vec::new(),
             next_housekeeping: None,
+            wants_dirty: false,
             next_quality: None,
             removed: HashMap::new(),
             denied: HashMap::new(),
@@ -528,6 +546,9 @@ impl Core {
             Input::Timeout => self.on_timeout(now, net, out),
         }
         self.drive_dirty(now, net, out);
+        if std::mem::take(&mut self.wants_dirty) {
+            self.report_wants(out);
+        }
     }
 
     // ---- network input -------------------------------------------------------------
@@ -699,13 +720,7 @@ impl Core {
             Event::Connected => {
                 p.connected = true;
                 tracing::info!(participant = %p.pid, "media connected");
-                // What it views can be decoded from the next keyframe on: ask for them now.
-                // (A keyframe asked for at the answer, before DTLS is up, could not be sent
-                // to it, and the publisher's own limit would hold the next ask back.)
-                let asks = video_asks(p);
-                for (track, layer) in asks {
-                    self.ask_keyframe(now, track, layer, true, out);
-                }
+                self.start_viewing(now, slot, net, out);
             }
             // A brief Disconnected is survivable (the client may restart ICE); the
             // signaling session decides when the participant is gone.
@@ -883,6 +898,7 @@ impl Core {
         };
         let l = usize::from(layer).min(2);
         src.seen[l] = Some(pkt.received);
+        let first_heard = *src.first_heard.get_or_insert(pkt.received);
         let video = src.desc.kind == MediaKind::Video;
         if video {
             src.cache[l].get_or_insert_with(Box::default).put(pkt);
@@ -917,11 +933,30 @@ impl Core {
                 continue;
             }
             if !p.connected {
-                // Nothing reaches it before DTLS is up: a keyframe asked for now would be lost,
-                // and the publisher's limit would then hold back the ask made at `Connected`.
-                // Only the layer it will start on is chosen, for that ask.
+                // Nothing reaches it before DTLS is up. The layer it will start on is chosen,
+                // and that layer's keyframe asked for now, once: it waits in the cache and is
+                // sent the moment the viewer is connected (`start_viewing`).
                 if src.desc.simulcast {
                     t.target = choose_layer(t.wanted_height, bwe, avail).or(Some(layer));
+                }
+                // With simulcast, once a better layer can no longer turn up: the one it wants
+                // is here, or it is not coming (dynacast has not asked the publisher for it)
+                // and every layer the publisher sends has been heard.
+                let want = wanted_rank(t.wanted_height, bwe) as u8;
+                let settled = !src.desc.simulcast
+                    || t.target == Some(want)
+                    || (src.wants_sent & (1 << want) == 0
+                        && pkt.received.saturating_duration_since(first_heard) >= LAYERS_SETTLE);
+                if video && settled {
+                    let tl = t.target.unwrap_or(0);
+                    if t.asked_early != Some(tl) {
+                        t.asked_early = Some(tl);
+                        // Not if one has just come (a layer dynacast resumed starts with one).
+                        let fresh = src.cache[usize::from(tl).min(2)]
+                            .as_deref()
+                            .is_some_and(|c| c.since_keyframe(now, REPLAY_AGE / 2).is_some());
+                        want_key[usize::from(tl).min(2)] |= !fresh;
+                    }
                 }
                 continue;
             }
@@ -954,26 +989,17 @@ impl Core {
                 }
                 t.need_keyframe = false;
             }
-            let Some((pt, clock, _)) = t.map_pt(pkt.pt, &src.desc.params, &p.rtc) else {
-                continue;
-            };
-            let Some(h) = t.rewriter.rewrite(pkt, layer, clock) else {
-                continue;
-            };
-            let mut w = RtpWrite::new(pt, h.seq.into(), h.time, pkt.received, pkt.payload.clone())
-                .marker(pkt.marker)
-                .ext_vals(pkt.ext_vals());
-            if let Some(v) = h.vp8 {
-                w = w.vp8_patch(v);
-            }
-            if let Some(DirectSend {
-                len, destination, ..
-            }) = p
-                .rtc
-                .direct_api()
-                .send_rtp_now(now, ssrc, w, None, net.buffer())
-            {
-                net.commit(len, destination, Some(pkt.received));
+            if send_copy(
+                now,
+                &mut p.rtc,
+                t,
+                ssrc,
+                pkt,
+                layer,
+                &src.desc.params,
+                net,
+                Some(pkt.received),
+            ) {
                 counts.rtp_out += 1;
             }
         }
@@ -981,6 +1007,70 @@ impl Core {
             if *k {
                 self.ask_keyframe(now, track, i as u8, false, out);
             }
+        }
+    }
+
+    /// A viewer is connected (DTLS up): each video it views starts on the latest keyframe
+    /// of its layer already here and every packet after it, sent now — the one asked for
+    /// while it was connecting (`forward_local`), or another viewer's. A video without a
+    /// recent one asks the publisher, and starts at the next keyframe forwarded.
+    fn start_viewing(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        net: &mut dyn NetSink,
+        out: &mut Outputs,
+    ) {
+        let mut asks: Vec<(TrackKey, u8)> = Vec::new();
+        let Core {
+            peers,
+            sources,
+            counts,
+            ..
+        } = self;
+        let Some(p) = peers[slot].as_mut() else {
+            return;
+        };
+        for t in p.tracks_out.iter_mut().flatten() {
+            if t.kind != MediaKind::Video || t.paused {
+                continue;
+            }
+            let layer = t.target.unwrap_or(0);
+            let start = match (t.state, t.ssrc, sources.get(&t.src)) {
+                (OutState::Open(_), Some(ssrc), Some(src))
+                    if t.need_keyframe && !t.rewriter.started() =>
+                {
+                    src.cache[usize::from(layer).min(2)]
+                        .as_deref()
+                        .and_then(|c| Some((c, c.since_keyframe(now, REPLAY_AGE)?)))
+                        .map(|(c, seqs)| (c, seqs, ssrc, src))
+                }
+                _ => None,
+            };
+            let Some((cache, seqs, ssrc, src)) = start else {
+                asks.push((t.src, layer));
+                continue;
+            };
+            t.need_keyframe = false;
+            for pkt in seqs.filter_map(|s| cache.get(s)) {
+                if send_copy(
+                    now,
+                    &mut p.rtc,
+                    t,
+                    ssrc,
+                    pkt,
+                    layer,
+                    &src.desc.params,
+                    net,
+                    None,
+                ) {
+                    counts.rtp_out += 1;
+                }
+            }
+            counts.keyframes_replayed += 1;
+        }
+        for (track, layer) in asks {
+            self.ask_keyframe(now, track, layer, true, out);
         }
     }
 
@@ -1179,11 +1269,13 @@ impl Core {
             subs: Vec::new(),
             cache: [None, None, None],
             seen: [None; 3],
+            first_heard: None,
             last_ask: [None; 3],
             wants_sent: 0,
         });
         src.desc = desc.clone();
         src.subs.push((s, oi));
+        self.wants_dirty = true;
         self.mark(s);
     }
 
@@ -1969,7 +2061,8 @@ impl Core {
             ClientMsg::Answer { sdp } => match p.accept_answer(&sdp) {
                 Ok(opened) => {
                     p.params = Arc::from(p.rtc.codec_config().params().to_vec());
-                    // Not connected yet (a join): the keyframes are asked for once it is.
+                    // Not connected yet (a join): the keyframes are asked for by the first
+                    // packets (`forward_local`) and sent once it is (`start_viewing`).
                     let asks: Vec<(TrackKey, u8)> = opened
                         .iter()
                         .filter(|_| p.connected)
@@ -1981,6 +2074,7 @@ impl Core {
                         self.ask_keyframe(now, track, layer, true, out);
                     }
                     self.update_desired(slot);
+                    self.wants_dirty = true;
                 }
                 Err(SdpError::Refused(e)) => {
                     tracing::info!(participant = %p.pid, error = %e, "client answer refused; renegotiating");
@@ -2025,6 +2119,7 @@ impl Core {
                     }
                 }
                 self.update_desired(slot);
+                self.wants_dirty = true;
             }
             ClientMsg::Chat { text, to, to_hosts } => {
                 self.chat(slot, text, to, to_hosts, out);
@@ -2287,8 +2382,13 @@ impl Core {
                 let Some(p) = self.peers[s].as_ref() else {
                     continue;
                 };
+                // A track still being negotiated counts: its viewer is connecting, and the
+                // layer it will start on should be flowing (with its keyframe) by then.
                 if let Some(Some(t)) = p.tracks_out.get(oi)
-                    && matches!(t.state, OutState::Open(_))
+                    && matches!(
+                        t.state,
+                        OutState::ToOpen | OutState::Negotiating(_) | OutState::Open(_)
+                    )
                     && !t.paused
                 {
                     mask |= 1 << wanted_rank(t.wanted_height, p.bwe_bps);
@@ -2461,14 +2561,45 @@ impl Core {
     }
 }
 
-/// The video a participant views: (source track, layer it is to get).
-fn video_asks(p: &Participant) -> Vec<(TrackKey, u8)> {
-    p.tracks_out
-        .iter()
-        .flatten()
-        .filter(|t| t.kind == MediaKind::Video && !t.paused)
-        .map(|t| (t.src, t.target.unwrap_or(0)))
-        .collect()
+/// One copy of `pkt` (of simulcast `layer`) to viewer track `t` on stream `ssrc`; false if
+/// it is not sent (no matching payload type, before the current epoch, or str0m refused).
+/// `received`: the original datagram's arrival, for the added-latency histogram (None for
+/// a copy sent later than its arrival, e.g. to a viewer that has just connected).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn send_copy(
+    now: Instant,
+    rtc: &mut str0m::Rtc,
+    t: &mut TrackOut,
+    ssrc: str0m::rtp::Ssrc,
+    pkt: &Pkt,
+    layer: u8,
+    params: &[PayloadParams],
+    net: &mut dyn NetSink,
+    received: Option<Instant>,
+) -> bool {
+    let Some((pt, clock, _)) = t.map_pt(pkt.pt, params, rtc) else {
+        return false;
+    };
+    let Some(h) = t.rewriter.rewrite(pkt, layer, clock) else {
+        return false;
+    };
+    let mut w = RtpWrite::new(pt, h.seq.into(), h.time, pkt.received, pkt.payload.clone())
+        .marker(pkt.marker)
+        .ext_vals(pkt.ext_vals());
+    if let Some(v) = h.vp8 {
+        w = w.vp8_patch(v);
+    }
+    let Some(DirectSend {
+        len, destination, ..
+    }) = rtc
+        .direct_api()
+        .send_rtp_now(now, ssrc, w, None, net.buffer())
+    else {
+        return false;
+    };
+    net.commit(len, destination, received);
+    true
 }
 
 /// A client sends at most camera, microphone, screen and screen audio, each on its own

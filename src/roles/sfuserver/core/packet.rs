@@ -48,10 +48,14 @@ impl Pkt {
 }
 
 /// Recently forwarded packets of one publisher stream (layer), by sequence number: what
-/// NACKs are answered from. A fixed ring, so a burst cannot grow it; entries older than
+/// NACKs are answered from, and what a viewer that has just connected starts on
+/// (`since_keyframe`). A fixed ring, so a burst cannot grow it; entries older than
 /// `CACHE_AGE` are dropped by `sweep` so the payloads do not stay alive for long.
 pub struct PacketRing {
     slots: Box<[Option<Pkt>]>,
+    /// The sequence number of the latest packet that starts a keyframe, and the highest one.
+    key: Option<u64>,
+    newest: u64,
 }
 
 pub const RING: usize = 512;
@@ -61,13 +65,34 @@ impl Default for PacketRing {
     fn default() -> Self {
         PacketRing {
             slots: vec![None; RING].into_boxed_slice(),
+            key: None,
+            newest: 0,
         }
     }
 }
 
 impl PacketRing {
     pub fn put(&mut self, p: &Pkt) {
+        if p.video.keyframe && self.key.is_none_or(|k| p.seq > k) {
+            self.key = Some(p.seq);
+        }
+        self.newest = self.newest.max(p.seq);
         self.slots[(p.seq as usize) % RING] = Some(p.clone());
+    }
+
+    /// The latest keyframe and every packet received after it, when all of them are here
+    /// and the keyframe arrived within `max_age`: a viewer that connects now can start on
+    /// it at once instead of asking the publisher for a new one.
+    pub fn since_keyframe(
+        &self,
+        now: Instant,
+        max_age: Duration,
+    ) -> Option<std::ops::RangeInclusive<u64>> {
+        let k = self.key?;
+        let fresh = now.saturating_duration_since(self.get(k)?.received) <= max_age;
+        let complete =
+            self.newest - k < RING as u64 && (k..=self.newest).all(|s| self.get(s).is_some());
+        (fresh && complete).then_some(k..=self.newest)
     }
 
     pub fn get(&self, seq: u64) -> Option<&Pkt> {
@@ -90,6 +115,13 @@ impl PacketRing {
     pub fn is_empty(&self) -> bool {
         self.slots.iter().all(Option::is_none)
     }
+}
+
+#[cfg(test)]
+pub(crate) fn test_key(seq: u64, received: Instant) -> Pkt {
+    let mut p = test_pkt(seq, 0, received);
+    p.video.keyframe = true;
+    p
 }
 
 #[cfg(test)]
@@ -133,5 +165,41 @@ mod tests {
         // Old packets go at the sweep; the payloads are released.
         r.sweep(t0 + CACHE_AGE + Duration::from_millis(1));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_new_viewer_starts_on_the_latest_complete_recent_keyframe() {
+        let t0 = Instant::now();
+        let age = Duration::from_millis(500);
+        let mut r = PacketRing::default();
+        for s in 100..110u64 {
+            r.put(&test_pkt(s, 0, t0));
+        }
+        assert_eq!(r.since_keyframe(t0, age), None, "no keyframe yet");
+        r.put(&test_key(110, t0));
+        for s in 111..115u64 {
+            r.put(&test_pkt(s, 0, t0));
+        }
+        assert_eq!(r.since_keyframe(t0, age), Some(110..=114));
+        // A later keyframe is the one to start on; an earlier one arriving late is not.
+        r.put(&test_key(115, t0));
+        r.put(&test_key(105, t0));
+        r.put(&test_pkt(116, 0, t0));
+        assert_eq!(r.since_keyframe(t0, age), Some(115..=116));
+        // Too old to start on (the viewer would be shown the past).
+        assert_eq!(
+            r.since_keyframe(t0 + age + Duration::from_millis(1), age),
+            None
+        );
+        // A packet after it missing: the viewer could not decode on; none.
+        r.put(&test_pkt(118, 0, t0));
+        assert_eq!(r.since_keyframe(t0, age), None);
+        r.put(&test_pkt(117, 0, t0));
+        assert_eq!(r.since_keyframe(t0, age), Some(115..=118));
+        // More than the ring holds after the keyframe: none.
+        for s in 119..(115 + RING as u64 + 1) {
+            r.put(&test_pkt(s, 0, t0));
+        }
+        assert_eq!(r.since_keyframe(t0, age), None);
     }
 }

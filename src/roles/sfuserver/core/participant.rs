@@ -83,6 +83,9 @@ pub struct TrackOut {
     pub paused: bool,
     /// Video: wait for a keyframe before sending (a new viewer, a resumed tile).
     pub need_keyframe: bool,
+    /// The layer whose keyframe was asked for while the viewer was still connecting (it is
+    /// kept and sent once the viewer is connected; see `Core::start_viewing`).
+    pub asked_early: Option<u8>,
     /// The mid being negotiated was taken from `Participant::free_mids`.
     pub reused: bool,
     pub rewriter: Rewriter,
@@ -115,6 +118,7 @@ impl TrackOut {
             wanted_height: None,
             paused: false,
             need_keyframe: kind == MediaKind::Video,
+            asked_early: None,
             reused: false,
             rewriter: Rewriter::new(kind == MediaKind::Video),
             carried: None,

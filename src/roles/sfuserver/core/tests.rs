@@ -829,27 +829,81 @@ fn ice_lite_handshakes_before_any_nomination() {
     );
 }
 
-/// A viewer's first picture is a keyframe asked for once its DTLS is up: none is asked for
-/// (and lost) before, which would let the publisher's limit hold back the one that counts and
-/// leave the viewer with frames it cannot decode.
+/// A viewer's first picture is the keyframe asked for while it was connecting (its answer
+/// goes over signaling well before its DTLS is up): the worker keeps it and sends it, with
+/// the packets after it, the moment the viewer is connected, instead of asking then and
+/// waiting for the publisher's next frame. Without and with simulcast, with the viewer on the
+/// publisher's worker and on another.
 #[test]
-fn a_new_viewer_starts_on_a_keyframe_asked_for_once_it_is_connected() {
+fn a_new_viewer_starts_at_once_on_the_keyframe_asked_for_while_it_connected() {
     use std::time::Duration;
-    let mut sim = Sim::new(2, 0);
-    let a = sim.join(0, false, true, false, false);
-    sim.run(1500);
-    // Everything to the viewer is late by 300 ms: it is negotiated (the answer goes over
-    // signaling) well before its DTLS completes, while the publisher's frames flow.
-    let v = sim.clients.len();
-    sim.hold = Some((v, sim.now + Duration::from_millis(300)));
-    assert_eq!(sim.join(1, false, false, false, false), v);
-    sim.run(700);
-    let frames = sim.clients[v].frames_from(a as u32, true);
-    assert!(
-        frames.first().is_some_and(|f| f.key),
-        "the viewer's first frame is a keyframe: {:?}",
-        &frames[..frames.len().min(3)]
-    );
+    for (workers, simulcast) in [(1, false), (2, false), (1, true), (2, true)] {
+        let case = format!("{workers} worker(s), simulcast {simulcast}");
+        let mut sim = Sim::new(workers, 0);
+        let a = sim.join(0, false, true, simulcast, false);
+        // Just after the publisher's own keyframe (every 50 frames, 2 s): none of its own
+        // comes while the viewer connects.
+        sim.run(2100);
+        let asked = sim.clients[a].keyframe_requests;
+        // Everything to the viewer is late by 300 ms: it is negotiated well before its DTLS
+        // completes, while the publisher's frames flow (its own keyframes: every 2 s).
+        let v = sim.clients.len();
+        sim.hold = Some((v, sim.now + Duration::from_millis(300)));
+        assert_eq!(sim.join(workers - 1, false, false, false, false), v);
+        let mut at_connect = None;
+        for _ in 0..700 {
+            sim.run(1);
+            if at_connect.is_none() && sim.clients[v].connected {
+                at_connect = Some((sim.clients[a].frame_no, sim.clients[a].keyframe_requests));
+            }
+        }
+        let (frame_then, asks_then) = at_connect.expect("connected");
+        let pid = sim.clients[a].pid.clone();
+        let mid = sim.clients[v]
+            .mid_of(&pid, MediaKind::Video)
+            .expect("video track");
+        let frames = &sim.clients[v].frames[&mid];
+        let first = frames.first().expect("a frame");
+        assert!(
+            first.key,
+            "{case}: the first frame is a keyframe: {:?}",
+            &frames[..3]
+        );
+        assert!(
+            first.n <= frame_then,
+            "{case}: it was sent by the publisher before the viewer connected \
+             (frame {}, publisher at {frame_then} then)",
+            first.n
+        );
+        // Without simulcast the stream flows and its keyframe is asked for. With it, the
+        // publisher alone was sending no layer the viewer wants: dynacast resumed one at the
+        // subscription (not at the next housekeeping round, which would be too late here),
+        // and a resumed layer starts on a keyframe, so none is asked for.
+        let expected = if simulcast { 0 } else { 1 };
+        assert_eq!(
+            asks_then - asked,
+            expected,
+            "{case}: keyframes asked for while connecting"
+        );
+        assert_eq!(
+            sim.clients[a].keyframe_requests, asks_then,
+            "{case}: none asked for at the connection"
+        );
+        // And the pictures after it follow on: nothing lost between the kept ones and live.
+        let same: Vec<Frame> = frames
+            .iter()
+            .filter(|f| f.layer == first.layer)
+            .copied()
+            .collect();
+        assert!(complete(&same) && same.len() > 10, "{case}: {same:?}");
+        assert!(
+            sim.cores
+                .iter()
+                .map(|c| c.counts.keyframes_replayed)
+                .sum::<u64>()
+                >= 1
+        );
+    }
 }
 
 /// vendor/str0m change 7: mids and rids are made without a `String` and read without
