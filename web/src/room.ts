@@ -786,11 +786,16 @@ export class Room {
     return [mine, ...(c ? [...c.participants.values()].filter((p) => p.participant_id !== this.me) : [])];
   }
 
+  /** The m-lines we receive on now: negotiated (an m-line whose answer is not applied yet
+   * has no current direction) and not parked as inactive by the server (which reuses them). */
+  private receivingMids(): Set<string | null> {
+    return new Set(this.client?.pc.getTransceivers()
+      .filter((x) => x.currentDirection === 'recvonly' || x.currentDirection === 'sendrecv').map((x) => x.mid));
+  }
+
   private remoteTrack(pid: string, source: string): RemoteTrack | undefined {
     if (!this.client) return undefined;
-    // The server parks m-lines it no longer sends on as inactive (and reuses them later).
-    const receiving = new Set(this.client.pc.getTransceivers()
-      .filter((x) => x.currentDirection === 'recvonly' || x.currentDirection === 'sendrecv').map((x) => x.mid));
+    const receiving = this.receivingMids();
     for (const r of this.client.remote.values()) {
       if (r.participantId === pid && r.source === source && r.kind === 'video' && r.track.readyState === 'live' && receiving.has(r.mid)) return r;
     }
@@ -921,8 +926,7 @@ export class Room {
     (this.root.querySelector('.room') as HTMLElement | null)?.setAttribute('data-layout', lay.main ? 'speaker' : screen ? 'screen' : 'grid');
     // Remote audio, one element per track (screen audio too).
     const mids = new Set<string>();
-    const live = new Set(this.client?.pc.getTransceivers()
-      .filter((x) => x.currentDirection === 'recvonly' || x.currentDirection === 'sendrecv').map((x) => x.mid));
+    const live = this.receivingMids();
     for (const r of this.client?.remote.values() || []) {
       if (r.kind !== 'audio' || !live.has(r.mid)) continue;
       mids.add(r.mid);
@@ -1112,7 +1116,11 @@ export class Room {
     const c = this.client;
     if (!c) return;
     const sizes = new Map<string, [number, number]>();
-    for (const r of c.remote.values()) if (r.kind === 'video') sizes.set(r.mid, [0, 0]);
+    // A video we receive and do not show is paused (0×0). One still being negotiated is not
+    // told anything yet: pausing it would make its publisher stop the layer the new viewer
+    // is about to start on, and start it again a moment later.
+    const receiving = this.receivingMids();
+    for (const r of c.remote.values()) if (r.kind === 'video' && receiving.has(r.mid)) sizes.set(r.mid, [0, 0]);
     if (!this.audioOnly) {
       for (const tile of this.tiles.values()) if (tile.mid && tile.el.isConnected) sizes.set(tile.mid, [tile.video.clientWidth, tile.video.clientHeight]);
       const sv = this.els.stage?.querySelector('video');
