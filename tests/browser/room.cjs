@@ -24,6 +24,7 @@ async function launch({ audio, video, tabShare = false, exe = '/usr/bin/chromium
     '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream',
     '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
     '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+    '--disable-features=PreloadTopChromeWebUI,WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup',
     ...(tabShare ? ['--auto-select-tab-capture-source-by-title=Tab Audio Source'] : ['--use-fake-ui-for-media-stream', '--auto-select-desktop-capture-source=Entire screen']),
   ];
   if (audio) args.push(`--use-file-for-fake-audio-capture=${path.join(FILES, audio)}`);
