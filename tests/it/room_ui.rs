@@ -535,6 +535,18 @@ fn room_fast_join() {
         joins.iter().map(|j| j["ms"].clone()).collect::<Vec<_>>()
     );
     println!("  the publisher's layers: {}", r["host_layers"]);
+    // How the joiners' first pictures started: a keyframe already at the server, sent at
+    // once (replayed), or one asked of the publisher then.
+    let metrics = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async { reqwest::get(s.app.url("/metrics")).await?.text().await })
+        .expect("metrics");
+    for name in ["sfu_keyframes_replayed", "sfu_keyframe_requests"] {
+        let line = metrics
+            .lines()
+            .find(|l| !l.starts_with('#') && l.contains(name));
+        println!("  {}", line.unwrap_or(name));
+    }
     println!(
         "  {}",
         if r["cpus"].as_u64() >= Some(2) {

@@ -652,8 +652,15 @@ impl Core {
             match self.poll_once(now, slot, net, out) {
                 Next::More => {}
                 Next::Timeout(t) => {
-                    if let Some(p) = self.peers[slot].as_mut() {
-                        p.next_timeout = t;
+                    let Some(p) = self.peers[slot].as_mut() else {
+                        return;
+                    };
+                    p.next_timeout = t;
+                    // Connected, and everything str0m had to send is out: the handshake's last
+                    // flight goes before any media (sent earlier, from the `Connected` event,
+                    // media reached Chromium ahead of our DTLS Finished and was dropped).
+                    if p.connected && !p.media_ready {
+                        self.media_ready(now, slot, net, out);
                     }
                     return;
                 }
@@ -718,9 +725,9 @@ impl Core {
         match e {
             Event::RtpPacket(rp) => self.ingest(now, slot, rp, net, out),
             Event::Connected => {
+                // Media starts once str0m's last handshake flight is out (`poll_peer`).
                 p.connected = true;
                 tracing::info!(participant = %p.pid, "media connected");
-                self.start_viewing(now, slot, net, out);
             }
             // A brief Disconnected is survivable (the client may restart ICE); the
             // signaling session decides when the participant is gone.
@@ -932,8 +939,8 @@ impl Core {
                 t.need_keyframe = video;
                 continue;
             }
-            if !p.connected {
-                // Nothing reaches it before DTLS is up. The layer it will start on is chosen,
+            if !p.media_ready {
+                // Nothing reaches it before DTLS is up (on its side too). The layer it will start on is chosen,
                 // and that layer's keyframe asked for now, once: it waits in the cache and is
                 // sent the moment the viewer is connected (`start_viewing`).
                 if src.desc.simulcast {
@@ -1010,7 +1017,16 @@ impl Core {
         }
     }
 
-    /// A viewer is connected (DTLS up): each video it views starts on the latest keyframe
+    /// A participant's connection is up: what it views starts.
+    fn media_ready(&mut self, now: Instant, slot: usize, net: &mut dyn NetSink, out: &mut Outputs) {
+        let Some(p) = self.peers[slot].as_mut().filter(|p| !p.media_ready) else {
+            return;
+        };
+        p.media_ready = true;
+        self.start_viewing(now, slot, net, out);
+    }
+
+    /// A viewer is ready for media: each video it views starts on the latest keyframe
     /// of its layer already here and every packet after it, sent now — the one asked for
     /// while it was connecting (`forward_local`), or another viewer's. A video without a
     /// recent one asks the publisher, and starts at the next keyframe forwarded.
@@ -2061,11 +2077,11 @@ impl Core {
             ClientMsg::Answer { sdp } => match p.accept_answer(&sdp) {
                 Ok(opened) => {
                     p.params = Arc::from(p.rtc.codec_config().params().to_vec());
-                    // Not connected yet (a join): the keyframes are asked for by the first
+                    // Not ready yet (a join): the keyframes are asked for by the first
                     // packets (`forward_local`) and sent once it is (`start_viewing`).
                     let asks: Vec<(TrackKey, u8)> = opened
                         .iter()
-                        .filter(|_| p.connected)
+                        .filter(|_| p.media_ready)
                         .filter_map(|&i| p.tracks_out[i].as_ref())
                         .filter(|t| t.kind == MediaKind::Video)
                         .map(|t| (t.src, t.target.unwrap_or(0)))

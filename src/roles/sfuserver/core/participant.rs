@@ -213,6 +213,9 @@ pub struct Participant {
     /// What we last told str0m this participant should get (its probing target).
     pub desired_bps: u64,
     pub connected: bool,
+    /// Connected, and str0m's output of that moment (the handshake's last flight) sent:
+    /// media may go (`Core::poll_peer`).
+    pub media_ready: bool,
     /// Slot in the room's audio table (top-K, active speaker).
     pub audio_slot: Option<usize>,
     /// Incoming SSRC → (track index, layer), learned from str0m's receive streams.
@@ -301,6 +304,7 @@ impl Participant {
             bwe_bps: None,
             desired_bps: 0,
             connected: false,
+            media_ready: false,
             audio_slot: None,
             rx_map: Vec::new(),
             params: Arc::from(Vec::new()),
