@@ -590,6 +590,12 @@ fn room_fast_join() {
             matches!((at("join-request"), at("module-start")), (Some(a), Some(b)) if a <= b),
             "the join request left before the main bundle ran: {marks:?}"
         );
+        // boot.js answered the server's first offer (someone is there) before the room was
+        // drawn: ICE and DTLS ran while the page was built.
+        assert!(
+            matches!((at("boot-answered"), at("room-render")), (Some(a), Some(b)) if a <= b),
+            "boot.js answered the first offer before the room was drawn: {marks:?}"
+        );
         let marks: Vec<String> = marks.iter().map(|(t, k)| format!("{k} {t}")).collect();
         println!(
             "  {} ms{}, first frame {}: page {} (asked, first byte, done), dom interactive {}; {}; fetched {}",

@@ -85,8 +85,10 @@ export class LocalMedia extends EventTarget {
     try { raw = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints(audioId), video: videoConstraints(videoId) }); } catch {
       try { raw = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints(audioId) }); } catch { return null; }
     }
+    performance.mark('devices-open');
     const m = new LocalMedia(raw, effects);
     await m.apply(effects);
+    performance.mark('effects-on');
     return m;
   }
 

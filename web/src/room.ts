@@ -32,22 +32,38 @@ export const REACTIONS = ['👍', '👏', '😂', '🎉', '❤️', '😮'];
 const REACTION_GAP_MS = 1000;
 /** How long an ICE restart may take before the room is joined again. */
 const ICE_RESTART_WAIT_MS = 12000;
-/** A signaling socket web/public/boot.js opened for a deep link, with what it received. */
-interface EarlySocket { url: string; token: string; ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean }
-/** What web/public/boot.js started for a deep link that joins at once. */
-interface Boot { code: string; body: string; join: Promise<Response>; socket: EarlySocket | null }
+/** A signaling socket web/public/boot.js opened for a deep link, with what it received, and
+ *  the peer connection on which it answers the server's first offer. */
+interface EarlySocket {
+  url: string; token: string; ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean;
+  pc: RTCPeerConnection; tracks: RTCTrackEvent[]; offerIndex: number; offer: string | null; negotiation: Promise<void> | null; negotiated: boolean;
+}
+/** What web/public/boot.js started for a deep link that joins at once. `ready`: its first
+ *  offer is answered, or there is none to answer yet, or it waited long enough. */
+interface Boot { code: string; body: string; join: Promise<Response>; socket: EarlySocket | null; ready: Promise<void> }
 
-/** boot.js's join, if it is the one this room would send (same meeting, name and passcode). */
+function dropEarly(s: EarlySocket | null): void {
+  s?.ws.close();
+  s?.pc.close();
+}
+
+/** boot.js's join, if it is the one this room would send (same meeting, name and passcode);
+ *  another one is ended. */
 function takeBoot(code: string, body: object): Boot | null {
   const w = window as unknown as { __boot?: Boot };
   const b = w.__boot;
   delete w.__boot;
-  return b && b.code === code && b.body === JSON.stringify(body) ? b : null;
+  if (b && b.code === code && b.body === JSON.stringify(body)) return b;
+  b?.join.then(() => dropEarly(b.socket), () => {});
+  return null;
 }
 
 /** When the meeting notes load at the latest after a join (sooner: at the first video frame,
  *  or when the notes panel is opened). */
 const NOTES_AFTER_MS = 1500;
+/** How long the room waits at most for the first picture before it shows the self view and
+ *  starts reading audio levels. */
+const SETTLE_MS = 1000;
 
 function pref<T extends string>(key: string, allowed: T[], dflt: T): T {
   const v = localStorage.getItem(key) as T | null;
@@ -94,6 +110,7 @@ export class Room {
   /** performance.now() when the hint was shown / the first remote video frame was drawn. */
   mutedHintAt = 0;
   firstFrameAt = 0;
+  private renderedAt = 0;
   /** Its size (which simulcast layer came first). */
   firstFrameSize = '';
   private notesStarted = false;
@@ -141,6 +158,12 @@ export class Room {
     this.boot = takeBoot(this.code, this.joinBody());
     this.firstJoin = this.boot ? this.boot.join.then((r) => answerOf<JoinAnswer>(r)) : this.askJoin();
     this.firstJoin.catch(() => {});
+    // boot.js answers the server's first offer while this page is still being built: the
+    // room is drawn after that (building it holds the page's only thread for tens of ms).
+    if (this.boot) await this.boot.ready;
+    mark('room-render');
+    this.renderedAt = performance.now();
+    window.setTimeout(() => this.update(), SETTLE_MS + 10);
     this.render();
     this.banner(t('joining'));
     this.timer = window.setInterval(() => this.tick(), 1000);
@@ -208,7 +231,7 @@ export class Room {
     this.boot = null;
     if (!s) return null;
     if (s.url === answer.sfu.signal_url && s.token === answer.token) return s;
-    s.ws.close();
+    dropEarly(s);
     return null;
   }
 
@@ -332,6 +355,7 @@ export class Room {
 
   private firstServerOffer(c: MeetingClient, maxMs: number): Promise<void> {
     return new Promise((resolve) => {
+      if (c.negotiations > 0) { resolve(); return; }
       const done = () => { clearTimeout(timer); c.removeEventListener('negotiated', done); resolve(); };
       const timer = setTimeout(done, maxMs);
       c.addEventListener('negotiated', done);
@@ -634,6 +658,14 @@ export class Room {
     window.addEventListener('pagehide', () => this.notes?.flushOnExit());
   }
 
+  /** Whether the join's first picture is in (or it waited long enough, or no one else is
+   *  here): until then the page's thread is kept for what the first picture needs. */
+  private settled(): boolean {
+    if (this.firstFrameAt) return true;
+    if (performance.now() - this.renderedAt > SETTLE_MS) return true;
+    return (this.client?.participants.size || 0) === 0;
+  }
+
   private startNotes(): void {
     if (this.notesStarted || !this.notes) return;
     this.notesStarted = true;
@@ -643,6 +675,7 @@ export class Room {
   // ---- every 50 ms: who is talking (and am I, while muted?) ----------------------------
 
   private listen(): void {
+    if (!this.settled()) return;
     // Me: the microphone as it is, also while muted (the monitor track is never disabled).
     const mon = this.media?.monitor;
     const meKey = this.me || 'me';
@@ -811,7 +844,7 @@ export class Room {
       h('span', { class: 'only-audio', 'aria-hidden': 'true' }, t('audio_only_badge')));
     // The first picture of someone else: when the deep link's join is "done" (BENCHMARKS.md).
     if (!self && 'requestVideoFrameCallback' in video) {
-      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => this.startNotes(), 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
+      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => { this.startNotes(); this.update(); }, 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
       video.requestVideoFrameCallback(first);
     }
     el.addEventListener('dblclick', () => this.fullscreen(p.participant_id));
@@ -853,7 +886,7 @@ export class Room {
       if (tile.el.parentElement !== into || into === grid) into.append(tile.el); // keeps the order
       let track: MediaStreamTrack | null = null;
       if (self) {
-        track = this.media?.video || null;
+        track = this.settled() ? this.media?.video || null : null;
         tile.mid = '';
       } else if (!this.audioOnly) {
         const r = this.remoteTrack(pid, 'camera');

@@ -28,7 +28,10 @@ export class MeetingClient extends EventTarget {
     iceTransportPolicy?: RTCIceTransportPolicy;
     log?: (...a: unknown[]) => void;
     /** A signaling socket opened (and joined on) before this client: taken over. */
-    early?: { ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean } | null;
+    early?: {
+      ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean;
+      pc?: RTCPeerConnection; tracks?: RTCTrackEvent[]; offerIndex?: number; offer?: string | null; negotiation?: Promise<void> | null; negotiated?: boolean;
+    } | null;
   });
   pc: RTCPeerConnection;
   participantId?: string;
@@ -37,6 +40,8 @@ export class MeetingClient extends EventTarget {
   published: Map<string, RTCRtpTransceiver>;
   closed: boolean;
   iceRestarts: number;
+  /** Server offers answered so far (the first may have been answered by boot.js). */
+  negotiations: number;
   /** Whether this client took over a socket opened before it (`early`). */
   adopted: boolean;
   unsupported: Set<string>;

@@ -19,7 +19,8 @@ export class MeetingClient extends EventTarget {
   // `mungeRemoteSdp`/`mungeLocalSdp` rewrite SDP on its way in/out (tests use them to route
   // media through a lossy relay).
   // `early`: a signaling socket the page opened (and sent the join on) before this client
-  // existed, with what arrived on it so far (web/public/boot.js); it is taken over.
+  // existed, with what arrived on it so far, and the peer connection on which the page
+  // answers (or answered) the server's first offer (web/public/boot.js); both are taken over.
   constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {}, mungeRemoteSdp = (s) => s, mungeLocalSdp = (s) => s, early = null }) {
     super();
     this.munge = mungeRemoteSdp;
@@ -35,7 +36,7 @@ export class MeetingClient extends EventTarget {
     this.joined.catch(() => {});
     // A candidate pool of one: the browser gathers its candidates now, while signaling
     // connects, instead of after the server's first offer is answered.
-    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle', iceCandidatePoolSize: 1 });
+    this.pc = early && early.pc ? early.pc : new RTCPeerConnection({ iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle', iceCandidatePoolSize: 1 });
     this.remote = new Map();      // mid -> { participantId, kind, source, track }
     this.trackInfo = new Map();   // mid -> info from the server's `tracks` message
     this.participants = new Map();
@@ -43,6 +44,8 @@ export class MeetingClient extends EventTarget {
     this.awaitingAnswer = false;
     this.needsNegotiation = false;
     this.chain = Promise.resolve();
+    // Server offers answered so far (the room waits for the first before it offers).
+    this.negotiations = 0;
     this.closed = false;
     // ICE restarts this client asked for (a network change recovered without a rejoin).
     this.iceRestarts = 0;
@@ -54,6 +57,16 @@ export class MeetingClient extends EventTarget {
     this.pc.oniceconnectionstatechange = () => this._emit('ice', { state: this.pc.iceConnectionState });
     this.pc.onicegatheringstatechange = () => mark('gathering-' + this.pc.iceGatheringState);
     this.pc.onicecandidate = (e) => { if (e.candidate) mark('local-candidate'); };
+    if (early && early.pc && early.offerIndex >= 0) {
+      // The page answers (or answered) the server's first offer itself: the next SDP step
+      // waits for that; had it failed, the offer is answered here.
+      const offer = JSON.parse(early.offer).sdp;
+      this.chain = early.negotiation.then(() => {
+        if (!early.negotiated) return this._onOffer(offer);
+        this.negotiations++;
+        this._emit('negotiated', {});
+      }).catch((e) => this.log('negotiation step failed', e));
+    }
   }
 
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -116,8 +129,11 @@ export class MeetingClient extends EventTarget {
         // What came before, in order, once the caller has added its listeners (before any
         // later message: those are tasks, this is a microtask).
         const held = early.messages.splice(0);
+        const first = early.pc && early.offerIndex >= 0 ? early.offerIndex : -1;
         queueMicrotask(() => {
-          for (const data of held) ws.onmessage({ data });
+          held.forEach((data, i) => { if (i !== first) ws.onmessage({ data }); });
+          // Tracks of that offer (the `tracks` message came before it).
+          for (const e of early.tracks || []) this._onTrack(e);
           if (early.failed) ws.onerror();
           if (early.closed) ws.onclose(early.closed);
         });
@@ -191,6 +207,7 @@ export class MeetingClient extends EventTarget {
     this._send({ type: 'answer', sdp: this.mungeLocal(this.pc.localDescription.sdp) });
     // Received tracks are current (currentDirection set) only now: the UI can show them and
     // ask for their layers at once.
+    this.negotiations++;
     this._emit('negotiated', {});
     if (this.needsNegotiation) await this._offer();
   }
