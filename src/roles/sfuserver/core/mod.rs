@@ -83,9 +83,6 @@ const LAYER_GONE: Duration = Duration::from_secs(1);
 /// publisher's own limit on keyframe requests, so a keyframe that limit would hold a new
 /// ask back for is always young enough to start on.
 const REPLAY_AGE: Duration = participant::KEYFRAME_INTERVAL;
-/// Every simulcast layer a publisher sends has a packet within this of its first (a frame
-/// interval at 30 frames/s, with margin).
-const LAYERS_SETTLE: Duration = Duration::from_millis(50);
 
 /// The channel to a participant's signaling session (bounded; the I/O side delivers to it
 /// with `try_send` and reports a full one as [`Input::SlowReader`]).
@@ -426,9 +423,6 @@ struct SourceTrack {
     /// Per layer: recent packets (video, for NACKs) and when last heard from.
     cache: [Option<Box<PacketRing>>; 3],
     seen: [Option<Instant>; 3],
-    /// When this worker first had a packet of it (which simulcast layers the publisher
-    /// sends is known a frame interval later).
-    first_heard: Option<Instant>,
     last_ask: [Option<Instant>; 3],
     /// Dynacast mask last reported to the publisher's worker.
     wants_sent: u8,
@@ -660,7 +654,8 @@ impl Core {
                     // flight goes before any media (sent earlier, from the `Connected` event,
                     // media reached Chromium ahead of our DTLS Finished and was dropped).
                     if p.connected && !p.media_ready {
-                        self.media_ready(now, slot, net, out);
+                        p.media_ready = true;
+                        self.start_viewing(now, slot, net, out);
                     }
                     return;
                 }
@@ -905,7 +900,6 @@ impl Core {
         };
         let l = usize::from(layer).min(2);
         src.seen[l] = Some(pkt.received);
-        let first_heard = *src.first_heard.get_or_insert(pkt.received);
         let video = src.desc.kind == MediaKind::Video;
         if video {
             src.cache[l].get_or_insert_with(Box::default).put(pkt);
@@ -940,20 +934,17 @@ impl Core {
                 continue;
             }
             if !p.media_ready {
-                // Nothing reaches it before DTLS is up (on its side too). The layer it will start on is chosen,
-                // and that layer's keyframe asked for now, once: it waits in the cache and is
-                // sent the moment the viewer is connected (`start_viewing`).
+                // Nothing reaches it before its connection is up. The layer it will start on
+                // is chosen, and that layer's keyframe asked for now, once: it waits in the
+                // cache and is sent the moment the viewer is connected (`start_viewing`).
                 if src.desc.simulcast {
                     t.target = choose_layer(t.wanted_height, bwe, avail).or(Some(layer));
                 }
-                // With simulcast, once a better layer can no longer turn up: the one it wants
-                // is here, or it is not coming (dynacast has not asked the publisher for it)
-                // and every layer the publisher sends has been heard.
-                let want = wanted_rank(t.wanted_height, bwe) as u8;
+                // With simulcast, only for the layer it wants (dynacast asked the publisher
+                // for it at the subscription); a smaller one standing in until then is not
+                // worth a keyframe. If that layer never comes, the ask is made at connection.
                 let settled = !src.desc.simulcast
-                    || t.target == Some(want)
-                    || (src.wants_sent & (1 << want) == 0
-                        && pkt.received.saturating_duration_since(first_heard) >= LAYERS_SETTLE);
+                    || t.target == Some(wanted_rank(t.wanted_height, bwe) as u8);
                 if video && settled {
                     let tl = t.target.unwrap_or(0);
                     if t.asked_early != Some(tl) {
@@ -1017,16 +1008,7 @@ impl Core {
         }
     }
 
-    /// A participant's connection is up: what it views starts.
-    fn media_ready(&mut self, now: Instant, slot: usize, net: &mut dyn NetSink, out: &mut Outputs) {
-        let Some(p) = self.peers[slot].as_mut().filter(|p| !p.media_ready) else {
-            return;
-        };
-        p.media_ready = true;
-        self.start_viewing(now, slot, net, out);
-    }
-
-    /// A viewer is ready for media: each video it views starts on the latest keyframe
+    /// A viewer's connection is up (`Participant::media_ready`): each video it views starts on the latest keyframe
     /// of its layer already here and every packet after it, sent now — the one asked for
     /// while it was connecting (`forward_local`), or another viewer's. A video without a
     /// recent one asks the publisher, and starts at the next keyframe forwarded.
@@ -1285,7 +1267,6 @@ impl Core {
             subs: Vec::new(),
             cache: [None, None, None],
             seen: [None; 3],
-            first_heard: None,
             last_ask: [None; 3],
             wants_sent: 0,
         });
