@@ -663,6 +663,12 @@ const scenarios = {
           const v = await p.evaluate(() => window.room && window.room.firstFrameAt);
           return { ok: v > 0, v };
         }, 20000);
+        // The joiner's own camera and microphone go out after the first frame (the room
+        // publishes them once its first picture is in): wait until both are published.
+        await waitFor('the joiner to publish', async () => {
+          const v = await p.evaluate(() => ['camera', 'microphone'].filter((s) => window.room.client && window.room.client.published.has(s)));
+          return { ok: v.length === 2, v };
+        }, 10000);
         // The meeting notes load by themselves (the panel stays closed), after the first frame.
         const notesAt = (await waitFor('the notes to load', async () => {
           const v = await p.evaluate(() => { const e = performance.getEntriesByType('resource').find((x) => /notes-live/.test(x.name)); return e ? Math.round(e.startTime) : 0; });

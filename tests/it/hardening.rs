@@ -1395,3 +1395,51 @@ async fn a_notes_connection_ends_with_its_session() {
         ended.elapsed()
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// The page's scripts
+// ------------------------------------------------------------------------------------------
+
+/// The page carries its first script (boot.js) inline, and its CSP allows exactly that
+/// script by its hash: no `'unsafe-inline'`, so a script injected into the page (or a page
+/// changed on the way) does not run. Without the hash the browser would refuse boot.js too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_runs_only_its_own_inline_script() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let app = Appliance::start(&[], &[]);
+    let page = support::api::client()
+        .get(app.url("/m/abc-defg-hij?name=Ann&autojoin=1"))
+        .send()
+        .await
+        .expect("the page");
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let html = page.text().await.expect("text");
+    let inline: Vec<&str> = html
+        .split("<script>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</script>").map(|(script, _)| script))
+        .collect();
+    assert_eq!(inline.len(), 1, "one inline script (boot.js) in {html}");
+    assert!(
+        inline[0].contains("/api/v1/join/"),
+        "the inline script is boot.js: {}",
+        inline[0]
+    );
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(inline[0]));
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap_or_else(|| panic!("script-src in {csp}"));
+    assert_eq!(
+        script_src,
+        format!("script-src 'self' 'wasm-unsafe-eval' 'sha256-{hash}'"),
+        "{csp}"
+    );
+}

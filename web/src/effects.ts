@@ -79,14 +79,18 @@ export class LocalMedia extends EventTarget {
     this.reset();
   }
 
-  /** Camera and microphone (or only the microphone, or nothing: null). */
-  static async open(audioId?: string, videoId?: string, effects = loadEffects()): Promise<LocalMedia | null> {
+  /** Camera and microphone (or only the microphone, or nothing: null), with the effects
+   *  applied once `effectsFrom` resolves true (the deep link holds them until the join's
+   *  first picture: their WebAssembly, audio worklet and worker would compete with it for
+   *  the CPU; false: the room ended first, and they are not started at all). */
+  static async open(audioId?: string, videoId?: string, effects = loadEffects(), effectsFrom: Promise<boolean> = Promise.resolve(true)): Promise<LocalMedia | null> {
     let raw: MediaStream | null = null;
     try { raw = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints(audioId), video: videoConstraints(videoId) }); } catch {
       try { raw = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints(audioId) }); } catch { return null; }
     }
     performance.mark('devices-open');
     const m = new LocalMedia(raw, effects);
+    if (!(await effectsFrom)) return m;
     await m.apply(effects);
     performance.mark('effects-on');
     return m;

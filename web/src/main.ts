@@ -7,7 +7,7 @@ import { Room, type RoomEnd } from './room';
 import { NotesPanel } from './notes';
 import { adminPage } from './admin';
 import { prejoinScreen, type JoinChoice } from './prejoin';
-import { LocalMedia } from './effects';
+import { LocalMedia, loadEffects } from './effects';
 import { settingsPage } from './hosting';
 
 performance.mark('module-start');
@@ -254,12 +254,15 @@ async function prejoin(code: string, signedIn: boolean): Promise<void> {
 }
 
 /** The deep link with autojoin=1: devices, the join request and the signaling connection
- *  all start at once (the room publishes the devices when they are ready). */
+ *  all start at once; the effects start, and the room publishes the devices, once the join's
+ *  first picture is in (Room.connectOnce). */
 function autojoin(code: string, who: Promise<User | null>): void {
   const params = new URLSearchParams(location.search);
-  const media = LocalMedia.open();
+  let onSettled = (_start: boolean) => {};
+  const settled = new Promise<boolean>((resolve) => { onSettled = resolve; });
+  const media = LocalMedia.open(undefined, undefined, loadEffects(), settled);
   const name = params.get('name');
-  const start = (u: User | null) => enterRoom(code, { name: name || u?.display_name || 'Guest', media, audioMuted: params.get('muted') === '1', videoOff: false, signedIn: !!u });
+  const start = (u: User | null) => enterRoom(code, { name: name || u?.display_name || 'Guest', media, audioMuted: params.get('muted') === '1', videoOff: false, signedIn: !!u, onSettled });
   if (name) { start(null); who.then((u) => { user = u; }); } else who.then(start);
 }
 

@@ -14,6 +14,10 @@ export interface JoinChoice {
   audioMuted: boolean;
   videoOff: boolean;
   signedIn?: boolean;
+  /** Called by the room once the join's first picture is in (Room.settled): the deep link's
+   *  effects (noise suppression, background) start then (true), not while the join is set
+   *  up; or when the room ended before that (false: they never start). */
+  onSettled?: (start: boolean) => void;
 }
 
 /** A short two-note chime on the chosen output, so people hear whether their speakers

@@ -32,13 +32,13 @@ export const REACTIONS = ['👍', '👏', '😂', '🎉', '❤️', '😮'];
 const REACTION_GAP_MS = 1000;
 /** How long an ICE restart may take before the room is joined again. */
 const ICE_RESTART_WAIT_MS = 12000;
-/** A signaling socket web/public/boot.js opened for a deep link, with what it received, and
+/** A signaling socket web/src/boot.js opened for a deep link, with what it received, and
  *  the peer connection on which it answers the server's first offer. */
 interface EarlySocket {
   url: string; token: string; ws: WebSocket; messages: string[]; closed: CloseEvent | null; failed: boolean;
   pc: RTCPeerConnection; tracks: RTCTrackEvent[]; offerIndex: number; offer: string | null; negotiation: Promise<void> | null; negotiated: boolean;
 }
-/** What web/public/boot.js started for a deep link that joins at once. `ready`: its first
+/** What web/src/boot.js started for a deep link that joins at once. `ready`: its first
  *  offer is answered, or there is none to answer yet, or it waited long enough. */
 interface Boot { code: string; body: string; join: Promise<Response>; socket: EarlySocket | null; ready: Promise<void> }
 
@@ -143,6 +143,8 @@ export class Room {
   private prevSample: Sample | null = null;
   private unkeys: () => void = () => {};
   private layerSoon = 0;
+  /** What waits for settled() (untilSettled), if anything. */
+  private settledCheck: (() => void) | null = null;
 
   constructor(private root: HTMLElement, private code: string, private choice: JoinChoice,
     private langButton: () => HTMLElement, private onEnd: (e: RoomEnd) => void) {
@@ -163,7 +165,7 @@ export class Room {
     if (this.boot) await this.boot.ready;
     mark('room-render');
     this.renderedAt = performance.now();
-    window.setTimeout(() => this.update(), SETTLE_MS + 10);
+    window.setTimeout(() => { this.settledCheck?.(); this.update(); }, SETTLE_MS + 10);
     this.render();
     this.banner(t('joining'));
     this.timer = window.setInterval(() => this.tick(), 1000);
@@ -337,7 +339,14 @@ export class Room {
     // Let the server's first offer (the people already here) go through before ours: our
     // offer would cross it and delay everyone's video by one more round.
     if ((joined?.participants?.length || 0) > 0) await this.firstServerOffer(c, 400);
+    // This person's own camera and microphone go out once the join's first picture is in
+    // (or it waited long enough, or no one else is here): publishing them (another
+    // negotiation, three encoders) and a deep link's effects would take the CPU that
+    // picture needs. The devices themselves opened while the join was under way.
+    await this.untilSettled();
+    this.choice.onSettled?.(true);
     const media = await this.choice.media;
+    mark('publish');
     this.media = media;
     const a = media?.audio;
     const v = media?.video;
@@ -406,6 +415,8 @@ export class Room {
   private finish(e: RoomEnd): void {
     if (this.done) return;
     this.done = true;
+    // A deep link's effects were still held for the first picture: they never start.
+    this.choice.onSettled?.(false);
     clearInterval(this.timer);
     clearInterval(this.fastTimer);
     this.unkeys();
@@ -666,6 +677,20 @@ export class Room {
     return (this.client?.participants.size || 0) === 0;
   }
 
+  /** Resolves once settled() holds: checked now, at the first picture and SETTLE_MS after
+   *  the room was drawn. */
+  private untilSettled(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!this.settled() && !this.done) return;
+        if (this.settledCheck === check) this.settledCheck = null;
+        resolve();
+      };
+      this.settledCheck = check;
+      check();
+    });
+  }
+
   private startNotes(): void {
     if (this.notesStarted || !this.notes) return;
     this.notesStarted = true;
@@ -844,7 +869,7 @@ export class Room {
       h('span', { class: 'only-audio', 'aria-hidden': 'true' }, t('audio_only_badge')));
     // The first picture of someone else: when the deep link's join is "done" (BENCHMARKS.md).
     if (!self && 'requestVideoFrameCallback' in video) {
-      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => { this.startNotes(); this.update(); }, 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
+      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => { this.settledCheck?.(); this.startNotes(); this.update(); }, 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
       video.requestVideoFrameCallback(first);
     }
     el.addEventListener('dblclick', () => this.fullscreen(p.participant_id));

@@ -20,7 +20,7 @@ export class MeetingClient extends EventTarget {
   // media through a lossy relay).
   // `early`: a signaling socket the page opened (and sent the join on) before this client
   // existed, with what arrived on it so far, and the peer connection on which the page
-  // answers (or answered) the server's first offer (web/public/boot.js); both are taken over.
+  // answers (or answered) the server's first offer (web/src/boot.js); both are taken over.
   constructor({ signalUrl, token, iceServers = [], iceTransportPolicy = 'all', log = () => {}, mungeRemoteSdp = (s) => s, mungeLocalSdp = (s) => s, early = null }) {
     super();
     this.munge = mungeRemoteSdp;

@@ -1,16 +1,18 @@
 //! The browser client (`web/`, built by `make web` into `web/dist` and embedded by `build.rs`):
-//! `/` and `/m/{code}` answer with its page, `/boot.js` with its first script, `/assets/*` with
-//! its hashed, immutable files.
+//! `/` and `/m/{code}` answer with its page (which carries its first script, boot.js, inline),
+//! `/assets/*` with its hashed, immutable files.
 //! A binary built without the client answers `/` with a page that says how to build it.
 
 use actix_web::{HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256};
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/m/{code}", web::get().to(index))
-        .route("/boot.js", web::get().to(boot))
         .route("/assets/{file:.+}", web::get().to(asset));
 }
 
@@ -61,8 +63,10 @@ fn content_type(path: &str) -> &'static str {
 /// The page's Content-Security-Policy: the default one (tls::headers) with images only from
 /// this box and the fsservers that hold note files (the configured pool and the fsservers
 /// that registered), so notes cannot make readers' browsers fetch anything elsewhere (no
-/// tracking pixels). `data:` stays for the page's own blank icon.
-async fn page_csp(st: &super::ApiState) -> String {
+/// tracking pixels). `data:` stays for the page's own blank icon. Scripts: the default's
+/// files from this box, and the page's own inline script (boot.js) by its hash, so no
+/// other inline script runs.
+async fn page_csp(st: &super::ApiState, page: &[u8]) -> String {
     let mut sources = vec!["'self'".to_string(), "data:".into(), "blob:".into()];
     let registered =
         crate::db::models::node::of_role(&st.db, crate::proto::NodeRole::Fsserver.name())
@@ -97,6 +101,10 @@ async fn page_csp(st: &super::ApiState) -> String {
         .map(|d| {
             if d.trim().starts_with("img-src") {
                 format!(" img-src {}", sources.join(" "))
+            } else if d.trim().starts_with("script-src") {
+                inline_scripts(page).fold(d.to_string(), |d, script| {
+                    format!("{d} 'sha256-{}'", BASE64.encode(Sha256::digest(script)))
+                })
             } else {
                 d.to_string()
             }
@@ -105,33 +113,42 @@ async fn page_csp(st: &super::ApiState) -> String {
         .join(";")
 }
 
+/// The contents of the page's inline scripts: `<script>` tags without attributes (the
+/// build's own tags all have a `src`).
+fn inline_scripts(page: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const OPEN: &[u8] = b"<script>";
+    const CLOSE: &[u8] = b"</script>";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let mut rest = page;
+    std::iter::from_fn(move || {
+        let start = find(rest, OPEN)? + OPEN.len();
+        let len = find(&rest[start..], CLOSE)?;
+        let script = &rest[start..start + len];
+        rest = &rest[start + len + CLOSE.len()..];
+        Some(script)
+    })
+}
+
 /// The single page of the client; never cached, so a new build is picked up at once.
 async fn index(st: web::Data<super::ApiState>) -> HttpResponse {
-    let csp = ("Content-Security-Policy", page_csp(&st).await);
-    match find("/index.html") {
-        Some((ct, body)) => HttpResponse::Ok()
-            .content_type(ct)
-            .insert_header(("Cache-Control", "no-cache"))
-            .insert_header(csp)
-            .body(body.bytes()),
-        None => HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .insert_header(("Cache-Control", "no-cache"))
-            .insert_header(csp)
-            .body(FALLBACK),
-    }
+    let (ct, body) = match find("/index.html") {
+        Some((ct, body)) => (ct, body.bytes()),
+        None => (
+            "text/html; charset=utf-8",
+            actix_web::web::Bytes::from_static(FALLBACK.as_bytes()),
+        ),
+    };
+    HttpResponse::Ok()
+        .content_type(ct)
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("Content-Security-Policy", page_csp(&st, &body).await))
+        .body(body)
 }
 
 const FALLBACK: &str = "<!doctype html><meta charset=utf-8><title>Meetings</title>\
 <h1>meeting-appliance</h1><p>The HTTP API is running at <code>/api/v1</code>, but this binary \
 was built without the web client. Run <code>make web</code> (needs Node.js and npm), then build \
 the binary again (<code>cargo build --release</code>).</p>";
-
-/// The page's first script (`web/public/boot.js`: starts a deep link's join while the main
-/// bundle loads). Its name has no hash, so it is revalidated like the page.
-async fn boot() -> HttpResponse {
-    file("/boot.js", "no-cache")
-}
 
 /// Built files carry a content hash in their names: cache them for good.
 async fn asset(name: web::Path<String>) -> HttpResponse {

@@ -3,8 +3,9 @@
 // once answered, opens the signaling socket, sends the join and answers the server's first
 // offer (the people already here) on a peer connection of its own, so that ICE and DTLS run
 // while the main bundle builds the room. The room takes the socket, the peer connection and
-// whatever arrived over (web/static/rtc.js, `early`). No inline script: the page's CSP
-// allows only files from the server.
+// whatever arrived over (web/static/rtc.js, `early`). The build writes it into the page
+// (vite.config.ts, inlineBoot), so it runs as the page is parsed, without a request of its
+// own; the page's CSP allows it by its hash (src/roles/apiserver/web.rs).
 (function () {
   'use strict';
   var path = /^\/m\/([^/]+)\/?$/.exec(location.pathname);
