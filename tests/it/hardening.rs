@@ -1408,18 +1408,7 @@ async fn the_page_runs_only_its_own_inline_script() {
     use base64::Engine as _;
     use sha2::Digest as _;
     let app = Appliance::start(&[], &[]);
-    let page = support::api::client()
-        .get(app.url("/m/abc-defg-hij?name=Ann&autojoin=1"))
-        .send()
-        .await
-        .expect("the page");
-    let csp = page
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let html = page.text().await.expect("text");
+    let (csp, html) = support::api::page(&app, "/m/abc-defg-hij?name=Ann&autojoin=1").await;
     let inline: Vec<&str> = html
         .split("<script>")
         .skip(1)

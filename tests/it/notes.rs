@@ -515,17 +515,7 @@ async fn rest_saves_merge_history_restores_and_access() {
     let (id, code) = meeting(&app, &ann).await;
     let mut follower = Editor::connect(&app, id, "bob-tab", Cred::Session(bob.clone())).await;
     // The page may show images only from this box (and its fsservers): no tracking pixels.
-    let page = support::api::client()
-        .get(app.url("/m/abc"))
-        .send()
-        .await
-        .expect("the page");
-    let csp = page
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let (csp, _) = support::api::page(&app, "/m/abc").await;
     let img = csp
         .split(';')
         .map(str::trim)

@@ -20,6 +20,18 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// The web client's page at `path`: its Content-Security-Policy and its HTML.
+pub async fn page(app: &Appliance, path: &str) -> (String, String) {
+    let page = client().get(app.url(path)).send().await.expect("the page");
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (csp, page.text().await.expect("the page's text"))
+}
+
 /// One answer: status, headers, JSON body (Null when the body is empty or not JSON).
 pub struct Answer {
     pub status: u16,
