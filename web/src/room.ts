@@ -682,7 +682,7 @@ export class Room {
   private untilSettled(): Promise<void> {
     return new Promise((resolve) => {
       const check = () => {
-        if (!this.settled() && !this.done) return;
+        if (!this.settled()) return;
         if (this.settledCheck === check) this.settledCheck = null;
         resolve();
       };
