@@ -674,6 +674,7 @@ const scenarios = {
           const v = await p.evaluate(() => { const e = performance.getEntriesByType('resource').find((x) => /notes-live/.test(x.name)); return e ? Math.round(e.startTime) : 0; });
           return { ok: v > 0, v };
         }, 10000)).v;
+        const settledWhy = await p.evaluate(() => window.room.settledWhy);
         const nav = await p.evaluate(() => {
           const n = performance.getEntriesByType('navigation')[0];
           const m = {};
@@ -687,7 +688,7 @@ const scenarios = {
           return { size: window.room.firstFrameSize, adopted: !!(window.room.client && window.room.client.adopted), page: [n.requestStart, n.responseStart, n.responseEnd].map(Math.round), domInteractive: Math.round(n.domInteractive), load: Math.round(n.loadEventEnd), marks: m, fetched };
         });
         if (process.env.TRACE_DIR) await b.stopTracing();
-        out.joins.push({ ms: Math.round(r.v), notes_at: notesAt, ...nav });
+        out.joins.push({ ms: Math.round(r.v), notes_at: notesAt, settled_why: settledWhy, ...nav });
         await p.click('#ctl-leave');
         await ctx.close();
         await sleep(1500);
@@ -698,6 +699,21 @@ const scenarios = {
         (await window.room.client.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') r.push({ rid: s.rid, w: s.frameWidth, h: s.frameHeight, frames: s.framesEncoded, active: s.active }); });
         return r;
       });
+      // With the camera of the person there off, a joiner has no first picture to wait for:
+      // it publishes at once (not after the room's 1 s fallback).
+      await host.click('#ctl-cam');
+      {
+        const ctx = await b.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
+        const p = await ctx.newPage();
+        await p.goto(`${BASE}/m/${CODE}?name=Joiner5&autojoin=1`);
+        const pub = await waitFor('a joiner with no camera on to publish', async () => {
+          const v = await p.evaluate(() => window.room && window.room.client ? { why: window.room.settledWhy, published: ['camera', 'microphone'].filter((s) => window.room.client.published.has(s)) } : null);
+          return { ok: !!v && v.published.length === 2, v };
+        }, 10000);
+        out.no_camera_join = pub.v;
+        await p.click('#ctl-leave');
+        await ctx.close();
+      }
       const ms = out.joins.map((j) => j.ms).sort((a, b2) => a - b2);
       out.median_ms = ms[2];
       out.host = H;

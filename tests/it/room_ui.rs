@@ -519,7 +519,9 @@ fn room_ice_restart_without_rejoin() {
 }
 
 /// Deep link (autojoin) → first decoded frame of someone already there, five joins; the
-/// median goes to BENCHMARKS.md (printed here, not asserted).
+/// median goes to BENCHMARKS.md (printed here, not asserted). Each joiner publishes its own
+/// camera and microphone after that first picture; a sixth, joining once the camera there
+/// is off, has no picture to wait for and publishes at once.
 #[test]
 fn room_fast_join() {
     if !enter_private_netns("room_fast_join") {
@@ -583,6 +585,13 @@ fn room_fast_join() {
         );
     }
     // Checked after every join is printed, so that a failure shows them all.
+    // With the camera of the person there off, there is no picture to wait for: the joiner
+    // publishes at once, not after the room's 1 s fallback.
+    assert_eq!(
+        r["no_camera_join"]["why"], "no-picture-to-wait-for",
+        "{}",
+        r["no_camera_join"]
+    );
     // boot.js also opened the signaling socket, and the room took it over.
     assert!(
         joins.iter().all(|j| j["adopted"] == true),
@@ -621,6 +630,10 @@ fn room_fast_join() {
                 j["marks"]
             );
         }
+        assert_eq!(
+            j["settled_why"], "first-picture",
+            "the joiner waited for its first picture: {j}"
+        );
         // boot.js answered the server's first offer (someone is there) before the room was
         // drawn: ICE and DTLS ran while the page was built.
         assert!(

@@ -143,6 +143,10 @@ export class Room {
   private prevSample: Sample | null = null;
   private unkeys: () => void = () => {};
   private layerSoon = 0;
+  /** The signaling socket said `joined` (the people here are known). */
+  private signalJoined = false;
+  /** Why settled() holds, once it does (the fast-join test reads it). */
+  settledWhy: '' | 'first-picture' | 'waited' | 'no-picture-to-wait-for' = '';
   /** What waits for settled() (untilSettled), if anything. */
   private settledCheck: (() => void) | null = null;
 
@@ -262,6 +266,7 @@ export class Room {
     on('waiting', () => { this.inLobby = true; this.banner(null); this.showWaiting(); });
     const joined = await c.connect();
     mark('signal-joined');
+    this.signalJoined = true;
     this.inLobby = false;
     this.showWaiting();
     this.waiting = [];
@@ -669,12 +674,21 @@ export class Room {
     window.addEventListener('pagehide', () => this.notes?.flushOnExit());
   }
 
-  /** Whether the join's first picture is in (or it waited long enough, or no one else is
-   *  here): until then the page's thread is kept for what the first picture needs. */
+  /** Whether the join's first picture is in, or there is none to wait for (no one else
+   *  here, or no one else's camera is on), or it waited long enough: until then the page's
+   *  thread and CPU are kept for what the first picture needs. Once settled, it stays so;
+   *  `settledWhy` says which. */
   private settled(): boolean {
-    if (this.firstFrameAt) return true;
-    if (performance.now() - this.renderedAt > SETTLE_MS) return true;
-    return (this.client?.participants.size || 0) === 0;
+    if (this.settledWhy) return true;
+    if (this.firstFrameAt) this.settledWhy = 'first-picture';
+    else if (performance.now() - this.renderedAt > SETTLE_MS) this.settledWhy = 'waited';
+    else if (this.client && (this.signalJoined || this.inLobby) && this.noCameraOn()) this.settledWhy = 'no-picture-to-wait-for';
+    return !!this.settledWhy;
+  }
+
+  private noCameraOn(): boolean {
+    for (const p of this.client?.participants.values() || []) if (!p.video_muted) return false;
+    return true;
   }
 
   /** Resolves once settled() holds: checked now, at the first picture and SETTLE_MS after
