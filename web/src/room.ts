@@ -147,8 +147,9 @@ export class Room {
   private signalJoined = false;
   /** Why settled() holds, once it does (the fast-join test reads it). */
   settledWhy: '' | 'first-picture' | 'waited' | 'no-picture-to-wait-for' = '';
-  /** What waits for settled() (untilSettled), if anything. */
-  private settledCheck: (() => void) | null = null;
+  /** Resolves `settledOnce` the first time settled() holds (untilSettled). */
+  private settledOnce: () => void = () => {};
+  private readonly settledAt = new Promise<void>((resolve) => { this.settledOnce = resolve; });
 
   constructor(private root: HTMLElement, private code: string, private choice: JoinChoice,
     private langButton: () => HTMLElement, private onEnd: (e: RoomEnd) => void) {
@@ -169,7 +170,7 @@ export class Room {
     if (this.boot) await this.boot.ready;
     mark('room-render');
     this.renderedAt = performance.now();
-    window.setTimeout(() => { this.settledCheck?.(); this.update(); }, SETTLE_MS + 10);
+    window.setTimeout(() => { this.settled(); this.update(); }, SETTLE_MS + 10);
     this.render();
     this.banner(t('joining'));
     this.timer = window.setInterval(() => this.tick(), 1000);
@@ -683,7 +684,9 @@ export class Room {
     if (this.firstFrameAt) this.settledWhy = 'first-picture';
     else if (performance.now() - this.renderedAt > SETTLE_MS) this.settledWhy = 'waited';
     else if (this.client && (this.signalJoined || this.inLobby) && this.noCameraOn()) this.settledWhy = 'no-picture-to-wait-for';
-    return !!this.settledWhy;
+    if (!this.settledWhy) return false;
+    this.settledOnce();
+    return true;
   }
 
   private noCameraOn(): boolean {
@@ -692,17 +695,10 @@ export class Room {
   }
 
   /** Resolves once settled() holds: checked now, at the first picture and SETTLE_MS after
-   *  the room was drawn. */
+   *  the room was drawn (and whenever else the room asks). */
   private untilSettled(): Promise<void> {
-    return new Promise((resolve) => {
-      const check = () => {
-        if (!this.settled()) return;
-        if (this.settledCheck === check) this.settledCheck = null;
-        resolve();
-      };
-      this.settledCheck = check;
-      check();
-    });
+    this.settled();
+    return this.settledAt;
   }
 
   private startNotes(): void {
@@ -883,7 +879,7 @@ export class Room {
       h('span', { class: 'only-audio', 'aria-hidden': 'true' }, t('audio_only_badge')));
     // The first picture of someone else: when the deep link's join is "done" (BENCHMARKS.md).
     if (!self && 'requestVideoFrameCallback' in video) {
-      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => { this.settledCheck?.(); this.startNotes(); this.update(); }, 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
+      const first = () => { if (!this.firstFrameAt && video.videoWidth > 0) { this.firstFrameAt = performance.now(); this.firstFrameSize = `${video.videoWidth}x${video.videoHeight}`; window.setTimeout(() => { this.settled(); this.startNotes(); this.update(); }, 0); } else if (!this.firstFrameAt) video.requestVideoFrameCallback(first); };
       video.requestVideoFrameCallback(first);
     }
     el.addEventListener('dblclick', () => this.fullscreen(p.participant_id));
