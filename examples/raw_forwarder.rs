@@ -12,6 +12,12 @@
 //! With `--mmsg 1` the copies of one received packet leave in one `sendmmsg` (as the
 //! sfuserver sends them) instead of one `sendto` each.
 //!
+//! With `--sleep-receivers 1` the receiver sleeps in `epoll` on the subscribers' sockets, as
+//! the load generator's participants do, instead of polling them; each send then pays the
+//! wake-up of a sleeping reader, as the sfuserver's sends to the generator do. With `--rate`
+//! at the generator's rate this measures the raw forwarding cost at the same load as a
+//! `loadtest` fan-out (the forwarder then sleeps between packets, as the sfuserver does).
+//!
 //! Prints one line: `RAW subscribers=M seconds=S in_pps=… out_pps=… out_mbps=… cpu_cores=…
 //! out_pps_per_core=…`.
 
@@ -59,6 +65,7 @@ fn main() -> std::io::Result<()> {
     let server_cpu = arg("--server-cpu", 1);
     let gen_cpu = arg("--gen-cpu", 0);
     let mmsg = arg("--mmsg", 0) == 1;
+    let sleep_receivers = arg("--sleep-receivers", 0) == 1;
 
     let fwd_sock = UdpSocket::bind("127.0.0.1:0")?;
     fwd_sock.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -150,6 +157,10 @@ fn main() -> std::io::Result<()> {
         std::thread::spawn(move || {
             pin(gen_cpu);
             let mut buf = vec![0u8; 2048];
+            if sleep_receivers {
+                receive_sleeping(&sub_socks, &stop, &received, &received_bytes);
+                return;
+            }
             while !stop.load(Ordering::Relaxed) {
                 let mut got = false;
                 for s in &sub_socks {
@@ -209,6 +220,43 @@ fn main() -> std::io::Result<()> {
         if cpu > 0.0 { got as f64 / cpu } else { 0.0 },
     );
     Ok(())
+}
+
+/// Counts what reaches the subscribers' sockets, sleeping in `epoll` (level-triggered) until
+/// one is readable, as a load generator's event loop does.
+fn receive_sleeping(
+    socks: &[UdpSocket],
+    stop: &AtomicBool,
+    received: &AtomicU64,
+    received_bytes: &AtomicU64,
+) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: creates a new epoll fd or returns -1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0, "epoll_create1");
+    for (i, s) in socks.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: valid epoll fd, a valid socket fd and an initialised event.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
+    }
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut buf = vec![0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: valid epoll fd and event buffer.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as libc::c_int, 100) };
+        for ev in &evs[..n.max(0) as usize] {
+            let s = &socks[ev.u64 as usize];
+            while let Ok(n) = s.recv(&mut buf) {
+                received.fetch_add(1, Ordering::Relaxed);
+                received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    // SAFETY: closes the epoll fd made above.
+    unsafe { libc::close(ep) };
 }
 
 /// One datagram per subscriber, sent with `sendmmsg` (64 per call); no allocation per send.

@@ -7,7 +7,9 @@
 #     HTTP API) at fan-out 1->FANOUT and in MEET×MEET and BIG×BIG meetings (BIG at
 #     BIG_KBPS video), plus the raw forwarder (examples/raw_forwarder.rs: receive, SRTP
 #     decrypt, per-subscriber header rewrite and SRTP encrypt, send; with sendto and with
-#     sendmmsg) at fan-out 1->FANOUT: ROUNDS rounds whose order rotates. Ours: one media
+#     sendmmsg, saturated; and raw_paced: with sendmmsg at the generator's packet rate, its
+#     receivers sleeping in epoll as the generator's do, i.e. the raw cost at ours' load) at
+#     fan-out 1->FANOUT: ROUNDS rounds whose order rotates. Ours: one media
 #     worker, audio top-K off (the same work as Janus), on CPU SERVER_CPU; Janus on that CPU
 #     with JANUS_LOOPS media loops; the generator on CPU GEN_CPU.
 #  B. the cross-worker cost: the same fan-out and MEET×MEET meeting on 1 worker and spread over
@@ -150,8 +152,10 @@ janus_run() {
     --duration "${SECS}s" "$@" --json "$WORK/j.json" >/dev/null 2>"$WORK/j.err" || { cat "$WORK/j.err" >&2; exit 1; }
   summary "$WORK/j.json"
 }
+# A subscriber gets ~VIDEO_KBPS/8/1.1 kB in ~1 100-byte packets plus 50 audio packets/s.
+PER_SUB=$(python3 -c "print(round($VIDEO_KBPS*1000/8/1100*1.05 + 50))")
 raw() {
-  "$RAW" --subscribers "$FANOUT" --seconds "$SECS" --server-cpu "$SERVER_CPU" --gen-cpu "$GEN_CPU" --mmsg "$1" |
+  "$RAW" --subscribers "$FANOUT" --seconds "$SECS" --server-cpu "$SERVER_CPU" --gen-cpu "$GEN_CPU" --mmsg "$@" |
     python3 -c '
 import sys
 kv = dict(x.split("=") for x in sys.stdin.read().split()[1:])
@@ -181,6 +185,7 @@ case_ours_fanout() { ours one "${FAN[@]}"; }
 case_janus_fanout() { janus_run "${FAN[@]}"; }
 case_raw_sendto() { raw 0; }
 case_raw_mmsg() { raw 1; }
+case_raw_paced() { raw 1 --rate "$PER_SUB" --sleep-receivers 1; }
 case_ours_meet() { ours one "${MEETA[@]}"; }
 case_janus_meet() { janus_run "${MEETA[@]}"; }
 case_ours_big() { ours one "${BIGA[@]}"; }
@@ -196,7 +201,7 @@ echo "bench-sfu: $ROUNDS rounds, ${SECS} s windows; server on CPU $SERVER_CPU, g
 if [[ $PARTS == *A* ]]; then
   echo "--- A. fan-out 1->$FANOUT at $VIDEO_KBPS kbit/s, $MEET×$MEET at $VIDEO_KBPS kbit/s, $BIG×$BIG at $BIG_KBPS kbit/s; ours (1 worker, top-K off) vs Janus; raw forwarder"
   header
-  A=(ours_fanout raw_sendto raw_mmsg ours_meet ours_big)
+  A=(ours_fanout raw_sendto raw_mmsg raw_paced ours_meet ours_big)
   [ "$HAVE_JANUS" = 1 ] && A+=(janus_fanout janus_meet janus_big)
   run_rounds "${A[@]}"
 fi
@@ -219,8 +224,6 @@ print(int(statistics.median(v)) if v else 0)
 PY
 )}
   if [ "$PPC" -gt 0 ]; then
-    # A subscriber gets ~VIDEO_KBPS/8/1.1 kB in ~1 100-byte packets plus 50 audio packets/s.
-    PER_SUB=$(python3 -c "print($VIDEO_KBPS*1000/8/1100*1.05 + 50)")
     HALF=$(python3 -c "print(max(1, round($PPC/2/$PER_SUB)))")
     echo "--- D. half of the saturating load: ours forwards $PPC pkt per CPU-s at 1->$FANOUT; 1->$HALF offers half of that"
     header
@@ -253,7 +256,7 @@ for c in rows:
           f"server p50/p99 {med(c, 6):.0f}/{med(c, 7):.0f} us, {med(c, 8):.0f} KiB/participant")
 print("--- ratios (medians)")
 for a, b in [("ours_fanout", "janus_fanout"), ("ours_meet", "janus_meet"), ("ours_big", "janus_big"),
-             ("ours_fanout", "raw_sendto"), ("ours_fanout", "raw_mmsg"),
+             ("ours_fanout", "raw_sendto"), ("ours_fanout", "raw_mmsg"), ("ours_fanout", "raw_paced"),
              ("two_workers_fanout", "one_worker_fanout"), ("two_workers_meet", "one_worker_meet")]:
     ratio(a, b)
 x, y = med("audio_top3", 2), med("audio_all", 2)
