@@ -1017,7 +1017,10 @@ impl Session {
                         continue;
                     }
                 }
+                let keyframe = matches!(fb, RtcpFb::Pli(_) | RtcpFb::Fir(_));
+                let remb = matches!(fb, RtcpFb::Remb(_));
                 stream.handle_rtcp(now, fb);
+                self.streams.note_tx_request(keyframe, remb);
             }
         }
 

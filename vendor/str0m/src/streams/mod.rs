@@ -137,6 +137,12 @@ pub(crate) struct Streams {
     /// All outgoing encoded streams.
     streams_tx: HashMap<Ssrc, StreamTx, BuildHasherDefault<OwnSsrcHasher>>,
 
+    /// A send stream may hold a keyframe (PLI/FIR) or REMB request from the remote peer:
+    /// set when one arrives, cleared by a poll that finds none, so that polling does not
+    /// walk every send stream while nothing was asked for.
+    keyframe_request_pending: bool,
+    remb_request_pending: bool,
+
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
     probe_media: Option<(Mid, Pt)>,
@@ -209,6 +215,8 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
+            keyframe_request_pending: false,
+            remb_request_pending: false,
             probe_tx: StreamTx::new_probe(mtu_warn),
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
@@ -521,15 +529,27 @@ impl Streams {
         }
     }
 
+    /// After a send stream was given feedback (`StreamTx::handle_rtcp`): whether it was a
+    /// keyframe request (PLI, FIR) or a REMB.
+    pub(crate) fn note_tx_request(&mut self, keyframe: bool, remb: bool) {
+        self.keyframe_request_pending |= keyframe;
+        self.remb_request_pending |= remb;
+    }
+
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {
-        self.streams_tx.values_mut().find_map(|s| {
+        if !self.keyframe_request_pending {
+            return None;
+        }
+        let req = self.streams_tx.values_mut().find_map(|s| {
             let kind = s.poll_keyframe_request()?;
             Some(KeyframeRequest {
                 mid: s.mid(),
                 rid: s.rid(),
                 kind,
             })
-        })
+        });
+        self.keyframe_request_pending = req.is_some();
+        req
     }
 
     pub(crate) fn poll_sender_feedback(&mut self) -> Option<SenderFeedback> {
@@ -546,9 +566,15 @@ impl Streams {
     }
 
     pub(crate) fn poll_remb_request(&mut self) -> Option<(Mid, Bitrate)> {
-        self.streams_tx
+        if !self.remb_request_pending {
+            return None;
+        }
+        let req = self
+            .streams_tx
             .values_mut()
-            .find_map(|s| s.poll_remb_request().map(|b| (s.mid(), b)))
+            .find_map(|s| s.poll_remb_request().map(|b| (s.mid(), b)));
+        self.remb_request_pending = req.is_some();
+        req
     }
 
     pub(crate) fn poll_stream_paused(&mut self) -> Option<StreamPaused> {
