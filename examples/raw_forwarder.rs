@@ -158,7 +158,7 @@ fn main() -> std::io::Result<()> {
             pin(gen_cpu);
             let mut buf = vec![0u8; 2048];
             if sleep_receivers {
-                receive_sleeping(&sub_socks, &stop, &received, &received_bytes);
+                receive_sleeping(&sub_socks, &stop, &received, &received_bytes, &mut buf);
                 return;
             }
             while !stop.load(Ordering::Relaxed) {
@@ -229,6 +229,7 @@ fn receive_sleeping(
     stop: &AtomicBool,
     received: &AtomicU64,
     received_bytes: &AtomicU64,
+    buf: &mut [u8],
 ) {
     use std::os::fd::AsRawFd;
     // SAFETY: creates a new epoll fd or returns -1.
@@ -243,13 +244,12 @@ fn receive_sleeping(
         unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
     }
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
-    let mut buf = vec![0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: valid epoll fd and event buffer.
         let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as libc::c_int, 100) };
         for ev in &evs[..n.max(0) as usize] {
             let s = &socks[ev.u64 as usize];
-            while let Ok(n) = s.recv(&mut buf) {
+            while let Ok(n) = s.recv(buf) {
                 received.fetch_add(1, Ordering::Relaxed);
                 received_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }

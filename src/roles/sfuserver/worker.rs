@@ -380,7 +380,8 @@ impl Worker {
                     .core
                     .poll_timeout()
                     .map_or(next_flush, |t| t.min(next_flush));
-                epoll_wait_until(epfd.as_raw_fd(), on_grid(deadline, Instant::now(), epoch));
+                let now = Instant::now();
+                epoll_wait_until(epfd.as_raw_fd(), now, on_grid(deadline, now, epoch));
             }
             self.waker.sleeping.store(false, Ordering::SeqCst);
             self.waker.drain();
@@ -554,7 +555,7 @@ fn epoll_setup(socket: RawFd, waker: RawFd) -> io::Result<OwnedFd> {
 /// the first [`TIMER_GRID`] tick (counted from `epoch`) at or after it. A late timer is at
 /// most one tick late; media never waits for it (it is sent as it arrives).
 fn on_grid(deadline: Instant, now: Instant, epoch: Instant) -> Instant {
-    if deadline <= now + EXACT || deadline <= epoch {
+    if deadline <= now + EXACT {
         return deadline;
     }
     let grid = TIMER_GRID.as_nanos();
@@ -565,8 +566,7 @@ fn on_grid(deadline: Instant, now: Instant, epoch: Instant) -> Instant {
 
 /// Waits for a watched fd or until `deadline`, with nanosecond resolution where the kernel
 /// has `epoll_pwait2` (5.11+), else rounded up to the next millisecond.
-fn epoll_wait_until(ep: RawFd, deadline: Instant) {
-    let now = Instant::now();
+fn epoll_wait_until(ep: RawFd, now: Instant, deadline: Instant) {
     if deadline <= now {
         return;
     }

@@ -1017,9 +1017,8 @@ impl Session {
                         continue;
                     }
                 }
-                let keyframe = matches!(fb, RtcpFb::Pli(_) | RtcpFb::Fir(_));
-                let remb = matches!(fb, RtcpFb::Remb(_));
                 stream.handle_rtcp(now, fb);
+                let (keyframe, remb) = stream.has_requests();
                 self.streams.note_tx_request(keyframe, remb);
             }
         }

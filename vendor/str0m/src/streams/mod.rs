@@ -529,8 +529,8 @@ impl Streams {
         }
     }
 
-    /// After a send stream was given feedback (`StreamTx::handle_rtcp`): whether it was a
-    /// keyframe request (PLI, FIR) or a REMB.
+    /// After a send stream was given feedback (`StreamTx::handle_rtcp`): whether it now
+    /// holds a keyframe request (PLI, FIR) or a REMB (`StreamTx::has_requests`).
     pub(crate) fn note_tx_request(&mut self, keyframe: bool, remb: bool) {
         self.keyframe_request_pending |= keyframe;
         self.remb_request_pending |= remb;

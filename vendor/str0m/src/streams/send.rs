@@ -1145,6 +1145,14 @@ impl StreamTx {
         self.pending_request_remb.take()
     }
 
+    /// Whether a keyframe request and a REMB request wait for `poll_*_request`.
+    pub(crate) fn has_requests(&self) -> (bool, bool) {
+        (
+            self.pending_request_keyframe.is_some(),
+            self.pending_request_remb.is_some(),
+        )
+    }
+
     pub(crate) fn handle_rtcp(&mut self, now: Instant, fb: RtcpFb) {
         use RtcpFb::*;
         match fb {
