@@ -85,6 +85,19 @@ pub struct PaddingRequest {
     pub padding: usize,
 }
 
+impl QueueState {
+    /// Nothing queued and no padding: every pacer decision skips such a queue (it has no
+    /// packet, no first unsent time, no queue time or bytes to add, and cannot pad).
+    pub(crate) fn is_inert(&self) -> bool {
+        let s = &self.snapshot;
+        !self.use_for_padding
+            && s.packet_count == 0
+            && s.byte_size == 0
+            && s.first_unsent.is_none()
+            && s.total_queue_time_origin.is_zero()
+    }
+}
+
 impl QueueSnapshot {
     /// Merge other into self.
     pub fn merge(&mut self, other: &Self) {

@@ -706,7 +706,7 @@ impl Streams {
         });
         let mut streams = self.streams_tx.values_mut();
         std::iter::from_fn(move || {
-            if let Some(stream) = streams.next() {
+            for stream in streams.by_ref() {
                 let mut queue = stream.queue_state(now);
                 if probe_queue.is_some() && queue.use_for_padding {
                     // Only negotiated feedback sources can provide probe padding.
@@ -714,6 +714,12 @@ impl Streams {
                     queue.use_for_padding = stream
                         .padding_pt()
                         .is_some_and(|pt| can_probe(stream.mid(), pt));
+                }
+                // An empty queue that cannot pad plays no part in any of the pacer's
+                // choices or sums: it is not handed over. A session that sends directly
+                // (an SFU's many send streams) then gives the pacer only the few that can.
+                if queue.is_inert() {
+                    continue;
                 }
                 media_padding |= queue.use_for_padding;
                 return Some(queue);
