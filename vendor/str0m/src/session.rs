@@ -1345,7 +1345,8 @@ impl Session {
         out: &mut [u8],
     ) -> Option<usize> {
         let srtp_tx = self.srtp_tx.as_mut()?;
-        let stream = self.streams.stream_tx(&ssrc)?;
+        let stream = self.streams.stream_tx_direct(&ssrc)?;
+        let could_pad = stream.padding_enabled();
         let (mid, midrid) = (stream.mid(), MidRid(stream.mid(), stream.rid()));
         let hint = stream.media_index_hint();
         let index = if self.medias.get(hint).is_some_and(|m| m.mid() == mid) {
@@ -1363,6 +1364,10 @@ impl Session {
             return None;
         }
         let (mut header, seq_no) = stream.direct_header(now, &mut rtp, resend_of, param);
+        // Sending gives the stream a padding payload type: with RTX it can pad from now on.
+        if !could_pad && stream.padding_enabled() {
+            self.streams.note_tx_touched();
+        }
         if exts.id_of(Extension::AbsoluteSendTime).is_some() {
             header.ext_vals.abs_send_time = Some(now);
         }

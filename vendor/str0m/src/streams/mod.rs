@@ -143,6 +143,13 @@ pub(crate) struct Streams {
     keyframe_request_pending: bool,
     remb_request_pending: bool,
 
+    /// A send stream was handed out mutably (it may have queued media, resends or padding,
+    /// or become able to pad) since the pacer's last full snapshot.
+    tx_touched: bool,
+    /// The last full snapshot found every send stream inert: until one is touched, the
+    /// pacer's snapshots skip them all.
+    tx_idle: bool,
+
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
     probe_media: Option<(Mid, Pt)>,
@@ -217,6 +224,8 @@ impl Streams {
             streams_tx: Default::default(),
             keyframe_request_pending: false,
             remb_request_pending: false,
+            tx_touched: true,
+            tx_idle: false,
             probe_tx: StreamTx::new_probe(mtu_warn),
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
@@ -372,6 +381,7 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
+        self.tx_touched = true;
         self.streams_tx
             .entry(ssrc)
             .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
@@ -399,7 +409,19 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
+        self.tx_touched = true;
         self.streams_tx.get_mut(ssrc)
+    }
+
+    /// A send stream for a direct send (`Session::send_rtp_now`), which queues nothing:
+    /// the caller reports with `note_tx_touched` if the stream became able to pad.
+    pub(crate) fn stream_tx_direct(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
+        self.streams_tx.get_mut(ssrc)
+    }
+
+    /// A send stream changed in a way that may give the pacer work.
+    pub(crate) fn note_tx_touched(&mut self) {
+        self.tx_touched = true;
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -519,6 +541,8 @@ impl Streams {
             // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
             let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
 
+            // A stream's first timeout may make it able to pad.
+            self.tx_touched |= !stream.had_first_timeout();
             stream.handle_timeout(now, get_media);
         }
 
@@ -608,6 +632,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
+        self.tx_touched = true;
         self.streams_tx.values_mut()
     }
 
@@ -704,7 +729,13 @@ impl Streams {
             queue.midrid = MidRid(MID_PROBE, None);
             queue
         });
-        let mut streams = self.streams_tx.values_mut();
+        // While no send stream was touched since a snapshot that found them all inert, they
+        // are all inert still: nothing is walked (an SFU's ~50 cold streams per timeout).
+        let walk = std::mem::take(&mut self.tx_touched) || !self.tx_idle;
+        let tx_idle = &mut self.tx_idle;
+        let mut streams = walk.then(|| self.streams_tx.values_mut()).into_iter().flatten();
+        let mut live = false;
+        let mut walking = walk;
         std::iter::from_fn(move || {
             for stream in streams.by_ref() {
                 let mut queue = stream.queue_state(now);
@@ -721,8 +752,12 @@ impl Streams {
                 if queue.is_inert() {
                     continue;
                 }
+                live = true;
                 media_padding |= queue.use_for_padding;
                 return Some(queue);
+            }
+            if std::mem::take(&mut walking) {
+                *tx_idle = !live;
             }
             let mut queue = probe_queue.take()?;
             queue.use_for_padding = !media_padding;
@@ -731,6 +766,7 @@ impl Streams {
     }
 
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
+        self.tx_touched = true;
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;
             return Some(&mut self.probe_tx);
@@ -750,6 +786,7 @@ impl Streams {
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
+        self.tx_touched = true;
         self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
     }
 

@@ -685,7 +685,7 @@ impl StreamTx {
         self.send_queue.push(packet);
     }
 
-    fn padding_enabled(&self) -> bool {
+    pub(crate) fn padding_enabled(&self) -> bool {
         (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
     }
 
@@ -1428,6 +1428,11 @@ impl StreamTx {
         }
 
         self.send_queue.handle_timeout(now);
+    }
+
+    /// Whether `handle_timeout` has run once (it may make the stream able to pad).
+    pub(crate) fn had_first_timeout(&self) -> bool {
+        self.kind.is_some()
     }
 
     fn on_first_timeout(&mut self, media: &Media, config: &CodecConfig) {
