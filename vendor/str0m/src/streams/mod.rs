@@ -739,6 +739,9 @@ impl Streams {
         std::iter::from_fn(move || {
             for stream in streams.by_ref() {
                 let mut queue = stream.queue_state(now);
+                // Whether the stream itself can have work, before a probe narrows who pads:
+                // one that could pad must be walked again once the probe is over.
+                live |= !queue.is_inert();
                 if probe_queue.is_some() && queue.use_for_padding {
                     // Only negotiated feedback sources can provide probe padding.
                     // Ordinary padding keeps its existing eligibility.
@@ -752,7 +755,6 @@ impl Streams {
                 if queue.is_inert() {
                     continue;
                 }
-                live = true;
                 media_padding |= queue.use_for_padding;
                 return Some(queue);
             }
