@@ -735,7 +735,6 @@ impl Streams {
         let tx_idle = &mut self.tx_idle;
         let mut streams = walk.then(|| self.streams_tx.values_mut()).into_iter().flatten();
         let mut live = false;
-        let mut walking = walk;
         std::iter::from_fn(move || {
             for stream in streams.by_ref() {
                 let mut queue = stream.queue_state(now);
@@ -758,9 +757,8 @@ impl Streams {
                 media_padding |= queue.use_for_padding;
                 return Some(queue);
             }
-            if std::mem::take(&mut walking) {
-                *tx_idle = !live;
-            }
+            // Without a walk nothing is live and the streams stay idle.
+            *tx_idle = !live;
             let mut queue = probe_queue.take()?;
             queue.use_for_padding = !media_padding;
             Some(queue)
